@@ -12,7 +12,7 @@ from quicraft.sim.__main__ import run as run_sim
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quicraft",
-        description="Raft consensus over QUIC. Run 'quicraft COMMAND --help' for a command's options.",
+        description="Raft consensus over QUIC. See 'quicraft COMMAND --help'.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = commands.add_parser(

@@ -530,8 +530,8 @@ class RaftCore:
             self._become_follower(self.term, None)
 
     def _send_append(self, to: NodeId, allow_empty: bool = True) -> bool:
-        pr = self.progress[to]
-        if pr.paused():
+        pr = self.progress.get(to)  # gone if a commit just removed `to`, or us
+        if pr is None or pr.paused():
             return False
         prev = pr.next - 1
         prev_term = self.log.term(prev)

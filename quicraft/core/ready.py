@@ -16,6 +16,10 @@ The contract, for a runtime that holds a core `raft`:
             5. serve rd.read_states once the state machine has applied their index
             6. raft.advance(rd)
 
+Two duties come with sending: for every SNAPSHOT message, report how its transfer ended with
+`raft.report_snapshot(peer, ok)` (until then the leader sends that follower nothing more), and
+report a peer that cannot be reached with `raft.report_unreachable(peer)`.
+
 `ready()` may not be called again before `advance()`. Steps 1 and 2 may overlap: only the
 leader puts messages in `messages`, and its own entries count towards a commit only after
 `advance()` reports them durable, so it can write its log while followers write theirs.

@@ -29,8 +29,9 @@ on unknown operations where it cannot matter:
 
 * an unknown get has no effect and accepts anything, so it is dropped up front;
 * an unknown operation that would leave the state unchanged is never tried;
-* an unknown blind write (put/del) is not tried directly after another one, since the
-  first would be overwritten before anyone could observe it;
+* an unknown blind write (put/del) is not tried directly after another one, and no unknown
+  operation is tried when only known puts may go next: either way its effect would be
+  overwritten before anyone could observe it;
 * among identical eligible unknown operations only one is tried (they are interchangeable:
   eligibility only grows as the search advances);
 * the memo keeps, per (known bitset, state), the minimal sets of consumed unknown
@@ -110,8 +111,8 @@ def _check_key(ops: Sequence[Operation], budget: int) -> bool | None:
     def moves(config: _Config) -> Iterator[_Config]:
         kmask, umask, state, after_blind = config
         # Known ops sorted by call; everything below the lowest unset bit is linearized.
-        # Scan while the call is no later than the earliest pending return seen so far:
-        # later ops have later calls and returns, so they cannot lower that bound.
+        # Scan while the call is no later than the earliest pending return seen so far: a
+        # later op's call, hence also its return, exceeds that bound, so it cannot lower it.
         earliest: float = math.inf
         eligible: list[int] = []
         for i in range((~kmask & (kmask + 1)).bit_length() - 1, len(known)):
@@ -125,6 +126,10 @@ def _check_key(ops: Sequence[Operation], budget: int) -> bool | None:
             result, new_state = _apply(op.kind, op.args, state)
             if result == op.result:
                 yield kmask | 1 << i, umask, new_state, False
+        # Unknown ops only matter right before a known op that observes the state; a known
+        # put overwrites whatever they did, so skip them when only puts are eligible.
+        if all(known[i].kind == "put" for i in eligible):
+            return
         tried: set[tuple[str, tuple[object, ...]]] = set()
         for j, op in enumerate(unknown):
             if op.call > earliest:
@@ -180,9 +185,7 @@ def _explain(key: str, ops: Sequence[Operation], headline: str) -> str:
     return "\n".join(lines)
 
 
-def check_history(
-    ops: Sequence[Operation], *, max_steps_per_key: int = 2_000_000
-) -> CheckResult:
+def check_history(ops: Sequence[Operation], *, max_steps_per_key: int = 2_000_000) -> CheckResult:
     """Check a key-value history for linearizability, one key at a time.
 
     A definite violation on any key wins over a key whose search gave up; a gave-up result

@@ -1,0 +1,138 @@
+"""Raft's safety properties (Figure 3 of the paper), checked as the simulation runs.
+
+Each property is checked incrementally at the moment it could first be broken, so a
+violation is reported at the step that caused it:
+
+- election safety: at most one leader per term (and no voter grants two votes in one term);
+- leader append-only: a leader never removes or changes entries of its own log;
+- log matching: an entry (index, term) is the same everywhere and follows the same term;
+- leader completeness: a new leader holds every entry committed before it;
+- state machine safety: no two different entries are committed or applied at one index;
+- monotonic: term and commit index never decrease in memory, nor on disk across restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quicraft.core import Entry, EntryType, HardState, MessageType, NodeId, Ready, Role
+
+from .node import SimNode
+
+
+class Violation(Exception):
+    def __init__(self, prop: str, detail: str):
+        super().__init__(prop, detail)  # both in args, so it pickles across processes
+        self.prop = prop
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.prop}: {self.detail}"
+
+
+@dataclass(slots=True)
+class _Seen:
+    term: int = 0
+    commit: int = 0
+    leader_last: tuple[int, int, int] | None = None  # (term, last index, its entry term)
+
+
+@dataclass(slots=True)
+class SafetyChecker:
+    leaders: dict[int, NodeId] = field(default_factory=dict)
+    votes: dict[tuple[NodeId, int], NodeId] = field(default_factory=dict)
+    # (index, term) -> (type, data, term of the entry before it)
+    entries: dict[tuple[int, int], tuple[EntryType, bytes, int]] = field(default_factory=dict)
+    committed: dict[int, Entry] = field(default_factory=dict)
+    durable: dict[NodeId, HardState] = field(default_factory=dict)
+    memory: dict[NodeId, _Seen] = field(default_factory=dict)
+
+    def restarted(self, node: NodeId) -> None:
+        self.memory.pop(node, None)
+
+    def after_step(self, node: SimNode) -> None:
+        core = node.core
+        seen = self.memory.setdefault(node.id, _Seen(core.term, core.log.committed))
+        if core.term < seen.term:
+            raise Violation("monotonic", f"{node.id} term went from {seen.term} to {core.term}")
+        if core.log.committed < seen.commit:
+            raise Violation(
+                "monotonic", f"{node.id} commit went from {seen.commit} to {core.log.committed}"
+            )
+        seen.term = core.term
+        if core.log.committed > seen.commit:
+            self._record_commits(node, seen.commit + 1, core.log.committed)
+            seen.commit = core.log.committed
+        if core.role is Role.LEADER:
+            self._check_leader(node, seen)
+        else:
+            seen.leader_last = None
+
+    def _check_leader(self, node: SimNode, seen: _Seen) -> None:
+        core, log = node.core, node.core.log
+        holder = self.leaders.setdefault(core.term, node.id)
+        if holder != node.id:
+            raise Violation("election safety", f"{holder} and {node.id} both lead term {core.term}")
+        last = seen.leader_last
+        if last is None or last[0] != core.term:
+            self._check_completeness(node)
+        elif log.last_index() < last[1] or log.term(last[1]) not in (last[2], None):
+            raise Violation(
+                "leader append-only",
+                f"{node.id} (term {core.term}) lost or changed entry {last[1]}",
+            )
+        seen.leader_last = (core.term, log.last_index(), log.last_term())
+
+    def _check_completeness(self, node: SimNode) -> None:
+        log = node.core.log
+        for index, entry in self.committed.items():
+            if index > log.offset and log.term(index) != entry.term:
+                raise Violation(
+                    "leader completeness",
+                    f"{node.id} leads term {node.core.term} without committed entry "
+                    f"{index} (term {entry.term}); it has term {log.term(index)} there",
+                )
+
+    def _record_commits(self, node: SimNode, lo: int, hi: int) -> None:
+        log = node.core.log
+        for index in range(max(lo, log.first_index()), hi + 1):
+            entry = log.entries[index - log.offset - 1]
+            self._commit(node.id, entry)
+
+    def _commit(self, node: NodeId, entry: Entry) -> None:
+        known = self.committed.setdefault(entry.index, entry)
+        if known != entry:
+            raise Violation(
+                "state machine safety",
+                f"{node} has entry {entry.index} (term {entry.term}) committed, but "
+                f"(term {known.term}) was committed there before",
+            )
+
+    def on_ready(self, node: SimNode, rd: Ready) -> None:
+        log = node.core.log
+        for entry in rd.entries:
+            prev = log.term(entry.index - 1)
+            assert prev is not None
+            shape = (entry.type, entry.data, prev)
+            if self.entries.setdefault((entry.index, entry.term), shape) != shape:
+                raise Violation(
+                    "log matching",
+                    f"{node.id} has a different entry ({entry.index}, term {entry.term})",
+                )
+        for m in rd.messages + rd.persisted_messages:
+            if m.type is MessageType.VOTE_RESP and not m.reject:
+                voted = self.votes.setdefault((m.frm, m.term), m.to)
+                if voted != m.to:
+                    raise Violation(
+                        "election safety",
+                        f"{m.frm} voted for {voted} and {m.to} in term {m.term}",
+                    )
+
+    def on_persist(self, node: NodeId, hs: HardState) -> None:
+        before = self.durable.get(node, HardState())
+        if hs.term < before.term or hs.commit < before.commit:
+            raise Violation("monotonic", f"{node} stored {hs} after {before}")
+        self.durable[node] = hs
+
+    def on_apply(self, node: NodeId, entry: Entry) -> None:
+        self._commit(node, entry)

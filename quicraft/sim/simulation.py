@@ -1,0 +1,575 @@
+"""One seeded simulation of a cluster: faults, clients, and every check.
+
+A run has two phases. In the fault phase (`steps` ticks) clients read and write while the seed's
+fault profile crashes and restarts nodes, cuts the network in many shapes, slows disks, changes
+membership, transfers leadership and snapshots often. Then every fault heals and the run checks
+liveness: a leader appears within a bound, a new write commits, and every live member converges
+to the same state. Safety properties are checked after every event (invariants.py) and the
+clients' history must be linearizable (linearizability.py).
+
+Everything random comes from the seed, so a failing seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from quicraft.core import (
+    ConfChange,
+    ConfChangeKind,
+    Config,
+    Message,
+    MessageType,
+    NodeId,
+    NotLeader,
+    RaftError,
+    Ready,
+    Role,
+    bootstrap_state,
+)
+
+from .invariants import SafetyChecker, Violation
+from .kv import Command
+from .linearizability import Operation, check_history
+from .network import Network, NetworkFaults
+from .node import Durable, SimNode
+
+TICK = 10  # time units per tick; network delays are finer than ticks
+ELECTION_TICK = 10
+OP_TIMEOUT = 30 * TICK
+HEAL_BOUND = 20 * ELECTION_TICK  # ticks allowed for a leader to emerge after faults heal
+KEYS = ("a", "b", "c")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    seed: int
+    nodes: int = 3
+    steps: int = 300  # ticks of the fault phase
+    clients: int = 3
+    bugs: frozenset[str] = frozenset()
+
+    def command(self) -> str:
+        """The command line that replays this run."""
+        cmd = (
+            f"python -m quicraft.sim --seeds 1 --start {self.seed} "
+            f"--nodes {self.nodes} --steps {self.steps} --clients {self.clients}"
+        )
+        return cmd + "".join(f" --bug {b}" for b in sorted(self.bugs))
+
+
+@dataclass(frozen=True, slots=True)
+class FaultProfile:
+    """How hard this seed shakes the cluster; chances are per tick."""
+
+    network: NetworkFaults
+    crash: float
+    partition: float
+    churn: float
+    transfer: float
+    slow_disk: float
+    snapshot_every: int
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> FaultProfile:
+        def chance(high: float) -> float:
+            return 0.0 if rng.random() < 0.25 else rng.uniform(0.0, high)
+
+        network = NetworkFaults(
+            drop=chance(0.1),
+            duplicate=chance(0.05),
+            min_delay=1,
+            max_delay=rng.choice((3, 10, 30)),
+            long_delay=chance(0.02),
+        )
+        return cls(
+            network=network,
+            crash=chance(0.02),
+            partition=chance(0.02),
+            churn=chance(0.02),
+            transfer=chance(0.01),
+            slow_disk=chance(0.01),
+            snapshot_every=rng.choice((5, 20, 100)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    options: SimOptions
+    violation: Violation | None
+    trace: list[str]
+    stats: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+    def report(self) -> str:
+        if self.violation is None:
+            return f"seed {self.options.seed}: ok"
+        lines = [
+            f"seed {self.options.seed}: FAILED {self.violation.prop}",
+            f"  {self.violation.detail}",
+            "  last events:",
+            *(f"    {t}" for t in self.trace),
+            f"  reproduce: {self.options.command()}",
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class _Op:
+    client: int
+    key: str
+    kind: str
+    args: tuple[int | None, ...]
+    call: int
+    node: NodeId
+    term: int = 0  # writes: the term of the proposed entry
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Client:
+    id: int
+    seq: int = 0
+    leader_hint: NodeId | None = None
+
+
+@dataclass(slots=True)
+class _Stats:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+class Simulation:
+    def __init__(self, options: SimOptions):
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.profile = FaultProfile.draw(self.rng)
+        self.net = Network(random.Random(self.rng.random()), self.profile.network)
+        self.checker = SafetyChecker()
+        self.now = 0
+        self._queue: list[tuple[int, int, Callable[[], None]]] = []
+        self._seq = 0
+        self.trace: deque[str] = deque(maxlen=30)
+        self.stats = _Stats()
+        self.history: list[Operation] = []
+        self._writes: dict[tuple[NodeId, int], _Op] = {}
+        self._reads: dict[bytes, _Op] = {}
+        self._clients = [_Client(i) for i in range(options.clients)]
+        self._clients_on = True
+        self._faults_on = True
+        self._last_value: dict[str, int | None] = {}
+        self._slow_until: dict[NodeId, int] = {}
+        self._next_id = options.nodes + 1
+        self.nodes: dict[NodeId, SimNode] = {}
+        founders = [f"n{i}" for i in range(1, options.nodes + 1)]
+        boot = bootstrap_state(founders)
+        for nid in founders:
+            durable = Durable(boot.hard_state, boot.snapshot, list(boot.entries))
+            self._add_node(nid, durable)
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _at(self, delay: int, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + delay, self._seq, fn))
+
+    def _run_until(self, end: int) -> None:
+        while self._queue and self._queue[0][0] <= end:
+            self.now, _, fn = heapq.heappop(self._queue)
+            fn()
+            self._pump()
+        self.now = end
+
+    def _pump(self) -> None:
+        """Start writes for every node with work, and check safety after the event."""
+        for node in list(self.nodes.values()):
+            if not node.alive:
+                continue
+            rd = node.take_ready()
+            if rd is not None:
+                self._begin_write(node, rd)
+            self.checker.after_step(node)
+
+    def _add_node(self, nid: NodeId, durable: Durable) -> SimNode:
+        config = Config(nid, election_tick=ELECTION_TICK, deliberate_bugs=self.options.bugs)
+        node = SimNode(config, self.rng.randrange(1 << 30), durable, self.profile.snapshot_every)
+        self.nodes[nid] = node
+        self._start_ticking(node)
+        return node
+
+    def _start_ticking(self, node: SimNode) -> None:
+        epoch = node.epoch
+
+        def tick() -> None:
+            if node.alive and node.epoch == epoch:
+                node.core.tick()
+                self._at(TICK, tick)
+
+        self._at(self.rng.randrange(1, TICK + 1), tick)
+
+    # -- the Ready contract -----------------------------------------------------------------
+
+    def _begin_write(self, node: SimNode, rd: Ready) -> None:
+        self.checker.on_ready(node, rd)
+        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+            self._note(f"{node.id} leads term {rd.soft_state.term}")
+            self.stats.add("elections")
+        self._send(rd.messages)
+        slow = self._slow_until.get(node.id, 0) > self.now
+        delay = self.rng.randint(20, 80) if slow else self.rng.randint(0, 3)
+        epoch = node.epoch
+
+        def written() -> None:
+            if node.alive and node.epoch == epoch:
+                self._finish_write(node, rd)
+
+        self._at(delay, written)
+
+    def _finish_write(self, node: SimNode, rd: Ready) -> None:
+        applied = node.finish_write(rd)
+        self.checker.on_persist(node.id, node.durable.hard_state)
+        self._send(rd.persisted_messages)
+        if rd.snapshot is not None:
+            self.stats.add("snapshots installed")
+        for a in applied:
+            self.checker.on_apply(node.id, a.entry)
+            op = self._writes.pop((node.id, a.entry.index), None)
+            if op is not None and not op.done:
+                if op.term == a.entry.term:
+                    self._complete(op, a.result)
+                else:
+                    self._fail(op)  # another entry took its index: it was never applied
+        for ctx in node.ready_reads():
+            op = self._reads.pop(ctx, None)
+            if op is not None and not op.done:
+                self._complete(op, node.kv.get(op.key))
+
+    def _send(self, messages: list[Message]) -> None:
+        for m in messages:
+            delays = self.net.delays(m)
+            for delay in delays:
+                self._at(delay, lambda m=m: self._deliver(m))  # type: ignore[misc]
+            if not delays and m.type is MessageType.SNAPSHOT:
+                self._report_snapshot(m, ok=False)
+
+    def _deliver(self, m: Message) -> None:
+        node = self.nodes.get(m.to)
+        delivered = node is not None and node.alive and self.net.can_reach(m.frm, m.to)
+        if node is not None and delivered:
+            node.core.step(m)
+        if m.type is MessageType.SNAPSHOT:
+            self._report_snapshot(m, delivered)
+
+    def _report_snapshot(self, m: Message, ok: bool) -> None:
+        """A transport tells the sender how a snapshot transfer ended, as a real one must."""
+
+        def report() -> None:
+            sender = self.nodes.get(m.frm)
+            if sender is not None and sender.alive:
+                sender.core.report_snapshot(m.to, ok)
+
+        self._at(self.rng.randint(1, TICK), report)
+
+    def _note(self, text: str) -> None:
+        self.trace.append(f"t={self.now // TICK}: {text}")
+
+    # -- clients --------------------------------------------------------------------------
+
+    def _client_loop(self, client: _Client) -> None:
+        if not self._clients_on:
+            return
+        client.seq += 1
+        kind = self.rng.choices(("get", "put", "incr", "cas", "del"), (35, 25, 15, 15, 10))[0]
+        key = self.rng.choice(KEYS)
+        args: tuple[int | None, ...] = ()
+        if kind == "put":
+            args = (self.rng.randint(1, 99),)
+        elif kind == "incr":
+            args = (self.rng.randint(1, 5),)
+        elif kind == "cas":
+            expected = self._last_value.get(key) if self.rng.random() < 0.7 else None
+            args = (expected, self.rng.randint(1, 99))
+        node = self._pick_node(client)
+        if node is None:
+            self._at(TICK, lambda: self._client_loop(client))
+            return
+        op = _Op(client.id, key, kind, args, self.now, node.id)
+        if kind == "get":
+            ctx = f"{client.id}:{client.seq}".encode()
+            self._reads[ctx] = op
+            node.core.read_index(ctx)
+        else:
+            cmd = Command(client.id, client.seq, kind, key, args)
+            try:
+                index, op.term = node.core.propose(cmd.encode())
+            except RaftError as err:
+                if isinstance(err, NotLeader):
+                    client.leader_hint = err.leader
+                self._fail(op)
+                return
+            self._writes[(node.id, index)] = op
+        self._at(OP_TIMEOUT, lambda: self._time_out(op))
+
+    def _pick_node(self, client: _Client) -> SimNode | None:
+        hint = self.nodes.get(client.leader_hint or "")
+        if hint is not None and hint.alive and self.rng.random() < 0.9:
+            return hint
+        alive = [n for n in self.nodes.values() if n.alive]
+        return self.rng.choice(alive) if alive else None
+
+    def _complete(self, op: _Op, result: object) -> None:
+        op.done = True
+        self.stats.add("ops ok")
+        self.history.append(
+            Operation(op.client, op.key, op.kind, op.args, op.call, self.now, result)
+        )
+        if op.kind in ("put", "cas", "incr", "get"):
+            value = op.args[0] if op.kind == "put" else result
+            if op.kind == "cas":
+                value = op.args[1] if result else self._last_value.get(op.key)
+            self._last_value[op.key] = value if isinstance(value, int) else None
+        self._next_op(op)
+
+    def _fail(self, op: _Op) -> None:
+        """The operation certainly had no effect: it is left out of the history."""
+        op.done = True
+        self.stats.add("ops failed")
+        self._next_op(op)
+
+    def _time_out(self, op: _Op) -> None:
+        if op.done:
+            return
+        op.done = True
+        if op.kind != "get":  # a write that may or may not have happened
+            self.stats.add("ops unknown")
+            self.history.append(Operation(op.client, op.key, op.kind, op.args, op.call, None))
+        self._next_op(op)
+
+    def _next_op(self, op: _Op) -> None:
+        client = self._clients[op.client]
+        self._at(self.rng.randint(0, 2 * TICK), lambda: self._client_loop(client))
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def _fault_tick(self) -> None:
+        if not self._faults_on:
+            return
+        p, rng = self.profile, self.rng
+        if rng.random() < p.crash:
+            self._crash_one()
+        if rng.random() < p.partition:
+            self._partition()
+        if rng.random() < p.churn:
+            self._churn()
+        if rng.random() < p.transfer:
+            self._transfer()
+        if rng.random() < p.slow_disk:
+            victim = rng.choice(sorted(self.nodes))
+            self._slow_until[victim] = self.now + rng.randint(5, 50) * TICK
+            self._note(f"{victim} disk slow")
+        self._at(TICK, self._fault_tick)
+
+    def _alive(self) -> list[SimNode]:
+        return [self.nodes[n] for n in sorted(self.nodes) if self.nodes[n].alive]
+
+    def leader(self) -> SimNode | None:
+        """The live leader of the highest term, if any."""
+        leaders = [n for n in self._alive() if n.core.role is Role.LEADER]
+        return max(leaders, key=lambda n: n.core.term, default=None)
+
+    def _crash_one(self) -> None:
+        alive = self._alive()
+        if not alive:
+            return
+        node = self.rng.choice(alive)
+        node.crash()
+        self.stats.add("crashes")
+        self._note(f"{node.id} crashes")
+        self._at(self.rng.randint(5, 50) * TICK, lambda: self._restart(node))
+
+    def _restart(self, node: SimNode) -> None:
+        if node.alive or node.id not in self.nodes:
+            return
+        node.start()
+        self.checker.restarted(node.id)
+        self._start_ticking(node)
+        self._note(f"{node.id} restarts at term {node.core.term}")
+
+    def _partition(self) -> None:
+        ids = sorted(self.nodes)
+        shape = self.rng.choice(("split", "isolate leader", "one way", "bridge", "ring"))
+        leader = self.leader()
+        if shape == "split":
+            side = set(self.rng.sample(ids, self.rng.randint(1, len(ids) // 2)))
+            self.net.split(side, set(ids) - side)
+        elif shape == "isolate leader" and leader is not None:
+            self.net.split({leader.id}, set(ids) - {leader.id})
+        elif shape == "one way":
+            victim = self.rng.choice(ids)
+            self.net.one_way({victim}, set(ids) - {victim})
+        elif shape == "bridge":
+            self.net.bridge(ids, self.rng.choice(ids))
+        else:
+            self.net.ring(ids)
+        self._note(f"partition: {shape}")
+        self.stats.add("partitions")
+        self._at(self.rng.randint(10, 80) * TICK, self._heal_network)
+
+    def _heal_network(self) -> None:
+        if self.net.blocked:
+            self.net.heal()
+            self._note("network healed")
+
+    def _churn(self) -> None:
+        leader = self.leader()
+        if leader is None:
+            return
+        members = leader.core.membership
+        choices: list[ConfChange] = []
+        if len(members.members()) < self.options.nodes + 2:
+            choices.append(ConfChange(ConfChangeKind.ADD_LEARNER, f"n{self._next_id}"))
+        choices += [ConfChange(ConfChangeKind.PROMOTE, n) for n in sorted(members.learners)]
+        if len(members.voters) > 3:
+            choices += [ConfChange(ConfChangeKind.REMOVE, n) for n in sorted(members.voters)]
+        choices += [ConfChange(ConfChangeKind.REMOVE, n) for n in sorted(members.learners)]
+        change = self.rng.choice(choices)
+        try:
+            leader.core.propose_conf_change(change)
+        except RaftError as err:
+            self._note(f"{change.kind.value} {change.node} refused: {err}")
+            return
+        self.stats.add("membership changes")
+        self._note(f"{leader.id} proposes {change.kind.value} {change.node}")
+        if change.kind is ConfChangeKind.ADD_LEARNER:
+            self._next_id += 1
+            self._add_node(change.node, Durable())
+
+    def _transfer(self) -> None:
+        leader = self.leader()
+        if leader is None:
+            return
+        targets = sorted(leader.core.membership.voters - {leader.id})
+        if not targets:
+            return
+        target = self.rng.choice(targets)
+        try:
+            leader.core.transfer_leadership(target)
+        except RaftError:
+            return
+        self.stats.add("transfers")
+        self._note(f"{leader.id} transfers leadership to {target}")
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        violation: Violation | None = None
+        try:
+            self._fault_phase()
+            self._heal_phase()
+            self._check_linearizable()
+        except Violation as v:
+            violation = v
+        except Exception as exc:  # a core assertion: report it like any other violation
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            violation = Violation(
+                "crash", f"{type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
+            )
+        self.stats.add("messages", self.net.sent)
+        return SimResult(self.options, violation, list(self.trace), dict(self.stats.counts))
+
+    def _fault_phase(self) -> None:
+        for client in self._clients:
+            self._at(self.rng.randint(0, 5 * TICK), lambda c=client: self._client_loop(c))  # type: ignore[misc]
+        self._at(TICK, self._fault_tick)
+        self._run_until(self.options.steps * TICK)
+
+    def _heal_phase(self) -> None:
+        self._faults_on = False
+        self._clients_on = False
+        self.net.heal()
+        self.net.faults = NetworkFaults(max_delay=self.profile.network.max_delay)
+        self._slow_until.clear()
+        for node in list(self.nodes.values()):
+            if not node.alive:
+                self._restart(node)
+        self._note("all faults healed")
+        healed = self.now
+        leader = self._await(HEAL_BOUND, self.leader)
+        if leader is None:
+            raise Violation("liveness", f"no leader within {HEAL_BOUND} ticks after healing")
+        self._note(f"leader after healing: {leader.id} (term {leader.core.term})")
+        # Outstanding operations finish or time out; then the cluster must take a new write.
+        self._run_until(self.now + OP_TIMEOUT + TICK)
+        index = self._await(HEAL_BOUND, self._final_write)
+        if index is None:
+            raise Violation("liveness", "a write after healing did not commit")
+        if self._await(HEAL_BOUND, lambda: self._converged(index)) is None:
+            raise Violation("convergence", self._divergence(index))
+        self.stats.add("heal ticks", (self.now - healed) // TICK)
+
+    def _await(self, ticks: int, probe: Callable[[], T | None]) -> T | None:
+        for _ in range(ticks):
+            found = probe()
+            if found is not None:
+                return found
+            self._run_until(self.now + TICK)
+        return probe()
+
+    def _final_write(self) -> int | None:
+        leader = self.leader()
+        if leader is None:
+            return None
+        try:
+            index, _ = leader.core.propose(Command(-1, 0, "put", "final", (1,)).encode())
+        except RaftError:
+            return None
+        return index
+
+    def _members(self) -> list[SimNode]:
+        leader = self.leader()
+        if leader is None:
+            return []
+        return [self.nodes[n] for n in sorted(leader.core.membership.members())]
+
+    def _converged(self, index: int) -> bool | None:
+        members = self._members()
+        if not members or any(not n.alive or n.core.log.applied < index for n in members):
+            return None
+        leader = self.leader()
+        assert leader is not None
+        applied = leader.core.log.applied
+        if any(n.core.log.applied != applied for n in members):
+            return None
+        states = {tuple(sorted(n.kv.data.items())) for n in members}
+        if len(states) > 1:
+            raise Violation("convergence", self._divergence(index))
+        return True
+
+    def _divergence(self, index: int) -> str:
+        parts = [
+            f"{n.id}: alive={n.alive} applied={n.core.log.applied} kv={n.kv.data}"
+            for n in self._members()
+        ]
+        return f"members did not converge on index {index}: " + "; ".join(parts)
+
+    def _check_linearizable(self) -> None:
+        result = check_history(self.history)
+        if not result.ok:
+            why = "checker gave up (not proven)" if result.gave_up else "not linearizable"
+            raise Violation("linearizability", f"key {result.key!r}: {why}\n{result.explanation}")
+
+
+def run_seed(options: SimOptions) -> SimResult:
+    return Simulation(options).run()

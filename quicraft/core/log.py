@@ -5,7 +5,10 @@ knows which prefix is durable (`stable`). The runtime persists what lies beyond 
 back; the core never touches a disk.
 
 Invariants kept here:
-- `snapshot.meta.index <= applied <= committed`; committed entries are never removed or changed.
+- `applied <= committed`; committed entries are never removed or changed.
+- `applied` is what the runtime has applied: it moves only when the runtime reports (advance),
+  never when a snapshot merely arrives. Until a received snapshot is installed, `applied` may
+  lag the snapshot's index and no entry is handed out for applying.
 - `stable <= last_index()`: truncating the log also pulls `stable` back.
 - The membership in effect is the one of the newest configuration entry in the log, else the
   snapshot's: changes take effect when appended (thesis §4.1) and revert when truncated.
@@ -19,6 +22,7 @@ from .types import NO_TERM, Entry, EntryType, Membership, Snapshot, membership_o
 class RaftLog:
     def __init__(self, snapshot: Snapshot, entries: list[Entry], committed: int, applied: int):
         self.snapshot = snapshot
+        self.offset = snapshot.meta.index  # the index just before entries[0]
         self.entries: list[Entry] = []
         self.committed = max(committed, snapshot.meta.index)
         self.applied = max(applied, snapshot.meta.index)
@@ -32,10 +36,6 @@ class RaftLog:
             raise ValueError(f"commit index {committed} is beyond the log ({self.last_index()})")
 
     # -- reading --------------------------------------------------------------------------
-
-    @property
-    def offset(self) -> int:
-        return self.snapshot.meta.index
 
     def first_index(self) -> int:
         return self.offset + 1
@@ -81,9 +81,11 @@ class RaftLog:
         return self.entries[self.stable - self.offset :]
 
     def has_unapplied(self) -> bool:
-        return self.committed > self.applied
+        return self.committed > self.applied >= self.offset
 
     def unapplied_entries(self) -> list[Entry]:
+        if not self.has_unapplied():
+            return []  # nothing, or a received snapshot must be installed first
         return self.slice(self.applied + 1, self.committed + 1)
 
     def find_conflict_by_term(self, index: int, term: int) -> int:
@@ -124,11 +126,9 @@ class RaftLog:
         self._append_unchecked(entries)
 
     def _append_unchecked(self, entries: list[Entry]) -> None:
-        membership = self.membership()
         for entry in entries:
             if entry.type is EntryType.CONF_CHANGE:
-                membership = membership_of(entry, membership)
-                self._changes.append((entry.index, membership))
+                self._changes.append((entry.index, membership_of(entry, self.membership())))
         self.entries.extend(entries)
 
     def maybe_append(self, prev_index: int, prev_term: int, entries: list[Entry]) -> int | None:
@@ -178,12 +178,11 @@ class RaftLog:
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot received from the leader."""
         self.snapshot = snapshot
+        self.offset = snapshot.meta.index
         self.entries = []
         self._changes = []
         self.committed = snapshot.meta.index
         self.stable = snapshot.meta.index
-        # The runtime installs the snapshot before applying anything after it (ready.py).
-        self.applied = snapshot.meta.index
         self.pending_snapshot = snapshot
 
     def compact(self, snapshot: Snapshot) -> None:
@@ -196,6 +195,7 @@ class RaftLog:
         del self.entries[: index - self.offset]
         self._changes = [(at, m) for at, m in self._changes if at > index]
         self.snapshot = snapshot
+        self.offset = index
 
 
 __all__ = ["NO_TERM", "RaftLog"]

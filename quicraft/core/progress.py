@@ -61,8 +61,8 @@ class Progress:
     probe_sent: bool = False
     # SNAPSHOT: the index of the snapshot being sent.
     pending_snapshot: int = 0
-    # CheckQuorum: heard from this peer since the last check.
-    recent_active: bool = False
+    # CheckQuorum: ticks since this peer last answered the leader.
+    silent_ticks: int = 0
     # ReadIndex: the newest read round this peer has confirmed in the current term.
     read_round: int = 0
 

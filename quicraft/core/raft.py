@@ -135,8 +135,17 @@ class RaftCore:
         return self.log.membership()
 
     def promotable(self) -> bool:
-        """Only voters campaign; learners and removed nodes never do."""
-        return self.id in self.membership.voters
+        """Voters campaign; learners and removed nodes do not.
+
+        Thesis §4.2.2: while the newest configuration entry is uncommitted, a node that was a
+        voter before it still campaigns (its own vote only counts where it is a voter). A leader
+        that proposed its own removal and then lost leadership must still be able to win, or
+        the remaining voters, who may still need its vote, could never elect anyone.
+        """
+        if self.id in self.membership.voters:
+            return True
+        change = self.log.last_change_index()
+        return change > self.log.committed and self.id in self.log.membership_at(change - 1).voters
 
     def _bug(self, name: str) -> bool:
         return name in self.config.deliberate_bugs
@@ -154,11 +163,13 @@ class RaftCore:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        for pr in self.progress.values():
+            pr.silent_ticks += 1
+        if self.config.check_quorum and not self._quorum_active():
+            self._become_follower(self.term, None)
+            return
         if self._election_elapsed >= self.config.election_tick:
             self._election_elapsed = 0
-            if self.config.check_quorum and not self._quorum_active():
-                self._become_follower(self.term, None)
-                return
             # A transfer that has not completed within an election timeout is abandoned.
             self.lead_transferee = None
         if self._heartbeat_elapsed >= self.config.heartbeat_tick:
@@ -166,9 +177,9 @@ class RaftCore:
             self._broadcast_heartbeat()
 
     def _quorum_active(self) -> bool:
-        active = {p for p, pr in self.progress.items() if pr.recent_active or p == self.id}
-        for p, pr in self.progress.items():
-            pr.recent_active = p == self.id
+        """CheckQuorum: heard from a quorum (counting ourselves) within an election timeout."""
+        timeout = self.config.election_tick
+        active = [p for p, pr in self.progress.items() if p == self.id or pr.silent_ticks < timeout]
         return quorum.has_quorum(self.membership.voters, active)
 
     def campaign(self, transfer: bool = False) -> None:
@@ -212,7 +223,7 @@ class RaftCore:
         single-server change bug found in 2015 — and no other change is uncommitted.
         """
         self._check_can_propose()
-        if self.log.term(self.log.committed) != self.term:
+        if not self._committed_in_term():
             raise ProposalDropped("the leader has not yet committed an entry of its term")
         if self.log.last_change_index() > self.log.committed:
             raise ProposalDropped("another membership change is not yet committed")
@@ -454,10 +465,10 @@ class RaftCore:
         if pr is None:
             return
         if m.type is MessageType.APPEND_RESP:
-            pr.recent_active = True
+            pr.silent_ticks = 0
             self._handle_append_resp(m, pr)
         elif m.type is MessageType.HEARTBEAT_RESP:
-            pr.recent_active = True
+            pr.silent_ticks = 0
             self._handle_heartbeat_resp(m, pr)
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:
@@ -499,8 +510,10 @@ class RaftCore:
             self._release_reads()
 
     def _append_as_leader(self, entries: list[Entry]) -> None:
+        changes_before = self.log.last_change_index()
         self.log.append(entries)
-        self._membership_changed()
+        if self.log.last_change_index() != changes_before:
+            self._membership_changed()
         self._broadcast_pending = True  # sent at ready(): proposals between Readies batch up
 
     def _maybe_commit(self) -> bool:
@@ -511,14 +524,19 @@ class RaftCore:
             return False
         if self.log.term(index) != self.term and not self._bug("commit_old_term_by_counting"):
             return False
-        first_of_term = self.log.term(self.log.committed) != self.term
+        had_term_commit = self._committed_in_term()
         self.log.commit_to(index)
-        if first_of_term:
-            for read in self._reads_before_commit:
+        if not had_term_commit and self._committed_in_term():
+            waiting, self._reads_before_commit = self._reads_before_commit, []
+            for read in waiting:
                 self._leader_read(read)
-            self._reads_before_commit.clear()
         self._step_down_if_removed()
         return True
+
+    def _committed_in_term(self) -> bool:
+        """Has this leader committed an entry of its own term? Until then its commit index
+        may lag the cluster's (§6.4), and it may not change the membership (thesis §4.1)."""
+        return self.log.term(self.log.committed) == self.term
 
     def _step_down_if_removed(self) -> None:
         """A leader removed from the membership leads until the removal commits, then leaves."""
@@ -592,9 +610,7 @@ class RaftCore:
     # -- ReadIndex ------------------------------------------------------------------------
 
     def _leader_read(self, read: _PendingRead) -> None:
-        if self.log.term(self.log.committed) != self.term and not self._bug(
-            "read_index_before_term_commit"
-        ):
+        if not self._committed_in_term() and not self._bug("read_index_before_term_commit"):
             # Until this term commits an entry, our commit index may lag the real one.
             self._reads_before_commit.append(read)
             return
@@ -632,11 +648,12 @@ class RaftCore:
         if self.role is not Role.LEADER:
             return
         members = self.membership.members() | {self.id}
-        for gone in set(self.progress) - members:
+        for gone in sorted(set(self.progress) - members):
             del self.progress[gone]
             if gone == self.lead_transferee:
                 self.lead_transferee = None
-        for peer in members - set(self.progress):
+        # Sorted, here and below: the order messages are sent in must not depend on hashing.
+        for peer in sorted(members - set(self.progress)):
             self.progress[peer] = self._new_progress()
         self._maybe_commit()
 
@@ -690,7 +707,7 @@ class RaftCore:
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
-        for peer in self.membership.members() | {self.id}:
+        for peer in sorted(self.membership.members() | {self.id}):
             self.progress[peer] = self._new_progress()
         own = self.progress[self.id]
         own.become_replicate()
@@ -710,8 +727,11 @@ class RaftCore:
         if self._broadcast_pending:
             self._broadcast_pending = False
             for peer in self.progress:
-                if peer != self.id:
-                    self._send_append(peer)
+                # The first append may be empty (it carries the commit index); then stream
+                # whatever else the follower's window allows.
+                if peer != self.id and self._send_append(peer):
+                    while self._send_append(peer, allow_empty=False):
+                        pass
         if self._reads_unsent:
             self._reads_unsent = False
             self._read_round += 1

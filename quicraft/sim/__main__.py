@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from quicraft.core import DELIBERATE_BUGS
 
-from .simulation import SimOptions, SimResult, run_seed
+from .simulation import PROFILES, SimOptions, SimResult, run_seed
 
 MAX_REPORTS = 3  # failures printed in full; the rest are listed by seed
 
@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=3, help="concurrent clients (3)")
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (all cores)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="mixed",
+        help="fault mix: 'mixed' draws a different mix per seed (default); 'leader-faults' "
+        "crashes and isolates leaders often, with one entry per message",
     )
     parser.add_argument(
         "--bug",
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     bugs = frozenset(args.bug)
     options = [
-        SimOptions(seed, args.nodes, args.steps, args.clients, bugs)
+        SimOptions(seed, args.nodes, args.steps, args.clients, bugs, args.profile)
         for seed in range(args.start, args.start + args.seeds)
     ]
     started = time.monotonic()

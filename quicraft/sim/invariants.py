@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from quicraft.core import Entry, EntryType, HardState, MessageType, NodeId, Ready, Role
+from quicraft.core import Entry, EntryType, HardState, Message, MessageType, NodeId, Ready, Role
 
 from .node import SimNode
 
@@ -119,7 +119,10 @@ class SafetyChecker:
                     "log matching",
                     f"{node.id} has a different entry ({entry.index}, term {entry.term})",
                 )
-        for m in rd.messages + rd.persisted_messages:
+
+    def on_send(self, messages: list[Message]) -> None:
+        """Called as messages actually leave (a crash can stop persisted_messages)."""
+        for m in messages:
             if m.type is MessageType.VOTE_RESP and not m.reject:
                 voted = self.votes.setdefault((m.frm, m.term), m.to)
                 if voted != m.to:

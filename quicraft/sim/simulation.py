@@ -45,6 +45,9 @@ ELECTION_TICK = 10
 OP_TIMEOUT = 30 * TICK
 HEAL_BOUND = 20 * ELECTION_TICK  # ticks allowed for a leader to emerge after faults heal
 KEYS = ("a", "b", "c")
+# Events one run may take (a normal run takes well under 100,000). Hitting it is a failure:
+# something loops, and a deterministic budget keeps that failure reproducible.
+EVENT_BUDGET = 2_000_000
 T = TypeVar("T")
 
 
@@ -55,6 +58,7 @@ class SimOptions:
     steps: int = 300  # ticks of the fault phase
     clients: int = 3
     bugs: frozenset[str] = frozenset()
+    profile: str = "mixed"  # one of PROFILES
 
     def command(self) -> str:
         """The command line that replays this run."""
@@ -62,6 +66,8 @@ class SimOptions:
             f"python -m quicraft.sim --seeds 1 --start {self.seed} "
             f"--nodes {self.nodes} --steps {self.steps} --clients {self.clients}"
         )
+        if self.profile != "mixed":
+            cmd += f" --profile {self.profile}"
         return cmd + "".join(f" --bug {b}" for b in sorted(self.bugs))
 
 
@@ -70,6 +76,14 @@ class FaultProfile:
     """How hard this seed shakes the cluster; chances are per tick."""
 
     network: NetworkFaults
+    # Core settings vary too: a core must be safe under any of them, and small batches and
+    # windows split work across messages, where the subtle interleavings live.
+    max_entries_per_msg: int
+    max_inflight_msgs: int
+    pre_vote: bool
+    check_quorum: bool
+    quick_restart: float  # chance a crashed node is back within a tick or two
+    crash_leader: float  # chance a crash picks the leader rather than any node
     crash: float
     partition: float
     churn: float
@@ -78,7 +92,10 @@ class FaultProfile:
     snapshot_every: int
 
     @classmethod
-    def draw(cls, rng: random.Random) -> FaultProfile:
+    def draw(cls, rng: random.Random, kind: str) -> FaultProfile:
+        if kind == "leader-faults":
+            return cls.leader_faults(rng)
+
         def chance(high: float) -> float:
             return 0.0 if rng.random() < 0.25 else rng.uniform(0.0, high)
 
@@ -91,6 +108,12 @@ class FaultProfile:
         )
         return cls(
             network=network,
+            max_entries_per_msg=rng.choice((1, 3, 64)),
+            max_inflight_msgs=rng.choice((1, 4, 256)),
+            pre_vote=rng.random() < 0.8,
+            check_quorum=rng.random() < 0.8,
+            quick_restart=rng.choice((0.0, 0.5)),
+            crash_leader=0.5,
             crash=chance(0.02),
             partition=chance(0.02),
             churn=chance(0.02),
@@ -98,6 +121,33 @@ class FaultProfile:
             slow_disk=chance(0.01),
             snapshot_every=rng.choice((5, 20, 100)),
         )
+
+    @classmethod
+    def leader_faults(cls, rng: random.Random) -> FaultProfile:
+        """Leaders fail often and come back fast, and every message carries one entry.
+
+        This is where the classic traps live (paper Figure 8; votes and reads around a leader
+        change): an old-term entry replicated without the new leader's no-op, a voter that
+        restarts while its term's election is still going on.
+        """
+        return cls(
+            network=NetworkFaults(drop=0.05, duplicate=0.02, max_delay=10, long_delay=0.02),
+            max_entries_per_msg=1,
+            max_inflight_msgs=rng.choice((1, 4)),
+            pre_vote=rng.random() < 0.5,
+            check_quorum=rng.random() < 0.5,
+            quick_restart=0.8,
+            crash_leader=0.9,
+            crash=0.04,
+            partition=0.01,
+            churn=0.0,
+            transfer=0.02,
+            slow_disk=0.02,
+            snapshot_every=rng.choice((20, 100)),
+        )
+
+
+PROFILES = ("mixed", "leader-faults")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +205,13 @@ class Simulation:
     def __init__(self, options: SimOptions):
         self.options = options
         self.rng = random.Random(options.seed)
-        self.profile = FaultProfile.draw(self.rng)
+        self.profile = FaultProfile.draw(self.rng, options.profile)
         self.net = Network(random.Random(self.rng.random()), self.profile.network)
         self.checker = SafetyChecker()
         self.now = 0
         self._queue: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = 0
+        self._events = 0
         self.trace: deque[str] = deque(maxlen=30)
         self.stats = _Stats()
         self.history: list[Operation] = []
@@ -187,6 +238,9 @@ class Simulation:
 
     def _run_until(self, end: int) -> None:
         while self._queue and self._queue[0][0] <= end:
+            self._events += 1
+            if self._events > EVENT_BUDGET:
+                raise Violation("liveness", f"more than {EVENT_BUDGET} events: a loop?")
             self.now, _, fn = heapq.heappop(self._queue)
             fn()
             self._pump()
@@ -203,7 +257,16 @@ class Simulation:
             self.checker.after_step(node)
 
     def _add_node(self, nid: NodeId, durable: Durable) -> SimNode:
-        config = Config(nid, election_tick=ELECTION_TICK, deliberate_bugs=self.options.bugs)
+        p = self.profile
+        config = Config(
+            nid,
+            election_tick=ELECTION_TICK,
+            max_entries_per_msg=p.max_entries_per_msg,
+            max_inflight_msgs=p.max_inflight_msgs,
+            pre_vote=p.pre_vote,
+            check_quorum=p.check_quorum,
+            deliberate_bugs=self.options.bugs,
+        )
         node = SimNode(config, self.rng.randrange(1 << 30), durable, self.profile.snapshot_every)
         self.nodes[nid] = node
         self._start_ticking(node)
@@ -257,6 +320,7 @@ class Simulation:
                 self._complete(op, node.kv.get(op.key))
 
     def _send(self, messages: list[Message]) -> None:
+        self.checker.on_send(messages)
         for m in messages:
             delays = self.net.delays(m)
             for delay in delays:
@@ -391,13 +455,19 @@ class Simulation:
 
     def _crash_one(self) -> None:
         alive = self._alive()
+        leader = self.leader()
         if not alive:
             return
-        node = self.rng.choice(alive)
+        if leader is not None and self.rng.random() < self.profile.crash_leader:
+            node = leader
+        else:
+            node = self.rng.choice(alive)
         node.crash()
         self.stats.add("crashes")
         self._note(f"{node.id} crashes")
-        self._at(self.rng.randint(5, 50) * TICK, lambda: self._restart(node))
+        quick = self.rng.random() < self.profile.quick_restart
+        down = self.rng.randint(1, 2 * TICK) if quick else self.rng.randint(5, 50) * TICK
+        self._at(down, lambda: self._restart(node))
 
     def _restart(self, node: SimNode) -> None:
         if node.alive or node.id not in self.nodes:
@@ -487,6 +557,7 @@ class Simulation:
                 "crash", f"{type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
             )
         self.stats.add("messages", self.net.sent)
+        self.stats.add("events", self._events)
         return SimResult(self.options, violation, list(self.trace), dict(self.stats.counts))
 
     def _fault_phase(self) -> None:

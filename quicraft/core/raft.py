@@ -277,7 +277,12 @@ class RaftCore:
             self._send_append(target)
 
     def snapshot_taken(self, index: int, data: bytes) -> None:
-        """The runtime snapshotted its state machine at applied `index`; compact the log."""
+        """The runtime snapshotted its state machine at applied `index`; compact the log.
+
+        Ignored when a snapshot received from the leader already covers `index`.
+        """
+        if index <= self.log.offset:
+            return
         term = self.log.term(index)
         if term is None:
             raise ValueError(f"no entry at {index} to snapshot")

@@ -123,12 +123,14 @@ class SafetyChecker:
     def on_send(self, messages: list[Message]) -> None:
         """Called as messages actually leave (a crash can stop persisted_messages)."""
         for m in messages:
-            if m.type is MessageType.VOTE_RESP and not m.reject:
-                voted = self.votes.setdefault((m.frm, m.term), m.to)
-                if voted != m.to:
+            # A candidate asking for votes has voted for itself in that term.
+            chosen = m.frm if m.type is MessageType.VOTE else m.to
+            if m.type is MessageType.VOTE or (m.type is MessageType.VOTE_RESP and not m.reject):
+                voted = self.votes.setdefault((m.frm, m.term), chosen)
+                if voted != chosen:
                     raise Violation(
                         "election safety",
-                        f"{m.frm} voted for {voted} and {m.to} in term {m.term}",
+                        f"{m.frm} voted for {voted} and {chosen} in term {m.term}",
                     )
 
     def on_persist(self, node: NodeId, hs: HardState) -> None:

@@ -84,6 +84,12 @@ class FaultProfile:
     check_quorum: bool
     quick_restart: float  # chance a crashed node is back within a tick or two
     crash_leader: float  # chance a crash picks the leader rather than any node
+    # Chance to strike at a critical moment: isolate or crash a leader just elected (before
+    # its no-op spreads), crash a node just after it durably voted.
+    pounce: float
+    # Chance that a message still in flight when its sender crashes is lost with it, as the
+    # unsent packets of a machine that loses power are.
+    crash_loses_sends: float
     crash: float
     partition: float
     churn: float
@@ -114,6 +120,8 @@ class FaultProfile:
             check_quorum=rng.random() < 0.8,
             quick_restart=rng.choice((0.0, 0.5)),
             crash_leader=0.5,
+            pounce=chance(0.1),
+            crash_loses_sends=chance(1.0),
             crash=chance(0.02),
             partition=chance(0.02),
             churn=chance(0.02),
@@ -138,10 +146,12 @@ class FaultProfile:
             check_quorum=rng.random() < 0.5,
             quick_restart=0.8,
             crash_leader=0.9,
+            pounce=0.3,
+            crash_loses_sends=0.7,
             crash=0.04,
             partition=0.01,
             churn=0.0,
-            transfer=0.02,
+            transfer=0.05,
             slow_disk=0.02,
             snapshot_every=rng.choice((20, 100)),
         )
@@ -222,6 +232,7 @@ class Simulation:
         self._faults_on = True
         self._last_value: dict[str, int | None] = {}
         self._slow_until: dict[NodeId, int] = {}
+        self._leader_commit: dict[NodeId, int] = {}
         self._next_id = options.nodes + 1
         self.nodes: dict[NodeId, SimNode] = {}
         founders = [f"n{i}" for i in range(1, options.nodes + 1)]
@@ -255,6 +266,16 @@ class Simulation:
             if rd is not None:
                 self._begin_write(node, rd)
             self.checker.after_step(node)
+            if node.core.role is Role.LEADER:
+                self._maybe_strike_on_commit(node)
+
+    def _maybe_strike_on_commit(self, node: SimNode) -> None:
+        """A leader that just advanced its commit index is the only one who knows it."""
+        commit = node.core.log.committed
+        if commit > self._leader_commit.get(node.id, 0):
+            self._leader_commit[node.id] = commit
+            if self._faults_on and self.rng.random() < self.profile.pounce / 4:
+                self._at(0, lambda: self._strike_leader(node))
 
     def _add_node(self, nid: NodeId, durable: Durable) -> SimNode:
         p = self.profile
@@ -289,6 +310,10 @@ class Simulation:
         if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
             self._note(f"{node.id} leads term {rd.soft_state.term}")
             self.stats.add("elections")
+            if self._faults_on and self.rng.random() < self.profile.pounce:
+                # At once (before its no-op leaves) or a few round trips in (mid catch-up).
+                delay = self.rng.choice((self.rng.randint(0, 3), self.rng.randint(0, 4 * TICK)))
+                self._at(delay, lambda: self._strike_leader(node))
         self._send(rd.messages)
         slow = self._slow_until.get(node.id, 0) > self.now
         delay = self.rng.randint(20, 80) if slow else self.rng.randint(0, 3)
@@ -304,6 +329,11 @@ class Simulation:
         applied = node.finish_write(rd)
         self.checker.on_persist(node.id, node.durable.hard_state)
         self._send(rd.persisted_messages)
+        voted = any(
+            m.type in (MessageType.VOTE, MessageType.VOTE_RESP) for m in rd.persisted_messages
+        )
+        if voted and self._faults_on and self.rng.random() < self.profile.pounce:
+            self._at(0, lambda: self._crash(node, quick=True))
         if rd.snapshot is not None:
             self.stats.add("snapshots installed")
         for a in applied:
@@ -322,15 +352,18 @@ class Simulation:
     def _send(self, messages: list[Message]) -> None:
         self.checker.on_send(messages)
         for m in messages:
+            epoch = self.nodes[m.frm].epoch
             delays = self.net.delays(m)
             for delay in delays:
-                self._at(delay, lambda m=m: self._deliver(m))  # type: ignore[misc]
+                self._at(delay, lambda m=m, e=epoch: self._deliver(m, e))  # type: ignore[misc]
             if not delays and m.type is MessageType.SNAPSHOT:
                 self._report_snapshot(m, ok=False)
 
-    def _deliver(self, m: Message) -> None:
+    def _deliver(self, m: Message, sender_epoch: int) -> None:
         node = self.nodes.get(m.to)
         delivered = node is not None and node.alive and self.net.can_reach(m.frm, m.to)
+        if self.nodes[m.frm].epoch != sender_epoch:  # the sender crashed meanwhile
+            delivered = delivered and self.rng.random() >= self.profile.crash_loses_sends
         if node is not None and delivered:
             node.core.step(m)
         if m.type is MessageType.SNAPSHOT:
@@ -462,12 +495,27 @@ class Simulation:
             node = leader
         else:
             node = self.rng.choice(alive)
+        self._crash(node, quick=self.rng.random() < self.profile.quick_restart)
+
+    def _crash(self, node: SimNode, quick: bool) -> None:
+        if not node.alive:
+            return
         node.crash()
         self.stats.add("crashes")
         self._note(f"{node.id} crashes")
-        quick = self.rng.random() < self.profile.quick_restart
         down = self.rng.randint(1, 2 * TICK) if quick else self.rng.randint(5, 50) * TICK
         self._at(down, lambda: self._restart(node))
+
+    def _strike_leader(self, node: SimNode) -> None:
+        if not node.alive or node.core.role is not Role.LEADER:
+            return
+        if self.rng.random() < 0.5:
+            self._crash(node, quick=True)
+            return
+        self.net.split({node.id}, set(self.nodes) - {node.id})
+        self._note(f"partition: new leader {node.id} isolated")
+        self.stats.add("partitions")
+        self._at(self.rng.randint(5, 30) * TICK, self._heal_network)
 
     def _restart(self, node: SimNode) -> None:
         if node.alive or node.id not in self.nodes:

@@ -232,7 +232,7 @@ class Simulation:
         self._faults_on = True
         self._last_value: dict[str, int | None] = {}
         self._slow_until: dict[NodeId, int] = {}
-        self._leader_commit: dict[NodeId, int] = {}
+        self._leader_commit: dict[NodeId, tuple[int, int]] = {}  # (term, commit) seen
         self._next_id = options.nodes + 1
         self.nodes: dict[NodeId, SimNode] = {}
         founders = [f"n{i}" for i in range(1, options.nodes + 1)]
@@ -270,11 +270,14 @@ class Simulation:
                 self._maybe_strike_on_commit(node)
 
     def _maybe_strike_on_commit(self, node: SimNode) -> None:
-        """A leader that just advanced its commit index is the only one who knows it."""
-        commit = node.core.log.committed
-        if commit > self._leader_commit.get(node.id, 0):
-            self._leader_commit[node.id] = commit
-            if self._faults_on and self.rng.random() < self.profile.pounce / 4:
+        """A leader that just advanced its commit index is the only one who knows it. Its
+        first advance in a term is the pivotal one (§5.4.2): strike there most often."""
+        term, commit = node.core.term, node.core.log.committed
+        last_term, last_commit = self._leader_commit.get(node.id, (0, 0))
+        if (term, commit) > (last_term, last_commit):
+            self._leader_commit[node.id] = (term, commit)
+            chance = self.profile.pounce if term > last_term else self.profile.pounce / 4
+            if self._faults_on and self.rng.random() < chance:
                 self._at(0, lambda: self._strike_leader(node))
 
     def _add_node(self, nid: NodeId, durable: Durable) -> SimNode:
@@ -417,6 +420,9 @@ class Simulation:
                 self._fail(op)
                 return
             self._writes[(node.id, index)] = op
+            # A leader that just appended is the only node holding that entry.
+            if self._faults_on and self.rng.random() < self.profile.pounce / 4:
+                self._at(0, lambda: self._strike_leader(node))
         self._at(OP_TIMEOUT, lambda: self._time_out(op))
 
     def _pick_node(self, client: _Client) -> SimNode | None:

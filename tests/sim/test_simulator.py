@@ -63,6 +63,7 @@ def test_same_seed_same_run_whatever_the_hash_seed() -> None:
 BUGS = {
     "vote_without_log_check": (("leader completeness", "state machine safety"), 200),
     "forget_vote_persist": (("election safety",), 200),
+    "commit_old_term_by_counting": (("leader completeness", "state machine safety"), 1500),
     "read_index_before_term_commit": (("linearizability",), 1000),
 }
 BUG_SEED_LIMIT = 200

@@ -1,0 +1,71 @@
+"""Bugs the simulator found, each pinned by a direct test of the core."""
+
+from __future__ import annotations
+
+import random
+
+from harness import Network
+
+from quicraft.core import (
+    Config,
+    Membership,
+    Message,
+    MessageType,
+    RaftCore,
+    Snapshot,
+    SnapshotMeta,
+    bootstrap_state,
+)
+from quicraft.core.progress import ProgressState
+
+
+def test_applied_moves_only_when_the_runtime_reports_it() -> None:
+    """A snapshot that arrives between ready() and advance() is not 'applied' until the
+    runtime has installed it. Counting it early let a read be served from older state."""
+    core = RaftCore(Config("b"), random.Random(0), bootstrap_state(["a", "b", "c"]))
+    rd = core.ready()
+    assert [e.index for e in rd.committed_entries] == [1, 2, 3]
+    snapshot = Snapshot(SnapshotMeta(10, 2, Membership(frozenset({"a", "b", "c"}))), b"img")
+    core.step(Message(MessageType.SNAPSHOT, "b", "a", 2, snapshot=snapshot))
+    assert core.log.applied == 0  # nothing has been applied yet
+    core.advance(rd)
+    assert core.log.applied == 3  # the founding entries, not the snapshot
+    rd = core.ready()
+    assert rd.snapshot is snapshot
+    assert rd.committed_entries == []  # nothing to apply before the snapshot is installed
+    core.advance(rd)
+    assert core.log.applied == 10
+
+
+def test_snapshot_taken_below_a_received_snapshot_is_ignored() -> None:
+    """The runtime may snapshot at an applied index a received snapshot already covers."""
+    core = RaftCore(Config("b"), random.Random(0), bootstrap_state(["a", "b", "c"]))
+    core.advance(core.ready())
+    snapshot = Snapshot(SnapshotMeta(10, 2, Membership(frozenset({"a", "b", "c"}))), b"img")
+    core.step(Message(MessageType.SNAPSHOT, "b", "a", 2, snapshot=snapshot))
+    core.snapshot_taken(3, b"old")  # covered by the received snapshot: nothing to compact
+    assert core.log.snapshot is snapshot
+
+
+def test_a_lost_snapshot_is_sent_again_once_reported() -> None:
+    """A leader waits on a follower in SNAPSHOT state until the transport reports the
+    transfer; a failed report must lead to a new attempt, not a follower stuck forever."""
+    net = Network(["a", "b", "c"], pre_vote=False, check_quorum=False)
+    leader = net.elect("a")
+    net.isolate("c")
+    for n in range(5):
+        leader.propose(b"x%d" % n)
+    net.deliver()
+    net.compact("a")
+    net.heal()
+    net.tick(["a"], settle=False)  # a heartbeat to c: c's answers lead the leader to a snapshot
+    everything_but_snapshots = [t for t in MessageType if t is not MessageType.SNAPSHOT]
+    net.deliver(everything_but_snapshots)
+    lost = net.take(MessageType.SNAPSHOT, to="c")  # taken without a report: the transfer hangs
+    assert len(lost) == 1
+    assert leader.progress["c"].state is ProgressState.SNAPSHOT
+    leader.report_snapshot("c", ok=False)
+    assert leader.progress["c"].state is ProgressState.PROBE
+    net.tick(["a"])  # the next heartbeat round unpauses the probe and resends
+    assert net.count(MessageType.SNAPSHOT, to="c") >= 2
+    assert net["c"].log.committed == leader.log.committed

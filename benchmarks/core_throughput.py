@@ -224,21 +224,16 @@ def run_once(entries: int, batch: int, payload: int, mode: str, seed: int) -> Ru
     cpu_start = time.process_time()
     start = time.perf_counter()
     remaining = entries
-    if mode == "closed":
-        while remaining:
-            n = min(batch, remaining)
-            for _ in range(n):
-                propose(data)
-            remaining -= n
-            cluster.run_until_quiet()
-    else:
-        while remaining:
-            n = min(batch, remaining)
-            for _ in range(n):
-                propose(data)
-            remaining -= n
-            cluster.round()
-        cluster.run_until_quiet()
+    while remaining:
+        n = min(batch, remaining)
+        for _ in range(n):
+            propose(data)
+        remaining -= n
+        if mode == "closed":
+            cluster.run_until_quiet()  # one client waiting for each batch
+        else:
+            cluster.round()  # the next batch goes out while this one is in flight
+    cluster.run_until_quiet()
     end = time.perf_counter()
     cpu_s = time.process_time() - cpu_start
 

@@ -595,9 +595,7 @@ class RaftCore:
         self._send(Message(MessageType.TIMEOUT_NOW, to, self.id, self.term))
 
     def _broadcast_heartbeat(self) -> None:
-        self._send_heartbeats(self._read_round)
-
-    def _send_heartbeats(self, read_round: int) -> None:
+        """Heartbeats carry the newest ReadIndex round, so every round of them confirms it."""
         for peer, pr in self.progress.items():
             if peer == self.id:
                 continue
@@ -608,7 +606,7 @@ class RaftCore:
                     self.id,
                     self.term,
                     commit=min(pr.match, self.log.committed),
-                    read_round=read_round,
+                    read_round=self._read_round,
                 )
             )
 
@@ -740,7 +738,7 @@ class RaftCore:
         if self._reads_unsent:
             self._reads_unsent = False
             self._read_round += 1
-            self._send_heartbeats(self._read_round)
+            self._broadcast_heartbeat()
 
     def has_ready(self) -> bool:
         return bool(

@@ -1,0 +1,53 @@
+"""The layering rules of DESIGN.md, checked on the source: arrows point down only."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "quicraft"
+
+
+def _imports(folder: str) -> dict[str, set[str]]:
+    """For each module in `folder`: the top-level modules (or quicraft subpackages) it imports."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((PACKAGE / folder).glob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        found[path.name] = {
+            ".".join(n.split(".")[:2]) if n.startswith("quicraft") else n.split(".")[0]
+            for n in names
+        }
+    return found
+
+
+def test_core_imports_only_the_standard_library() -> None:
+    """Sans-IO: no quicraft layer above it, nothing third-party, no I/O or concurrency."""
+    forbidden = {"asyncio", "socket", "threading", "time", "os", "select", "subprocess"}
+    for module, names in _imports("core").items():
+        outside = {n for n in names if n not in sys.stdlib_module_names and n != "__future__"}
+        assert not outside, f"core/{module} imports {outside}"
+        assert not names & forbidden, f"core/{module} imports {names & forbidden}"
+
+
+def test_sim_builds_only_on_the_core() -> None:
+    for module, names in _imports("sim").items():
+        layers = {n for n in names if n.startswith("quicraft")}
+        assert layers <= {"quicraft.core"}, f"sim/{module} imports {layers}"
+        third_party = {
+            n for n in names - layers if n not in sys.stdlib_module_names and n != "__future__"
+        }
+        assert not third_party, f"sim/{module} imports {third_party}"
+
+
+def test_public_api_is_sorted_and_importable() -> None:
+    import quicraft.core as core
+
+    assert core.__all__ == sorted(core.__all__, key=lambda n: (not n.isupper(), n))
+    for name in core.__all__:
+        assert hasattr(core, name), name

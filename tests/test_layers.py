@@ -45,6 +45,31 @@ def test_sim_builds_only_on_the_core() -> None:
         assert not third_party, f"sim/{module} imports {third_party}"
 
 
+#: Each layer and the quicraft layers it may import (DESIGN.md: arrows point down only).
+ALLOWED_LAYERS = {
+    "storage": {"quicraft.core", "quicraft.storage"},
+    "wire": {"quicraft.core", "quicraft.wire"},
+    "transport": {"quicraft.wire", "quicraft.transport"},
+    "statemachine": {"quicraft.core", "quicraft.wire", "quicraft.statemachine"},
+    "node": {
+        "quicraft.core",
+        "quicraft.storage",
+        "quicraft.wire",
+        "quicraft.transport",
+        "quicraft.statemachine",
+        "quicraft.node",
+    },
+    "client": {"quicraft.wire", "quicraft.transport", "quicraft.client"},
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    for layer, allowed in ALLOWED_LAYERS.items():
+        for module, names in _imports(layer).items():
+            layers = {n for n in names if n.startswith("quicraft")}
+            assert layers <= allowed, f"{layer}/{module} imports {layers - allowed}"
+
+
 def test_public_api_is_sorted_and_importable() -> None:
     import quicraft.core as core
 

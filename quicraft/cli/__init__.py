@@ -1,4 +1,7 @@
-"""The `quicraft` command. It only parses arguments, calls the library and prints."""
+"""The `quicraft` command. It only parses arguments, calls the library and prints.
+
+Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import sys
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.sim.__main__ import run as run_sim
 
+from . import bench, certs, kv, local, node
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -15,6 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Raft consensus over QUIC. See 'quicraft COMMAND --help'.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    node.add_parser(commands)
+    kv.add_parser(commands)
+    local.add_parser(commands)
+    bench.add_parser(commands)
+    certs.add_parser(commands)
     sim = commands.add_parser(
         "sim",
         help="run the deterministic cluster simulator (same as 'python -m quicraft.sim')",
@@ -25,11 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUNNERS = {
+    "node": node.run,
+    "kv": kv.run,
+    "local": local.run,
+    "bench": bench.run,
+    "certs": certs.run,
+    "sim": run_sim,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "sim":
-        return run_sim(args)
-    return 2
+    return RUNNERS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+import sys
+
+from quicraft.cli import main
+
+sys.exit(main())

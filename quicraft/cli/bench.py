@@ -1,0 +1,82 @@
+"""`quicraft bench`: committed writes/s, write latency and linearizable reads/s of a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from quicraft.client import Client, ClientError, connect
+from quicraft.client.bench import BenchResult, run_bench, wait_until_serving
+from quicraft.node.local import LocalCluster, LocalClusterError
+from quicraft.transport import IdentityError
+
+from .common import MISUSE, OK, add_certs, fail
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure a throwaway local cluster or an existing one",
+        description="With --local N: start N nodes on loopback in a temporary folder (as "
+        "'quicraft local'), drive them, print the results and clean up. With --endpoints: "
+        "drive an existing cluster (it writes keys under bench/).",
+    )
+    target = bench.add_mutually_exclusive_group(required=True)
+    target.add_argument("--local", type=int, metavar="N", help="start a throwaway cluster of N")
+    target.add_argument("--endpoints", metavar="HOST:PORT,...", help="an existing cluster")
+    bench.add_argument("--cluster", default="bench", help="cluster name (default: bench)")
+    add_certs(bench)
+    bench.add_argument("--name", default="admin", help="identity to use (default: admin)")
+    bench.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    bench.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of writes (default 10)"
+    )
+    bench.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+    bench.add_argument("--preset", default="dev", help="preset of a --local cluster (default dev)")
+    bench.add_argument("--base-port", type=int, default=7500, help="ports of a --local cluster")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.clients < 1 or args.duration <= 0 or args.value_size < 0:
+        print("quicraft bench: --clients >= 1, --duration > 0 and --value-size >= 0 please")
+        return MISUSE
+    try:
+        if args.local is not None:
+            result = _bench_local(args)
+        else:
+            result = asyncio.run(_drive(args.endpoints, args.cluster, args.certs, args))
+    except (ClientError, IdentityError, LocalClusterError, ValueError) as err:
+        return fail(str(err))
+    print(json.dumps(result.as_dict()) if args.json else result.summary())
+    return OK
+
+
+def _bench_local(args: argparse.Namespace) -> BenchResult:
+    folder = Path(tempfile.mkdtemp(prefix="quicraft-bench-"))
+    cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
+    try:
+        for node in cluster.nodes:
+            cluster.start(node)
+        return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args))
+    finally:
+        cluster.stop_all()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _drive(
+    endpoints: str, cluster: str, certs: Path, args: argparse.Namespace
+) -> BenchResult:
+    clients: list[Client] = [
+        connect(endpoints, cluster, certs, args.name, timeout=10) for _ in range(args.clients)
+    ]
+    try:
+        await wait_until_serving(clients[0], timeout=30)
+        return await run_bench(clients, args.duration, args.value_size)
+    finally:
+        for client in clients:
+            await client.close()

@@ -1,0 +1,130 @@
+"""`quicraft node`: run one node until SIGTERM or SIGINT (a leader hands over first)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from quicraft.node import PRESETS, Node, NodeSettings
+from quicraft.storage import StorageError
+from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
+
+from .common import OK, add_certs, address, address_list, fail
+
+DEFAULT_PORT = 7400
+log = logging.getLogger("quicraft.cli")
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser(
+        "node",
+        help="run a node",
+        description="Run a quicraft node. With --peers, a node with an empty data directory "
+        "waits until every peer has answered and proved its identity, then founds the cluster "
+        "of itself and those peers (give every founder the same set). Without --peers it "
+        "founds a cluster of one. A node with data rejoins as itself and never founds again.",
+    )
+    add_node_arguments(node)
+
+
+def add_node_arguments(node: argparse.ArgumentParser) -> None:
+    node.add_argument("--cluster", required=True, help="cluster name (required)")
+    node.add_argument(
+        "--name",
+        default=socket.gethostname(),
+        help="this node's name, which picks its key in the certs folder (default: host name)",
+    )
+    node.add_argument(
+        "--listen",
+        type=address,
+        default=("127.0.0.1", DEFAULT_PORT),
+        metavar="HOST:PORT",
+        help=f"UDP address to serve QUIC on (default: 127.0.0.1:{DEFAULT_PORT})",
+    )
+    node.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="data directory for the log and snapshots (default: ./data/CLUSTER/NAME)",
+    )
+    add_certs(node)
+    node.add_argument(
+        "--peers",
+        type=address_list,
+        default=[],
+        metavar="HOST:PORT,...",
+        help="the other founding members' addresses",
+    )
+    node.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="dev",
+        help="timings: test (elections in 0.2-0.4 s), dev (0.5-1 s, the default), "
+        "prod (1-2 s, rare snapshots); see docs/operations.md",
+    )
+    node.add_argument("--snapshot-every", type=int, metavar="N", help="entries between snapshots")
+    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def settings_from(args: argparse.Namespace) -> NodeSettings:
+    settings = NodeSettings(
+        cluster=args.cluster,
+        name=args.name,
+        data_dir=args.data or Path("data") / args.cluster / args.name,
+        certs_dir=args.certs,
+        listen=args.listen,
+        peers=tuple(args.peers),
+        timings=PRESETS[args.preset],
+    )
+    if args.snapshot_every is not None:
+        settings = settings.with_timings(snapshot_every=args.snapshot_every)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.log_level != "debug":
+        logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-packet chatter
+    if args.snapshot_every is not None and args.snapshot_every < 1:
+        return fail("--snapshot-every must be at least 1")
+    settings = settings_from(args)
+    try:
+        ensure_identity(settings)
+        return asyncio.run(serve(settings))
+    except (IdentityError, StorageError, TransportError, OSError) as err:
+        return fail(str(err))
+    except KeyboardInterrupt:
+        return OK
+
+
+def ensure_identity(settings: NodeSettings) -> None:
+    """Issue this node's key when the cluster's CA is here and the node has none yet."""
+    if not identity_exists(settings.certs_dir, settings.cluster, settings.name):
+        issue(settings.certs_dir, settings.cluster, settings.name, Role.NODE)
+        log.info("issued a node key for %r", settings.name)
+
+
+async def serve(settings: NodeSettings) -> int:
+    node = Node(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop(hand_over=False)
+        raise
+    waiting = asyncio.create_task(node.wait())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    await node.stop(hand_over=True)
+    return OK

@@ -1,0 +1,106 @@
+"""Drive a cluster with concurrent clients and measure it (used by `quicraft bench`).
+
+Each client is one connection with one session and one request in flight; N clients give N
+concurrent requests, which the leader turns into batches (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from .client import Client, ClientError
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    clients: int
+    value_size: int
+    write_seconds: float
+    writes: int
+    writes_per_s: float
+    write_p50_ms: float
+    write_p99_ms: float
+    read_seconds: float
+    reads: int
+    reads_per_s: float
+    errors: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.writes_per_s:,.0f} writes/s (p50 {self.write_p50_ms:.1f} ms, "
+            f"p99 {self.write_p99_ms:.1f} ms), {self.reads_per_s:,.0f} linearizable reads/s; "
+            f"{self.clients} clients, {self.value_size}-byte values, {self.errors} errors"
+        )
+
+
+async def wait_until_serving(client: Client, timeout: float) -> None:
+    """Until a write succeeds: a leader is elected and a quorum answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.kv.set("bench/ready", b"1")
+            return
+        except ClientError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def run_bench(
+    clients: list[Client], duration: float, value_size: int, read_duration: float | None = None
+) -> BenchResult:
+    value = b"x" * value_size
+    latencies: list[float] = []
+    errors = 0
+
+    async def writer(number: int, client: Client, until: float) -> None:
+        nonlocal errors
+        count = 0
+        while time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                await client.kv.set(f"bench/{number}/{count % 1000}", value)
+            except ClientError:
+                errors += 1
+                continue
+            latencies.append(time.monotonic() - started)
+            count += 1
+
+    reads = 0
+
+    async def reader(number: int, client: Client, until: float) -> None:
+        nonlocal reads, errors
+        while time.monotonic() < until:
+            try:
+                await client.kv.get(f"bench/{number}/0")
+            except ClientError:
+                errors += 1
+                continue
+            reads += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(writer(i, c, start + duration) for i, c in enumerate(clients)))
+    write_seconds = time.monotonic() - start
+    read_duration = duration / 2 if read_duration is None else read_duration
+    start = time.monotonic()
+    await asyncio.gather(*(reader(i, c, start + read_duration) for i, c in enumerate(clients)))
+    read_seconds = time.monotonic() - start
+    ordered = sorted(latencies) or [0.0]
+    return BenchResult(
+        clients=len(clients),
+        value_size=value_size,
+        write_seconds=write_seconds,
+        writes=len(latencies),
+        writes_per_s=len(latencies) / write_seconds,
+        write_p50_ms=statistics.median(ordered) * 1000,
+        write_p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        read_seconds=read_seconds,
+        reads=reads,
+        reads_per_s=reads / read_seconds if read_seconds else 0.0,
+        errors=errors,
+    )

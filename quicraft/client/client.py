@@ -1,0 +1,181 @@
+"""The Python client of `quicraft-client/1`: it finds the leader and retries for its caller.
+
+    async with quicraft.connect(endpoints=["127.0.0.1:7401"], cluster="c1") as c:
+        revision = await c.kv.set("config/mode", b"fast")
+        value = await c.kv.get("config/mode")          # linearizable (ReadIndex)
+
+Writes carry (session, seq) so a write retried after a timeout or a leader change is applied
+once and returns its first result (Raft thesis §6.3). A follower answers `not_leader` with the
+leader's address and the client goes there; a lost connection moves it to the next endpoint.
+Errors that retrying cannot fix (forbidden, bad_request, session_expired) are raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from quicraft.transport import (
+    ALPN_CLIENT,
+    Connection,
+    Identity,
+    RefusedError,
+    TransportError,
+    load_identity,
+)
+from quicraft.transport import (
+    connect as quic_connect,
+)
+from quicraft.transport.address import Address, format_address, parse_address
+from quicraft.wire import ProtocolError, Response, decode_response, encode_request
+
+from .kv import KV
+
+log = logging.getLogger("quicraft.client")
+
+#: Errors worth retrying elsewhere or later; anything else goes straight to the caller.
+RETRYABLE = frozenset({"not_leader", "no_leader", "unavailable", "timeout"})
+WRITES = frozenset({"set", "delete", "incr", "cas"})
+
+
+class ClientError(Exception):
+    """A request failed; `code` is the protocol's error code (see docs/client.md)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{message} ({code})")
+        self.code = code
+
+
+class Client:
+    def __init__(self, endpoints: list[Address], identity: Identity, timeout: float = 10.0):
+        if not endpoints:
+            raise ValueError("give at least one endpoint")
+        self.endpoints = list(endpoints)
+        self.identity = identity
+        self.timeout = timeout
+        self.kv = KV(self)
+        self._conn: Connection | None = None
+        self._current = 0
+        self._session: int | None = None
+        self._seq = 0
+        self._in_flight: set[int] = set()  # sequence numbers of writes not yet answered
+        self._registering = asyncio.Lock()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def current_endpoint(self) -> str:
+        """The node this client talks to now ("HOST:PORT"): the leader, after a write."""
+        return format_address(self.endpoints[self._current])
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close("client closing")
+            self._conn = None
+
+    async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A write, applied exactly once however often it must be retried."""
+        async with self._registering:
+            if self._session is None:
+                result = await self.call("register", {})
+                self._session = int(result["session"])
+        self._seq += 1
+        seq = self._seq
+        self._in_flight.add(seq)
+        try:
+            # `ack`: the node may forget our results below the oldest write still waiting.
+            extra = {"session": self._session, "seq": seq, "ack": min(self._in_flight)}
+            return await self.call(op, {**args, **extra})
+        finally:
+            self._in_flight.discard(seq)
+
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Send one request, following the leader and retrying until `timeout` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.02
+        last = "no endpoint answered"
+        while loop.time() < deadline:
+            try:
+                response = await asyncio.wait_for(
+                    self._exchange(encode_request(op, args)), max(0.1, deadline - loop.time())
+                )
+            except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
+                if isinstance(err, RefusedError):
+                    raise ClientError("forbidden", f"refused by the cluster: {err}") from None
+                last = f"{format_address(self.endpoints[self._current])}: {err or 'timed out'}"
+                self._move_on()
+            else:
+                if response.ok:
+                    return dict(response.result or {})
+                error = response.error
+                if error is None or error.code not in RETRYABLE:
+                    code = error.code if error else "internal"
+                    raise ClientError(code, error.message if error else "no error information")
+                last = error.message
+                if error.code == "not_leader" and error.leader_addr:
+                    self._go_to(error.leader_addr)
+                    continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")
+
+    async def _exchange(self, request: bytes) -> Response:
+        conn = await self._connection()
+        stream = await conn.open_stream()
+        stream.write_frame(request)
+        stream.end()
+        frame = await stream.read_frame()
+        if frame is None:
+            raise ProtocolError("the node closed the stream without answering")
+        return decode_response(frame)
+
+    async def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            host, port = self.endpoints[self._current]
+            self._conn = await quic_connect(host, port, self.identity, ALPN_CLIENT)
+        return self._conn
+
+    def _move_on(self) -> None:
+        if self._conn is not None:
+            self._conn.close("trying another node")
+            self._conn = None
+        self._current = (self._current + 1) % len(self.endpoints)
+
+    def _go_to(self, leader_addr: str) -> None:
+        try:
+            address = parse_address(leader_addr)
+        except ValueError:
+            self._move_on()
+            return
+        if address not in self.endpoints:
+            self.endpoints.append(address)
+        if self._current != self.endpoints.index(address) or self._conn is None:
+            if self._conn is not None:
+                self._conn.close("following the leader")
+                self._conn = None
+            self._current = self.endpoints.index(address)
+
+
+def connect(
+    endpoints: list[str] | str,
+    cluster: str,
+    certs: str | Path = "certs",
+    name: str = "admin",
+    timeout: float = 10.0,
+) -> Client:
+    """A client of `cluster` at `endpoints` ("HOST:PORT" strings), using the identity `name`
+    from `certs/<cluster>/`. Use it with `async with`; it connects on first use."""
+    if isinstance(endpoints, str):
+        endpoints = [e for e in endpoints.split(",") if e.strip()]
+    addresses = [parse_address(e) for e in endpoints]
+    return Client(addresses, load_identity(Path(certs), cluster, name), timeout)

@@ -1,0 +1,55 @@
+"""The key-value operations of a client, as methods with plain Python results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class KV:
+    def __init__(self, client: Client):
+        self._client = client
+
+    async def set(self, key: str, value: bytes | str) -> int:
+        """Store `value` under `key`; returns the revision (log index) of the write."""
+        result = await self._client.write("set", {"key": key, "value": _bytes(value)})
+        return int(result["revision"])
+
+    async def get(self, key: str, *, stale: bool = False) -> bytes | None:
+        """The value of `key`, or None. Linearizable unless `stale`, which reads the
+        contacted node's state at once (possibly behind the leader)."""
+        value, _ = await self.get_with_revision(key, stale=stale)
+        return value
+
+    async def get_with_revision(self, key: str, *, stale: bool = False) -> tuple[bytes | None, int]:
+        """The value of `key` and the revision that last changed it (0 if never set)."""
+        result = await self._client.call("get", {"key": key, "stale": stale})
+        value = result.get("value")
+        return (bytes(value) if value is not None else None), int(result["revision"])
+
+    async def delete(self, key: str) -> bool:
+        """Remove `key`; True if it existed."""
+        result = await self._client.write("delete", {"key": key})
+        return bool(result["deleted"])
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Add `by` to the integer stored at `key` (0 if absent); returns the new value."""
+        result = await self._client.write("incr", {"key": key, "by": by})
+        return int(result["value"])
+
+    async def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
+        """Set `key` to `new` only if it holds `expected` (None: only if absent)."""
+        want = None if expected is None else _bytes(expected)
+        result = await self._client.write("cas", {"key": key, "expected": want, "new": _bytes(new)})
+        return bool(result["ok"])
+
+    async def keys(self, prefix: str = "", *, stale: bool = False) -> list[str]:
+        """The keys that start with `prefix`, sorted."""
+        result = await self._client.call("keys", {"prefix": prefix, "stale": stale})
+        return [str(k) for k in result["keys"]]

@@ -1,0 +1,266 @@
+"""Connections to the other members over `quicraft-raft/1`: one per pair, reused, redialed.
+
+Rules of this file:
+- One connection per pair of nodes. Either side may dial; when both did, both keep the one
+  dialed by the lower node id and close the other, so they agree without talking about it.
+- On a connection each side sends on streams it opened itself: a control stream (votes,
+  heartbeats, acknowledgements, TimeoutNow, ReadIndex) and a data stream (AppendEntries), so
+  heartbeats and votes never wait behind bulk appends; every snapshot streams in chunks on a
+  stream of its own.
+- Raft tolerates lost messages, so nothing here retries one: while a peer is unreachable its
+  messages are dropped, the core is told (`on_unreachable`) and the link redials with backoff.
+- A message is believed only if its sender is the authenticated peer of its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from quicraft.core import Message, MessageType, NodeId
+from quicraft.transport import ALPN_RAFT, Connection, Identity, Stream, TransportError, connect
+from quicraft.transport.address import Address
+from quicraft.wire import (
+    ProtocolError,
+    SnapshotAssembler,
+    decode_message,
+    encode_message,
+    snapshot_frames,
+)
+
+log = logging.getLogger("quicraft.peers")
+
+
+SNAPSHOT_CHUNK = 256 * 1024
+#: Messages waiting for one peer; beyond this the oldest are dropped (Raft resends).
+QUEUE_LIMIT = 10_000
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
+DUPLICATE_GRACE_S = 2.0
+#: A connection that carried nothing for this long gives way to a new one from the same peer.
+SILENT_S = 1.0
+
+
+class PeerPool:
+    def __init__(
+        self,
+        identity: Identity,
+        deliver: Callable[[Message], None],
+        on_unreachable: Callable[[NodeId], None],
+        on_snapshot_sent: Callable[[NodeId, bool], None],
+    ):
+        self.identity = identity
+        self.id = identity.node_id
+        self._deliver = deliver
+        self._on_unreachable = on_unreachable
+        self._on_snapshot_sent = on_snapshot_sent
+        #: Where to dial each member: a hint learned from --peers or from its connections.
+        self.addresses: dict[NodeId, Address] = {}
+        self._connections: dict[NodeId, Connection] = {}
+        self._heard: dict[NodeId, float] = {}  # when the current connection last carried a frame
+        self._links: dict[NodeId, _Link] = {}
+        self._closed = False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, m: Message) -> None:
+        if self._closed:
+            return
+        link = self._links.get(m.to)
+        if link is None:
+            link = self._links[m.to] = _Link(self, m.to)
+        link.enqueue(m)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def connection(self, peer: NodeId) -> Connection | None:
+        conn = self._connections.get(peer)
+        return conn if conn is not None and not conn.closed else None
+
+    def adopt(self, conn: Connection) -> None:
+        """Take a new authenticated connection (dialed or accepted) to a peer."""
+        peer = conn.peer.node_id
+        current = self.connection(peer)
+        if current is None or current is conn or self._silent(peer):
+            # A silent current connection is most likely to a process that has since
+            # restarted (QUIC only notices at the idle timeout): the new one replaces it.
+            if current is not None and current is not conn:
+                current.close("replaced by a newer connection")
+            self._connections[peer] = conn
+            self._heard[peer] = time.monotonic()
+        else:
+            keep, drop = (conn, current) if self._preferred(conn) else (current, conn)
+            self._connections[peer] = keep
+            # Close the loser a little later: its dialer may still be learning who we are.
+            loop = asyncio.get_running_loop()
+            loop.call_later(DUPLICATE_GRACE_S, drop.close, "duplicate connection")
+            if keep is current:
+                return
+        log.debug("connected to %s (%s)", peer, "dialed" if conn.dialed else "accepted")
+        link = self._links.get(peer)
+        if link is not None:
+            link.wake()
+
+    def _silent(self, peer: NodeId) -> bool:
+        return time.monotonic() - self._heard.get(peer, 0.0) > SILENT_S
+
+    def _preferred(self, conn: Connection) -> bool:
+        dialer = self.id if conn.dialed else conn.peer.node_id
+        return dialer == min(self.id, conn.peer.node_id)
+
+    async def dial(self, address: Address, expect: NodeId | None = None) -> NodeId:
+        """Connect to `address` and return the id of the node found there (for bootstrap)."""
+        conn = await connect(
+            address[0],
+            address[1],
+            self.identity,
+            ALPN_RAFT,
+            expect_node_id=expect,
+            handlers={ALPN_RAFT: self.handle_stream},
+        )
+        peer = conn.peer.node_id
+        self.addresses[peer] = address
+        self.adopt(conn)
+        return peer
+
+    async def close(self) -> None:
+        self._closed = True
+        for link in self._links.values():
+            link.stop()
+        for conn in list(self._connections.values()):
+            conn.close("node stopping")
+        self._connections.clear()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def handle_stream(self, conn: Connection, stream: Stream) -> None:
+        """Read Raft messages from a stream the peer opened, until it ends."""
+        peer = conn.peer.node_id
+        try:
+            frame = await stream.read_frame()
+            if frame is None:
+                return
+            try:
+                m = decode_message(frame)
+            except ProtocolError:
+                # The first frame of a snapshot's own stream is its header, not a message.
+                m = await self._receive_snapshot(SnapshotAssembler(frame), stream)
+            while True:
+                if m.frm != peer or m.to != self.id:
+                    log.warning("dropped a message from %s claiming to be %s", peer, m.frm)
+                    return
+                if self._connections.get(peer) is conn:
+                    self._heard[peer] = time.monotonic()
+                self._deliver(m)
+                frame = await stream.read_frame()
+                if frame is None:
+                    return
+                m = decode_message(frame)
+        except ProtocolError as err:
+            log.warning("protocol error from %s: %s", peer, err)
+            conn.close(f"protocol error: {err}")
+        except TransportError:
+            return
+
+    async def _receive_snapshot(self, assembler: SnapshotAssembler, stream: Stream) -> Message:
+        while not assembler.complete:
+            chunk = await stream.read_frame()
+            if chunk is None:
+                raise ProtocolError(f"snapshot stream ended after {assembler.received} bytes")
+            assembler.feed(chunk)
+        m = assembler.message()
+        log.info("received a snapshot of %d bytes from %s", assembler.size, m.frm)
+        return m
+
+
+class _Link:
+    """The sending half of one peer: a queue and a task that keeps a connection to drain it."""
+
+    def __init__(self, pool: PeerPool, peer: NodeId):
+        self.pool = pool
+        self.peer = peer
+        self.queue: deque[Message] = deque(maxlen=QUEUE_LIMIT)
+        self._ready = asyncio.Event()
+        self._snapshots: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
+        self._task = asyncio.create_task(self._run(), name=f"link-{peer}")
+
+    def enqueue(self, m: Message) -> None:
+        self.queue.append(m)
+        self._ready.set()
+
+    def wake(self) -> None:
+        self._ready.set()
+
+    def stop(self) -> None:
+        self._task.cancel()
+        for task in self._snapshots:
+            task.cancel()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            conn = self.pool.connection(self.peer)
+            if conn is None:
+                conn = await self._dial()
+                if conn is None:
+                    self.queue.clear()
+                    self.pool._on_unreachable(self.peer)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    continue
+            backoff = BACKOFF_MIN_S
+            try:
+                await self._send_on(conn)
+            except (TransportError, ConnectionError) as err:
+                log.info("lost connection to %s: %s", self.peer, err)
+                conn.close("send failed")
+                self.pool._on_unreachable(self.peer)
+
+    async def _dial(self) -> Connection | None:
+        address = self.pool.addresses.get(self.peer)
+        if address is None:
+            return None  # only the peer can reach us; wait for it to dial
+        try:
+            await self.pool.dial(address, expect=self.peer)
+        except TransportError as err:
+            log.debug("cannot reach %s at %s:%d: %s", self.peer, *address, err)
+            return None
+        return self.pool.connection(self.peer)
+
+    async def _send_on(self, conn: Connection) -> None:
+        """Write queued messages on this connection's streams until it is replaced or closed."""
+        control = await conn.open_stream()
+        data = await conn.open_stream()
+        while self.pool.connection(self.peer) is conn:
+            while self.queue:
+                m = self.queue.popleft()
+                if m.type is MessageType.SNAPSHOT:
+                    self._snapshots.add(asyncio.create_task(self._send_snapshot(conn, m)))
+                    continue
+                stream = data if m.type is MessageType.APPEND else control
+                stream.write_frame(encode_message(m))
+            await self._ready.wait()
+            self._ready.clear()
+        self._ready.set()  # go round again with the new connection
+
+    async def _send_snapshot(self, conn: Connection, m: Message) -> None:
+        assert m.snapshot is not None
+        ok = False
+        try:
+            stream = await conn.open_stream()
+            for frame in snapshot_frames(m, chunk_size=SNAPSHOT_CHUNK):
+                stream.write_frame(frame)
+                await stream.drain()  # flow control: never buffer the whole snapshot
+            stream.end()
+            await stream.drain()
+            ok = True
+            log.info("sent a snapshot at index %d to %s", m.snapshot.meta.index, self.peer)
+        except (TransportError, ConnectionError) as err:
+            log.info("snapshot to %s failed: %s", self.peer, err)
+        finally:
+            self._snapshots.discard(asyncio.current_task())
+            self.pool._on_snapshot_sent(self.peer, ok)

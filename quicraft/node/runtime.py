@@ -1,0 +1,355 @@
+"""The asyncio runtime of one Raft core: ticks, persistence, sending, applying, answering.
+
+Rules of this file:
+- One event loop owns the core. Every call into it (`step`, `tick`, `propose`, ...) happens on
+  the loop's thread; only the storage write runs in a worker thread, and it touches nothing
+  but the Ready it was given.
+- The Ready contract (core/ready.py) in order: send `messages` at once; persist; only then send
+  `persisted_messages`, install the snapshot and apply; then `advance`. While a write is on
+  disk the core keeps taking messages and proposals, and they go into the next Ready — that
+  is the group commit: everything that arrived during one fsync is written by the next one.
+- A proposer learns its result only when its entry is applied; an entry of another term at
+  its index means the proposal was lost (the caller may retry: sessions make that safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from quicraft.core import (
+    Config,
+    EntryType,
+    Message,
+    NodeId,
+    PersistentState,
+    RaftCore,
+    RaftError,
+    Ready,
+    Role,
+    SoftState,
+    bootstrap_state,
+)
+from quicraft.statemachine import StateMachine
+from quicraft.storage import Storage
+
+from .settings import Timings
+
+log = logging.getLogger("quicraft.node")
+
+
+def is_fresh(state: PersistentState) -> bool:
+    """True for the state of a node that has never been part of a cluster."""
+    return state.hard_state.term == 0 and not state.entries and state.snapshot.meta.index == 0
+
+
+class NodeError(Exception):
+    """Base of the errors a request to the node can end with."""
+
+
+class ProposalLost(NodeError):
+    """Another leader's entry took the proposal's place; it was not applied."""
+
+
+class NodeStopped(NodeError):
+    """The node stopped before the request finished."""
+
+
+class RequestTimeout(NodeError):
+    """The request did not finish in time; a write's outcome is unknown."""
+
+
+@dataclass(slots=True)
+class _Proposal:
+    term: int
+    future: asyncio.Future[object]
+
+
+class RaftNode:
+    def __init__(
+        self,
+        node_id: NodeId,
+        storage: Storage,
+        state_machine: StateMachine,
+        timings: Timings,
+        send: Callable[[Message], None],
+        rng: random.Random | None = None,
+    ):
+        self.id = node_id
+        self.storage = storage
+        self.state_machine = state_machine
+        self.timings = timings
+        self._send = send
+        self._rng = rng or random.Random()
+        self.core: RaftCore | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._proposals: dict[int, _Proposal] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._read_ids = itertools.count()
+        self._snapshot_requests: list[asyncio.Future[int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Called with each new SoftState (leader, role, term) after it is known.
+        self.on_soft_state: Callable[[SoftState], None] | None = None
+        self.snapshot_index = 0
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def open(self, state: PersistentState, founders: list[NodeId] | None = None) -> None:
+        """Start from the stored `state`, bootstrapping a new cluster of `founders` if it is
+        empty. A node that has any state never bootstraps again, whatever `founders` says."""
+        if is_fresh(state) and founders:
+            state = bootstrap_state(founders)
+            self.storage.save(hard_state=state.hard_state, entries=state.entries, snapshot=None)
+            log.info("founded a cluster of %d: %s", len(founders), ", ".join(sorted(founders)))
+        snap = state.snapshot
+        if snap.meta.index:
+            self.state_machine.restore(snap.data)
+        self.snapshot_index = snap.meta.index
+        t = self.timings
+        config = Config(self.id, election_tick=t.election_tick, heartbeat_tick=t.heartbeat_tick)
+        self.core = RaftCore(config, self._rng, state, applied=snap.meta.index)
+
+    async def run(self) -> None:
+        """Tick and process Ready batches until `stop()`."""
+        self._tasks = [asyncio.create_task(self._ticker(), name=f"{self.id}-ticker")]
+        try:
+            await self._loop()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self._fail_everything(NodeStopped("the node is stopping"))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def hand_over_leadership(self) -> bool:
+        """If leader, transfer leadership to the most caught-up voter and wait for it to go.
+
+        Returns True when this node is no longer the leader (or never was).
+        """
+        core = self._core
+        if core.role is not Role.LEADER:
+            return True
+        others = [
+            (pr.match, node)
+            for node, pr in core.progress.items()
+            if node != self.id and node in core.membership.voters
+        ]
+        if not others:
+            return False
+        _, target = max(others)
+        log.info("handing leadership over to %s", target)
+        with contextlib.suppress(RaftError):
+            core.transfer_leadership(target)
+        self._wake.set()
+        deadline = asyncio.get_running_loop().time() + 2 * self.timings.election_timeout_s()
+        while core.role is Role.LEADER and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(self.timings.tick_ms / 1000)
+        return core.role is not Role.LEADER
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    @property
+    def _core(self) -> RaftCore:
+        if self.core is None:
+            raise NodeError("the node is not open")
+        return self.core
+
+    def receive(self, m: Message) -> None:
+        self._core.step(m)
+        self._wake.set()
+
+    def report_unreachable(self, peer: NodeId) -> None:
+        self._core.report_unreachable(peer)
+        self._wake.set()
+
+    def report_snapshot(self, peer: NodeId, ok: bool) -> None:
+        self._core.report_snapshot(peer, ok)
+        self._wake.set()
+
+    async def propose(self, data: bytes, timeout: float) -> object:
+        """Replicate and apply one command; returns what the state machine returned.
+
+        Raises NotLeader / ProposalDropped at once, ProposalLost or RequestTimeout later.
+        """
+        self._check_running()
+        index, term = self._core.propose(data)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        replaced = self._proposals.get(index)
+        if replaced is not None and not replaced.future.done():
+            # Our own entry of an earlier term sat at this index: appending here truncated it.
+            replaced.future.set_exception(ProposalLost("replaced by another leader"))
+        self._proposals[index] = _Proposal(term, future)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RequestTimeout("the write was not committed in time") from None
+        finally:
+            self._proposals.pop(index, None)
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Wait until the local state machine reflects every write committed before the call
+        (ReadIndex, §6.4); works on followers too, through the leader."""
+        self._check_running()
+        context = f"{self.id}/{next(self._read_ids)}".encode()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[context] = future
+        self._core.read_index(context)
+        self._wake.set()
+        try:
+            index = await asyncio.wait_for(future, timeout)
+            await asyncio.wait_for(self._until_applied(index), timeout)
+        except TimeoutError:
+            raise RequestTimeout("no leader confirmed the read in time") from None
+        finally:
+            self._reads.pop(context, None)
+
+    async def snapshot(self) -> int:
+        """Snapshot the state machine at the applied index now; returns the snapshot's index.
+
+        The loop takes it between two Ready batches, never while one is being written.
+        """
+        self._check_running()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._snapshot_requests.append(future)
+        self._wake.set()
+        return await future
+
+    async def _take_snapshot(self) -> None:
+        core = self._core
+        applied = core.log.applied
+        if applied > self.snapshot_index:
+            core.snapshot_taken(applied, self.state_machine.snapshot())
+            await asyncio.to_thread(self.storage.compact, core.log.snapshot)
+            self.snapshot_index = applied
+            log.info("snapshot taken at index %d", applied)
+        for future in self._snapshot_requests:
+            if not future.done():
+                future.set_result(self.snapshot_index)
+        self._snapshot_requests.clear()
+
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise NodeStopped("the node is stopping")
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.timings.tick_ms / 1000
+        next_tick = loop.time() + period
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            # Catch up at most one missed tick: a stalled loop must not fire a burst of
+            # elections the moment it wakes.
+            next_tick = max(next_tick + period, loop.time())
+            self._core.tick()
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        core = self._core
+        while not self._stopping:
+            due = core.log.applied - self.snapshot_index >= self.timings.snapshot_every
+            if due or self._snapshot_requests:
+                await self._take_snapshot()
+            if not core.has_ready():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            rd = core.ready()
+            await self._handle(rd)
+            core.advance(rd)
+
+    async def _handle(self, rd: Ready) -> None:
+        for m in rd.messages:
+            self._send(m)
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            await asyncio.to_thread(
+                self.storage.save,
+                hard_state=rd.hard_state,
+                entries=rd.entries,
+                snapshot=rd.snapshot,
+            )
+        for m in rd.persisted_messages:
+            self._send(m)
+        if rd.soft_state is not None:
+            self._soft_state_changed(rd.soft_state)
+        if rd.snapshot is not None:
+            self.state_machine.restore(rd.snapshot.data)
+            self.snapshot_index = rd.snapshot.meta.index
+            self._fail_proposals_up_to(rd.snapshot.meta.index)
+            log.info("installed a snapshot at index %d", rd.snapshot.meta.index)
+        for entry in rd.committed_entries:
+            result: object = None
+            if entry.type is EntryType.NORMAL:
+                result = self.state_machine.apply(entry.index, entry.data)
+            proposal = self._proposals.pop(entry.index, None)
+            if proposal is not None and not proposal.future.done():
+                if proposal.term == entry.term:
+                    proposal.future.set_result(result)
+                else:
+                    proposal.future.set_exception(ProposalLost("replaced by another leader"))
+        for rs in rd.read_states:
+            future = self._reads.get(rs.context)
+            if future is not None and not future.done():
+                future.set_result(rs.index)
+        if rd.committed_entries or rd.snapshot is not None:
+            applied = rd.committed_entries[-1].index if rd.committed_entries else 0
+            if rd.snapshot is not None:
+                applied = max(applied, rd.snapshot.meta.index)
+            self._wake_applied(applied)
+
+    def _soft_state_changed(self, soft: SoftState) -> None:
+        log.info("term %d: %s, leader %s", soft.term, soft.role.value, soft.leader or "unknown")
+        if self.on_soft_state is not None:
+            self.on_soft_state(soft)
+
+    # -- waiting for the state machine -----------------------------------------------------
+
+    async def _until_applied(self, index: int) -> None:
+        if self._core.log.applied >= index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, future))
+        await future
+
+    def _wake_applied(self, applied: int) -> None:
+        waiting = []
+        for index, future in self._applied_waiters:
+            if index <= applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((index, future))
+        self._applied_waiters = waiting
+
+    def _fail_proposals_up_to(self, index: int) -> None:
+        """A snapshot replaced these entries: whether they were applied is unknown here."""
+        for at in [i for i in self._proposals if i <= index]:
+            future = self._proposals.pop(at).future
+            if not future.done():
+                future.set_exception(RequestTimeout("outcome unknown: replaced by a snapshot"))
+
+    def _fail_everything(self, error: Exception) -> None:
+        futures: list[asyncio.Future[object] | asyncio.Future[int] | asyncio.Future[None]] = [
+            p.future for p in self._proposals.values()
+        ]
+        futures += list(self._reads.values())
+        futures += [f for _, f in self._applied_waiters]
+        futures += self._snapshot_requests
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+        self._proposals.clear()
+        self._reads.clear()
+        self._applied_waiters.clear()
+        self._snapshot_requests.clear()

@@ -1,0 +1,194 @@
+"""A whole node: identity, LevelDB storage, the key-value store, the Raft runtime, its peers
+and the QUIC services, started and stopped together.
+
+Forming a cluster from static peers: a node with no stored state dials every `--peers`
+address until all have answered and proved to be nodes of this cluster; the founding
+membership is then this node plus those peers. Every founder derives the same founding
+entries from the same set (core.bootstrap_state), so it does not matter which starts first;
+a node with stored state never bootstraps again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import cbor2
+
+from quicraft.core import Message, NodeId, Role
+from quicraft.statemachine import KVStore
+from quicraft.storage import LevelDBStorage
+from quicraft.transport import (
+    ALPN_CLIENT,
+    ALPN_RAFT,
+    Connection,
+    IdentityError,
+    Peer,
+    Server,
+    TransportError,
+    load_identity,
+    serve,
+)
+from quicraft.transport import Role as IdentityRole
+from quicraft.transport.address import Address, format_address
+
+from .peers import PeerPool
+from .runtime import RaftNode, is_fresh
+from .service import ClientService
+from .settings import NodeSettings
+
+log = logging.getLogger("quicraft.node")
+
+ADDRESSES_KEY = "addresses"
+DIAL_RETRY_S = 0.5
+
+
+class Node:
+    def __init__(self, settings: NodeSettings):
+        self.settings = settings
+        self.identity = load_identity(settings.certs_dir, settings.cluster, settings.name)
+        if self.identity.role is not IdentityRole.NODE:
+            raise IdentityError(
+                f"identity {settings.name!r} has role {self.identity.role.value}; a node needs "
+                f"role node (quicraft certs issue --role node)"
+            )
+        self.id = self.identity.node_id
+        self.storage = LevelDBStorage(settings.data_dir)
+        self.kv = KVStore(session_timeout_ms=settings.timings.session_timeout_ms)
+        self.pool = PeerPool(self.identity, self._deliver, self._unreachable, self._snapshot_sent)
+        self.raft = RaftNode(self.id, self.storage, self.kv, settings.timings, self.pool.send)
+        timeout = max(5.0, 4 * settings.timings.election_timeout_s())
+        self.service = ClientService(self.raft, self.kv, self.address_of, timeout)
+        self.server: Server | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.pool.addresses.update(self._stored_addresses())
+        host, port = self.settings.listen
+        self.server = await serve(
+            host,
+            port,
+            self.identity,
+            handlers={ALPN_RAFT: self.pool.handle_stream, ALPN_CLIENT: self.service.handle_stream},
+            admit=self._admit,
+            on_connection=self._on_connection,
+        )
+        log.info("node %s (%s) listening on %s:%d", self.id, self.settings.name, host, port)
+        state = self.storage.load()
+        founders: list[NodeId] | None = None
+        if is_fresh(state):
+            founders = [self.id, *await self._reach_founders()]
+        else:
+            # Addresses may have changed while we were down: learn them again, in the background.
+            self._background = [
+                asyncio.create_task(self._learn(address)) for address in self.settings.peers
+            ]
+        self._save_addresses()
+        self.raft.open(state, founders)
+        self._run_task = asyncio.create_task(self.raft.run(), name="raft")
+
+    async def stop(self, hand_over: bool = True) -> None:
+        """Stop serving; a leader first hands leadership to the most caught-up voter."""
+        if hand_over and self._run_task is not None and self.raft.core is not None:
+            await self.raft.hand_over_leadership()
+        self.raft.stop()
+        for task in self._background:
+            task.cancel()
+        if self._run_task is not None:
+            await self._run_task
+        await self.pool.close()
+        if self.server is not None:
+            self.server.close()
+        self.storage.close()
+        log.info("node %s stopped", self.id)
+
+    async def wait(self) -> None:
+        """Until the Raft loop ends (stop() or a fatal error, which is re-raised)."""
+        if self._run_task is not None:
+            await self._run_task
+
+    # -- founding --------------------------------------------------------------------------
+
+    async def _reach_founders(self) -> list[NodeId]:
+        pending = list(self.settings.peers)
+        found: list[NodeId] = []
+        while pending:
+            results = await asyncio.gather(
+                *(self.pool.dial(a) for a in pending), return_exceptions=True
+            )
+            waiting = []
+            for address, result in zip(pending, results, strict=True):
+                if isinstance(result, str):
+                    found.append(result)
+                else:
+                    waiting.append(address)
+                    log.info("waiting for founding peer %s:%d (%s)", *address, result)
+            pending = waiting
+            if pending:
+                await asyncio.sleep(DIAL_RETRY_S)
+        return sorted(set(found) - {self.id})
+
+    async def _learn(self, address: Address) -> None:
+        while True:
+            try:
+                await self.pool.dial(address)
+                self._save_addresses()
+                return
+            except TransportError:
+                await asyncio.sleep(DIAL_RETRY_S * 4)
+
+    # -- addresses -------------------------------------------------------------------------
+
+    def address_of(self, node: NodeId) -> str | None:
+        if node == self.id:
+            host, port = self.settings.listen
+        elif node in self.pool.addresses:
+            host, port = self.pool.addresses[node]
+        else:
+            return None
+        return format_address((host, port))
+
+    def _stored_addresses(self) -> dict[NodeId, Address]:
+        raw = self.storage.get_meta(ADDRESSES_KEY)
+        if raw is None:
+            return {}
+        try:
+            decoded = cbor2.loads(raw)
+            return {str(k): (str(v[0]), int(v[1])) for k, v in decoded.items()}
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, cbor2.CBORError):
+            log.warning("ignoring unreadable stored peer addresses")
+            return {}
+
+    def _save_addresses(self) -> None:
+        encoded = {k: list(v) for k, v in sorted(self.pool.addresses.items())}
+        self.storage.put_meta(ADDRESSES_KEY, cbor2.dumps(encoded))
+
+    # -- transport callbacks ---------------------------------------------------------------
+
+    def _admit(self, peer: Peer, alpn: str) -> str | None:
+        """Refuse Raft connections from nodes outside the membership (once there is one)."""
+        if alpn != ALPN_RAFT or self.raft.core is None:
+            return None
+        members = self.raft.core.membership.members()
+        if members and peer.node_id not in members:
+            return "not a member of this cluster"
+        return None
+
+    def _on_connection(self, conn: Connection) -> None:
+        if conn.alpn == ALPN_RAFT:
+            self.pool.adopt(conn)
+
+    def _deliver(self, m: Message) -> None:
+        if self.raft.core is not None:
+            self.raft.receive(m)
+
+    def _unreachable(self, peer: NodeId) -> None:
+        if self.raft.core is not None and self.raft.core.role is Role.LEADER:
+            self.raft.report_unreachable(peer)
+
+    def _snapshot_sent(self, peer: NodeId, ok: bool) -> None:
+        if self.raft.core is not None:
+            self.raft.report_snapshot(peer, ok)

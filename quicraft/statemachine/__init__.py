@@ -1,0 +1,51 @@
+"""State machines: the protocol a replicated application implements, and the built-in store.
+
+Exceptions:
+
+    ValueError
+    └── CommandError    a command that is not well formed (encode_command, decode_command)
+
+`KVStore.restore` raises a plain ValueError for a bad snapshot. `apply` never raises for the
+bytes it is given: a malformed command is a no-op whose result is a bad_request error.
+"""
+
+from .base import Result, StateMachine, error_result, is_error
+from .commands import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    OPS,
+    WRITE_OPS,
+    Command,
+    CommandError,
+    decode_command,
+    encode_command,
+)
+from .kv import KVStore
+from .sessions import (
+    DEFAULT_MAX_RESULTS,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_TIMEOUT_MS,
+    Session,
+    SessionTable,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RESULTS",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_SESSION_TIMEOUT_MS",
+    "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
+    "OPS",
+    "WRITE_OPS",
+    "Command",
+    "CommandError",
+    "KVStore",
+    "Result",
+    "Session",
+    "SessionTable",
+    "StateMachine",
+    "decode_command",
+    "encode_command",
+    "error_result",
+    "is_error",
+]

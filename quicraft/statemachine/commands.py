@@ -1,0 +1,200 @@
+"""Commands: what a key-value write becomes in the Raft log.
+
+Rules:
+- A command is a CBOR map `{"v": 1, "op": str, "ts": int, "args": {...}}`. `ts` is the
+  leader's wall clock in milliseconds, stamped when it proposed the command; it is the only
+  clock any replica's state machine ever looks at.
+- Ops and args follow the quicraft-client/1 protocol (wire/client.py) for writes, plus
+  `register`. Session args: `session` and `seq` come together; the optional `ack` is the
+  lowest seq the client still awaits, so it is never above `seq`.
+- encode_command validates before anything enters the log. decode_command validates again:
+  a replica treats log bytes as untrusted (a bug or another version could have put anything
+  there) and turns whatever is wrong into CommandError, never another exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from ._cbor import strict_loads
+
+VERSION = 1
+MAX_KEY_BYTES = 4 * 1024  #: a key's UTF-8 encoding
+MAX_VALUE_BYTES = 1024 * 1024
+#: cas carries two values; the rest is small change.
+MAX_COMMAND_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 1024
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+UINT64_MAX = (1 << 64) - 1  #: session ids (log indexes), seqs and acks, as on the wire
+
+WRITE_OPS = frozenset({"cas", "delete", "incr", "set"})
+OPS = WRITE_OPS | {"register"}
+
+
+class CommandError(ValueError):
+    """A command that is not well formed; the message says what is wrong, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated command. Fields an op does not use keep their defaults."""
+
+    op: str
+    ts_ms: int
+    key: str = ""
+    value: bytes = b""  #: set
+    by: int = 1  #: incr
+    expected: bytes | None = None  #: cas: None means "the key must be absent"
+    new: bytes = b""  #: cas
+    session: int | None = None
+    seq: int | None = None
+    ack: int | None = None
+
+    def args(self) -> dict[str, object]:
+        """The args map that encodes this command (defaults written out)."""
+        args: dict[str, object] = {}
+        if self.op in WRITE_OPS:
+            args["key"] = self.key
+        if self.op == "set":
+            args["value"] = self.value
+        elif self.op == "incr":
+            args["by"] = self.by
+        elif self.op == "cas":
+            args["expected"] = self.expected
+            args["new"] = self.new
+        for name in ("session", "seq", "ack"):
+            if getattr(self, name) is not None:
+                args[name] = getattr(self, name)
+        return args
+
+
+def encode_command(op: str, args: Mapping[str, object], ts_ms: int) -> bytes:
+    """The log payload for `op` with `args`, proposed at leader time `ts_ms`.
+
+    Raises CommandError if the command is not valid (the proposer answers bad_request).
+    """
+    command = _build(op, args, ts_ms)
+    envelope = {"v": VERSION, "op": op, "ts": ts_ms, "args": command.args()}
+    return cbor2.dumps(envelope, canonical=True)
+
+
+def decode_command(data: bytes) -> Command:
+    """Parse and validate a log payload. Raises CommandError and nothing else."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CommandError(f"command must be bytes, not {type(data).__name__}")
+    if len(data) > MAX_COMMAND_BYTES:
+        raise CommandError(f"command of {len(data)} bytes exceeds {MAX_COMMAND_BYTES}")
+    try:
+        envelope = strict_loads(bytes(data), max_depth=3)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if not isinstance(envelope, dict):
+        raise CommandError("command is not a CBOR map")
+    if set(envelope) != {"v", "op", "ts", "args"}:
+        got = ", ".join(sorted(map(str, envelope)))
+        raise CommandError(f"command fields must be v, op, ts, args; got {got}")
+    if type(envelope["v"]) is not int or envelope["v"] != VERSION:
+        raise CommandError(f"unsupported command version {envelope['v']!r}")
+    op, args = envelope["op"], envelope["args"]
+    if not isinstance(op, str):
+        raise CommandError("op must be text")
+    if not isinstance(args, dict):
+        raise CommandError("args must be a map")
+    return _build(op, args, envelope["ts"])
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def _key(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise CommandError(f"{name} must be text")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CommandError(f"{name} is not valid Unicode text") from None
+    if size > MAX_KEY_BYTES:
+        raise CommandError(f"{name} of {size} bytes exceeds {MAX_KEY_BYTES}")
+    return value
+
+
+def _bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise CommandError(f"{name} must be bytes")
+    if len(value) > MAX_VALUE_BYTES:
+        raise CommandError(f"{name} of {len(value)} bytes exceeds {MAX_VALUE_BYTES}")
+    return value
+
+
+def _bytes_or_none(name: str, value: object) -> bytes | None:
+    return None if value is None else _bytes(name, value)
+
+
+def _int(name: str, value: object, low: int, high: int) -> int:
+    # type() rather than isinstance(): True is an int to Python but not to the protocol.
+    if type(value) is not int:
+        raise CommandError(f"{name} must be an integer")
+    if not low <= value <= high:
+        raise CommandError(f"{name} {value} is out of range {low}..{high}")
+    return value
+
+
+def _int64(name: str, value: object) -> int:
+    return _int(name, value, INT64_MIN, INT64_MAX)
+
+
+def _positive(name: str, value: object) -> int:
+    return _int(name, value, 1, UINT64_MAX)
+
+
+def _natural(name: str, value: object) -> int:
+    return _int(name, value, 0, UINT64_MAX)
+
+
+_Check = Callable[[str, object], object]
+_SESSION: dict[str, tuple[bool, _Check]] = {
+    "session": (False, _positive),
+    "seq": (False, _natural),
+    "ack": (False, _natural),
+}
+#: op -> arg name -> (required, check)
+_ARGS: dict[str, dict[str, tuple[bool, _Check]]] = {
+    "register": {},
+    "set": {"key": (True, _key), "value": (True, _bytes), **_SESSION},
+    "delete": {"key": (True, _key), **_SESSION},
+    "incr": {"key": (True, _key), "by": (False, _int64), **_SESSION},
+    "cas": {
+        "key": (True, _key),
+        "expected": (True, _bytes_or_none),
+        "new": (True, _bytes),
+        **_SESSION,
+    },
+}
+
+
+def _build(op: str, args: Mapping[str, object], ts_ms: object) -> Command:
+    spec = _ARGS.get(op)
+    if spec is None:
+        raise CommandError(f"unknown op {op!r}; commands are {', '.join(sorted(OPS))}")
+    ts = _int("ts", ts_ms, 0, INT64_MAX)
+    unknown = sorted(str(name) for name in args if name not in spec)
+    if unknown:
+        raise CommandError(f"unknown args for {op}: {', '.join(unknown)}")
+    fields: dict[str, Any] = {}
+    for name, (required, check) in spec.items():
+        if name in args:
+            fields[name] = check(name, args[name])
+        elif required:
+            raise CommandError(f"{op} needs the arg {name!r}")
+    session, seq, ack = fields.get("session"), fields.get("seq"), fields.get("ack")
+    if (session is None) != (seq is None):
+        raise CommandError("session and seq go together")
+    if ack is not None:
+        if seq is None:
+            raise CommandError("ack needs a session and seq")
+        if ack > seq:
+            raise CommandError(f"ack {ack} is above seq {seq}: this write is still awaited")
+    return Command(op, ts, **fields)

@@ -1,0 +1,160 @@
+"""KVStore: the built-in key-value state machine.
+
+Rules:
+- Keys are text, values are bytes. Each key keeps the revision that last changed it: the log
+  index of that entry. A deleted key is gone (no tombstone): it reads as (None, 0).
+- Every write's result carries `revision`: the index it was applied at, even when it changed
+  nothing (a delete of a missing key, a failed cas) — its place in the history.
+- `incr` treats the value as a signed 64-bit integer in ASCII decimal (a missing key is 0) and
+  stores the sum the same way; anything else, or an overflow, is a bad_request result.
+- Writes may carry (session, seq) for exactly-once (see sessions.py) or no session at all
+  (at-most-once from the client's view: it cannot tell a lost answer from a lost write).
+- `apply` is deterministic and never raises for the bytes it is given: a malformed command is
+  applied as a no-op whose result is a bad_request error. Reads (`get`, `keys`) are local and
+  never go through the log; linearizability is the node's job (ReadIndex).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+
+from .base import Result, error_result
+from .commands import INT64_MAX, INT64_MIN, Command, CommandError, decode_command
+from .sessions import (
+    DEFAULT_MAX_RESULTS,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_TIMEOUT_MS,
+    SessionTable,
+)
+from .snapshot import decode_snapshot, encode_snapshot
+
+# Strict on purpose: int() would also take " 7", "+7", "7_000" and non-ASCII digits.
+_DECIMAL = re.compile(rb"-?[0-9]{1,19}")
+
+
+class KVStore:
+    """Keys with revisions, plus the session table, driven by the committed log.
+
+    Every replica must use the same session settings: they decide the results.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
+        max_results_per_session: int = DEFAULT_MAX_RESULTS,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:
+        self._data: dict[str, tuple[bytes, int]] = {}
+        self._sorted: list[str] = []  # the keys in order, for prefix listing
+        self._sessions = SessionTable(session_timeout_ms, max_results_per_session, max_sessions)
+        self._last_applied = 0
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    @property
+    def last_applied(self) -> int:
+        """Index of the last entry applied (or restored from a snapshot); 0 if none."""
+        return self._last_applied
+
+    @property
+    def sessions(self) -> SessionTable:
+        """The session table (for status and tests; change it only through `apply`)."""
+        return self._sessions
+
+    def get(self, key: str) -> tuple[bytes | None, int]:
+        """The key's value and revision, or (None, 0) if it does not exist."""
+        value, revision = self._data.get(key, (None, 0))
+        return value, revision
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys starting with `prefix`, sorted."""
+        start = bisect.bisect_left(self._sorted, prefix)
+        found: list[str] = []
+        for key in self._sorted[start:]:
+            if not key.startswith(prefix):
+                break
+            found.append(key)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- the log --------------------------------------------------------------------------------
+
+    def apply(self, index: int, data: bytes) -> Result:
+        """Apply the committed entry `index`; see the module rules. Returns its result.
+
+        Raises ValueError only for a caller bug: an index not above `last_applied`.
+        """
+        if index <= self._last_applied:
+            raise ValueError(f"entry {index} applied after entry {self._last_applied}")
+        self._last_applied = index
+        try:
+            command = decode_command(data)
+        except CommandError as exc:
+            return error_result("bad_request", f"malformed command at index {index}: {exc}")
+        # The command's ts moves the clock before anything else, so a session that was idle
+        # too long is gone even for its own late write.
+        self._sessions.advance(command.ts_ms)
+        if command.op == "register":
+            self._sessions.register(index)
+            return {"session": index}
+        if command.session is None or command.seq is None:
+            return self._write(index, command)
+        earlier = self._sessions.begin(command.session, command.seq, command.ack)
+        if earlier is not None:
+            return earlier
+        result = self._write(index, command)
+        self._sessions.record(command.session, command.seq, result)
+        return result
+
+    def _write(self, index: int, command: Command) -> Result:
+        key = command.key
+        if command.op == "set":
+            self._put(key, command.value, index)
+            return {"revision": index}
+        if command.op == "delete":
+            deleted = self._data.pop(key, None) is not None
+            if deleted:
+                del self._sorted[bisect.bisect_left(self._sorted, key)]
+            return {"revision": index, "deleted": deleted}
+        if command.op == "incr":
+            return self._incr(index, key, command.by)
+        # cas: the only op left once decode_command has validated it.
+        current = self._data.get(key, (None, 0))[0]
+        if current != command.expected:
+            return {"revision": index, "ok": False, "value": current}
+        self._put(key, command.new, index)
+        return {"revision": index, "ok": True, "value": command.new}
+
+    def _incr(self, index: int, key: str, by: int) -> Result:
+        current = self._data.get(key, (b"0", 0))[0]
+        if _DECIMAL.fullmatch(current) is None or not INT64_MIN <= int(current) <= INT64_MAX:
+            return error_result("bad_request", f"value of {key!r} is not a 64-bit integer")
+        total = int(current) + by
+        if not INT64_MIN <= total <= INT64_MAX:
+            return error_result("bad_request", f"incr of {key!r} by {by} would overflow")
+        self._put(key, str(total).encode("ascii"), index)
+        return {"revision": index, "value": total}
+
+    def _put(self, key: str, value: bytes, revision: int) -> None:
+        if key not in self._data:
+            bisect.insort(self._sorted, key)
+        self._data[key] = (value, revision)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical CBOR (see snapshot.py); equal states, equal bytes."""
+        entries = [(key, *self._data[key]) for key in self._sorted]
+        return encode_snapshot(self._last_applied, entries, self._sessions)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot; ValueError (state untouched) if invalid."""
+        state = decode_snapshot(data)
+        self._data = {key: (value, revision) for key, value, revision in state.entries}
+        self._sorted = [key for key, _, _ in state.entries]
+        self._sessions.restore(state.now_ms, state.sessions)
+        self._last_applied = state.applied

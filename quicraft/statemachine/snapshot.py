@@ -1,0 +1,143 @@
+"""The key-value store's snapshot format: encoding, and validation on the way back in.
+
+Rules:
+- A snapshot is one canonical CBOR map:
+  `{"v": 1, "kind": "quicraft.kv", "applied": int, "now": int,
+    "keys": [[key, value, revision], ...]               (sorted by key)
+    "sessions": [[id, last_active, floor, [[seq, result], ...]], ...]}`
+  (sessions least recently active first, results in the order they were stored).
+- Everything is written in a deterministic order, so replicas that applied the same entries
+  produce the same bytes.
+- decode_snapshot checks every field, type and invariant and raises ValueError naming what is
+  wrong: a snapshot may come off the network or an old disk, and a half-valid one must never
+  become the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cbor2
+
+from ._cbor import strict_loads
+from .base import Result
+from .sessions import Session, SessionTable
+
+VERSION = 1
+KIND = "quicraft.kv"
+_FIELDS = {"v", "kind", "applied", "now", "keys", "sessions"}
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotState:
+    applied: int
+    now_ms: int
+    entries: list[tuple[str, bytes, int]]  #: (key, value, revision), sorted by key
+    sessions: list[tuple[int, Session]]  #: least recently active first
+
+
+def encode_snapshot(
+    applied: int, entries: list[tuple[str, bytes, int]], sessions: SessionTable
+) -> bytes:
+    """Encode the store's state; `entries` must already be sorted by key."""
+    state = {
+        "v": VERSION,
+        "kind": KIND,
+        "applied": applied,
+        "now": sessions.now_ms,
+        "keys": [list(entry) for entry in entries],
+        "sessions": [
+            [sid, s.last_active_ms, s.floor, [[seq, r] for seq, r in s.results.items()]]
+            for sid, s in sessions.items()
+        ],
+    }
+    return cbor2.dumps(state, canonical=True)
+
+
+def decode_snapshot(data: bytes) -> SnapshotState:
+    """Parse and validate a snapshot. Raises ValueError (and nothing else) if it is bad."""
+    try:
+        return _decode(data)
+    except ValueError as exc:
+        raise ValueError(f"bad key-value snapshot: {exc}") from None
+
+
+def _decode(data: bytes) -> SnapshotState:
+    if not isinstance(data, bytes) or not data:
+        raise ValueError("empty or not bytes")
+    state = strict_loads(data, max_depth=8)
+    if not isinstance(state, dict) or set(state) != _FIELDS:
+        raise ValueError(f"expected a map with the fields {', '.join(sorted(_FIELDS))}")
+    if state["kind"] != KIND:
+        raise ValueError(f"kind is {state['kind']!r}, not {KIND!r}")
+    if _int(state["v"], "v") != VERSION:
+        raise ValueError(f"unsupported version {state['v']}")
+    applied = _int(state["applied"], "applied")
+    now = _int(state["now"], "now")
+    return SnapshotState(
+        applied, now, _entries(state["keys"], applied), _sessions(state["sessions"], applied, now)
+    )
+
+
+def _int(value: object, what: str, low: int = 0) -> int:
+    if type(value) is not int or value < low:
+        raise ValueError(f"{what} must be an integer >= {low}")
+    return value
+
+
+def _list(value: object, what: str, length: int | None = None) -> list[object]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise ValueError(f"{what} must be a list" + (f" of {length}" if length is not None else ""))
+    return value
+
+
+def _entries(raw: object, applied: int) -> list[tuple[str, bytes, int]]:
+    entries: list[tuple[str, bytes, int]] = []
+    previous: str | None = None
+    for item in _list(raw, "keys"):
+        key, value, raw_revision = _list(item, "a key entry", 3)
+        if not isinstance(key, str) or not isinstance(value, bytes):
+            raise ValueError("a key entry must be [text, bytes, revision]")
+        if previous is not None and key <= previous:
+            raise ValueError(f"keys are not sorted and unique at {key!r}")
+        revision = _int(raw_revision, "a revision")
+        if not 1 <= revision <= applied:
+            raise ValueError(f"revision {revision} of {key!r} is outside 1..{applied}")
+        entries.append((key, value, revision))
+        previous = key
+    return entries
+
+
+def _sessions(raw: object, applied: int, now: int) -> list[tuple[int, Session]]:
+    sessions: list[tuple[int, Session]] = []
+    seen: set[int] = set()
+    last_time = 0
+    for item in _list(raw, "sessions"):
+        raw_sid, raw_active, raw_floor, results = _list(item, "a session", 4)
+        sid = _int(raw_sid, "a session id")
+        if not 1 <= sid <= applied or sid in seen:
+            raise ValueError(f"session id {sid} is repeated or outside 1..{applied}")
+        # The table relies on this order to expire the idlest session first.
+        active = _int(raw_active, "a session time")
+        if not last_time <= active <= now:
+            raise ValueError(f"session {sid} is out of activity order or later than now")
+        session = Session(active, _int(raw_floor, "a session floor"))
+        for pair in _list(results, "session results"):
+            raw_seq, result = _list(pair, "a session result", 2)
+            seq = _int(raw_seq, "a seq")
+            if seq < session.floor or seq in session.results:
+                raise ValueError(f"session {sid} has seq {seq} repeated or below its floor")
+            session.results[seq] = _result(result)
+        seen.add(sid)
+        last_time = active
+        sessions.append((sid, session))
+    return sessions
+
+
+def _result(value: object) -> Result:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str | bytes | int))
+        for k, v in value.items()
+    ):
+        raise ValueError("a stored result must be a map of text to scalars")
+    return dict(value)

@@ -1,0 +1,82 @@
+"""Every use of aioquic's private attributes, in one place, each with why we need it.
+
+aioquic (1.x) has no public API for three things quicraft needs:
+
+1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
+   `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
+   created inside `QuicConnection._initialize`, in the same call that handles the ClientHello,
+   so the flag must be set right there: we turn the server's connection into a subclass whose
+   `_initialize` sets it. With the flag, aioquic checks the client's CertificateVerify (proof that
+   the client holds the key, bound to this handshake) but not its chain: verify.py does that.
+2. Reading the peer's certificate after the handshake (`tls.Context._peer_certificate`), on both
+   ends, to run verify.py on it.
+3. Knowing how much of a stream is written but not yet acknowledged (`QuicConnection._streams`,
+   `QuicStreamSender._buffer_start/_buffer_stop`), so that Stream.drain() can wait for it.
+
+`check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
+an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
+"""
+
+from __future__ import annotations
+
+from aioquic import tls
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.stream import QuicStream
+from cryptography import x509
+
+
+class _ClientCertQuicConnection(QuicConnection):
+    """A server connection whose TLS context asks the client for a certificate."""
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        self.tls._request_client_certificate = True
+
+
+def request_client_certificate(quic: QuicConnection) -> None:
+    """Make a server connection that has not yet seen a packet request a client certificate.
+
+    aioquic's QuicServer builds the QuicConnection itself, so we cannot construct our subclass;
+    switching the class of the fresh instance (it adds no state) is the smallest hook.
+    """
+    if type(quic) is not QuicConnection or quic.configuration.is_client:
+        raise TypeError("expected a fresh aioquic server QuicConnection")
+    quic.__class__ = _ClientCertQuicConnection
+
+
+def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
+    """The leaf certificate the peer presented in the handshake (None if it sent none)."""
+    return quic.tls._peer_certificate
+
+
+def unacked_bytes(quic: QuicConnection, stream_id: int) -> int:
+    """Bytes written on a stream that the peer has not acknowledged yet (0 once it is gone)."""
+    stream = quic._streams.get(stream_id)
+    if stream is None:
+        return 0
+    return stream.sender._buffer_stop - stream.sender._buffer_start
+
+
+def check() -> None:
+    """Raise RuntimeError if this aioquic no longer has what the functions above rely on."""
+    problems: list[str] = []
+    context = tls.Context(is_client=False)
+    for name in ("_request_client_certificate", "_peer_certificate"):
+        if not hasattr(context, name):
+            problems.append(f"tls.Context.{name}")
+    if "_initialize" not in vars(QuicConnection):
+        problems.append("QuicConnection._initialize")
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    if not isinstance(getattr(quic, "_streams", None), dict):
+        problems.append("QuicConnection._streams")
+    sender = QuicStream(stream_id=0).sender
+    for name in ("_buffer_start", "_buffer_stop"):
+        if not isinstance(getattr(sender, name, None), int):
+            problems.append(f"QuicStreamSender.{name}")
+    if problems:
+        raise RuntimeError(
+            "this aioquic version lacks private attributes quicraft relies on: "
+            + ", ".join(problems)
+            + " (see quicraft/transport/_aioquic_private.py)"
+        )

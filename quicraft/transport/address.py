@@ -1,0 +1,35 @@
+"""HOST:PORT strings, as people type them: `10.0.0.2:7400`, `[::1]:7400`, `node1:7400`."""
+
+from __future__ import annotations
+
+Address = tuple[str, int]
+
+
+def parse_address(text: str, default_port: int | None = None) -> Address:
+    """Parse `HOST:PORT` (IPv6 in brackets); raises ValueError with a message for people."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: expected [IPV6]:PORT")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+        elif ":" in host:
+            raise ValueError(f"bad address {text!r}: write IPv6 addresses as [ADDR]:PORT")
+    if not host:
+        raise ValueError(f"bad address {text!r}: no host")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad address {text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,174 @@
+"""StreamTable: the streams of one connection, and the handler tasks of peer-opened ones.
+
+It is the StreamLink every Stream of the connection talks to (send, reset, flow state), and it
+routes aioquic's stream events to the right Stream. Rules:
+
+- Only an authenticated connection has a table that dispatches: the protocol feeds it events
+  only after verification (connection.py), and sets `handler` and `connection` before that.
+- A stream the peer opens gets one task running `handler(connection, stream)`; when the handler
+  returns the stream is ended, when it raises the stream is reset (INTERNAL, or PROTOCOL for a
+  ProtocolError) and the error logged. A connection with no handler resets peer streams.
+- Ids of finished streams are remembered, so late packets for them never start a new handler
+  (aioquic keeps a similar set itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection
+
+from quicraft.wire.errors import ProtocolError
+
+from . import _aioquic_private as private
+from .errors import ErrorCode, TransportError
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger("quicraft.transport")
+
+Handler = Callable[["Connection", Stream], Awaitable[None]]
+StreamEvent = events.StreamDataReceived | events.StreamReset | events.StopSendingReceived
+
+
+class StreamTable:
+    def __init__(
+        self,
+        quic: QuicConnection,
+        *,
+        dialer: bool,
+        max_frame: int,
+        transmit: Callable[[], None],
+        failure: Callable[[], TransportError | None],
+    ) -> None:
+        self._quic = quic
+        self._dialer = dialer
+        self._max_frame = max_frame
+        self._transmit = transmit
+        self._failure = failure
+        self._loop = asyncio.get_running_loop()
+        self._live: dict[int, Stream] = {}
+        self._retired: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._progress: asyncio.Future[None] | None = None
+        self._send_handle: asyncio.Handle | None = None
+        self.connection: Connection | None = None
+        self.handler: Handler | None = None
+
+    def open(self) -> Stream:
+        failure = self._failure()
+        if failure is not None:
+            raise failure
+        stream_id = self._quic.get_next_available_stream_id()
+        self._quic.send_stream_data(stream_id, b"")  # claims the id: aioquic advances on use
+        stream = self._live[stream_id] = Stream(self, stream_id, self._max_frame)
+        return stream
+
+    def dispatch(self, event: StreamEvent) -> None:
+        stream = self._live.get(event.stream_id)
+        if isinstance(event, events.StreamDataReceived):
+            stream = stream or self._accept(event.stream_id)
+            if stream is not None:
+                stream._deliver(event.data, event.end_stream)
+        elif stream is not None and isinstance(event, events.StreamReset):
+            stream._reset_by_peer(event.error_code)
+        elif stream is not None:
+            stream._stopped_by_peer(event.error_code)
+
+    def transmitted(self) -> None:
+        """The protocol just sent what it could: writers waiting in drain() may look again."""
+        self._send_handle = None
+        waiter, self._progress = self._progress, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, error: TransportError) -> None:
+        for stream in list(self._live.values()):
+            stream._connection_lost(error)
+        self.transmitted()
+
+    def cancel_handlers(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- StreamLink -----------------------------------------------------------------------------
+
+    def send(self, stream_id: int, data: bytes, end: bool) -> None:
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream=end)
+        except (ValueError, RuntimeError) as err:  # aioquic: the stream is finished or reset
+            raise TransportError(f"cannot write on stream {stream_id}: {err}") from None
+        self._transmit_soon()
+
+    def abort(self, stream_id: int, code: ErrorCode, *, reading: bool, writing: bool) -> None:
+        try:
+            if writing:
+                self._quic.reset_stream(stream_id, code)
+            if reading:
+                self._quic.stop_stream(stream_id, code)
+        except ValueError:
+            pass  # aioquic already forgot the stream: nothing is left to stop
+        self._transmit_soon()
+
+    def unacked(self, stream_id: int) -> int:
+        return private.unacked_bytes(self._quic, stream_id)
+
+    async def progress(self) -> None:
+        if self._failure() is not None:
+            return
+        if self._progress is None:
+            self._progress = self._loop.create_future()
+        await asyncio.shield(self._progress)  # one drainer's cancellation must not hit others
+
+    def release(self, stream: Stream) -> None:
+        self._live.pop(stream.stream_id, None)
+        self._retired.add(stream.stream_id)
+
+    def failure(self) -> TransportError | None:
+        return self._failure()
+
+    # -- private --------------------------------------------------------------------------------
+
+    def _transmit_soon(self) -> None:
+        # Coalesce the writes of one event-loop turn into one transmit.
+        if self._send_handle is None:
+            self._send_handle = self._loop.call_soon(self._transmit)
+
+    def _accept(self, stream_id: int) -> Stream | None:
+        client_opened = stream_id & 1 == 0
+        if stream_id in self._retired or client_opened == self._dialer:
+            return None  # late data for a stream we are done with, or an id that is ours
+        self._retired.add(stream_id)
+        unidirectional = bool(stream_id & 2)  # quicraft uses none
+        closing = self._failure() is not None
+        if self.handler is None or self.connection is None or unidirectional or closing:
+            self.abort(stream_id, ErrorCode.NO_HANDLER, reading=True, writing=not unidirectional)
+            return None
+        self._retired.discard(stream_id)
+        stream = self._live[stream_id] = Stream(self, stream_id, self._max_frame)
+        task = self._loop.create_task(self._serve(self.handler, self.connection, stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return stream
+
+    async def _serve(self, handler: Handler, conn: Connection, stream: Stream) -> None:
+        try:
+            await handler(conn, stream)
+        except asyncio.CancelledError:
+            stream._abort(ErrorCode.INTERNAL)
+            raise
+        except (ProtocolError, TransportError) as err:
+            log.info("stream %d from %s ended: %s", stream.stream_id, conn.peer.name, err)
+            code = ErrorCode.PROTOCOL if isinstance(err, ProtocolError) else ErrorCode.INTERNAL
+            stream._abort(code)
+        except Exception:
+            log.exception("%s handler failed on a stream from %s", conn.alpn, conn.peer.name)
+            stream._abort(ErrorCode.INTERNAL)
+        else:
+            stream._handler_done()

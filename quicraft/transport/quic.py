@@ -1,0 +1,216 @@
+"""serve() and connect(): quicraft's QUIC endpoints over aioquic, mutually authenticated.
+
+One UDP port serves several ALPNs; each ALPN has a handler called once per stream the peer
+opens. Rules:
+
+- Both ends prove their key (TLS 1.3 CertificateVerify) and both ends run verify.py on the
+  other's certificate; see connection.py for when, and _aioquic_private.py for how the server
+  gets aioquic to ask for a client certificate at all.
+- The dialer also lets aioquic check the server's chain against the cluster CA (cadata,
+  CERT_REQUIRED), with no hostname check: the identity is the key, not a DNS name, so
+  `server_name` stays None (which also leaves SNI out).
+- connect() returns only once the server has accepted us; any refusal (by either end, in TLS or
+  in verify.py / admit) is a RefusedError, unreachable or too slow is a TransportError.
+- A dialer uses a connected UDP socket of its own, so "port unreachable" fails fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from quicraft.wire.frame import MAX_FRAME
+
+from . import _aioquic_private as private
+from .connection import Admit, Connection, Endpoint, PeerProtocol
+from .dispatch import Handler
+from .errors import ErrorCode, RefusedError, TransportError
+from .identity import Identity
+from .stream import Stream
+from .verify import ALPN_CLIENT, ALPN_EVENTS, ALPN_MGMT, ALPN_RAFT, Peer
+
+__all__ = [
+    "ALPN_CLIENT",
+    "ALPN_EVENTS",
+    "ALPN_MGMT",
+    "ALPN_RAFT",
+    "Admit",
+    "Connection",
+    "Handler",
+    "Peer",
+    "RefusedError",
+    "Server",
+    "Stream",
+    "TransportError",
+    "connect",
+    "serve",
+]
+
+IDLE_TIMEOUT = 30.0  # seconds without a packet before QUIC drops a connection
+# Bulk transfers (snapshots, catch-up) need windows well above aioquic's 1 MiB default to fill
+# a LAN; aioquic hands out credit as data arrives, so these bound in-flight data, not memory.
+MAX_STREAM_DATA = 16 * 1024 * 1024
+MAX_DATA = 32 * 1024 * 1024
+
+
+class Server:
+    """A listening endpoint: `address` it is bound to, `refusals` counted by reason."""
+
+    def __init__(
+        self, endpoint: Endpoint, quic_server: QuicServer, address: tuple[str, int]
+    ) -> None:
+        self._endpoint = endpoint
+        self._quic_server = quic_server
+        self.address = address
+        self.refusals: Counter[str] = endpoint.refusals
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The accepted connections that are still open."""
+        found = (p.connection for p in self._endpoint.protocols)
+        return [c for c in found if c is not None and not c.closed]
+
+    def close(self) -> None:
+        """Close every connection (handlers are cancelled) and stop listening."""
+        for protocol in list(self._endpoint.protocols):
+            protocol.shut("server closing")
+            protocol.streams.cancel_handlers()
+        self._quic_server.close()
+
+
+async def serve(
+    host: str,
+    port: int,
+    identity: Identity,
+    handlers: Mapping[str, Handler],
+    admit: Admit | None = None,
+    on_connection: Callable[[Connection], None] | None = None,
+    *,
+    max_frame: int = MAX_FRAME,
+    idle_timeout: float = IDLE_TIMEOUT,
+) -> Server:
+    """Listen on host:port (port 0: any free port, see Server.address) for the ALPNs in
+    `handlers`; `admit(peer, alpn)` may refuse a verified peer by returning a reason."""
+    private.check()
+    if not handlers:
+        raise ValueError("serve() needs at least one ALPN handler")
+    endpoint = Endpoint(
+        identity=identity,
+        ca=identity.ca_certificate(),
+        handlers=dict(handlers),
+        max_frame=max_frame,
+        keepalive=idle_timeout / 3,
+        admit=admit,
+        on_connection=on_connection,
+    )
+    config = _configuration(identity, sorted(handlers), idle_timeout, is_client=False)
+
+    def create_protocol(quic: QuicConnection, stream_handler: object = None) -> PeerProtocol:
+        private.request_client_certificate(quic)
+        return PeerProtocol(quic, endpoint=endpoint, dialed=False)
+
+    # aioquic's serve() is a thin wrapper around exactly this call; making it ourselves gives us
+    # the UDP transport, and so the bound address when port is 0.
+    loop = asyncio.get_running_loop()
+    try:
+        transport, quic_server = await loop.create_datagram_endpoint(
+            lambda: QuicServer(configuration=config, create_protocol=create_protocol),
+            local_addr=(host, port),
+        )
+    except OSError as err:
+        raise TransportError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    sockname = transport.get_extra_info("sockname")
+    return Server(endpoint, quic_server, (str(sockname[0]), int(sockname[1])))
+
+
+async def connect(
+    host: str,
+    port: int,
+    identity: Identity,
+    alpn: str,
+    *,
+    expect_node_id: str | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+    timeout: float = 5,
+    max_frame: int = MAX_FRAME,
+    idle_timeout: float = IDLE_TIMEOUT,
+) -> Connection:
+    """Dial host:port on `alpn`; the server must be a node of our cluster (and `expect_node_id`
+    if given). `handlers` serve streams the server opens. Returns once the server accepted us."""
+    endpoint = Endpoint(
+        identity=identity,
+        ca=identity.ca_certificate(),
+        handlers=dict(handlers or {}),
+        max_frame=max_frame,
+        keepalive=idle_timeout / 3,
+        expect_node_id=expect_node_id,
+    )
+    config = _configuration(identity, [alpn], idle_timeout, is_client=True)
+    loop = asyncio.get_running_loop()
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    transport: asyncio.BaseTransport | None = None
+    protocol: PeerProtocol | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            family, addr = infos[0][0], infos[0][4]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.connect(addr)
+            except OSError:
+                sock.close()
+                raise
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: PeerProtocol(
+                    QuicConnection(configuration=config), endpoint=endpoint, dialed=True
+                ),
+                sock=sock,
+            )
+            protocol.remote = (str(addr[0]), int(addr[1]))
+            protocol.connect(addr)
+            return await protocol.established
+    except TimeoutError:
+        _abandon(protocol, transport, "timed out")
+        raise TransportError(f"timed out after {timeout:g}s connecting to {where}") from None
+    except OSError as err:
+        _abandon(protocol, transport, "unreachable")
+        raise TransportError(f"cannot reach {where}: {err.strerror or err}") from None
+    except BaseException:  # refused, cancelled: leave nothing behind
+        _abandon(protocol, transport, "connect failed")
+        raise
+
+
+def _abandon(
+    protocol: PeerProtocol | None, transport: asyncio.BaseTransport | None, reason: str
+) -> None:
+    if protocol is not None:
+        protocol.close(ErrorCode.NO_ERROR, reason)  # no-op if already closed
+    if transport is not None:
+        transport.close()
+
+
+def _configuration(
+    identity: Identity, alpns: list[str], idle_timeout: float, *, is_client: bool
+) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=alpns,
+        certificate=identity.certificate(),
+        private_key=identity.private_key(),
+        # Only the dialer's aioquic verifies the chain (the server's never does, see
+        # _aioquic_private); verify.py then runs on both ends.
+        cadata=identity.ca_pem if is_client else None,
+        verify_mode=ssl.CERT_REQUIRED if is_client else None,
+        server_name=None,
+        idle_timeout=idle_timeout,
+        max_data=MAX_DATA,
+        max_stream_data=MAX_STREAM_DATA,
+    )

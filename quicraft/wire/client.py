@@ -1,0 +1,187 @@
+"""The key-value client protocol (ALPN quicraft-client/1): requests and responses as CBOR maps.
+
+    request  = {"v": 1, "op": str, "args": {...}, "tp"?: traceparent}
+    response = {"v": 1, "ok": true, "result": {...}, "tp"?: traceparent}
+             | {"v": 1, "ok": false, "tp"?: traceparent,
+                "error": {"code": str, "message": str, "leader": id|null, "leader_addr": str|null}}
+
+    op        args                                               result
+    register  {}                                                 {session}
+    set       {key, value, session?, seq?}                       {revision}
+    delete    {key, session?, seq?}                              {revision, deleted}
+    incr      {key, by=1, session?, seq?}                        {revision, value: int}
+    cas       {key, expected: bytes|null, new, session?, seq?}   {revision, ok, value: bytes|null}
+    get       {key, stale=false}                                 {value: bytes|null, revision}
+    keys      {prefix="", stale=false}                           {keys: [str]}
+
+Rules (each op's fields are checked in wire/ops.py):
+- Decoded args hold exactly their op's fields, defaults filled in (by, stale, prefix);
+  session and seq appear only when given. Encoders check with the same rules, so what encodes is
+  what the other side accepts, and a bad value fails at its sender.
+- A result is checked against its op when the caller names it (the client knows what it asked);
+  without an op, against the union of every op's result fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+from .fields import (
+    MAX_NODE_ID,
+    VERSION,
+    as_map,
+    as_traceparent,
+    encode_item,
+    get_bool,
+    get_nullable_str,
+    get_str,
+    get_traceparent,
+    need,
+    open_envelope,
+    show,
+    wrong,
+)
+from .ops import ANY_RESULT, REQUESTS, RESULTS, Args, lookup
+
+MAX_ERROR_MESSAGE = 4096
+MAX_ADDRESS = 256
+ERROR_CODES = frozenset(
+    {
+        "bad_request",
+        "forbidden",
+        "internal",
+        "no_leader",
+        "not_leader",
+        "session_expired",
+        "timeout",
+        "unavailable",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: str
+    args: Args
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: str  #: one of ERROR_CODES
+    message: str  #: for a person to read
+    leader: str | None = None  #: the leader's node id, when known (not_leader)
+    leader_addr: str | None = None  #: where to reach it, "host:port"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Exactly one of `result` (success) and `error` is set."""
+
+    result: Args | None = None
+    error: ErrorInfo | None = None
+    traceparent: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def encode_request(
+    op: str, args: Mapping[str, object] | None = None, *, traceparent: str | None = None
+) -> bytes:
+    """A request for `op`; ProtocolError if the server would refuse its args."""
+    op, fields, check = lookup(REQUESTS, op, "request")
+    where = f"request {op}"
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        raise wrong(where, "'args'", args, "a map")
+    args = as_map(dict(args), where, "'args'", fields)
+    out: dict[str, object] = {"v": VERSION, "op": op, "args": check(args, where)}
+    if traceparent is not None:
+        out["tp"] = as_traceparent(traceparent, where)
+    return encode_item(out)
+
+
+def decode_request(data: bytes) -> Request:
+    raw = open_envelope(data, "request", frozenset({"op", "args"}))
+    op, fields, check = lookup(REQUESTS, need(raw, "op", "request"), "request")
+    where = f"request {op}"
+    args = as_map(need(raw, "args", where), where, "'args'", fields)
+    return Request(op, check(args, where), get_traceparent(raw, where))
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+def _error(value: object, where: str) -> ErrorInfo:
+    fields = frozenset({"code", "message", "leader", "leader_addr"})
+    raw = as_map(value, where, "'error'", fields)
+    where = f"{where} error"
+    code = need(raw, "code", where)
+    if type(code) is not str or code not in ERROR_CODES:
+        raise ProtocolError(f"{where}: unknown code {show(code)}")
+    return ErrorInfo(
+        code,
+        get_str(raw, "message", where, max_len=MAX_ERROR_MESSAGE),
+        get_nullable_str(raw, "leader", where, max_len=MAX_NODE_ID),
+        get_nullable_str(raw, "leader_addr", where, max_len=MAX_ADDRESS),
+    )
+
+
+def _error_map(e: ErrorInfo) -> dict[str, object]:
+    return {"code": e.code, "message": e.message, "leader": e.leader, "leader_addr": e.leader_addr}
+
+
+def _result(value: object, op: str | None, where: str) -> Args:
+    fields, check = ANY_RESULT if op is None else lookup(RESULTS, op, where)[1:]
+    return check(as_map(value, where, "'result'", fields), where)
+
+
+def encode_response(
+    *,
+    ok: bool,
+    result: Mapping[str, object] | None = None,
+    error: ErrorInfo | Mapping[str, object] | None = None,
+    op: str | None = None,
+    traceparent: str | None = None,
+) -> bytes:
+    """A success (`ok`, with `result`, checked against `op`'s when given) or a failure (with
+    `error`: an ErrorInfo or the same fields as a map); ProtocolError if a client would refuse it.
+    """
+    where = "response" if op is None else f"response to {op}"
+    out: dict[str, object] = {"v": VERSION, "ok": ok}
+    if ok:
+        if error is not None or result is None:
+            raise ProtocolError(f"{where}: a success needs a result and no error")
+        out["result"] = _result(dict(result) if isinstance(result, Mapping) else result, op, where)
+    else:
+        if result is not None or error is None:
+            raise ProtocolError(f"{where}: a failure needs an error and no result")
+        if isinstance(error, ErrorInfo):
+            error = _error_map(error)
+        info = _error(dict(error) if isinstance(error, Mapping) else error, where)
+        out["error"] = _error_map(info)
+    if traceparent is not None:
+        out["tp"] = as_traceparent(traceparent, where)
+    return encode_item(out)
+
+
+def decode_response(data: bytes, op: str | None = None) -> Response:
+    """The response in `data`; its result is checked against `op`'s when given."""
+    where = "response" if op is None else f"response to {op}"
+    raw = open_envelope(data, where, frozenset({"ok", "result", "error"}))
+    trace = get_traceparent(raw, where)
+    if get_bool(raw, "ok", where):
+        if "error" in raw:
+            raise ProtocolError(f"{where}: a success carries no 'error'")
+        return Response(result=_result(need(raw, "result", where), op, where), traceparent=trace)
+    if "result" in raw:
+        raise ProtocolError(f"{where}: a failure carries no 'result'")
+    return Response(error=_error(need(raw, "error", where), where), traceparent=trace)

@@ -1,0 +1,247 @@
+"""Bounded CBOR decoding and strict typed field access, shared by every codec in quicraft.wire.
+
+Rules kept here, so each codec only states its own fields:
+
+- A payload is exactly one CBOR item: no trailing bytes, no indefinite lengths, no duplicate or
+  non-text map keys, at most MAX_DEPTH nested containers, and no tags at all — so no bignums,
+  dates, regexes, shared (cyclic) references or any other decoder extension. What is left is
+  null, bool, int (within CBOR's native range), float, str, bytes, list and dict, which the
+  checkers below narrow further.
+- An envelope is a map whose "v" is VERSION, checked first (so a newer peer is told "unsupported
+  version 2", not "unknown field"), and which holds only the keys its codec names: a field this
+  version does not know may carry meaning it would silently drop, so new fields come with a new
+  version.
+- Every failure is a ProtocolError that names where it happened; nothing else escapes.
+- Checkers test `type(x) is int`, never isinstance: bool is an int to Python, never to us.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any, NoReturn, TypeVar
+
+import cbor2
+
+from .errors import ProtocolError
+
+VERSION = 1
+U64_MAX = (1 << 64) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+#: Deepest nesting any message here needs is 3 (a map, a list in it, a list in that); one spare
+#: lets a misplaced container fail with a clear type error rather than a depth error.
+MAX_DEPTH = 4
+#: A node id is a key fingerprint in practice; the bound only keeps a hostile one small.
+MAX_NODE_ID = 128
+#: W3C traceparent, version 00, is exactly 55 characters: 00-<32 hex>-<16 hex>-<2 hex>.
+MAX_TRACEPARENT = 55
+_TRACEPARENT_CHARS = frozenset("0123456789abcdef-")
+
+_MISSING: Any = object()
+_T = TypeVar("_T")
+
+
+def _refuse_tag(*_args: object) -> NoReturn:
+    raise cbor2.CBORDecodeError("CBOR tags are not allowed")
+
+
+class _NoTags(dict[int, Any]):
+    """semantic_decoders that maps every tag, built-in ones included, to a refusal.
+
+    cbor2 looks each tag up with [], so __missing__ answers for all of them; a test checks that
+    a built-in tag (a date) is still refused this way, should a release copy the mapping instead.
+    """
+
+    def __missing__(self, tag: int) -> Any:
+        return _refuse_tag
+
+
+_DECODER_OPTIONS: dict[str, Any] = {
+    "max_depth": MAX_DEPTH,
+    "allow_indefinite": False,
+    "allow_duplicate_keys": False,
+    "strict_hashable_types": True,
+    "semantic_decoders": _NoTags(),
+    "tag_hook": _refuse_tag,  # second line of defence should a cbor2 release ignore the first
+}
+
+
+def show(value: object) -> str:
+    """A short printable form of a peer's value for an error message (never the whole thing)."""
+    if isinstance(value, str | bytes) and len(value) > 40:
+        value = value[:40]  # repr of a 16 MiB value would cost more than the message is worth
+    elif isinstance(value, list | dict) and len(value) > 8:
+        return f"<{type(value).__name__} of {len(value)}>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def decode_item(data: bytes) -> object:
+    """Exactly one CBOR item from `data`, under the rules above."""
+    fp = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(fp, **_DECODER_OPTIONS).decode()
+        used, total = fp.tell(), fp.seek(0, io.SEEK_END)
+    # Why so broad: cbor2 is a compiled extension whose failures on hostile input include
+    # CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError and MemoryError, and
+    # vary by release. The input is only bytes, so any failure here means "not valid CBOR".
+    except Exception as exc:
+        raise ProtocolError(f"invalid CBOR: {str(exc)[:200]}") from exc
+    if used != total:
+        raise ProtocolError(f"{total - used} trailing bytes after the CBOR item")
+    return value
+
+
+def encode_item(value: object) -> bytes:
+    try:
+        return cbor2.dumps(value)
+    except (cbor2.CBOREncodeError, ValueError, TypeError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode: {exc}") from exc
+
+
+def open_envelope(data: bytes, where: str, fields: frozenset[str]) -> dict[str, object]:
+    """Decode a versioned envelope map holding only "v", "tp" and `fields`."""
+    raw = decode_item(data)
+    if type(raw) is not dict:
+        raise ProtocolError(f"{where}: expected a map, got {kind(raw)}")
+    if "v" not in raw:
+        raise ProtocolError(f"{where}: no version field 'v'")
+    version = raw["v"]
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError(f"{where}: unsupported version {show(version)} (expected {VERSION})")
+    check_keys(raw, fields | {"v", "tp"}, where)
+    return raw
+
+
+def check_keys(raw: Mapping[Any, object], allowed: frozenset[str], where: str) -> None:
+    unknown = raw.keys() - allowed
+    if unknown:
+        names = ", ".join(sorted(show(k) for k in unknown)[:5])
+        raise ProtocolError(f"{where}: unknown field(s) {names}")
+
+
+def need(raw: Mapping[str, object], key: str, where: str) -> object:
+    if key not in raw:
+        raise ProtocolError(f"{where}: missing field {key!r}")
+    return raw[key]
+
+
+def wrong(where: str, name: str, value: object, expected: str) -> ProtocolError:
+    return ProtocolError(f"{where}: {name} must be {expected}, got {kind(value)} {show(value)}")
+
+
+# Checkers of one value: `name` says which field (or item) it is, for the error message.
+
+
+def as_uint(value: object, where: str, name: str) -> int:
+    if type(value) is int and 0 <= value <= U64_MAX:
+        return value
+    raise wrong(where, name, value, "an unsigned 64-bit int")
+
+
+def as_int64(value: object, where: str, name: str) -> int:
+    if type(value) is int and I64_MIN <= value <= I64_MAX:
+        return value
+    raise wrong(where, name, value, "a signed 64-bit int")
+
+
+def as_bool(value: object, where: str, name: str) -> bool:
+    if type(value) is bool:
+        return value
+    raise wrong(where, name, value, "a bool")
+
+
+def as_str(value: object, where: str, name: str, *, max_len: int, min_len: int = 0) -> str:
+    if type(value) is str and min_len <= len(value) <= max_len:
+        return value
+    raise wrong(where, name, value, f"a str of {min_len} to {max_len} characters")
+
+
+def as_bytes(value: object, where: str, name: str, *, max_len: int) -> bytes:
+    if type(value) is bytes and len(value) <= max_len:
+        return value
+    raise wrong(where, name, value, f"bytes of at most {max_len}")
+
+
+def as_list(value: object, where: str, name: str, *, max_len: int) -> list[object]:
+    if type(value) is list and len(value) <= max_len:
+        return value
+    raise wrong(where, name, value, f"a list of at most {max_len} items")
+
+
+def as_map(value: object, where: str, name: str, allowed: frozenset[str]) -> dict[str, object]:
+    if type(value) is not dict:
+        raise wrong(where, name, value, "a map")
+    check_keys(value, allowed, f"{where}: {name}")
+    return value
+
+
+def as_traceparent(value: object, where: str) -> str:
+    """Only the shape that is safe to log and carry; telemetry parses the rest."""
+    if (
+        type(value) is str
+        and len(value) <= MAX_TRACEPARENT
+        and _TRACEPARENT_CHARS.issuperset(value)
+    ):
+        return value
+    raise wrong(where, "'tp'", value, "a traceparent (at most 55 of 0-9, a-f and -)")
+
+
+# Getters of one field of a map: a default makes the field optional (absent, not null).
+
+
+def _default(key: str, where: str, default: _T) -> _T:
+    if default is _MISSING:
+        raise ProtocolError(f"{where}: missing field {key!r}")
+    return default
+
+
+def get_uint(raw: Mapping[str, object], key: str, where: str, default: int = _MISSING) -> int:
+    return as_uint(raw[key], where, repr(key)) if key in raw else _default(key, where, default)
+
+
+def get_int64(raw: Mapping[str, object], key: str, where: str, default: int = _MISSING) -> int:
+    return as_int64(raw[key], where, repr(key)) if key in raw else _default(key, where, default)
+
+
+def get_bool(raw: Mapping[str, object], key: str, where: str, default: bool = _MISSING) -> bool:
+    return as_bool(raw[key], where, repr(key)) if key in raw else _default(key, where, default)
+
+
+def get_str(
+    raw: Mapping[str, object], key: str, where: str, *, max_len: int, min_len: int = 0
+) -> str:
+    return as_str(need(raw, key, where), where, repr(key), max_len=max_len, min_len=min_len)
+
+
+def get_bytes(
+    raw: Mapping[str, object], key: str, where: str, *, max_len: int, default: bytes = _MISSING
+) -> bytes:
+    if key in raw:
+        return as_bytes(raw[key], where, repr(key), max_len=max_len)
+    return _default(key, where, default)
+
+
+def get_nullable_str(
+    raw: Mapping[str, object], key: str, where: str, *, max_len: int
+) -> str | None:
+    """A field that may be absent or null (both None), else a str."""
+    value = raw.get(key)
+    return None if value is None else as_str(value, where, repr(key), max_len=max_len)
+
+
+def get_nullable_bytes(
+    raw: Mapping[str, object], key: str, where: str, *, max_len: int
+) -> bytes | None:
+    """A field that must be present, and is null or bytes."""
+    value = need(raw, key, where)
+    return None if value is None else as_bytes(value, where, repr(key), max_len=max_len)
+
+
+def get_traceparent(raw: Mapping[str, object], where: str) -> str | None:
+    """The optional "tp" of an envelope: absent is None; present, it must be well formed."""
+    return as_traceparent(raw["tp"], where) if "tp" in raw else None

@@ -1,0 +1,144 @@
+"""Real node processes over real QUIC on loopback, started and stopped by each test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quicraft.client import Client, ClientError, connect
+from quicraft.node.local import LocalCluster, LocalNode
+
+NODES = 3
+#: Small enough that a test writing a few hundred keys makes the leader snapshot.
+SNAPSHOT_EVERY = 50
+
+
+def free_base_port(count: int) -> int:
+    """A base port B such that UDP ports B+1 .. B+count are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1] - 1
+        if base + count >= 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base + 1, base + count + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free UDP ports")
+
+
+class Cluster:
+    """A LocalCluster of real processes plus helpers; every process is stopped by its pid."""
+
+    def __init__(self, folder: Path, size: int = NODES):
+        self.local = LocalCluster.create(folder, size, "t1", "test", free_base_port(size))
+        self.extra = ["--snapshot-every", str(SNAPSHOT_EVERY), "--log-level", "debug"]
+
+    @property
+    def nodes(self) -> list[LocalNode]:
+        return self.local.nodes
+
+    def start(self, *numbers: int) -> None:
+        for number in numbers or range(1, len(self.nodes) + 1):
+            self.local.start(self.local.node(number), self.extra)
+
+    def kill(self, number: int) -> None:
+        node = self.local.node(number)
+        self.local.kill(node)
+        _wait_dead(node.pid)
+
+    def stop(self) -> None:
+        self.local.stop_all(grace_s=5)
+
+    def client(self, *numbers: int, name: str = "admin", timeout: float = 20) -> Client:
+        nodes = [self.local.node(n) for n in numbers] if numbers else self.nodes
+        endpoints = [n.address for n in nodes]
+        return connect(endpoints, "t1", self.local.certs, name, timeout=timeout)
+
+    def log(self, number: int) -> str:
+        return self.local.log_file(self.local.node(number)).read_text(errors="replace")
+
+    def cli(self, *args: str, endpoints: str | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "quicraft.cli", *args]
+        if args and args[0] == "kv":
+            argv += [
+                "--cluster", "t1",
+                "--endpoints", endpoints or self.local.endpoints(),
+                "--certs", str(self.local.certs),
+            ]  # fmt: skip
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+
+    def leader(self) -> int:
+        """The number of the node a client ends up writing to: the leader."""
+        return run(self._leader())
+
+    async def _leader(self) -> int:
+        async with self.client() as c:
+            await c.kv.set("probe/leader", b"1")
+            address = c.current_endpoint
+        for number, node in enumerate(self.nodes, start=1):
+            if node.address == address:
+                return number
+        raise AssertionError(f"{address} is not a node of the cluster")
+
+
+def _wait_dead(pid: int) -> None:
+    for _ in range(200):
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.02)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def eventually_write(client: Client, key: str, value: bytes) -> int:
+    """Write, retrying through an election; returns the revision."""
+    for _ in range(5):
+        try:
+            return await client.kv.set(key, value)
+        except ClientError as err:
+            if err.code != "timeout":
+                raise
+    raise AssertionError(f"could not write {key}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(tmp_path / "cluster")
+    made.start()
+    try:
+        made.leader()  # serving: a leader is elected and every node process is up
+        yield made
+    finally:
+        made.stop()
+
+
+def parse_json(text: str) -> Any:
+    return json.loads(text)

@@ -1,0 +1,184 @@
+"""A 3-node cluster of real processes: serving, crashes, snapshots and exactly-once writes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from cluster_harness import SNAPSHOT_EVERY, Cluster, eventually_write, parse_json, run
+
+from quicraft.client import ClientError
+
+
+def test_serves_the_cli_and_the_python_client(cluster: Cluster) -> None:
+    put = cluster.cli("kv", "set", "greeting", "hello", "--json")
+    assert put.returncode == 0, put.stderr
+    revision = parse_json(put.stdout)["revision"]
+    assert revision > 0
+
+    got = cluster.cli("kv", "get", "greeting", "--json")
+    assert got.returncode == 0, got.stderr
+    assert parse_json(got.stdout) == {
+        "key": "greeting", "found": True, "revision": revision, "value": "hello"
+    }  # fmt: skip
+    assert cluster.cli("kv", "get", "greeting").stdout.strip() == "hello"
+
+    async def python_client() -> None:
+        async with cluster.client() as c:
+            assert await c.kv.get("greeting") == b"hello"
+            assert await c.kv.incr("counter") == 1
+            assert await c.kv.incr("counter", 5) == 6
+            assert await c.kv.cas("greeting", b"hello", b"bonjour") is True
+            assert await c.kv.cas("greeting", b"hello", b"hallo") is False
+            assert await c.kv.keys("") == ["counter", "greeting", "probe/leader"]
+            assert await c.kv.delete("counter") is True
+            assert await c.kv.delete("counter") is False
+            assert await c.kv.get("counter") is None
+
+    run(python_client())
+    assert cluster.cli("kv", "get", "greeting").stdout.strip() == "bonjour"
+    missing = cluster.cli("kv", "get", "nothing-here")
+    assert missing.returncode == 1 and "not found" in missing.stderr + missing.stdout
+    assert cluster.cli("kv", "incr", "greeting").returncode == 1  # not a number
+    assert cluster.cli("kv", "frobnicate").returncode == 2
+
+
+def test_a_reader_may_read_but_not_write(cluster: Cluster) -> None:
+    from quicraft.transport import Role, issue
+
+    issue(cluster.local.certs, "t1", "viewer", Role.READER)
+
+    async def scenario() -> None:
+        async with cluster.client() as admin:
+            await admin.kv.set("k", b"v")
+        async with cluster.client(name="viewer") as viewer:
+            assert await viewer.kv.get("k") == b"v"
+            try:
+                await viewer.kv.set("k", b"changed")
+            except ClientError as err:
+                assert err.code == "forbidden"
+            else:
+                raise AssertionError("a reader wrote")
+        async with cluster.client() as admin:
+            assert await admin.kv.get("k") == b"v"
+
+    run(scenario())
+
+
+def test_killing_the_leader_elects_another_and_loses_no_acknowledged_write(
+    cluster: Cluster,
+) -> None:
+    acknowledged: dict[str, bytes] = {}
+
+    async def write(prefix: str, count: int) -> None:
+        async with cluster.client() as c:
+            for i in range(count):
+                key, value = f"{prefix}/{i}", f"v{i}".encode()
+                await eventually_write(c, key, value)
+                acknowledged[key] = value
+
+    run(write("before", 20))
+    leader = cluster.leader()
+    cluster.kill(leader)
+    run(write("after", 20))
+    assert cluster.leader() != leader
+
+    async def check() -> None:
+        async with cluster.client() as c:
+            for key, value in acknowledged.items():
+                assert await c.kv.get(key) == value, key
+
+    run(check())
+    cluster.start(leader)  # the old leader rejoins as a follower and catches up
+
+    async def caught_up() -> None:
+        async with cluster.client(leader) as c:
+            deadline = time.monotonic() + 20
+            while await c.kv.get("after/19", stale=True) != b"v19":
+                assert time.monotonic() < deadline, "the old leader did not catch up"
+                await asyncio.sleep(0.1)
+
+    run(caught_up())
+
+
+def test_kill_all_during_writes_then_restart_keeps_every_acknowledged_write(
+    cluster: Cluster,
+) -> None:
+    acknowledged: dict[str, bytes] = {}
+
+    async def writer(number: int) -> None:
+        async with cluster.client(timeout=5) as c:
+            for i in range(1000):
+                key = f"w{number}/{i}"
+                try:
+                    await c.kv.set(key, b"x%d" % i)
+                except ClientError:
+                    return
+                acknowledged[key] = b"x%d" % i
+
+    async def crash_during_writes() -> None:
+        writers = [asyncio.create_task(writer(n)) for n in range(4)]
+        while len(acknowledged) < 100:
+            await asyncio.sleep(0.01)
+        for number in range(1, 4):
+            cluster.kill(number)
+        await asyncio.gather(*writers)
+
+    run(crash_during_writes())
+    assert len(acknowledged) >= 100
+    cluster.start()
+
+    async def check() -> None:
+        async with cluster.client() as c:
+            for key, value in acknowledged.items():
+                assert await c.kv.get(key) == value, key
+
+    run(check())
+
+
+def test_a_follower_far_behind_gets_a_snapshot(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    behind = next(n for n in (1, 2, 3) if n != leader)
+    cluster.kill(behind)
+
+    async def write_many() -> None:
+        async with cluster.client() as c:
+            for i in range(3 * SNAPSHOT_EVERY):
+                await eventually_write(c, f"k{i % 10}", b"%d" % i)
+
+    run(write_many())
+    cluster.start(behind)
+
+    async def caught_up() -> None:
+        async with cluster.client(behind) as c:
+            deadline = time.monotonic() + 20
+            last = b"%d" % (3 * SNAPSHOT_EVERY - 1)
+            while await c.kv.get(f"k{(3 * SNAPSHOT_EVERY - 1) % 10}", stale=True) != last:
+                assert time.monotonic() < deadline, "the follower did not catch up"
+                await asyncio.sleep(0.1)
+
+    run(caught_up())
+    assert "installed a snapshot" in cluster.log(behind)
+
+
+def test_a_retried_write_across_a_leader_change_is_applied_once(cluster: Cluster) -> None:
+    async def first_attempt() -> tuple[int, int]:
+        async with cluster.client() as c:
+            session = int((await c.call("register", {}))["session"])
+            result = await c.call("incr", {"key": "n", "by": 1, "session": session, "seq": 1})
+            return session, int(result["value"])
+
+    session, value = run(first_attempt())
+    assert value == 1
+    cluster.kill(cluster.leader())
+
+    async def retry() -> None:
+        async with cluster.client() as c:
+            # The same (session, seq) again, on the new leader: the first result, no new effect.
+            again = await c.call("incr", {"key": "n", "by": 1, "session": session, "seq": 1})
+            assert int(again["value"]) == 1
+            assert await c.kv.get("n") == b"1"
+            following = await c.call("incr", {"key": "n", "by": 1, "session": session, "seq": 2})
+            assert int(following["value"]) == 2
+
+    run(retry())

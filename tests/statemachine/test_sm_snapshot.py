@@ -1,0 +1,199 @@
+"""Snapshots: round trip, resume mid-stream identically, and strict validation on restore."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quicraft.statemachine import KVStore, encode_command
+
+TIMEOUT = 1000
+
+
+def _store() -> KVStore:
+    return KVStore(session_timeout_ms=TIMEOUT, max_results_per_session=4, max_sessions=3)
+
+
+def _busy_store() -> KVStore:
+    store = _store()
+    log = [
+        encode_command("register", {}, 0),
+        encode_command("set", {"key": "a", "value": b"1", "session": 1, "seq": 0}, 10),
+        encode_command("incr", {"key": "n", "by": 3, "session": 1, "seq": 1}, 20),
+        encode_command("register", {}, 30),
+        encode_command("cas", {"key": "a", "expected": b"1", "new": b"2"}, 40),
+        encode_command("delete", {"key": "zz", "session": 4, "seq": 0}, 50),
+        b"junk",
+    ]
+    for index, entry in enumerate(log, start=1):
+        store.apply(index, entry)
+    return store
+
+
+def _state(store: KVStore) -> tuple[object, ...]:
+    return (
+        store.last_applied,
+        store.keys(),
+        [store.get(key) for key in store.keys()],  # noqa: SIM118 (not a dict)
+        store.sessions.now_ms,
+        [(sid, s.last_active_ms, s.floor, s.results) for sid, s in store.sessions.items()],
+    )
+
+
+def test_round_trip() -> None:
+    store = _busy_store()
+    data = store.snapshot()
+    copy = KVStore()
+    copy.restore(data)
+    assert _state(copy) == _state(store)
+    assert copy.snapshot() == data
+    assert copy.last_applied == 7
+    assert copy.get("a") == (b"2", 5) and copy.get("n") == (b"3", 3)
+    # Duplicates are still recognised after a restore.
+    replay = encode_command("incr", {"key": "n", "by": 3, "session": 1, "seq": 1}, 60)
+    assert copy.apply(8, replay) == {"revision": 3, "value": 3}
+
+
+def test_empty_store_round_trip() -> None:
+    copy = KVStore()
+    copy.restore(KVStore().snapshot())
+    assert _state(copy) == _state(KVStore())
+
+
+def test_restore_replaces_everything() -> None:
+    target = _busy_store()
+    target.apply(8, encode_command("set", {"key": "only-here", "value": b""}, 70))
+    target.restore(KVStore().snapshot())
+    assert target.keys() == [] and len(target.sessions) == 0 and target.last_applied == 0
+
+
+def _good() -> dict[str, object]:
+    loaded = cbor2.loads(_busy_store().snapshot())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+BAD = [
+    (b"", "empty"),
+    (b"\xff\x00", "not valid CBOR"),
+    (cbor2.dumps([1]), "expected a map"),
+    (cbor2.dumps({**_good(), "v": 2}), "unsupported version"),
+    (cbor2.dumps({**_good(), "kind": "other"}), "kind"),
+    (cbor2.dumps({**_good(), "extra": 1}), "expected a map"),
+    (cbor2.dumps({**_good(), "applied": -1}), "applied"),
+    (cbor2.dumps({**_good(), "keys": [["b", b"", 1], ["a", b"", 1]]}), "not sorted"),
+    (cbor2.dumps({**_good(), "keys": [["a", b"", 1], ["a", b"", 1]]}), "not sorted"),
+    (cbor2.dumps({**_good(), "keys": [["a", "text", 1]]}), "key entry"),
+    (cbor2.dumps({**_good(), "keys": [["a", b"", 99]]}), "outside"),
+    (cbor2.dumps({**_good(), "keys": [["a", b""]]}), "list of 3"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, []], [1, 0, 0, []]]}), "repeated"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 50, 0, []], [4, 10, 0, []]]}), "activity order"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 10_000, 0, []]]}), "activity order"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 0, 5, [[2, {}]]]]}), "below its floor"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, [[2, {"x": [1]}]]]]}), "stored result"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, [[2, {"x": cbor2.undefined}]]]]}), "result"),
+    (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, [[True, {}]]]]}), "seq"),
+    (cbor2.dumps({**_good(), "now": 1.0}), "now"),
+    (cbor2.dumps(_good()) + b"\x00", "trailing"),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD)
+def test_bad_snapshot_is_refused_and_state_kept(data: bytes, reason: str) -> None:
+    store = _busy_store()
+    before = store.snapshot()
+    with pytest.raises(ValueError, match=reason) as caught:
+        store.restore(data)
+    assert str(caught.value).startswith("bad key-value snapshot: ")
+    assert store.snapshot() == before
+
+
+@given(st.binary(max_size=200))
+def test_random_snapshot_bytes_raise_only_value_error(data: bytes) -> None:
+    store = KVStore()
+    try:
+        store.restore(data)
+    except ValueError:
+        assert store.last_applied == 0
+
+
+# -- resume mid-stream --------------------------------------------------------------------------
+
+_KEYS = st.sampled_from(["a", "b", "a/1", "n"])
+_VALUES = st.sampled_from([b"", b"1", b"-2", b"x"])
+
+
+# Weighted: more writes than registers, so sessions see several writes before they go.
+_KINDS = ["register", "set", "set", "delete", "incr", "incr", "cas", "junk"]
+
+
+@st.composite
+def _entry(draw: st.DrawFn) -> tuple[int, str, dict[str, object] | bytes]:
+    """(ts step, op, args): a random write or register, or ("junk", bytes) for a bad entry."""
+    step = draw(st.sampled_from([0, 0, 0, 0, 1, 10, 100, 300, TIMEOUT + 1, -500]))
+    kind = draw(st.sampled_from(_KINDS))
+    if kind == "junk":
+        return step, kind, draw(st.binary(max_size=8))
+    if kind == "register":
+        return step, kind, {}
+    args: dict[str, object] = {"key": draw(_KEYS)}
+    if kind == "set":
+        args["value"] = draw(_VALUES)
+    elif kind == "incr":
+        args["by"] = draw(st.integers(-3, 3))
+    elif kind == "cas":
+        args["expected"] = draw(st.none() | _VALUES)
+        args["new"] = draw(_VALUES)
+    if draw(st.booleans()):
+        # Which session: the n-th most recent register (-1: an id that never registered).
+        # Small seq ranges so that seqs repeat.
+        args["session"] = draw(st.sampled_from([0, 0, 0, 1, 2, -1]))
+        seq = args["seq"] = draw(st.integers(0, 4))  # five seqs, four kept per session
+        if draw(st.booleans()):
+            args["ack"] = draw(st.integers(0, seq))
+    return step, kind, args
+
+
+def _log(entries: list[tuple[int, str, dict[str, object] | bytes]]) -> list[bytes]:
+    """Encode the entries, after one register, with a clock that mostly advances but
+    sometimes steps back."""
+    out = [encode_command("register", {}, 0)]
+    registers = [1]
+    clock = 0
+    for step, kind, args in entries:
+        clock = max(0, clock + step)
+        if isinstance(args, bytes):
+            out.append(args)
+            continue
+        if kind == "register":
+            registers.append(len(out) + 1)
+        elif "session" in args:
+            pick = args["session"]
+            assert isinstance(pick, int)
+            known = pick >= 0 and registers
+            args = {**args, "session": registers[-1 - pick % len(registers)] if known else 999}
+        out.append(encode_command(kind, args, clock))
+    return out
+
+
+@given(st.lists(_entry(), max_size=60), st.data())
+def test_restore_mid_stream_continues_identically(
+    entries: list[tuple[int, str, dict[str, object] | bytes]], data: st.DataObject
+) -> None:
+    log = _log(entries)
+    cut = data.draw(st.integers(0, len(log)))
+    whole = _store()
+    expected = [whole.apply(i, e) for i, e in enumerate(log, start=1)]
+
+    first = _store()
+    for i, e in enumerate(log[:cut], start=1):
+        first.apply(i, e)
+    resumed = _store()
+    resumed.restore(first.snapshot())
+    rest = [resumed.apply(i, e) for i, e in enumerate(log[cut:], start=cut + 1)]
+
+    assert rest == expected[cut:]
+    assert _state(resumed) == _state(whole)
+    assert resumed.snapshot() == whole.snapshot()

@@ -1,0 +1,252 @@
+"""What only the LevelDB backend has: checksums caught at load, the directory lock, refusing
+directories that are not a quicraft store, the format version, and surviving a dead process.
+
+Damage is done the way a disk or a stray tool would: with plyvel, on the closed store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import plyvel  # type: ignore[import-untyped]
+import pytest
+
+from quicraft.core import Entry, HardState, Membership, Snapshot, SnapshotMeta
+from quicraft.storage import (
+    FORMAT_VERSION,
+    CorruptionError,
+    LevelDBStorage,
+    LockedError,
+    StorageError,
+)
+from quicraft.storage import records as rec
+
+MEMBERS = Membership(frozenset({"n1"}))
+
+
+def log(first: int, last: int, term: int = 1) -> list[Entry]:
+    return [Entry(term, i, data=f"command {i}".encode()) for i in range(first, last + 1)]
+
+
+def make_store(path: Path) -> None:
+    """A store with a hard state, a three-chunk snapshot at 10 and entries 11..15."""
+    with LevelDBStorage(path, chunk_size=4) as store:
+        snap = Snapshot(SnapshotMeta(10, 2, MEMBERS), b"0123456789")
+        store.save(hard_state=HardState(3, "n1", 12), entries=log(11, 15, 3), snapshot=snap)
+
+
+def tamper(path: Path, change: Callable[[plyvel.DB], None]) -> None:
+    db = plyvel.DB(str(path))
+    try:
+        change(db)
+    finally:
+        db.close()
+
+
+def flip_last_byte(key: bytes) -> Callable[[plyvel.DB], None]:
+    def change(db: plyvel.DB) -> None:
+        value = db.get(key)
+        db.put(key, value[:-1] + bytes([value[-1] ^ 0x01]))
+
+    return change
+
+
+def load_error(path: Path) -> str:
+    """The message a node would stop with when starting on `path`."""
+    with pytest.raises(CorruptionError) as caught, LevelDBStorage(path) as store:
+        store.load()
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message
+    return message
+
+
+def test_an_intact_store_loads(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    with LevelDBStorage(tmp_path) as store:
+        state = store.load()
+    assert state.snapshot.data == b"0123456789"
+    assert [e.index for e in state.entries] == [11, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize(
+    ("key", "record"),
+    [
+        (rec.entry_key(13), "log entry 13"),
+        (rec.HARD_STATE_KEY, "hard state"),
+        (rec.chunk_key(10, 1), "snapshot chunk 1 (snapshot at 10)"),
+        (rec.SNAPSHOT_KEY, "snapshot metadata"),
+    ],
+)
+def test_a_damaged_record_is_named_at_load(tmp_path: Path, key: bytes, record: str) -> None:
+    make_store(tmp_path)
+    tamper(tmp_path, flip_last_byte(key))
+    assert load_error(tmp_path) == f"{tmp_path}: {record}: checksum mismatch"
+
+
+def test_a_record_moved_to_another_key_fails_its_checksum(tmp_path: Path) -> None:
+    """Entries 12 and 13 have the same length and term: only the key tells them apart."""
+    make_store(tmp_path)
+    tamper(tmp_path, lambda db: db.put(rec.entry_key(13), db.get(rec.entry_key(12))))
+    assert load_error(tmp_path) == f"{tmp_path}: log entry 13: checksum mismatch"
+
+
+def test_a_truncated_record_is_named(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    tamper(tmp_path, lambda db: db.put(rec.entry_key(14), b"\x00\x01"))
+    assert load_error(tmp_path) == f"{tmp_path}: log entry 14: truncated record"
+
+
+def test_a_gap_in_the_log_is_found(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    tamper(tmp_path, lambda db: db.delete(rec.entry_key(13)))
+    assert "log entry 13: missing (the log jumps from 12 to 14)" in load_error(tmp_path)
+
+
+def test_a_log_that_does_not_follow_the_snapshot_is_found(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    tamper(tmp_path, lambda db: db.delete(rec.entry_key(11)))
+    message = load_error(tmp_path)
+    assert "log entry 12: the log must start at 11, right after the snapshot at 10" in message
+
+
+def test_a_missing_snapshot_chunk_is_found(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    tamper(tmp_path, lambda db: db.delete(rec.chunk_key(10, 2)))
+    assert load_error(tmp_path) == f"{tmp_path}: snapshot chunk 2 of 3: missing"
+
+
+def test_chunks_swapped_between_keys_fail(tmp_path: Path) -> None:
+    make_store(tmp_path)
+
+    def swap(db: plyvel.DB) -> None:
+        a, b = db.get(rec.chunk_key(10, 0)), db.get(rec.chunk_key(10, 1))
+        db.put(rec.chunk_key(10, 0), b)
+        db.put(rec.chunk_key(10, 1), a)
+
+    tamper(tmp_path, swap)
+    assert "snapshot chunk 0 (snapshot at 10): checksum mismatch" in load_error(tmp_path)
+
+
+def test_a_new_snapshot_deletes_every_old_chunk(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        store.compact(Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcde"))
+    db = plyvel.DB(str(tmp_path))
+    chunks = list(db.iterator(prefix=rec.CHUNK_PREFIX, include_value=False))
+    entries = list(db.iterator(prefix=rec.ENTRY_PREFIX, include_value=False))
+    db.close()
+    assert chunks == [rec.chunk_key(12, 0), rec.chunk_key(12, 1)]
+    assert entries == [rec.entry_key(i) for i in (13, 14, 15)]
+
+
+def test_a_second_opener_in_this_process_is_locked_out(tmp_path: Path) -> None:
+    first = LevelDBStorage(tmp_path)
+    with pytest.raises(LockedError, match=f"data directory {tmp_path} is already open"):
+        LevelDBStorage(tmp_path)
+    first.close()
+    LevelDBStorage(tmp_path).close()  # free again once closed
+
+
+OPEN_IN_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from quicraft.storage import LevelDBStorage, LockedError
+    try:
+        LevelDBStorage(Path(sys.argv[1]))
+    except LockedError as e:
+        print("LockedError:", e)
+    else:
+        print("opened")
+    """
+)
+
+
+def test_a_second_opener_in_another_process_is_locked_out(tmp_path: Path) -> None:
+    with LevelDBStorage(tmp_path):
+        child = subprocess.run(
+            [sys.executable, "-c", OPEN_IN_CHILD, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    expected = f"LockedError: data directory {tmp_path} is in use by another process"
+    assert child.stdout.strip() == expected
+
+
+def test_a_save_survives_a_process_that_dies_without_closing(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from pathlib import Path
+        from quicraft.core import Entry, HardState
+        from quicraft.storage import LevelDBStorage
+        store = LevelDBStorage(Path(sys.argv[1]))
+        store.save(hard_state=HardState(5, "n2", 1), entries=[Entry(5, 1)], snapshot=None)
+        os._exit(0)  # no close, no flush: only what save() synced is there
+        """
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    with LevelDBStorage(tmp_path) as store:
+        state = store.load()
+    assert state.hard_state == HardState(5, "n2", 1)
+    assert state.entries == [Entry(5, 1)]
+
+
+def test_a_directory_of_other_files_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StorageError, match="not a quicraft data directory") as caught:
+        LevelDBStorage(tmp_path)
+    assert type(caught.value) is StorageError
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match="not a directory"):
+        LevelDBStorage(tmp_path / "file")
+
+
+def test_another_programs_leveldb_is_refused(tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path), create_if_missing=True)
+    db.put(b"user:1", b"alice")
+    db.close()
+    with pytest.raises(StorageError, match="foreign LevelDB database"):
+        LevelDBStorage(tmp_path)
+
+
+def test_missing_parent_directories_are_made(tmp_path: Path) -> None:
+    with LevelDBStorage(tmp_path / "a" / "b") as store:
+        store.put_meta("k", b"v")
+    assert (tmp_path / "a" / "b" / "CURRENT").exists()
+
+
+def test_an_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    LevelDBStorage(tmp_path).close()
+    newer = rec.MAGIC + (FORMAT_VERSION + 1).to_bytes(4, "big")
+    tamper(tmp_path, lambda db: db.put(rec.VERSION_KEY, rec.seal(rec.VERSION_KEY, newer)))
+    with pytest.raises(StorageError, match=f"format version {FORMAT_VERSION + 1} is not supp"):
+        LevelDBStorage(tmp_path)
+    plyvel.DB(str(tmp_path)).close()  # the refused store was closed: its lock is free
+
+
+def test_a_damaged_version_record_is_corruption(tmp_path: Path) -> None:
+    LevelDBStorage(tmp_path).close()
+    tamper(tmp_path, flip_last_byte(rec.VERSION_KEY))
+    with pytest.raises(CorruptionError, match="format version: checksum mismatch"):
+        LevelDBStorage(tmp_path)
+
+
+def test_damaged_metadata_is_named(tmp_path: Path) -> None:
+    with LevelDBStorage(tmp_path) as store:
+        store.put_meta("cluster-id", b"c-42")
+    tamper(tmp_path, flip_last_byte(rec.meta_key(b"cluster-id")))
+    with LevelDBStorage(tmp_path) as store, pytest.raises(CorruptionError) as caught:
+        store.get_meta("cluster-id")
+    assert str(caught.value) == f"{tmp_path}: metadata 'cluster-id': checksum mismatch"

@@ -1,0 +1,71 @@
+"""The shared decoding rules: one bounded, tag-free CBOR item; strict types; short error text."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from quicraft.wire import ProtocolError
+from quicraft.wire.fields import (
+    as_bytes,
+    as_int64,
+    as_str,
+    as_uint,
+    decode_item,
+    open_envelope,
+    show,
+)
+
+
+def test_builtin_tags_are_refused_by_the_decoder_itself() -> None:
+    # If cbor2 stopped consulting our semantic_decoders, dates would decode to datetime here.
+    for tag, value in [(0, "2020-01-01T00:00:00Z"), (2, b"\x01"), (35, "a+"), (258, [1])]:
+        with pytest.raises(ProtocolError, match="CBOR tags are not allowed"):
+            decode_item(cbor2.dumps(cbor2.CBORTag(tag, value)))
+
+
+def test_exactly_one_item() -> None:
+    assert decode_item(b"\x01") == 1
+    with pytest.raises(ProtocolError, match="2 trailing bytes"):
+        decode_item(b"\x01\x02\x03")
+    with pytest.raises(ProtocolError, match="invalid CBOR"):
+        decode_item(b"")
+
+
+def test_nesting_is_bounded() -> None:
+    assert decode_item(b"\x81" * 4 + b"\x00") == [[[[0]]]]
+    with pytest.raises(ProtocolError, match="depth"):
+        decode_item(b"\x81" * 5 + b"\x00")
+
+
+def test_version_is_checked_before_the_fields() -> None:
+    with pytest.raises(ProtocolError, match="unsupported version 2"):
+        open_envelope(cbor2.dumps({"v": 2, "new_field": 1}), "test", frozenset())
+    with pytest.raises(ProtocolError, match="unsupported version True"):
+        open_envelope(cbor2.dumps({"v": True}), "test", frozenset())
+    with pytest.raises(ProtocolError, match="unknown field"):
+        open_envelope(cbor2.dumps({"v": 1, "new_field": 1}), "test", frozenset())
+    assert open_envelope(cbor2.dumps({"v": 1, "a": 1}), "test", frozenset({"a"})) == {
+        "v": 1,
+        "a": 1,
+    }
+
+
+def test_checkers_are_strict_about_types_and_bounds() -> None:
+    assert as_uint((1 << 64) - 1, "w", "n") == (1 << 64) - 1
+    assert as_int64(-(1 << 63), "w", "n") == -(1 << 63)
+    for bad in (True, -1, 1 << 64, 1.0, "1", None):
+        with pytest.raises(ProtocolError):
+            as_uint(bad, "w", "n")
+    with pytest.raises(ProtocolError):
+        as_int64(1 << 63, "w", "n")
+    with pytest.raises(ProtocolError, match="w: n must be a str of 1 to 3 characters, got str"):
+        as_str("abcd", "w", "n", max_len=3, min_len=1)
+    with pytest.raises(ProtocolError, match="got bytearray"):
+        as_bytes(bytearray(b"x"), "w", "n", max_len=3)
+
+
+def test_error_text_never_holds_a_whole_big_value() -> None:
+    assert len(show(b"x" * 10_000_000)) <= 40
+    assert show(list(range(1000))) == "<list of 1000>"
+    assert show("short") == "'short'"

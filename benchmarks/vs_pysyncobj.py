@@ -1,0 +1,113 @@
+"""quicraft against PySyncObj: 3-node clusters on this machine, alternating, same load.
+
+    .venv/bin/pip install pysyncobj
+    .venv/bin/python benchmarks/vs_pysyncobj.py --rounds 3 --duration 10 --clients 16
+
+Each round runs `quicraft bench --local 3` (a throwaway durable cluster over QUIC, driven by
+separate client connections) and then a 3-process PySyncObj cluster in journal mode (driven
+from inside one member, see pysyncobj_node.py), with the same number of writes in flight and
+the same value size. It prints every round and the medians, and the ratio of committed
+writes/s (quicraft / PySyncObj). Benchmarks are never run as timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_quicraft(args: argparse.Namespace) -> dict[str, float]:
+    base = free_ports(1)[0]
+    command = [
+        sys.executable, "-m", "quicraft.cli", "bench", "--local", "3", "--json",
+        "--clients", str(args.clients), "--duration", str(args.duration),
+        "--value-size", str(args.value_size), "--base-port", str(min(base, 60000)),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 120)
+    if done.returncode != 0:
+        raise SystemExit(f"quicraft bench failed: {done.stderr.strip()}")
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def run_pysyncobj(args: argparse.Namespace) -> dict[str, float]:
+    ports = free_ports(3)
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    with tempfile.TemporaryDirectory(prefix="pysyncobj-bench-") as folder:
+        members = []
+        for i, address in enumerate(addresses):
+            partners = ",".join(a for a in addresses if a != address)
+            argv = [
+                sys.executable, str(HERE / "pysyncobj_node.py"),
+                "--self", address, "--partners", partners,
+                "--journal", str(Path(folder) / f"journal{i}"),
+            ]  # fmt: skip
+            if i == 0:
+                argv += ["--drive", "--clients", str(args.clients)]
+                argv += ["--duration", str(args.duration), "--value-size", str(args.value_size)]
+            members.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+        try:
+            out, _ = members[0].communicate(timeout=args.duration + 120)
+        finally:
+            for member in members:
+                member.kill()
+                member.wait()
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    if "error" in result:
+        raise SystemExit(f"PySyncObj: {result['error']}")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--value-size", type=int, default=100)
+    args = parser.parse_args()
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    for number in range(1, args.rounds + 1):
+        ours.append(run_quicraft(args))
+        theirs.append(run_pysyncobj(args))
+        print(
+            f"round {number}: quicraft {ours[-1]['writes_per_s']:,.0f} writes/s "
+            f"(p50 {ours[-1]['write_p50_ms']:.1f} ms, p99 {ours[-1]['write_p99_ms']:.1f} ms, "
+            f"{ours[-1]['reads_per_s']:,.0f} reads/s); PySyncObj "
+            f"{theirs[-1]['writes_per_s']:,.0f} writes/s (p50 {theirs[-1]['write_p50_ms']:.1f} "
+            f"ms, p99 {theirs[-1]['write_p99_ms']:.1f} ms)",
+            flush=True,
+        )
+
+    def median(runs: list[dict[str, float]], field: str) -> float:
+        return statistics.median(r[field] for r in runs)
+
+    q, p = median(ours, "writes_per_s"), median(theirs, "writes_per_s")
+    print(
+        f"median of {args.rounds}: quicraft {q:,.0f} writes/s "
+        f"(p99 {median(ours, 'write_p99_ms'):.1f} ms), PySyncObj {p:,.0f} writes/s "
+        f"(p99 {median(theirs, 'write_p99_ms'):.1f} ms); ratio {q / p:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

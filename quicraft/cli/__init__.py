@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
@@ -47,6 +48,8 @@ RUNNERS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # aioquic logs every failed handshake; the commands report failures in their own words.
+    logging.getLogger("quic").setLevel(logging.CRITICAL)
     return RUNNERS[args.command](args)
 
 

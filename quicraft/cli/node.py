@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.log_level != "debug":
-        logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-packet chatter
+    if args.log_level == "debug":
+        logging.getLogger("quic").setLevel(logging.DEBUG)
     if args.snapshot_every is not None and args.snapshot_every < 1:
         return fail("--snapshot-every must be at least 1")
     settings = settings_from(args)

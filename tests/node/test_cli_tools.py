@@ -1,0 +1,130 @@
+"""The command-line tools around the node: certs, local, bench; and the synchronous client."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cluster_harness import Cluster, free_base_port, run
+
+from quicraft import connect_sync
+from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
+from quicraft.transport import connect as quic_connect
+
+
+def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_certs_init_and_issue(tmp_path: Path) -> None:
+    certs = str(tmp_path / "certs")
+    made = quicraft("certs", "init", "--cluster", "c9", "--certs", certs)
+    assert made.returncode == 0, made.stderr
+    key = tmp_path / "certs" / "c9" / "admin.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    again = quicraft("certs", "init", "--cluster", "c9", "--certs", certs)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    issued = quicraft(
+        "certs", "issue", "--cluster", "c9", "--name", "web", "--role", "client", "--certs", certs
+    )
+    assert issued.returncode == 0, issued.stderr
+    assert load_identity(tmp_path / "certs", "c9", "web").role is Role.CLIENT
+    wrong = quicraft("certs", "issue", "--cluster", "c9", "--name", "x", "--role", "god")
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+    no_ca = quicraft(
+        "certs", "issue", "--cluster", "nope", "--name", "x", "--role", "node", "--certs", certs
+    )
+    assert no_ca.returncode == 1 and no_ca.stderr.startswith("quicraft: error:")
+
+
+def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:
+    started = quicraft("node", "--cluster", "ghost", "--certs", str(tmp_path), cwd=tmp_path)
+    assert started.returncode == 1
+    assert started.stderr.count("\n") == 1 and "Traceback" not in started.stderr
+
+
+def test_local_cluster_commands(tmp_path: Path) -> None:
+    folder = str(tmp_path / "dev")
+    base = str(free_base_port(3))
+    started = quicraft(
+        "local", "--dir", folder, "start", "3", "--preset", "test", "--base-port", base
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        pids = [
+            n["pid"] for n in json.loads((tmp_path / "dev" / "cluster.json").read_text())["nodes"]
+        ]
+        status = quicraft("local", "--dir", folder, "status")
+        assert status.returncode == 0 and status.stdout.count("running") == 3
+        assert "leader serving: yes" in status.stdout
+        assert quicraft("local", "--dir", folder, "kill", "2").returncode == 0
+        status = quicraft("local", "--dir", folder, "status")
+        assert "stopped" in status.stdout and "leader serving: yes" in status.stdout
+        assert quicraft("local", "--dir", folder, "restart", "2").returncode == 0
+        logs = quicraft("local", "--dir", folder, "logs", "1")
+        assert "n1 | " in logs.stdout and "listening on" in logs.stdout
+        assert quicraft("local", "--dir", folder, "kill", "7").returncode == 1
+        twice = quicraft("local", "--dir", folder, "start", "3", "--base-port", base)
+        assert twice.returncode == 1 and "already holds" in twice.stderr
+    finally:
+        state = json.loads((tmp_path / "dev" / "cluster.json").read_text())
+        pids = [n["pid"] for n in state["nodes"]]
+        stopped = quicraft("local", "--dir", folder, "stop", "--clean")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (tmp_path / "dev").exists()
+    assert all(_gone(pid) for pid in pids)
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for init to reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status").read_text()
+    return "State:\tZ" in status
+
+
+def test_bench_local_runs_and_cleans_up(tmp_path: Path) -> None:
+    """Functional, not timed: the bench drives a throwaway cluster and reports its numbers."""
+    done = quicraft(
+        "bench", "--local", "3", "--duration", "1", "--clients", "4", "--json",
+        "--base-port", str(free_base_port(3)), "--preset", "test",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["writes"] > 0 and result["reads"] > 0 and result["errors"] == 0
+    assert result["write_p50_ms"] <= result["write_p99_ms"]
+
+
+def test_a_node_outside_the_membership_is_refused(cluster: Cluster) -> None:
+    issue(cluster.local.certs, "t1", "n9", Role.NODE)
+    stranger = load_identity(cluster.local.certs, "t1", "n9")
+
+    async def dial() -> None:
+        with pytest.raises(RefusedError, match="not a member"):
+            await quic_connect("127.0.0.1", cluster.nodes[0].port, stranger, ALPN_RAFT, timeout=5)
+
+    run(dial())
+
+
+def test_the_synchronous_client(cluster: Cluster) -> None:
+    endpoints = cluster.local.endpoints()
+    with connect_sync(endpoints, "t1", cluster.local.certs) as c:
+        revision = c.kv.set("sync", "yes")
+        assert revision > 0
+        assert c.kv.get("sync") == b"yes"
+        assert c.kv.incr("hits", 2) == 2
+        assert c.kv.keys("s") == ["sync"]

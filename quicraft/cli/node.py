@@ -117,14 +117,25 @@ async def serve(settings: NodeSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    # Starting may wait for founding peers for a long time: a signal must still stop it.
+    starting = asyncio.create_task(node.start())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await node.stop(hand_over=False)
+        return OK
     try:
-        await node.start()
+        starting.result()
     except BaseException:
+        stopping.cancel()
         await node.stop(hand_over=False)
         raise
     waiting = asyncio.create_task(node.wait())
-    stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     await node.stop(hand_over=True)
+    if waiting.done():
+        waiting.result()  # a fatal error of the Raft loop, e.g. the disk failing
     return OK

@@ -92,13 +92,14 @@ class Node:
 
     async def stop(self, hand_over: bool = True) -> None:
         """Stop serving; a leader first hands leadership to the most caught-up voter."""
-        if hand_over and self._run_task is not None and self.raft.core is not None:
+        running = self._run_task is not None and not self._run_task.done()
+        if hand_over and running and self.raft.core is not None:
             await self.raft.hand_over_leadership()
         self.raft.stop()
         for task in self._background:
             task.cancel()
         if self._run_task is not None:
-            await self._run_task
+            await asyncio.gather(self._run_task, return_exceptions=True)  # wait() reports it
         await self.pool.close()
         if self.server is not None:
             self.server.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -128,3 +129,27 @@ def test_the_synchronous_client(cluster: Cluster) -> None:
         assert c.kv.get("sync") == b"yes"
         assert c.kv.incr("hits", 2) == 2
         assert c.kv.keys("s") == ["sync"]
+
+
+def test_a_node_waiting_for_its_founding_peers_stops_on_sigint(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    assert quicraft("certs", "init", "--cluster", "w", "--certs", str(certs)).returncode == 0
+    base = free_base_port(2)
+    node = subprocess.Popen(
+        [sys.executable, "-m", "quicraft.cli", "node", "--cluster", "w", "--name", "a",
+         "--certs", str(certs), "--data", str(tmp_path / "a"),
+         "--listen", f"127.0.0.1:{base + 1}", "--peers", f"127.0.0.1:{base + 2}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        output = ""
+        assert node.stdout is not None
+        while "waiting for founding peer" not in output:
+            line = node.stdout.readline()
+            assert line, f"the node exited early: {output}"
+            output += line
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=15) == 0
+    finally:
+        node.kill()
+        node.wait()

@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # aioquic logs every failed handshake; the commands report failures in their own words.
     logging.getLogger("quic").setLevel(logging.CRITICAL)
-    return RUNNERS[args.command](args)
+    try:
+        return RUNNERS[args.command](args)
+    except KeyboardInterrupt:
+        print("quicraft: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

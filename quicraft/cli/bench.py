@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from quicraft.client import Client, ClientError, connect
 from quicraft.client.bench import BenchResult, run_bench, wait_until_serving
 from quicraft.node.local import LocalCluster, LocalClusterError
+from quicraft.node.settings import PRESETS
 from quicraft.transport import IdentityError
 
 from .common import MISUSE, OK, add_certs, fail
@@ -36,21 +38,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--duration", type=float, default=10.0, help="seconds of writes (default 10)"
     )
     bench.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
-    bench.add_argument("--preset", default="dev", help="preset of a --local cluster (default dev)")
+    bench.add_argument(
+        "--preset", choices=sorted(PRESETS), default="dev", help="timings of a --local cluster"
+    )
     bench.add_argument("--base-port", type=int, default=7500, help="ports of a --local cluster")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.clients < 1 or args.duration <= 0 or args.value_size < 0:
-        print("quicraft bench: --clients >= 1, --duration > 0 and --value-size >= 0 please")
+        print(
+            "quicraft bench: need --clients >= 1, --duration > 0, --value-size >= 0",
+            file=sys.stderr,
+        )
+        return MISUSE
+    if args.local is not None and not 1 <= args.local <= 9:
+        print("quicraft bench: --local takes 1 to 9 nodes", file=sys.stderr)
         return MISUSE
     try:
         if args.local is not None:
             result = _bench_local(args)
         else:
             result = asyncio.run(_drive(args.endpoints, args.cluster, args.certs, args))
-    except (ClientError, IdentityError, LocalClusterError, ValueError) as err:
+    except (ClientError, IdentityError, LocalClusterError, ValueError, OSError) as err:
         return fail(str(err))
     print(json.dumps(result.as_dict()) if args.json else result.summary())
     return OK
@@ -58,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _bench_local(args: argparse.Namespace) -> BenchResult:
     folder = Path(tempfile.mkdtemp(prefix="quicraft-bench-"))
-    cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
+    cluster: LocalCluster | None = None
     try:
+        cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
         for node in cluster.nodes:
             cluster.start(node)
         return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args))
     finally:
-        cluster.stop_all()
+        if cluster is not None:
+            cluster.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
 
 

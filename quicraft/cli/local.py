@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 from quicraft.client import ClientError, connect
 from quicraft.node.local import LocalCluster, LocalClusterError
 from quicraft.node.settings import PRESETS
+from quicraft.transport import IdentityError
 
-from .common import OK, fail
+from .common import MISUSE, OK, fail
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,12 +51,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except LocalClusterError as err:
+    except (LocalClusterError, IdentityError, OSError) as err:
         return fail(str(err))
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.action == "start":
+        if not 1 <= args.size <= 9:
+            print("quicraft local: a local cluster has 1 to 9 nodes", file=sys.stderr)
+            return MISUSE
         cluster = LocalCluster.create(
             args.dir, args.size, args.cluster, args.preset, args.base_port
         )
@@ -79,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.action == "restart":
         node = cluster.node(args.number)
         cluster.kill(node, signal.SIGKILL)
+        cluster.wait_stopped(node)
         cluster.start(node)
         print(f"started {node.name} (pid {node.pid})")
     elif args.action == "logs":

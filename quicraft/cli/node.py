@@ -7,13 +7,14 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from quicraft.node import PRESETS, Node, NodeSettings
 from quicraft.storage import StorageError
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
 
-from .common import OK, add_certs, address, address_list, fail
+from .common import MISUSE, OK, add_certs, address, address_list, fail
 
 DEFAULT_PORT = 7400
 log = logging.getLogger("quicraft.cli")
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.log_level == "debug":
         logging.getLogger("quic").setLevel(logging.DEBUG)
     if args.snapshot_every is not None and args.snapshot_every < 1:
-        return fail("--snapshot-every must be at least 1")
+        print("quicraft node: --snapshot-every must be at least 1", file=sys.stderr)
+        return MISUSE
     settings = settings_from(args)
     try:
         ensure_identity(settings)

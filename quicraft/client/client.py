@@ -93,8 +93,15 @@ class Client:
         self._in_flight.add(seq)
         try:
             # `ack`: the node may forget our results below the oldest write still waiting.
-            extra = {"session": self._session, "seq": seq, "ack": min(self._in_flight)}
+            session = self._session
+            extra = {"session": session, "seq": seq, "ack": min(self._in_flight)}
             return await self.call(op, {**args, **extra})
+        except ClientError as err:
+            if err.code == "session_expired" and self._session == session:
+                # The next write registers a new session. This one is not retried: if it was
+                # itself a retry, it may have been applied before the session expired.
+                self._session = None
+            raise
         finally:
             self._in_flight.discard(seq)
 
@@ -125,6 +132,8 @@ class Client:
                 if error.code == "not_leader" and error.leader_addr:
                     self._go_to(error.leader_addr)
                     continue
+                if error.code in ("not_leader", "no_leader"):
+                    self._move_on()  # this node may be cut off from a majority that serves
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")

@@ -161,6 +161,14 @@ class LocalCluster:
         if self.running(node):
             os.kill(node.pid, sig)
 
+    def wait_stopped(self, node: LocalNode, timeout_s: float = 10.0) -> None:
+        """Signals take effect asynchronously: wait until the process is really gone."""
+        deadline = time.monotonic() + timeout_s
+        while self.running(node):
+            if time.monotonic() > deadline:
+                raise LocalClusterError(f"{node.name} (pid {node.pid}) did not stop")
+            time.sleep(0.02)
+
     def stop_all(self, grace_s: float = 10.0) -> None:
         """SIGTERM every node (leaders hand over), then SIGKILL what is left after `grace_s`."""
         for node in self.nodes:

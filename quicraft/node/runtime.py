@@ -130,6 +130,7 @@ class RaftNode:
         finally:
             for task in self._tasks:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             self._fail_everything(NodeStopped("the node is stopping"))
 
     def stop(self) -> None:
@@ -193,14 +194,15 @@ class RaftNode:
         if replaced is not None and not replaced.future.done():
             # Our own entry of an earlier term sat at this index: appending here truncated it.
             replaced.future.set_exception(ProposalLost("replaced by another leader"))
-        self._proposals[index] = _Proposal(term, future)
+        proposal = self._proposals[index] = _Proposal(term, future)
         self._wake.set()
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RequestTimeout("the write was not committed in time") from None
         finally:
-            self._proposals.pop(index, None)
+            if self._proposals.get(index) is proposal:  # a later proposal may sit here now
+                del self._proposals[index]
 
     async def read_barrier(self, timeout: float) -> None:
         """Wait until the local state machine reflects every write committed before the call
@@ -211,9 +213,11 @@ class RaftNode:
         self._reads[context] = future
         self._core.read_index(context)
         self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
             index = await asyncio.wait_for(future, timeout)
-            await asyncio.wait_for(self._until_applied(index), timeout)
+            await asyncio.wait_for(self._until_applied(index), max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise RequestTimeout("no leader confirmed the read in time") from None
         finally:
@@ -337,8 +341,13 @@ class RaftNode:
         if self._core.log.applied >= index:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._applied_waiters.append((index, future))
-        await future
+        waiter = (index, future)
+        self._applied_waiters.append(waiter)
+        try:
+            await future
+        finally:
+            if not future.done() and waiter in self._applied_waiters:  # timed out
+                self._applied_waiters.remove(waiter)
 
     def _wake_applied(self, applied: int) -> None:
         waiting = []

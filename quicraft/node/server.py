@@ -183,8 +183,15 @@ class Node:
             self.pool.adopt(conn)
 
     def _deliver(self, m: Message) -> None:
-        if self.raft.core is not None:
-            self.raft.receive(m)
+        core = self.raft.core
+        if core is None:
+            return
+        members = core.membership.members()
+        if members and m.frm not in members:
+            # Connections we dialed, or accepted while founding, skipped admission.
+            log.debug("dropped a message from %s, not a member", m.frm)
+            return
+        self.raft.receive(m)
 
     def _unreachable(self, peer: NodeId) -> None:
         if self.raft.core is not None and self.raft.core.role is Role.LEADER:

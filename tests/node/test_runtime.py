@@ -1,0 +1,132 @@
+"""The asyncio runtime without sockets: three RaftNodes in one event loop, in-memory storage."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from quicraft.core import Message, NotLeader, Role
+from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
+from quicraft.node.runtime import is_fresh
+from quicraft.statemachine import KVStore, encode_command
+from quicraft.storage import MemoryStorage
+
+FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=20)
+IDS = ["a", "b", "c"]
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.nodes: dict[str, RaftNode] = {}
+        self.cut: set[str] = set()  # nodes whose messages are dropped both ways
+        loop = asyncio.get_running_loop()
+        for seed, node_id in enumerate(IDS):
+            node = RaftNode(
+                node_id, MemoryStorage(), KVStore(), FAST, self._sender(loop), random.Random(seed)
+            )
+            node.open(node.storage.load(), founders=IDS)
+            self.nodes[node_id] = node
+        self.tasks = [asyncio.create_task(n.run()) for n in self.nodes.values()]
+
+    def _sender(self, loop: asyncio.AbstractEventLoop) -> Callable[[Message], None]:
+        def send(m: Message) -> None:
+            if m.frm not in self.cut and m.to not in self.cut:
+                loop.call_soon(self._deliver, m)
+
+        return send
+
+    def _deliver(self, m: Message) -> None:
+        if m.to not in self.cut:
+            self.nodes[m.to].receive(m)
+
+    async def leader(self) -> RaftNode:
+        for _ in range(400):
+            leaders = [
+                n for n in self.nodes.values() if n.core and n.core.role is Role.LEADER
+                and n.id not in self.cut
+            ]  # fmt: skip
+            if leaders:
+                return leaders[0]
+            await asyncio.sleep(0.01)
+        raise AssertionError("no leader")
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        await asyncio.gather(*self.tasks)
+
+
+def command(op: str, **args: object) -> bytes:
+    return encode_command(op, args, ts_ms=1)
+
+
+async def with_cluster(scenario: Callable[[Cluster], Awaitable[None]]) -> None:
+    cluster = Cluster()
+    try:
+        await asyncio.wait_for(scenario(cluster), 30)
+    finally:
+        await cluster.stop()
+
+
+def test_proposals_are_applied_everywhere_and_answered_with_their_result() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        results = await asyncio.gather(
+            *(leader.propose(command("incr", key="n", by=1), 5) for _ in range(30))
+        )
+        assert sorted(r["value"] for r in results) == list(range(1, 31))
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        await follower.read_barrier(5)  # linearizable read through the leader
+        assert follower.state_machine.get("n") == (b"30", results[-1]["revision"])
+        with pytest.raises(NotLeader):
+            await follower.propose(command("set", key="k", value=b"v"), 5)
+
+    asyncio.run(with_cluster(scenario))
+
+
+def test_snapshots_are_taken_every_n_entries_and_on_demand() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        for i in range(FAST.snapshot_every + 5):
+            await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
+        assert leader.snapshot_index >= FAST.snapshot_every
+        index = await leader.snapshot()
+        assert index == leader.core.log.applied
+        stored = leader.storage.load()
+        assert stored.snapshot.meta.index == index and not is_fresh(stored)
+        restored = KVStore()
+        restored.restore(stored.snapshot.data)
+        assert restored.keys("k") == leader.state_machine.keys("k")
+
+    asyncio.run(with_cluster(scenario))
+
+
+def test_a_leader_hands_over_to_a_caught_up_voter() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        await leader.propose(command("set", key="k", value=b"v"), 5)
+        assert await leader.hand_over_leadership()
+        successor = await cluster.leader()
+        assert successor is not leader
+
+    asyncio.run(with_cluster(scenario))
+
+
+def test_a_proposal_on_a_cut_off_leader_times_out_or_is_lost() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        old = await cluster.leader()
+        cluster.cut.add(old.id)
+        pending = asyncio.create_task(old.propose(command("set", key="k", value=b"old"), 3))
+        new = await cluster.leader()
+        assert new is not old
+        await new.propose(command("set", key="k", value=b"new"), 5)
+        cluster.cut.clear()  # the old leader rejoins; its entry is replaced by the new term's
+        with pytest.raises((ProposalLost, RequestTimeout)):
+            await pending
+        await old.read_barrier(5)
+        assert old.state_machine.get("k")[0] == b"new"
+
+    asyncio.run(with_cluster(scenario))

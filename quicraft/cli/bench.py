@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from quicraft.client import Client, ClientError, connect
+from quicraft.client import ClientError, connect
 from quicraft.client.bench import BenchResult, run_bench, wait_until_serving
 from quicraft.node.local import LocalCluster, LocalClusterError
 from quicraft.node.settings import PRESETS
@@ -33,7 +33,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--cluster", default="bench", help="cluster name (default: bench)")
     add_certs(bench)
     bench.add_argument("--name", default="admin", help="identity to use (default: admin)")
-    bench.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    bench.add_argument(
+        "--clients", type=int, default=16, help="concurrent requests in flight (default 16)"
+    )
+    bench.add_argument(
+        "--connections", type=int, default=1, help="QUIC connections they share (default 1)"
+    )
     bench.add_argument(
         "--duration", type=float, default=10.0, help="seconds of writes (default 10)"
     )
@@ -46,9 +51,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.clients < 1 or args.duration <= 0 or args.value_size < 0:
+    if args.clients < 1 or args.connections < 1 or args.duration <= 0 or args.value_size < 0:
         print(
-            "quicraft bench: need --clients >= 1, --duration > 0, --value-size >= 0",
+            "quicraft bench: need --clients and --connections >= 1, --duration > 0, "
+            "--value-size >= 0",
             file=sys.stderr,
         )
         return MISUSE
@@ -83,12 +89,16 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
 async def _drive(
     endpoints: str, cluster: str, certs: Path, args: argparse.Namespace
 ) -> BenchResult:
-    clients: list[Client] = [
-        connect(endpoints, cluster, certs, args.name, timeout=10) for _ in range(args.clients)
+    # QUIC multiplexes: the concurrent clients share `--connections` connections, so requests
+    # sent together share packets, as they would in one application with many tasks.
+    connections = [
+        connect(endpoints, cluster, certs, args.name, timeout=10)
+        for _ in range(min(args.connections, args.clients))
     ]
+    clients = [connections[i % len(connections)] for i in range(args.clients)]
     try:
         await wait_until_serving(clients[0], timeout=30)
         return await run_bench(clients, args.duration, args.value_size)
     finally:
-        for client in clients:
-            await client.close()
+        for connection in connections:
+            await connection.close()

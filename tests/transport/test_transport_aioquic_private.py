@@ -28,6 +28,13 @@ def test_the_private_attributes_are_still_there() -> None:
     private.check()  # raises RuntimeError naming what is missing
 
 
+def test_delay_acks_sets_a_delay_within_the_announced_maximum() -> None:
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    private.delay_acks(quic)
+    assert quic._ack_delay == private.ACK_DELAY_S
+    assert private.ACK_DELAY_S * 1000 < 25  # within the max_ack_delay we announce
+
+
 def handshake(
     server_id: Identity, client_id: Identity, *, ask: bool
 ) -> tuple[QuicConnection, QuicConnection]:

@@ -65,7 +65,7 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default="dev",
         help="timings: test (elections in 0.2-0.4 s), dev (0.5-1 s, the default), "
-        "prod (1-2 s, rare snapshots); see docs/operations.md",
+        "prod (1-2 s, rare snapshots); see docs/node.md",
     )
     node.add_argument("--snapshot-every", type=int, metavar="N", help="entries between snapshots")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -8,11 +8,15 @@ Writes carry (session, seq) so a write retried after a timeout or a leader chang
 once and returns its first result (Raft thesis §6.3). A follower answers `not_leader` with the
 leader's address and the client goes there; a lost connection moves it to the next endpoint.
 Errors that retrying cannot fix (forbidden, bad_request, session_expired) are raised at once.
+
+All requests of a client, from however many tasks, share one QUIC connection and one stream
+on it (a _Channel); each carries an id and its response finds it by that id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +27,7 @@ from quicraft.transport import (
     Connection,
     Identity,
     RefusedError,
+    Stream,
     TransportError,
     load_identity,
 )
@@ -49,6 +54,64 @@ class ClientError(Exception):
         self.code = code
 
 
+class _Channel:
+    """One connection to a node and the request stream on it. Requests go out with ids; a
+    reader task hands each response to the request with its id. When the stream or the
+    connection fails, every request still waiting fails with it."""
+
+    def __init__(self, conn: Connection, stream: Stream):
+        self.conn = conn
+        self._stream = stream
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Response]] = {}
+        self.failure: Exception | None = None
+        self._reader = asyncio.create_task(self._read_responses())
+
+    @classmethod
+    async def open(cls, address: Address, identity: Identity) -> _Channel:
+        conn = await quic_connect(address[0], address[1], identity, ALPN_CLIENT)
+        return cls(conn, await conn.open_stream())
+
+    @property
+    def usable(self) -> bool:
+        return self.failure is None and not self.conn.closed
+
+    async def request(self, op: str, args: dict[str, Any]) -> Response:
+        if self.failure is not None:
+            raise self.failure
+        request_id = next(self._ids)
+        response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = response
+        try:
+            self._stream.write_frame(encode_request(op, args, id=request_id))
+            return await response
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def close(self, reason: str) -> None:
+        self._reader.cancel()
+        self.conn.close(reason)
+        self._fail(TransportError(f"connection closed: {reason}"))
+
+    async def _read_responses(self) -> None:
+        try:
+            while (frame := await self._stream.read_frame()) is not None:
+                response = decode_response(frame)
+                waiter = self._waiting.get(response.id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(response)
+            self._fail(TransportError("the node ended the request stream"))
+        except (TransportError, ProtocolError, ConnectionError) as err:
+            self._fail(err)
+
+    def _fail(self, err: Exception) -> None:
+        if self.failure is None:
+            self.failure = err
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(err)
+
+
 class Client:
     def __init__(self, endpoints: list[Address], identity: Identity, timeout: float = 10.0):
         if not endpoints:
@@ -57,7 +120,8 @@ class Client:
         self.identity = identity
         self.timeout = timeout
         self.kv = KV(self)
-        self._conn: Connection | None = None
+        self._channel: _Channel | None = None
+        self._opening = asyncio.Lock()  # one connection at a time, however many callers
         self._current = 0
         self._session: int | None = None
         self._seq = 0
@@ -78,9 +142,7 @@ class Client:
         return format_address(self.endpoints[self._current])
 
     async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close("client closing")
-            self._conn = None
+        self._drop_channel("client closing")
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A write, applied exactly once however often it must be retried."""
@@ -112,15 +174,16 @@ class Client:
         delay = 0.02
         last = "no endpoint answered"
         while loop.time() < deadline:
+            channel: _Channel | None = None
             try:
-                response = await asyncio.wait_for(
-                    self._exchange(encode_request(op, args)), max(0.1, deadline - loop.time())
-                )
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    channel = await self._connected()
+                    response = await channel.request(op, args)
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
                 if isinstance(err, RefusedError):
                     raise ClientError("forbidden", f"refused by the cluster: {err}") from None
                 last = f"{format_address(self.endpoints[self._current])}: {err or 'timed out'}"
-                self._move_on()
+                self._move_on(channel)
             else:
                 if response.ok:
                     return dict(response.result or {})
@@ -133,45 +196,45 @@ class Client:
                     self._go_to(error.leader_addr)
                     continue
                 if error.code in ("not_leader", "no_leader"):
-                    self._move_on()  # this node may be cut off from a majority that serves
+                    self._move_on(channel)  # this node may be cut off from a majority
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")
 
-    async def _exchange(self, request: bytes) -> Response:
-        conn = await self._connection()
-        stream = await conn.open_stream()
-        stream.write_frame(request)
-        stream.end()
-        frame = await stream.read_frame()
-        if frame is None:
-            raise ProtocolError("the node closed the stream without answering")
-        return decode_response(frame)
+    async def _connected(self) -> _Channel:
+        channel = self._channel
+        if channel is not None and channel.usable:
+            return channel
+        async with self._opening:
+            if self._channel is None or not self._channel.usable:
+                self._drop_channel("reconnecting")
+                endpoint = self.endpoints[self._current]
+                self._channel = await _Channel.open(endpoint, self.identity)
+            return self._channel
 
-    async def _connection(self) -> Connection:
-        if self._conn is None or self._conn.closed:
-            host, port = self.endpoints[self._current]
-            self._conn = await quic_connect(host, port, self.identity, ALPN_CLIENT)
-        return self._conn
+    def _drop_channel(self, reason: str) -> None:
+        if self._channel is not None:
+            self._channel.close(reason)
+            self._channel = None
 
-    def _move_on(self) -> None:
-        if self._conn is not None:
-            self._conn.close("trying another node")
-            self._conn = None
+    def _move_on(self, failed: _Channel | None) -> None:
+        """Go to the next endpoint, unless another request already left `failed` (the channel
+        this one used: None if it could not connect)."""
+        if failed is not self._channel:
+            return
+        self._drop_channel("trying another node")
         self._current = (self._current + 1) % len(self.endpoints)
 
     def _go_to(self, leader_addr: str) -> None:
         try:
             address = parse_address(leader_addr)
         except ValueError:
-            self._move_on()
+            self._move_on(self._channel)
             return
         if address not in self.endpoints:
             self.endpoints.append(address)
-        if self._current != self.endpoints.index(address) or self._conn is None:
-            if self._conn is not None:
-                self._conn.close("following the leader")
-                self._conn = None
+        if self._current != self.endpoints.index(address):
+            self._drop_channel("following the leader")
             self._current = self.endpoints.index(address)
 
 

@@ -1,21 +1,37 @@
-"""The `quicraft-client/1` service: one request and one response per stream.
+"""The `quicraft-client/1` service: many requests per stream, each answered as it finishes.
 
 Writes go through the log on the leader; a follower answers `not_leader` with the leader's id
 and address, and the client follows. Reads are linearizable by default (ReadIndex, served on
 any node once it has applied the confirmed index) or stale on request (local state at once).
 The reader role may only read.
+
+Rules of this file:
+- A request is not a task of its own: it starts the node's work (a proposal, a ReadIndex
+  round) and a callback answers it when that work ends. Tasks and timers per request were
+  most of what a request cost.
+- At most MAX_IN_FLIGHT requests of one stream are served at once, and answers that the
+  client has not acknowledged are bounded by the stream's drain(); past either limit the
+  service stops reading that stream and QUIC's flow control holds the client back.
+- When the client ends its side, everything in flight is answered before ours ends.
+- A request whose id cannot be read cannot be answered: that is a protocol error and the
+  stream is reset (dispatch.py). One whose id can be read but whose op or args are wrong is
+  answered with bad_request and the stream goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from quicraft.core import NodeId, NotLeader, ProposalDropped
 from quicraft.statemachine import CommandError, KVStore, encode_command
 from quicraft.transport import Connection, Role, Stream, TransportError
-from quicraft.wire import ProtocolError, Request, decode_request, encode_response
+from quicraft.wire import BadRequest, Request, decode_request, encode_response
 
 from .runtime import NodeError, NodeStopped, RaftNode, RequestTimeout
 
@@ -23,6 +39,7 @@ log = logging.getLogger("quicraft.service")
 
 WRITES = frozenset({"register", "set", "delete", "incr", "cas"})
 READS = frozenset({"get", "keys"})
+MAX_IN_FLIGHT = 1024
 
 
 class RequestFailed(Exception):
@@ -30,6 +47,49 @@ class RequestFailed(Exception):
         super().__init__(message)
         self.code = code
         self.leader = leader
+
+
+class _Replies:
+    """The answering half of one client stream: counts what is in flight and writes answers."""
+
+    def __init__(self, stream: Stream, address_of: Callable[[NodeId], str | None]):
+        self._stream = stream
+        self._address_of = address_of
+        self.in_flight = 0
+        self._changed = asyncio.Event()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+
+    def ok(self, request_id: int, result: dict[str, object]) -> None:
+        self._send(encode_response(ok=True, result=result, id=request_id))
+
+    def fail(self, request_id: int, err: RequestFailed) -> None:
+        error = {
+            "code": err.code,
+            "message": str(err),
+            "leader": err.leader,
+            "leader_addr": self._address_of(err.leader) if err.leader else None,
+        }
+        self._send(encode_response(ok=False, error=error, id=request_id))
+
+    def _send(self, frame: bytes) -> None:
+        self.in_flight -= 1
+        self._changed.set()
+        with contextlib.suppress(TransportError):  # the client is gone: no one left to answer
+            self._stream.write_frame(frame)
+
+    async def room(self) -> None:
+        """Until another request may start (see the rules above)."""
+        while self.in_flight >= MAX_IN_FLIGHT:
+            self._changed.clear()
+            await self._changed.wait()
+        await self._stream.drain()
+
+    async def all_answered(self) -> None:
+        while self.in_flight:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 class ClientService:
@@ -46,76 +106,86 @@ class ClientService:
         self.request_timeout = request_timeout
 
     async def handle_stream(self, conn: Connection, stream: Stream) -> None:
+        replies = _Replies(stream, self._address_of)
         try:
-            frame = await stream.read_frame()
-            if frame is None:
-                return
-            try:
-                result = await self.execute(conn.peer.role, decode_request(frame))
-                stream.write_frame(encode_response(ok=True, result=result))
-            except ProtocolError as err:
-                stream.write_frame(self._error(RequestFailed("bad_request", str(err))))
-            except RequestFailed as err:
-                stream.write_frame(self._error(err))
+            while True:
+                await replies.room()
+                frame = await stream.read_frame()
+                if frame is None:
+                    break
+                replies.begin()
+                try:
+                    request = decode_request(frame)
+                except BadRequest as err:
+                    replies.fail(err.request_id, RequestFailed("bad_request", str(err)))
+                    continue
+                self.start(conn.peer.role, request, replies)
+            await replies.all_answered()
             stream.end()
             await stream.drain()
-        except (TransportError, ProtocolError, ConnectionError) as err:
+        except (TransportError, ConnectionError) as err:
             log.debug("client stream from %s ended: %s", conn.peer.name, err)
 
-    def _error(self, err: RequestFailed) -> bytes:
-        leader_addr = self._address_of(err.leader) if err.leader else None
-        return encode_response(
-            ok=False,
-            error={
-                "code": err.code,
-                "message": str(err),
-                "leader": err.leader,
-                "leader_addr": leader_addr,
-            },
-        )
+    def start(self, role: Role, request: Request, replies: _Replies) -> None:
+        """Serve one request for a caller of `role`; `replies` gets exactly one answer."""
+        try:
+            if request.op in WRITES:
+                if role is Role.READER:
+                    raise RequestFailed("forbidden", "the reader role may only read")
+                self._start_write(request, replies)
+            else:
+                self._start_read(request, replies)
+        except RequestFailed as err:
+            replies.fail(request.id, err)
 
-    async def execute(self, role: Role, request: Request) -> dict[str, object]:
-        """Run one request for a caller of `role`; raises RequestFailed."""
-        if request.op in WRITES:
-            if role is Role.READER:
-                raise RequestFailed("forbidden", "the reader role may only read")
-            return await self._write(request)
-        return await self._read(request)
+    # -- writes -------------------------------------------------------------------------------
 
-    async def _write(self, request: Request) -> dict[str, object]:
+    def _start_write(self, request: Request, replies: _Replies) -> None:
         try:
             command = encode_command(request.op, request.args, ts_ms=int(time.time() * 1000))
         except CommandError as err:
             raise RequestFailed("bad_request", str(err)) from None
         try:
-            result = await self.node.propose(command, self.request_timeout)
+            proposal = self.node.start_proposal(command, self.request_timeout)
         except NotLeader as err:
             raise self._not_leader(err.leader) from None
         except ProposalDropped as err:
             raise RequestFailed("unavailable", f"{err}; retry") from None
-        except RequestTimeout as err:
-            raise RequestFailed("timeout", str(err)) from None
         except NodeStopped as err:
             raise RequestFailed("unavailable", str(err)) from None
-        except NodeError as err:  # lost to another leader: a retry with the same seq is safe
-            raise RequestFailed("unavailable", f"{err}; retry") from None
-        if not isinstance(result, dict):
-            raise RequestFailed("internal", f"unexpected result {result!r}")
-        if "error" in result:
-            raise RequestFailed(str(result["error"]), str(result.get("message", "")))
-        return result
+        proposal.add_done_callback(partial(self._write_done, request.id, replies))
 
-    async def _read(self, request: Request) -> dict[str, object]:
-        if not request.args.get("stale", False):
-            core = self.node.core
-            if core is None or core.leader is None:
-                raise RequestFailed("no_leader", "no leader is known; retry shortly")
-            try:
-                await self.node.read_barrier(self.request_timeout)
-            except RequestTimeout as err:
-                raise RequestFailed("timeout", str(err)) from None
-            except NodeStopped as err:
-                raise RequestFailed("unavailable", str(err)) from None
+    def _write_done(
+        self, request_id: int, replies: _Replies, proposal: asyncio.Future[Any]
+    ) -> None:
+        try:
+            replies.ok(request_id, _write_result(proposal))
+        except RequestFailed as err:
+            replies.fail(request_id, err)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _start_read(self, request: Request, replies: _Replies) -> None:
+        if request.args.get("stale", False):
+            replies.ok(request.id, self._read_now(request))
+            return
+        core = self.node.core
+        if core is None or core.leader is None:
+            raise RequestFailed("no_leader", "no leader is known; retry shortly")
+        try:
+            barrier = self.node.start_read(self.request_timeout)
+        except NodeStopped as err:
+            raise RequestFailed("unavailable", str(err)) from None
+        barrier.add_done_callback(partial(self._read_done, request, replies))
+
+    def _read_done(self, request: Request, replies: _Replies, barrier: asyncio.Future[Any]) -> None:
+        try:
+            _outcome(barrier)
+            replies.ok(request.id, self._read_now(request))
+        except RequestFailed as err:
+            replies.fail(request.id, err)
+
+    def _read_now(self, request: Request) -> dict[str, object]:
         if request.op == "get":
             value, revision = self.kv.get(str(request.args["key"]))
             return {"value": value, "revision": revision}
@@ -125,3 +195,29 @@ class ClientService:
         if leader is None:
             return RequestFailed("no_leader", "no leader is known; retry shortly")
         return RequestFailed("not_leader", f"not the leader; the leader is {leader}", leader)
+
+
+def _outcome(future: asyncio.Future[Any]) -> Any:
+    """The future's result, or the RequestFailed that tells the client how it ended."""
+    if future.cancelled():
+        raise RequestFailed("unavailable", "the node stopped serving the request; retry")
+    err = future.exception()
+    if err is None:
+        return future.result()
+    if isinstance(err, RequestTimeout):
+        raise RequestFailed("timeout", str(err))
+    if isinstance(err, NodeStopped):
+        raise RequestFailed("unavailable", str(err))
+    if isinstance(err, NodeError):  # lost to another leader: a retry with the same seq is safe
+        raise RequestFailed("unavailable", f"{err}; retry")
+    log.error("a request failed unexpectedly", exc_info=err)
+    raise RequestFailed("internal", f"the node failed: {err}")
+
+
+def _write_result(proposal: asyncio.Future[Any]) -> dict[str, object]:
+    result = _outcome(proposal)
+    if not isinstance(result, dict):
+        raise RequestFailed("internal", f"unexpected result {result!r}")
+    if "error" in result:
+        raise RequestFailed(str(result["error"]), str(result.get("message", "")))
+    return result

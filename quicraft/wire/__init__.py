@@ -15,10 +15,12 @@ Every decoder checks every type and bound, and turns all malformed input into Pr
 
     Exception
     └── ProtocolError    bad framing, bad CBOR, wrong type, out of bounds, unknown version
+        └── BadRequest   a client request whose id is known: answer it, keep the stream
 """
 
 from .client import (
     ERROR_CODES,
+    BadRequest,
     ErrorInfo,
     Request,
     Response,
@@ -52,6 +54,7 @@ __all__ = [
     "MAX_VALUE",
     "OPS",
     "VERSION",
+    "BadRequest",
     "ErrorInfo",
     "FrameDecoder",
     "ProtocolError",

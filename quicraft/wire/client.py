@@ -1,9 +1,13 @@
 """The key-value client protocol (ALPN quicraft-client/1): requests and responses as CBOR maps.
 
-    request  = {"v": 1, "op": str, "args": {...}, "tp"?: traceparent}
-    response = {"v": 1, "ok": true, "result": {...}, "tp"?: traceparent}
-             | {"v": 1, "ok": false, "tp"?: traceparent,
+    request  = {"v": 1, "id": uint, "op": str, "args": {...}, "tp"?: traceparent}
+    response = {"v": 1, "id": uint, "ok": true, "result": {...}, "tp"?: traceparent}
+             | {"v": 1, "id": uint, "ok": false, "tp"?: traceparent,
                 "error": {"code": str, "message": str, "leader": id|null, "leader_addr": str|null}}
+
+A stream carries any number of requests, each with an id of the client's choosing; the node
+answers each with a response carrying the same id, in whatever order they finish (a write
+waiting for the log does not hold up a read behind it).
 
     op        args                                               result
     register  {}                                                 {session}
@@ -20,6 +24,8 @@ Rules (each op's fields are checked in wire/ops.py):
   what the other side accepts, and a bad value fails at its sender.
 - A result is checked against its op when the caller names it (the client knows what it asked);
   without an op, against the union of every op's result fields.
+- A request whose envelope and id are sound but whose op or args are not raises BadRequest,
+  which carries the id: the node answers that one request with bad_request and reads on.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ from .fields import (
     VERSION,
     as_map,
     as_traceparent,
+    as_uint,
     encode_item,
     get_bool,
     get_nullable_str,
     get_str,
     get_traceparent,
+    get_uint,
     need,
     open_envelope,
     show,
@@ -61,11 +69,20 @@ ERROR_CODES = frozenset(
 )
 
 
+class BadRequest(ProtocolError):
+    """A request that can be answered (its id is known) but not served."""
+
+    def __init__(self, message: str, request_id: int):
+        super().__init__(message)
+        self.request_id = request_id
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     op: str
     args: Args
     traceparent: str | None = None
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,7 @@ class Response:
     result: Args | None = None
     error: ErrorInfo | None = None
     traceparent: str | None = None
+    id: int = 0
 
     @property
     def ok(self) -> bool:
@@ -93,9 +111,13 @@ class Response:
 
 
 def encode_request(
-    op: str, args: Mapping[str, object] | None = None, *, traceparent: str | None = None
+    op: str,
+    args: Mapping[str, object] | None = None,
+    *,
+    id: int = 0,
+    traceparent: str | None = None,
 ) -> bytes:
-    """A request for `op`; ProtocolError if the server would refuse its args."""
+    """Request `id` for `op`; ProtocolError if the server would refuse its args."""
     op, fields, check = lookup(REQUESTS, op, "request")
     where = f"request {op}"
     if args is None:
@@ -103,18 +125,29 @@ def encode_request(
     if not isinstance(args, Mapping):
         raise wrong(where, "'args'", args, "a map")
     args = as_map(dict(args), where, "'args'", fields)
-    out: dict[str, object] = {"v": VERSION, "op": op, "args": check(args, where)}
+    out: dict[str, object] = {
+        "v": VERSION,
+        "id": as_uint(id, where, "'id'"),
+        "op": op,
+        "args": check(args, where),
+    }
     if traceparent is not None:
         out["tp"] = as_traceparent(traceparent, where)
     return encode_item(out)
 
 
 def decode_request(data: bytes) -> Request:
-    raw = open_envelope(data, "request", frozenset({"op", "args"}))
-    op, fields, check = lookup(REQUESTS, need(raw, "op", "request"), "request")
-    where = f"request {op}"
-    args = as_map(need(raw, "args", where), where, "'args'", fields)
-    return Request(op, check(args, where), get_traceparent(raw, where))
+    """The request in `data`: ProtocolError if not even its id can be read, BadRequest if
+    its id can but the rest does not hold."""
+    raw = open_envelope(data, "request", frozenset({"id", "op", "args"}))
+    request_id = get_uint(raw, "id", "request")
+    try:
+        op, fields, check = lookup(REQUESTS, need(raw, "op", "request"), "request")
+        where = f"request {op}"
+        args = as_map(need(raw, "args", where), where, "'args'", fields)
+        return Request(op, check(args, where), get_traceparent(raw, where), request_id)
+    except ProtocolError as err:
+        raise BadRequest(str(err), request_id) from None
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -150,13 +183,15 @@ def encode_response(
     result: Mapping[str, object] | None = None,
     error: ErrorInfo | Mapping[str, object] | None = None,
     op: str | None = None,
+    id: int = 0,
     traceparent: str | None = None,
 ) -> bytes:
-    """A success (`ok`, with `result`, checked against `op`'s when given) or a failure (with
-    `error`: an ErrorInfo or the same fields as a map); ProtocolError if a client would refuse it.
+    """The response to request `id`: a success (`ok`, with `result`, checked against `op`'s
+    when given) or a failure (with `error`: an ErrorInfo or the same fields as a map);
+    ProtocolError if a client would refuse it.
     """
     where = "response" if op is None else f"response to {op}"
-    out: dict[str, object] = {"v": VERSION, "ok": ok}
+    out: dict[str, object] = {"v": VERSION, "id": as_uint(id, where, "'id'"), "ok": ok}
     if ok:
         if error is not None or result is None:
             raise ProtocolError(f"{where}: a success needs a result and no error")
@@ -176,12 +211,16 @@ def encode_response(
 def decode_response(data: bytes, op: str | None = None) -> Response:
     """The response in `data`; its result is checked against `op`'s when given."""
     where = "response" if op is None else f"response to {op}"
-    raw = open_envelope(data, where, frozenset({"ok", "result", "error"}))
+    raw = open_envelope(data, where, frozenset({"id", "ok", "result", "error"}))
+    request_id = get_uint(raw, "id", where)
     trace = get_traceparent(raw, where)
     if get_bool(raw, "ok", where):
         if "error" in raw:
             raise ProtocolError(f"{where}: a success carries no 'error'")
-        return Response(result=_result(need(raw, "result", where), op, where), traceparent=trace)
+        result = _result(need(raw, "result", where), op, where)
+        return Response(result=result, traceparent=trace, id=request_id)
     if "result" in raw:
         raise ProtocolError(f"{where}: a failure carries no 'result'")
-    return Response(error=_error(need(raw, "error", where), where), traceparent=trace)
+    return Response(
+        error=_error(need(raw, "error", where), where), traceparent=trace, id=request_id
+    )

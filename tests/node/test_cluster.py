@@ -34,6 +34,11 @@ def test_serves_the_cli_and_the_python_client(cluster: Cluster) -> None:
             assert await c.kv.delete("counter") is True
             assert await c.kv.delete("counter") is False
             assert await c.kv.get("counter") is None
+            # Many tasks share the client's one connection and stream: each gets its answer.
+            totals = await asyncio.gather(*(c.kv.incr("shared") for _ in range(200)))
+            assert sorted(totals) == list(range(1, 201))
+            reads = await asyncio.gather(*(c.kv.get("shared") for _ in range(50)))
+            assert reads == [b"200"] * 50
 
     run(python_client())
     assert cluster.cli("kv", "get", "greeting").stdout.strip() == "bonjour"

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cbor2
 import plyvel  # type: ignore[import-untyped]
 import pytest
 from cluster_harness import Cluster, run
@@ -27,7 +28,7 @@ from quicraft.transport import (
     load_identity,
 )
 from quicraft.transport import connect as quic_connect
-from quicraft.wire import decode_response
+from quicraft.wire import decode_response, encode_request
 
 
 def _refused_write(cluster: Cluster, certs: Path, cluster_name: str, name: str) -> str:
@@ -79,14 +80,22 @@ def test_garbage_datagrams_and_malformed_frames_do_not_crash_a_node(cluster: Clu
     async def malformed_frames() -> None:
         identity = load_identity(cluster.local.certs, "t1", "admin")
         conn = await quic_connect("127.0.0.1", port, identity, ALPN_CLIENT, timeout=5)
-        # A well-framed request of an unknown version: answered with bad_request.
+        # A well-framed request with an id but an unknown op: that request is answered with
+        # bad_request and the stream serves the next one.
+        stream = await conn.open_stream()
+        stream.write_frame(cbor2.dumps({"v": 1, "id": 9, "op": "drop_all", "args": {}}))
+        stream.write_frame(encode_request("keys", {"stale": True}, id=10))
+        stream.end()
+        answers = [await asyncio.wait_for(stream.read_frame(), 5) for _ in range(2)]
+        first, second = (decode_response(a) for a in answers if a is not None)
+        assert first.id == 9 and first.error is not None and first.error.code == "bad_request"
+        assert second.id == 10 and second.ok
+        # A request whose id cannot be read (an unknown version) cannot be answered: reset.
         stream = await conn.open_stream()
         stream.write_frame(b"\xa1\x61v\x02")
         stream.end()
-        answer = await asyncio.wait_for(stream.read_frame(), 5)
-        assert answer is not None
-        error = decode_response(answer).error
-        assert error is not None and error.code == "bad_request"
+        with pytest.raises(TransportError, match="reset"):
+            await asyncio.wait_for(stream.read_frame(), 5)
         # Bytes that are not frames at all (a length beyond every bound, then junk): that
         # stream is reset or ended without an answer, and the connection stays usable.
         for payload in (b"\x7f\xff\xff\xff" + b"\x00" * 8, b"\xff" * 40):

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from quicraft.core import Message, NotLeader, Role
+from quicraft.core import Entry, HardState, Message, NotLeader, Role, Snapshot
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import is_fresh
 from quicraft.statemachine import KVStore, encode_command
@@ -128,5 +128,63 @@ def test_a_proposal_on_a_cut_off_leader_times_out_or_is_lost() -> None:
             await pending
         await old.read_barrier(5)
         assert old.state_machine.get("k")[0] == b"new"
+
+    asyncio.run(with_cluster(scenario))
+
+
+def recording(
+    save: Callable[..., None], writes: list[tuple[HardState | None, int, bool]]
+) -> Callable[..., None]:
+    """`save`, remembering what each call was asked to write."""
+
+    def record(
+        *, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None
+    ) -> None:
+        writes.append((hard_state, len(entries), snapshot is not None))
+        save(hard_state=hard_state, entries=entries, snapshot=snapshot)
+
+    return record
+
+
+def test_a_change_of_the_commit_index_alone_is_never_written() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        writes: dict[str, list[tuple[HardState | None, int, bool]]] = {}
+        for node in cluster.nodes.values():
+            written = writes[node.id] = []
+            node.storage.save = recording(node.storage.save, written)  # type: ignore[method-assign]
+        leader = await cluster.leader()
+        for i in range(10):
+            await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
+        for node in cluster.nodes.values():
+            await node.read_barrier(5)
+        for node_id, written in writes.items():
+            assert written, f"{node_id} wrote the proposals"
+            # A write without entries or a snapshot is there for a new term or vote, never
+            # for a new commit index alone.
+            term_vote = (0, None)
+            for hard_state, entries, snapshot in written:
+                if hard_state is not None:
+                    changed = (hard_state.term, hard_state.vote) != term_vote
+                    term_vote = (hard_state.term, hard_state.vote)
+                    assert entries or snapshot or changed
+            # The commit still reaches the disk, with the writes that must sync anyway.
+            assert any(hs is not None and hs.commit > 0 for hs, _, _ in written)
+
+    asyncio.run(with_cluster(scenario))
+
+
+def test_requests_started_without_waiting_time_out_on_their_own() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        cluster.cut.add(leader.id)
+        write = leader.start_proposal(command("set", key="k", value=b"v"), 0.2)
+        read = leader.start_read(0.2)
+        with pytest.raises(RequestTimeout, match="not committed in time"):
+            await write
+        with pytest.raises(RequestTimeout, match="no leader confirmed"):
+            await read
+        await asyncio.sleep(0)  # the read's own callbacks run in the loop's next round
+        assert not leader._reads  # a timed-out read leaves nothing behind
+        cluster.cut.clear()
 
     asyncio.run(with_cluster(scenario))

@@ -15,6 +15,7 @@ from quicraft.wire import (
     MAX_KEY,
     MAX_VALUE,
     OPS,
+    BadRequest,
     ErrorInfo,
     ProtocolError,
     Request,
@@ -79,31 +80,38 @@ def test_errors_round_trip_as_map_or_error_info(error: dict[str, Any]) -> None:
 
 
 def test_wire_shape_of_request_and_responses() -> None:
-    assert cbor2.loads(encode_request("register")) == {"v": 1, "op": "register", "args": {}}
+    assert cbor2.loads(encode_request("register", id=5)) == {
+        "v": 1,
+        "id": 5,
+        "op": "register",
+        "args": {},
+    }
     assert cbor2.loads(encode_response(ok=True, result={"revision": 3})) == {
         "v": 1,
+        "id": 0,
         "ok": True,
         "result": {"revision": 3},
     }
     assert cbor2.loads(encode_response(ok=False, error={"code": "no_leader", "message": "m"})) == {
         "v": 1,
+        "id": 0,
         "ok": False,
         "error": {"code": "no_leader", "message": "m", "leader": None, "leader_addr": None},
     }
 
 
 def _request(op: str, **args: object) -> bytes:
-    return cbor2.dumps({"v": 1, "op": op, "args": args})
+    return cbor2.dumps({"v": 1, "id": 7, "op": op, "args": args})
 
 
 @pytest.mark.parametrize(
     ("payload", "error"),
     [
         (_request("drop_table"), "unknown op 'drop_table'"),
-        (cbor2.dumps({"v": 1, "op": 1, "args": {}}), "unknown op 1"),
-        (cbor2.dumps({"v": 1, "op": "register"}), "missing field 'args'"),
+        (cbor2.dumps({"v": 1, "id": 7, "op": 1, "args": {}}), "unknown op 1"),
+        (cbor2.dumps({"v": 1, "id": 7, "op": "register"}), "missing field 'args'"),
         (cbor2.dumps({"v": 3, "op": "register", "args": {}}), "unsupported version 3"),
-        (cbor2.dumps({"v": 1, "op": "register", "args": []}), "'args' must be a map"),
+        (cbor2.dumps({"v": 1, "id": 7, "op": "register", "args": []}), "'args' must be a map"),
         (_request("register", key="k"), "unknown field"),
         (_request("set", key="k"), "missing field 'value'"),
         (_request("set", key="", value=b""), "'key' must be a str of 1"),
@@ -129,8 +137,41 @@ def _request(op: str, **args: object) -> bytes:
     ],
 )
 def test_bad_requests_are_refused_saying_why(payload: bytes, error: str) -> None:
-    with pytest.raises(ProtocolError, match=error):
+    with pytest.raises(ProtocolError, match=error) as raised:
         decode_request(payload)
+    # Whenever the id could be read, the error carries it, so the node can answer that request.
+    if cbor2.loads(payload)["v"] == 1:
+        assert isinstance(raised.value, BadRequest)
+        assert raised.value.request_id == 7
+    else:
+        assert not isinstance(raised.value, BadRequest)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (cbor2.dumps({"v": 1, "op": "register", "args": {}}), "missing field 'id'"),
+        (cbor2.dumps({"v": 1, "id": -1, "op": "register", "args": {}}), "'id' must be an unsigned"),
+        (
+            cbor2.dumps({"v": 1, "id": "7", "op": "register", "args": {}}),
+            "'id' must be an unsigned",
+        ),
+        (cbor2.dumps([1, 7, "register"]), "expected a map"),
+    ],
+)
+def test_a_request_without_a_readable_id_cannot_be_answered(payload: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error) as raised:
+        decode_request(payload)
+    assert not isinstance(raised.value, BadRequest)
+
+
+def test_ids_travel_both_ways() -> None:
+    assert decode_request(encode_request("register", id=41)).id == 41
+    assert decode_response(encode_response(ok=True, result={"revision": 1}, id=41)).id == 41
+    error = {"code": "timeout", "message": "m"}
+    assert decode_response(encode_response(ok=False, error=error, id=42)).id == 42
+    with pytest.raises(ProtocolError, match="'id' must be an unsigned"):
+        encode_request("register", id=-1)
 
 
 def test_key_bounds_are_in_utf8_bytes() -> None:
@@ -172,7 +213,7 @@ def test_the_encoder_refuses_what_the_server_would_refuse() -> None:
     ],
 )
 def test_bad_results_are_refused(op: str | None, result: dict[str, Any], error: str) -> None:
-    payload = cbor2.dumps({"v": 1, "ok": True, "result": result})
+    payload = cbor2.dumps({"v": 1, "id": 1, "ok": True, "result": result})
     with pytest.raises(ProtocolError, match=error):
         decode_response(payload, op)
     with pytest.raises(ProtocolError, match=error):
@@ -182,22 +223,30 @@ def test_bad_results_are_refused(op: str | None, result: dict[str, Any], error: 
 @pytest.mark.parametrize(
     ("response", "error"),
     [
-        ({"v": 1, "ok": True}, "missing field 'result'"),
-        ({"v": 1, "ok": False}, "missing field 'error'"),
-        ({"v": 1, "ok": 1, "result": {}}, "'ok' must be a bool"),
-        ({"v": 1, "ok": True, "result": {}, "error": {}}, "carries no 'error'"),
-        ({"v": 1, "ok": False, "result": {}, "error": {}}, "carries no 'result'"),
-        ({"v": 1, "ok": False, "error": {"code": "oops", "message": ""}}, "unknown code 'oops'"),
-        ({"v": 1, "ok": False, "error": {"code": "timeout"}}, "missing field 'message'"),
+        ({"v": 1, "id": 1, "ok": True}, "missing field 'result'"),
+        ({"v": 1, "id": 1, "ok": False}, "missing field 'error'"),
+        ({"v": 1, "id": 1, "ok": 1, "result": {}}, "'ok' must be a bool"),
+        ({"v": 1, "id": 1, "ok": True, "result": {}, "error": {}}, "carries no 'error'"),
+        ({"v": 1, "id": 1, "ok": False, "result": {}, "error": {}}, "carries no 'result'"),
         (
-            {"v": 1, "ok": False, "error": {"code": "timeout", "message": "", "leader": 3}},
+            {"v": 1, "id": 1, "ok": False, "error": {"code": "oops", "message": ""}},
+            "unknown code 'oops'",
+        ),
+        ({"v": 1, "id": 1, "ok": False, "error": {"code": "timeout"}}, "missing field 'message'"),
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "ok": False,
+                "error": {"code": "timeout", "message": "", "leader": 3},
+            },
             "'leader'",
         ),
         (
-            {"v": 1, "ok": False, "error": {"code": "timeout", "message": "", "x": 3}},
+            {"v": 1, "id": 1, "ok": False, "error": {"code": "timeout", "message": "", "x": 3}},
             "unknown field",
         ),
-        ({"v": 1, "ok": True, "result": {}, "tp": "ABC"}, "traceparent"),
+        ({"v": 1, "id": 1, "ok": True, "result": {}, "tp": "ABC"}, "traceparent"),
     ],
 )
 def test_bad_responses_are_refused(response: dict[str, Any], error: str) -> None:

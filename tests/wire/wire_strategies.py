@@ -279,13 +279,14 @@ def _recheck_message(env: RaftEnvelope) -> None:
 
 
 def _recheck_request(req: Request) -> None:
-    assert decode_request(encode_request(req.op, req.args, traceparent=req.traceparent)) == req
+    data = encode_request(req.op, req.args, id=req.id, traceparent=req.traceparent)
+    assert decode_request(data) == req
 
 
 def _recheck_response(resp: Response, op: str | None) -> None:
     error = resp.error
     data = encode_response(
-        ok=resp.ok, result=resp.result, error=error, op=op, traceparent=resp.traceparent
+        ok=resp.ok, result=resp.result, error=error, op=op, id=resp.id, traceparent=resp.traceparent
     )
     assert decode_response(data, op) == resp
 

@@ -97,6 +97,12 @@ class StreamTable:
         for task in list(self._tasks):
             task.cancel()
 
+    def transmit_soon(self) -> None:
+        """Transmit at the end of this event-loop turn: the writes of one turn, and the
+        acknowledgements of what it received, share one transmit."""
+        if self._send_handle is None:
+            self._send_handle = self._loop.call_soon(self._transmit)
+
     # -- StreamLink -----------------------------------------------------------------------------
 
     def send(self, stream_id: int, data: bytes, end: bool) -> None:
@@ -104,7 +110,7 @@ class StreamTable:
             self._quic.send_stream_data(stream_id, data, end_stream=end)
         except (ValueError, RuntimeError) as err:  # aioquic: the stream is finished or reset
             raise TransportError(f"cannot write on stream {stream_id}: {err}") from None
-        self._transmit_soon()
+        self.transmit_soon()
 
     def abort(self, stream_id: int, code: ErrorCode, *, reading: bool, writing: bool) -> None:
         try:
@@ -114,7 +120,7 @@ class StreamTable:
                 self._quic.stop_stream(stream_id, code)
         except ValueError:
             pass  # aioquic already forgot the stream: nothing is left to stop
-        self._transmit_soon()
+        self.transmit_soon()
 
     def unacked(self, stream_id: int) -> int:
         return private.unacked_bytes(self._quic, stream_id)
@@ -134,11 +140,6 @@ class StreamTable:
         return self._failure()
 
     # -- private --------------------------------------------------------------------------------
-
-    def _transmit_soon(self) -> None:
-        # Coalesce the writes of one event-loop turn into one transmit.
-        if self._send_handle is None:
-            self._send_handle = self._loop.call_soon(self._transmit)
 
     def _accept(self, stream_id: int) -> Stream | None:
         client_opened = stream_id & 1 == 0

@@ -50,6 +50,7 @@ ALLOWED_LAYERS = {
     "storage": {"quicraft.core", "quicraft.storage"},
     "wire": {"quicraft.core", "quicraft.wire"},
     "transport": {"quicraft.wire", "quicraft.transport"},
+    "discovery": {"quicraft.transport", "quicraft.discovery"},  # transport.address only
     "statemachine": {"quicraft.core", "quicraft.wire", "quicraft.statemachine"},
     "node": {
         "quicraft.core",

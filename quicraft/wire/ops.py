@@ -40,7 +40,8 @@ Checker = Callable[[Mapping[str, object], str], Args]
 Table = dict[str, tuple[frozenset[str], Checker]]
 
 
-def _as_key(value: object, where: str, name: str, min_len: int = 1) -> str:
+def as_key(value: object, where: str, name: str, min_len: int = 1) -> str:
+    """A key: `min_len` (1 unless given) to MAX_KEY bytes of UTF-8."""
     key = as_str(value, where, name, max_len=MAX_KEY, min_len=min_len)
     # Four bytes per character at most: only long keys need measuring ("surrogatepass" so a
     # caller's unencodable str is measured here and refused by the encoder, not raised here).
@@ -50,7 +51,7 @@ def _as_key(value: object, where: str, name: str, min_len: int = 1) -> str:
 
 
 def _key(a: Mapping[str, object], where: str) -> str:
-    return _as_key(need(a, "key", where), where, "'key'")
+    return as_key(need(a, "key", where), where, "'key'")
 
 
 def _value(a: Mapping[str, object], name: str, where: str) -> bytes:
@@ -108,7 +109,7 @@ REQUESTS: Table = {
     "keys": (
         frozenset({"prefix", "stale"}),
         lambda a, w: {
-            "prefix": _as_key(a.get("prefix", ""), w, "'prefix'", min_len=0),
+            "prefix": as_key(a.get("prefix", ""), w, "'prefix'", min_len=0),
             "stale": get_bool(a, "stale", w, False),
         },
     ),
@@ -118,7 +119,7 @@ OPS = tuple(sorted(REQUESTS))
 
 def _keys(a: Mapping[str, object], w: str) -> list[str]:
     items = as_list(need(a, "keys", w), w, "'keys'", max_len=MAX_KEYS)
-    return [_as_key(k, w, "an item of 'keys'", min_len=0) for k in items]
+    return [as_key(k, w, "an item of 'keys'", min_len=0) for k in items]
 
 
 def _revision(a: Mapping[str, object], w: str) -> int:

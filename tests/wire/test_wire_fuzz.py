@@ -21,16 +21,27 @@ from wire_strategies import (
     decode_checked,
     envelope_like,
     errors,
+    events,
     messages,
+    new_envelope_like,
+    new_valid_payloads,
     requests,
+    subscriptions,
     traceparents,
 )
 
 from quicraft.core.types import Message, MessageType
 from quicraft.wire import (
+    BackupReceiver,
+    Event,
+    EventStreamReader,
     FrameDecoder,
     ProtocolError,
     SnapshotAssembler,
+    Subscription,
+    encode_backup_chunk,
+    encode_backup_trailer,
+    encode_event,
     encode_frame,
     encode_message,
     encode_request,
@@ -262,3 +273,117 @@ def test_frame_payloads_stay_bounded_through_the_whole_path() -> None:
     (frame,) = FrameDecoder().feed(huge)
     for name in NAMES:
         assert decode_checked(name, frame) is None
+
+
+# -- management, events and backup protocols ----------------------------------------------
+# Their decoders are in DECODERS too, so every test above already feeds them random bytes,
+# random CBOR, tags, cycles and framed garbage; these add their own valid payloads and field names.
+
+
+@given(value=new_envelope_like, name=st.sampled_from(NAMES))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_random_maps_with_the_newer_field_names(value: object, name: str) -> None:
+    decode_checked(name, _dumps(value))
+
+
+@given(valid=new_valid_payloads())
+@FUZZ
+def test_newer_valid_payloads_decode_to_valid_values(valid: tuple[str, bytes]) -> None:
+    name, payload = valid
+    assert decode_checked(name, payload) is not None
+
+
+@given(valid=new_valid_payloads(), flips=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
+@FUZZ
+def test_newer_bit_flips(valid: tuple[str, bytes], flips: list[int]) -> None:
+    name, payload = valid
+    data = bytearray(payload)
+    for flip in flips:
+        data[(flip // 8) % len(data)] ^= 1 << (flip % 8)
+    decode_checked(name, bytes(data))
+
+
+@given(valid=new_valid_payloads(), cut=st.integers(0, 1 << 20))
+@FUZZ
+def test_newer_truncations_are_always_refused(valid: tuple[str, bytes], cut: int) -> None:
+    name, payload = valid
+    assert decode_checked(name, payload[: cut % len(payload)]) is None
+
+
+@given(
+    valid=new_valid_payloads(),
+    pick=st.integers(0, 1 << 16),
+    action=st.sampled_from(["delete", "swap", "add"]),
+    odd=st.one_of(st.sampled_from(ODD_VALUES), cbor_values),
+)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_newer_structural_mutations(
+    valid: tuple[str, bytes], pick: int, action: str, odd: object
+) -> None:
+    """Field deletions, type swaps and additions anywhere in a valid encoding."""
+    name, payload = valid
+    root = cbor2.loads(payload)
+    paths = _paths(root)
+    assume(paths)  # a backup chunk is a bare byte string: nothing inside to mutate
+    path = paths[pick % len(paths)]
+    parent = _parent(root, path)
+    if action == "delete":
+        del parent[path[-1]]
+    elif action == "swap":
+        parent[path[-1]] = odd
+    elif isinstance(parent, dict):
+        parent[f"extra{pick}"] = odd
+    else:
+        parent.append(odd)
+    decode_checked(name, _dumps(root))
+
+
+@given(
+    sub=subscriptions(),
+    frames=st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            cbor_values.map(cbor2.dumps),
+            events.map(encode_event),
+            new_envelope_like.map(cbor2.dumps),
+        ),
+        max_size=6,
+    ),
+)
+@FUZZ
+def test_event_reader_fed_garbage_fails_cleanly(sub: Subscription, frames: list[bytes]) -> None:
+    reader = EventStreamReader(sub)
+    for frame in frames:
+        last = reader.last
+        try:
+            got = reader.feed(frame)
+        except ProtocolError:
+            assert reader.last == last
+            continue
+        if isinstance(got, Event):
+            assert reader.last == got.pos and (last is None or got.pos > last)
+
+
+@given(
+    size=st.integers(0, 64),
+    frames=st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.binary(min_size=1, max_size=30).map(encode_backup_chunk),
+            st.binary(min_size=32, max_size=32).map(encode_backup_trailer),
+            cbor_values.map(cbor2.dumps),
+            new_envelope_like.map(cbor2.dumps),
+        ),
+        max_size=6,
+    ),
+)
+@FUZZ
+def test_backup_receiver_fed_garbage_fails_cleanly(size: int, frames: list[bytes]) -> None:
+    receiver = BackupReceiver(
+        {"index": 1, "term": 1, "size": size, "membership": {"voters": ["a"], "learners": []}}
+    )
+    for frame in frames:
+        with contextlib.suppress(ProtocolError):
+            receiver.feed(frame)
+        assert 0 <= receiver.received <= receiver.size
+        assert not receiver.complete or receiver.received == receiver.size

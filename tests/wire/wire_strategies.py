@@ -25,21 +25,45 @@ from quicraft.core.types import (
     SnapshotMeta,
 )
 from quicraft.wire import (
+    END_CODES,
     ERROR_CODES,
+    EVENT_KINDS,
+    MEMBER_ROLES,
+    MGMT_ERROR_CODES,
+    MGMT_OPS,
+    NODE_ROLES,
     OPS,
+    BackupTrailer,
+    Event,
+    EventStreamEnd,
+    MgmtRequest,
+    MgmtResponse,
     ProtocolError,
     RaftEnvelope,
     Request,
     Response,
     SnapshotAssembler,
+    Subscription,
+    decode_backup_frame,
     decode_envelope,
+    decode_event_frame,
+    decode_mgmt_request,
+    decode_mgmt_response,
     decode_request,
     decode_response,
     decode_snapshot_chunk,
+    decode_subscribe,
+    encode_backup_chunk,
+    encode_backup_trailer,
+    encode_end,
+    encode_event,
     encode_message,
+    encode_mgmt_request,
+    encode_mgmt_response,
     encode_request,
     encode_response,
     encode_snapshot_chunk,
+    encode_subscribe,
 )
 
 U64 = (1 << 64) - 1
@@ -322,3 +346,303 @@ def decode_checked(name: str, data: bytes) -> object | None:
         return None
     recheck(value)
     return value
+
+
+# -- management, events and backup protocols ----------------------------------------------
+# Appended: valid values of the three newer codecs, and their decoders added to DECODERS (so
+# every fuzz test over DECODERS covers them too).
+
+_HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._%"
+ports = st.integers(1, 65535)
+addresses = st.one_of(
+    st.builds("{}:{}".format, st.text(_HOST_CHARS, min_size=1, max_size=30), ports),
+    st.builds("{}:{}".format, st.ip_addresses(v=4), ports),
+    st.builds("[{}]:{}".format, st.ip_addresses(v=6), ports),
+)
+names = st.text(max_size=20)
+lines = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=40)
+
+
+@st.composite
+def membership_maps(draw: st.DrawFn) -> dict[str, list[str]]:
+    voters = draw(st.sets(node_ids, min_size=1, max_size=5))
+    learners = draw(st.sets(node_ids, max_size=5)) - voters
+    return {"voters": sorted(voters), "learners": sorted(learners)}
+
+
+MGMT_ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "status": st.just({}),
+    "health": st.just({}),
+    "transfer": st.fixed_dictionaries({}, optional={"target": st.just("auto") | node_ids}),
+    "add_member": st.fixed_dictionaries(
+        {"address": addresses}, optional={"learner": st.booleans()}
+    ),
+    "remove_member": st.fixed_dictionaries({"node": node_ids}),
+    "promote": st.fixed_dictionaries({"node": node_ids}),
+    "snapshot": st.just({}),
+    "backup": st.just({}),
+}
+members = st.fixed_dictionaries(
+    {
+        "id": node_ids,
+        "name": st.none() | names,
+        "address": st.none() | addresses,
+        "voter": st.booleans(),
+        "role": st.sampled_from(sorted(MEMBER_ROLES)),
+        **{
+            name: st.none() | u64s
+            for name in ("match", "lag", "last_contact_ms", "term", "commit", "applied")
+        },
+    }
+)
+
+
+@st.composite
+def health_results(draw: st.DrawFn) -> dict[str, Any]:
+    voters = draw(u64s)
+    return {
+        "ok": draw(st.booleans()),
+        "leader": draw(st.none() | node_ids),
+        "voters": voters,
+        "reachable": draw(st.integers(0, voters)),
+        "problems": draw(st.lists(lines, max_size=4)),
+    }
+
+
+cluster_ids = st.text(min_size=1, max_size=40)
+MGMT_RESULTS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "status": st.fixed_dictionaries(
+        {
+            "cluster_id": st.none() | cluster_ids,
+            "leader": st.none() | node_ids,
+            "term": u64s,
+            "commit": u64s,
+            "applied": u64s,
+            "node": node_ids,
+            "members": st.lists(members, max_size=4, unique_by=lambda m: m["id"]),
+        }
+    ),
+    "health": health_results(),
+    "transfer": st.fixed_dictionaries({"leader": node_ids}),
+    "add_member": st.fixed_dictionaries({"node": node_ids, "index": u64s}),
+    "remove_member": st.fixed_dictionaries({"index": u64s}),
+    "promote": st.fixed_dictionaries({"index": u64s}),
+    "snapshot": st.fixed_dictionaries({"index": u64s}),
+    "backup": st.fixed_dictionaries(
+        {
+            "cluster_id": st.none() | cluster_ids,
+            "index": u64s,
+            "term": u64s,
+            "size": u64s,
+            "membership": membership_maps(),
+        }
+    ),
+}
+mgmt_requests = st.sampled_from(MGMT_OPS).flatmap(lambda op: st.tuples(st.just(op), MGMT_ARGS[op]))
+mgmt_errors = st.fixed_dictionaries(
+    {
+        "code": st.sampled_from(sorted(MGMT_ERROR_CODES)),
+        "message": st.text(max_size=60),
+        "leader": st.none() | node_ids,
+        "leader_addr": st.none() | addresses,
+        "hint": st.none() | lines,
+    }
+)
+
+
+@st.composite
+def kv_data(draw: st.DrawFn) -> dict[str, Any]:
+    op = draw(st.sampled_from(["set", "delete", "incr", "cas"]))
+    value = {"set": values, "cas": values, "incr": i64s, "delete": st.none()}[op]
+    return {
+        "op": op,
+        "key": draw(keys),
+        "revision": draw(u64s),
+        "value": draw(value),
+        "previous": draw(st.none() | values | i64s),
+    }
+
+
+_node = st.fixed_dictionaries({"node": node_ids})
+_snapshot = st.fixed_dictionaries({"index": u64s, "term": u64s, "size": u64s})
+EVENT_DATA: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "leader_changed": st.fixed_dictionaries(
+        {"term": u64s, "leader": st.none() | node_ids, "previous": st.none() | node_ids}
+    ),
+    "role_changed": st.fixed_dictionaries(
+        {"node": node_ids, "role": st.sampled_from(sorted(NODE_ROLES)), "term": u64s}
+    ),
+    "term_changed": st.fixed_dictionaries({"term": u64s}),
+    "member_added": st.fixed_dictionaries(
+        {"node": node_ids, "address": st.none() | addresses, "voter": st.booleans()}
+    ),
+    "member_removed": _node,
+    "member_promoted": _node,
+    "node_discovered": st.fixed_dictionaries(
+        {"node": node_ids, "name": st.none() | names, "address": st.none() | addresses}
+    ),
+    "node_lost": _node,
+    "snapshot_created": _snapshot,
+    "snapshot_installed": _snapshot,
+    "cluster_split_detected": st.fixed_dictionaries(
+        {
+            "cluster": st.text(min_size=1, max_size=20),
+            "cluster_id": cluster_ids,
+            "other_cluster_id": cluster_ids,
+            "other_node": node_ids,
+            "address": st.none() | addresses,
+        }
+    ),
+    "kv": kv_data(),
+}
+events = st.sampled_from(sorted(EVENT_KINDS)).flatmap(
+    lambda kind: st.builds(Event, u64s, st.just(kind), u64s, EVENT_DATA[kind])
+)
+
+
+@st.composite
+def subscriptions(draw: st.DrawFn) -> Subscription:
+    kinds = draw(st.none() | st.frozensets(st.sampled_from(sorted(EVENT_KINDS)), min_size=1))
+    wants_kv = kinds is None or "kv" in kinds
+    prefix = draw(st.none() | st.text(max_size=20)) if wants_kv else None
+    return Subscription(kinds, prefix, draw(st.none() | u64s))
+
+
+@st.composite
+def stream_ends(draw: st.DrawFn) -> EventStreamEnd:
+    code = draw(st.sampled_from(sorted(END_CODES)))
+    oldest = draw(st.none() | u64s) if code == "compacted" else None
+    return EventStreamEnd(code, draw(st.text(max_size=40)), oldest)
+
+
+#: The field names of the newer envelopes, so random maps reach the checks behind the keys.
+NEW_FIELD_NAMES = sorted(
+    {
+        *FIELD_NAMES,
+        "id",
+        "target",
+        "address",
+        "learner",
+        "node",
+        "cluster_id",
+        "members",
+        "hint",
+        "sha256",
+        "membership",
+        "kinds",
+        "since",
+        "pos",
+        "kind",
+        "at_ms",
+        "end",
+        "oldest",
+    }
+)
+_new_plausible = st.one_of(
+    _plausible, addresses, st.sampled_from(MGMT_OPS), st.sampled_from(sorted(EVENT_KINDS))
+)
+new_envelope_like = st.recursive(
+    st.dictionaries(st.sampled_from(NEW_FIELD_NAMES), _new_plausible, max_size=8).map(
+        lambda d: {**d, "v": 1}
+    ),
+    lambda kids: st.dictionaries(
+        st.sampled_from(NEW_FIELD_NAMES), kids | _new_plausible, max_size=6
+    ).map(lambda d: {**d, "v": 1}),
+    max_leaves=4,
+)
+
+
+@st.composite
+def new_valid_payloads(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A valid encoding of the newer protocols, and the decoder it is meant for."""
+    kind = draw(st.sampled_from(["mgmt request", "mgmt response", "backup", "subscribe", "event"]))
+    tp = draw(traceparents)
+    if kind == "mgmt request":
+        op, args = draw(mgmt_requests)
+        return kind, encode_mgmt_request(op, args, id=draw(u64s), traceparent=tp)
+    if kind == "mgmt response":
+        op = draw(st.sampled_from(MGMT_OPS))
+        if draw(st.booleans()):
+            result = draw(MGMT_RESULTS[op])
+            return f"mgmt response to {op}", encode_mgmt_response(
+                id=draw(u64s), ok=True, result=result, traceparent=tp
+            )
+        error = draw(mgmt_errors)
+        return f"mgmt response to {op}", encode_mgmt_response(
+            id=draw(u64s), ok=False, error=error, traceparent=tp
+        )
+    if kind == "backup":
+        choice = draw(st.integers(0, 2))
+        if choice == 0:
+            return "backup frame", encode_backup_chunk(draw(st.binary(min_size=1, max_size=40)))
+        if choice == 1:
+            return "backup frame", encode_backup_trailer(draw(st.binary(min_size=32, max_size=32)))
+        error = draw(mgmt_errors)
+        return "backup frame", encode_mgmt_response(id=draw(u64s), ok=False, error=error)
+    if kind == "subscribe":
+        sub = draw(subscriptions())
+        return kind, encode_subscribe(sub.kinds, sub.prefix, sub.since)
+    if draw(st.booleans()):
+        return "events frame", encode_event(draw(events))
+    end = draw(stream_ends())
+    return "events frame", encode_end(end.code, end.message, end.oldest)
+
+
+def _recheck_mgmt_request(req: MgmtRequest) -> None:
+    again = encode_mgmt_request(req.op, req.args, id=req.id, traceparent=req.traceparent)
+    assert decode_mgmt_request(again) == req
+
+
+def _recheck_mgmt_response(resp: MgmtResponse, op: str | None) -> None:
+    data = encode_mgmt_response(
+        id=resp.id,
+        ok=resp.ok,
+        result=resp.result,
+        error=resp.error,
+        op=op,
+        traceparent=resp.traceparent,
+    )
+    assert decode_mgmt_response(data, op) == resp
+
+
+def _recheck_backup_frame(frame: bytes | BackupTrailer | MgmtResponse) -> None:
+    if isinstance(frame, bytes):
+        data = encode_backup_chunk(frame)
+    elif isinstance(frame, BackupTrailer):
+        data = encode_backup_trailer(frame.sha256)
+    else:
+        assert not frame.ok
+        data = encode_mgmt_response(
+            id=frame.id, ok=False, error=frame.error, traceparent=frame.traceparent
+        )
+    assert decode_backup_frame(data) == frame
+
+
+def _recheck_subscription(sub: Subscription) -> None:
+    assert decode_subscribe(encode_subscribe(sub.kinds, sub.prefix, sub.since)) == sub
+
+
+def _recheck_events_frame(frame: Event | EventStreamEnd) -> None:
+    if isinstance(frame, Event):
+        data = encode_event(frame)
+    else:
+        data = encode_end(frame.code, frame.message, frame.oldest)
+    assert decode_event_frame(data) == frame
+
+
+DECODERS.update(
+    {
+        "mgmt request": (decode_mgmt_request, _recheck_mgmt_request),
+        "mgmt response": (decode_mgmt_response, partial(_recheck_mgmt_response, op=None)),
+        **{
+            f"mgmt response to {op}": (
+                partial(decode_mgmt_response, op=op),
+                partial(_recheck_mgmt_response, op=op),
+            )
+            for op in MGMT_OPS
+        },
+        "backup frame": (decode_backup_frame, _recheck_backup_frame),
+        "subscribe": (decode_subscribe, _recheck_subscription),
+        "events frame": (decode_event_frame, _recheck_events_frame),
+    }
+)

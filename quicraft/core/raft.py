@@ -117,6 +117,10 @@ class RaftCore:
         self._msgs_after_persist: list[Message] = []
         self._read_states: list[ReadState] = []
         self._broadcast_pending = False
+        # A commit index followers have not been sent yet. It rides on the next append; only
+        # if none goes out before the next tick is an append sent for it alone (an empty
+        # append and its answer per follower: under load, half the messages otherwise).
+        self._commit_unsent = False
         self._prev_hard = hs
         self._prev_soft = self.soft_state()
         self._in_ready = False
@@ -161,6 +165,8 @@ class RaftCore:
             self.campaign()
 
     def _tick_leader(self) -> None:
+        if self._commit_unsent:
+            self._broadcast_pending = True  # no append carried the new commit since: send one
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
         for pr in self.progress.values():
@@ -494,8 +500,8 @@ class RaftCore:
         elif pr.state is ProgressState.PROBE or pr.match >= pr.pending_snapshot:
             pr.become_replicate()  # the logs now match up to pr.match
         if self._maybe_commit():
-            self._broadcast_pending = True
-        elif was_paused:
+            self._commit_unsent = True
+        if was_paused:
             self._send_append(m.frm)
         # Stream whatever else the window allows.
         while self._send_append(m.frm, allow_empty=False):
@@ -685,6 +691,7 @@ class RaftCore:
         self._reads = []
         self._reads_before_commit = []
         self._reads_unsent = False
+        self._commit_unsent = False
         self._read_round = 0
 
     def _reset_election_timer(self) -> None:
@@ -715,8 +722,10 @@ class RaftCore:
         own = self.progress[self.id]
         own.become_replicate()
         own.match = self.log.stable  # our own entries count once durable (see advance)
-        # §5.4.2 / §8: commit an entry of our own term as soon as possible.
-        self._append_as_leader([Entry(self.term, self.log.last_index() + 1, EntryType.NOOP)])
+        # §5.4.2 / §8: commit an entry of our own term as soon as possible. It names us, so
+        # every replica applying it learns who led this term (events: leader_changed).
+        noop = Entry(self.term, self.log.last_index() + 1, EntryType.NOOP, self.id.encode())
+        self._append_as_leader([noop])
 
     # -- output ---------------------------------------------------------------------------
 
@@ -729,6 +738,7 @@ class RaftCore:
             return
         if self._broadcast_pending:
             self._broadcast_pending = False
+            self._commit_unsent = False  # these appends carry it
             for peer in self.progress:
                 # The first append may be empty (it carries the commit index); then stream
                 # whatever else the follower's window allows.
@@ -789,6 +799,6 @@ class RaftCore:
             if self.role is Role.LEADER and own is not None:
                 own.maybe_update(self.log.stable)
                 if self._maybe_commit():
-                    self._broadcast_pending = True
+                    self._commit_unsent = True
         if rd.committed_entries:
             self.log.applied = max(self.log.applied, rd.committed_entries[-1].index)

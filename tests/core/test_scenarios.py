@@ -351,6 +351,7 @@ def test_lagging_follower_catches_up_by_snapshot() -> None:
     after = len(net.sent)
     x, _ = a.propose(b"x")
     net.deliver()
+    net.tick("a")  # followers learn the new commit with the next append, or at this tick
     assert net.count(MT.SNAPSHOT, since=after) == 0 and net.applied["c"][x].data == b"x"
     net.crash("c")
     c = net.restart("c")
@@ -592,3 +593,21 @@ def test_ready_snapshot_installed_before_entries_applied() -> None:
     net.deliver()
     assert net.log("c") == net.log("a")
     assert net.applied_index["c"] == a.log.committed
+
+
+def test_a_new_commit_index_rides_on_the_next_append_or_goes_at_the_next_tick() -> None:
+    """Trap: telling followers of every new commit with an empty append (and its answer)
+    doubles the messages under load. The commit rides on the next append carrying entries;
+    only when none goes out before the next tick does an append go for it alone."""
+    net, a = elected("abc")
+    start = len(net.sent)
+    for n in range(5):  # a steady stream: every round's commit rides on the next round
+        a.propose(f"p{n}".encode())
+        net.deliver()
+    empty = [m for m in net.sent[start:] if m.type is MT.APPEND and not m.entries]
+    assert len(empty) == 0
+    b, c = net["b"], net["c"]
+    assert b.log.committed < a.log.committed  # the last round's commit is not sent yet
+    net.tick("a")  # idle now: the tick sends it
+    assert b.log.committed == c.log.committed == a.log.committed
+    net.assert_safe()

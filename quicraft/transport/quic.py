@@ -29,6 +29,7 @@ from aioquic.quic.connection import QuicConnection
 from quicraft.wire.frame import MAX_FRAME
 
 from . import _aioquic_private as private
+from ._asyncio_private import read_in_batches
 from .connection import Admit, Connection, Endpoint, PeerProtocol
 from .dispatch import Handler
 from .errors import ErrorCode, RefusedError, TransportError
@@ -127,6 +128,7 @@ async def serve(
         )
     except OSError as err:
         raise TransportError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    read_in_batches(transport, quic_server)
     sockname = transport.get_extra_info("sockname")
     return Server(endpoint, quic_server, (str(sockname[0]), int(sockname[1])))
 
@@ -174,6 +176,7 @@ async def connect(
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: PeerProtocol(quic, endpoint=endpoint, dialed=True), sock=sock
             )
+            read_in_batches(transport, protocol)
             protocol.remote = (str(addr[0]), int(addr[1]))
             protocol.connect(addr)
             return await protocol.established

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ClientError", "connect", "connect_sync"]
+__all__ = ["ClientError", "MgmtError", "connect", "connect_mgmt", "connect_sync"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ import sys
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.sim.__main__ import run as run_sim
 
-from . import bench, certs, kv, local, node
+from . import bench, certs, events, kv, local, mgmt, node
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node.add_parser(commands)
     kv.add_parser(commands)
+    mgmt.add_parser(commands)
+    events.add_parser(commands)
     local.add_parser(commands)
     bench.add_parser(commands)
     certs.add_parser(commands)
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 RUNNERS = {
     "node": node.run,
     "kv": kv.run,
+    "mgmt": mgmt.run,
+    "events": events.run,
     "local": local.run,
     "bench": bench.run,
     "certs": certs.run,

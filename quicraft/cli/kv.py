@@ -1,4 +1,9 @@
-"""`quicraft kv get|set|del|incr|keys|cas|shell`: the key-value store from the command line."""
+"""`quicraft kv get|set|del|incr|keys|cas|shell|watch`: the key-value store from the command line.
+
+`watch PREFIX` prints each change of a key under PREFIX as it is applied, one per line, until
+Ctrl-C (exit 130): "REVISION OP KEY = VALUE" for people (values as UTF-8 text, or "base64:..."),
+or with --json the kv event's data (see `quicraft events`) plus its "pos".
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,15 @@ import contextlib
 import json
 import shlex
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from quicraft.client import Client, ClientError, connect
 from quicraft.transport import IdentityError
+from quicraft.wire import Event
 
+from . import events
 from .common import FAILED, OK, add_certs, fail
 
 
@@ -34,6 +42,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "shell", help="an interactive prompt for the same commands (with history and help)"
     )
     _add_connection_arguments(shell)
+    watch = ops.add_parser(
+        "watch",
+        help="print each change of the keys starting with PREFIX, until Ctrl-C",
+        description="Print each change (set, del, incr, cas) of a key starting with PREFIX as "
+        "the cluster applies it, one per line, until Ctrl-C. Follows the cluster across lost "
+        "nodes without gaps or repeats.",
+    )
+    watch.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
+    _add_connection_arguments(watch)
 
 
 def _op_parsers(
@@ -120,6 +137,22 @@ async def execute(client: Client, args: argparse.Namespace) -> tuple[int, dict[s
     )
 
 
+def _change(as_json: bool, event: Event) -> str:
+    """One line for a kv event (watch)."""
+    data = event.data
+    if as_json:
+        return json.dumps({"pos": event.pos, **events.jsonable(data)})
+    value = data["value"]
+    if value is None:
+        shown = ""
+    elif isinstance(value, bytes):
+        text = _text(value)
+        shown = " = " + (text["value"] if "value" in text else "base64:" + text["value_base64"])
+    else:
+        shown = f" = {value}"
+    return f"{data['revision']} {data['op']} {data['key']}{shown}"
+
+
 def _print(code: int, result: dict[str, Any], line: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result))
@@ -128,6 +161,8 @@ def _print(code: int, result: dict[str, Any], line: str, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.op == "watch":
+        return events.follow(args, ["kv"], args.prefix or None, None, partial(_change, args.json))
     try:
         client = connect(args.endpoints, args.cluster, args.certs, args.name, args.timeout)
     except (ValueError, IdentityError) as err:

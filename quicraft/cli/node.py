@@ -61,6 +61,12 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         help="the other founding members' addresses",
     )
     node.add_argument(
+        "--no-bootstrap",
+        action="store_true",
+        help="start empty and wait for an existing cluster to add this node "
+        "(quicraft mgmt add-member)",
+    )
+    node.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default="dev",
@@ -80,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> NodeSettings:
         listen=args.listen,
         peers=tuple(args.peers),
         timings=PRESETS[args.preset],
+        wait_to_be_added=args.no_bootstrap,
     )
     if args.snapshot_every is not None:
         settings = settings.with_timings(snapshot_every=args.snapshot_every)

@@ -1,7 +1,22 @@
-"""Talk to a quicraft cluster from Python: `connect(...)` (async) or `connect_sync(...)`."""
+"""Talk to a quicraft cluster from Python: `connect(...)` (async) or `connect_sync(...)`;
+manage it with `connect_mgmt(...)` (async, admin role)."""
 
 from .client import Client, ClientError, connect
+from .events import EventsCompacted
 from .kv import KV
+from .mgmt import MgmtClient, MgmtError, connect_mgmt
 from .sync import SyncClient, SyncKV, connect_sync
 
-__all__ = ["KV", "Client", "ClientError", "SyncClient", "SyncKV", "connect", "connect_sync"]
+__all__ = [
+    "KV",
+    "Client",
+    "ClientError",
+    "EventsCompacted",
+    "MgmtClient",
+    "MgmtError",
+    "SyncClient",
+    "SyncKV",
+    "connect",
+    "connect_mgmt",
+    "connect_sync",
+]

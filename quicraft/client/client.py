@@ -10,40 +10,43 @@ leader's address and the client goes there; a lost connection moves it to the ne
 Errors that retrying cannot fix (forbidden, bad_request, session_expired) are raised at once.
 
 All requests of a client, from however many tasks, share one QUIC connection and one stream
-on it (a _Channel); each carries an id and its response finds it by that id.
+on it (a Channel, channel.py); each carries an id and its response finds it by that id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from quicraft.transport import (
     ALPN_CLIENT,
-    Connection,
     Identity,
     RefusedError,
-    Stream,
     TransportError,
     load_identity,
 )
-from quicraft.transport import (
-    connect as quic_connect,
-)
-from quicraft.transport.address import Address, format_address, parse_address
-from quicraft.wire import ProtocolError, Response, decode_response, encode_request
+from quicraft.transport.address import Address, parse_address
+from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
+from .channel import Channel, Codec, Endpoints
 from .kv import KV
 
 log = logging.getLogger("quicraft.client")
 
 #: Errors worth retrying elsewhere or later; anything else goes straight to the caller.
 RETRYABLE = frozenset({"not_leader", "no_leader", "unavailable", "timeout"})
+#: A node that has not answered a request within this long is left for the next one: a killed
+#: node sends no goodbye, and QUIC would notice only at its idle timeout. Sessions make the
+#: retry of a write safe; it is well above a write's latency under load (tens of ms).
+ATTEMPT_S = 3.0
 WRITES = frozenset({"set", "delete", "incr", "cas"})
+CODEC: Codec[Response] = Codec(
+    ALPN_CLIENT, lambda op, args, id: encode_request(op, args, id=id), decode_response
+)
 
 
 class ClientError(Exception):
@@ -54,75 +57,12 @@ class ClientError(Exception):
         self.code = code
 
 
-class _Channel:
-    """One connection to a node and the request stream on it. Requests go out with ids; a
-    reader task hands each response to the request with its id. When the stream or the
-    connection fails, every request still waiting fails with it."""
-
-    def __init__(self, conn: Connection, stream: Stream):
-        self.conn = conn
-        self._stream = stream
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Response]] = {}
-        self.failure: Exception | None = None
-        self._reader = asyncio.create_task(self._read_responses())
-
-    @classmethod
-    async def open(cls, address: Address, identity: Identity) -> _Channel:
-        conn = await quic_connect(address[0], address[1], identity, ALPN_CLIENT)
-        return cls(conn, await conn.open_stream())
-
-    @property
-    def usable(self) -> bool:
-        return self.failure is None and not self.conn.closed
-
-    async def request(self, op: str, args: dict[str, Any]) -> Response:
-        if self.failure is not None:
-            raise self.failure
-        request_id = next(self._ids)
-        response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = response
-        try:
-            self._stream.write_frame(encode_request(op, args, id=request_id))
-            return await response
-        finally:
-            self._waiting.pop(request_id, None)
-
-    def close(self, reason: str) -> None:
-        self._reader.cancel()
-        self.conn.close(reason)
-        self._fail(TransportError(f"connection closed: {reason}"))
-
-    async def _read_responses(self) -> None:
-        try:
-            while (frame := await self._stream.read_frame()) is not None:
-                response = decode_response(frame)
-                waiter = self._waiting.get(response.id)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(response)
-            self._fail(TransportError("the node ended the request stream"))
-        except (TransportError, ProtocolError, ConnectionError) as err:
-            self._fail(err)
-
-    def _fail(self, err: Exception) -> None:
-        if self.failure is None:
-            self.failure = err
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(err)
-
-
 class Client:
     def __init__(self, endpoints: list[Address], identity: Identity, timeout: float = 10.0):
-        if not endpoints:
-            raise ValueError("give at least one endpoint")
-        self.endpoints = list(endpoints)
+        self._link = Endpoints(endpoints, identity, CODEC)
         self.identity = identity
         self.timeout = timeout
         self.kv = KV(self)
-        self._channel: _Channel | None = None
-        self._opening = asyncio.Lock()  # one connection at a time, however many callers
-        self._current = 0
         self._session: int | None = None
         self._seq = 0
         self._in_flight: set[int] = set()  # sequence numbers of writes not yet answered
@@ -137,12 +77,33 @@ class Client:
         await self.close()
 
     @property
+    def endpoints(self) -> list[Address]:
+        return self._link.endpoints
+
+    @property
     def current_endpoint(self) -> str:
         """The node this client talks to now ("HOST:PORT"): the leader, after a write."""
-        return format_address(self.endpoints[self._current])
+        return self._link.current_endpoint
+
+    def events(
+        self,
+        kinds: Iterable[str] | None = None,
+        prefix: str | None = None,
+        since: int | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """The cluster's events after position `since` (None: from now), as they happen.
+
+        `kinds` limits them (wire EVENT_KINDS); `prefix` limits kv events to those keys. It
+        resumes across lost connections and nodes by itself (client/events.py) and ends only
+        when the caller stops (use contextlib.aclosing to stop at once) or with a ClientError:
+        bad_request, forbidden, or compacted (EventsCompacted, with `oldest`).
+        """
+        from .events import subscribe  # events.py imports ClientError from here
+
+        return subscribe(list(self.endpoints), self.identity, kinds, prefix, since)
 
     async def close(self) -> None:
-        self._drop_channel("client closing")
+        self._link.drop("client closing")
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A write, applied exactly once however often it must be retried."""
@@ -174,16 +135,16 @@ class Client:
         delay = 0.02
         last = "no endpoint answered"
         while loop.time() < deadline:
-            channel: _Channel | None = None
+            channel: Channel[Response] | None = None
             try:
-                async with asyncio.timeout(max(0.1, deadline - loop.time())):
-                    channel = await self._connected()
+                async with asyncio.timeout(min(ATTEMPT_S, max(0.1, deadline - loop.time()))):
+                    channel = await self._link.connected()
                     response = await channel.request(op, args)
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
                 if isinstance(err, RefusedError):
                     raise ClientError("forbidden", f"refused by the cluster: {err}") from None
-                last = f"{format_address(self.endpoints[self._current])}: {err or 'timed out'}"
-                self._move_on(channel)
+                last = f"{self._link.current_endpoint}: {err or 'timed out'}"
+                self._link.move_on(channel)
             else:
                 if response.ok:
                     return dict(response.result or {})
@@ -193,49 +154,13 @@ class Client:
                     raise ClientError(code, error.message if error else "no error information")
                 last = error.message
                 if error.code == "not_leader" and error.leader_addr:
-                    self._go_to(error.leader_addr)
+                    self._link.go_to(error.leader_addr)
                     continue
                 if error.code in ("not_leader", "no_leader"):
-                    self._move_on(channel)  # this node may be cut off from a majority
+                    self._link.move_on(channel)  # this node may be cut off from a majority
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")
-
-    async def _connected(self) -> _Channel:
-        channel = self._channel
-        if channel is not None and channel.usable:
-            return channel
-        async with self._opening:
-            if self._channel is None or not self._channel.usable:
-                self._drop_channel("reconnecting")
-                endpoint = self.endpoints[self._current]
-                self._channel = await _Channel.open(endpoint, self.identity)
-            return self._channel
-
-    def _drop_channel(self, reason: str) -> None:
-        if self._channel is not None:
-            self._channel.close(reason)
-            self._channel = None
-
-    def _move_on(self, failed: _Channel | None) -> None:
-        """Go to the next endpoint, unless another request already left `failed` (the channel
-        this one used: None if it could not connect)."""
-        if failed is not self._channel:
-            return
-        self._drop_channel("trying another node")
-        self._current = (self._current + 1) % len(self.endpoints)
-
-    def _go_to(self, leader_addr: str) -> None:
-        try:
-            address = parse_address(leader_addr)
-        except ValueError:
-            self._move_on(self._channel)
-            return
-        if address not in self.endpoints:
-            self.endpoints.append(address)
-        if self._current != self.endpoints.index(address):
-            self._drop_channel("following the leader")
-            self._current = self.endpoints.index(address)
 
 
 def connect(

@@ -19,7 +19,7 @@ NO_TERM = 0
 
 class EntryType(enum.IntEnum):
     NORMAL = 0  #: an application command; `data` is opaque to the core
-    NOOP = 1  #: appended by every new leader so it can commit an entry of its own term (§5.4.2)
+    NOOP = 1  #: appended by every new leader to commit an entry of its term (§5.4.2); data: its id
     CONF_CHANGE = 2  #: a membership change; `data` is an encoded ConfChange
 
 

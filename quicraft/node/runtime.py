@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quicraft.core import (
+    ConfChange,
     Config,
     Entry,
     EntryType,
@@ -39,6 +40,7 @@ from quicraft.core import (
     RaftError,
     Ready,
     Role,
+    Snapshot,
     SoftState,
     bootstrap_state,
 )
@@ -104,6 +106,10 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         #: Called with each new SoftState (leader, role, term) after it is known.
         self.on_soft_state: Callable[[SoftState], None] | None = None
+        #: Called with every committed entry right after it is applied, in log order.
+        self.on_applied: Callable[[Entry], None] | None = None
+        #: Called with each snapshot taken here (False) or installed from the leader (True).
+        self.on_snapshot: Callable[[Snapshot, bool], None] | None = None
         self.snapshot_index = 0
         self._stored_hard_state = HardState()  # as last written
         self._hard_state = HardState()  # as last reported by the core
@@ -194,6 +200,28 @@ class RaftNode:
         """
         self._check_running()
         index, term = self._core.propose(data)
+        return self._track(index, term, timeout)
+
+    def start_conf_change(self, change: ConfChange, timeout: float) -> asyncio.Future[object]:
+        """Start one membership change (core.propose_conf_change). The future ends with None
+        once the change's entry is committed and applied, or as start_proposal's does.
+
+        Raises NotLeader / ProposalDropped (another change pending, no commit in this term
+        yet) / RaftError (the change makes no sense in the current membership) at once.
+        """
+        self._check_running()
+        index, term = self._core.propose_conf_change(change)
+        return self._track(index, term, timeout)
+
+    def start_transfer(self, target: NodeId) -> None:
+        """Start handing leadership to voter `target` (core.transfer_leadership); watch
+        `core.leader` to see it happen. Raises NotLeader / RaftError at once."""
+        self._check_running()
+        self._core.transfer_leadership(target)
+        self._wake.set()
+
+    def _track(self, index: int, term: int, timeout: float) -> asyncio.Future[object]:
+        """A future for our entry (`index`, `term`), answered when that index is applied."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         replaced = self._proposals.get(index)
         if replaced is not None and not replaced.future.done():
@@ -246,6 +274,8 @@ class RaftNode:
             await asyncio.to_thread(self.storage.compact, core.log.snapshot)
             self.snapshot_index = applied
             log.info("snapshot taken at index %d", applied)
+            if self.on_snapshot is not None:
+                self.on_snapshot(core.log.snapshot, False)
         for future in self._snapshot_requests:
             if not future.done():
                 future.set_result(self.snapshot_index)
@@ -307,6 +337,8 @@ class RaftNode:
             self.snapshot_index = rd.snapshot.meta.index
             self._fail_proposals_up_to(rd.snapshot.meta.index)
             log.info("installed a snapshot at index %d", rd.snapshot.meta.index)
+            if self.on_snapshot is not None:
+                self.on_snapshot(rd.snapshot, True)
             self._wake_applied(rd.snapshot.meta.index)
         self._apply(rd.committed_entries[len(ready_now) :])
         for rs in rd.read_states:
@@ -316,10 +348,13 @@ class RaftNode:
 
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed `entries` in order and answer their proposers."""
+        on_applied = self.on_applied
         for entry in entries:
             result: object = None
             if entry.type is EntryType.NORMAL:
                 result = self.state_machine.apply(entry.index, entry.data)
+            if on_applied is not None:
+                on_applied(entry)
             proposal = self._proposals.pop(entry.index, None)
             if proposal is not None and not proposal.future.done():
                 if proposal.term == entry.term:
@@ -375,9 +410,7 @@ class RaftNode:
                 future.set_exception(RequestTimeout("outcome unknown: replaced by a snapshot"))
 
     def _fail_everything(self, error: Exception) -> None:
-        futures: list[asyncio.Future[Any]] = [
-            p.future for p in self._proposals.values()
-        ]
+        futures: list[asyncio.Future[Any]] = [p.future for p in self._proposals.values()]
         futures += list(self._reads.values())
         futures += [f for _, f in self._applied_waiters]
         futures += self._snapshot_requests

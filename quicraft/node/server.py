@@ -20,6 +20,8 @@ from quicraft.statemachine import KVStore
 from quicraft.storage import LevelDBStorage
 from quicraft.transport import (
     ALPN_CLIENT,
+    ALPN_EVENTS,
+    ALPN_MGMT,
     ALPN_RAFT,
     Connection,
     IdentityError,
@@ -32,6 +34,10 @@ from quicraft.transport import (
 from quicraft.transport import Role as IdentityRole
 from quicraft.transport.address import Address, format_address
 
+from .event_feed import EventFeed
+from .event_service import EventService
+from .events import EventJournal
+from .mgmt import MgmtService
 from .peers import PeerPool
 from .runtime import RaftNode, is_fresh
 from .service import ClientService
@@ -59,6 +65,18 @@ class Node:
         self.raft = RaftNode(self.id, self.storage, self.kv, settings.timings, self.pool.send)
         timeout = max(5.0, 4 * settings.timings.election_timeout_s())
         self.service = ClientService(self.raft, self.kv, self.address_of, timeout)
+        # Events: the feed hears the store and the runtime; the service serves the journal.
+        self.events = EventFeed(EventJournal(), self.id, self.address_of)
+        self.events.attach(self.raft, self.kv)
+        self.event_service = EventService(self.events.journal)
+        self.mgmt = MgmtService(
+            self.raft,
+            self.pool,
+            name=settings.name,
+            address_of=self.address_of,
+            save_addresses=self._save_addresses,
+            request_timeout=timeout,
+        )
         self.server: Server | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -72,14 +90,23 @@ class Node:
             host,
             port,
             self.identity,
-            handlers={ALPN_RAFT: self.pool.handle_stream, ALPN_CLIENT: self.service.handle_stream},
+            handlers={
+                ALPN_RAFT: self.pool.handle_stream,
+                ALPN_CLIENT: self.service.handle_stream,
+                ALPN_MGMT: self.mgmt.handle_stream,
+                ALPN_EVENTS: self.event_service.handle_stream,
+            },
             admit=self._admit,
             on_connection=self._on_connection,
         )
         log.info("node %s (%s) listening on %s:%d", self.id, self.settings.name, host, port)
         state = self.storage.load()
         founders: list[NodeId] | None = None
-        if is_fresh(state):
+        if is_fresh(state) and self.settings.wait_to_be_added:
+            # Empty membership: the core neither campaigns nor refuses anyone of the cluster,
+            # so the first leader that adds us (mgmt add_member) brings the log.
+            log.info("waiting for an existing cluster to add this node (%s)", self.id)
+        elif is_fresh(state):
             founders = [self.id, *await self._reach_founders()]
         else:
             # Addresses may have changed while we were down: learn them again, in the background.
@@ -88,6 +115,7 @@ class Node:
             ]
         self._save_addresses()
         self.raft.open(state, founders)
+        self.events.opened()
         self._run_task = asyncio.create_task(self.raft.run(), name="raft")
 
     async def stop(self, hand_over: bool = True) -> None:
@@ -96,10 +124,12 @@ class Node:
         if hand_over and running and self.raft.core is not None:
             await self.raft.hand_over_leadership()
         self.raft.stop()
+        self.mgmt.close()
         for task in self._background:
             task.cancel()
         if self._run_task is not None:
             await asyncio.gather(self._run_task, return_exceptions=True)  # wait() reports it
+        await self.event_service.close()
         await self.pool.close()
         if self.server is not None:
             self.server.close()

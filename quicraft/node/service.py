@@ -9,9 +9,8 @@ Rules of this file:
 - A request is not a task of its own: it starts the node's work (a proposal, a ReadIndex
   round) and a callback answers it when that work ends. Tasks and timers per request were
   most of what a request cost.
-- At most MAX_IN_FLIGHT requests of one stream are served at once, and answers that the
-  client has not acknowledged are bounded by the stream's drain(); past either limit the
-  service stops reading that stream and QUIC's flow control holds the client back.
+- At most MAX_IN_FLIGHT requests of one stream are served at once (answers.py says how the
+  reader is held back).
 - When the client ends its side, everything in flight is answered before ours ends.
 - A request whose id cannot be read cannot be answered: that is a protocol error and the
   stream is reset (dispatch.py). One whose id can be read but whose op or args are wrong is
@@ -21,7 +20,6 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from quicraft.statemachine import CommandError, KVStore, encode_command
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
 
+from .answers import Answers
 from .runtime import NodeError, NodeStopped, RaftNode, RequestTimeout
 
 log = logging.getLogger("quicraft.service")
@@ -49,20 +48,15 @@ class RequestFailed(Exception):
         self.leader = leader
 
 
-class _Replies:
-    """The answering half of one client stream: counts what is in flight and writes answers."""
+class _Replies(Answers):
+    """The client protocol's answers: results and errors as response frames."""
 
     def __init__(self, stream: Stream, address_of: Callable[[NodeId], str | None]):
-        self._stream = stream
+        super().__init__(stream, MAX_IN_FLIGHT)
         self._address_of = address_of
-        self.in_flight = 0
-        self._changed = asyncio.Event()
-
-    def begin(self) -> None:
-        self.in_flight += 1
 
     def ok(self, request_id: int, result: dict[str, object]) -> None:
-        self._send(encode_response(ok=True, result=result, id=request_id))
+        self.send(encode_response(ok=True, result=result, id=request_id))
 
     def fail(self, request_id: int, err: RequestFailed) -> None:
         error = {
@@ -71,25 +65,7 @@ class _Replies:
             "leader": err.leader,
             "leader_addr": self._address_of(err.leader) if err.leader else None,
         }
-        self._send(encode_response(ok=False, error=error, id=request_id))
-
-    def _send(self, frame: bytes) -> None:
-        self.in_flight -= 1
-        self._changed.set()
-        with contextlib.suppress(TransportError):  # the client is gone: no one left to answer
-            self._stream.write_frame(frame)
-
-    async def room(self) -> None:
-        """Until another request may start (see the rules above)."""
-        while self.in_flight >= MAX_IN_FLIGHT:
-            self._changed.clear()
-            await self._changed.wait()
-        await self._stream.drain()
-
-    async def all_answered(self) -> None:
-        while self.in_flight:
-            self._changed.clear()
-            await self._changed.wait()
+        self.send(encode_response(ok=False, error=error, id=request_id))
 
 
 class ClientService:

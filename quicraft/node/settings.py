@@ -47,6 +47,9 @@ class NodeSettings:
     #: Addresses of the other founding members; empty means "found a cluster of one".
     peers: tuple[tuple[str, int], ...] = ()
     timings: Timings = PRESETS["dev"]
+    #: A fresh node neither founds a cluster nor dials founders: it serves Raft connections
+    #: and waits for a leader to add it (`quicraft mgmt add-member`). No effect once it has data.
+    wait_to_be_added: bool = False
 
     def with_timings(self, **changes: int) -> NodeSettings:
         return dataclasses.replace(self, timings=dataclasses.replace(self.timings, **changes))

@@ -20,7 +20,7 @@ from .commands import (
     decode_command,
     encode_command,
 )
-from .kv import KVStore
+from .kv import KVChange, KVStore
 from .sessions import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_MAX_SESSIONS,
@@ -39,6 +39,7 @@ __all__ = [
     "WRITE_OPS",
     "Command",
     "CommandError",
+    "KVChange",
     "KVStore",
     "Result",
     "Session",

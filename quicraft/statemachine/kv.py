@@ -12,12 +12,19 @@ Rules:
 - `apply` is deterministic and never raises for the bytes it is given: a malformed command is
   applied as a no-op whose result is a bad_request error. Reads (`get`, `keys`) are local and
   never go through the log; linearizability is the node's job (ReadIndex).
+- `observer`, when set, is told of every change as it is applied (a KVChange: what the key
+  held before and after). Writes that change nothing — a delete of a missing key, a failed
+  cas, a refused incr, a session's repeated write — report nothing. It is called on the apply
+  path, so it must be quick and must not raise; with no observer a write pays one None check.
+  `restore` reports nothing: a snapshot replaces the state, it does not replay it.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .base import Result, error_result
 from .commands import INT64_MAX, INT64_MIN, Command, CommandError, decode_command
@@ -31,6 +38,18 @@ from .snapshot import decode_snapshot, encode_snapshot
 
 # Strict on purpose: int() would also take " 7", "+7", "7_000" and non-ASCII digits.
 _DECIMAL = re.compile(rb"-?[0-9]{1,19}")
+
+
+class KVChange(NamedTuple):
+    """One applied change of one key, as the observer hears of it (a tuple: it is made on
+    the apply path, where a frozen dataclass costs three times as much)."""
+
+    revision: int  #: the entry's log index: the key's new revision
+    op: str  #: "set", "delete", "incr" or "cas"
+    key: str
+    value: bytes | int | None  #: after: bytes (set, cas), the count (incr), None (delete)
+    previous: bytes | int | None  #: before: bytes, the count (incr), or None if absent
+    ts_ms: int  #: the leader's clock when it proposed the write (the command's ts)
 
 
 class KVStore:
@@ -50,6 +69,8 @@ class KVStore:
         self._sorted: list[str] = []  # the keys in order, for prefix listing
         self._sessions = SessionTable(session_timeout_ms, max_results_per_session, max_sessions)
         self._last_applied = 0
+        #: Told of every change as it is applied; see the module rules.
+        self.observer: Callable[[KVChange], None] | None = None
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -112,37 +133,50 @@ class KVStore:
 
     def _write(self, index: int, command: Command) -> Result:
         key = command.key
+        observer = self.observer
         if command.op == "set":
-            self._put(key, command.value, index)
+            previous = self._put(key, command.value, index)
+            if observer is not None:
+                observer(KVChange(index, "set", key, command.value, previous, command.ts_ms))
             return {"revision": index}
         if command.op == "delete":
-            deleted = self._data.pop(key, None) is not None
-            if deleted:
+            removed = self._data.pop(key, None)
+            if removed is not None:
                 del self._sorted[bisect.bisect_left(self._sorted, key)]
-            return {"revision": index, "deleted": deleted}
+                if observer is not None:
+                    observer(KVChange(index, "delete", key, None, removed[0], command.ts_ms))
+            return {"revision": index, "deleted": removed is not None}
         if command.op == "incr":
-            return self._incr(index, key, command.by)
+            return self._incr(index, key, command.by, command.ts_ms)
         # cas: the only op left once decode_command has validated it.
         current = self._data.get(key, (None, 0))[0]
         if current != command.expected:
             return {"revision": index, "ok": False, "value": current}
         self._put(key, command.new, index)
+        if observer is not None:
+            observer(KVChange(index, "cas", key, command.new, current, command.ts_ms))
         return {"revision": index, "ok": True, "value": command.new}
 
-    def _incr(self, index: int, key: str, by: int) -> Result:
+    def _incr(self, index: int, key: str, by: int, ts_ms: int) -> Result:
         current = self._data.get(key, (b"0", 0))[0]
         if _DECIMAL.fullmatch(current) is None or not INT64_MIN <= int(current) <= INT64_MAX:
             return error_result("bad_request", f"value of {key!r} is not a 64-bit integer")
         total = int(current) + by
         if not INT64_MIN <= total <= INT64_MAX:
             return error_result("bad_request", f"incr of {key!r} by {by} would overflow")
-        self._put(key, str(total).encode("ascii"), index)
+        previous = self._put(key, str(total).encode("ascii"), index)
+        if self.observer is not None:
+            before = None if previous is None else int(previous)
+            self.observer(KVChange(index, "incr", key, total, before, ts_ms))
         return {"revision": index, "value": total}
 
-    def _put(self, key: str, value: bytes, revision: int) -> None:
-        if key not in self._data:
+    def _put(self, key: str, value: bytes, revision: int) -> bytes | None:
+        """Store `value` at `key`; returns what the key held before (None if absent)."""
+        before = self._data.get(key)
+        if before is None:
             bisect.insort(self._sorted, key)
         self._data[key] = (value, revision)
+        return None if before is None else before[0]
 
     # -- snapshots ------------------------------------------------------------------------------
 

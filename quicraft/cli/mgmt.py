@@ -1,0 +1,298 @@
+"""`quicraft mgmt status|health|transfer|add-member|remove-member|promote|snapshot|backup|restore`:
+run a cluster from the command line (quicraft-mgmt/1, an identity of role admin).
+
+Tables for people, JSON with --json; an error is one line with the node's hint ("not leader;
+leader is 3f2a… at 10.0.0.2:7400"). restore works offline, on files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from quicraft.client import MgmtClient, MgmtError, connect_mgmt
+from quicraft.node import NodeSettings
+from quicraft.node.restore import RestoreError, restore_backup
+from quicraft.storage import StorageError
+from quicraft.transport import IdentityError, Role, load_identity
+from quicraft.transport.address import format_address
+from quicraft.wire import BackupError, BackupInfo
+
+from .common import FAILED, OK, add_certs, address, fail
+from .node import ensure_identity
+
+Result = tuple[int, dict[str, Any], str]
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mgmt = commands.add_parser(
+        "mgmt",
+        help="manage a cluster: status, members, leadership, snapshots, backups",
+        description="Manage a running cluster with an identity of role admin. Membership "
+        "changes and transfers go to the leader (found from any endpoint). Exit status: "
+        "0 success, 1 an operational error (health: the cluster is unhealthy), 2 misuse. "
+        "See docs/operations.md.",
+    )
+    ops = mgmt.add_subparsers(dest="op", required=True, metavar="OP")
+    ops.add_parser("status", help="every member: role, match, lag, last contact; the leader")
+    ops.add_parser("health", help="is there a leader and a quorum? problems, one per line")
+    transfer = ops.add_parser("transfer", help="hand leadership to NODE (default: auto)")
+    transfer.add_argument(
+        "target",
+        nargs="?",
+        default="auto",
+        metavar="NODE|auto",
+        help="a voter's id or name; auto picks the most caught-up voter",
+    )
+    add = ops.add_parser(
+        "add-member",
+        help="add the node at ADDR (started with 'quicraft node --no-bootstrap')",
+        description="Add the node at ADDR: as a learner, then, once it has caught up, promoted "
+        "to voter (unless --learner).",
+    )
+    add.add_argument("addr", type=address, metavar="HOST:PORT", help="where the new node listens")
+    add.add_argument("--learner", action="store_true", help="leave it a learner (a standby)")
+    remove = ops.add_parser("remove-member", help="remove member NODE (id or name)")
+    remove.add_argument("node", metavar="NODE")
+    promote = ops.add_parser("promote", help="make learner NODE (id or name) a voter")
+    promote.add_argument("node", metavar="NODE")
+    ops.add_parser("snapshot", help="snapshot the contacted node's state now")
+    backup = ops.add_parser(
+        "backup",
+        help="stream a consistent snapshot into FILE",
+        description="Write a backup of the contacted node's state, including every write "
+        "committed before the command, to FILE (checked with SHA-256; FILE appears only "
+        "when complete). A progress bar goes to stderr when it is a terminal.",
+    )
+    backup.add_argument("file", type=Path, metavar="FILE")
+    for parser in ops.choices.values():
+        _add_connection_arguments(parser)
+    restore = ops.add_parser(
+        "restore",
+        help="offline: make a data directory for a new one-node cluster from a backup",
+        description="Offline: check the backup FILE and write a fresh data directory (DIR "
+        "must be empty) holding its state, with this node (--name) as the only member. Then "
+        "start it with 'quicraft node --data DIR ...' and add members. See docs/operations.md.",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE")
+    restore.add_argument("--data", type=Path, required=True, metavar="DIR", help="new data dir")
+    restore.add_argument("--cluster", required=True, help="cluster name (for the node's key)")
+    restore.add_argument(
+        "--name",
+        required=True,
+        help="the node that will run on DIR; its key is issued if the CA is here and it has none",
+    )
+    add_certs(restore)
+    restore.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", required=True, help="cluster name")
+    parser.add_argument(
+        "--endpoints",
+        required=True,
+        metavar="HOST:PORT,...",
+        help="nodes to contact (required: finding a cluster by --cluster over mDNS is not "
+        "supported by mgmt yet)",
+    )
+    add_certs(parser)
+    parser.add_argument("--name", default="admin", help="identity to use, role admin (default)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="ask only the nodes given; do not follow a follower's pointer to the leader",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.op == "restore":
+        return _restore(args)
+    try:
+        client = connect_mgmt(
+            args.endpoints,
+            args.cluster,
+            args.certs,
+            args.name,
+            args.timeout,
+            follow_leader=not args.no_follow,
+        )
+    except (ValueError, IdentityError) as err:
+        return fail(str(err))
+    return asyncio.run(_run_once(client, args))
+
+
+async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
+    async with client:
+        try:
+            code, result, text = await execute(client, args)
+        except MgmtError as err:
+            return fail(str(err))
+    print(json.dumps(result) if args.json else text)
+    return code
+
+
+async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
+    """Run one operation: (exit code, JSON result, text for people)."""
+    if args.op == "status":
+        status = await client.status()
+        return OK, status, status_table(status)
+    if args.op == "health":
+        health = await client.health()
+        return (OK if health["ok"] else FAILED), health, health_text(health)
+    if args.op == "transfer":
+        target = args.target if args.target == "auto" else await _resolve(client, args.target)
+        leader = await client.transfer(target)
+        return OK, {"leader": leader}, f"leader is now {leader}"
+    if args.op == "add-member":
+        added = await client.add_member(format_address(args.addr), learner=args.learner)
+        what = "a learner" if args.learner else "a voter"
+        return OK, added, f"added {added['node']} as {what} (log index {added['index']})"
+    if args.op in ("remove-member", "promote"):
+        node = await _resolve(client, args.node)
+        if args.op == "promote":
+            index = await client.promote(node)
+            return OK, {"node": node, "index": index}, f"promoted {node} (log index {index})"
+        index = await client.remove_member(node)
+        return OK, {"node": node, "index": index}, f"removed {node} (log index {index})"
+    if args.op == "snapshot":
+        index = await client.snapshot()
+        return OK, {"index": index}, f"snapshot at index {index}"
+    progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    info = await client.backup(args.file, progress=progress)
+    if progress is not None:
+        progress.done()
+    return (
+        OK,
+        _info_map(info, args.file),
+        (
+            f"backup of index {info.index} (term {info.term}, {info.size} bytes) written to "
+            f"{args.file}"
+        ),
+    )
+
+
+async def _resolve(client: MgmtClient, node: str) -> str:
+    """A member's id from its id or its name (names are for people; ids are what Raft uses)."""
+    members = (await client.status())["members"]
+    if any(m["id"] == node for m in members):
+        return node
+    named = [m["id"] for m in members if m["name"] == node]
+    return named[0] if len(named) == 1 else node  # else the node says unknown_member
+
+
+def _restore(args: argparse.Namespace) -> int:
+    settings = NodeSettings(args.cluster, args.name, args.data, args.certs, ("127.0.0.1", 1))
+    try:
+        ensure_identity(settings)
+        identity = load_identity(args.certs, args.cluster, args.name)
+        if identity.role is not Role.NODE:
+            return fail(f"identity {args.name!r} has role {identity.role.value}; need role node")
+        info = restore_backup(args.file, args.data, identity.node_id)
+    except (IdentityError, RestoreError, BackupError, StorageError) as err:
+        return fail(str(err))
+    result = {**_info_map(info, args.file), "node": identity.node_id, "data": str(args.data)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"restored index {info.index} of cluster {info.cluster!r} into {args.data}: a new "
+            f"cluster whose only member is {args.name} ({identity.node_id}).\nStart it with: "
+            f"quicraft node --cluster {args.cluster} --name {args.name} --data {args.data} "
+            "--listen HOST:PORT; then add members (quicraft mgmt add-member)."
+        )
+    return OK
+
+
+# -- printing --------------------------------------------------------------------------------------
+
+
+def _info_map(info: BackupInfo, path: Path) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "cluster": info.cluster,
+        "cluster_id": info.cluster_id,
+        "index": info.index,
+        "term": info.term,
+        "size": info.size,
+        "voters": sorted(info.voters),
+        "learners": sorted(info.learners),
+    }
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def status_table(status: dict[str, Any]) -> str:
+    head = [
+        f"cluster id: {_cell(status['cluster_id'])}   leader: {_cell(status['leader'])}   "
+        f"term: {status['term']}   commit: {status['commit']}   applied: {status['applied']}",
+        f"(as seen by {status['node']})",
+        "",
+    ]
+    rows = [["", "ID", "NAME", "ADDRESS", "VOTER", "ROLE", "MATCH", "LAG", "LAST CONTACT"]]
+    for m in status["members"]:
+        contact = m["last_contact_ms"]
+        rows.append(
+            [
+                "*" if m["id"] == status["leader"] else "",
+                m["id"],
+                _cell(m["name"]),
+                _cell(m["address"]),
+                "voter" if m["voter"] else "learner",
+                m["role"],
+                _cell(m["match"]),
+                _cell(m["lag"]),
+                "-" if contact is None else f"{contact} ms",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    legend = ["", "* leader"] if status["leader"] is not None else []
+    return "\n".join(head + lines + legend)
+
+
+def health_text(health: dict[str, Any]) -> str:
+    state = "healthy" if health["ok"] else "UNHEALTHY"
+    lines = [
+        f"{state}: leader {_cell(health['leader'])}, {health['reachable']} of "
+        f"{health['voters']} voters reachable"
+    ]
+    lines += [f"  - {problem}" for problem in health["problems"]]
+    return "\n".join(lines)
+
+
+class _ProgressBar:
+    """A one-line bar redrawn in place on a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, out: TextIO, write: Callable[[str], object] | None = None):
+        self.out = out
+        self._write = write or out.write
+
+    def __call__(self, done: int, size: int) -> None:
+        share = done / size if size else 1.0
+        filled = int(share * self.WIDTH)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self._write(f"\rbackup [{bar}] {share:4.0%} {_mib(done)} / {_mib(size)}")
+        self.out.flush()
+
+    def done(self) -> None:
+        self._write("\n")
+        self.out.flush()
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"

@@ -1,0 +1,137 @@
+"""Subscribing to a cluster's events (`quicraft-events/1`) from Python:
+
+    async with quicraft.connect(endpoints=["127.0.0.1:7401"], cluster="c1") as c:
+        async for event in c.events(kinds=["kv"], prefix="config/"):
+            print(event.pos, event.kind, event.data)
+
+Rules:
+- A subscription has its own QUIC connection and stream (an events connection lives for hours
+  and must not hold up requests); it uses the client's endpoints and identity.
+- It resumes by itself: after a lost connection, a node stopping or a slow_subscriber cut-off,
+  it subscribes again on the next endpoint with since = the last position it yielded, so the
+  caller sees every event once, in order (EventStreamReader checks that of every node).
+  A live subscription (since=None) that loses its node before its first event resumes live:
+  it has no position yet.
+- compacted from one node sends it to the others, which may hold more; once a whole round of
+  endpoints said so (or could not be reached) it raises EventsCompacted (a ClientError, code
+  "compacted", with `oldest`): re-read the state, then subscribe with since=oldest. forbidden
+  and bad_request are raised at once. Nothing else ends it: it retries, backing off to
+  RETRY_MAX_S, until the caller stops iterating.
+- The idle timeout is short (IDLE_TIMEOUT_S) so that a node that died without a word is
+  noticed in seconds, not after the transport's default half minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Iterable
+
+from quicraft.transport import ALPN_EVENTS, Identity, RefusedError, TransportError
+from quicraft.transport import connect as quic_connect
+from quicraft.transport.address import Address, format_address
+from quicraft.wire import (
+    Event,
+    EventStreamEnd,
+    EventStreamReader,
+    ProtocolError,
+    Subscription,
+    encode_subscribe,
+)
+
+from .client import ClientError
+
+log = logging.getLogger("quicraft.client")
+
+IDLE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 2.0
+
+
+class EventsCompacted(ClientError):
+    """The events after `since` are gone from every node: re-read the state first."""
+
+    def __init__(self, message: str, oldest: int | None):
+        super().__init__("compacted", message)
+        self.oldest = oldest
+
+
+async def subscribe(
+    endpoints: list[Address],
+    identity: Identity,
+    kinds: Iterable[str] | None = None,
+    prefix: str | None = None,
+    since: int | None = None,
+    *,
+    start: int = 0,
+) -> AsyncGenerator[Event, None]:
+    """Every event after `since` that `kinds` and `prefix` select, across reconnections.
+
+    Raises ClientError("bad_request") at once if the node would refuse the subscription.
+    """
+    wanted = None if kinds is None else frozenset(kinds)
+    try:
+        encode_subscribe(wanted, prefix, since)
+    except ProtocolError as err:
+        raise ClientError("bad_request", str(err)) from None
+    last = since
+    current = start % len(endpoints)
+    # Attempts in a row that met compacted (or no node, after one did): a round of them ends it.
+    refusals = compacted = 0
+    delay = RETRY_MIN_S
+    while True:
+        address = endpoints[current]
+        where = format_address(address)
+        reader = EventStreamReader(Subscription(wanted, prefix, last))
+        end: EventStreamEnd | None = None
+        connected = False
+        try:
+            conn = await quic_connect(
+                address[0],
+                address[1],
+                identity,
+                ALPN_EVENTS,
+                timeout=CONNECT_TIMEOUT_S,
+                idle_timeout=IDLE_TIMEOUT_S,
+            )
+        except RefusedError as err:
+            raise ClientError("forbidden", f"refused by {where}: {err}") from None
+        except TransportError as err:
+            log.info("events: cannot reach %s: %s", where, err)
+        else:
+            connected = True
+            try:
+                stream = await conn.open_stream()
+                stream.write_frame(encode_subscribe(wanted, prefix, last))
+                while (frame := await stream.read_frame()) is not None:
+                    item = reader.feed(frame)
+                    if isinstance(item, EventStreamEnd):
+                        end = item
+                        break
+                    last = item.pos
+                    delay = RETRY_MIN_S
+                    refusals = compacted = 0
+                    yield item
+                else:
+                    log.info("events: %s ended the stream without a word", where)
+            except (TransportError, ProtocolError, ConnectionError) as err:
+                log.info("events: lost %s: %s", where, err)
+            finally:
+                conn.close("subscription over")
+        if end is not None:
+            if end.code in ("forbidden", "bad_request"):
+                raise ClientError(end.code, end.message)
+            log.info("events: %s ended the subscription: %s (%s)", where, end.code, end.message)
+        if end is not None and end.code == "compacted":
+            refusals, compacted = refusals + 1, compacted + 1
+            if refusals >= len(endpoints):
+                raise EventsCompacted(end.message, end.oldest)
+        elif not connected and compacted:
+            refusals += 1  # unknown; counted so that dead nodes cannot keep it spinning
+        else:
+            refusals = compacted = 0
+        current = (current + 1) % len(endpoints)
+        if end is None or end.code != "compacted":
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)

@@ -1,0 +1,283 @@
+"""The Python client of `quicraft-mgmt/1` (admin role): the same operations as `quicraft mgmt`.
+
+    async with quicraft.connect_mgmt(endpoints="127.0.0.1:7401", cluster="c1") as m:
+        status = await m.status()                  # the leader's view when it can be reached
+        await m.add_member("10.0.0.4:7400")        # learner, caught up, then promoted
+        await m.backup("c1.qrbackup", progress=lambda done, size: ...)
+
+Rules of this file:
+- Only the leader changes the membership or hands over leadership. A follower answers
+  `not_leader` with the leader's address; with `follow_leader` (the default) the client goes
+  there and asks again, otherwise it raises MgmtError with the node's hint.
+- A request is retried only where that cannot do it twice: after a connection could not be
+  opened (nothing was sent), after not_leader / no_leader (nothing was done), and for the
+  reads (status, health, snapshot). A membership change whose connection fails once sent
+  raises `unavailable`: its outcome is unknown, and status tells.
+- A backup runs on a stream of its own and is written to FILE.part, renamed to FILE only once
+  its SHA-256 has been checked: a FILE that exists is a whole backup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError, load_identity
+from quicraft.transport.address import Address, parse_address
+from quicraft.wire import (
+    BackupInfo,
+    BackupReceiver,
+    BackupWriter,
+    MgmtErrorInfo,
+    MgmtResponse,
+    ProtocolError,
+    backup_info,
+    decode_mgmt_response,
+    encode_mgmt_request,
+)
+
+from .channel import Channel, Codec, Endpoints
+
+CODEC: Codec[MgmtResponse] = Codec(
+    ALPN_MGMT, lambda op, args, id: encode_mgmt_request(op, args, id=id), decode_mgmt_response
+)
+#: Changes the membership: never sent twice (see the rules above).
+CHANGES = frozenset({"add_member", "remove_member", "promote"})
+#: The least time an op is given, whatever the client's timeout: add_member may wait for a
+#: learner to catch up (node/mgmt.py CATCH_UP_TIMEOUT_S), a transfer for an election.
+OP_TIME_S = {"add_member": 75.0, "transfer": 15.0, "backup": 60.0}
+
+#: (bytes received, bytes in all) after each chunk of a backup.
+Progress = Callable[[int, int], None]
+
+
+class MgmtError(Exception):
+    """A management request failed: `code` is one of wire MGMT_ERROR_CODES, `hint` one line
+    for a person ("leader is n2 at 10.0.0.2:7400"), `leader` / `leader_addr` when known."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        hint: str | None = None,
+        leader: str | None = None,
+        leader_addr: str | None = None,
+    ):
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.leader = leader
+        self.leader_addr = leader_addr
+
+    @classmethod
+    def from_info(cls, info: MgmtErrorInfo) -> MgmtError:
+        return cls(info.code, info.message, info.hint, info.leader, info.leader_addr)
+
+
+class MgmtClient:
+    def __init__(
+        self,
+        endpoints: list[Address],
+        identity: Identity,
+        cluster: str,
+        timeout: float = 10.0,
+        follow_leader: bool = True,
+    ):
+        self._link = Endpoints(endpoints, identity, CODEC)
+        self.cluster = cluster
+        self.timeout = timeout
+        self.follow_leader = follow_leader
+
+    async def __aenter__(self) -> MgmtClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def current_endpoint(self) -> str:
+        """The node this client talks to now ("HOST:PORT")."""
+        return self._link.current_endpoint
+
+    async def close(self) -> None:
+        self._link.drop("client closing")
+
+    # -- the operations --------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Every member with its role, match and lag, the term, commit and leader. With
+        `follow_leader`, asked of the leader (which alone knows the others' progress) when
+        the first node answering knows where it is; otherwise that node's own view."""
+        first = await self.call("status")
+        leader = first["leader"]
+        if not self.follow_leader or leader is None or leader == first["node"]:
+            return first
+        where = next((m["address"] for m in first["members"] if m["id"] == leader), None)
+        if where is None:
+            return first
+        self._link.go_to(where)
+        try:
+            return await self.call("status", timeout=min(self.timeout, 3.0))
+        except MgmtError:
+            return first  # the leader cannot be reached from here: say what we know
+
+    async def health(self) -> dict[str, Any]:
+        """ok, leader, voters, reachable and problems, as the leader sees them."""
+        return await self.call("health")
+
+    async def transfer(self, target: str = "auto") -> str:
+        """Hand leadership to voter `target` (or the most caught-up one); the new leader."""
+        return str((await self.call("transfer", {"target": target}))["leader"])
+
+    async def add_member(self, address: str, learner: bool = False) -> dict[str, Any]:
+        """Add the node at `address` ("HOST:PORT", started with --no-bootstrap): as a learner,
+        then, once caught up, promoted to voter unless `learner`. {"node": id, "index"}."""
+        return await self.call("add_member", {"address": address, "learner": learner})
+
+    async def remove_member(self, node: str) -> int:
+        """Remove member `node`; the log index of the change."""
+        return int((await self.call("remove_member", {"node": node}))["index"])
+
+    async def promote(self, node: str) -> int:
+        """Make learner `node` a voter; the log index of the change."""
+        return int((await self.call("promote", {"node": node}))["index"])
+
+    async def snapshot(self) -> int:
+        """Snapshot the contacted node's state machine now; the snapshot's index."""
+        return int((await self.call("snapshot"))["index"])
+
+    async def backup(self, path: str | Path, progress: Progress | None = None) -> BackupInfo:
+        """Stream a consistent snapshot of the contacted node (everything committed before
+        the call, when the cluster has a leader) into the backup file `path`."""
+        path = Path(path)
+        part = path.with_name(path.name + ".part")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
+                channel = await self._link.connected()
+                stream = await channel.conn.open_stream()
+                stream.write_frame(encode_mgmt_request("backup", {}, id=1))
+                stream.end()
+                frame = await stream.read_frame()
+                if frame is None:
+                    raise MgmtError("unavailable", "the node ended the backup stream at once")
+                header = decode_mgmt_response(frame, "backup")
+                if header.error is not None:
+                    raise MgmtError.from_info(header.error)
+                assert header.result is not None
+                receiver = BackupReceiver(header.result)
+                created = int(time.time() * 1000)
+                info = backup_info(header.result, cluster=self.cluster, created_ms=created)
+                with part.open("wb") as fp:
+                    writer = BackupWriter(fp, info)
+                    if progress is not None:
+                        progress(0, info.size)
+                    while not receiver.ended:
+                        frame = await stream.read_frame()
+                        if frame is None:
+                            raise MgmtError(
+                                "unavailable",
+                                f"the backup stream ended after {receiver.received} of "
+                                f"{info.size} bytes",
+                            )
+                        data = receiver.feed(frame)
+                        if isinstance(data, MgmtErrorInfo):
+                            raise MgmtError.from_info(data)
+                        if data:
+                            writer.write(data)
+                            if progress is not None:
+                                progress(receiver.received, info.size)
+                    writer.finish()
+                    fp.flush()
+                    await loop.run_in_executor(None, os.fsync, fp.fileno())
+            part.replace(path)
+            return info
+        except RefusedError as err:
+            raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
+        except (TransportError, ProtocolError, ConnectionError, TimeoutError) as err:
+            raise MgmtError(
+                "unavailable", f"backup from {self.current_endpoint} failed: {err or 'timed out'}"
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request, following the leader and retrying where safe (see the rules)."""
+        args = args or {}
+        loop = asyncio.get_running_loop()
+        budget = timeout if timeout is not None else max(self.timeout, OP_TIME_S.get(op, 0.0))
+        deadline = loop.time() + budget
+        delay = 0.02
+        last = "no endpoint answered"
+        while loop.time() < deadline:
+            channel: Channel[MgmtResponse] | None = None
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    channel = await self._link.connected()
+                    response = await channel.request(op, args)
+            except RefusedError as err:
+                raise MgmtError(
+                    "forbidden",
+                    f"refused by the cluster: {err}",
+                    hint="management needs an identity of role admin (quicraft certs issue)",
+                ) from None
+            except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
+                last = f"{self._link.current_endpoint}: {err or 'timed out'}"
+                if op in CHANGES and channel is not None:
+                    raise MgmtError(
+                        "unavailable",
+                        f"{op} was sent but not answered ({last}): its outcome is unknown",
+                        hint="check with: quicraft mgmt status",
+                    ) from None
+                self._link.move_on(channel)
+            else:
+                if response.ok:
+                    return dict(response.result or {})
+                error = response.error
+                assert error is not None
+                last = error.message
+                if error.code == "not_leader" and self.follow_leader and error.leader_addr:
+                    self._link.go_to(error.leader_addr)
+                    continue
+                if error.code == "no_leader" or (error.code == "unavailable" and op not in CHANGES):
+                    self._link.move_on(channel)  # this node may be cut off, or stopping
+                else:
+                    raise MgmtError.from_info(error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise MgmtError(
+            "timeout", f"gave up after {budget:g}s: {last}", hint="is the cluster running?"
+        )
+
+
+def connect_mgmt(
+    endpoints: list[str] | str,
+    cluster: str,
+    certs: str | Path = "certs",
+    name: str = "admin",
+    timeout: float = 10.0,
+    follow_leader: bool = True,
+) -> MgmtClient:
+    """A management client of `cluster` at `endpoints` ("HOST:PORT" strings), using identity
+    `name` (role admin) from `certs/<cluster>/`. Use it with `async with`; it connects on first
+    use. Raises ValueError for a bad address, IdentityError for a missing identity."""
+    if isinstance(endpoints, str):
+        endpoints = [e for e in endpoints.split(",") if e.strip()]
+    addresses = [parse_address(e) for e in endpoints]
+    return MgmtClient(
+        addresses, load_identity(Path(certs), cluster, name), cluster, timeout, follow_leader
+    )

@@ -1,0 +1,313 @@
+"""EventJournal: the events a node keeps in memory, with positions that make resuming exact.
+
+Positions (docs/events.md says the same for users):
+- pos = index << POS_SHIFT | k. A replicated fact — a key-value change, a leader's first entry
+  of its term (leader_changed), a membership change — takes k = 0 at its own log index, so
+  every node gives it the same position. A node-local observation (role_changed,
+  term_changed, snapshot_*, node_discovered / node_lost, cluster_split_detected) takes the
+  next k (1 .. LOCAL_SLOTS) at the index last applied when it happened. Past LOCAL_SLOTS at
+  one index it is dropped and counted: a thousand local events without one applied entry is
+  a node in trouble, and its log says so.
+- Positions therefore rise strictly in the order events are recorded, and `since` is exact:
+  a subscriber gets every held event with pos > since, in order, each once.
+Holding:
+- A bounded ring of the newest events (max_events, max_bytes). `floor`: every event with
+  pos > floor is held here (or is yet to come). `log_floor`: the same for the replicated
+  kinds only; it moves above floor when the node starts (it knows nothing before its
+  snapshot) or installs a snapshot that skips entries (their events never happened here).
+- A subscription whose since is below what it needs ends at once with `compacted`; its
+  `oldest` is the lowest since that this subscription could use now.
+Subscribers:
+- A Subscriber is a cursor (the seq of the next record to look at) and holds no events, so
+  memory is the ring's whatever the subscribers do. The service reads batches with `read`
+  and waits on `wake`.
+- Cut off (slow_subscriber) when the ring drops a record it has not read yet, or when it is
+  waiting for its stream to drain (`blocked`) and lags more than max_lag events.
+- A snapshot install that skips entries ends the subscribers that want replicated kinds with
+  `compacted` (they would see a gap); the others go on. close() ends all: shutting_down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quicraft.wire import Event, EventStreamEnd, Subscription, encode_event
+
+log = logging.getLogger("quicraft.events")
+
+POS_SHIFT = 10
+LOCAL_SLOTS = (1 << POS_SHIFT) - 1
+#: Kinds recorded at their own log index (k = 0): the same position on every node.
+LOG_KINDS = frozenset({"kv", "leader_changed", "member_added", "member_promoted", "member_removed"})
+
+DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_LAG = 10_000
+_RECORD_OVERHEAD = 160  # bytes an event costs beyond its keys and values (a rough count)
+
+
+def log_position(index: int) -> int:
+    """The position of the replicated event at log `index` (a kv event's revision)."""
+    return index << POS_SHIFT
+
+
+def index_of(pos: int) -> int:
+    """The log index a position belongs to."""
+    return pos >> POS_SHIFT
+
+
+@dataclass(slots=True)
+class Record:
+    """One held event."""
+
+    seq: int  # how many records were appended before this one
+    event: Event
+    size: int
+    frame: bytes | None = None  # encoded on first use, then shared by every subscriber
+
+    def encoded(self) -> bytes:
+        if self.frame is None:
+            self.frame = encode_event(self.event)
+        return self.frame
+
+
+class Subscriber:
+    """One subscription's place in the journal."""
+
+    __slots__ = ("after", "blocked", "cursor", "end", "on_end", "subscription", "wake")
+
+    def __init__(self, subscription: Subscription, after: int | None, cursor: int) -> None:
+        self.subscription = subscription
+        self.after = after  #: the last position delivered (or since): only later ones go out
+        self.cursor = cursor  #: seq of the next record to look at
+        self.wake = asyncio.Event()  #: set when there may be more to read, or on the end
+        self.end: EventStreamEnd | None = None  #: set once the journal ended it
+        self.blocked = False  #: the service sets it while waiting for the stream to drain
+        self.on_end: Callable[[], None] | None = None  #: called once the journal ends it
+
+    def wants(self, event: Event) -> bool:
+        sub = self.subscription
+        if sub.kinds is not None and event.kind not in sub.kinds:
+            return False
+        prefix = sub.prefix
+        return not prefix or event.kind != "kv" or event.data["key"].startswith(prefix)
+
+    @property
+    def wants_log_kinds(self) -> bool:
+        kinds = self.subscription.kinds
+        return kinds is None or not kinds.isdisjoint(LOG_KINDS)
+
+
+class EventJournal:
+    def __init__(
+        self,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_lag: int = DEFAULT_MAX_LAG,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_events < 1 or max_bytes < 1 or max_lag < 1:
+            raise ValueError("journal bounds must be positive")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.max_lag = max_lag
+        self._clock = clock
+        self._items: list[Record | None] = []  # the ring: live records are _items[_start:]
+        self._start = 0
+        self._next_seq = 0
+        self._bytes = 0
+        self.floor = 0  #: every event with pos > floor is held
+        self.log_floor = 0  #: every replicated event with pos > log_floor is held
+        self.applied = 0  #: the last log index recorded or passed
+        self._local = 0  # the last k used at `applied`
+        self.dropped = 0  #: local events dropped for want of a position
+        self._subscribers: set[Subscriber] = set()
+        self._closed = False
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def start(self, index: int) -> None:
+        """The node starts with its state machine at `index`: nothing before it is known.
+
+        (The service may take subscriptions a moment before: they are held to this too.)"""
+        self.floor = max(self.floor, log_position(index))
+        self._skip_to(index)
+
+    def advance(self, index: int) -> None:
+        """Log `index` was applied (whether or not it made an event)."""
+        if index > self.applied:
+            self.applied = index
+            self._local = 0
+
+    def record_log(
+        self,
+        index: int,
+        kind: str,
+        data: dict[str, Any],
+        at_ms: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        """The replicated event of log `index`; `size`: its bytes of keys and values, if
+        the caller knows them (the kv path does: it saves counting)."""
+        if index <= self.applied:  # a runtime bug: never let it break the order
+            log.warning("event %s at index %d after index %d: dropped", kind, index, self.applied)
+            return
+        self.applied = index
+        self._local = 0
+        event = Event(log_position(index), kind, self._now(at_ms), data)
+        self._append(event, _size(data) if size is None else size + _RECORD_OVERHEAD)
+
+    def record_local(self, kind: str, data: dict[str, Any], at_ms: int | None = None) -> None:
+        """A node-local event, placed after everything applied so far."""
+        if self._local >= LOCAL_SLOTS:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%d local events dropped at index %d", self.dropped, self.applied)
+            return
+        self._local += 1
+        pos = log_position(self.applied) | self._local
+        self._append(Event(pos, kind, self._now(at_ms), data), _size(data))
+
+    def snapshot_installed(self, index: int) -> None:
+        """The state machine jumped to `index`: replicated events up to it never happen here."""
+        if index > self.applied:
+            self._skip_to(index)
+
+    def _skip_to(self, index: int) -> None:
+        self.advance(index)
+        self.log_floor = max(self.log_floor, log_position(index))
+        for sub in list(self._subscribers):
+            if sub.wants_log_kinds and (sub.after is None or sub.after < self.log_floor):
+                self._end(sub, self._compacted(sub))
+
+    def close(self) -> None:
+        """The node is stopping: end every subscription."""
+        self._closed = True
+        for sub in list(self._subscribers):
+            self._end(sub, EventStreamEnd("shutting_down", "the node is stopping"))
+
+    # -- subscribing --------------------------------------------------------------------------
+
+    def subscribe(self, subscription: Subscription) -> Subscriber | EventStreamEnd:
+        """A cursor for `subscription`, or the end frame that refuses it."""
+        if self._closed:
+            return EventStreamEnd("shutting_down", "the node is stopping")
+        since = subscription.since
+        if since is None:
+            sub = Subscriber(subscription, None, self._next_seq)
+        else:
+            sub = Subscriber(subscription, since, 0)
+            if since < self._oldest(sub):
+                return self._compacted(sub)
+            sub.cursor = self._seq_after(since)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    def read(self, sub: Subscriber, limit: int = 256, scan: int = 4096) -> list[Record]:
+        """Up to `limit` records `sub` wants next (looking at most at `scan`), moving its cursor."""
+        first = self._next_seq - (len(self._items) - self._start)
+        if sub.cursor < first:
+            sub.cursor = first  # only after a cut: the service sees sub.end first
+        found: list[Record] = []
+        end = min(self._next_seq, sub.cursor + scan)
+        offset = self._start - first
+        while sub.cursor < end and len(found) < limit:
+            record = self._items[sub.cursor + offset]
+            sub.cursor += 1
+            assert record is not None
+            event = record.event
+            if (sub.after is None or event.pos > sub.after) and sub.wants(event):
+                sub.after = event.pos
+                found.append(record)
+        return found
+
+    def has_more(self, sub: Subscriber) -> bool:
+        return sub.cursor < self._next_seq
+
+    def events(self) -> list[Event]:
+        """Every held event, oldest first (for tests and status)."""
+        return [r.event for r in self._items[self._start :] if r is not None]
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    # -- private ------------------------------------------------------------------------------
+
+    def _now(self, at_ms: int | None) -> int:
+        return int(self._clock() * 1000) if at_ms is None else at_ms
+
+    def _append(self, event: Event, size: int) -> None:
+        self._items.append(Record(self._next_seq, event, size))
+        self._next_seq += 1
+        self._bytes += size
+        while len(self._items) - self._start > 1 and (
+            len(self._items) - self._start > self.max_events or self._bytes > self.max_bytes
+        ):
+            self._evict()
+        if not self._subscribers:
+            return
+        for sub in list(self._subscribers):
+            if sub.blocked and self._next_seq - sub.cursor > self.max_lag:
+                self._end(sub, _slow(f"more than {self.max_lag} events behind"))
+            else:
+                sub.wake.set()
+
+    def _evict(self) -> None:
+        record = self._items[self._start]
+        assert record is not None
+        self._items[self._start] = None
+        self._start += 1
+        self._bytes -= record.size
+        self.floor = max(self.floor, record.event.pos)
+        if self._start > 1024 and self._start * 2 > len(self._items):
+            del self._items[: self._start]
+            self._start = 0
+        for sub in list(self._subscribers):
+            if sub.cursor <= record.seq:
+                self._end(sub, _slow("the node dropped events it had not sent yet"))
+
+    def _oldest(self, sub: Subscriber) -> int:
+        return max(self.floor, self.log_floor) if sub.wants_log_kinds else self.floor
+
+    def _compacted(self, sub: Subscriber) -> EventStreamEnd:
+        oldest = self._oldest(sub)
+        return EventStreamEnd(
+            "compacted", f"events up to position {oldest} are no longer held here", oldest
+        )
+
+    def _seq_after(self, since: int) -> int:
+        """The seq of the first held record with pos > since (the next seq if none)."""
+        items = self._items
+        at = bisect.bisect_right(items, since, self._start, key=lambda r: r.event.pos if r else -1)
+        return self._next_seq - (len(items) - at)
+
+    def _end(self, sub: Subscriber, end: EventStreamEnd) -> None:
+        if sub.end is not None:
+            return
+        sub.end = end
+        self._subscribers.discard(sub)
+        sub.wake.set()
+        if sub.on_end is not None:
+            sub.on_end()
+
+
+def _slow(why: str) -> EventStreamEnd:
+    return EventStreamEnd("slow_subscriber", f"cut off for reading too slowly: {why}")
+
+
+def _size(data: dict[str, Any]) -> int:
+    size = _RECORD_OVERHEAD
+    for value in data.values():
+        if isinstance(value, bytes | str):
+            size += len(value)
+    return size

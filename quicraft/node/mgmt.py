@@ -1,0 +1,556 @@
+"""The `quicraft-mgmt/1` service: status, health, leadership transfer, membership, snapshots
+and backups, for callers of the admin role (the transport refuses every other role).
+
+Rules of this file:
+- As on quicraft-client/1 (service.py), one stream carries many requests, each with an id and
+  answered when it ends; at most MAX_IN_FLIGHT run at once per stream, beyond that the
+  service stops reading and QUIC's flow control holds the caller back. Unlike client requests,
+  a management operation is rare and may take several steps (dial, propose, wait for a
+  learner to catch up, promote), so each runs as a task of its own; a callback answers it.
+- Only the leader changes the membership or hands over leadership: a follower answers
+  `not_leader` with the leader and a hint "leader is <id> at <addr>", and changes nothing.
+  status and snapshot are answered by any node; health by the leader (it alone knows who
+  answers), or by a node that knows no leader, which says so.
+- A backup takes its stream: it must be the first request there, and the answer is the frames
+  of wire/backup.py (header, chunks, trailer), after which the stream ends.
+- Errors are MgmtFailed(code, message, hint): the code is one of wire MGMT_ERROR_CODES, the
+  hint one line telling a person what to do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from quicraft.core import (
+    ConfChange,
+    ConfChangeKind,
+    NodeId,
+    NotLeader,
+    ProposalDropped,
+    RaftCore,
+    RaftError,
+    Role,
+)
+from quicraft.transport import Connection, Stream, TransportError
+from quicraft.transport import Role as IdentityRole
+from quicraft.transport.address import parse_address
+from quicraft.wire import (
+    BACKUP_CHUNK,
+    BackupSender,
+    BadRequest,
+    MgmtRequest,
+    ProtocolError,
+    decode_mgmt_request,
+    encode_mgmt_response,
+)
+
+from .answers import Answers
+from .peers import PeerPool
+from .runtime import NodeError, NodeStopped, ProposalLost, RaftNode, RequestTimeout
+
+log = logging.getLogger("quicraft.mgmt")
+
+MAX_IN_FLIGHT = 16
+#: A learner within this many entries of the leader's last index is caught up enough to
+#: promote: it will not hold back commits for longer than one append batch takes.
+CATCH_UP_SLACK = 64
+#: How long add_member waits for a new learner to catch up before promoting it.
+CATCH_UP_TIMEOUT_S = 60.0
+
+
+class MgmtFailed(Exception):
+    """An operation failed: `code` (wire MGMT_ERROR_CODES), a message and a one-line hint."""
+
+    def __init__(
+        self, code: str, message: str, hint: str | None = None, leader: NodeId | None = None
+    ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.leader = leader
+
+
+class _Replies(Answers):
+    """The mgmt protocol's answers: results checked against their op, errors with hints."""
+
+    def __init__(self, stream: Stream, address_of: Callable[[NodeId], str | None]):
+        super().__init__(stream, MAX_IN_FLIGHT)
+        self._address_of = address_of
+
+    def ok(self, request: MgmtRequest, result: dict[str, Any]) -> None:
+        try:
+            frame = encode_mgmt_response(id=request.id, ok=True, result=result, op=request.op)
+        except ProtocolError as err:  # our bug: say so rather than leave the caller waiting
+            log.error("bad %s result %r: %s", request.op, result, err)
+            self.fail(request.id, MgmtFailed("internal", f"the node built a bad answer: {err}"))
+            return
+        self.send(frame)
+
+    def fail(self, request_id: int, err: MgmtFailed) -> None:
+        self.send(error_frame(request_id, err, self._address_of))
+
+
+def error_frame(
+    request_id: int, err: MgmtFailed, address_of: Callable[[NodeId], str | None]
+) -> bytes:
+    error = {
+        "code": err.code,
+        "message": err.message,
+        "leader": err.leader,
+        "leader_addr": address_of(err.leader) if err.leader else None,
+        "hint": err.hint,
+    }
+    return encode_mgmt_response(id=request_id, ok=False, error=error)
+
+
+class MgmtService:
+    def __init__(
+        self,
+        node: RaftNode,
+        pool: PeerPool,
+        *,
+        name: str,
+        address_of: Callable[[NodeId], str | None],
+        save_addresses: Callable[[], None],
+        request_timeout: float,
+        cluster_id: Callable[[], str | None] | None = None,
+    ):
+        self.node = node
+        self.pool = pool
+        self.name = name
+        self._address_of = address_of
+        self._save_addresses = save_addresses
+        self.request_timeout = request_timeout
+        self._cluster_id = cluster_id or (lambda: None)
+        self._names: dict[NodeId, str] = {node.id: name}
+        self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
+
+    def close(self) -> None:
+        """Cancel the operations still running (the node is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    async def handle_stream(self, conn: Connection, stream: Stream) -> None:
+        replies = _Replies(stream, self._address_of)
+        first = True
+        try:
+            while True:
+                await replies.room()
+                frame = await stream.read_frame()
+                if frame is None:
+                    break
+                replies.begin()
+                try:
+                    request = decode_mgmt_request(frame)
+                except BadRequest as err:
+                    replies.fail(err.request_id, MgmtFailed("bad_request", str(err)))
+                    continue
+                if conn.peer.role is not IdentityRole.ADMIN:  # the transport already refuses
+                    replies.fail(request.id, MgmtFailed("forbidden", "management needs admin"))
+                elif request.op != "backup":
+                    self._start(request, replies)
+                elif first:
+                    replies.in_flight -= 1  # the backup answers on the stream itself
+                    await self._backup(request, stream)
+                    return
+                else:
+                    replies.fail(
+                        request.id,
+                        MgmtFailed(
+                            "bad_request",
+                            "a backup must be the first request of a stream of its own",
+                        ),
+                    )
+                first = False
+            await replies.all_answered()
+            stream.end()
+            await stream.drain()
+        except (TransportError, ConnectionError) as err:
+            log.debug("mgmt stream from %s ended: %s", conn.peer.name, err)
+
+    def _start(self, request: MgmtRequest, replies: _Replies) -> None:
+        task = asyncio.create_task(self._serve(request), name=f"mgmt-{request.op}")
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._done, request, replies))
+
+    def _done(
+        self, request: MgmtRequest, replies: _Replies, task: asyncio.Task[dict[str, Any]]
+    ) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            replies.fail(request.id, MgmtFailed("unavailable", "the node is stopping"))
+            return
+        err = task.exception()
+        if err is None:
+            replies.ok(request, task.result())
+        elif isinstance(err, MgmtFailed):
+            replies.fail(request.id, err)
+        else:
+            log.error("mgmt %s failed unexpectedly", request.op, exc_info=err)
+            replies.fail(request.id, MgmtFailed("internal", f"the node failed: {err}"))
+
+    async def _serve(self, request: MgmtRequest) -> dict[str, Any]:
+        args = request.args
+        if request.op == "status":
+            return self.status()
+        if request.op == "health":
+            return self.health()
+        if request.op == "transfer":
+            return await self.transfer(args["target"])
+        if request.op == "add_member":
+            return await self.add_member(args["address"], learner=args["learner"])
+        if request.op == "remove_member":
+            return await self.change(ConfChangeKind.REMOVE, args["node"])
+        if request.op == "promote":
+            return await self.change(ConfChangeKind.PROMOTE, args["node"])
+        if request.op == "snapshot":
+            return {"index": await self._snapshot()}
+        raise MgmtFailed("bad_request", f"op {request.op} is not served here")
+
+    # -- what the node knows -------------------------------------------------------------------
+
+    @property
+    def _core(self) -> RaftCore:
+        if self.node.core is None:
+            raise MgmtFailed("unavailable", "the node is starting; retry shortly")
+        return self.node.core
+
+    def _name(self, node: NodeId) -> str | None:
+        conn = self.pool.connection(node)
+        if conn is not None:
+            self._names[node] = conn.peer.name
+        return self._names.get(node)
+
+    def _heard(self, core: RaftCore, node: NodeId) -> bool:
+        """On a leader: `node` answered within an election timeout (CheckQuorum's rule)."""
+        if node == self.node.id:
+            return True
+        pr = core.progress.get(node)
+        return pr is not None and pr.silent_ticks < core.config.election_tick
+
+    def status(self) -> dict[str, Any]:
+        core = self._core
+        leading = core.role is Role.LEADER
+        last = core.log.last_index()
+        tick_ms = self.node.timings.tick_ms
+        members = []
+        for node in sorted(core.membership.members()):
+            voter = node in core.membership.voters
+            member: dict[str, Any] = {
+                "id": node,
+                "name": self._name(node),
+                "address": self._address_of(node),
+                "voter": voter,
+                "role": "unknown",
+            }
+            if node == self.node.id:
+                role = core.role.value.replace("-", "_")
+                member["role"] = "learner" if not voter and not leading else role
+                member |= {"term": core.term, "commit": core.log.committed}
+                member["applied"] = core.log.applied
+                if leading:
+                    member |= {"match": last, "lag": 0, "last_contact_ms": 0}
+            elif node == core.leader:
+                member["role"] = "leader"
+            elif leading and self._heard(core, node):
+                member["role"] = "follower" if voter else "learner"
+            pr = core.progress.get(node) if leading and node != self.node.id else None
+            if pr is not None:
+                member |= {"match": pr.match, "lag": max(0, last - pr.match)}
+                member["last_contact_ms"] = pr.silent_ticks * tick_ms
+            members.append(member)
+        return {
+            "cluster_id": self._cluster_id(),
+            "leader": core.leader,
+            "term": core.term,
+            "commit": core.log.committed,
+            "applied": core.log.applied,
+            "node": self.node.id,
+            "members": members,
+        }
+
+    def health(self) -> dict[str, Any]:
+        core = self._core
+        voters = core.membership.voters
+        if core.role is not Role.LEADER and core.leader is not None:
+            raise self._not_leader(core.leader)
+        if core.role is not Role.LEADER:
+            if not core.membership.members():
+                problem = (
+                    f"{self.node.id} is not a member of a cluster yet: add it with "
+                    "'quicraft mgmt add-member'"
+                )
+            else:
+                problem = (
+                    f"no leader known to {self.node.id}: an election is under way, or a "
+                    "quorum of voters is unreachable"
+                )
+            mine = 1 if self.node.id in voters else 0
+            return {"ok": False, "leader": None, "voters": len(voters), "reachable": mine,
+                    "problems": [problem]}  # fmt: skip
+        reachable = [v for v in voters if self._heard(core, v)]
+        problems = []
+        if len(reachable) < len(voters) // 2 + 1:
+            problems.append(f"no quorum: {len(reachable)} of {len(voters)} voters reachable")
+        tick_ms = self.node.timings.tick_ms
+        for node in sorted(core.membership.members() - set(reachable)):
+            if self._heard(core, node):
+                continue
+            what = "voter" if node in voters else "learner"
+            pr = core.progress.get(node)
+            silent = f"for {pr.silent_ticks * tick_ms} ms" if pr is not None else "yet"
+            where = self._address_of(node) or "an unknown address"
+            problems.append(f"{what} {node} at {where} has not answered {silent}")
+        return {
+            "ok": not problems,
+            "leader": self.node.id,
+            "voters": len(voters),
+            "reachable": len(reachable),
+            "problems": problems[:64],
+        }
+
+    # -- leadership ----------------------------------------------------------------------------
+
+    def _not_leader(self, leader: NodeId | None) -> MgmtFailed:
+        if leader is None:
+            return MgmtFailed(
+                "no_leader",
+                "no leader is known",
+                hint="an election may be under way; retry shortly (quicraft mgmt health)",
+            )
+        address = self._address_of(leader)
+        where = f"at {address}" if address else "(address unknown)"
+        return MgmtFailed(
+            "not_leader",
+            "not leader",
+            hint=f"leader is {leader} {where}",
+            leader=leader,
+        )
+
+    def _leader_core(self) -> RaftCore:
+        core = self._core
+        if core.role is not Role.LEADER:
+            raise self._not_leader(core.leader)
+        return core
+
+    async def transfer(self, target: str) -> dict[str, Any]:
+        core = self._leader_core()
+        voters = core.membership.voters
+        if target == "auto":
+            others = [(pr.match, n) for n, pr in core.progress.items()
+                      if n != self.node.id and n in voters]  # fmt: skip
+            if not others:
+                raise MgmtFailed(
+                    "bad_request",
+                    "there is no other voter to hand leadership to",
+                    hint="add a member first (quicraft mgmt add-member)",
+                )
+            target = max(others)[1]
+        elif target == self.node.id:
+            return {"leader": target}
+        self._check_member(core, target)
+        if target not in voters:
+            raise MgmtFailed(
+                "bad_request",
+                f"{target} is a learner: only a voter can lead",
+                hint=f"promote it first: quicraft mgmt promote {target}",
+            )
+        try:
+            self.node.start_transfer(target)
+        except NotLeader as err:
+            raise self._not_leader(err.leader) from None
+        except (RaftError, NodeError) as err:
+            raise MgmtFailed("unavailable", str(err)) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.node.timings.election_timeout_s() + 1.0
+        while loop.time() < deadline:
+            if core.role is not Role.LEADER and core.leader is not None:
+                return {"leader": core.leader}
+            await asyncio.sleep(self.node.timings.tick_ms / 1000)
+        raise MgmtFailed(
+            "timeout",
+            f"{target} did not take over in time",
+            hint="check that it is reachable and caught up (quicraft mgmt status), then retry",
+        )
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def _check_member(self, core: RaftCore, node: NodeId) -> None:
+        if node not in core.membership:
+            raise MgmtFailed(
+                "unknown_member",
+                f"{node} is not a member of this cluster",
+                hint="see the members with: quicraft mgmt status",
+            )
+
+    async def add_member(self, address: str, *, learner: bool) -> dict[str, Any]:
+        core = self._leader_core()
+        try:
+            where = parse_address(address)
+        except ValueError as err:
+            raise MgmtFailed("bad_request", str(err)) from None
+        try:
+            node = await self.pool.dial(where)
+        except TransportError as err:
+            raise MgmtFailed(
+                "unreachable",
+                f"cannot reach a node of this cluster at {address}: {err}",
+                hint="start it there with 'quicraft node --no-bootstrap' and this cluster's "
+                "certificates",
+            ) from None
+        if node == self.node.id:
+            conn = self.pool.connection(node)
+            if conn is not None:
+                conn.close("dialed ourselves")
+        self._save_addresses()
+        if node in core.membership:
+            what = "voter" if node in core.membership.voters else "learner"
+            promote = f"promote it with: quicraft mgmt promote {node}"
+            raise MgmtFailed(
+                "already_member",
+                f"{node} at {address} is already a {what}",
+                hint=promote if what == "learner" else None,
+            )
+        log.info("adding %s at %s as a learner", node, address)
+        index = await self._propose(ConfChange(ConfChangeKind.ADD_LEARNER, node))
+        if not learner:
+            await self._catch_up(core, node)
+            log.info("promoting %s: caught up", node)
+            index = await self._propose(ConfChange(ConfChangeKind.PROMOTE, node))
+        return {"node": node, "index": index}
+
+    async def _catch_up(self, core: RaftCore, node: NodeId) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_TIMEOUT_S
+        while loop.time() < deadline:
+            if core.role is not Role.LEADER:
+                raise self._not_leader(core.leader)
+            pr = core.progress.get(node)
+            if pr is not None and pr.match >= core.log.last_index() - CATCH_UP_SLACK:
+                return
+            await asyncio.sleep(self.node.timings.tick_ms / 1000)
+        raise MgmtFailed(
+            "timeout",
+            f"{node} was added as a learner but did not catch up in {CATCH_UP_TIMEOUT_S:g}s",
+            hint=f"it stays a learner; promote it later: quicraft mgmt promote {node}",
+        )
+
+    async def change(self, kind: ConfChangeKind, node: NodeId) -> dict[str, Any]:
+        """remove_member / promote."""
+        core = self._leader_core()
+        self._check_member(core, node)
+        if kind is ConfChangeKind.PROMOTE and node in core.membership.voters:
+            raise MgmtFailed("already_member", f"{node} is already a voter")
+        index = await self._propose(ConfChange(kind, node))
+        if kind is ConfChangeKind.REMOVE and node != self.node.id:
+            self.pool.addresses.pop(node, None)
+            self._save_addresses()
+        return {"index": index}
+
+    async def _propose(self, change: ConfChange) -> int:
+        """Propose `change` and wait until it is applied here; its log index."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        core = self._core
+        while True:
+            try:
+                done = self.node.start_conf_change(change, self.request_timeout)
+                # The entry was appended just now, synchronously: it is the last one.
+                index = core.log.last_index()
+                break
+            except NotLeader as err:
+                raise self._not_leader(err.leader) from None
+            except ProposalDropped as err:
+                # A new leader's first entry or the previous change is not yet committed:
+                # both settle within a round trip or two.
+                if loop.time() >= deadline:
+                    raise MgmtFailed("busy", str(err), hint="retry in a moment") from None
+                await asyncio.sleep(self.node.timings.tick_ms / 1000)
+            except RaftError as err:
+                raise MgmtFailed("bad_request", str(err)) from None
+            except NodeStopped as err:
+                raise MgmtFailed("unavailable", str(err)) from None
+        try:
+            await done
+        except RequestTimeout:
+            health = self.health() if core.role is Role.LEADER else None
+            if health is not None and health["reachable"] < health["voters"] // 2 + 1:
+                raise MgmtFailed(
+                    "no_quorum",
+                    f"{change.kind.value} {change.node} was not committed: {health['problems'][0]}",
+                    hint="bring voters back, or see 'when quorum is lost' in docs/operations.md",
+                ) from None
+            raise MgmtFailed(
+                "timeout",
+                f"{change.kind.value} {change.node} was not committed in time",
+                hint="its outcome is unknown: check with quicraft mgmt status",
+            ) from None
+        except ProposalLost:
+            raise MgmtFailed(
+                "unavailable",
+                f"{change.kind.value} {change.node} was lost to a new leader",
+                hint="check with quicraft mgmt status, then retry",
+            ) from None
+        except NodeError as err:
+            raise MgmtFailed("unavailable", str(err)) from None
+        return index
+
+    # -- snapshots and backups -----------------------------------------------------------------
+
+    async def _snapshot(self) -> int:
+        try:
+            return await self.node.snapshot()
+        except NodeError as err:
+            raise MgmtFailed("unavailable", str(err)) from None
+
+    async def _backup(self, request: MgmtRequest, stream: Stream) -> None:
+        """Answer backup `request` on `stream`: the snapshot of a fresh index, streamed."""
+        try:
+            core = self._core
+            if core.leader is not None:
+                # Everything committed before the request is then in the snapshot. Without a
+                # leader (quorum lost) the node's own state is still worth saving: go on.
+                with contextlib.suppress(NodeError):
+                    await self.node.start_read(self.request_timeout)
+            await self._snapshot()
+            snap = core.log.snapshot  # read at once: no await between it and its data
+            if snap.meta.index == 0 or not snap.meta.membership.voters:
+                raise MgmtFailed(
+                    "unavailable",
+                    "this node has nothing to back up yet (it is not a member of a cluster)",
+                )
+        except MgmtFailed as err:
+            stream.write_frame(error_frame(request.id, err, self._address_of))
+            stream.end()
+            await stream.drain()
+            return
+        membership = snap.meta.membership
+        result = {
+            "cluster_id": self._cluster_id(),
+            "index": snap.meta.index,
+            "term": snap.meta.term,
+            "size": len(snap.data),
+            "membership": {
+                "voters": sorted(membership.voters),
+                "learners": sorted(membership.learners),
+            },
+        }
+        sender = BackupSender(result, id=request.id)
+        stream.write_frame(sender.header)
+        data = memoryview(snap.data)
+        for at in range(0, len(data), BACKUP_CHUNK):
+            for frame in sender.chunks(bytes(data[at : at + BACKUP_CHUNK])):
+                stream.write_frame(frame)
+            await stream.drain()  # flow control: never queue the whole snapshot
+        stream.write_frame(sender.trailer())
+        stream.end()
+        await stream.drain()
+        log.info("sent a backup at index %d (%d bytes)", snap.meta.index, len(snap.data))

@@ -1,0 +1,389 @@
+"""The event journal, feed and service in one process: positions, bounds, cut-offs, ends."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from typing import Any
+
+import pytest
+
+from quicraft.core import (
+    ConfChange,
+    ConfChangeKind,
+    Entry,
+    EntryType,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+from quicraft.node import PRESETS, RaftNode
+from quicraft.node.event_feed import EventFeed
+from quicraft.node.event_service import EventService
+from quicraft.node.events import EventJournal, Subscriber, index_of, log_position
+from quicraft.statemachine import KVChange, KVStore, encode_command
+from quicraft.storage import MemoryStorage
+from quicraft.transport import Role as IdentityRole
+from quicraft.wire import (
+    Event,
+    EventStreamEnd,
+    EventStreamReader,
+    Subscription,
+    encode_subscribe,
+)
+
+
+def kv(journal: EventJournal, index: int, key: str = "k", value: bytes = b"v") -> None:
+    data = {"op": "set", "key": key, "revision": index, "value": value, "previous": None}
+    journal.record_log(index, "kv", data, at_ms=index)
+
+
+def subscribe(journal: EventJournal, **fields: Any) -> Subscriber:
+    sub = journal.subscribe(Subscription(**fields))
+    assert isinstance(sub, Subscriber), sub
+    return sub
+
+
+def read_all(journal: EventJournal, sub: Subscriber) -> list[Event]:
+    found: list[Event] = []
+    while batch := journal.read(sub):
+        found += [r.event for r in batch]
+    return found
+
+
+# -- positions and since --------------------------------------------------------------------
+
+
+def test_log_events_sit_at_their_index_and_local_ones_after_it() -> None:
+    journal = EventJournal()
+    kv(journal, 1)
+    journal.record_local("term_changed", {"term": 2})
+    journal.record_local("term_changed", {"term": 3})
+    journal.advance(2)  # an entry that made no event
+    journal.record_local("term_changed", {"term": 4})
+    kv(journal, 3)
+    positions = [e.pos for e in journal.events()]
+    assert positions == [
+        log_position(1),
+        log_position(1) + 1,
+        log_position(1) + 2,
+        log_position(2) + 1,
+        log_position(3),
+    ]
+    assert [index_of(p) for p in positions] == [1, 1, 1, 2, 3]
+
+
+def test_since_is_exact_and_filters_apply() -> None:
+    journal = EventJournal()
+    for index in range(1, 6):
+        kv(journal, index, key=f"a/{index}" if index % 2 else f"b/{index}")
+        journal.record_local("term_changed", {"term": index})
+    everything = read_all(journal, subscribe(journal, since=0))
+    assert len(everything) == 10
+    for cut in range(len(everything)):
+        since = everything[cut].pos
+        assert read_all(journal, subscribe(journal, since=since)) == everything[cut + 1 :]
+    only_a = read_all(journal, subscribe(journal, kinds=frozenset({"kv"}), prefix="a/", since=0))
+    assert [e.data["key"] for e in only_a] == ["a/1", "a/3", "a/5"]
+    # Live: nothing old, then what comes.
+    live = subscribe(journal)
+    assert read_all(journal, live) == []
+    kv(journal, 6)
+    assert [e.pos for e in read_all(journal, live)] == [log_position(6)]
+
+
+def test_a_since_beyond_the_head_waits_for_later_positions() -> None:
+    journal = EventJournal()
+    kv(journal, 1)
+    sub = subscribe(journal, since=log_position(3) + 5)
+    kv(journal, 2)
+    kv(journal, 3)
+    journal.record_local("term_changed", {"term": 9})  # 3 << 10 | 1: not after since
+    kv(journal, 4)
+    assert [e.pos for e in read_all(journal, sub)] == [log_position(4)]
+
+
+def test_local_events_past_the_slots_of_one_index_are_dropped() -> None:
+    journal = EventJournal()
+    kv(journal, 1)
+    for term in range(1100):
+        journal.record_local("term_changed", {"term": term})
+    kv(journal, 2)
+    positions = [e.pos for e in journal.events()]
+    assert positions == sorted(set(positions)) and journal.dropped == 1100 - 1023
+    assert positions[-2] == log_position(1) + 1023 and positions[-1] == log_position(2)
+
+
+def test_a_log_event_out_of_order_is_refused() -> None:
+    journal = EventJournal()
+    kv(journal, 5)
+    kv(journal, 4)
+    kv(journal, 5)
+    assert [e.pos for e in journal.events()] == [log_position(5)]
+
+
+# -- bounds and compacted -------------------------------------------------------------------
+
+
+def test_the_ring_is_bounded_and_older_since_is_compacted() -> None:
+    journal = EventJournal(max_events=10)
+    for index in range(1, 26):
+        kv(journal, index)
+    held = journal.events()
+    assert len(held) == 10 and held[0].pos == log_position(16)
+    assert journal.floor == log_position(15)
+    end = journal.subscribe(Subscription(since=log_position(14)))
+    assert isinstance(end, EventStreamEnd) and end.code == "compacted"
+    assert end.oldest == log_position(15)
+    sub = subscribe(journal, since=end.oldest)
+    assert [e.data["revision"] for e in read_all(journal, sub)] == list(range(16, 26))
+
+
+def test_the_ring_is_bounded_in_bytes() -> None:
+    journal = EventJournal(max_bytes=100_000)
+    for index in range(1, 101):
+        kv(journal, index, value=b"x" * 10_000)
+    assert 5 <= len(journal.events()) <= 10
+
+
+def test_a_restarted_node_knows_nothing_before_its_snapshot() -> None:
+    journal = EventJournal()
+    journal.start(40)
+    end = journal.subscribe(Subscription(since=log_position(39)))
+    assert isinstance(end, EventStreamEnd) and end.oldest == log_position(40)
+    sub = subscribe(journal, since=log_position(40))
+    kv(journal, 41)
+    assert [e.pos for e in read_all(journal, sub)] == [log_position(41)]
+
+
+def test_a_snapshot_install_ends_only_subscribers_of_replicated_kinds() -> None:
+    journal = EventJournal()
+    kv(journal, 1)
+    wants_kv = subscribe(journal, since=0)
+    local_only = subscribe(journal, kinds=frozenset({"role_changed"}), since=0)
+    journal.snapshot_installed(30)
+    assert wants_kv.end is not None and wants_kv.end.code == "compacted"
+    assert wants_kv.end.oldest == log_position(30)
+    assert local_only.end is None
+    journal.record_local("role_changed", {"node": "n1", "role": "follower", "term": 2})
+    assert [e.pos for e in read_all(journal, local_only)] == [log_position(30) + 1]
+
+
+# -- slow subscribers -----------------------------------------------------------------------
+
+
+def test_a_blocked_subscriber_too_far_behind_is_cut_off() -> None:
+    journal = EventJournal(max_lag=5)
+    fast, slow = subscribe(journal), subscribe(journal)
+    slow.blocked = True
+    cut: list[bool] = []
+    slow.on_end = lambda: cut.append(True)
+    for index in range(1, 7):
+        kv(journal, index)
+    assert slow.end is not None and slow.end.code == "slow_subscriber" and cut == [True]
+    assert fast.end is None and len(read_all(journal, fast)) == 6
+    assert journal.subscribers == 1
+
+
+def test_a_subscriber_whose_unread_events_are_dropped_is_cut_off() -> None:
+    journal = EventJournal(max_events=4)
+    sub = subscribe(journal, since=0)
+    for index in range(1, 6):
+        kv(journal, index)
+    assert sub.end is not None and sub.end.code == "slow_subscriber"
+
+
+# -- the kv observer and the feed -----------------------------------------------------------
+
+
+def test_the_kv_store_reports_changes_only() -> None:
+    store = KVStore()
+    seen: list[KVChange] = []
+    store.observer = seen.append
+    commands = [
+        ("set", {"key": "a", "value": b"1"}),
+        ("incr", {"key": "a", "by": 2}),
+        ("cas", {"key": "a", "expected": b"3", "new": b"x"}),
+        ("cas", {"key": "a", "expected": b"nope", "new": b"y"}),  # fails: no change
+        ("incr", {"key": "a"}),  # not a number: no change
+        ("delete", {"key": "a"}),
+        ("delete", {"key": "a"}),  # nothing to delete
+        ("incr", {"key": "n", "by": 5}),
+    ]
+    for index, (op, args) in enumerate(commands, start=1):
+        store.apply(index, encode_command(op, args, ts_ms=1000 + index))
+    assert [(c.revision, c.op, c.key, c.value, c.previous, c.ts_ms) for c in seen] == [
+        (1, "set", "a", b"1", None, 1001),
+        (2, "incr", "a", 3, 1, 1002),
+        (3, "cas", "a", b"x", b"3", 1003),
+        (6, "delete", "a", None, b"x", 1006),
+        (8, "incr", "n", 5, None, 1008),
+    ]
+
+
+def test_the_feed_turns_entries_and_soft_state_into_events() -> None:
+    raft = RaftNode("n1", MemoryStorage(), KVStore(), PRESETS["test"], lambda m: None)
+    store = KVStore()
+    feed = EventFeed(EventJournal(), "n1", lambda node: f"127.0.0.1:{7400 + len(node)}")
+    feed.attach(raft, store)
+    raft.open(MemoryStorage().load(), ["n1"])
+    feed.opened()
+    assert raft.on_applied is not None and raft.on_soft_state is not None
+    add = ConfChange(ConfChangeKind.ADD_LEARNER, "n22").encode()
+    promote = ConfChange(ConfChangeKind.PROMOTE, "n22").encode()
+    entries = [
+        Entry(1, 1, EntryType.CONF_CHANGE, ConfChange(ConfChangeKind.ADD_VOTER, "n1").encode()),
+        Entry(2, 2, EntryType.NOOP, b"n1"),
+        Entry(2, 3, EntryType.CONF_CHANGE, add),
+        Entry(2, 4, EntryType.CONF_CHANGE, add),  # already a member: changes nothing
+        Entry(2, 5, EntryType.CONF_CHANGE, promote),
+        Entry(3, 6, EntryType.NOOP, b"n22"),
+    ]
+    for entry in entries:
+        raft.on_applied(entry)
+    raft.on_soft_state(SoftState("n22", Role.FOLLOWER, 3))
+    assert raft.on_snapshot is not None
+    raft.on_snapshot(Snapshot(SnapshotMeta(6, 3), b"abc"), False)
+    got = [(index_of(e.pos), e.kind, e.data) for e in feed.journal.events()]
+    assert got == [
+        (1, "member_added", {"node": "n1", "address": "127.0.0.1:7402", "voter": True}),
+        (2, "leader_changed", {"term": 2, "leader": "n1", "previous": None}),
+        (3, "member_added", {"node": "n22", "address": "127.0.0.1:7403", "voter": False}),
+        (5, "member_promoted", {"node": "n22"}),
+        (6, "leader_changed", {"term": 3, "leader": "n22", "previous": "n1"}),
+        (6, "term_changed", {"term": 3}),
+        (6, "role_changed", {"node": "n1", "role": "follower", "term": 3}),
+        (6, "snapshot_created", {"index": 6, "term": 3, "size": 3}),
+    ]
+
+
+# -- the service, with a fake stream --------------------------------------------------------
+
+
+class FakeStream:
+    """Frames in from a queue; frames out to a list; drain blocks while `stuck`."""
+
+    def __init__(self, *frames: bytes) -> None:
+        self.incoming: deque[bytes | None] = deque(frames)
+        self.arrived = asyncio.Event()
+        self.written: list[bytes] = []
+        self.ended = False
+        self.stuck = False
+
+    async def read_frame(self) -> bytes | None:
+        while not self.incoming:
+            self.arrived.clear()
+            await self.arrived.wait()
+        return self.incoming.popleft()
+
+    def write_frame(self, payload: bytes) -> None:
+        self.written.append(payload)
+
+    def end(self) -> None:
+        self.ended = True
+
+    async def drain(self) -> None:
+        while self.stuck and not self.ended:  # the end frame itself is acknowledged
+            await asyncio.sleep(3600)
+
+    def frames(self, since: int | None = None) -> list[Event | EventStreamEnd]:
+        reader = EventStreamReader(Subscription(since=since))
+        return [reader.feed(f) for f in self.written]
+
+
+class FakeConnection:
+    class peer:  # what the service reads of a connection
+        name = "tester"
+        role = IdentityRole.READER
+
+
+async def serve(service: EventService, stream: FakeStream) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(service.handle_stream(FakeConnection(), stream))  # type: ignore[arg-type]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return task
+
+
+def test_the_service_sends_history_then_live_events_in_order() -> None:
+    async def scenario() -> None:
+        journal = EventJournal()
+        for index in range(1, 4):
+            kv(journal, index)
+        stream = FakeStream(encode_subscribe(since=log_position(1)))
+        task = await serve(EventService(journal), stream)
+        kv(journal, 4)
+        journal.record_local("term_changed", {"term": 2})
+        await asyncio.sleep(0.01)
+        frames = stream.frames(since=log_position(1))
+        assert [f.pos for f in frames if isinstance(f, Event)] == [
+            log_position(2),
+            log_position(3),
+            log_position(4),
+            log_position(4) + 1,
+        ]
+        stream.incoming.append(None)  # the subscriber ends its side
+        stream.arrived.set()
+        await asyncio.wait_for(task, 1)
+        assert journal.subscribers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_subscriber_gets_an_end_frame_and_memory_stays_bounded() -> None:
+    async def scenario() -> None:
+        journal = EventJournal(max_events=1000, max_lag=50)
+        stream = FakeStream(encode_subscribe())
+        task = await serve(EventService(journal), stream)
+        stream.stuck = True
+        kv(journal, 1)  # one batch goes out; the drain after it never returns
+        await asyncio.sleep(0.01)
+        for index in range(2, 200):
+            kv(journal, index)
+        await asyncio.wait_for(task, 1)
+        last = stream.frames()[-1]
+        assert isinstance(last, EventStreamEnd) and last.code == "slow_subscriber"
+        assert stream.ended and len(stream.written) == 2 and journal.subscribers == 0
+
+    asyncio.run(scenario())
+
+
+def test_bad_subscriptions_compacted_and_shutting_down_end_the_stream() -> None:
+    async def scenario() -> None:
+        journal = EventJournal()
+        journal.start(10)
+        service = EventService(journal)
+        bad = FakeStream(b"\xa0")
+        old = FakeStream(encode_subscribe(since=5))
+        live = FakeStream(encode_subscribe(kinds=["kv"]))
+        tasks = [await serve(service, s) for s in (bad, old, live)]
+        await service.close(timeout=1)
+        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+        codes = [s.frames()[-1] for s in (bad, old, live)]
+        assert [c.code for c in codes if isinstance(c, EventStreamEnd)] == [
+            "bad_request",
+            "compacted",
+            "shutting_down",
+        ]
+        assert isinstance(codes[1], EventStreamEnd) and codes[1].oldest == log_position(10)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_since_never_gives_gaps_or_repeats(seed: int) -> None:
+    rng = random.Random(seed)
+    journal = EventJournal(max_events=200)
+    index = 0
+    for _ in range(500):
+        if rng.random() < 0.6:
+            index += rng.randint(1, 3)
+            kv(journal, index)
+        else:
+            journal.record_local("term_changed", {"term": rng.randint(1, 9)})
+    held = journal.events()
+    for _ in range(50):
+        since = rng.randint(journal.floor, held[-1].pos + 5)
+        got = read_all(journal, subscribe(journal, since=since))
+        assert got == [e for e in held if e.pos > since]

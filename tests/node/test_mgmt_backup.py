@@ -1,0 +1,108 @@
+"""Snapshots, backups and the offline restore: backup → restore → a new one-node cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cluster_harness import Cluster, eventually_write, run
+from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
+
+from quicraft.client import connect, connect_mgmt
+from quicraft.wire import verify_backup
+
+
+def restore(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        sys.executable, "-m", "quicraft.cli", "mgmt", "restore", *args,
+        "--cluster", "t1", "--certs", str(cluster.local.certs),
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
+    async def write() -> None:
+        async with cluster.client() as c:
+            for i in range(20):
+                await eventually_write(c, f"k/{i:02}", f"v{i}".encode())
+
+    run(write())
+    snapped = mgmt_json(cluster, "snapshot")
+    assert snapped["index"] >= 20
+
+    # CLI backup: stderr is not a terminal, so no progress bar, just the summary line.
+    backup = tmp_path / "t1.qrbackup"
+    done = mgmt(cluster, "backup", str(backup))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and f"written to {backup}" in done.stdout
+    with backup.open("rb") as fp:
+        info = verify_backup(fp)
+    assert info.cluster == "t1" and info.index >= snapped["index"] and len(info.voters) == 3
+    assert not (tmp_path / "t1.qrbackup.part").exists()
+
+    # Python backup with progress: everything written before it is in it.
+    seen: list[tuple[int, int]] = []
+
+    async def python_backup() -> None:
+        async with cluster.client() as c:
+            await eventually_write(c, "last", b"before the backup")
+        async with admin(cluster) as m:
+            got = await m.backup(
+                tmp_path / "py.qrbackup", progress=lambda d, s: seen.append((d, s))
+            )
+        assert got.index > info.index
+
+    run(python_backup())
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] > 0
+
+    # Offline restore into a fresh directory, as a new node "r1" (its key is issued here).
+    data = tmp_path / "restored" / "data"
+    restored = restore(cluster, str(tmp_path / "py.qrbackup"), "--data", str(data),
+                       "--name", "r1", "--json")  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    result = json.loads(restored.stdout)
+    assert result["index"] > info.index and result["data"] == str(data)
+    refused = restore(cluster, str(backup), "--data", str(data), "--name", "r1")
+    assert refused.returncode == 1 and "not an empty directory" in refused.stderr
+    damaged = tmp_path / "damaged.qrbackup"
+    raw = bytearray(backup.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(raw))
+    bad = restore(cluster, str(damaged), "--data", str(tmp_path / "other"), "--name", "r1")
+    assert bad.returncode == 1 and "corrupted" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "other").exists()
+
+    node = ExtraNode(cluster, "r1", data)
+    try:
+        node.wait_for_log("listening on")
+
+        async def read_back() -> None:
+            async with connect([node.address], "t1", cluster.local.certs, timeout=20) as c:
+                assert await c.kv.get("k/07") == b"v7"
+                assert await c.kv.get("last") == b"before the backup"
+                await c.kv.set("new", b"cluster")  # it leads a cluster of its own
+            async with connect_mgmt([node.address], "t1", cluster.local.certs, timeout=20) as m:
+                status = await m.status()
+            assert [x["name"] for x in status["members"]] == ["r1"]
+            assert status["leader"] == result["node"]
+
+        run(read_back())
+    finally:
+        node.stop()
+
+
+def test_the_progress_bar_redraws_one_line() -> None:
+    import io
+
+    from quicraft.cli.mgmt import _ProgressBar
+
+    out = io.StringIO()
+    bar = _ProgressBar(out)
+    bar(0, 4 * 1024 * 1024)
+    bar(2 * 1024 * 1024, 4 * 1024 * 1024)
+    bar.done()
+    text = out.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n") and text.count("\n") == 1
+    assert "[###############...............]  50% 2.0 MiB / 4.0 MiB" in text

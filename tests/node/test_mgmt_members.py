@@ -1,0 +1,106 @@
+"""Leadership transfer and membership changes through quicraft-mgmt/1, CLI and Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cluster_harness import Cluster, eventually_write, run
+from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
+
+from quicraft.client import MgmtError, connect
+
+
+def _ids(cluster: Cluster) -> dict[str, str]:
+    return {m["name"]: m["id"] for m in mgmt_json(cluster, "status")["members"]}
+
+
+def test_transfer_to_a_named_node_and_auto(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    ids = _ids(cluster)
+    target = next(n for n in (1, 2, 3) if n != leader)
+    done = mgmt(cluster, "transfer", f"n{target}")  # by name
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"leader is now {ids[f'n{target}']}"
+    assert mgmt_json(cluster, "status")["leader"] == ids[f"n{target}"]
+
+    async def python() -> None:
+        async with admin(cluster) as m:
+            new = await m.transfer("auto")
+            assert new != ids[f"n{target}"] and new in ids.values()
+            assert (await m.status())["leader"] == new
+            assert await m.transfer(new) == new  # already the leader: nothing to do
+            with pytest.raises(MgmtError) as caught:
+                await m.transfer("no-such-node")
+            assert caught.value.code == "unknown_member"
+
+    run(python())
+
+
+def test_add_promote_and_remove_members(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.leader()
+    fourth = ExtraNode(cluster, "n4", tmp_path / "n4" / "data", "--no-bootstrap")
+    try:
+        fourth.wait_for_log("waiting for an existing cluster to add this node")
+        fifth = ExtraNode(cluster, "n5", tmp_path / "n5" / "data", "--no-bootstrap")
+        try:
+            fifth.wait_for_log("waiting for an existing cluster to add this node")
+            _add_and_change(cluster, fourth, fifth)
+        finally:
+            fifth.stop()
+    finally:
+        fourth.stop()
+
+
+def _add_and_change(cluster: Cluster, fourth: ExtraNode, fifth: ExtraNode) -> None:
+    # A voter, through the CLI: added as a learner, caught up, promoted.
+    added = mgmt(cluster, "add-member", fourth.address)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added ") and "as a voter" in added.stdout
+    members = {m["name"]: m for m in mgmt_json(cluster, "status")["members"]}
+    assert members["n4"]["voter"] and members["n4"]["address"] == fourth.address
+    assert members["n4"]["role"] == "follower"
+    again = mgmt(cluster, "add-member", fourth.address)
+    assert again.returncode == 1 and "is already a voter" in again.stderr
+
+    async def python() -> None:
+        async with admin(cluster) as m:
+            # A learner stays one.
+            added = await m.add_member(fifth.address, learner=True)
+            status = await m.status()
+            fifth_id = added["node"]
+            member = next(x for x in status["members"] if x["id"] == fifth_id)
+            assert not member["voter"] and member["role"] == "learner"
+            assert member["name"] == "n5"
+            health = await m.health()
+            assert health["ok"] and health["voters"] == 4 and health["reachable"] == 4
+            index = await m.promote(fifth_id)
+            assert index > added["index"]
+            with pytest.raises(MgmtError) as caught:
+                await m.promote(fifth_id)
+            assert caught.value.code == "already_member"
+            assert await m.remove_member(fifth_id) > index
+            status = await m.status()
+            assert fifth_id not in {x["id"] for x in status["members"]}
+            with pytest.raises(MgmtError) as caught:
+                await m.remove_member(fifth_id)
+            assert caught.value.code == "unknown_member" and caught.value.hint
+
+    run(python())
+
+    # The new voter holds the data: it answers a linearizable read of a fresh write.
+    async def read_on_the_fourth() -> None:
+        async with cluster.client() as c:
+            await eventually_write(c, "after/add", b"yes")
+        async with connect([fourth.address], "t1", cluster.local.certs, timeout=20) as c:
+            assert await c.kv.get("after/add") == b"yes"
+
+    run(read_on_the_fourth())
+    # By name through the CLI: n4 is a voter already, which is said clearly.
+    twice = mgmt(cluster, "promote", "n4")
+    assert twice.returncode == 1 and "already a voter" in twice.stderr
+    removed = mgmt(cluster, "remove-member", "n4")
+    assert removed.returncode == 0, removed.stderr
+    assert set(_ids(cluster)) == {"n1", "n2", "n3"}
+    unreachable = mgmt(cluster, "add-member", "127.0.0.1:1")
+    assert unreachable.returncode == 1 and "cannot reach a node" in unreachable.stderr

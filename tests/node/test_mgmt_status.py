@@ -1,0 +1,128 @@
+"""quicraft-mgmt/1 read-only operations, refusals and CLI misuse, on a 3-node cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from cluster_harness import Cluster, run
+from mgmt_helpers import admin, mgmt, mgmt_json
+
+from quicraft.client import MgmtError, connect_mgmt
+from quicraft.transport import Role, issue
+
+
+def test_status_and_health_from_the_cli_and_python(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    table = mgmt(cluster, "status")
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if " voter " in f"{line} "]
+    assert len(rows) == 3, table.stdout
+    starred = [row for row in rows if row.startswith("*")]
+    assert len(starred) == 1 and " leader " in starred[0] and "n" + str(leader) in starred[0]
+    assert all("ms" in row for row in rows)  # the leader knows everyone's last contact
+
+    status = mgmt_json(cluster, "status")
+    assert status["leader"] == status["node"]  # the client asked the leader
+    assert status["cluster_id"] is None  # none until cluster forming gives one
+    members = {m["name"]: m for m in status["members"]}
+    assert set(members) == {"n1", "n2", "n3"}
+    assert members[f"n{leader}"]["role"] == "leader"
+    for m in members.values():
+        assert m["voter"] and m["match"] is not None and m["lag"] is not None
+        assert m["address"].startswith("127.0.0.1:")
+    followers = [m for m in members.values() if m["role"] == "follower"]
+    assert len(followers) == 2 and all(m["last_contact_ms"] < 2000 for m in followers)
+
+    health = mgmt(cluster, "health")
+    assert health.returncode == 0, health.stderr
+    assert health.stdout.startswith("healthy: leader ") and "3 of 3 voters" in health.stdout
+
+    async def python() -> None:
+        async with admin(cluster) as m:
+            status = await m.status()
+            assert status["leader"] == status["node"] and len(status["members"]) == 3
+            health = await m.health()
+            assert health == {
+                "ok": True,
+                "leader": status["leader"],
+                "voters": 3,
+                "reachable": 3,
+                "problems": [],
+            }
+        # A follower asked without following answers with what it knows.
+        follower = next(n for n in (1, 2, 3) if n != leader)
+        async with admin(cluster, follower, follow=False) as m:
+            seen = await m.status()
+            assert seen["node"] != seen["leader"] and seen["leader"] is not None
+            mine = next(x for x in seen["members"] if x["id"] == seen["node"])
+            assert mine["role"] == "follower" and mine["applied"] is not None
+            assert all(x["lag"] is None for x in seen["members"])
+
+    run(python())
+
+
+def test_a_follower_answers_transfer_with_the_leader_hint(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    address = cluster.local.node(follower).address
+    done = mgmt(cluster, "transfer", "--no-follow", endpoints=address)
+    assert done.returncode == 1
+    leader_address = cluster.local.node(leader).address
+    assert done.stderr.startswith("quicraft: error: not leader; leader is ")
+    assert done.stderr.rstrip().endswith(f" at {leader_address}")
+    assert done.stderr.count("\n") == 1
+
+    async def python() -> None:
+        async with admin(cluster, follower, follow=False) as m:
+            with pytest.raises(MgmtError) as caught:
+                await m.transfer()
+        assert caught.value.code == "not_leader"
+        assert caught.value.leader_addr == leader_address
+        assert caught.value.hint == f"leader is {caught.value.leader} at {leader_address}"
+
+    run(python())
+
+
+def test_only_admins_may_manage(cluster: Cluster) -> None:
+    for name, role in (("viewer", Role.READER), ("app", Role.CLIENT)):
+        issue(cluster.local.certs, "t1", name, role)
+        done = mgmt(cluster, "status", name=name)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert "refused by the cluster" in done.stderr and "role_not_allowed" in done.stderr
+        assert done.stderr.count("\n") == 1
+
+    async def python() -> None:
+        client = connect_mgmt(cluster.local.endpoints(), "t1", cluster.local.certs, "viewer")
+        async with client:
+            with pytest.raises(MgmtError) as caught:
+                await client.remove_member("anything")
+        assert caught.value.code == "forbidden"
+        assert "not allowed on quicraft-mgmt/1" in str(caught.value)
+
+    run(python())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["mgmt"],
+        ["mgmt", "frobnicate"],
+        ["mgmt", "status"],  # no --cluster, no --endpoints
+        ["mgmt", "add-member", "not-an-address:x", "--cluster", "t1", "--endpoints", "h:1"],
+        ["mgmt", "remove-member", "--cluster", "t1", "--endpoints", "127.0.0.1:1"],
+        ["mgmt", "status", "--cluster", "t1", "--endpoints", "h:1", "--timeout", "soon"],
+        ["mgmt", "restore", "backup.bin", "--cluster", "t1"],  # no --data, no --name
+    ],
+)
+def test_misuse_exits_2(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "usage:" in done.stderr and "Traceback" not in done.stderr

@@ -23,6 +23,11 @@ report a peer that cannot be reached with `raft.report_unreachable(peer)`.
 `ready()` may not be called again before `advance()`. Steps 1 and 2 may overlap: only the
 leader puts messages in `messages`, and its own entries count towards a commit only after
 `advance()` reports them durable, so it can write its log while followers write theirs.
+
+Two liberties the contract allows (the runtime takes both): the commit index is volatile state
+in Raft, so a hard state that differs from the stored one only in `commit` need not be written
+at all; and committed entries that were already durable before this Ready (index at most
+`log.stable` when ready() returned) may be applied before step 2, as they need nothing from it.
 """
 
 from __future__ import annotations

@@ -98,10 +98,8 @@ class LeaseLock:
         self.took_over: str | None = None
 
     async def _cas(self, expected: bytes | None, new: bytes) -> tuple[bool, int]:
-        # KV.cas answers only "swapped or not"; the protocol's cas result also carries the
-        # revision of the write (docs/client.md), which is the fencing token.
-        result = await self.client.write("cas", {"key": self.key, "expected": expected, "new": new})
-        return bool(result["ok"]), int(result["revision"])
+        # The revision of the write that swapped is the fencing token.
+        return await self.client.kv.cas_with_revision(self.key, expected, new)
 
     async def try_acquire(self) -> Lease | None:
         """One attempt: the lease if this owner now holds the lock, else None."""

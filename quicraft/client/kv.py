@@ -45,9 +45,17 @@ class KV:
 
     async def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
         """Set `key` to `new` only if it holds `expected` (None: only if absent)."""
+        swapped, _ = await self.cas_with_revision(key, expected, new)
+        return swapped
+
+    async def cas_with_revision(
+        self, key: str, expected: bytes | str | None, new: bytes | str
+    ) -> tuple[bool, int]:
+        """cas, and the revision of that write: when it swapped, a fencing token that grows
+        with every later change of the key (examples/lock_and_election.py)."""
         want = None if expected is None else _bytes(expected)
         result = await self._client.write("cas", {"key": key, "expected": want, "new": _bytes(new)})
-        return bool(result["ok"])
+        return bool(result["ok"]), int(result["revision"])
 
     async def keys(self, prefix: str = "", *, stale: bool = False) -> list[str]:
         """The keys that start with `prefix`, sorted."""

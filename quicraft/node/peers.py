@@ -182,11 +182,21 @@ class _Link:
         self.pool = pool
         self.peer = peer
         self.queue: deque[Message] = deque(maxlen=QUEUE_LIMIT)
+        #: The (control, data) streams while a connection is up: enqueue() writes on them
+        #: at once rather than waking the task, which would cost a turn of the loop.
+        self._streams: tuple[Stream, Stream] | None = None
         self._ready = asyncio.Event()
         self._snapshots: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
         self._task = asyncio.create_task(self._run(), name=f"link-{peer}")
 
     def enqueue(self, m: Message) -> None:
+        streams = self._streams
+        if streams is not None and not self.queue and m.type is not MessageType.SNAPSHOT:
+            try:
+                _write(streams, m)
+                return
+            except TransportError:
+                self._streams = None  # the task notices the connection's end and redials
         self.queue.append(m)
         self._ready.set()
 
@@ -233,18 +243,21 @@ class _Link:
 
     async def _send_on(self, conn: Connection) -> None:
         """Write queued messages on this connection's streams until it is replaced or closed."""
-        control = await conn.open_stream()
-        data = await conn.open_stream()
-        while self.pool.connection(self.peer) is conn:
-            while self.queue:
-                m = self.queue.popleft()
-                if m.type is MessageType.SNAPSHOT:
-                    self._snapshots.add(asyncio.create_task(self._send_snapshot(conn, m)))
-                    continue
-                stream = data if m.type is MessageType.APPEND else control
-                stream.write_frame(encode_message(m))
-            await self._ready.wait()
-            self._ready.clear()
+        streams = (await conn.open_stream(), await conn.open_stream())
+        try:
+            while self.pool.connection(self.peer) is conn:
+                while self.queue:
+                    m = self.queue.popleft()
+                    if m.type is MessageType.SNAPSHOT:
+                        self._snapshots.add(asyncio.create_task(self._send_snapshot(conn, m)))
+                        continue
+                    _write(streams, m)
+                self._streams = streams
+                await self._ready.wait()
+                self._ready.clear()
+                self._streams = None
+        finally:
+            self._streams = None
         self._ready.set()  # go round again with the new connection
 
     async def _send_snapshot(self, conn: Connection, m: Message) -> None:
@@ -264,3 +277,9 @@ class _Link:
         finally:
             self._snapshots.discard(asyncio.current_task())
             self.pool._on_snapshot_sent(self.peer, ok)
+
+
+def _write(streams: tuple[Stream, Stream], m: Message) -> None:
+    """Appends go on the data stream, everything else on the control stream."""
+    control, data = streams
+    (data if m.type is MessageType.APPEND else control).write_frame(encode_message(m))

@@ -58,6 +58,7 @@ ALLOWED_LAYERS = {
         "quicraft.wire",
         "quicraft.transport",
         "quicraft.statemachine",
+        "quicraft.discovery",  # node/lan.py: forming on a LAN
         "quicraft.node",
     },
     "client": {"quicraft.wire", "quicraft.transport", "quicraft.client"},

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import socket
 import sys
 from pathlib import Path
 
+from quicraft.discovery import DiscoveryError, DiscoverySettings
 from quicraft.node import PRESETS, Node, NodeSettings
 from quicraft.storage import StorageError
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
@@ -24,10 +26,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     node = commands.add_parser(
         "node",
         help="run a node",
-        description="Run a quicraft node. With --peers, a node with an empty data directory "
-        "waits until every peer has answered and proved its identity, then founds the cluster "
-        "of itself and those peers (give every founder the same set). Without --peers it "
-        "founds a cluster of one. A node with data rejoins as itself and never founds again.",
+        description="Run a quicraft node. On a LAN, run 'quicraft node --cluster NAME --expect 3' "
+        "on each of three hosts: the nodes find each other by mDNS, check each other's "
+        "certificates, and the one with the lowest id founds the cluster and adds the others; "
+        "hosts started later join it (learners, promoted to voters up to --voters). With "
+        "--peers, a node with an empty data directory instead waits until every peer has "
+        "answered and proved its identity, then founds the cluster of itself and those peers "
+        "(give every founder the same set). With --no-mdns and no --peers it founds a cluster "
+        "of one. A node with data rejoins as itself and never founds again.",
     )
     add_node_arguments(node)
 
@@ -42,9 +48,10 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     node.add_argument(
         "--listen",
         type=address,
-        default=("127.0.0.1", DEFAULT_PORT),
+        default=("0.0.0.0", DEFAULT_PORT),
         metavar="HOST:PORT",
-        help=f"UDP address to serve QUIC on (default: 127.0.0.1:{DEFAULT_PORT})",
+        help=f"UDP address to serve QUIC on (default: 0.0.0.0:{DEFAULT_PORT}, every interface). "
+        "A node listening on a loopback address runs no mDNS",
     )
     node.add_argument(
         "--data",
@@ -59,6 +66,43 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST:PORT,...",
         help="the other founding members' addresses",
+    )
+    node.add_argument(
+        "--expect",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="a new node waits until N nodes of the cluster (itself included) are found and "
+        "verified before one of them founds it (default: 1; use 3 in production: with 1, "
+        "nodes started apart can each found a cluster of their own)",
+    )
+    node.add_argument(
+        "--voters",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="the leader promotes nodes that join to voters while there are fewer than N "
+        "(default: 3); later nodes stay learners, standing by",
+    )
+    node.add_argument(
+        "--no-mdns",
+        action="store_true",
+        help="neither announce nor browse by mDNS (use --join or --peers instead)",
+    )
+    node.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="run mDNS on this interface only (repeatable; default: every interface)",
+    )
+    node.add_argument(
+        "--join",
+        type=address_list,
+        default=[],
+        metavar="HOST:PORT,...",
+        help="addresses of nodes to dial where multicast does not reach; treated like nodes "
+        "found by mDNS",
     )
     node.add_argument(
         "--no-bootstrap",
@@ -77,7 +121,27 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def settings_from(args: argparse.Namespace) -> NodeSettings:
+    # A node on loopback cannot be reached from the LAN: announcing it there would only
+    # mislead (and tests run nodes on loopback next to the machine's real interfaces).
+    mdns = not args.no_mdns and not (_is_loopback(args.listen[0]) and not args.mdns_interface)
     settings = NodeSettings(
         cluster=args.cluster,
         name=args.name,
@@ -87,6 +151,9 @@ def settings_from(args: argparse.Namespace) -> NodeSettings:
         peers=tuple(args.peers),
         timings=PRESETS[args.preset],
         wait_to_be_added=args.no_bootstrap,
+        discovery=DiscoverySettings(mdns, tuple(args.mdns_interface), tuple(args.join)),
+        expect=args.expect,
+        voters=args.voters,
     )
     if args.snapshot_every is not None:
         settings = settings.with_timings(snapshot_every=args.snapshot_every)
@@ -104,10 +171,18 @@ def run(args: argparse.Namespace) -> int:
         print("quicraft node: --snapshot-every must be at least 1", file=sys.stderr)
         return MISUSE
     settings = settings_from(args)
+    if settings.expect > 1 and not settings.forming and not settings.peers:
+        print(
+            "quicraft node: --expect needs mDNS (not --no-mdns, not on loopback) or --join",
+            file=sys.stderr,
+        )
+        return MISUSE
+    if not settings.discovery.enabled and not args.no_mdns and not args.mdns_interface:
+        log.info("listening on loopback: mDNS is off (listen on a LAN address to use it)")
     try:
         ensure_identity(settings)
         return asyncio.run(serve(settings))
-    except (IdentityError, StorageError, TransportError, OSError) as err:
+    except (IdentityError, StorageError, TransportError, DiscoveryError, OSError) as err:
         return fail(str(err))
     except KeyboardInterrupt:
         return OK

@@ -63,6 +63,12 @@ CATCH_UP_SLACK = 64
 CATCH_UP_TIMEOUT_S = 60.0
 
 
+def caught_up(core: RaftCore, node: NodeId) -> bool:
+    """On a leader: `node` is within CATCH_UP_SLACK entries of the log's end."""
+    pr = core.progress.get(node)
+    return pr is not None and pr.match >= core.log.last_index() - CATCH_UP_SLACK
+
+
 class MgmtFailed(Exception):
     """An operation failed: `code` (wire MGMT_ERROR_CODES), a message and a one-line hint."""
 
@@ -130,6 +136,8 @@ class MgmtService:
         self._cluster_id = cluster_id or (lambda: None)
         self._names: dict[NodeId, str] = {node.id: name}
         self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        #: More problems for health to report (lan.py: a split of the cluster name).
+        self.extra_problems: Callable[[], list[str]] = list
 
     def close(self) -> None:
         """Cancel the operations still running (the node is stopping)."""
@@ -295,7 +303,7 @@ class MgmtService:
                 )
             mine = 1 if self.node.id in voters else 0
             return {"ok": False, "leader": None, "voters": len(voters), "reachable": mine,
-                    "problems": [problem]}  # fmt: skip
+                    "problems": [problem, *self.extra_problems()][:64]}  # fmt: skip
         reachable = [v for v in voters if self._heard(core, v)]
         problems = []
         if len(reachable) < len(voters) // 2 + 1:
@@ -309,6 +317,7 @@ class MgmtService:
             silent = f"for {pr.silent_ticks * tick_ms} ms" if pr is not None else "yet"
             where = self._address_of(node) or "an unknown address"
             problems.append(f"{what} {node} at {where} has not answered {silent}")
+        problems += self.extra_problems()
         return {
             "ok": not problems,
             "leader": self.node.id,
@@ -433,8 +442,7 @@ class MgmtService:
         while loop.time() < deadline:
             if core.role is not Role.LEADER:
                 raise self._not_leader(core.leader)
-            pr = core.progress.get(node)
-            if pr is not None and pr.match >= core.log.last_index() - CATCH_UP_SLACK:
+            if caught_up(core, node):
                 return
             await asyncio.sleep(self.node.timings.tick_ms / 1000)
         raise MgmtFailed(
@@ -454,6 +462,12 @@ class MgmtService:
             self.pool.addresses.pop(node, None)
             self._save_addresses()
         return {"index": index}
+
+    async def propose_change(self, change: ConfChange) -> int:
+        """Propose `change` on the leader and wait until it is applied here; its log index.
+        MgmtFailed says why not (e.g. busy: another change is pending; retry later)."""
+        self._leader_core()
+        return await self._propose(change)
 
     async def _propose(self, change: ConfChange) -> int:
         """Propose `change` and wait until it is applied here; its log index."""

@@ -6,16 +6,25 @@ address until all have answered and proved to be nodes of this cluster; the foun
 membership is then this node plus those peers. Every founder derives the same founding
 entries from the same set (core.bootstrap_state), so it does not matter which starts first;
 a node with stored state never bootstraps again.
+
+Forming on a LAN (settings.forming: mDNS or --join): lan.py announces the node, verifies the
+peers it finds, and a fresh node without --peers waits for the forming verdict (forming.py):
+found a cluster of one voter, itself, or wait to be added by the leader, which then adds and
+promotes the others. The cluster id the founder gives the cluster is replicated (the KV
+store's reserved `found` command) and also kept in this node's storage meta, so a restarted
+node announces it before it has applied its log again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import cbor2
 
 from quicraft.core import Message, NodeId, Role
+from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
 from quicraft.storage import LevelDBStorage
 from quicraft.transport import (
@@ -37,6 +46,7 @@ from quicraft.transport.address import Address, format_address
 from .event_feed import EventFeed
 from .event_service import EventService
 from .events import EventJournal
+from .lan import LanForming
 from .mgmt import MgmtService
 from .peers import PeerPool
 from .runtime import RaftNode, is_fresh
@@ -46,6 +56,8 @@ from .settings import NodeSettings
 log = logging.getLogger("quicraft.node")
 
 ADDRESSES_KEY = "addresses"
+CLUSTER_ID_KEY = "cluster_id"
+_CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 DIAL_RETRY_S = 0.5
 
 
@@ -76,7 +88,12 @@ class Node:
             address_of=self.address_of,
             save_addresses=self._save_addresses,
             request_timeout=timeout,
+            cluster_id=self.cluster_id,
         )
+        stored_cid = (self.storage.get_meta(CLUSTER_ID_KEY) or b"").decode("ascii", "replace")
+        self._stored_cluster_id = stored_cid if _CLUSTER_ID.fullmatch(stored_cid) else None
+        self.advertised: Address = settings.listen
+        self.lan: LanForming | None = None
         self.server: Server | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -101,11 +118,23 @@ class Node:
         )
         log.info("node %s (%s) listening on %s:%d", self.id, self.settings.name, host, port)
         state = self.storage.load()
+        if self.settings.forming:
+            # On the wildcard, tell peers and clients an address of ours on the LAN.
+            announced = announce_addresses(host, self.settings.discovery.interfaces)
+            self.advertised = (announced[0], port)
+            self.lan = LanForming(
+                self.settings, self.pool, self.raft, self.mgmt, self.events,
+                cluster_id=self.cluster_id, save_addresses=self._save_addresses,
+                addresses=announced,
+            )  # fmt: skip
+            await self.lan.start()
         founders: list[NodeId] | None = None
         if is_fresh(state) and self.settings.wait_to_be_added:
             # Empty membership: the core neither campaigns nor refuses anyone of the cluster,
             # so the first leader that adds us (mgmt add_member) brings the log.
             log.info("waiting for an existing cluster to add this node (%s)", self.id)
+        elif is_fresh(state) and self.lan is not None and not self.settings.peers:
+            founders = [self.id] if await self.lan.decide() else None
         elif is_fresh(state):
             founders = [self.id, *await self._reach_founders()]
         else:
@@ -117,6 +146,8 @@ class Node:
         self.raft.open(state, founders)
         self.events.opened()
         self._run_task = asyncio.create_task(self.raft.run(), name="raft")
+        if self.lan is not None:
+            self.lan.opened()
 
     async def stop(self, hand_over: bool = True) -> None:
         """Stop serving; a leader first hands leadership to the most caught-up voter."""
@@ -125,6 +156,8 @@ class Node:
             await self.raft.hand_over_leadership()
         self.raft.stop()
         self.mgmt.close()
+        if self.lan is not None:
+            await self.lan.close()
         for task in self._background:
             task.cancel()
         if self._run_task is not None:
@@ -171,11 +204,22 @@ class Node:
             except TransportError:
                 await asyncio.sleep(DIAL_RETRY_S * 4)
 
+    # -- the cluster id --------------------------------------------------------------------
+
+    def cluster_id(self) -> str | None:
+        """The id of the formed cluster this node is a member of (None if it has none); kept
+        in storage meta as soon as the store knows it."""
+        cid = self.kv.cluster_id
+        if cid is not None and cid != self._stored_cluster_id:
+            self.storage.put_meta(CLUSTER_ID_KEY, cid.encode("ascii"))
+            self._stored_cluster_id = cid
+        return cid or self._stored_cluster_id
+
     # -- addresses -------------------------------------------------------------------------
 
     def address_of(self, node: NodeId) -> str | None:
         if node == self.id:
-            host, port = self.settings.listen
+            host, port = self.advertised
         elif node in self.pool.addresses:
             host, port = self.pool.addresses[node]
         else:

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from quicraft.discovery import DiscoverySettings
+
 
 @dataclass(frozen=True, slots=True)
 class Timings:
@@ -37,6 +39,9 @@ PRESETS: dict[str, Timings] = {
 }
 
 
+_QUIET = DiscoverySettings(enabled=False)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
     cluster: str
@@ -50,6 +55,19 @@ class NodeSettings:
     #: A fresh node neither founds a cluster nor dials founders: it serves Raft connections
     #: and waits for a leader to add it (`quicraft mgmt add-member`). No effect once it has data.
     wait_to_be_added: bool = False
+    #: mDNS and --join hints (node/lan.py). Off unless asked for: a library node stays quiet;
+    #: the command line turns it on.
+    discovery: DiscoverySettings = _QUIET
+    #: A fresh node found by discovery waits for this many verified unformed nodes of its
+    #: cluster name, itself included, before one of them founds the cluster (node/forming.py).
+    expect: int = 1
+    #: The leader promotes learners it added while the cluster has fewer voters than this.
+    voters: int = 3
+
+    @property
+    def forming(self) -> bool:
+        """Whether discovery runs: mDNS on, or --join addresses to dial."""
+        return self.discovery.enabled or bool(self.discovery.join)
 
     def with_timings(self, **changes: int) -> NodeSettings:
         return dataclasses.replace(self, timings=dataclasses.replace(self.timings, **changes))

@@ -11,6 +11,7 @@ bytes it is given: a malformed command is a no-op whose result is a bad_request 
 
 from .base import Result, StateMachine, error_result, is_error
 from .commands import (
+    FOUND_OP,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     OPS,
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_RESULTS",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_SESSION_TIMEOUT_MS",
+    "FOUND_OP",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "OPS",

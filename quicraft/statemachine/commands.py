@@ -5,8 +5,11 @@ Rules:
   leader's wall clock in milliseconds, stamped when it proposed the command; it is the only
   clock any replica's state machine ever looks at.
 - Ops and args follow the quicraft-client/1 protocol (wire/client.py) for writes, plus
-  `register`. Session args: `session` and `seq` come together; the optional `ack` is the
-  lowest seq the client still awaits, so it is never above `seq`.
+  `register`, plus the reserved `found` {cluster_id}: the founder of a cluster formed on a LAN
+  proposes it once to give the cluster its id. It is not in the client protocol's op table,
+  so no client can send it; the store applies it only while it has no cluster id.
+- Session args: `session` and `seq` come together; the optional `ack` is the lowest seq the
+  client still awaits, so it is never above `seq`.
 - encode_command validates before anything enters the log. decode_command validates again:
   a replica treats log bytes as untrusted (a bug or another version could have put anything
   there) and turns whatever is wrong into CommandError, never another exception.
@@ -14,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +35,10 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1  #: session ids (log indexes), seqs and acks, as on the wire
 
 WRITE_OPS = frozenset({"cas", "delete", "incr", "set"})
-OPS = WRITE_OPS | {"register"}
+#: Reserved: proposed by the node itself (node/lan.py), never by a client.
+FOUND_OP = "found"
+OPS = WRITE_OPS | {"register", FOUND_OP}
+_CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
 class CommandError(ValueError):
@@ -52,6 +59,7 @@ class Command:
     session: int | None = None
     seq: int | None = None
     ack: int | None = None
+    cluster_id: str = ""  #: found
 
     def args(self) -> dict[str, object]:
         """The args map that encodes this command (defaults written out)."""
@@ -65,6 +73,8 @@ class Command:
         elif self.op == "cas":
             args["expected"] = self.expected
             args["new"] = self.new
+        elif self.op == FOUND_OP:
+            args["cluster_id"] = self.cluster_id
         for name in ("session", "seq", "ack"):
             if getattr(self, name) is not None:
                 args[name] = getattr(self, name)
@@ -133,6 +143,12 @@ def _bytes_or_none(name: str, value: object) -> bytes | None:
     return None if value is None else _bytes(name, value)
 
 
+def _cluster_id(name: str, value: object) -> str:
+    if not isinstance(value, str) or not _CLUSTER_ID.fullmatch(value):
+        raise CommandError(f"{name} must be 8 to 64 lowercase hex digits")
+    return value
+
+
 def _int(name: str, value: object, low: int, high: int) -> int:
     # type() rather than isinstance(): True is an int to Python but not to the protocol.
     if type(value) is not int:
@@ -163,6 +179,7 @@ _SESSION: dict[str, tuple[bool, _Check]] = {
 #: op -> arg name -> (required, check)
 _ARGS: dict[str, dict[str, tuple[bool, _Check]]] = {
     "register": {},
+    FOUND_OP: {"cluster_id": (True, _cluster_id)},
     "set": {"key": (True, _key), "value": (True, _bytes), **_SESSION},
     "delete": {"key": (True, _key), **_SESSION},
     "incr": {"key": (True, _key), "by": (False, _int64), **_SESSION},

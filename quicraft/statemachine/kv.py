@@ -17,6 +17,9 @@ Rules:
   cas, a refused incr, a session's repeated write — report nothing. It is called on the apply
   path, so it must be quick and must not raise; with no observer a write pays one None check.
   `restore` reports nothing: a snapshot replaces the state, it does not replay it.
+- The reserved `found` command gives the store its cluster id: the first one applied wins,
+  later ones change nothing and answer the id already held. The id is kept in snapshots, so
+  a member that joins from a snapshot knows it too.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .base import Result, error_result
-from .commands import INT64_MAX, INT64_MIN, Command, CommandError, decode_command
+from .commands import FOUND_OP, INT64_MAX, INT64_MIN, Command, CommandError, decode_command
 from .sessions import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_MAX_SESSIONS,
@@ -69,6 +72,7 @@ class KVStore:
         self._sorted: list[str] = []  # the keys in order, for prefix listing
         self._sessions = SessionTable(session_timeout_ms, max_results_per_session, max_sessions)
         self._last_applied = 0
+        self._cluster_id: str | None = None
         #: Told of every change as it is applied; see the module rules.
         self.observer: Callable[[KVChange], None] | None = None
 
@@ -83,6 +87,11 @@ class KVStore:
     def sessions(self) -> SessionTable:
         """The session table (for status and tests; change it only through `apply`)."""
         return self._sessions
+
+    @property
+    def cluster_id(self) -> str | None:
+        """The id the cluster's founder gave it (the `found` command), or None."""
+        return self._cluster_id
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """The key's value and revision, or (None, 0) if it does not exist."""
@@ -122,6 +131,10 @@ class KVStore:
         if command.op == "register":
             self._sessions.register(index)
             return {"session": index}
+        if command.op == FOUND_OP:
+            if self._cluster_id is None:
+                self._cluster_id = command.cluster_id
+            return {"cluster_id": self._cluster_id}
         if command.session is None or command.seq is None:
             return self._write(index, command)
         earlier = self._sessions.begin(command.session, command.seq, command.ack)
@@ -183,7 +196,7 @@ class KVStore:
     def snapshot(self) -> bytes:
         """The whole state as canonical CBOR (see snapshot.py); equal states, equal bytes."""
         entries = [(key, *self._data[key]) for key in self._sorted]
-        return encode_snapshot(self._last_applied, entries, self._sessions)
+        return encode_snapshot(self._last_applied, entries, self._sessions, self._cluster_id)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot; ValueError (state untouched) if invalid."""
@@ -192,3 +205,4 @@ class KVStore:
         self._sorted = [key for key, _, _ in state.entries]
         self._sessions.restore(state.now_ms, state.sessions)
         self._last_applied = state.applied
+        self._cluster_id = state.cluster_id

@@ -5,7 +5,9 @@ Rules:
   `{"v": 1, "kind": "quicraft.kv", "applied": int, "now": int,
     "keys": [[key, value, revision], ...]               (sorted by key)
     "sessions": [[id, last_active, floor, [[seq, result], ...]], ...]}`
-  (sessions least recently active first, results in the order they were stored).
+  (sessions least recently active first, results in the order they were stored), plus
+  `"cid": str` (the cluster id, lowercase hex) once the store has one: a snapshot without it
+  is what a store without an id writes, so older snapshots still read.
 - Everything is written in a deterministic order, so replicas that applied the same entries
   produce the same bytes.
 - decode_snapshot checks every field, type and invariant and raises ValueError naming what is
@@ -15,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import cbor2
@@ -26,6 +29,7 @@ from .sessions import Session, SessionTable
 VERSION = 1
 KIND = "quicraft.kv"
 _FIELDS = {"v", "kind", "applied", "now", "keys", "sessions"}
+_CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +38,17 @@ class SnapshotState:
     now_ms: int
     entries: list[tuple[str, bytes, int]]  #: (key, value, revision), sorted by key
     sessions: list[tuple[int, Session]]  #: least recently active first
+    cluster_id: str | None = None
 
 
 def encode_snapshot(
-    applied: int, entries: list[tuple[str, bytes, int]], sessions: SessionTable
+    applied: int,
+    entries: list[tuple[str, bytes, int]],
+    sessions: SessionTable,
+    cluster_id: str | None = None,
 ) -> bytes:
     """Encode the store's state; `entries` must already be sorted by key."""
-    state = {
+    state: dict[str, object] = {
         "v": VERSION,
         "kind": KIND,
         "applied": applied,
@@ -51,6 +59,8 @@ def encode_snapshot(
             for sid, s in sessions.items()
         ],
     }
+    if cluster_id is not None:
+        state["cid"] = cluster_id
     return cbor2.dumps(state, canonical=True)
 
 
@@ -66,8 +76,13 @@ def _decode(data: bytes) -> SnapshotState:
     if not isinstance(data, bytes) or not data:
         raise ValueError("empty or not bytes")
     state = strict_loads(data, max_depth=8)
-    if not isinstance(state, dict) or set(state) != _FIELDS:
+    if not isinstance(state, dict) or set(state) - {"cid"} != _FIELDS:
         raise ValueError(f"expected a map with the fields {', '.join(sorted(_FIELDS))}")
+    cluster_id = state.get("cid")
+    if "cid" in state and (
+        not isinstance(cluster_id, str) or not _CLUSTER_ID.fullmatch(cluster_id)
+    ):
+        raise ValueError("cid must be 8 to 64 lowercase hex digits")
     if state["kind"] != KIND:
         raise ValueError(f"kind is {state['kind']!r}, not {KIND!r}")
     if _int(state["v"], "v") != VERSION:
@@ -75,7 +90,11 @@ def _decode(data: bytes) -> SnapshotState:
     applied = _int(state["applied"], "applied")
     now = _int(state["now"], "now")
     return SnapshotState(
-        applied, now, _entries(state["keys"], applied), _sessions(state["sessions"], applied, now)
+        applied,
+        now,
+        _entries(state["keys"], applied),
+        _sessions(state["sessions"], applied, now),
+        cluster_id,
     )
 
 

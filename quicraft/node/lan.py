@@ -1,0 +1,331 @@
+"""A node on a LAN: announce and browse by mDNS, verify every peer, form or join a cluster,
+and, on the leader, add and promote the nodes that turn up (the rules are in forming.py).
+
+Rules of this file:
+- Discovery gives hints; nothing counts before it is verified. Every peer discovered (or
+  found at a --join address) is dialed over quicraft-raft/1 expecting its node id, so its
+  certificate must be signed by our CA for our cluster name with role node (transport/
+  verify.py). A node that refuses us *after* that check (reason not_admitted: it has a
+  membership without us) has proved its key too. What the verified peer announces (formed,
+  cluster id) is then believed. The record itself is not signed, so a false one can delay
+  forming or cause a false split report, never make anyone a member (docs/operations.md).
+  Unverifiable peers are logged and retried with backoff while they are announced.
+- Addresses are hints, keys are identities: a verified dial records the address in the
+  peer pool (PeerPool.dial) and this file persists the pool's addresses, so a member back on
+  a new address is redialed there; a node restarted on its data directory is the same member.
+- One loop (every LOOP_S) announces our cluster id once known, detects splits, and on the
+  leader only: proposes the reserved `found` command while the cluster has no id, then runs
+  forming.next_change, one membership change at a time through MgmtService (the machinery of
+  `quicraft mgmt add-member` and `promote`); a refused change is retried on a later round.
+- Node-local events: node_discovered when a peer is first verified, node_lost when it is no
+  longer announced, cluster_split_detected once per other cluster id (logged as a warning,
+  and reported by mgmt health for as long as it lasts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from quicraft.core import ConfChange, ConfChangeKind, RaftError, Role
+from quicraft.discovery import Announcement, DiscoveredPeer, Discovery, PeerEvent, PeerEventKind
+from quicraft.statemachine import FOUND_OP, encode_command
+from quicraft.transport import RefusedError, TransportError
+from quicraft.transport.address import Address, format_address
+
+from .event_feed import EventFeed
+from .forming import UNKNOWN_CLUSTER, FormingRule, Verdict, next_change, other_clusters
+from .mgmt import MgmtFailed, MgmtService, caught_up
+from .peers import PeerPool
+from .runtime import NodeError, RaftNode
+from .settings import NodeSettings
+
+log = logging.getLogger("quicraft.lan")
+
+LOOP_S = 0.3
+VERIFY_RETRY_S = (0.5, 8.0)  # first and longest wait between attempts to verify a peer
+JOIN_REFRESH_S = 5.0  # how often a --join address is dialed again (its state may change)
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    node_id: str
+    name: str | None
+    address: Address
+    #: The cluster id it announces; None: not a member of a formed cluster.
+    cluster_id: str | None
+
+
+class LanForming:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        pool: PeerPool,
+        raft: RaftNode,
+        mgmt: MgmtService,
+        events: EventFeed,
+        *,
+        cluster_id: Callable[[], str | None],
+        save_addresses: Callable[[], None],
+        addresses: list[str],
+    ):
+        self.settings = settings
+        self.id = pool.id
+        self.pool = pool
+        self.raft = raft
+        self.mgmt = mgmt
+        self.events = events
+        self._cluster_id = cluster_id
+        self._save_addresses = save_addresses
+        self.discovery: Discovery | None = None
+        if settings.discovery.enabled:
+            me = Announcement(
+                settings.cluster, self.id, settings.name, settings.listen[1], cluster_id()
+            )
+            self.discovery = Discovery(
+                me,
+                addresses=addresses,
+                interfaces=settings.discovery.interfaces,
+                on_event=self._on_event,
+            )
+        #: Node id (or "join@host:port" for a --join address that refused us) -> what we know.
+        self.verified: dict[str, Verified] = {}
+        self._verifying: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._change: asyncio.Task[None] | None = None
+        self._announced = cluster_id()
+        self._opened = False
+        self._splits: dict[str, list[str]] = {}
+        self._warned: set[str] = set()
+        self._complained: set[str] = set()
+        mgmt.extra_problems = self.problems
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Announce, browse and dial the --join addresses (before Raft opens: the forming
+        decision needs them)."""
+        if self.discovery is not None:
+            await self.discovery.start()
+        for address in self.settings.discovery.join:
+            self._tasks.append(asyncio.create_task(self._join_hint(address)))
+
+    async def decide(self) -> bool:
+        """For a fresh node: wait for the forming verdict; True to found the cluster."""
+        rule = FormingRule(self.id, self.settings.expect)
+        loop = asyncio.get_running_loop()
+        last = None
+        while (verdict := rule.decide(loop.time(), self.view())) is Verdict.WAIT:
+            seen = len(rule.unformed(self.view()))
+            if seen != last:
+                log.info(
+                    "forming %s: %d of %d nodes seen and verified; waiting",
+                    self.settings.cluster, seen, self.settings.expect,
+                )  # fmt: skip
+                last = seen
+            await asyncio.sleep(0.2)
+        others = sorted(rule.unformed(self.view()) - {self.id})
+        if verdict is Verdict.FOUND:
+            log.info("forming %s: founding it (lowest id; others: %s)", self.settings.cluster,
+                     ", ".join(others) or "none")  # fmt: skip
+        else:
+            log.info("forming %s: waiting for the leader to add this node (%s)",
+                     self.settings.cluster, self.id)  # fmt: skip
+        return verdict is Verdict.FOUND
+
+    def opened(self) -> None:
+        """Raft is open and the event journal started: report and run the loop."""
+        self._opened = True
+        for peer in self.verified.values():
+            self._discovered_event(peer)
+        self._tasks.append(asyncio.create_task(self._loop(), name="lan"))
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *self._verifying.values()]
+        if self._change is not None:
+            tasks.append(self._change)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.discovery is not None:
+            await self.discovery.close()
+
+    # -- what we see -----------------------------------------------------------------------
+
+    def view(self) -> dict[str, str | None]:
+        return {key: peer.cluster_id for key, peer in self.verified.items()}
+
+    def problems(self) -> list[str]:
+        return [
+            f"split: node {nodes[0]} at {self._where(nodes[0])} announces cluster "
+            f"{self.settings.cluster} with id {other}, not ours ({self._announced})"
+            for other, nodes in sorted(self._splits.items())
+        ]
+
+    def _where(self, key: str) -> str:
+        peer = self.verified.get(key)
+        return format_address(peer.address) if peer is not None else "an unknown address"
+
+    # -- discovery and verification --------------------------------------------------------
+
+    def _on_event(self, event: PeerEvent) -> None:
+        peer = event.peer
+        running = self._verifying.pop(peer.node_id, None)
+        if running is not None:
+            running.cancel()
+        if event.kind is PeerEventKind.LOST:
+            gone = self.verified.pop(peer.node_id, None)
+            if gone is not None:
+                log.info("lost %s (%s): no longer announced", peer.node_id, peer.name)
+                if self._opened:
+                    self.events.local("node_lost", {"node": peer.node_id})
+            return
+        task = asyncio.get_running_loop().create_task(self._verify(peer))
+        self._verifying[peer.node_id] = task
+
+    async def _verify(self, peer: DiscoveredPeer) -> None:
+        delay = VERIFY_RETRY_S[0]
+        while not await self._check(peer.node_id, peer.address):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, VERIFY_RETRY_S[1])
+        found = Verified(peer.node_id, peer.name, peer.address, peer.cluster_id)
+        first = peer.node_id not in self.verified
+        self.verified[peer.node_id] = found
+        self._complained.discard(peer.node_id)
+        if first:
+            formed = f"formed, cluster id {peer.cluster_id}" if peer.formed else "not formed"
+            log.info("verified %s (%s) at %s: %s", peer.node_id, peer.name,
+                     format_address(peer.address), formed)  # fmt: skip
+            if self._opened:
+                self._discovered_event(found)
+        if self._verifying.get(peer.node_id) is asyncio.current_task():
+            del self._verifying[peer.node_id]
+
+    async def _check(self, node_id: str | None, address: Address) -> bool:
+        """Dial `address` expecting `node_id`: whether the node there proved it."""
+        key = node_id or format_address(address)
+        try:
+            before = self.pool.addresses.get(node_id) if node_id else None
+            found = await self.pool.dial(address, expect=node_id)
+            if found != self.id and before != address:
+                self._save_addresses()  # a new address of a member is persisted
+            return True
+        except RefusedError as err:
+            if err.reason == "not_admitted":
+                return True  # it passed our checks, then refused us: not its member
+            problem = f"refused: {err}"
+        except TransportError as err:
+            problem = str(err)
+        if key not in self._complained:  # once per peer, then quietly while retrying
+            self._complained.add(key)
+            log.warning("cannot verify %s at %s: %s; ignoring it until it can be",
+                        key, format_address(address), problem)  # fmt: skip
+        return False
+
+    async def _join_hint(self, address: Address) -> None:
+        """Dial a --join address now and then: what answers is a verified hint."""
+        key = f"join@{format_address(address)}"
+        while True:
+            try:
+                node = await self.pool.dial(address)
+            except RefusedError as err:
+                if err.reason == "not_admitted":
+                    # A formed cluster that we are not a member of: join it, never found.
+                    self.verified[key] = Verified(key, None, address, UNKNOWN_CLUSTER)
+            except TransportError as err:
+                log.debug("--join %s: %s", format_address(address), err)
+            else:
+                self._save_addresses()
+                if node != self.id and node not in self.verified:
+                    known = self.verified.get(node)
+                    cid = known.cluster_id if known is not None else None
+                    self.verified[node] = Verified(node, None, address, cid)
+            await asyncio.sleep(JOIN_REFRESH_S)
+
+    def _discovered_event(self, peer: Verified) -> None:
+        if peer.node_id.startswith("join@"):
+            return
+        data = {"node": peer.node_id, "name": peer.name, "address": format_address(peer.address)}
+        self.events.local("node_discovered", data)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Exception:
+                log.exception("lan: a forming step failed")
+            await asyncio.sleep(LOOP_S)
+
+    async def _step(self) -> None:
+        cid = self._cluster_id()
+        if cid != self._announced:
+            self._announced = cid
+            log.info("member of cluster %s, id %s", self.settings.cluster, cid)
+            if self.discovery is not None:
+                await self.discovery.set_formed(cid)
+        self._check_split(cid)
+        core = self.raft.core
+        if core is None or core.role is not Role.LEADER:
+            return
+        if self._change is not None and not self._change.done():
+            return
+        if cid is None:
+            self._change = asyncio.create_task(self._found())
+            return
+        view = self.view()
+        candidates = {n for n, c in view.items() if c is None and not n.startswith("join@")}
+        heard = {n for n, pr in core.progress.items()
+                 if pr.silent_ticks < core.config.election_tick}  # fmt: skip
+        ready = {n for n in core.membership.learners if n in heard and caught_up(core, n)}
+        change = next_change(
+            core.membership.voters, core.membership.learners, ready, candidates,
+            self.settings.voters,
+        )  # fmt: skip
+        if change is not None:
+            self._change = asyncio.create_task(self._apply(change))
+
+    async def _found(self) -> None:
+        """Give the cluster its id: the first `found` applied wins, on every member."""
+        cluster_id = secrets.token_hex(16)
+        data = encode_command(FOUND_OP, {"cluster_id": cluster_id}, int(time.time() * 1000))
+        try:
+            result = await self.raft.start_proposal(data, self.mgmt.request_timeout)
+        except (RaftError, NodeError) as err:
+            log.debug("lan: proposing the cluster id failed: %s", err)
+            return
+        log.info("cluster %s has the id %s", self.settings.cluster, result)
+
+    async def _apply(self, change: ConfChange) -> None:
+        adding = change.kind is ConfChangeKind.ADD_LEARNER
+        log.info("autopilot: %s %s", "adding as a learner" if adding else "promoting", change.node)
+        try:
+            await self.mgmt.propose_change(change)
+        except MgmtFailed as err:
+            log.info("autopilot: %s %s failed (%s); will retry", change.kind.value,
+                     change.node, err.message)  # fmt: skip
+
+    def _check_split(self, cid: str | None) -> None:
+        self._splits = other_clusters(cid, self.view())
+        for other, nodes in self._splits.items():
+            if other in self._warned:
+                continue
+            self._warned.add(other)
+            node = nodes[0]
+            peer = self.verified.get(node)
+            address = format_address(peer.address) if peer is not None else None
+            log.warning(
+                "cluster split: %s at %s announces cluster %s with id %s, but ours is %s; "
+                "two clusters of one name formed apart (see docs/operations.md)",
+                node, address, self.settings.cluster, other, cid,
+            )  # fmt: skip
+            if self._opened and cid is not None:
+                self.events.local("cluster_split_detected", {
+                    "cluster": self.settings.cluster, "cluster_id": cid,
+                    "other_cluster_id": other, "other_node": node, "address": address,
+                })  # fmt: skip

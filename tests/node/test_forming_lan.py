@@ -1,0 +1,218 @@
+"""Forming and joining on a LAN of network namespaces: hosts that run only
+`quicraft node --cluster c1 --expect 3` form one cluster by themselves, later hosts join it,
+and a member back on a new address is the same member. Real processes, real mDNS, nothing
+on the machine's own network (tests/netns/netns_harness.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "netns"))
+
+from netns_harness import Host, HostProcess, Lan, lan_factory
+
+__all__ = ["lan_factory"]
+
+PORT = 7400
+WAIT_S = 45  # generous for a loaded 2-core machine; a healthy LAN forms in about 6 s
+
+
+def quicraft(*args: str) -> list[str]:
+    return [sys.executable, "-m", "quicraft.cli", *args]
+
+
+def make_certs(folder: Path) -> Path:
+    """One CA for the LAN (init also makes an admin key); each node issues its own key."""
+    certs = folder / "certs"
+    init = quicraft("certs", "init", "--cluster", "c1", "--certs", str(certs))
+    subprocess.run(init, check=True, capture_output=True, timeout=60)
+    return certs
+
+
+def start_node(lan: Lan, host: Host, certs: Path, *extra: str) -> HostProcess:
+    return lan.start(
+        host,
+        *quicraft(
+            "node", "--cluster", "c1", "--expect", "3", "--name", f"n{host.index}",
+            "--data", str(lan.folder / f"n{host.index}"), "--certs", str(certs),
+            "--listen", f"{host.address}:{PORT}", *extra,
+        ),
+    )  # fmt: skip
+
+
+def status(lan: Lan, host: Host, certs: Path, *extra: str) -> dict[str, Any] | None:
+    """`quicraft mgmt status --json`, run on `host` against its own node; None on failure."""
+    result = lan.run(
+        host,
+        *quicraft(
+            "mgmt", "status", "--json", "--cluster", "c1", "--certs", str(certs),
+            "--endpoints", f"{host.address}:{PORT}", "--timeout", "5", *extra,
+        ),
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return None
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def wait_status(
+    lan: Lan, host: Host, certs: Path, ok: Callable[[dict[str, Any]], bool], *extra: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    last = None
+    while time.monotonic() < deadline:
+        last = status(lan, host, certs, *extra)
+        if last is not None and ok(last):
+            return last
+        time.sleep(0.5)
+    logs = "\n".join(p.describe() for p in lan.processes)
+    raise AssertionError(f"status never matched; last: {last}\n{logs}")
+
+
+def roles(state: dict[str, Any]) -> dict[str, tuple[bool, str]]:
+    """name -> (voter, role) of every member."""
+    return {m["name"]: (m["voter"], m["role"]) for m in state["members"]}
+
+
+def formed_of_three(state: dict[str, Any]) -> bool:
+    members = roles(state)
+    return (
+        state["cluster_id"] is not None
+        and len(members) == 3
+        and all(voter for voter, _ in members.values())
+        and sorted(role for _, role in members.values()) == ["follower", "follower", "leader"]
+    )
+
+
+def form(lan: Lan, certs: Path) -> tuple[dict[Host, HostProcess], dict[str, Any]]:
+    nodes = {host: start_node(lan, host, certs) for host in lan.hosts[:3]}
+    state = wait_status(lan, lan.hosts[0], certs, formed_of_three)
+    return nodes, state
+
+
+def test_three_hosts_form_one_cluster_and_a_fourth_joins_as_a_standby(
+    lan_factory: Callable[[int], Lan],
+) -> None:
+    lan = lan_factory(4)
+    certs = make_certs(lan.folder)
+    nodes, state = form(lan, certs)
+    cluster_id = state["cluster_id"]
+    # Exactly one cluster: every node reports the same id and the same leader.
+    for host in lan.hosts[1:3]:
+        other = wait_status(lan, host, certs, formed_of_three)
+        assert other["cluster_id"] == cluster_id and other["leader"] == state["leader"]
+    # One of them founded it (the lowest id); the others were added by its leader.
+    founders = [p for p in nodes.values() if "founding it (lowest id" in p.describe()]
+    assert len(founders) == 1, [p.describe() for p in nodes.values()]
+    ids = sorted(m["id"] for m in state["members"])
+    assert f"node {ids[0]} " in founders[0].stderr_path.read_text()
+
+    # A fourth host started later finds a formed cluster: it is added as a learner, and
+    # stays one (--voters 3 is reached): a standby.
+    fourth = lan.hosts[3]
+    start_node(lan, fourth, certs)
+    joined = wait_status(
+        lan, lan.hosts[0], certs,
+        lambda s: roles(s).get("n4") == (False, "learner"),
+    )  # fmt: skip
+    assert joined["cluster_id"] == cluster_id
+    assert sum(voter for voter, _ in roles(joined).values()) == 3
+    time.sleep(2)  # several autopilot rounds: still a learner
+    assert roles(wait_status(lan, lan.hosts[0], certs, lambda s: True))["n4"][0] is False
+    # The learner learned the cluster id too (replicated), and announces it.
+    wait_status(lan, fourth, certs, lambda s: s["cluster_id"] == cluster_id, "--no-follow")
+
+    # A voter goes (removed by an operator): the leader promotes the standby.
+    leader_name = roles(joined)
+    victim = next(n for n, (voter, role) in leader_name.items() if voter and role != "leader")
+    victim_id = next(m["id"] for m in joined["members"] if m["name"] == victim)
+    removed = lan.run(
+        lan.hosts[0],
+        *quicraft("mgmt", "remove-member", victim_id, "--cluster", "c1", "--certs", str(certs),
+                  "--endpoints", f"{lan.hosts[0].address}:{PORT}"),
+        check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    promoted = wait_status(lan, lan.hosts[0], certs, lambda s: roles(s).get("n4", (0,))[0] is True)
+    assert victim not in roles(promoted) and len(promoted["members"]) == 3
+
+
+def test_a_member_back_on_a_new_address_is_the_same_member(
+    lan_factory: Callable[[int], Lan],
+) -> None:
+    lan = lan_factory(3)
+    certs = make_certs(lan.folder)
+    nodes, state = form(lan, certs)
+    third = lan.hosts[2]
+    third_id = next(m["id"] for m in state["members"] if m["name"] == "n3")
+
+    # n3 stops, its host gets a new address, and n3 starts again on its data directory.
+    assert nodes[third].stop(sig=signal.SIGTERM) == 0
+    lan.set_address(third, "10.77.0.103")
+    restarted = start_node(lan, third, certs)
+    state = wait_status(
+        lan, lan.hosts[0], certs,
+        lambda s: {m["id"]: m["address"] for m in s["members"]}.get(third_id)
+        == f"10.77.0.103:{PORT}" and formed_of_three(s),
+    )  # fmt: skip
+    # The same member (same id, still a voter); it never founded a second time.
+    assert roles(state)["n3"][0] is True and len(state["members"]) == 3
+    assert "founding it" not in restarted.describe()
+
+    # Writes still reach it at its new address.
+    written = lan.run(
+        lan.hosts[0],
+        *quicraft("kv", "set", "probe", "after-move", "--cluster", "c1", "--certs", str(certs),
+                  "--endpoints", f"{lan.hosts[0].address}:{PORT}", "--json"),
+        check=False,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    revision = json.loads(written.stdout)["revision"]
+    wait_status(
+        lan, third, certs,
+        lambda s: next(m for m in s["members"] if m["id"] == third_id)["applied"] >= revision,
+        "--no-follow",
+    )  # fmt: skip
+
+
+def test_two_clusters_formed_apart_with_one_name_are_reported(
+    lan_factory: Callable[[int], Lan],
+) -> None:
+    lan = lan_factory(2)
+    certs = make_certs(lan.folder)
+    h1, h2 = lan.hosts
+    alone = ("--expect", "1")
+    # n1 forms a cluster of its own and stops; n2, started while n1 is away, does the same:
+    # --expect 1 cannot tell "alone" from "first" (docs/operations.md).
+    first = start_node(lan, h1, certs, *alone)
+    one = wait_status(lan, h1, certs, lambda s: s["cluster_id"] is not None)
+    assert first.stop() == 0
+    start_node(lan, h2, certs, *alone)
+    two = wait_status(lan, h2, certs, lambda s: s["cluster_id"] is not None)
+    assert one["cluster_id"] != two["cluster_id"]
+
+    # n1 comes back: each sees a node of its name in another formed cluster, and says so.
+    back = start_node(lan, h1, certs, *alone)
+    back.wait_for_stderr("cluster split:", timeout=WAIT_S)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        health = lan.run(
+            h2,
+            *quicraft("mgmt", "health", "--json", "--cluster", "c1", "--certs", str(certs),
+                      "--endpoints", f"{h2.address}:{PORT}"),
+            check=False,
+        )  # fmt: skip
+        problems = json.loads(health.stdout)["problems"] if health.stdout.strip() else []
+        if any(one["cluster_id"] in p and "split" in p for p in problems):
+            break
+        assert time.monotonic() < deadline, f"{health.stdout}\n{health.stderr}"
+        time.sleep(0.5)
+    assert health.returncode != 0  # unhealthy: a split is a problem

@@ -98,21 +98,26 @@ def test_random_cbor_values(value: object, name: str) -> None:
     decode_checked(name, _dumps(value))
 
 
-@given(value=envelope_like, name=st.sampled_from(NAMES))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.one_of(envelope_like, new_envelope_like), name=st.sampled_from(NAMES))
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 def test_random_maps_with_real_field_names(value: object, name: str) -> None:
     decode_checked(name, _dumps(value))
 
 
-@given(valid=valid_payloads())
-@FUZZ
+# Valid payloads of every protocol: twice the examples, as the two families share them.
+ALL_VALID = st.one_of(valid_payloads(), new_valid_payloads())
+FUZZ_ALL = settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+
+
+@given(valid=ALL_VALID)
+@FUZZ_ALL
 def test_valid_payloads_decode_to_valid_values(valid: tuple[str, bytes]) -> None:
     name, payload = valid
     assert decode_checked(name, payload) is not None
 
 
-@given(valid=valid_payloads(), flips=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
-@FUZZ
+@given(valid=ALL_VALID, flips=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
+@FUZZ_ALL
 def test_bit_flips(valid: tuple[str, bytes], flips: list[int]) -> None:
     name, payload = valid
     data = bytearray(payload)
@@ -121,8 +126,8 @@ def test_bit_flips(valid: tuple[str, bytes], flips: list[int]) -> None:
     decode_checked(name, bytes(data))
 
 
-@given(valid=valid_payloads(), cut=st.integers(0, 1 << 20))
-@FUZZ
+@given(valid=ALL_VALID, cut=st.integers(0, 1 << 20))
+@FUZZ_ALL
 def test_truncations_are_always_refused(valid: tuple[str, bytes], cut: int) -> None:
     name, payload = valid
     assert decode_checked(name, payload[: cut % len(payload)]) is None
@@ -277,37 +282,7 @@ def test_frame_payloads_stay_bounded_through_the_whole_path() -> None:
 
 # -- management, events and backup protocols ----------------------------------------------
 # Their decoders are in DECODERS too, so every test above already feeds them random bytes,
-# random CBOR, tags, cycles and framed garbage; these add their own valid payloads and field names.
-
-
-@given(value=new_envelope_like, name=st.sampled_from(NAMES))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-def test_random_maps_with_the_newer_field_names(value: object, name: str) -> None:
-    decode_checked(name, _dumps(value))
-
-
-@given(valid=new_valid_payloads())
-@FUZZ
-def test_newer_valid_payloads_decode_to_valid_values(valid: tuple[str, bytes]) -> None:
-    name, payload = valid
-    assert decode_checked(name, payload) is not None
-
-
-@given(valid=new_valid_payloads(), flips=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
-@FUZZ
-def test_newer_bit_flips(valid: tuple[str, bytes], flips: list[int]) -> None:
-    name, payload = valid
-    data = bytearray(payload)
-    for flip in flips:
-        data[(flip // 8) % len(data)] ^= 1 << (flip % 8)
-    decode_checked(name, bytes(data))
-
-
-@given(valid=new_valid_payloads(), cut=st.integers(0, 1 << 20))
-@FUZZ
-def test_newer_truncations_are_always_refused(valid: tuple[str, bytes], cut: int) -> None:
-    name, payload = valid
-    assert decode_checked(name, payload[: cut % len(payload)]) is None
+# random CBOR, tags, cycles, framed garbage, their valid payloads and their field names.
 
 
 @given(

@@ -102,7 +102,8 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST:PORT,...",
         help="addresses of nodes to dial where multicast does not reach; treated like nodes "
-        "found by mDNS",
+        "found by mDNS. This node's hello tells the leader there where to reach it, so it is "
+        "added even with --no-mdns",
     )
     node.add_argument(
         "--no-bootstrap",
@@ -154,6 +155,8 @@ def settings_from(args: argparse.Namespace) -> NodeSettings:
         discovery=DiscoverySettings(mdns, tuple(args.mdns_interface), tuple(args.join)),
         expect=args.expect,
         voters=args.voters,
+        # A node founding on its own still hears the hellos of nodes given --join to it.
+        lan=not args.peers and not args.no_bootstrap,
     )
     if args.snapshot_every is not None:
         settings = settings.with_timings(snapshot_every=args.snapshot_every)
@@ -171,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print("quicraft node: --snapshot-every must be at least 1", file=sys.stderr)
         return MISUSE
     settings = settings_from(args)
-    if settings.expect > 1 and not settings.forming and not settings.peers:
+    if settings.expect > 1 and not settings.discovering and not settings.peers:
         print(
             "quicraft node: --expect needs mDNS (not --no-mdns, not on loopback) or --join",
             file=sys.stderr,

@@ -10,6 +10,12 @@ Rules of this file:
   cluster id) is then believed. The record itself is not signed, so a false one can delay
   forming or cause a false split report, never make anyone a member (docs/operations.md).
   Unverifiable peers are logged and retried with backoff while they are announced.
+- Hellos count like mDNS: a peer that said hello on a Raft connection (peers.py) has proved
+  its key with that connection, so what it says (formed, cluster id) goes into the view like
+  a verified announcement, and its address is where to dial it. Without mDNS this is how the
+  leader learns of a node given --join (which dials it) and a joiner learns that the cluster
+  at its --join address is formed and what its id is. A member is formed whatever an older
+  hello or announcement of it said (so a removed member is not added back).
 - Addresses are hints, keys are identities: a verified dial records the address in the
   peer pool (PeerPool.dial) and this file persists the pool's addresses, so a member back on
   a new address is redialed there; a node restarted on its data directory is the same member.
@@ -36,6 +42,7 @@ from quicraft.discovery import Announcement, DiscoveredPeer, Discovery, PeerEven
 from quicraft.statemachine import FOUND_OP, encode_command
 from quicraft.transport import RefusedError, TransportError
 from quicraft.transport.address import Address, format_address
+from quicraft.wire import Hello
 
 from .event_feed import EventFeed
 from .forming import UNKNOWN_CLUSTER, FormingRule, Verdict, next_change, other_clusters
@@ -240,11 +247,26 @@ class LanForming:
                 log.debug("--join %s: %s", format_address(address), err)
             else:
                 self._save_addresses()
+                # Its hello, when it comes, says whether it is formed; until then, unformed.
                 if node != self.id and node not in self.verified:
                     known = self.verified.get(node)
                     cid = known.cluster_id if known is not None else None
                     self.verified[node] = Verified(node, None, address, cid)
             await asyncio.sleep(JOIN_REFRESH_S)
+
+    def heard_hello(self, node_id: str, address: Address, hello: Hello) -> None:
+        """A peer said hello on an authenticated Raft connection: a verified peer."""
+        cid = (hello.cluster_id or UNKNOWN_CLUSTER) if hello.formed else None
+        known = self.verified.get(node_id)
+        found = Verified(node_id, known.name if known else None, address, cid)
+        self.verified[node_id] = found
+        self._complained.discard(node_id)
+        if known is None:
+            formed = f"formed, cluster id {cid}" if hello.formed else "not formed"
+            log.info("verified %s at %s by its hello: %s", node_id, format_address(address),
+                     formed)  # fmt: skip
+            if self._opened:
+                self._discovered_event(found)
 
     def _discovered_event(self, peer: Verified) -> None:
         if peer.node_id.startswith("join@"):
@@ -269,8 +291,13 @@ class LanForming:
             log.info("member of cluster %s, id %s", self.settings.cluster, cid)
             if self.discovery is not None:
                 await self.discovery.set_formed(cid)
-        self._check_split(cid)
         core = self.raft.core
+        if core is not None and cid is not None:
+            members = core.membership.members()
+            for key, peer in list(self.verified.items()):
+                if peer.cluster_id is None and key in members:
+                    self.verified[key] = Verified(key, peer.name, peer.address, cid)
+        self._check_split(cid)
         if core is None or core.role is not Role.LEADER:
             return
         if self._change is not None and not self._change.done():

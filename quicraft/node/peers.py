@@ -10,11 +10,19 @@ Rules of this file:
 - Raft tolerates lost messages, so nothing here retries one: while a peer is unreachable its
   messages are dropped, the core is told (`on_unreachable`) and the link redials with backoff.
 - A message is believed only if its sender is the authenticated peer of its connection.
+- Hello: each side of every connection it adopts opens one more stream and writes one hello
+  frame on it (wire/hello.py: the address it serves on, whether it is formed, its cluster id).
+  A stream's first frame is told apart by its keys: "hello" is a hello (and the stream carries
+  nothing else), else a Raft message, else a snapshot header. The address is only where to
+  dial the peer; who it is stays the key of the connection. It is recorded for an accepted
+  connection (the only way to learn where to dial a node that dialed us) and for a peer with
+  no address yet; a dialed connection's address already proved to work and is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -22,12 +30,15 @@ from collections.abc import Callable
 
 from quicraft.core import Message, MessageType, NodeId
 from quicraft.transport import ALPN_RAFT, Connection, Identity, Stream, TransportError, connect
-from quicraft.transport.address import Address
+from quicraft.transport.address import Address, parse_address
 from quicraft.wire import (
+    Hello,
     ProtocolError,
     SnapshotAssembler,
     decode_message,
+    encode_hello,
     encode_message,
+    peek_hello,
     snapshot_frames,
 )
 
@@ -62,6 +73,11 @@ class PeerPool:
         self._heard: dict[NodeId, float] = {}  # when the current connection last carried a frame
         self._links: dict[NodeId, _Link] = {}
         self._closed = False
+        #: What this node says in its hellos (None: say nothing), and who hears theirs: the
+        #: authenticated peer, where to dial it, and what it said.
+        self.hello: Callable[[], Hello] | None = None
+        self.on_hello: Callable[[NodeId, Address, Hello], None] | None = None
+        self._hellos: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -83,6 +99,10 @@ class PeerPool:
         """Take a new authenticated connection (dialed or accepted) to a peer."""
         peer = conn.peer.node_id
         current = self.connection(peer)
+        if current is not conn and self.hello is not None and not self._closed:
+            task = asyncio.get_running_loop().create_task(self._say_hello(conn, self.hello()))
+            self._hellos.add(task)
+            task.add_done_callback(self._hellos.discard)
         if current is None or current is conn or self._silent(peer):
             # A silent current connection is most likely to a process that has since
             # restarted (QUIC only notices at the idle timeout): the new one replaces it.
@@ -125,8 +145,19 @@ class PeerPool:
         self.adopt(conn)
         return peer
 
+    async def _say_hello(self, conn: Connection, hello: Hello) -> None:
+        try:
+            stream = await conn.open_stream()
+            stream.write_frame(encode_hello(hello))
+            stream.end()
+            await stream.drain()
+        except (TransportError, ConnectionError, ProtocolError) as err:
+            log.debug("no hello to %s: %s", conn.peer.node_id, err)
+
     async def close(self) -> None:
         self._closed = True
+        for task in self._hellos:
+            task.cancel()
         for link in self._links.values():
             link.stop()
         for conn in list(self._connections.values()):
@@ -141,6 +172,10 @@ class PeerPool:
         try:
             frame = await stream.read_frame()
             if frame is None:
+                return
+            hello = peek_hello(frame)
+            if hello is not None:
+                self._heard_hello(conn, hello)
                 return
             try:
                 m = decode_message(frame)
@@ -163,6 +198,23 @@ class PeerPool:
             conn.close(f"protocol error: {err}")
         except TransportError:
             return
+
+    def _heard_hello(self, conn: Connection, hello: Hello) -> None:
+        peer = conn.peer.node_id
+        if peer == self.id or self._closed:
+            return
+        try:
+            host, port = parse_address(hello.address)
+        except ValueError:
+            raise ProtocolError(f"hello: bad address {hello.address!r}") from None
+        if _unspecified(host):
+            host = conn.peer.address[0]  # it serves on every interface: dial the one it used
+        address = (host, port)
+        if not conn.dialed or peer not in self.addresses:
+            self.addresses[peer] = address
+        log.debug("hello from %s at %s: %s", peer, hello.address, hello)
+        if self.on_hello is not None:
+            self.on_hello(peer, self.addresses.get(peer, address), hello)
 
     async def _receive_snapshot(self, assembler: SnapshotAssembler, stream: Stream) -> Message:
         while not assembler.complete:
@@ -277,6 +329,13 @@ class _Link:
         finally:
             self._snapshots.discard(asyncio.current_task())
             self.pool._on_snapshot_sent(self.peer, ok)
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _write(streams: tuple[Stream, Stream], m: Message) -> None:

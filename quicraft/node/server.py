@@ -7,12 +7,19 @@ membership is then this node plus those peers. Every founder derives the same fo
 entries from the same set (core.bootstrap_state), so it does not matter which starts first;
 a node with stored state never bootstraps again.
 
-Forming on a LAN (settings.forming: mDNS or --join): lan.py announces the node, verifies the
-peers it finds, and a fresh node without --peers waits for the forming verdict (forming.py):
-found a cluster of one voter, itself, or wait to be added by the leader, which then adds and
-promotes the others. The cluster id the founder gives the cluster is replicated (the KV
-store's reserved `found` command) and also kept in this node's storage meta, so a restarted
-node announces it before it has applied its log again.
+Forming on a LAN (settings.forming: mDNS, --join, or `quicraft node` without --peers): lan.py
+announces the node, verifies the peers it finds, and a fresh node without --peers waits for
+the forming verdict (forming.py): found a cluster of one voter, itself, or wait to be added by
+the leader, which then adds and promotes the others. The cluster id the founder gives the
+cluster is replicated (the KV store's reserved `found` command) and also kept in this node's
+storage meta, so a restarted node announces it before it has applied its log again.
+
+Hellos (peers.py): this node tells every Raft peer where it serves, whether it is formed and
+its cluster id; what peers tell it lands in the address book (persisted) and, with LAN forming
+on, in lan.py, which then treats the peer like one found by mDNS. With LAN forming on, Raft
+connections from non-members are admitted so that their hellos can arrive (a node given
+--join dials the leader, which cannot dial back before it knows where); their Raft messages
+are still dropped (_deliver) until they are members.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from quicraft.transport import (
 )
 from quicraft.transport import Role as IdentityRole
 from quicraft.transport.address import Address, format_address
+from quicraft.wire import Hello
 
 from .event_feed import EventFeed
 from .event_service import EventService
@@ -74,6 +82,7 @@ class Node:
         self.storage = LevelDBStorage(settings.data_dir)
         self.kv = KVStore(session_timeout_ms=settings.timings.session_timeout_ms)
         self.pool = PeerPool(self.identity, self._deliver, self._unreachable, self._snapshot_sent)
+        self.pool.hello, self.pool.on_hello = self._hello, self._heard_hello
         self.raft = RaftNode(self.id, self.storage, self.kv, settings.timings, self.pool.send)
         timeout = max(5.0, 4 * settings.timings.election_timeout_s())
         self.service = ClientService(self.raft, self.kv, self.address_of, timeout)
@@ -244,13 +253,25 @@ class Node:
     # -- transport callbacks ---------------------------------------------------------------
 
     def _admit(self, peer: Peer, alpn: str) -> str | None:
-        """Refuse Raft connections from nodes outside the membership (once there is one)."""
+        """Refuse Raft connections from nodes outside the membership (once there is one),
+        unless LAN forming runs: then a joiner must be able to say hello (see above)."""
         if alpn != ALPN_RAFT or self.raft.core is None:
             return None
         members = self.raft.core.membership.members()
-        if members and peer.node_id not in members:
+        if members and peer.node_id not in members and self.lan is None:
             return "not a member of this cluster"
         return None
+
+    def _hello(self) -> Hello:
+        cid = self.cluster_id()
+        core = self.raft.core
+        formed = cid is not None or (core is not None and bool(core.membership.members()))
+        return Hello(format_address(self.advertised), formed, cid)
+
+    def _heard_hello(self, peer: NodeId, address: Address, hello: Hello) -> None:
+        self._save_addresses()
+        if self.lan is not None:
+            self.lan.heard_hello(peer, address, hello)
 
     def _on_connection(self, conn: Connection) -> None:
         if conn.alpn == ALPN_RAFT:

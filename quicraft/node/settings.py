@@ -63,11 +63,19 @@ class NodeSettings:
     expect: int = 1
     #: The leader promotes learners it added while the cluster has fewer voters than this.
     voters: int = 3
+    #: Run node/lan.py even with neither mDNS nor --join (`quicraft node` without --peers):
+    #: the cluster gets an id and the leader adds the nodes that say hello to it.
+    lan: bool = False
+
+    @property
+    def discovering(self) -> bool:
+        """Whether this node looks for peers itself: mDNS on, or --join addresses to dial."""
+        return self.discovery.enabled or bool(self.discovery.join)
 
     @property
     def forming(self) -> bool:
-        """Whether discovery runs: mDNS on, or --join addresses to dial."""
-        return self.discovery.enabled or bool(self.discovery.join)
+        """Whether node/lan.py runs: discovering, or asked to (`lan`)."""
+        return self.lan or self.discovering
 
     def with_timings(self, **changes: int) -> NodeSettings:
         return dataclasses.replace(self, timings=dataclasses.replace(self.timings, **changes))

@@ -5,6 +5,7 @@ Modules (private; the public API is what this package exports):
     frame     4-byte big-endian length + payload; FrameDecoder bounds the length
     raft      core.Message <-> CBOR map (quicraft-raft/1), snapshot data inline
     snapshot  a large snapshot as a header frame and chunk frames on a stream of its own
+    hello     what a node says about itself (address, formed, cluster id) on a Raft connection
     client    requests and responses of the key-value protocol (quicraft-client/1)
     ops       what each of that protocol's ops takes and returns
     mgmt      requests and responses of the management protocol (quicraft-mgmt/1), its op tables
@@ -71,6 +72,7 @@ from .events import (
 )
 from .fields import MAX_NODE_ID, VERSION
 from .frame import MAX_FRAME, FrameDecoder, encode_frame
+from .hello import Hello, decode_hello, encode_hello, peek_hello
 from .mgmt import (
     MEMBER_ROLES,
     MGMT_ERROR_CODES,
@@ -127,6 +129,7 @@ __all__ = [
     "EventStreamEnd",
     "EventStreamReader",
     "FrameDecoder",
+    "Hello",
     "MgmtErrorInfo",
     "MgmtRequest",
     "MgmtResponse",
@@ -143,6 +146,7 @@ __all__ = [
     "decode_envelope",
     "decode_event",
     "decode_event_frame",
+    "decode_hello",
     "decode_message",
     "decode_mgmt_request",
     "decode_mgmt_response",
@@ -155,6 +159,7 @@ __all__ = [
     "encode_end",
     "encode_event",
     "encode_frame",
+    "encode_hello",
     "encode_message",
     "encode_mgmt_request",
     "encode_mgmt_response",
@@ -163,6 +168,7 @@ __all__ = [
     "encode_snapshot_chunk",
     "encode_snapshot_header",
     "encode_subscribe",
+    "peek_hello",
     "snapshot_frames",
     "verify_backup",
     "write_backup",

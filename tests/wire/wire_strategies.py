@@ -36,6 +36,7 @@ from quicraft.wire import (
     BackupTrailer,
     Event,
     EventStreamEnd,
+    Hello,
     MgmtRequest,
     MgmtResponse,
     ProtocolError,
@@ -47,6 +48,7 @@ from quicraft.wire import (
     decode_backup_frame,
     decode_envelope,
     decode_event_frame,
+    decode_hello,
     decode_mgmt_request,
     decode_mgmt_response,
     decode_request,
@@ -57,6 +59,7 @@ from quicraft.wire import (
     encode_backup_trailer,
     encode_end,
     encode_event,
+    encode_hello,
     encode_message,
     encode_mgmt_request,
     encode_mgmt_response,
@@ -536,6 +539,8 @@ NEW_FIELD_NAMES = sorted(
         "at_ms",
         "end",
         "oldest",
+        "hello",
+        "formed",
     }
 )
 _new_plausible = st.one_of(
@@ -552,11 +557,20 @@ new_envelope_like = st.recursive(
 )
 
 
+hellos = st.one_of(
+    st.builds(Hello, addresses, st.just(False), st.none()),
+    st.builds(Hello, addresses, st.just(True), st.none() | cluster_ids),
+)
+
+
 @st.composite
 def new_valid_payloads(draw: st.DrawFn) -> tuple[str, bytes]:
     """A valid encoding of the newer protocols, and the decoder it is meant for."""
-    kind = draw(st.sampled_from(["mgmt request", "mgmt response", "backup", "subscribe", "event"]))
+    kinds = ["mgmt request", "mgmt response", "backup", "subscribe", "event", "hello"]
+    kind = draw(st.sampled_from(kinds))
     tp = draw(traceparents)
+    if kind == "hello":
+        return kind, encode_hello(draw(hellos))
     if kind == "mgmt request":
         op, args = draw(mgmt_requests)
         return kind, encode_mgmt_request(op, args, id=draw(u64s), traceparent=tp)
@@ -622,6 +636,10 @@ def _recheck_subscription(sub: Subscription) -> None:
     assert decode_subscribe(encode_subscribe(sub.kinds, sub.prefix, sub.since)) == sub
 
 
+def _recheck_hello(hello: Hello) -> None:
+    assert decode_hello(encode_hello(hello)) == hello
+
+
 def _recheck_events_frame(frame: Event | EventStreamEnd) -> None:
     if isinstance(frame, Event):
         data = encode_event(frame)
@@ -644,5 +662,6 @@ DECODERS.update(
         "backup frame": (decode_backup_frame, _recheck_backup_frame),
         "subscribe": (decode_subscribe, _recheck_subscription),
         "events frame": (decode_event_frame, _recheck_events_frame),
+        "hello": (decode_hello, _recheck_hello),
     }
 )

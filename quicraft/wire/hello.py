@@ -1,0 +1,87 @@
+"""The hello of quicraft-raft/1: what a node says about itself on every Raft connection.
+
+Each side of a Raft connection, dialed or accepted, opens one stream, writes one hello frame on
+it and ends it:
+
+    {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null}}
+
+Rules:
+- `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
+  receiver then uses the connection's source host with that port). It is a hint of where to
+  dial, never an identity: the identity is the key that authenticated the connection.
+- `formed`: the sender is a member of a cluster; `cluster_id`: the id of that cluster when it
+  knows one (so a cluster id without `formed` is refused).
+- A first frame of a stream is a hello when its map has the key "hello" (peek_hello): Raft
+  messages and snapshot headers have "type" and never "hello", so one look at the keys tells
+  the three apart, and a malformed hello is reported as a hello, not as a bad Raft message.
+- Strict like every codec here: exactly these fields, checked types and bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+from .fields import (
+    VERSION,
+    as_map,
+    decode_item,
+    encode_item,
+    get_bool,
+    get_nullable_str,
+    need,
+    open_envelope,
+)
+from .schema import MAX_CLUSTER_ID, as_address
+
+_WHERE = "hello"
+_FIELDS = frozenset({"hello"})
+_HELLO_FIELDS = frozenset({"address", "formed", "cluster_id"})
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    address: str  #: "host:port" or "[ipv6]:port", as transport writes it
+    formed: bool
+    cluster_id: str | None = None
+
+
+def encode_hello(hello: Hello) -> bytes:
+    """The hello frame; ProtocolError for a value the decoder would refuse."""
+    body = {"address": hello.address, "formed": hello.formed, "cluster_id": hello.cluster_id}
+    raw: dict[str, object] = {"v": VERSION, "hello": body}
+    _hello(raw)  # refuse here what the other side would refuse
+    return encode_item(raw)
+
+
+def decode_hello(data: bytes) -> Hello:
+    raw = open_envelope(data, _WHERE, _FIELDS)
+    if "tp" in raw:
+        raise ProtocolError(f"{_WHERE}: a hello carries no trace context")
+    return _hello(raw)
+
+
+def peek_hello(data: bytes) -> Hello | None:
+    """The hello in a stream's first frame; None if the frame is not one (the other decoders
+    say what is wrong with it, if anything); ProtocolError for a malformed hello."""
+    try:
+        raw = decode_item(data)
+    except ProtocolError:
+        return None
+    if type(raw) is not dict or "hello" not in raw:
+        return None
+    return decode_hello(data)
+
+
+def _hello(raw: dict[str, object]) -> Hello:
+    body = as_map(need(raw, "hello", _WHERE), _WHERE, "'hello'", _HELLO_FIELDS)
+    address = as_address(need(body, "address", _WHERE), _WHERE, "'address'")
+    formed = get_bool(body, "formed", _WHERE)
+    cluster_id = get_nullable_str(body, "cluster_id", _WHERE, max_len=MAX_CLUSTER_ID)
+    if "cluster_id" not in body:
+        raise ProtocolError(f"{_WHERE}: missing field 'cluster_id'")
+    if cluster_id is not None and not cluster_id:
+        raise ProtocolError(f"{_WHERE}: 'cluster_id' must not be empty")
+    if cluster_id is not None and not formed:
+        raise ProtocolError(f"{_WHERE}: a cluster id without 'formed'")
+    return Hello(address, formed, cluster_id)

@@ -18,7 +18,7 @@ Rules kept here, so each codec only states its own fields:
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import cbor2
@@ -245,3 +245,29 @@ def get_nullable_bytes(
 def get_traceparent(raw: Mapping[str, object], where: str) -> str | None:
     """The optional "tp" of an envelope: absent is None; present, it must be well formed."""
     return as_traceparent(raw["tp"], where) if "tp" in raw else None
+
+
+def encode_answer(
+    where: str,
+    request_id: int,
+    ok: bool,
+    result: object,
+    error: object,
+    traceparent: str | None,
+    check_result: Callable[[object], object],
+    check_error: Callable[[object], object],
+) -> bytes:
+    """The response envelope the request/response protocols share (client, mgmt): the request's
+    id and exactly one of a result (`ok`) or an error, each checked by its protocol's function."""
+    out: dict[str, object] = {"v": VERSION, "id": as_uint(request_id, where, "'id'"), "ok": ok}
+    if ok:
+        if error is not None or result is None:
+            raise ProtocolError(f"{where}: a success needs a result and no error")
+        out["result"] = check_result(result)
+    else:
+        if result is not None or error is None:
+            raise ProtocolError(f"{where}: a failure needs an error and no result")
+        out["error"] = check_error(error)
+    if traceparent is not None:
+        out["tp"] = as_traceparent(traceparent, where)
+    return encode_item(out)

@@ -59,6 +59,7 @@ from .fields import (
     as_map,
     as_traceparent,
     as_uint,
+    encode_answer,
     encode_item,
     get_bool,
     get_traceparent,
@@ -330,21 +331,16 @@ def encode_mgmt_response(
     ProtocolError if a client would refuse it.
     """
     where = "mgmt response" if op is None else f"mgmt response to {op}"
-    out: dict[str, object] = {"v": VERSION, "id": as_uint(id, where, "'id'"), "ok": ok}
-    if ok:
-        if error is not None or result is None:
-            raise ProtocolError(f"{where}: a success needs a result and no error")
-        out["result"] = _result(dict(result) if isinstance(result, Mapping) else result, op, where)
-    else:
-        if result is not None or error is None:
-            raise ProtocolError(f"{where}: a failure needs an error and no result")
-        if isinstance(error, MgmtErrorInfo):
-            error = _error_map(error)
-        info = _error(dict(error) if isinstance(error, Mapping) else error, where)
-        out["error"] = _error_map(info)
-    if traceparent is not None:
-        out["tp"] = as_traceparent(traceparent, where)
-    return encode_item(out)
+
+    def checked_result(value: object) -> object:
+        return _result(dict(value) if isinstance(value, Mapping) else value, op, where)
+
+    def checked_error(value: object) -> object:
+        if isinstance(value, MgmtErrorInfo):
+            value = _error_map(value)
+        return _error_map(_error(dict(value) if isinstance(value, Mapping) else value, where))
+
+    return encode_answer(where, id, ok, result, error, traceparent, checked_result, checked_error)
 
 
 RESPONSE_FIELDS = frozenset({"id", "ok", "result", "error"})

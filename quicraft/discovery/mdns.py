@@ -11,9 +11,11 @@ Rules:
 - zeroconf calls us back inside the event loop. A callback never raises and never awaits: it
   starts one resolve task per instance, replacing any still running for it.
 - A resolution reads zeroconf's cache (asking the network for what is missing) and hands the
-  result to PeerTable, which decides the events. A record that does not parse is debug-logged
-  and treats its instance as gone. A host that changes address flushes the old one from caches
-  one second later (RFC 6762 §10.2), so every resolution is repeated after that second.
+  result to PeerTable, which decides the events. When the cache holds two TXT records of one
+  instance, they are dropped and the owner is asked again: the cache cannot say which is
+  newer. A record that does not parse is debug-logged and treats its instance as gone. A host
+  that changes address flushes the old one from caches one second later (RFC 6762 §10.2),
+  so every resolution is repeated after that second.
 - Events reach the on_event callback and every events() iterator, in the same order. A failing
   on_event is logged; it cannot break discovery.
 - Discovery knows nothing of Raft: it reports hints. The node layer dials a peer over QUIC and
@@ -30,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from zeroconf import Error as ZeroconfError
-from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
+from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, current_time_millis
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from .errors import DiscoveryError, RecordError
@@ -44,6 +46,8 @@ log = logging.getLogger("quicraft.discovery")
 RESOLVE_TIMEOUT_MS = 3000
 #: Records replaced by a cache-flushing announcement live on for one second (RFC 6762 §10.2).
 SETTLE_S = 1.2
+#: The DNS record type of TXT records (RFC 1035); zeroconf does not export its constant.
+TYPE_TXT = 16
 
 EventCallback = Callable[[PeerEvent], None]
 
@@ -250,14 +254,28 @@ class Discovery:
     async def _lookup(self, name: str) -> AsyncServiceInfo | None:
         """The records of `name`, or None if they did not all arrive (then nothing changes)."""
         assert self._zc is not None
-        try:
-            info = AsyncServiceInfo(SERVICE_TYPE, name)
-        except ZeroconfError as err:
-            log.debug("discovery: ignoring bad service name %r: %s", name, err)
-            return None
-        if not await info.async_request(self._zc.zeroconf, RESOLVE_TIMEOUT_MS):
-            log.debug("discovery: %s did not resolve", name)
-            return None
+        zc = self._zc.zeroconf
+        for asked_owner in (False, True):
+            try:
+                info = AsyncServiceInfo(SERVICE_TYPE, name)
+            except ZeroconfError as err:
+                log.debug("discovery: ignoring bad service name %r: %s", name, err)
+                return None
+            if not await info.async_request(zc, RESOLVE_TIMEOUT_MS):
+                log.debug("discovery: %s did not resolve", name)
+                return None
+            now = current_time_millis()
+            texts = [
+                r for r in zc.cache.async_entries_with_name(name)
+                if r.type == TYPE_TXT and not r.is_expired(now)
+            ]  # fmt: skip
+            if len(texts) < 2 or asked_owner:
+                return info
+            # Two TXT records of one instance: one is out of date (a copy older than an
+            # update arrived after it, or a forgery), and zeroconf's cache answers with the
+            # last one it stored, not the newest. Its owner knows: forget both and ask it.
+            log.debug("discovery: %s has %d TXT records; asking its owner", name, len(texts))
+            zc.cache.async_remove_records(texts)
         return info
 
     def _peer_of(self, name: str, info: AsyncServiceInfo) -> DiscoveredPeer | None:

@@ -3,6 +3,7 @@
     python discovery_agent.py --cluster C --name N --id HEX --port P [--interface eth0|all]
                               [--cid HEX] [--via iterator|callback]
     python discovery_agent.py --garbage TXT_HEX --name N --port P [--interface eth0]
+    python discovery_agent.py --replay TXT_HEX --name INSTANCE [--interface eth0]
 
 stdout, one JSON object per line:
     {"event": "ready", "instance": ..., "addresses": [...]}    once announced
@@ -11,7 +12,9 @@ stdout, one JSON object per line:
     {"event": "formed", "cid": ...}                             after SIGUSR1
 Signals: SIGUSR1 announces formed=1 with --cid; SIGTERM or SIGINT closes (goodbye packets)
 and exits 0. With --garbage it announces a raw TXT record through zeroconf itself (what a
-broken or hostile node could send) and does not browse.
+broken or hostile node could send) and does not browse. With --replay it sends one unasked
+answer carrying that TXT record for the instance INSTANCE, which it does not own (an old copy
+arriving late, or a forgery), prints {"event": "sent"} and exits.
 
 Only ever run inside a test's network namespace (tests/netns/netns_harness.py).
 """
@@ -25,7 +28,7 @@ import logging
 import signal
 import sys
 
-from zeroconf import IPVersion
+from zeroconf import DNSOutgoing, DNSText, IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from quicraft.discovery import (
@@ -59,6 +62,9 @@ async def run(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGUSR1, formed.set)
     if args.garbage is not None:
         await announce_garbage(args, stop)
+        return
+    if args.replay is not None:
+        await replay(args)
         return
 
     me = Announcement(args.cluster, args.id, args.name, args.port)
@@ -104,6 +110,23 @@ async def announce_garbage(args: argparse.Namespace, stop: asyncio.Event) -> Non
     say(event="closed")
 
 
+#: DNS wire constants (RFC 1035, RFC 6762 §10.2): a response with the authoritative bit, a
+#: TXT record of class IN with the cache-flush bit, and zeroconf's TTL for TXT records.
+RESPONSE_FLAGS = 0x8400
+TYPE_TXT, CLASS_IN_FLUSH, TXT_TTL = 16, 0x8001, 4500
+
+
+async def replay(args: argparse.Namespace) -> None:
+    addresses = interface_addresses([args.interface])
+    async with AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only) as zc:
+        await zc.zeroconf.async_wait_for_start()
+        answer = DNSOutgoing(RESPONSE_FLAGS)
+        text = bytes.fromhex(args.replay)
+        answer.add_answer_at_time(DNSText(args.name, TYPE_TXT, CLASS_IN_FLUSH, TXT_TTL, text), 0)
+        zc.zeroconf.async_send(answer)
+    say(event="sent")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cluster", default="blue")
@@ -114,6 +137,7 @@ def main() -> None:
     parser.add_argument("--cid", default="c1d0c1d0c1d0c1d0")
     parser.add_argument("--via", choices=["iterator", "callback"], default="iterator")
     parser.add_argument("--garbage", help="announce this raw TXT record (hex) instead")
+    parser.add_argument("--replay", help="send this TXT record (hex) for instance --name, once")
     args = parser.parse_args()
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(name)s %(message)s"

@@ -4,11 +4,16 @@ host (discovery_agent.py), and nothing on the machine's own network."""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from netns_harness import Host, HostProcess, Lan
+
+from quicraft.discovery import SERVICE_TYPE, Announcement
+from quicraft.discovery.mdns import SETTLE_S
+from quicraft.discovery.txt import encode_txt
 
 AGENT = str(Path(__file__).with_name("discovery_agent.py"))
 PORT = 7400
@@ -163,3 +168,34 @@ def test_a_node_back_on_a_new_address_is_an_update_of_the_same_id(
     watcher.wait_for(event("updated", h2, addresses=["10.77.0.102"]), timeout=WAIT_S)
     kinds = [line["event"] for line in watcher.output() if event_about(h2)(line)]
     assert kinds[0] == "discovered" and set(kinds[1:]) == {"updated"}, kinds
+
+
+def test_an_out_of_date_txt_record_arriving_last_does_not_win(
+    lan_factory: Callable[[int], Lan],
+) -> None:
+    lan = lan_factory(3)
+    owner_host, watcher_host, replayer = lan.hosts
+    owner = start(lan, owner_host)
+    owner.send_signal(signal.SIGUSR1)
+    owner.wait_for(lambda line: line.get("event") == "formed", timeout=WAIT_S)
+    watcher = start(lan, watcher_host)
+    watcher.wait_for(event("discovered", owner_host, formed=True), timeout=WAIT_S)
+
+    # A third host sends the owner's record from before it formed: an old copy arriving after
+    # the new one (or a forgery). The watcher stores it last, and must not believe it.
+    instance = f"n{owner_host.index}-{node_id(owner_host)}.{SERVICE_TYPE}"
+    unformed = Announcement("blue", node_id(owner_host), f"n{owner_host.index}", PORT)
+    conflict = f"discovery: {instance} has 2 TXT records; asking its owner"
+    asked_before = watcher.stderr_path.read_text().count(conflict)
+    replay = lan.python(
+        replayer, AGENT, "--replay", encode_txt(unformed.txt()).hex(), "--name", instance
+    )
+    replay.wait_for(lambda line: line.get("event") == "sent", timeout=WAIT_S)
+    deadline = time.monotonic() + WAIT_S
+    while watcher.stderr_path.read_text().count(conflict) == asked_before:
+        assert time.monotonic() < deadline, watcher.describe()
+        time.sleep(0.05)
+    # The owner's answer settles it; the resolution after the settling second agrees.
+    time.sleep(SETTLE_S + 0.5)
+    about_owner = [line for line in watcher.output() if event_about(owner_host)(line)]
+    assert about_owner[-1]["formed"] is True, watcher.describe()

@@ -102,6 +102,19 @@ class Cluster:
                 return number
         raise AssertionError(f"{address} is not a node of the cluster")
 
+    def wait_all_have(self, key: str, timeout: float = 30) -> None:
+        """Until every node's own state machine holds `key`. A leader and its first writes
+        need only a majority: a founder still dialling its peers has no log yet."""
+        run(self._wait_all_have(key, timeout))
+
+    async def _wait_all_have(self, key: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for number in range(1, len(self.nodes) + 1):
+            async with self.client(number) as c:
+                while await c.kv.get(key, stale=True) is None:
+                    assert time.monotonic() < deadline, f"node {number} never applied {key!r}"
+                    await asyncio.sleep(0.05)
+
 
 def _wait_dead(pid: int) -> None:
     for _ in range(200):
@@ -134,7 +147,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     made = Cluster(tmp_path / "cluster")
     made.start()
     try:
-        made.leader()  # serving: a leader is elected and every node process is up
+        made.leader()  # serving: a leader is elected and a majority has the log
+        made.wait_all_have("probe/leader")  # every founder is in the cluster
         yield made
     finally:
         made.stop()

@@ -1,12 +1,15 @@
-"""What every command shares: argument types, the --certs flag and error reporting."""
+"""What every command shares: argument types, the --certs flag, how a client finds the
+cluster (--endpoints, or mDNS) and error reporting."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
-from quicraft.transport.address import Address, parse_address
+from quicraft.discovery import DiscoveryError, find_nodes
+from quicraft.transport.address import Address, format_address, parse_address
 
 #: Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
 OK, FAILED, MISUSE = 0, 1, 2
@@ -35,6 +38,50 @@ def add_certs(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder holding one sub-folder of keys per cluster (default: ./certs)",
     )
+
+
+#: How long a client without --endpoints listens on mDNS for the first node of its cluster.
+FIND_WAIT_S = 3.0
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, endpoints: str, role: str) -> None:
+    """--cluster, --endpoints (help: `endpoints`), --mdns-interface, --certs and --name (an
+    identity of `role`)."""
+    parser.add_argument("--cluster", required=True, help="cluster name")
+    parser.add_argument(
+        "--endpoints",
+        metavar="HOST:PORT,...",
+        help=f"{endpoints} (default: find the nodes of --cluster on the LAN by mDNS)",
+    )
+    parser.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="without --endpoints: look for the nodes on IFACE only (repeatable; default: "
+        "every interface)",
+    )
+    add_certs(parser)
+    parser.add_argument("--name", default="admin", help=f"identity to use, {role} (default: admin)")
+
+
+def endpoints_of(args: argparse.Namespace) -> str:
+    """--endpoints, or else the nodes of --cluster that answer on mDNS, as "HOST:PORT,..."."""
+    if args.endpoints:
+        return str(args.endpoints)
+    hint = "give --endpoints HOST:PORT"
+    try:
+        found = asyncio.run(
+            find_nodes(args.cluster, interfaces=args.mdns_interface, wait_s=FIND_WAIT_S)
+        )
+    except DiscoveryError as err:
+        raise CommandError(f"cannot look for the nodes on mDNS: {err}; {hint}") from None
+    if not found:
+        raise CommandError(
+            f"no node of cluster {args.cluster!r} answered on mDNS within {FIND_WAIT_S:g} s; "
+            f"{hint} (nodes started with --no-mdns or listening on loopback do not announce)"
+        )
+    return ",".join(format_address(peer.address) for peer in found)
 
 
 def fail(message: str) -> int:

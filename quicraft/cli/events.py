@@ -20,7 +20,8 @@ from quicraft.client import Client, ClientError, EventsCompacted, connect
 from quicraft.transport import IdentityError
 from quicraft.wire import EVENT_KINDS, Event
 
-from .common import MISUSE, OK, add_certs, fail
+from . import common
+from .common import MISUSE, OK, fail
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,16 +53,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", required=True, help="cluster name")
-    parser.add_argument(
-        "--endpoints",
-        required=True,
-        metavar="HOST:PORT,...",
-        help="nodes to subscribe at; on losing one the subscription moves to the next",
-    )
-    add_certs(parser)
-    parser.add_argument(
-        "--name", default="admin", help="identity to use, role reader or up (default: admin)"
+    common.add_connection_arguments(
+        parser,
+        "nodes to subscribe at; on losing one the subscription moves to the next",
+        "role reader or up",
     )
 
 
@@ -121,8 +116,8 @@ def follow(
 ) -> int:
     """Print show(event) for each event until interrupted; ClientError is one line, exit 1."""
     try:
-        client = connect(args.endpoints, args.cluster, args.certs, args.name)
-    except (ValueError, IdentityError) as err:
+        client = connect(common.endpoints_of(args), args.cluster, args.certs, args.name)
+    except (ValueError, IdentityError, common.CommandError) as err:
         return fail(str(err))
     return asyncio.run(_follow(client, wanted, prefix, since, show))
 

@@ -24,7 +24,7 @@ from quicraft.transport import IdentityError
 from quicraft.wire import Event
 
 from . import events
-from .common import FAILED, OK, add_certs, fail
+from .common import FAILED, OK, CommandError, add_connection_arguments, endpoints_of, fail
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,15 +83,11 @@ def _op_parsers(
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", required=True, help="cluster name")
-    parser.add_argument(
-        "--endpoints",
-        required=True,
-        metavar="HOST:PORT,...",
-        help="nodes to contact; the client finds the leader from any of them",
+    add_connection_arguments(
+        parser,
+        "nodes to contact; the client finds the leader from any of them",
+        "role writer or admin (reader: reads only)",
     )
-    add_certs(parser)
-    parser.add_argument("--name", default="admin", help="identity to use (default: admin)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -164,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if args.op == "watch":
         return events.follow(args, ["kv"], args.prefix or None, None, partial(_change, args.json))
     try:
-        client = connect(args.endpoints, args.cluster, args.certs, args.name, args.timeout)
-    except (ValueError, IdentityError) as err:
+        client = connect(endpoints_of(args), args.cluster, args.certs, args.name, args.timeout)
+    except (ValueError, IdentityError, CommandError) as err:
         return fail(str(err))
     if args.op == "shell":
         return _Shell(client, args.json).run()

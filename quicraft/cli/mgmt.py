@@ -23,7 +23,16 @@ from quicraft.transport import IdentityError, Role, load_identity
 from quicraft.transport.address import format_address
 from quicraft.wire import BackupError, BackupInfo
 
-from .common import FAILED, OK, add_certs, address, fail
+from .common import (
+    FAILED,
+    OK,
+    CommandError,
+    add_certs,
+    add_connection_arguments,
+    address,
+    endpoints_of,
+    fail,
+)
 from .node import ensure_identity
 
 Result = tuple[int, dict[str, Any], str]
@@ -92,16 +101,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", required=True, help="cluster name")
-    parser.add_argument(
-        "--endpoints",
-        required=True,
-        metavar="HOST:PORT,...",
-        help="nodes to contact (required: finding a cluster by --cluster over mDNS is not "
-        "supported by mgmt yet)",
+    add_connection_arguments(
+        parser, "nodes to contact; a follower points to the leader", "role admin"
     )
-    add_certs(parser)
-    parser.add_argument("--name", default="admin", help="identity to use, role admin (default)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
     parser.add_argument(
         "--no-follow",
@@ -119,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
         return _restore(args)
     try:
         client = connect_mgmt(
-            args.endpoints,
+            endpoints_of(args),
             args.cluster,
             args.certs,
             args.name,
             args.timeout,
             follow_leader=not args.no_follow,
         )
-    except (ValueError, IdentityError) as err:
+    except (ValueError, IdentityError, CommandError) as err:
         return fail(str(err))
     return asyncio.run(_run_once(client, args))
 
@@ -150,15 +152,14 @@ async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
         health = await client.health()
         return (OK if health["ok"] else FAILED), health, health_text(health)
     if args.op == "transfer":
-        target = args.target if args.target == "auto" else await _resolve(client, args.target)
-        leader = await client.transfer(target)
+        leader = await client.transfer(args.target)
         return OK, {"leader": leader}, f"leader is now {leader}"
     if args.op == "add-member":
         added = await client.add_member(format_address(args.addr), learner=args.learner)
         what = "a learner" if args.learner else "a voter"
         return OK, added, f"added {added['node']} as {what} (log index {added['index']})"
     if args.op in ("remove-member", "promote"):
-        node = await _resolve(client, args.node)
+        node = await client.member_id(args.node)
         if args.op == "promote":
             index = await client.promote(node)
             return OK, {"node": node, "index": index}, f"promoted {node} (log index {index})"
@@ -179,15 +180,6 @@ async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
             f"{args.file}"
         ),
     )
-
-
-async def _resolve(client: MgmtClient, node: str) -> str:
-    """A member's id from its id or its name (names are for people; ids are what Raft uses)."""
-    members = (await client.status())["members"]
-    if any(m["id"] == node for m in members):
-        return node
-    named = [m["id"] for m in members if m["name"] == node]
-    return named[0] if len(named) == 1 else node  # else the node says unknown_member
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -134,8 +134,21 @@ class MgmtClient:
         """ok, leader, voters, reachable and problems, as the leader sees them."""
         return await self.call("health")
 
+    async def member_id(self, node: str) -> str:
+        """The id of member `node`, given its id or its name (names are for people; ids are
+        what Raft uses). Anything else comes back as it is: the node then answers
+        unknown_member."""
+        members = (await self.status())["members"]
+        if any(m["id"] == node for m in members):
+            return node
+        named = [m["id"] for m in members if m["name"] == node]
+        return str(named[0]) if len(named) == 1 else node
+
     async def transfer(self, target: str = "auto") -> str:
-        """Hand leadership to voter `target` (or the most caught-up one); the new leader."""
+        """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);
+        the new leader's id."""
+        if target != "auto":
+            target = await self.member_id(target)
         return str((await self.call("transfer", {"target": target}))["leader"])
 
     async def add_member(self, address: str, learner: bool = False) -> dict[str, Any]:
@@ -144,11 +157,13 @@ class MgmtClient:
         return await self.call("add_member", {"address": address, "learner": learner})
 
     async def remove_member(self, node: str) -> int:
-        """Remove member `node`; the log index of the change."""
+        """Remove member `node` (id or name); the log index of the change."""
+        node = await self.member_id(node)
         return int((await self.call("remove_member", {"node": node}))["index"])
 
     async def promote(self, node: str) -> int:
-        """Make learner `node` a voter; the log index of the change."""
+        """Make learner `node` (id or name) a voter; the log index of the change."""
+        node = await self.member_id(node)
         return int((await self.call("promote", {"node": node}))["index"])
 
     async def snapshot(self) -> int:

@@ -12,7 +12,7 @@ verifies every peer over QUIC before it trusts it. docs/discovery.md tells the w
 
 Modules (the public API is what this package exports):
 
-    mdns         Discovery: the zeroconf glue that announces and browses
+    mdns         Discovery: the zeroconf glue that announces and browses; find_nodes, for tools
     peers        DiscoveredPeer, PeerEvent, and PeerTable, the pure rules of the events
     txt          Announcement and the strict TXT record codec
     interfaces   interface names -> IPv4 addresses, and which addresses to announce
@@ -27,7 +27,7 @@ Exceptions:
 
 from .errors import DiscoveryError, RecordError
 from .interfaces import announce_addresses, interface_addresses, ipv4_address, local_addresses
-from .mdns import Discovery, EventCallback, instance_label
+from .mdns import Discovery, EventCallback, find_nodes, instance_label
 from .peers import DiscoveredPeer, PeerEvent, PeerEventKind, PeerTable, peer_from_service
 from .settings import DiscoverySettings
 from .txt import (
@@ -57,6 +57,7 @@ __all__ = [
     "announce_addresses",
     "decode_txt",
     "encode_txt",
+    "find_nodes",
     "instance_label",
     "interface_addresses",
     "ipv4_address",

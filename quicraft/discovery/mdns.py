@@ -68,10 +68,13 @@ class Discovery:
         addresses: Sequence[str] | None = None,
         interfaces: Sequence[str] = (),
         on_event: EventCallback | None = None,
+        announce: bool = True,
     ):
         """`addresses`: where this node listens (default: the IPv4 addresses of `interfaces`,
-        all but loopback when empty); `interfaces`: names of the interfaces to run mDNS on."""
+        all but loopback when empty); `interfaces`: names of the interfaces to run mDNS on;
+        `announce=False` only browses (a tool looking for the nodes of `me.cluster`)."""
         self._me = me
+        self._announce = announce
         self._interfaces = tuple(interfaces)
         self._addresses = list(addresses) if addresses is not None else None
         self._on_event = on_event
@@ -109,7 +112,7 @@ class Discovery:
         if self._zc is not None or self._closed:
             raise RuntimeError("a Discovery starts once")
         try:
-            if self._addresses is None:
+            if self._addresses is None and self._announce:
                 self._addresses = announce_addresses("", self._interfaces)
             bind: list[str] | InterfaceChoice = InterfaceChoice.All
             if self._interfaces:
@@ -118,19 +121,24 @@ class Discovery:
             self._browser = AsyncServiceBrowser(
                 self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service_change]
             )
-            self._info = self._service_info()
-            self._remember(await self._zc.async_register_service(self._info))
-            self._registered = True
-            if self._info.text != encode_txt(self._me.txt()):
-                # set_formed() ran while we were probing: announce what it said.
-                self._info = self._service_info()
-                self._remember(await self._zc.async_update_service(self._info))
+            if self._announce:
+                await self._register()
         except (ZeroconfError, OSError) as err:
             await self.close()
             raise DiscoveryError(f"mDNS could not start: {type(err).__name__}: {err}") from err
         except BaseException:
             await self.close()
             raise
+
+    async def _register(self) -> None:
+        assert self._zc is not None
+        self._info = self._service_info()
+        self._remember(await self._zc.async_register_service(self._info))
+        self._registered = True
+        if self._info.text != encode_txt(self._me.txt()):
+            # set_formed() ran while we were probing: announce what it said.
+            self._info = self._service_info()
+            self._remember(await self._zc.async_update_service(self._info))
         log.info(
             "discovery: announcing %s (cluster %s) at %s port %d",
             self.instance, self._me.cluster, ", ".join(self.addresses), self._me.port,
@@ -303,3 +311,30 @@ class Discovery:
                     log.exception("discovery: the on_event callback failed on %s", event)
             for queue in self._queues:
                 queue.put_nowait(event)
+
+
+#: The node id a browsing tool takes: ids are key fingerprints, so no node has this one.
+BROWSER_ID = "0" * 16
+
+
+async def find_nodes(
+    cluster: str, *, interfaces: Sequence[str] = (), wait_s: float = 3.0, quiet_s: float = 0.5
+) -> list[DiscoveredPeer]:
+    """The nodes announcing `cluster` on the LAN, found by browsing without announcing: those
+    heard within `quiet_s` of the first one (formed ones first), or [] if none is heard within
+    `wait_s`. Raises DiscoveryError if mDNS cannot run on `interfaces`."""
+    heard = asyncio.Event()
+    browser = Discovery(
+        Announcement(cluster, BROWSER_ID, "browser", 1),
+        interfaces=interfaces,
+        on_event=lambda _: heard.set(),
+        announce=False,
+    )
+    async with browser:
+        try:
+            await asyncio.wait_for(heard.wait(), wait_s)
+        except TimeoutError:
+            return []
+        await asyncio.sleep(quiet_s)  # every node answers the same query within ~0.1 s
+        found = list(browser.peers().values())
+    return sorted(found, key=lambda peer: (not peer.formed, peer.name, peer.node_id))

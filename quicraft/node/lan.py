@@ -254,11 +254,12 @@ class LanForming:
                     self.verified[node] = Verified(node, None, address, cid)
             await asyncio.sleep(JOIN_REFRESH_S)
 
-    def heard_hello(self, node_id: str, address: Address, hello: Hello) -> None:
-        """A peer said hello on an authenticated Raft connection: a verified peer."""
+    def heard_hello(self, node_id: str, name: str, address: Address, hello: Hello) -> None:
+        """A peer said hello on an authenticated Raft connection: a verified peer (its name
+        is its certificate's)."""
         cid = (hello.cluster_id or UNKNOWN_CLUSTER) if hello.formed else None
         known = self.verified.get(node_id)
-        found = Verified(node_id, known.name if known else None, address, cid)
+        found = Verified(node_id, name, address, cid)
         self.verified[node_id] = found
         self._complained.discard(node_id)
         if known is None:

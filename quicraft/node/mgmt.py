@@ -301,13 +301,23 @@ class MgmtService:
                     f"no leader known to {self.node.id}: an election is under way, or a "
                     "quorum of voters is unreachable"
                 )
-            mine = 1 if self.node.id in voters else 0
-            return {"ok": False, "leader": None, "voters": len(voters), "reachable": mine,
-                    "problems": [problem, *self.extra_problems()][:64]}  # fmt: skip
+            # No leader's progress to go by: count the voters whose connection carried a
+            # frame within an election timeout (during an election, every reachable voter
+            # answers our pre-votes or sends its own).
+            window_s = core.config.election_tick * self.node.timings.tick_ms / 1000
+            reachable = [
+                v for v in voters if v == self.node.id or self.pool.heard_within(v, window_s)
+            ]
+            problems = [problem]
+            if len(reachable) < len(voters) // 2 + 1:
+                problems.insert(0, _no_quorum(len(reachable), len(voters)))
+            return {"ok": False, "leader": None, "voters": len(voters),
+                    "reachable": len(reachable),
+                    "problems": [*problems, *self.extra_problems()][:64]}  # fmt: skip
         reachable = [v for v in voters if self._heard(core, v)]
         problems = []
         if len(reachable) < len(voters) // 2 + 1:
-            problems.append(f"no quorum: {len(reachable)} of {len(voters)} voters reachable")
+            problems.append(_no_quorum(len(reachable), len(voters)))
         tick_ms = self.node.timings.tick_ms
         for node in sorted(core.membership.members() - set(reachable)):
             if self._heard(core, node):
@@ -568,3 +578,7 @@ class MgmtService:
         stream.end()
         await stream.drain()
         log.info("sent a backup at index %d (%d bytes)", snap.meta.index, len(snap.data))
+
+
+def _no_quorum(reachable: int, voters: int) -> str:
+    return f"no quorum: {reachable} of {voters} voters reachable"

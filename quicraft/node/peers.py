@@ -76,7 +76,8 @@ class PeerPool:
         #: What this node says in its hellos (None: say nothing), and who hears theirs: the
         #: authenticated peer, where to dial it, and what it said.
         self.hello: Callable[[], Hello] | None = None
-        self.on_hello: Callable[[NodeId, Address, Hello], None] | None = None
+        #: (id, name from its certificate, address, hello) of each peer that says hello.
+        self.on_hello: Callable[[NodeId, str, Address, Hello], None] | None = None
         self._hellos: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
 
     # -- sending ---------------------------------------------------------------------------
@@ -124,7 +125,12 @@ class PeerPool:
             link.wake()
 
     def _silent(self, peer: NodeId) -> bool:
-        return time.monotonic() - self._heard.get(peer, 0.0) > SILENT_S
+        return not self.heard_within(peer, SILENT_S)
+
+    def heard_within(self, peer: NodeId, seconds: float) -> bool:
+        """Whether `peer`'s current connection was made or carried a frame in the last
+        `seconds`: a node without a leader counts the voters it can reach with this."""
+        return time.monotonic() - self._heard.get(peer, 0.0) <= seconds
 
     def _preferred(self, conn: Connection) -> bool:
         dialer = self.id if conn.dialed else conn.peer.node_id
@@ -214,7 +220,7 @@ class PeerPool:
             self.addresses[peer] = address
         log.debug("hello from %s at %s: %s", peer, hello.address, hello)
         if self.on_hello is not None:
-            self.on_hello(peer, self.addresses.get(peer, address), hello)
+            self.on_hello(peer, conn.peer.name, self.addresses.get(peer, address), hello)
 
     async def _receive_snapshot(self, assembler: SnapshotAssembler, stream: Stream) -> Message:
         while not assembler.complete:

@@ -268,10 +268,10 @@ class Node:
         formed = cid is not None or (core is not None and bool(core.membership.members()))
         return Hello(format_address(self.advertised), formed, cid)
 
-    def _heard_hello(self, peer: NodeId, address: Address, hello: Hello) -> None:
+    def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:
         self._save_addresses()
         if self.lan is not None:
-            self.lan.heard_hello(peer, address, hello)
+            self.lan.heard_hello(peer, name, address, hello)
 
     def _on_connection(self, conn: Connection) -> None:
         if conn.alpn == ALPN_RAFT:

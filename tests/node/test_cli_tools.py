@@ -56,6 +56,19 @@ def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:
     assert started.stderr.count("\n") == 1 and "Traceback" not in started.stderr
 
 
+@pytest.mark.parametrize("command", [["mgmt", "status"], ["kv", "get", "k"], ["events"]])
+def test_a_client_without_endpoints_that_cannot_look_on_mdns_says_so(
+    command: list[str], tmp_path: Path
+) -> None:
+    # An interface that does not exist fails before any socket is opened: nothing is sent.
+    done = quicraft(*command, "--cluster", "c1", "--mdns-interface", "nosuch0", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "quicraft: error: cannot look for the nodes on mDNS: no network interface named "
+        "'nosuch0'; give --endpoints HOST:PORT\n"
+    )
+
+
 def test_local_cluster_commands(tmp_path: Path) -> None:
     folder = str(tmp_path / "dev")
     base = str(free_base_port(3))

@@ -44,6 +44,21 @@ def test_three_hosts_form_one_cluster_and_a_fourth_joins_as_a_standby(
     ids = sorted(m["id"] for m in state["members"])
     assert f"node {ids[0]} " in founders[0].stderr_path.read_text()
 
+    # The leader's node-local events: which nodes it finds and loses on the LAN.
+    leader_host = next(
+        lan.host(int(m["name"].removeprefix("n")))
+        for m in state["members"] if m["id"] == state["leader"]
+    )  # fmt: skip
+    # From what it has applied now: however long subscribing takes, nothing later is missed.
+    seen = wait_status(lan, leader_host, certs, lambda s: True, "--no-follow")
+    applied = next(m["applied"] for m in seen["members"] if m["id"] == seen["node"])
+    watcher = lan.start(
+        leader_host,
+        *quicraft("events", "--kinds", "node_discovered,node_lost", "--since",
+                  str(applied * 1024), "--cluster", "c1", "--certs", str(certs),
+                  "--endpoints", f"{leader_host.address}:{PORT}"),
+    )  # fmt: skip
+
     # A fourth host started later finds a formed cluster: it is added as a learner, and
     # stays one (--voters 3 is reached): a standby.
     fourth = lan.hosts[3]
@@ -72,6 +87,13 @@ def test_three_hosts_form_one_cluster_and_a_fourth_joins_as_a_standby(
     assert removed.returncode == 0, removed.stderr
     promoted = wait_status(lan, lan.hosts[0], certs, lambda s: roles(s).get("n4", (0,))[0] is True)
     assert victim not in roles(promoted) and len(promoted["members"]) == 3
+
+    # The leader's subscriber saw n4 found, and the removed node lost once it stopped.
+    found = watcher.wait_for(lambda e: e.get("kind") == "node_discovered", timeout=WAIT_S)
+    assert found["data"]["name"] == "n4" and found["data"]["address"] == f"{fourth.address}:{PORT}"
+    assert nodes[lan.host(int(victim.removeprefix("n")))].stop() == 0
+    lost = watcher.wait_for(lambda e: e.get("kind") == "node_lost", timeout=WAIT_S)
+    assert lost["data"]["node"] == victim_id
 
 
 def test_a_member_back_on_a_new_address_is_the_same_member(
@@ -129,6 +151,11 @@ def test_two_clusters_formed_apart_with_one_name_are_reported(
     assert one["cluster_id"] != two["cluster_id"]
 
     # n1 comes back: each sees a node of its name in another formed cluster, and says so.
+    split_events = lan.start(
+        h2,
+        *quicraft("events", "--kinds", "cluster_split_detected", "--since", "0", "--cluster",
+                  "c1", "--certs", str(certs), "--endpoints", f"{h2.address}:{PORT}"),
+    )  # fmt: skip
     back = start_node(lan, h1, certs, *alone)
     back.wait_for_stderr("cluster split:", timeout=WAIT_S)
     deadline = time.monotonic() + WAIT_S
@@ -145,3 +172,6 @@ def test_two_clusters_formed_apart_with_one_name_are_reported(
         assert time.monotonic() < deadline, f"{health.stdout}\n{health.stderr}"
         time.sleep(0.5)
     assert health.returncode != 0  # unhealthy: a split is a problem
+    split = split_events.wait_for(lambda e: e.get("kind") == "cluster_split_detected")
+    assert split["data"]["cluster_id"] == two["cluster_id"], split
+    assert split["data"]["other_cluster_id"] == one["cluster_id"], split

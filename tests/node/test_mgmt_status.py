@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 
 import pytest
 from cluster_harness import Cluster, run
@@ -61,6 +63,33 @@ def test_status_and_health_from_the_cli_and_python(cluster: Cluster) -> None:
             assert all(x["lag"] is None for x in seen["members"])
 
     run(python())
+
+
+def test_a_node_without_a_leader_counts_the_voters_it_reaches(cluster: Cluster) -> None:
+    cluster.kill(2)
+    cluster.kill(3)
+    survivor = cluster.nodes[0].address
+    deadline = time.monotonic() + 30
+    while True:  # until node 1 has given up on its leader (CheckQuorum, or its leader died)
+        health = mgmt(cluster, "health", "--json", endpoints=survivor)
+        if health.returncode == 1 and health.stdout:
+            answer = json.loads(health.stdout)
+            if answer["leader"] is None:
+                break
+        assert time.monotonic() < deadline, f"{health.stdout}\n{health.stderr}"
+        time.sleep(0.2)
+    assert answer["ok"] is False and answer["voters"] == 3 and answer["reachable"] == 1
+    assert answer["problems"][0] == "no quorum: 1 of 3 voters reachable", answer
+    assert answer["problems"][1].startswith("no leader known to ")
+    # Node 2 comes back: the two now reach each other (and elect a leader soon after).
+    cluster.start(2)
+    while True:
+        health = mgmt(cluster, "health", "--json", endpoints=survivor)
+        answer = json.loads(health.stdout) if health.stdout else {}
+        if answer.get("reachable") == 2:
+            break
+        assert time.monotonic() < deadline + 30, f"{health.stdout}\n{health.stderr}"
+        time.sleep(0.2)
 
 
 def test_a_follower_answers_transfer_with_the_leader_hint(cluster: Cluster) -> None:

@@ -24,7 +24,7 @@ def pool(certs: Path, name: str, says: Hello, heard: Heard) -> PeerPool:
 
     p = PeerPool(load_identity(certs, "c1", name), deliver, ignore, ignore)
     p.hello = lambda: says
-    p.on_hello = lambda peer, address, hello: heard.append((peer, address, hello))
+    p.on_hello = lambda peer, _name, address, hello: heard.append((peer, address, hello))
     return p
 
 

@@ -113,6 +113,8 @@ class ClientService:
                 self._start_read(request, replies)
         except RequestFailed as err:
             replies.fail(request.id, err)
+        except NodeError as err:  # not open yet (a founder still dialling its peers)
+            replies.fail(request.id, RequestFailed("unavailable", f"{err}; retry"))
 
     # -- writes -------------------------------------------------------------------------------
 

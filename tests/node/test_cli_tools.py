@@ -161,6 +161,11 @@ def test_a_node_waiting_for_its_founding_peers_stops_on_sigint(tmp_path: Path) -
             line = node.stdout.readline()
             assert line, f"the node exited early: {output}"
             output += line
+        # A client is told to retry (not a reset stream): the node is not open yet.
+        write = quicraft("kv", "set", "k", "v", "--cluster", "w", "--certs", str(certs),
+                         "--endpoints", f"127.0.0.1:{base + 1}", "--timeout", "1")  # fmt: skip
+        assert write.returncode == 1
+        assert "the node is not open; retry" in write.stderr, write.stderr
         node.send_signal(signal.SIGINT)
         assert node.wait(timeout=15) == 0
     finally:

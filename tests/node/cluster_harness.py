@@ -147,7 +147,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     made = Cluster(tmp_path / "cluster")
     made.start()
     try:
-        made.leader()  # serving: a leader is elected and a majority has the log
+        try:
+            made.leader()  # serving: a leader is elected and a majority has the log
+        except ClientError as err:  # keep the evidence: the logs go with tmp_path
+            tails = "\n".join(f"--- n{n} ---\n{made.log(n)[-3000:]}" for n in range(1, NODES + 1))
+            raise AssertionError(f"the cluster never served: {err}\n{tails}") from None
         made.wait_all_have("probe/leader")  # every founder is in the cluster
         yield made
     finally:

@@ -17,7 +17,8 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from quicraft.transport import Connection, Identity, Stream, TransportError
 from quicraft.transport import connect as quic_connect
@@ -154,3 +155,26 @@ class Endpoints(Generic[R]):
         if self.current != self.endpoints.index(address):
             self.drop("following the leader")
             self.current = self.endpoints.index(address)
+
+
+class EndpointsClient(Generic[R]):
+    """What the KV and management clients share: `async with`, close(), and the node talked
+    to now. A subclass sets `_link`."""
+
+    _link: Endpoints[R]
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def current_endpoint(self) -> str:
+        """The node this client talks to now ("HOST:PORT"); after a write, the leader."""
+        return self._link.current_endpoint
+
+    async def close(self) -> None:
+        self._link.drop("client closing")

@@ -19,7 +19,6 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from quicraft.transport import (
@@ -32,7 +31,7 @@ from quicraft.transport import (
 from quicraft.transport.address import Address, parse_address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
-from .channel import Channel, Codec, Endpoints
+from .channel import Channel, Codec, Endpoints, EndpointsClient
 from .kv import KV
 
 log = logging.getLogger("quicraft.client")
@@ -57,7 +56,7 @@ class ClientError(Exception):
         self.code = code
 
 
-class Client:
+class Client(EndpointsClient[Response]):
     def __init__(self, endpoints: list[Address], identity: Identity, timeout: float = 10.0):
         self._link = Endpoints(endpoints, identity, CODEC)
         self.identity = identity
@@ -68,22 +67,9 @@ class Client:
         self._in_flight: set[int] = set()  # sequence numbers of writes not yet answered
         self._registering = asyncio.Lock()
 
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     @property
     def endpoints(self) -> list[Address]:
         return self._link.endpoints
-
-    @property
-    def current_endpoint(self) -> str:
-        """The node this client talks to now ("HOST:PORT"): the leader, after a write."""
-        return self._link.current_endpoint
 
     def events(
         self,
@@ -101,9 +87,6 @@ class Client:
         from .events import subscribe  # events.py imports ClientError from here
 
         return subscribe(list(self.endpoints), self.identity, kinds, prefix, since)
-
-    async def close(self) -> None:
-        self._link.drop("client closing")
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A write, applied exactly once however often it must be retried."""

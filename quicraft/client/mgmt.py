@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError, load_identity
@@ -42,7 +41,7 @@ from quicraft.wire import (
     encode_mgmt_request,
 )
 
-from .channel import Channel, Codec, Endpoints
+from .channel import Channel, Codec, Endpoints, EndpointsClient
 
 CODEC: Codec[MgmtResponse] = Codec(
     ALPN_MGMT, lambda op, args, id: encode_mgmt_request(op, args, id=id), decode_mgmt_response
@@ -81,7 +80,7 @@ class MgmtError(Exception):
         return cls(info.code, info.message, info.hint, info.leader, info.leader_addr)
 
 
-class MgmtClient:
+class MgmtClient(EndpointsClient[MgmtResponse]):
     def __init__(
         self,
         endpoints: list[Address],
@@ -94,22 +93,6 @@ class MgmtClient:
         self.cluster = cluster
         self.timeout = timeout
         self.follow_leader = follow_leader
-
-    async def __aenter__(self) -> MgmtClient:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @property
-    def current_endpoint(self) -> str:
-        """The node this client talks to now ("HOST:PORT")."""
-        return self._link.current_endpoint
-
-    async def close(self) -> None:
-        self._link.drop("client closing")
 
     # -- the operations --------------------------------------------------------------------------
 

@@ -193,15 +193,14 @@ def encode_response(
     """
     where = "response" if op is None else f"response to {op}"
 
-    def checked_result(value: object) -> object:
-        return _result(dict(value) if isinstance(value, Mapping) else value, op, where)
-
     def checked_error(value: object) -> object:
         if isinstance(value, ErrorInfo):
             value = _error_map(value)
-        return _error_map(_error(dict(value) if isinstance(value, Mapping) else value, where))
+        return _error_map(_error(value, where))
 
-    return encode_answer(where, id, ok, result, error, traceparent, checked_result, checked_error)
+    return encode_answer(
+        where, id, ok, result, error, traceparent, lambda r: _result(r, op, where), checked_error
+    )
 
 
 def decode_response(data: bytes, op: str | None = None) -> Response:

@@ -258,16 +258,21 @@ def encode_answer(
     check_error: Callable[[object], object],
 ) -> bytes:
     """The response envelope the request/response protocols share (client, mgmt): the request's
-    id and exactly one of a result (`ok`) or an error, each checked by its protocol's function."""
+    id and exactly one of a result (`ok`) or an error, each checked by its protocol's function
+    (a mapping reaches it as a plain dict)."""
     out: dict[str, object] = {"v": VERSION, "id": as_uint(request_id, where, "'id'"), "ok": ok}
     if ok:
         if error is not None or result is None:
             raise ProtocolError(f"{where}: a success needs a result and no error")
-        out["result"] = check_result(result)
+        out["result"] = check_result(_plain(result))
     else:
         if result is not None or error is None:
             raise ProtocolError(f"{where}: a failure needs an error and no result")
-        out["error"] = check_error(error)
+        out["error"] = check_error(_plain(error))
     if traceparent is not None:
         out["tp"] = as_traceparent(traceparent, where)
     return encode_item(out)
+
+
+def _plain(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value

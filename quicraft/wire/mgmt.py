@@ -332,15 +332,14 @@ def encode_mgmt_response(
     """
     where = "mgmt response" if op is None else f"mgmt response to {op}"
 
-    def checked_result(value: object) -> object:
-        return _result(dict(value) if isinstance(value, Mapping) else value, op, where)
-
     def checked_error(value: object) -> object:
         if isinstance(value, MgmtErrorInfo):
             value = _error_map(value)
-        return _error_map(_error(dict(value) if isinstance(value, Mapping) else value, where))
+        return _error_map(_error(value, where))
 
-    return encode_answer(where, id, ok, result, error, traceparent, checked_result, checked_error)
+    return encode_answer(
+        where, id, ok, result, error, traceparent, lambda r: _result(r, op, where), checked_error
+    )
 
 
 RESPONSE_FIELDS = frozenset({"id", "ok", "result", "error"})

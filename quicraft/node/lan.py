@@ -36,12 +36,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from quicraft.core import ConfChange, ConfChangeKind, RaftError, Role
 from quicraft.discovery import Announcement, DiscoveredPeer, Discovery, PeerEvent, PeerEventKind
 from quicraft.statemachine import FOUND_OP, encode_command
 from quicraft.transport import RefusedError, TransportError
-from quicraft.transport.address import Address, format_address
+from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.wire import Hello
 
 from .event_feed import EventFeed
@@ -101,7 +102,8 @@ class LanForming:
             )
         #: Node id (or "join@host:port" for a --join address that refused us) -> what we know.
         self.verified: dict[str, Verified] = {}
-        self._verifying: dict[str, asyncio.Task[None]] = {}
+        #: Dials in flight, by node id (mDNS) or "knock@address" (a leader to say hello to).
+        self._verifying: dict[str, asyncio.Task[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._change: asyncio.Task[None] | None = None
         self._announced = cluster_id()
@@ -268,6 +270,26 @@ class LanForming:
                      formed)  # fmt: skip
             if self._opened:
                 self._discovered_event(found)
+        if hello.leader is not None and not self._is_member():
+            self._knock(hello.leader)
+
+    def _is_member(self) -> bool:
+        core = self.raft.core
+        return core is not None and self.id in core.membership.members()
+
+    def _knock(self, leader: str) -> None:
+        """Dial the leader a member's hello named, so that it hears our hello: only a leader
+        adds members, and a --join address may be a follower's."""
+        key = f"knock@{leader}"
+        if key in self._verifying:
+            return
+        try:
+            address = parse_address(leader)
+        except ValueError:
+            return
+        task = asyncio.get_running_loop().create_task(self._check(None, address))
+        self._verifying[key] = task
+        task.add_done_callback(lambda _: self._verifying.pop(key, None))
 
     def _discovered_event(self, peer: Verified) -> None:
         if peer.node_id.startswith("join@"):

@@ -15,11 +15,13 @@ cluster is replicated (the KV store's reserved `found` command) and also kept in
 storage meta, so a restarted node announces it before it has applied its log again.
 
 Hellos (peers.py): this node tells every Raft peer where it serves, whether it is formed and
-its cluster id; what peers tell it lands in the address book (persisted) and, with LAN forming
-on, in lan.py, which then treats the peer like one found by mDNS. With LAN forming on, Raft
+its cluster id; what peers tell it lands in the pool's addresses (persisted) and, with LAN
+forming on, in lan.py, which then treats the peer like one found by mDNS. With LAN forming on, Raft
 connections from non-members are admitted so that their hellos can arrive (a node given
 --join dials the leader, which cannot dial back before it knows where); their Raft messages
-are still dropped (_deliver) until they are members.
+are still dropped (_deliver) until they are members. The leader also publishes every
+member's address through the log (address_book.py), so members that never met can dial
+each other.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from quicraft.transport import Role as IdentityRole
 from quicraft.transport.address import Address, format_address
 from quicraft.wire import Hello
 
+from .address_book import AddressBook
 from .event_feed import EventFeed
 from .event_service import EventService
 from .events import EventJournal
@@ -102,6 +105,9 @@ class Node:
         stored_cid = (self.storage.get_meta(CLUSTER_ID_KEY) or b"").decode("ascii", "replace")
         self._stored_cluster_id = stored_cid if _CLUSTER_ID.fullmatch(stored_cid) else None
         self.advertised: Address = settings.listen
+        self.address_book = AddressBook(
+            self.raft, self.kv, self.pool, lambda: self.advertised, self._save_addresses, timeout
+        )
         self.lan: LanForming | None = None
         self.server: Server | None = None
         self._run_task: asyncio.Task[None] | None = None
@@ -151,6 +157,7 @@ class Node:
             self._background = [
                 asyncio.create_task(self._learn(address)) for address in self.settings.peers
             ]
+        self._background.append(asyncio.create_task(self.address_book.run()))
         self._save_addresses()
         self.raft.open(state, founders)
         self.events.opened()
@@ -266,7 +273,10 @@ class Node:
         cid = self.cluster_id()
         core = self.raft.core
         formed = cid is not None or (core is not None and bool(core.membership.members()))
-        return Hello(format_address(self.advertised), formed, cid)
+        leader = core.leader if formed and core is not None else None
+        # Where our leader is, for a joiner that dialed us (only a leader adds members).
+        where = self.address_of(leader) if leader is not None and leader != self.id else None
+        return Hello(format_address(self.advertised), formed, cid, where)
 
     def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:
         self._save_addresses()

@@ -11,6 +11,7 @@ bytes it is given: a malformed command is a no-op whose result is a bad_request 
 
 from .base import Result, StateMachine, error_result, is_error
 from .commands import (
+    ADDRESS_OP,
     FOUND_OP,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -31,6 +32,7 @@ from .sessions import (
 )
 
 __all__ = [
+    "ADDRESS_OP",
     "DEFAULT_MAX_RESULTS",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_SESSION_TIMEOUT_MS",

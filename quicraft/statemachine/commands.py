@@ -8,6 +8,9 @@ Rules:
   `register`, plus the reserved `found` {cluster_id}: the founder of a cluster formed on a LAN
   proposes it once to give the cluster its id. It is not in the client protocol's op table,
   so no client can send it; the store applies it only while it has no cluster id.
+- The reserved `address` {node, address}: the leader publishes where a member serves
+  (node/address_book.py), so every member, and every later joiner, can dial every other.
+  An empty address forgets the node. A hint only: the store keeps text it does not parse.
 - Session args: `session` and `seq` come together; the optional `ack` is the lowest seq the
   client still awaits, so it is never above `seq`.
 - encode_command validates before anything enters the log. decode_command validates again:
@@ -37,7 +40,10 @@ UINT64_MAX = (1 << 64) - 1  #: session ids (log indexes), seqs and acks, as on t
 WRITE_OPS = frozenset({"cas", "delete", "incr", "set"})
 #: Reserved: proposed by the node itself (node/lan.py), never by a client.
 FOUND_OP = "found"
-OPS = WRITE_OPS | {"register", FOUND_OP}
+ADDRESS_OP = "address"
+OPS = WRITE_OPS | {"register", FOUND_OP, ADDRESS_OP}
+MAX_NODE_ID = 128
+MAX_ADDRESS = 256
 _CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -60,6 +66,8 @@ class Command:
     seq: int | None = None
     ack: int | None = None
     cluster_id: str = ""  #: found
+    node: str = ""  #: address
+    address: str = ""  #: address ("" forgets the node)
 
     def args(self) -> dict[str, object]:
         """The args map that encodes this command (defaults written out)."""
@@ -75,6 +83,9 @@ class Command:
             args["new"] = self.new
         elif self.op == FOUND_OP:
             args["cluster_id"] = self.cluster_id
+        elif self.op == ADDRESS_OP:
+            args["node"] = self.node
+            args["address"] = self.address
         for name in ("session", "seq", "ack"):
             if getattr(self, name) is not None:
                 args[name] = getattr(self, name)
@@ -149,6 +160,20 @@ def _cluster_id(name: str, value: object) -> str:
     return value
 
 
+def _text(name: str, value: object, low: int, high: int) -> str:
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise CommandError(f"{name} must be text of {low} to {high} characters")
+    return value
+
+
+def _node_id(name: str, value: object) -> str:
+    return _text(name, value, 1, MAX_NODE_ID)
+
+
+def _address(name: str, value: object) -> str:
+    return _text(name, value, 0, MAX_ADDRESS)
+
+
 def _int(name: str, value: object, low: int, high: int) -> int:
     # type() rather than isinstance(): True is an int to Python but not to the protocol.
     if type(value) is not int:
@@ -180,6 +205,7 @@ _SESSION: dict[str, tuple[bool, _Check]] = {
 _ARGS: dict[str, dict[str, tuple[bool, _Check]]] = {
     "register": {},
     FOUND_OP: {"cluster_id": (True, _cluster_id)},
+    ADDRESS_OP: {"node": (True, _node_id), "address": (True, _address)},
     "set": {"key": (True, _key), "value": (True, _bytes), **_SESSION},
     "delete": {"key": (True, _key), **_SESSION},
     "incr": {"key": (True, _key), "by": (False, _int64), **_SESSION},

@@ -20,17 +20,29 @@ Rules:
 - The reserved `found` command gives the store its cluster id: the first one applied wins,
   later ones change nothing and answer the id already held. The id is kept in snapshots, so
   a member that joins from a snapshot knows it too.
+- The reserved `address` command records where a member serves (the latest one applied wins;
+  an empty address forgets the node). Kept in snapshots like the cluster id. Neither reserved
+  command touches a key, so neither has a revision of its own nor tells the observer.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from .base import Result, error_result
-from .commands import FOUND_OP, INT64_MAX, INT64_MIN, Command, CommandError, decode_command
+from .commands import (
+    ADDRESS_OP,
+    FOUND_OP,
+    INT64_MAX,
+    INT64_MIN,
+    Command,
+    CommandError,
+    decode_command,
+)
 from .sessions import (
     DEFAULT_MAX_RESULTS,
     DEFAULT_MAX_SESSIONS,
@@ -73,6 +85,7 @@ class KVStore:
         self._sessions = SessionTable(session_timeout_ms, max_results_per_session, max_sessions)
         self._last_applied = 0
         self._cluster_id: str | None = None
+        self._addresses: dict[str, str] = {}
         #: Told of every change as it is applied; see the module rules.
         self.observer: Callable[[KVChange], None] | None = None
 
@@ -92,6 +105,11 @@ class KVStore:
     def cluster_id(self) -> str | None:
         """The id the cluster's founder gave it (the `found` command), or None."""
         return self._cluster_id
+
+    @property
+    def addresses(self) -> Mapping[str, str]:
+        """Where each member serves, as the leaders published it (the `address` command)."""
+        return MappingProxyType(self._addresses)
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """The key's value and revision, or (None, 0) if it does not exist."""
@@ -135,6 +153,12 @@ class KVStore:
             if self._cluster_id is None:
                 self._cluster_id = command.cluster_id
             return {"cluster_id": self._cluster_id}
+        if command.op == ADDRESS_OP:
+            if command.address:
+                self._addresses[command.node] = command.address
+            else:
+                self._addresses.pop(command.node, None)
+            return {}
         if command.session is None or command.seq is None:
             return self._write(index, command)
         earlier = self._sessions.begin(command.session, command.seq, command.ack)
@@ -196,7 +220,9 @@ class KVStore:
     def snapshot(self) -> bytes:
         """The whole state as canonical CBOR (see snapshot.py); equal states, equal bytes."""
         entries = [(key, *self._data[key]) for key in self._sorted]
-        return encode_snapshot(self._last_applied, entries, self._sessions, self._cluster_id)
+        return encode_snapshot(
+            self._last_applied, entries, self._sessions, self._cluster_id, self._addresses
+        )
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot; ValueError (state untouched) if invalid."""
@@ -206,3 +232,4 @@ class KVStore:
         self._sessions.restore(state.now_ms, state.sessions)
         self._last_applied = state.applied
         self._cluster_id = state.cluster_id
+        self._addresses = dict(state.addresses)

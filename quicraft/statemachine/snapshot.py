@@ -7,7 +7,8 @@ Rules:
     "sessions": [[id, last_active, floor, [[seq, result], ...]], ...]}`
   (sessions least recently active first, results in the order they were stored), plus
   `"cid": str` (the cluster id, lowercase hex) once the store has one: a snapshot without it
-  is what a store without an id writes, so older snapshots still read.
+  is what a store without an id writes, so older snapshots still read; and `"addr": {node:
+  address}` (where members serve, see the `address` command) once the store knows any.
 - Everything is written in a deterministic order, so replicas that applied the same entries
   produce the same bytes.
 - decode_snapshot checks every field, type and invariant and raises ValueError naming what is
@@ -18,17 +19,20 @@ Rules:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import cbor2
 
 from ._cbor import strict_loads
 from .base import Result
+from .commands import MAX_ADDRESS, MAX_NODE_ID
 from .sessions import Session, SessionTable
 
 VERSION = 1
 KIND = "quicraft.kv"
 _FIELDS = {"v", "kind", "applied", "now", "keys", "sessions"}
+_OPTIONAL = {"cid", "addr"}
 _CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -39,6 +43,7 @@ class SnapshotState:
     entries: list[tuple[str, bytes, int]]  #: (key, value, revision), sorted by key
     sessions: list[tuple[int, Session]]  #: least recently active first
     cluster_id: str | None = None
+    addresses: dict[str, str] = field(default_factory=dict)
 
 
 def encode_snapshot(
@@ -46,6 +51,7 @@ def encode_snapshot(
     entries: list[tuple[str, bytes, int]],
     sessions: SessionTable,
     cluster_id: str | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> bytes:
     """Encode the store's state; `entries` must already be sorted by key."""
     state: dict[str, object] = {
@@ -61,6 +67,8 @@ def encode_snapshot(
     }
     if cluster_id is not None:
         state["cid"] = cluster_id
+    if addresses:
+        state["addr"] = dict(addresses)
     return cbor2.dumps(state, canonical=True)
 
 
@@ -76,7 +84,7 @@ def _decode(data: bytes) -> SnapshotState:
     if not isinstance(data, bytes) or not data:
         raise ValueError("empty or not bytes")
     state = strict_loads(data, max_depth=8)
-    if not isinstance(state, dict) or set(state) - {"cid"} != _FIELDS:
+    if not isinstance(state, dict) or set(state) - _OPTIONAL != _FIELDS:
         raise ValueError(f"expected a map with the fields {', '.join(sorted(_FIELDS))}")
     cluster_id = state.get("cid")
     if "cid" in state and (
@@ -95,6 +103,7 @@ def _decode(data: bytes) -> SnapshotState:
         _entries(state["keys"], applied),
         _sessions(state["sessions"], applied, now),
         cluster_id,
+        _addresses(state.get("addr", {})),
     )
 
 
@@ -125,6 +134,16 @@ def _entries(raw: object, applied: int) -> list[tuple[str, bytes, int]]:
         entries.append((key, value, revision))
         previous = key
     return entries
+
+
+def _addresses(raw: object) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(
+        isinstance(node, str) and 1 <= len(node) <= MAX_NODE_ID
+        and isinstance(address, str) and 1 <= len(address) <= MAX_ADDRESS
+        for node, address in raw.items()
+    ):  # fmt: skip
+        raise ValueError("addr must map node ids to addresses (text)")
+    return dict(raw)
 
 
 def _sessions(raw: object, applied: int, now: int) -> list[tuple[int, Session]]:

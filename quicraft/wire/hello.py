@@ -3,7 +3,8 @@
 Each side of a Raft connection, dialed or accepted, opens one stream, writes one hello frame on
 it and ends it:
 
-    {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null}}
+    {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
+                       "leader": "host:port"}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -11,10 +12,14 @@ Rules:
   dial, never an identity: the identity is the key that authenticated the connection.
 - `formed`: the sender is a member of a cluster; `cluster_id`: the id of that cluster when it
   knows one (so a cluster id without `formed` is refused).
+- `leader` (optional, only with `formed`): where the sender's leader serves, when that is
+  another node. A node that wants to join and dialed a follower (--join) dials the leader
+  there: only the leader adds members.
 - A first frame of a stream is a hello when its map has the key "hello" (peek_hello): Raft
   messages and snapshot headers have "type" and never "hello", so one look at the keys tells
   the three apart, and a malformed hello is reported as a hello, not as a bad Raft message.
-- Strict like every codec here: exactly these fields, checked types and bounds.
+- Strict like every codec here: exactly these fields (`leader` may be left out), checked types
+  and bounds.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .schema import MAX_CLUSTER_ID, as_address
 
 _WHERE = "hello"
 _FIELDS = frozenset({"hello"})
-_HELLO_FIELDS = frozenset({"address", "formed", "cluster_id"})
+_HELLO_FIELDS = frozenset({"address", "formed", "cluster_id", "leader"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +49,14 @@ class Hello:
     address: str  #: "host:port" or "[ipv6]:port", as transport writes it
     formed: bool
     cluster_id: str | None = None
+    leader: str | None = None  #: "host:port" of the sender's leader, when another node
 
 
 def encode_hello(hello: Hello) -> bytes:
     """The hello frame; ProtocolError for a value the decoder would refuse."""
     body = {"address": hello.address, "formed": hello.formed, "cluster_id": hello.cluster_id}
+    if hello.leader is not None:
+        body["leader"] = hello.leader
     raw: dict[str, object] = {"v": VERSION, "hello": body}
     _hello(raw)  # refuse here what the other side would refuse
     return encode_item(raw)
@@ -84,4 +92,9 @@ def _hello(raw: dict[str, object]) -> Hello:
         raise ProtocolError(f"{_WHERE}: 'cluster_id' must not be empty")
     if cluster_id is not None and not formed:
         raise ProtocolError(f"{_WHERE}: a cluster id without 'formed'")
-    return Hello(address, formed, cluster_id)
+    leader = None
+    if "leader" in body:
+        leader = as_address(body["leader"], _WHERE, "'leader'")
+        if not formed:
+            raise ProtocolError(f"{_WHERE}: a leader without 'formed'")
+    return Hello(address, formed, cluster_id, leader)

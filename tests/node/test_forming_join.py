@@ -55,12 +55,16 @@ def wait_until(lan: Lan, what: Callable[[], Any]) -> Any:
     raise AssertionError(f"never happened: {what.__doc__}\n{logs}")
 
 
+def members_by_name(state: dict[str, Any]) -> dict[str, Any]:
+    return {m["name"]: m for m in state["members"]}
+
+
 def test_a_node_given_join_is_added_with_mdns_off(lan_factory: Callable[[int], Lan]) -> None:
-    lan = lan_factory(2)
+    lan = lan_factory(3)
     certs = lan.folder / "certs"
     init = quicraft("certs", "init", "--cluster", "c1", "--certs", str(certs))
     subprocess.run(init, check=True, capture_output=True, timeout=60)
-    h1, h2 = lan.hosts
+    h1, h2, h3 = lan.hosts
 
     def status(host: Host, *extra: str) -> dict[str, Any] | None:
         result = client(lan, host, certs, "mgmt", "status", "--json", "--timeout", "5", *extra)
@@ -110,3 +114,21 @@ def test_a_node_given_join_is_added_with_mdns_off(lan_factory: Callable[[int], L
     # The joiner knows the cluster id too (replicated): one cluster, not two.
     own = wait_until(lan, lambda: status(h2, "--no-follow"))
     assert own["cluster_id"] == cluster_id
+
+    # n2 leads; n3 is given --join to n1, now a follower. n1's hello names its leader, n3
+    # says hello there too, and n2 adds it.
+    moved = client(lan, h1, certs, "mgmt", "transfer", "n2")
+    assert moved.returncode == 0, moved.stderr
+    third = start_node(lan, h3, certs, "--join", f"{h1.address}:{PORT}")
+
+    def three_voters() -> dict[str, Any] | None:
+        """n2, leading, adds n3, which dialed only the follower n1"""
+        state = status(h1)
+        if state is None:
+            return None
+        members = members_by_name(state)
+        return state if len(members) == 3 and members["n3"]["voter"] else None
+
+    state = wait_until(lan, three_voters)
+    assert state["leader"] == members_by_name(state)["n2"]["id"]
+    assert "founding it" not in third.describe()

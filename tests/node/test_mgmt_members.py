@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,31 @@ def test_add_promote_and_remove_members(cluster: Cluster, tmp_path: Path) -> Non
         fourth.stop()
 
 
+def _everyone_can_reach_the_fourth(cluster: Cluster, fourth: ExtraNode) -> None:
+    """n4 was added by address and runs without mDNS: only the leader that added it dialed it.
+    The leader publishes its address through the log, and the others' to it, so the followers
+    know where it serves and it can win an election (it needs votes from two of n1..n3)."""
+    leader = cluster.leader()
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    n4 = _ids(cluster)["n4"]
+
+    async def follower_knows() -> None:
+        async with admin(cluster, follower, follow=False) as m:
+            for _ in range(100):
+                members = {x["id"]: x for x in (await m.status())["members"]}
+                if members[n4]["address"] == fourth.address:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"n{follower} never learned n4's address: {members[n4]}")
+
+    run(follower_knows())
+    moved = mgmt(cluster, "transfer", "n4")
+    assert moved.returncode == 0, moved.stderr
+    assert mgmt_json(cluster, "status")["leader"] == n4
+    back = mgmt(cluster, "transfer", f"n{leader}")
+    assert back.returncode == 0, back.stderr
+
+
 def _add_and_change(cluster: Cluster, fourth: ExtraNode, fifth: ExtraNode) -> None:
     # A voter, through the CLI: added as a learner, caught up, promoted.
     added = mgmt(cluster, "add-member", fourth.address)
@@ -96,6 +122,7 @@ def _add_and_change(cluster: Cluster, fourth: ExtraNode, fifth: ExtraNode) -> No
             assert await c.kv.get("after/add") == b"yes"
 
     run(read_on_the_fourth())
+    _everyone_can_reach_the_fourth(cluster, fourth)
     # By name through the CLI: n4 is a voter already, which is said clearly.
     twice = mgmt(cluster, "promote", "n4")
     assert twice.returncode == 1 and "already a voter" in twice.stderr

@@ -96,6 +96,9 @@ BAD = [
     (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, [[2, {"x": cbor2.undefined}]]]]}), "result"),
     (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, [[True, {}]]]]}), "seq"),
     (cbor2.dumps({**_good(), "now": 1.0}), "now"),
+    (cbor2.dumps({**_good(), "addr": {"n1": ""}}), "addr"),
+    (cbor2.dumps({**_good(), "addr": {"n1": 7}}), "addr"),
+    (cbor2.dumps({**_good(), "addr": [["n1", "h:1"]]}), "addr"),
     (cbor2.dumps(_good()) + b"\x00", "trailing"),
 ]
 

@@ -43,6 +43,8 @@ def test_the_documented_layout() -> None:
         "hello": {"address": "[fe80::1%eth0]:7400", "formed": False, "cluster_id": None},
     }
     assert decode_hello(frame(GOOD)) == Hello("10.0.0.2:7400", True, "ab12" * 8)
+    led = Hello("10.0.0.2:7400", True, "ab12" * 8, leader="10.0.0.3:7400")
+    assert cbor2.loads(encode_hello(led))["hello"] == {**GOOD, "leader": "10.0.0.3:7400"}
 
 
 @pytest.mark.parametrize(
@@ -60,6 +62,9 @@ def test_the_documented_layout() -> None:
         (frame({k: v for k, v in GOOD.items() if k != "cluster_id"}), "'cluster_id'"),
         (frame({k: v for k, v in GOOD.items() if k != "formed"}), "'formed'"),
         (frame({k: v for k, v in GOOD.items() if k != "address"}), "'address'"),
+        (frame({**GOOD, "leader": "10.0.0.3"}), "'leader'"),
+        (frame({**GOOD, "leader": None}), "'leader'"),
+        (frame({**GOOD, "formed": False, "cluster_id": None, "leader": "a:1"}), "without 'formed'"),
         (frame({**GOOD, "name": "n1"}), "unknown field"),
         (frame(GOOD, extra=1), "unknown field"),
         (frame(GOOD, tp="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), "trace context"),

@@ -559,7 +559,7 @@ new_envelope_like = st.recursive(
 
 hellos = st.one_of(
     st.builds(Hello, addresses, st.just(False), st.none()),
-    st.builds(Hello, addresses, st.just(True), st.none() | cluster_ids),
+    st.builds(Hello, addresses, st.just(True), st.none() | cluster_ids, st.none() | addresses),
 )
 
 

@@ -16,10 +16,10 @@ storage meta, so a restarted node announces it before it has applied its log aga
 
 Hellos (peers.py): this node tells every Raft peer where it serves, whether it is formed and
 its cluster id; what peers tell it lands in the pool's addresses (persisted) and, with LAN
-forming on, in lan.py, which then treats the peer like one found by mDNS. With LAN forming on, Raft
-connections from non-members are admitted so that their hellos can arrive (a node given
---join dials the leader, which cannot dial back before it knows where); their Raft messages
-are still dropped (_deliver) until they are members. The leader also publishes every
+forming on, in lan.py, which then treats the peer like one found by mDNS. With LAN forming
+on, Raft connections from non-members are admitted so that their hellos can arrive (a node
+given --join dials the leader, which cannot dial back before it knows where); their Raft
+messages are still dropped (_deliver) until they are members. The leader also publishes every
 member's address through the log (address_book.py), so members that never met can dial
 each other.
 """

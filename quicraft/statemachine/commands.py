@@ -38,7 +38,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1  #: session ids (log indexes), seqs and acks, as on the wire
 
 WRITE_OPS = frozenset({"cas", "delete", "incr", "set"})
-#: Reserved: proposed by the node itself (node/lan.py), never by a client.
+#: Reserved: proposed by the node itself (node/lan.py, node/address_book.py), never by a client.
 FOUND_OP = "found"
 ADDRESS_OP = "address"
 OPS = WRITE_OPS | {"register", FOUND_OP, ADDRESS_OP}

@@ -11,7 +11,8 @@ Rules of this file:
   messages are dropped, the core is told (`on_unreachable`) and the link redials with backoff.
 - A message is believed only if its sender is the authenticated peer of its connection.
 - Hello: each side of every connection it adopts opens one more stream and writes one hello
-  frame on it (wire/hello.py: the address it serves on, whether it is formed, its cluster id).
+  frame on it (wire/hello.py: the address it serves on, whether it is formed, its cluster id,
+  and where its leader serves when that is another node).
   A stream's first frame is told apart by its keys: "hello" is a hello (and the stream carries
   nothing else), else a Raft message, else a snapshot header. The address is only where to
   dial the peer; who it is stays the key of the connection. It is recorded for an accepted

@@ -25,6 +25,7 @@ from quicraft.wire import Event
 
 from . import events
 from .common import FAILED, OK, CommandError, add_connection_arguments, endpoints_of, fail
+from .telemetry import add_tracing_arguments, client_tracing
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "nodes without gaps or repeats.",
     )
     watch.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
-    _add_connection_arguments(watch)
+    _add_connection_arguments(watch, traced=False)
 
 
 def _op_parsers(
@@ -82,7 +83,9 @@ def _op_parsers(
     return [get, put, delete, incr, keys, cas]
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_connection_arguments(parser: argparse.ArgumentParser, traced: bool = True) -> None:
+    if traced:  # watch is a long subscription, not traced
+        add_tracing_arguments(parser)
     add_connection_arguments(
         parser,
         "nodes to contact; the client finds the leader from any of them",
@@ -159,6 +162,11 @@ def _print(code: int, result: dict[str, Any], line: str, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.op == "watch":
         return events.follow(args, ["kv"], args.prefix or None, None, partial(_change, args.json))
+    with client_tracing(args):  # before the client is made: it looks for a tracer then
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         client = connect(endpoints_of(args), args.cluster, args.certs, args.name, args.timeout)
     except (ValueError, IdentityError, CommandError) as err:

@@ -34,6 +34,7 @@ from .common import (
     fail,
 )
 from .node import ensure_identity
+from .telemetry import add_tracing_arguments, client_tracing
 
 Result = tuple[int, dict[str, Any], str]
 
@@ -101,6 +102,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    add_tracing_arguments(parser)
     add_connection_arguments(
         parser, "nodes to contact; a follower points to the leader", "role admin"
     )
@@ -119,6 +121,11 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.op == "restore":
         return _restore(args)
+    with client_tracing(args):  # before the client is made: it looks for a tracer then
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         client = connect_mgmt(
             endpoints_of(args),

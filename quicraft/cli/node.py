@@ -14,9 +14,11 @@ from pathlib import Path
 from quicraft.discovery import DiscoveryError, DiscoverySettings
 from quicraft.node import PRESETS, Node, NodeSettings
 from quicraft.storage import StorageError
+from quicraft.telemetry import TelemetryError, check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
 
 from .common import MISUSE, OK, add_certs, address, address_list, fail
+from .telemetry import add_node_telemetry_arguments, telemetry_settings
 
 DEFAULT_PORT = 7400
 log = logging.getLogger("quicraft.cli")
@@ -120,6 +122,7 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     )
     node.add_argument("--snapshot-every", type=int, metavar="N", help="entries between snapshots")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_node_telemetry_arguments(node)
 
 
 def _count(text: str) -> int:
@@ -157,6 +160,7 @@ def settings_from(args: argparse.Namespace) -> NodeSettings:
         voters=args.voters,
         # A node founding on its own still hears the hellos of nodes given --join to it.
         lan=not args.peers and not args.no_bootstrap,
+        telemetry=telemetry_settings(args),
     )
     if args.snapshot_every is not None:
         settings = settings.with_timings(snapshot_every=args.snapshot_every)
@@ -164,16 +168,18 @@ def settings_from(args: argparse.Namespace) -> NodeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     if args.log_level == "debug":
         logging.getLogger("quic").setLevel(logging.DEBUG)
     if args.snapshot_every is not None and args.snapshot_every < 1:
         print("quicraft node: --snapshot-every must be at least 1", file=sys.stderr)
         return MISUSE
     settings = settings_from(args)
+    try:
+        check(settings.telemetry)
+    except TelemetryError as err:
+        print(f"quicraft node: {err}", file=sys.stderr)
+        return MISUSE
     if settings.expect > 1 and not settings.discovering and not settings.peers:
         print(
             "quicraft node: --expect needs mDNS (not --no-mdns, not on loopback) or --join",
@@ -200,6 +206,7 @@ def ensure_identity(settings: NodeSettings) -> None:
 
 async def serve(settings: NodeSettings) -> int:
     node = Node(settings)
+    set_log_context(node.log_context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -39,7 +39,7 @@ class Codec(Generic[R]):
     """A protocol's ALPN and how its requests and responses are framed."""
 
     alpn: str
-    encode: Callable[[str, dict[str, Any], int], bytes]  #: (op, args, id) -> payload
+    encode: Callable[[str, dict[str, Any], int, str | None], bytes]  #: (op, args, id, tp)
     decode: Callable[[bytes], R]
 
 
@@ -65,14 +65,15 @@ class Channel(Generic[R]):
     def usable(self) -> bool:
         return self.failure is None and not self.conn.closed
 
-    async def request(self, op: str, args: dict[str, Any]) -> R:
+    async def request(self, op: str, args: dict[str, Any], tp: str | None = None) -> R:
+        """Send one request (with trace context `tp`) and wait for its response."""
         if self.failure is not None:
             raise self.failure
         request_id = next(self._ids)
         response: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = response
         try:
-            self._stream.write_frame(self._codec.encode(op, args, request_id))
+            self._stream.write_frame(self._codec.encode(op, args, request_id, tp))
             return await response
         finally:
             self._waiting.pop(request_id, None)

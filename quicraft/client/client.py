@@ -21,6 +21,10 @@ from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.context import get_current
+from opentelemetry.trace import SpanKind
+
+from quicraft.telemetry import global_tracing, traceparent
 from quicraft.transport import (
     ALPN_CLIENT,
     Identity,
@@ -44,7 +48,9 @@ RETRYABLE = frozenset({"not_leader", "no_leader", "unavailable", "timeout"})
 ATTEMPT_S = 3.0
 WRITES = frozenset({"set", "delete", "incr", "cas"})
 CODEC: Codec[Response] = Codec(
-    ALPN_CLIENT, lambda op, args, id: encode_request(op, args, id=id), decode_response
+    ALPN_CLIENT,
+    lambda op, args, id, tp: encode_request(op, args, id=id, traceparent=tp),
+    decode_response,
 )
 
 
@@ -66,6 +72,7 @@ class Client(EndpointsClient[Response]):
         self._seq = 0
         self._in_flight: set[int] = set()  # sequence numbers of writes not yet answered
         self._registering = asyncio.Lock()
+        self.tracing = global_tracing("quicraft.client")
 
     @property
     def endpoints(self) -> list[Address]:
@@ -112,7 +119,14 @@ class Client(EndpointsClient[Response]):
             self._in_flight.discard(seq)
 
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Send one request, following the leader and retrying until `timeout` has passed."""
+        """Send one request, following the leader and retrying until `timeout` has passed.
+        Traced, it is one client span (of the caller's trace), whatever the retries."""
+        if not self.tracing.on:
+            return await self._call(op, args, None)
+        with self.tracing.rpc("quicraft.kv", op, SpanKind.CLIENT, get_current()) as span:
+            return await self._call(op, args, traceparent(span))
+
+    async def _call(self, op: str, args: dict[str, Any], tp: str | None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         delay = 0.02
@@ -122,7 +136,7 @@ class Client(EndpointsClient[Response]):
             try:
                 async with asyncio.timeout(min(ATTEMPT_S, max(0.1, deadline - loop.time()))):
                     channel = await self._link.connected()
-                    response = await channel.request(op, args)
+                    response = await channel.request(op, args, tp)
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
                 if isinstance(err, RefusedError):
                     raise ClientError("forbidden", f"refused by the cluster: {err}") from None

@@ -27,6 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.context import get_current
+from opentelemetry.trace import SpanKind
+
+from quicraft.telemetry import global_tracing, traceparent
 from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError, load_identity
 from quicraft.transport.address import Address, parse_address
 from quicraft.wire import (
@@ -44,7 +48,9 @@ from quicraft.wire import (
 from .channel import Channel, Codec, Endpoints, EndpointsClient
 
 CODEC: Codec[MgmtResponse] = Codec(
-    ALPN_MGMT, lambda op, args, id: encode_mgmt_request(op, args, id=id), decode_mgmt_response
+    ALPN_MGMT,
+    lambda op, args, id, tp: encode_mgmt_request(op, args, id=id, traceparent=tp),
+    decode_mgmt_response,
 )
 #: Changes the membership: never sent twice (see the rules above).
 CHANGES = frozenset({"add_member", "remove_member", "promote"})
@@ -93,6 +99,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         self.cluster = cluster
         self.timeout = timeout
         self.follow_leader = follow_leader
+        self.tracing = global_tracing("quicraft.client")
 
     # -- the operations --------------------------------------------------------------------------
 
@@ -214,8 +221,17 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def call(
         self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Send one request, following the leader and retrying where safe (see the rules)."""
+        """Send one request, following the leader and retrying where safe (see the rules).
+        Traced, it is one client span (of the caller's trace), whatever the retries."""
         args = args or {}
+        if not self.tracing.on:
+            return await self._call(op, args, timeout, None)
+        with self.tracing.rpc("quicraft.mgmt", op, SpanKind.CLIENT, get_current()) as span:
+            return await self._call(op, args, timeout, traceparent(span))
+
+    async def _call(
+        self, op: str, args: dict[str, Any], timeout: float | None, tp: str | None
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         budget = timeout if timeout is not None else max(self.timeout, OP_TIME_S.get(op, 0.0))
         deadline = loop.time() + budget
@@ -226,7 +242,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     channel = await self._link.connected()
-                    response = await channel.request(op, args)
+                    response = await channel.request(op, args, tp)
             except RefusedError as err:
                 raise MgmtError(
                     "forbidden",

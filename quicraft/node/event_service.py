@@ -40,6 +40,11 @@ class EventService:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions being served now."""
+        return self._active
+
     async def handle_stream(self, conn: Connection, stream: Stream) -> None:
         self._active += 1
         self._idle.clear()

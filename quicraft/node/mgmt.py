@@ -15,6 +15,8 @@ Rules of this file:
   of wire/backup.py (header, chunks, trailer), after which the stream ends.
 - Errors are MgmtFailed(code, message, hint): the code is one of wire MGMT_ERROR_CODES, the
   hint one line telling a person what to do next.
+- Traced (tracing on): each operation is a server span, child of the caller's "tp", current
+  in the operation's task (so its logs carry the trace) and ended when it is answered.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
 from quicraft.core import (
     ConfChange,
     ConfChangeKind,
@@ -36,6 +41,7 @@ from quicraft.core import (
     RaftError,
     Role,
 )
+from quicraft.telemetry import NO_TRACING, remote_parent
 from quicraft.transport import Connection, Stream, TransportError
 from quicraft.transport import Role as IdentityRole
 from quicraft.transport.address import parse_address
@@ -138,6 +144,7 @@ class MgmtService:
         self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
         #: More problems for health to report (lan.py: a split of the cluster name).
         self.extra_problems: Callable[[], list[str]] = list
+        self.tracing = NO_TRACING
 
     def close(self) -> None:
         """Cancel the operations still running (the node is stopping)."""
@@ -167,7 +174,9 @@ class MgmtService:
                     self._start(request, replies)
                 elif first:
                     replies.in_flight -= 1  # the backup answers on the stream itself
-                    await self._backup(request, stream)
+                    span = self._span(request)
+                    with trace.use_span(span, end_on_exit=True):
+                        await self._backup(request, stream)
                     return
                 else:
                     replies.fail(
@@ -185,25 +194,38 @@ class MgmtService:
             log.debug("mgmt stream from %s ended: %s", conn.peer.name, err)
 
     def _start(self, request: MgmtRequest, replies: _Replies) -> None:
-        task = asyncio.create_task(self._serve(request), name=f"mgmt-{request.op}")
+        span = self._span(request)
+        with trace.use_span(span):  # the task's context is a copy of this one
+            task = asyncio.create_task(self._serve(request), name=f"mgmt-{request.op}")
         self._tasks.add(task)
-        task.add_done_callback(partial(self._done, request, replies))
+        task.add_done_callback(partial(self._done, request, replies, span))
+
+    def _span(self, request: MgmtRequest) -> Span:
+        parent = remote_parent(request.traceparent)
+        return self.tracing.rpc("quicraft.mgmt", request.op, SpanKind.SERVER, parent)
 
     def _done(
-        self, request: MgmtRequest, replies: _Replies, task: asyncio.Task[dict[str, Any]]
+        self,
+        request: MgmtRequest,
+        replies: _Replies,
+        span: Span,
+        task: asyncio.Task[dict[str, Any]],
     ) -> None:
         self._tasks.discard(task)
+        failure: MgmtFailed | None = None
         if task.cancelled():
-            replies.fail(request.id, MgmtFailed("unavailable", "the node is stopping"))
-            return
-        err = task.exception()
-        if err is None:
+            failure = MgmtFailed("unavailable", "the node is stopping")
+        elif (err := task.exception()) is None:
             replies.ok(request, task.result())
         elif isinstance(err, MgmtFailed):
-            replies.fail(request.id, err)
+            failure = err
         else:
             log.error("mgmt %s failed unexpectedly", request.op, exc_info=err)
-            replies.fail(request.id, MgmtFailed("internal", f"the node failed: {err}"))
+            failure = MgmtFailed("internal", f"the node failed: {err}")
+        if failure is not None:
+            replies.fail(request.id, failure)
+            span.set_status(StatusCode.ERROR, f"{failure.code}: {failure}")
+        span.end()
 
     async def _serve(self, request: MgmtRequest) -> dict[str, Any]:
         args = request.args

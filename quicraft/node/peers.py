@@ -29,14 +29,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import StatusCode
+
 from quicraft.core import Message, MessageType, NodeId
+from quicraft.telemetry import NO_METRICS, NO_TRACING, Readings, remote_parent, traceparent
 from quicraft.transport import ALPN_RAFT, Connection, Identity, Stream, TransportError, connect
 from quicraft.transport.address import Address, parse_address
 from quicraft.wire import (
     Hello,
     ProtocolError,
     SnapshotAssembler,
-    decode_message,
+    decode_envelope,
     encode_hello,
     encode_message,
     peek_hello,
@@ -59,7 +64,7 @@ class PeerPool:
     def __init__(
         self,
         identity: Identity,
-        deliver: Callable[[Message], None],
+        deliver: Callable[[Message, Context | None], None],
         on_unreachable: Callable[[NodeId], None],
         on_snapshot_sent: Callable[[NodeId, bool], None],
     ):
@@ -80,18 +85,27 @@ class PeerPool:
         #: (id, name from its certificate, address, hello) of each peer that says hello.
         self.on_hello: Callable[[NodeId, str, Address, Hello], None] | None = None
         self._hellos: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
+        self.tracing, self.metrics = NO_TRACING, NO_METRICS
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(self, m: Message) -> None:
+    def send(self, m: Message, tp: str | None = None) -> None:
+        """Send `m` (with trace context `tp`) if its peer can be reached."""
         if self._closed:
             return
         link = self._links.get(m.to)
         if link is None:
             link = self._links[m.to] = _Link(self, m.to)
-        link.enqueue(m)
+        link.enqueue(m, tp)
 
     # -- connections -----------------------------------------------------------------------
+
+    def round_trip_times(self) -> Readings:
+        """Each connected peer's smoothed round-trip time, for the metrics (any thread)."""
+        for peer, conn in list(self._connections.items()):
+            rtt = conn.rtt
+            if rtt is not None and not conn.closed:
+                yield rtt, {"peer": peer}
 
     def connection(self, peer: NodeId) -> Connection | None:
         conn = self._connections.get(peer)
@@ -184,22 +198,29 @@ class PeerPool:
             if hello is not None:
                 self._heard_hello(conn, hello)
                 return
+            tracing = self.tracing.on
             try:
-                m = decode_message(frame)
+                envelope = decode_envelope(frame)
+                m, tp = envelope.message, envelope.traceparent
             except ProtocolError:
                 # The first frame of a snapshot's own stream is its header, not a message.
-                m = await self._receive_snapshot(SnapshotAssembler(frame), stream)
+                m, parent = await self._receive_snapshot(SnapshotAssembler(frame), stream)
+                tp = None
+            else:
+                parent = remote_parent(tp) if tracing and tp else None
             while True:
                 if m.frm != peer or m.to != self.id:
                     log.warning("dropped a message from %s claiming to be %s", peer, m.frm)
                     return
                 if self._connections.get(peer) is conn:
                     self._heard[peer] = time.monotonic()
-                self._deliver(m)
+                self._deliver(m, parent)
                 frame = await stream.read_frame()
                 if frame is None:
                     return
-                m = decode_message(frame)
+                envelope = decode_envelope(frame)
+                m, tp = envelope.message, envelope.traceparent
+                parent = remote_parent(tp) if tracing and tp else None
         except ProtocolError as err:
             log.warning("protocol error from %s: %s", peer, err)
             conn.close(f"protocol error: {err}")
@@ -223,15 +244,25 @@ class PeerPool:
         if self.on_hello is not None:
             self.on_hello(peer, conn.peer.name, self.addresses.get(peer, address), hello)
 
-    async def _receive_snapshot(self, assembler: SnapshotAssembler, stream: Stream) -> Message:
-        while not assembler.complete:
-            chunk = await stream.read_frame()
-            if chunk is None:
-                raise ProtocolError(f"snapshot stream ended after {assembler.received} bytes")
-            assembler.feed(chunk)
-        m = assembler.message()
+    async def _receive_snapshot(
+        self, assembler: SnapshotAssembler, stream: Stream
+    ) -> tuple[Message, Context | None]:
+        """The snapshot message, and the trace context its installation belongs to."""
+        span = self.tracing.span("raft.snapshot.receive", remote_parent(assembler.traceparent))
+        try:
+            while not assembler.complete:
+                chunk = await stream.read_frame()
+                if chunk is None:
+                    raise ProtocolError(f"snapshot stream ended after {assembler.received} bytes")
+                assembler.feed(chunk)
+            m = assembler.message()
+        finally:
+            span.set_attribute("raft.bytes", assembler.received)
+            span.end()
         log.info("received a snapshot of %d bytes from %s", assembler.size, m.frm)
-        return m
+        self.metrics.snapshots.add(1, {"kind": "received"})
+        self.metrics.snapshot_bytes.add(assembler.size, {"kind": "received"})
+        return m, trace.set_span_in_context(span) if self.tracing.on else None
 
 
 class _Link:
@@ -240,7 +271,7 @@ class _Link:
     def __init__(self, pool: PeerPool, peer: NodeId):
         self.pool = pool
         self.peer = peer
-        self.queue: deque[Message] = deque(maxlen=QUEUE_LIMIT)
+        self.queue: deque[tuple[Message, str | None]] = deque(maxlen=QUEUE_LIMIT)
         #: The (control, data) streams while a connection is up: enqueue() writes on them
         #: at once rather than waking the task, which would cost a turn of the loop.
         self._streams: tuple[Stream, Stream] | None = None
@@ -248,15 +279,15 @@ class _Link:
         self._snapshots: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
         self._task = asyncio.create_task(self._run(), name=f"link-{peer}")
 
-    def enqueue(self, m: Message) -> None:
+    def enqueue(self, m: Message, tp: str | None) -> None:
         streams = self._streams
         if streams is not None and not self.queue and m.type is not MessageType.SNAPSHOT:
             try:
-                _write(streams, m)
+                _write(streams, m, tp)
                 return
             except TransportError:
                 self._streams = None  # the task notices the connection's end and redials
-        self.queue.append(m)
+        self.queue.append((m, tp))
         self._ready.set()
 
     def wake(self) -> None:
@@ -306,11 +337,11 @@ class _Link:
         try:
             while self.pool.connection(self.peer) is conn:
                 while self.queue:
-                    m = self.queue.popleft()
+                    m, tp = self.queue.popleft()
                     if m.type is MessageType.SNAPSHOT:
                         self._snapshots.add(asyncio.create_task(self._send_snapshot(conn, m)))
                         continue
-                    _write(streams, m)
+                    _write(streams, m, tp)
                 self._streams = streams
                 await self._ready.wait()
                 self._ready.clear()
@@ -321,19 +352,29 @@ class _Link:
 
     async def _send_snapshot(self, conn: Connection, m: Message) -> None:
         assert m.snapshot is not None
+        pool = self.pool
+        span = pool.tracing.span(
+            "raft.snapshot.send",
+            attributes={"raft.peer": self.peer, "raft.index": m.snapshot.meta.index},
+        )
         ok = False
         try:
             stream = await conn.open_stream()
-            for frame in snapshot_frames(m, chunk_size=SNAPSHOT_CHUNK):
+            frames = snapshot_frames(m, traceparent=traceparent(span), chunk_size=SNAPSHOT_CHUNK)
+            for frame in frames:
                 stream.write_frame(frame)
                 await stream.drain()  # flow control: never buffer the whole snapshot
             stream.end()
             await stream.drain()
             ok = True
             log.info("sent a snapshot at index %d to %s", m.snapshot.meta.index, self.peer)
+            pool.metrics.snapshots.add(1, {"kind": "sent"})
+            pool.metrics.snapshot_bytes.add(len(m.snapshot.data), {"kind": "sent"})
         except (TransportError, ConnectionError) as err:
             log.info("snapshot to %s failed: %s", self.peer, err)
+            span.set_status(StatusCode.ERROR, str(err))
         finally:
+            span.end()
             self._snapshots.discard(asyncio.current_task())
             self.pool._on_snapshot_sent(self.peer, ok)
 
@@ -345,7 +386,8 @@ def _unspecified(host: str) -> bool:
         return False
 
 
-def _write(streams: tuple[Stream, Stream], m: Message) -> None:
+def _write(streams: tuple[Stream, Stream], m: Message, tp: str | None) -> None:
     """Appends go on the data stream, everything else on the control stream."""
     control, data = streams
-    (data if m.type is MessageType.APPEND else control).write_frame(encode_message(m))
+    stream = data if m.type is MessageType.APPEND else control
+    stream.write_frame(encode_message(m, traceparent=tp))

@@ -23,9 +23,14 @@ import contextlib
 import itertools
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
 from quicraft.core import (
     ConfChange,
@@ -34,6 +39,7 @@ from quicraft.core import (
     EntryType,
     HardState,
     Message,
+    MessageType,
     NodeId,
     PersistentState,
     RaftCore,
@@ -46,7 +52,9 @@ from quicraft.core import (
 )
 from quicraft.statemachine import StateMachine
 from quicraft.storage import Storage
+from quicraft.telemetry import NO_METRICS, Telemetry
 
+from .raft_trace import RaftTrace
 from .settings import Timings
 
 log = logging.getLogger("quicraft.node")
@@ -86,7 +94,7 @@ class RaftNode:
         storage: Storage,
         state_machine: StateMachine,
         timings: Timings,
-        send: Callable[[Message], None],
+        send: Callable[[Message, str | None], None],
         rng: random.Random | None = None,
     ):
         self.id = node_id
@@ -113,6 +121,18 @@ class RaftNode:
         self.snapshot_index = 0
         self._stored_hard_state = HardState()  # as last written
         self._hard_state = HardState()  # as last reported by the core
+        self._leader: NodeId | None = None
+        # Telemetry (instrument()): off by default, and then nothing below records anything.
+        self.metrics = NO_METRICS
+        self._counting = False  # whether proposals' outcomes are counted
+        self.trace: RaftTrace | None = None
+        self._snapshot_parent: Context | None = None  # the trace a received snapshot came in
+
+    def instrument(self, telemetry: Telemetry) -> None:
+        """Record spans and metrics into `telemetry` (before run())."""
+        self.metrics = telemetry.metrics
+        self._counting = telemetry.metrics is not NO_METRICS
+        self.trace = RaftTrace(telemetry.tracing) if telemetry.tracing.on else None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -138,6 +158,8 @@ class RaftNode:
         try:
             await self._loop()
         finally:
+            if self.trace is not None:
+                self.trace.close()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -180,8 +202,13 @@ class RaftNode:
             raise NodeError("the node is not open")
         return self.core
 
-    def receive(self, m: Message) -> None:
+    def receive(self, m: Message, parent: Context | None = None) -> None:
+        """Step message `m`; `parent` is the trace context it came with, if traced."""
         self._core.step(m)
+        if self.trace is not None:
+            self.trace.received(m, parent)
+        if m.type is MessageType.SNAPSHOT:
+            self._snapshot_parent = parent
         self._wake.set()
 
     def report_unreachable(self, peer: NodeId) -> None:
@@ -192,14 +219,19 @@ class RaftNode:
         self._core.report_snapshot(peer, ok)
         self._wake.set()
 
-    def start_proposal(self, data: bytes, timeout: float) -> asyncio.Future[object]:
+    def start_proposal(
+        self, data: bytes, timeout: float, request: Span | None = None
+    ) -> asyncio.Future[object]:
         """Start replicating one command. The future ends with what the state machine returned
-        for it, or with ProposalLost, RequestTimeout or NodeStopped.
+        for it, or with ProposalLost, RequestTimeout or NodeStopped. `request` is the span of
+        the request it serves, when traced.
 
         Raises NotLeader / ProposalDropped at once.
         """
         self._check_running()
         index, term = self._core.propose(data)
+        if request is not None and self.trace is not None:
+            self.trace.proposed(index, request, term)
         return self._track(index, term, timeout)
 
     def start_conf_change(self, change: ConfChange, timeout: float) -> asyncio.Future[object]:
@@ -230,8 +262,17 @@ class RaftNode:
         # A proposal that times out stays here until its index is applied or proposed again.
         self._proposals[index] = _Proposal(term, future)
         _fail_after(future, timeout, "the write was not committed in time")
+        if self._counting or self.trace is not None:
+            future.add_done_callback(partial(self._proposal_done, index))
         self._wake.set()
         return future
+
+    def _proposal_done(self, index: int, future: asyncio.Future[object]) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        if failed and self.trace is not None:
+            self.trace.lost(index, future.exception() or RequestTimeout("cancelled"))
+        if self._counting:
+            (self.metrics.proposals_failed if failed else self.metrics.proposals_committed).add(1)
 
     async def propose(self, data: bytes, timeout: float) -> object:
         """Replicate and apply one command; returns what the state machine returned."""
@@ -270,9 +311,13 @@ class RaftNode:
         core = self._core
         applied = core.log.applied
         if applied > self.snapshot_index:
+            span = self.trace.span("raft.snapshot.take", applied) if self.trace else None
             core.snapshot_taken(applied, self.state_machine.snapshot())
             await asyncio.to_thread(self.storage.compact, core.log.snapshot)
+            if span is not None:
+                span.end()
             self.snapshot_index = applied
+            self.metrics.snapshots.add(1, {"kind": "taken"})
             log.info("snapshot taken at index %d", applied)
             if self.on_snapshot is not None:
                 self.on_snapshot(core.log.snapshot, False)
@@ -310,14 +355,15 @@ class RaftNode:
                 await self._wake.wait()
                 continue
             rd = core.ready()
+            if self.trace is not None:
+                self.trace.taken(rd)
             await self._handle(rd)
             core.advance(rd)
 
     async def _handle(self, rd: Ready) -> None:
         if rd.hard_state is not None:
             self._hard_state = rd.hard_state
-        for m in rd.messages:
-            self._send(m)
+        self._send_all(rd.messages)
         # Committed entries that were already durable here need not wait for this Ready's
         # write: applying them now answers their clients one fsync earlier. On a leader that
         # is all of them (its own entries count towards a commit only once durable).
@@ -328,31 +374,55 @@ class RaftNode:
             self._apply(ready_now)
         if rd.snapshot is not None or rd.entries or self._term_or_vote_changed():
             await self._persist(rd)
-        for m in rd.persisted_messages:
-            self._send(m)
+        self._send_all(rd.persisted_messages)
+        if self.trace is not None:
+            self.trace.answered()
         if rd.soft_state is not None:
             self._soft_state_changed(rd.soft_state)
         if rd.snapshot is not None:
-            self.state_machine.restore(rd.snapshot.data)
-            self.snapshot_index = rd.snapshot.meta.index
-            self._fail_proposals_up_to(rd.snapshot.meta.index)
-            log.info("installed a snapshot at index %d", rd.snapshot.meta.index)
-            if self.on_snapshot is not None:
-                self.on_snapshot(rd.snapshot, True)
-            self._wake_applied(rd.snapshot.meta.index)
+            self._install(rd.snapshot)
         self._apply(rd.committed_entries[len(ready_now) :])
         for rs in rd.read_states:
             read = self._reads.pop(rs.context, None)
             if read is not None and not read.done():
                 self._when_applied(rs.index, read)
 
+    def _send_all(self, messages: list[Message]) -> None:
+        trace = self.trace
+        for m in messages:
+            self._send(m, trace.sending(m) if trace is not None else None)
+            if self._counting and m.type is MessageType.APPEND and m.entries:
+                self.metrics.append_batch_size.record(len(m.entries))
+
+    def _install(self, snapshot: Snapshot) -> None:
+        """Replace the state machine with the leader's `snapshot`."""
+        parent, self._snapshot_parent = self._snapshot_parent, None
+        trace = self.trace
+        span = trace.span("raft.snapshot.install", snapshot.meta.index, parent) if trace else None
+        self.state_machine.restore(snapshot.data)
+        self.snapshot_index = snapshot.meta.index
+        if span is not None:
+            span.end()
+        self.metrics.snapshots.add(1, {"kind": "installed"})
+        self._fail_proposals_up_to(snapshot.meta.index)
+        log.info("installed a snapshot at index %d", snapshot.meta.index)
+        if self.on_snapshot is not None:
+            self.on_snapshot(snapshot, True)
+        self._wake_applied(snapshot.meta.index)
+
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed `entries` in order and answer their proposers."""
-        on_applied = self.on_applied
+        if not entries:
+            return
+        on_applied, trace = self.on_applied, self.trace
+        started = time.perf_counter() if self._counting else 0.0
         for entry in entries:
             result: object = None
+            span = trace.applying(entry.index) if trace is not None else None
             if entry.type is EntryType.NORMAL:
                 result = self.state_machine.apply(entry.index, entry.data)
+            if span is not None:
+                span.end()
             if on_applied is not None:
                 on_applied(entry)
             proposal = self._proposals.pop(entry.index, None)
@@ -361,8 +431,9 @@ class RaftNode:
                     proposal.future.set_result(result)
                 else:
                     proposal.future.set_exception(ProposalLost("replaced by another leader"))
-        if entries:
-            self._wake_applied(entries[-1].index)
+        if self._counting:
+            self.metrics.apply_duration.record(time.perf_counter() - started)
+        self._wake_applied(entries[-1].index)
 
     def _term_or_vote_changed(self) -> bool:
         stored, latest = self._stored_hard_state, self._hard_state
@@ -373,14 +444,22 @@ class RaftNode:
         keeps replicating) while the disk syncs. Writing on the loop was measured: faster
         with one busy client connection, twice as slow with sixteen."""
         hard_state = self._hard_state if self._hard_state != self._stored_hard_state else None
+        span = self.trace.writing(rd) if self.trace is not None else None
+        started = time.perf_counter()
         await asyncio.to_thread(
             self.storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
         )
+        self.metrics.fsync_duration.record(time.perf_counter() - started)
+        if span is not None:
+            span.end()
         if hard_state is not None:
             self._stored_hard_state = hard_state
 
     def _soft_state_changed(self, soft: SoftState) -> None:
         log.info("term %d: %s, leader %s", soft.term, soft.role.value, soft.leader or "unknown")
+        if soft.leader is not None and soft.leader != self._leader:
+            self._leader = soft.leader  # the last leader known: an election between is no change
+            self.metrics.leader_changes.add(1)
         if self.on_soft_state is not None:
             self.on_soft_state(soft)
 

@@ -29,13 +29,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable, Sequence
 
 import cbor2
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.export import SpanExporter
 
-from quicraft.core import Message, NodeId, Role
+from quicraft.core import Message, NodeId, RaftCore, Role
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
 from quicraft.storage import LevelDBStorage
+from quicraft.telemetry import Readings, Telemetry, start_telemetry
 from quicraft.transport import (
     ALPN_CLIENT,
     ALPN_EVENTS,
@@ -73,8 +77,11 @@ DIAL_RETRY_S = 0.5
 
 
 class Node:
-    def __init__(self, settings: NodeSettings):
+    def __init__(self, settings: NodeSettings, span_exporters: Sequence[SpanExporter] = ()):
+        """`span_exporters`: where spans go besides what settings.telemetry names (tests)."""
         self.settings = settings
+        self._span_exporters = span_exporters
+        self.telemetry = Telemetry()
         self.identity = load_identity(settings.certs_dir, settings.cluster, settings.name)
         if self.identity.role is not IdentityRole.NODE:
             raise IdentityError(
@@ -116,6 +123,8 @@ class Node:
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.telemetry = start_telemetry(self.settings.telemetry, self.id, self._span_exporters)
+        self._instrument()
         self.pool.addresses.update(self._stored_addresses())
         host, port = self.settings.listen
         self.server = await serve(
@@ -183,12 +192,72 @@ class Node:
         if self.server is not None:
             self.server.close()
         self.storage.close()
+        self.telemetry.close()
         log.info("node %s stopped", self.id)
 
     async def wait(self) -> None:
         """Until the Raft loop ends (stop() or a fatal error, which is re-raised)."""
         if self._run_task is not None:
             await self._run_task
+
+    # -- telemetry -------------------------------------------------------------------------
+
+    def log_context(self) -> dict[str, object]:
+        """What every JSON log line of this node says about it."""
+        core = self.raft.core
+        return {"node": self.id} if core is None else {"node": self.id, "term": core.term}
+
+    def _instrument(self) -> None:
+        tracing, metrics = self.telemetry.tracing, self.telemetry.metrics
+        self.raft.instrument(self.telemetry)
+        self.pool.tracing, self.pool.metrics = tracing, metrics
+        self.service.tracing = self.mgmt.tracing = tracing
+        raft = self.raft
+
+        def core_value(read: Callable[[RaftCore], float]) -> Callable[[], Readings]:
+            return lambda: [] if raft.core is None else [(read(raft.core), {})]
+
+        metrics.gauge(
+            "quicraft.has_leader",
+            "1 while this node knows a leader, else 0",
+            core_value(lambda core: float(core.leader is not None)),
+        )
+        metrics.gauge("quicraft.term", "the current term", core_value(lambda core: core.term))
+        metrics.gauge(
+            "quicraft.commit_index",
+            "the highest log index known to be committed",
+            core_value(lambda core: core.log.committed),
+        )
+        metrics.gauge(
+            "quicraft.applied_index",
+            "the highest log index applied to the state machine",
+            core_value(lambda core: core.log.applied),
+        )
+        metrics.gauge(
+            "quicraft.peer.rtt",
+            "smoothed QUIC round-trip time to each connected member",
+            self.pool.round_trip_times,
+            unit="s",
+        )
+        metrics.counter(
+            "quicraft.refused_connections",
+            "connections refused, by reason",
+            self._refusals,
+        )
+        metrics.gauge(
+            "quicraft.event_subscribers",
+            "event subscriptions being served",
+            lambda: [(self.event_service.subscribers, {})],
+        )
+        metrics.gauge(
+            "quicraft.discovered_peers",
+            "peers found by mDNS or --join and verified as nodes of this cluster",
+            lambda: [(len(self.lan.verified) if self.lan is not None else 0, {})],
+        )
+
+    def _refusals(self) -> Readings:
+        refusals = self.server.refusals if self.server is not None else {}
+        return [(count, {"reason": reason}) for reason, count in list(refusals.items())]
 
     # -- founding --------------------------------------------------------------------------
 
@@ -287,7 +356,7 @@ class Node:
         if conn.alpn == ALPN_RAFT:
             self.pool.adopt(conn)
 
-    def _deliver(self, m: Message) -> None:
+    def _deliver(self, m: Message, parent: Context | None) -> None:
         core = self.raft.core
         if core is None:
             return
@@ -296,7 +365,7 @@ class Node:
             # Connections we dialed, or accepted while founding, skipped admission.
             log.debug("dropped a message from %s, not a member", m.frm)
             return
-        self.raft.receive(m)
+        self.raft.receive(m, parent)
 
     def _unreachable(self, peer: NodeId) -> None:
         if self.raft.core is not None and self.raft.core.role is Role.LEADER:

@@ -15,6 +15,9 @@ Rules of this file:
 - A request whose id cannot be read cannot be answered: that is a protocol error and the
   stream is reset (dispatch.py). One whose id can be read but whose op or args are wrong is
   answered with bad_request and the stream goes on.
+- Traced (tracing on): each request is a server span, child of the client's "tp", ended when
+  its answer is written; a write's raft.propose, its runtime spans (raft_trace.py) and
+  raft.respond hang under it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
 from quicraft.core import NodeId, NotLeader, ProposalDropped
 from quicraft.statemachine import CommandError, KVStore, encode_command
+from quicraft.telemetry import NO_TRACING, remote_parent
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
 
@@ -80,6 +86,7 @@ class ClientService:
         self.kv = kv
         self._address_of = address_of
         self.request_timeout = request_timeout
+        self.tracing = NO_TRACING
 
     async def handle_stream(self, conn: Connection, stream: Stream) -> None:
         replies = _Replies(stream, self._address_of)
@@ -104,48 +111,80 @@ class ClientService:
 
     def start(self, role: Role, request: Request, replies: _Replies) -> None:
         """Serve one request for a caller of `role`; `replies` gets exactly one answer."""
+        span = self._span(request) if self.tracing.on else None
         try:
             if request.op in WRITES:
                 if role is Role.READER:
                     raise RequestFailed("forbidden", "the reader role may only read")
-                self._start_write(request, replies)
+                self._start_write(request, replies, span)
             else:
-                self._start_read(request, replies)
+                self._start_read(request, replies, span)
         except RequestFailed as err:
-            replies.fail(request.id, err)
+            self._answer(replies, request.id, err, span)
         except NodeError as err:  # not open yet (a founder still dialling its peers)
-            replies.fail(request.id, RequestFailed("unavailable", f"{err}; retry"))
+            self._answer(replies, request.id, RequestFailed("unavailable", f"{err}; retry"), span)
+
+    def _span(self, request: Request) -> Span:
+        parent = remote_parent(request.traceparent)
+        return self.tracing.rpc("quicraft.kv", request.op, SpanKind.SERVER, parent)
+
+    def _answer(
+        self,
+        replies: _Replies,
+        request_id: int,
+        answer: dict[str, object] | RequestFailed,
+        span: Span | None,
+    ) -> None:
+        """Send the one answer of a request, and end its span."""
+        respond = self.tracing.span("raft.respond", span) if span is not None else None
+        if isinstance(answer, RequestFailed):
+            replies.fail(request_id, answer)
+        else:
+            replies.ok(request_id, answer)
+        if span is not None and respond is not None:
+            respond.end()
+            if isinstance(answer, RequestFailed):
+                span.set_status(Status(StatusCode.ERROR, f"{answer.code}: {answer}"))
+            span.end()
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _start_write(self, request: Request, replies: _Replies) -> None:
+    def _start_write(self, request: Request, replies: _Replies, span: Span | None) -> None:
+        propose = self.tracing.span("raft.propose", span) if span is not None else None
         try:
             command = encode_command(request.op, request.args, ts_ms=int(time.time() * 1000))
+            proposal = self.node.start_proposal(command, self.request_timeout, span)
         except CommandError as err:
             raise RequestFailed("bad_request", str(err)) from None
-        try:
-            proposal = self.node.start_proposal(command, self.request_timeout)
         except NotLeader as err:
             raise self._not_leader(err.leader) from None
         except ProposalDropped as err:
             raise RequestFailed("unavailable", f"{err}; retry") from None
         except NodeStopped as err:
             raise RequestFailed("unavailable", str(err)) from None
-        proposal.add_done_callback(partial(self._write_done, request.id, replies))
+        finally:
+            if propose is not None:
+                propose.end()
+        proposal.add_done_callback(partial(self._write_done, request.id, replies, span))
 
     def _write_done(
-        self, request_id: int, replies: _Replies, proposal: asyncio.Future[Any]
+        self,
+        request_id: int,
+        replies: _Replies,
+        span: Span | None,
+        proposal: asyncio.Future[Any],
     ) -> None:
         try:
-            replies.ok(request_id, _write_result(proposal))
+            answer: dict[str, object] | RequestFailed = _write_result(proposal)
         except RequestFailed as err:
-            replies.fail(request_id, err)
+            answer = err
+        self._answer(replies, request_id, answer, span)
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _start_read(self, request: Request, replies: _Replies) -> None:
+    def _start_read(self, request: Request, replies: _Replies, span: Span | None) -> None:
         if request.args.get("stale", False):
-            replies.ok(request.id, self._read_now(request))
+            self._answer(replies, request.id, self._read_now(request), span)
             return
         core = self.node.core
         if core is None or core.leader is None:
@@ -154,14 +193,21 @@ class ClientService:
             barrier = self.node.start_read(self.request_timeout)
         except NodeStopped as err:
             raise RequestFailed("unavailable", str(err)) from None
-        barrier.add_done_callback(partial(self._read_done, request, replies))
+        barrier.add_done_callback(partial(self._read_done, request, replies, span))
 
-    def _read_done(self, request: Request, replies: _Replies, barrier: asyncio.Future[Any]) -> None:
+    def _read_done(
+        self,
+        request: Request,
+        replies: _Replies,
+        span: Span | None,
+        barrier: asyncio.Future[Any],
+    ) -> None:
         try:
             _outcome(barrier)
-            replies.ok(request.id, self._read_now(request))
+            answer: dict[str, object] | RequestFailed = self._read_now(request)
         except RequestFailed as err:
-            replies.fail(request.id, err)
+            answer = err
+        self._answer(replies, request.id, answer, span)
 
     def _read_now(self, request: Request) -> dict[str, object]:
         if request.op == "get":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quicraft.discovery import DiscoverySettings
+from quicraft.telemetry import NO_TELEMETRY, TelemetrySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class NodeSettings:
     #: Run node/lan.py even with neither mDNS nor --join (`quicraft node` without --peers):
     #: the cluster gets an id and the leader adds the nodes that say hello to it.
     lan: bool = False
+    #: Traces, metrics and log format (quicraft/telemetry); all off by default.
+    telemetry: TelemetrySettings = NO_TELEMETRY
 
     @property
     def discovering(self) -> bool:

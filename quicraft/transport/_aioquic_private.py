@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for four things quicraft needs:
+aioquic (1.x) has no public API for five things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -16,6 +16,9 @@ aioquic (1.x) has no public API for four things quicraft needs:
    connection then sends an ACK-only packet per millisecond; waiting up to ACK_DELAY_S lets most
    ACKs ride on the next response or append instead (measured: about 20 % more writes/s).
    It stays well inside the 25 ms max_ack_delay aioquic announces to the peer.
+
+5. The connection's smoothed round-trip time (`QuicConnection._loss._rtt_smoothed`), which
+   the loss recovery keeps anyway: the peer round-trip metric reads it.
 
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
@@ -71,6 +74,12 @@ def unacked_bytes(quic: QuicConnection, stream_id: int) -> int:
     return stream.sender._buffer_stop - stream.sender._buffer_start
 
 
+def smoothed_rtt(quic: QuicConnection) -> float | None:
+    """The smoothed round-trip time in seconds, None before the first sample (see 5. above)."""
+    loss = quic._loss
+    return loss._rtt_smoothed if loss._rtt_initialized else None
+
+
 def check() -> None:
     """Raise RuntimeError if this aioquic no longer has what the functions above rely on."""
     problems: list[str] = []
@@ -83,6 +92,11 @@ def check() -> None:
     quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
     if not isinstance(getattr(quic, "_ack_delay", None), float):
         problems.append("QuicConnection._ack_delay")
+    loss = getattr(quic, "_loss", None)
+    if not isinstance(getattr(loss, "_rtt_smoothed", None), float) or not hasattr(
+        loss, "_rtt_initialized"
+    ):
+        problems.append("QuicConnection._loss._rtt_smoothed")
     if not isinstance(getattr(quic, "_streams", None), dict):
         problems.append("QuicConnection._streams")
     sender = QuicStream(stream_id=0).sender

@@ -79,6 +79,11 @@ class Connection:
     async def open_stream(self) -> Stream:
         return self._protocol.streams.open()
 
+    @property
+    def rtt(self) -> float | None:
+        """The smoothed round-trip time in seconds (None before the first sample)."""
+        return private.smoothed_rtt(self._protocol._quic)
+
     def close(self, reason: str = "") -> None:
         self._protocol.shut(reason)
 

@@ -224,7 +224,7 @@ def test_the_kv_store_reports_changes_only() -> None:
 
 
 def test_the_feed_turns_entries_and_soft_state_into_events() -> None:
-    raft = RaftNode("n1", MemoryStorage(), KVStore(), PRESETS["test"], lambda m: None)
+    raft = RaftNode("n1", MemoryStorage(), KVStore(), PRESETS["test"], lambda m, tp: None)
     store = KVStore()
     feed = EventFeed(EventJournal(), "n1", lambda node: f"127.0.0.1:{7400 + len(node)}")
     feed.attach(raft, store)

@@ -13,13 +13,15 @@ from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import is_fresh
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.storage import MemoryStorage
+from quicraft.telemetry import Telemetry, remote_parent
 
 FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=20)
 IDS = ["a", "b", "c"]
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, telemetry: Callable[[str], Telemetry] | None = None) -> None:
+        """Three nodes; `telemetry` gives each (by id) what it records into."""
         self.nodes: dict[str, RaftNode] = {}
         self.cut: set[str] = set()  # nodes whose messages are dropped both ways
         loop = asyncio.get_running_loop()
@@ -28,19 +30,21 @@ class Cluster:
                 node_id, MemoryStorage(), KVStore(), FAST, self._sender(loop), random.Random(seed)
             )
             node.open(node.storage.load(), founders=IDS)
+            if telemetry is not None:
+                node.instrument(telemetry(node_id))
             self.nodes[node_id] = node
         self.tasks = [asyncio.create_task(n.run()) for n in self.nodes.values()]
 
-    def _sender(self, loop: asyncio.AbstractEventLoop) -> Callable[[Message], None]:
-        def send(m: Message) -> None:
+    def _sender(self, loop: asyncio.AbstractEventLoop) -> Callable[[Message, str | None], None]:
+        def send(m: Message, tp: str | None) -> None:
             if m.frm not in self.cut and m.to not in self.cut:
-                loop.call_soon(self._deliver, m)
+                loop.call_soon(self._deliver, m, tp)
 
         return send
 
-    def _deliver(self, m: Message) -> None:
+    def _deliver(self, m: Message, tp: str | None) -> None:
         if m.to not in self.cut:
-            self.nodes[m.to].receive(m)
+            self.nodes[m.to].receive(m, remote_parent(tp))
 
     async def leader(self) -> RaftNode:
         for _ in range(400):

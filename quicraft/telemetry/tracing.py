@@ -1,0 +1,180 @@
+"""Tracing: a process's tracer, and trace context in and out of the CBOR envelopes.
+
+Rules of this file:
+- A node's tracer is its own, never the global one: several nodes may share a process (tests,
+  embedded use) and each names itself in its resource (service.instance.id = its node id).
+  Clients use the global provider, as OpenTelemetry asks of libraries.
+- `Tracing.on` is False when no span would be recorded anywhere. Hot paths test it first, so
+  with tracing off a write costs an attribute read per step and builds no span at all.
+- Trace context crosses processes as an envelope's "tp" (a W3C traceparent); the propagator
+  parses it, so a malformed one only starts a new trace.
+- Sampling is decided once, where a trace starts (`trace_sample`), and followed everywhere
+  else (parent-based): one write is recorded by every process or by none.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
+
+from .settings import TelemetrySettings
+
+SERVICE_NAME = "quicraft"
+TRACES_PATH = "/v1/traces"
+
+_propagator = TraceContextTextMapPropagator()
+
+#: Where a span hangs: a span of this process, a context (a remote parent), or nothing (a root).
+Parent = Span | Context | None
+
+
+class TelemetryError(Exception):
+    """Telemetry settings that cannot work (a bad URL, a missing optional package)."""
+
+
+class Tracing:
+    def __init__(self, tracer: trace.Tracer | None = None, provider: TracerProvider | None = None):
+        self.on = tracer is not None
+        self.tracer: trace.Tracer = tracer or trace.NoOpTracer()
+        self.provider = provider
+
+    def span(
+        self,
+        name: str,
+        parent: Parent = None,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        links: Iterable[Span] = (),
+        attributes: Attributes = None,
+        start_time: int | None = None,
+    ) -> Span:
+        """Start a span under `parent`, linked to `links` (the other work a batch serves)."""
+        return self.tracer.start_span(
+            name,
+            context=_context(parent),
+            kind=kind,
+            links=[Link(s.get_span_context()) for s in links],
+            attributes=attributes,
+            start_time=start_time,
+        )
+
+    def rpc(self, service: str, method: str, kind: SpanKind, parent: Parent = None) -> Span:
+        """The span of one request, on either end (RPC semantic conventions)."""
+        return self.span(
+            f"{service}/{method}",
+            parent,
+            kind=kind,
+            attributes={"rpc.system": "quicraft", "rpc.service": service, "rpc.method": method},
+        )
+
+    def shutdown(self) -> None:
+        """Export what is still buffered, then stop."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+NO_TRACING = Tracing()
+
+
+def remote_parent(traceparent: str | None) -> Context | None:
+    """The context a received "tp" names, or None when there is none (or it is malformed)."""
+    if traceparent is None:
+        return None
+    context = _propagator.extract({"traceparent": traceparent})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def traceparent(span: Span | None) -> str | None:
+    """The "tp" to send so that the receiver's spans join `span`'s trace."""
+    if span is None or not span.get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
+def node_tracing(
+    settings: TelemetrySettings, instance_id: str, exporters: Sequence[SpanExporter] = ()
+) -> Tracing:
+    """The tracing of one node (or one client process) named `instance_id`; `exporters` are
+    extra destinations, such as a test's in-memory exporter."""
+    if not settings.tracing and not exporters:
+        return NO_TRACING
+    provider = TracerProvider(
+        resource=resource(instance_id),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample)),
+    )
+    if settings.otlp_endpoint is not None:
+        provider.add_span_processor(BatchSpanProcessor(otlp_exporter(settings.otlp_endpoint)))
+    if settings.trace_console:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    for exporter in exporters:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Tracing(provider.get_tracer("quicraft"), provider)
+
+
+def global_tracing(scope: str) -> Tracing:
+    """Tracing through the global provider, if the application has set one up (OpenTelemetry's
+    default is a proxy that records nothing: then tracing stays off, at no cost)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return NO_TRACING
+    return Tracing(provider.get_tracer(scope))
+
+
+def resource(instance_id: str) -> Resource:
+    """Semantic conventions: every quicraft process is service `quicraft`, told apart by id."""
+    return Resource.create({"service.name": SERVICE_NAME, "service.instance.id": instance_id})
+
+
+def check(settings: TelemetrySettings) -> None:
+    """Raise TelemetryError now, rather than when the node starts, if `settings` cannot work."""
+    if settings.otlp_endpoint is not None:
+        otlp_exporter(settings.otlp_endpoint).shutdown()
+
+
+def otlp_exporter(endpoint: str) -> SpanExporter:
+    url = traces_url(endpoint)
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise TelemetryError(
+            "--otlp-endpoint needs the OTLP exporter: pip install 'quicraft[otlp]'"
+        ) from None
+    return OTLPSpanExporter(endpoint=url)
+
+
+def traces_url(endpoint: str) -> str:
+    """The collector's traces URL: a base URL gets OTLP's /v1/traces, a full one is kept."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TelemetryError(
+            f"bad OTLP endpoint {endpoint!r}: expected an http(s) URL (http://localhost:4318)"
+        )
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=TRACES_PATH)
+    return urlunsplit(parts)
+
+
+def _context(parent: Parent) -> Context:
+    if parent is None:
+        return Context()  # a root, whatever happens to be current
+    if isinstance(parent, Context):
+        return parent
+    return trace.set_span_in_context(parent)

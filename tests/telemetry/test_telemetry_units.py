@@ -1,0 +1,89 @@
+"""quicraft/telemetry on its own: URLs, trace context, the JSON log format, bad flags."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from quicraft.telemetry import (
+    NO_TELEMETRY,
+    NO_TRACING,
+    JsonFormatter,
+    TelemetryError,
+    TelemetrySettings,
+    check,
+    node_tracing,
+    remote_parent,
+    set_log_context,
+    traceparent,
+)
+from quicraft.telemetry.tracing import traces_url
+
+
+def test_a_base_url_gets_the_otlp_traces_path_and_a_full_one_is_kept() -> None:
+    assert traces_url("http://localhost:4318") == "http://localhost:4318/v1/traces"
+    assert traces_url("https://c:4318/") == "https://c:4318/v1/traces"
+    assert traces_url("http://c:4318/custom/traces") == "http://c:4318/custom/traces"
+
+
+@pytest.mark.parametrize("url", ["localhost:4318", "ftp://c/x", "http://", "4318"])
+def test_a_bad_endpoint_is_refused_before_anything_starts(url: str) -> None:
+    with pytest.raises(TelemetryError, match="bad OTLP endpoint"):
+        check(TelemetrySettings(otlp_endpoint=url))
+
+
+def test_trace_context_round_trips_and_bad_context_starts_a_new_trace() -> None:
+    tracing = node_tracing(NO_TELEMETRY, "n1", [InMemorySpanExporter()])
+    span = tracing.span("parent")
+    tp = traceparent(span)
+    assert tp is not None and tp.startswith("00-")
+    child = tracing.span("child", remote_parent(tp))
+    assert child.get_span_context().trace_id == span.get_span_context().trace_id
+    assert remote_parent("00-zz-zz-01") is None
+    assert remote_parent(None) is None
+    assert traceparent(NO_TRACING.span("off")) is None  # tracing off sends no context
+    assert not NO_TRACING.on
+
+
+def test_json_logs_carry_the_node_the_term_and_the_current_span() -> None:
+    tracing = node_tracing(NO_TELEMETRY, "n1", [InMemorySpanExporter()])
+    span = tracing.span("work")
+    record = logging.LogRecord("quicraft.node", logging.INFO, __file__, 1, "hi %s", ("x",), None)
+    record.span = span
+    set_log_context(lambda: {"node": "n1", "term": 7})
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        set_log_context(None)
+    ids = span.get_span_context()
+    assert line["message"] == "hi x" and line["node"] == "n1" and line["term"] == 7
+    assert line["trace_id"] == f"{ids.trace_id:032x}"
+    assert line["span_id"] == f"{ids.span_id:016x}"
+    assert line["time"].endswith("Z") and line["level"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--otlp-endpoint", "nowhere"], "bad OTLP endpoint"),
+        (["--trace-sample", "2"], "expected a number from 0 to 1"),
+        (["--metrics", "nohost"], "--metrics"),
+        (["--log-format", "xml"], "--log-format"),
+    ],
+)
+def test_bad_telemetry_flags_are_misuse_with_one_line(flags: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", "node", "--cluster", "c", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -59,9 +59,11 @@ ALLOWED_LAYERS = {
         "quicraft.transport",
         "quicraft.statemachine",
         "quicraft.discovery",  # node/lan.py: forming on a LAN
+        "quicraft.telemetry",  # spans and metrics of the runtime and services
         "quicraft.node",
     },
-    "client": {"quicraft.wire", "quicraft.transport", "quicraft.client"},
+    "client": {"quicraft.wire", "quicraft.transport", "quicraft.telemetry", "quicraft.client"},
+    "telemetry": {"quicraft.telemetry"},  # below everything that records into it
 }
 
 

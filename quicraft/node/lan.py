@@ -329,7 +329,11 @@ class LanForming:
             self._change = asyncio.create_task(self._found())
             return
         view = self.view()
-        candidates = {n for n, c in view.items() if c is None and not n.startswith("join@")}
+        candidates = {
+            n for n, c in view.items()
+            if c is None and not n.startswith("join@")
+            and not self.mgmt.being_added(n, self.verified[n].address)
+        }  # fmt: skip
         heard = {n for n, pr in core.progress.items()
                  if pr.silent_ticks < core.config.election_tick}  # fmt: skip
         ready = {n for n in core.membership.learners if n in heard and caught_up(core, n)}

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, StatusCode
 
 from quicraft.core import (
     ConfChange,
@@ -41,10 +41,10 @@ from quicraft.core import (
     RaftError,
     Role,
 )
-from quicraft.telemetry import NO_TRACING, remote_parent
+from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Stream, TransportError
 from quicraft.transport import Role as IdentityRole
-from quicraft.transport.address import parse_address
+from quicraft.transport.address import Address, parse_address
 from quicraft.wire import (
     BACKUP_CHUNK,
     BackupSender,
@@ -145,6 +145,8 @@ class MgmtService:
         #: More problems for health to report (lan.py: a split of the cluster name).
         self.extra_problems: Callable[[], list[str]] = list
         self.tracing = NO_TRACING
+        #: Nodes an add_member is adding, by the address it dials and (once dialed) by id.
+        self._adding: dict[Address, NodeId | None] = {}
 
     def close(self) -> None:
         """Cancel the operations still running (the node is stopping)."""
@@ -174,7 +176,7 @@ class MgmtService:
                     self._start(request, replies)
                 elif first:
                     replies.in_flight -= 1  # the backup answers on the stream itself
-                    span = self._span(request)
+                    span = self._span(request.op, request.traceparent)
                     with trace.use_span(span, end_on_exit=True):
                         await self._backup(request, stream)
                     return
@@ -194,15 +196,14 @@ class MgmtService:
             log.debug("mgmt stream from %s ended: %s", conn.peer.name, err)
 
     def _start(self, request: MgmtRequest, replies: _Replies) -> None:
-        span = self._span(request)
+        span = self._span(request.op, request.traceparent)
         with trace.use_span(span):  # the task's context is a copy of this one
             task = asyncio.create_task(self._serve(request), name=f"mgmt-{request.op}")
         self._tasks.add(task)
         task.add_done_callback(partial(self._done, request, replies, span))
 
-    def _span(self, request: MgmtRequest) -> Span:
-        parent = remote_parent(request.traceparent)
-        return self.tracing.rpc("quicraft.mgmt", request.op, SpanKind.SERVER, parent)
+    def _span(self, op: str, traceparent: str | None) -> Span:
+        return self.tracing.server_span("quicraft.mgmt", op, traceparent)
 
     def _done(
         self,
@@ -432,14 +433,28 @@ class MgmtService:
                 hint="see the members with: quicraft mgmt status",
             )
 
+    def being_added(self, node: NodeId, address: Address) -> bool:
+        """Whether an operator's add_member is adding this node now: LAN forming (lan.py),
+        which adds the nodes that say hello, then leaves it alone. Otherwise both add it and
+        the operator is told it is "already a learner" by a change nobody asked for."""
+        return address in self._adding or node in self._adding.values()
+
     async def add_member(self, address: str, *, learner: bool) -> dict[str, Any]:
-        core = self._leader_core()
         try:
             where = parse_address(address)
         except ValueError as err:
             raise MgmtFailed("bad_request", str(err)) from None
+        self._adding[where] = None
+        try:
+            return await self._add_member(address, where, learner)
+        finally:
+            self._adding.pop(where, None)
+
+    async def _add_member(self, address: str, where: Address, learner: bool) -> dict[str, Any]:
+        core = self._leader_core()
         try:
             node = await self.pool.dial(where)
+            self._adding[where] = node
         except TransportError as err:
             raise MgmtFailed(
                 "unreachable",

@@ -198,16 +198,11 @@ class PeerPool:
             if hello is not None:
                 self._heard_hello(conn, hello)
                 return
-            tracing = self.tracing.on
             try:
-                envelope = decode_envelope(frame)
-                m, tp = envelope.message, envelope.traceparent
+                m, parent = self._decode(frame)
             except ProtocolError:
                 # The first frame of a snapshot's own stream is its header, not a message.
                 m, parent = await self._receive_snapshot(SnapshotAssembler(frame), stream)
-                tp = None
-            else:
-                parent = remote_parent(tp) if tracing and tp else None
             while True:
                 if m.frm != peer or m.to != self.id:
                     log.warning("dropped a message from %s claiming to be %s", peer, m.frm)
@@ -218,14 +213,18 @@ class PeerPool:
                 frame = await stream.read_frame()
                 if frame is None:
                     return
-                envelope = decode_envelope(frame)
-                m, tp = envelope.message, envelope.traceparent
-                parent = remote_parent(tp) if tracing and tp else None
+                m, parent = self._decode(frame)
         except ProtocolError as err:
             log.warning("protocol error from %s: %s", peer, err)
             conn.close(f"protocol error: {err}")
         except TransportError:
             return
+
+    def _decode(self, frame: bytes) -> tuple[Message, Context | None]:
+        """A Raft message and, when traced, the trace context it came with."""
+        envelope = decode_envelope(frame)
+        tp = envelope.traceparent
+        return envelope.message, remote_parent(tp) if tp and self.tracing.on else None
 
     def _heard_hello(self, conn: Connection, hello: Hello) -> None:
         peer = conn.peer.node_id

@@ -268,9 +268,10 @@ class RaftNode:
         return future
 
     def _proposal_done(self, index: int, future: asyncio.Future[object]) -> None:
-        failed = future.cancelled() or future.exception() is not None
-        if failed and self.trace is not None:
-            self.trace.lost(index, future.exception() or RequestTimeout("cancelled"))
+        error = RequestTimeout("cancelled") if future.cancelled() else future.exception()
+        failed = error is not None
+        if error is not None and self.trace is not None:
+            self.trace.lost(index, error)
         if self._counting:
             (self.metrics.proposals_failed if failed else self.metrics.proposals_committed).add(1)
 

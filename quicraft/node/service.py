@@ -29,11 +29,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from quicraft.core import NodeId, NotLeader, ProposalDropped
 from quicraft.statemachine import CommandError, KVStore, encode_command
-from quicraft.telemetry import NO_TRACING, remote_parent
+from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
 
@@ -111,7 +111,11 @@ class ClientService:
 
     def start(self, role: Role, request: Request, replies: _Replies) -> None:
         """Serve one request for a caller of `role`; `replies` gets exactly one answer."""
-        span = self._span(request) if self.tracing.on else None
+        span = (
+            self.tracing.server_span("quicraft.kv", request.op, request.traceparent)
+            if self.tracing.on
+            else None
+        )
         try:
             if request.op in WRITES:
                 if role is Role.READER:
@@ -123,10 +127,6 @@ class ClientService:
             self._answer(replies, request.id, err, span)
         except NodeError as err:  # not open yet (a founder still dialling its peers)
             self._answer(replies, request.id, RequestFailed("unavailable", f"{err}; retry"), span)
-
-    def _span(self, request: Request) -> Span:
-        parent = remote_parent(request.traceparent)
-        return self.tracing.rpc("quicraft.kv", request.op, SpanKind.SERVER, parent)
 
     def _answer(
         self,

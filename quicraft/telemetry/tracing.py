@@ -83,6 +83,10 @@ class Tracing:
             attributes={"rpc.system": "quicraft", "rpc.service": service, "rpc.method": method},
         )
 
+    def server_span(self, service: str, method: str, traceparent: str | None) -> Span:
+        """The span of a request received with the caller's trace context `traceparent`."""
+        return self.rpc(service, method, SpanKind.SERVER, remote_parent(traceparent))
+
     def shutdown(self) -> None:
         """Export what is still buffered, then stop."""
         if self.provider is not None:

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from quicraft.core import NodeId, NotLeader, ProposalDropped
-from quicraft.statemachine import CommandError, KVStore, encode_command
+from quicraft.statemachine import CommandError, KVStore, build_command
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
 
@@ -120,17 +120,19 @@ class ClientService:
 
     def _start_write(self, request: Request, replies: _Replies) -> None:
         try:
-            command = encode_command(request.op, request.args, ts_ms=int(time.time() * 1000))
+            command = build_command(request.op, request.args, ts_ms=int(time.time() * 1000))
         except CommandError as err:
             raise RequestFailed("bad_request", str(err)) from None
+        data = command.encode()
         try:
-            proposal = self.node.start_proposal(command, self.request_timeout)
+            proposal = self.node.start_proposal(data, self.request_timeout)
         except NotLeader as err:
             raise self._not_leader(err.leader) from None
         except ProposalDropped as err:
             raise RequestFailed("unavailable", f"{err}; retry") from None
         except NodeStopped as err:
             raise RequestFailed("unavailable", str(err)) from None
+        self.kv.proposed(data, command)  # the leader applies it without decoding it again
         proposal.add_done_callback(partial(self._write_done, request.id, replies))
 
     def _write_done(

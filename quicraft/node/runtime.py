@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import random
@@ -112,6 +113,7 @@ class RaftNode:
         self._read_ids = itertools.count()
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._deadlines = _Deadlines()
         #: Called with each new SoftState (leader, role, term) after it is known.
         self.on_soft_state: Callable[[SoftState], None] | None = None
         #: Called with every committed entry right after it is applied, in log order.
@@ -261,7 +263,7 @@ class RaftNode:
             replaced.future.set_exception(ProposalLost("replaced by another leader"))
         # A proposal that times out stays here until its index is applied or proposed again.
         self._proposals[index] = _Proposal(term, future)
-        _fail_after(future, timeout, "the write was not committed in time")
+        self._deadlines.add(future, timeout, "the write was not committed in time")
         if self._counting or self.trace is not None:
             future.add_done_callback(partial(self._proposal_done, index))
         self._wake.set()
@@ -289,7 +291,7 @@ class RaftNode:
         self._reads[context] = future
         future.add_done_callback(lambda _: self._reads.pop(context, None))
         self._core.read_index(context)
-        _fail_after(future, timeout, "no leader confirmed the read in time")
+        self._deadlines.add(future, timeout, "no leader confirmed the read in time")
         self._wake.set()
         return future
 
@@ -503,12 +505,35 @@ class RaftNode:
         self._snapshot_requests.clear()
 
 
-def _fail_after(future: asyncio.Future[Any], timeout: float, message: str) -> None:
-    """End `future` with RequestTimeout(message) if it is still pending after `timeout`."""
+class _Deadlines:
+    """Ends each pending future with RequestTimeout once its time is up.
 
-    def expire() -> None:
-        if not future.done():
-            future.set_exception(RequestTimeout(message))
+    One timer for all of them, armed for the earliest deadline: a timer per request (created,
+    then cancelled when the request ends) cost more than the request's own bookkeeping. A
+    future that ends first stays in the heap, done, until its deadline comes round."""
 
-    timer = asyncio.get_running_loop().call_later(timeout, expire)
-    future.add_done_callback(lambda _: timer.cancel())
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.Future[Any], str]] = []
+        self._order = itertools.count()  # ties never compare the futures
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, future: asyncio.Future[Any], timeout: float, message: str) -> None:
+        """End `future` with RequestTimeout(message) if it is still pending after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        heapq.heappush(self._heap, (deadline, next(self._order), future, message))
+        if self._timer is not None and self._timer.when() > deadline:
+            self._timer.cancel()  # an earlier deadline than the armed one (a shorter timeout)
+            self._timer = None
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, future, message = heapq.heappop(heap)
+            if not future.done():
+                future.set_exception(RequestTimeout(message))
+        self._timer = loop.call_at(heap[0][0], self._expire) if heap else None

@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 
 from quicraft.core import NodeId, NotLeader, ProposalDropped
-from quicraft.statemachine import CommandError, KVStore, encode_command
+from quicraft.statemachine import CommandError, KVStore, build_command
 from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
@@ -152,8 +152,9 @@ class ClientService:
     def _start_write(self, request: Request, replies: _Replies, span: Span | None) -> None:
         propose = self.tracing.span("raft.propose", span) if span is not None else None
         try:
-            command = encode_command(request.op, request.args, ts_ms=int(time.time() * 1000))
-            proposal = self.node.start_proposal(command, self.request_timeout, span)
+            command = build_command(request.op, request.args, ts_ms=int(time.time() * 1000))
+            data = command.encode()
+            proposal = self.node.start_proposal(data, self.request_timeout, span)
         except CommandError as err:
             raise RequestFailed("bad_request", str(err)) from None
         except NotLeader as err:
@@ -165,6 +166,7 @@ class ClientService:
         finally:
             if propose is not None:
                 propose.end()
+        self.kv.proposed(data, command)  # the leader applies it without decoding it again
         proposal.add_done_callback(partial(self._write_done, request.id, replies, span))
 
     def _write_done(

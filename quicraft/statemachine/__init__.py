@@ -3,7 +3,8 @@
 Exceptions:
 
     ValueError
-    └── CommandError    a command that is not well formed (encode_command, decode_command)
+    └── CommandError    a command that is not well formed (build_command, encode_command,
+                        decode_command)
 
 `KVStore.restore` raises a plain ValueError for a bad snapshot. `apply` never raises for the
 bytes it is given: a malformed command is a no-op whose result is a bad_request error.
@@ -19,6 +20,7 @@ from .commands import (
     WRITE_OPS,
     Command,
     CommandError,
+    build_command,
     decode_command,
     encode_command,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "Session",
     "SessionTable",
     "StateMachine",
+    "build_command",
     "decode_command",
     "encode_command",
     "error_result",

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -51,9 +50,9 @@ class CommandError(ValueError):
     """A command that is not well formed; the message says what is wrong, in one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A validated command. Fields an op does not use keep their defaults."""
+class Command(NamedTuple):
+    """A validated command. Fields an op does not use keep their defaults. (A tuple: every
+    write builds one, where a frozen dataclass costs three times as much.)"""
 
     op: str
     ts_ms: int
@@ -70,26 +69,20 @@ class Command:
     address: str = ""  #: address ("" forgets the node)
 
     def args(self) -> dict[str, object]:
-        """The args map that encodes this command (defaults written out)."""
+        """The args map that encodes this command (defaults written out), its keys in
+        canonical CBOR order."""
         args: dict[str, object] = {}
-        if self.op in WRITE_OPS:
-            args["key"] = self.key
-        if self.op == "set":
-            args["value"] = self.value
-        elif self.op == "incr":
-            args["by"] = self.by
-        elif self.op == "cas":
-            args["expected"] = self.expected
-            args["new"] = self.new
-        elif self.op == FOUND_OP:
-            args["cluster_id"] = self.cluster_id
-        elif self.op == ADDRESS_OP:
-            args["node"] = self.node
-            args["address"] = self.address
-        for name in ("session", "seq", "ack"):
-            if getattr(self, name) is not None:
-                args[name] = getattr(self, name)
+        for name in _ORDER[self.op]:
+            value = getattr(self, name)
+            if value is not None or name not in _SESSION:
+                args[name] = value
         return args
+
+    def encode(self) -> bytes:
+        """The log payload of this command: canonical CBOR. Every map is built in canonical
+        key order, so a plain encode gives the canonical bytes without sorting them."""
+        envelope = {"v": VERSION, "op": self.op, "ts": self.ts_ms, "args": self.args()}
+        return cbor2.dumps(envelope)
 
 
 def encode_command(op: str, args: Mapping[str, object], ts_ms: int) -> bytes:
@@ -97,9 +90,13 @@ def encode_command(op: str, args: Mapping[str, object], ts_ms: int) -> bytes:
 
     Raises CommandError if the command is not valid (the proposer answers bad_request).
     """
-    command = _build(op, args, ts_ms)
-    envelope = {"v": VERSION, "op": op, "ts": ts_ms, "args": command.args()}
-    return cbor2.dumps(envelope, canonical=True)
+    return build_command(op, args, ts_ms).encode()
+
+
+def build_command(op: str, args: Mapping[str, object], ts_ms: int) -> Command:
+    """The validated command for `op` with `args` at leader time `ts_ms` (encode() gives its
+    log payload). Raises CommandError if it is not valid."""
+    return _build(op, args, ts_ms)
 
 
 def decode_command(data: bytes) -> Command:
@@ -114,7 +111,7 @@ def decode_command(data: bytes) -> Command:
         raise CommandError(str(exc)) from None
     if not isinstance(envelope, dict):
         raise CommandError("command is not a CBOR map")
-    if set(envelope) != {"v", "op", "ts", "args"}:
+    if envelope.keys() != _ENVELOPE:
         got = ", ".join(sorted(map(str, envelope)))
         raise CommandError(f"command fields must be v, op, ts, args; got {got}")
     if type(envelope["v"]) is not int or envelope["v"] != VERSION:
@@ -125,6 +122,9 @@ def decode_command(data: bytes) -> Command:
     if not isinstance(args, dict):
         raise CommandError("args must be a map")
     return _build(op, args, envelope["ts"])
+
+
+_ENVELOPE = frozenset({"v", "op", "ts", "args"})
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -216,6 +216,16 @@ _ARGS: dict[str, dict[str, tuple[bool, _Check]]] = {
         **_SESSION,
     },
 }
+
+
+def _canonical_order(names: list[str]) -> list[str]:
+    """Canonical CBOR orders map keys by their encoding: for text keys as short as ours,
+    shorter first, then bytewise."""
+    return sorted(names, key=lambda name: (len(name.encode()), name.encode()))
+
+
+#: op -> its arg names in canonical order (Command.args)
+_ORDER = {op: _canonical_order(list(spec)) for op, spec in _ARGS.items()}
 
 
 def _build(op: str, args: Mapping[str, object], ts_ms: object) -> Command:

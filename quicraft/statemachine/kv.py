@@ -17,6 +17,9 @@ Rules:
   cas, a refused incr, a session's repeated write — report nothing. It is called on the apply
   path, so it must be quick and must not raise; with no observer a write pays one None check.
   `restore` reports nothing: a snapshot replaces the state, it does not replay it.
+- A command this replica proposed itself may be announced with `proposed` (its bytes and the
+  Command they encode): applying those exact bytes then skips decoding them. Equal bytes
+  decode to an equal Command, so this changes no result; a follower decodes every entry.
 - The reserved `found` command gives the store its cluster id: the first one applied wins,
   later ones change nothing and answer the id already held. The id is kept in snapshots, so
   a member that joins from a snapshot knows it too.
@@ -31,7 +34,7 @@ import bisect
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .base import Result, error_result
 from .commands import (
@@ -53,6 +56,9 @@ from .snapshot import decode_snapshot, encode_snapshot
 
 # Strict on purpose: int() would also take " 7", "+7", "7_000" and non-ASCII digits.
 _DECIMAL = re.compile(rb"-?[0-9]{1,19}")
+#: Proposed commands remembered at most; those never applied (lost with a leadership) are
+#: forgotten all at once beyond this.
+MAX_PROPOSED: Final = 100_000
 
 
 class KVChange(NamedTuple):
@@ -86,6 +92,7 @@ class KVStore:
         self._last_applied = 0
         self._cluster_id: str | None = None
         self._addresses: dict[str, str] = {}
+        self._proposed: dict[bytes, Command] = {}  # see `proposed`
         #: Told of every change as it is applied; see the module rules.
         self.observer: Callable[[KVChange], None] | None = None
 
@@ -131,6 +138,13 @@ class KVStore:
 
     # -- the log --------------------------------------------------------------------------------
 
+    def proposed(self, data: bytes, command: Command) -> None:
+        """`data` is `command` encoded (build_command, then encode), proposed by this replica:
+        when it is applied, it need not be decoded again."""
+        if len(self._proposed) >= MAX_PROPOSED:
+            self._proposed.clear()
+        self._proposed[data] = command
+
     def apply(self, index: int, data: bytes) -> Result:
         """Apply the committed entry `index`; see the module rules. Returns its result.
 
@@ -139,10 +153,12 @@ class KVStore:
         if index <= self._last_applied:
             raise ValueError(f"entry {index} applied after entry {self._last_applied}")
         self._last_applied = index
-        try:
-            command = decode_command(data)
-        except CommandError as exc:
-            return error_result("bad_request", f"malformed command at index {index}: {exc}")
+        command = self._proposed.pop(data, None) if type(data) is bytes else None
+        if command is None:
+            try:
+                command = decode_command(data)
+            except CommandError as exc:
+                return error_result("bad_request", f"malformed command at index {index}: {exc}")
         # The command's ts moves the clock before anything else, so a session that was idle
         # too long is gone even for its own late write.
         self._sessions.advance(command.ts_ms)

@@ -61,6 +61,12 @@ def test_encoding_is_deterministic() -> None:
     assert one == two
 
 
+@pytest.mark.parametrize(("op", "args"), VALID)
+def test_encoding_is_canonical(op: str, args: dict[str, object]) -> None:
+    data = encode_command(op, args, 1234)
+    assert data == cbor2.dumps(cbor2.loads(data), canonical=True)
+
+
 INVALID = [
     ("get", {"key": "a"}, "unknown op"),
     ("keys", {}, "unknown op"),

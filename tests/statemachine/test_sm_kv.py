@@ -13,6 +13,7 @@ from quicraft.statemachine import (
     CommandError,
     KVStore,
     StateMachine,
+    build_command,
     decode_command,
     encode_command,
 )
@@ -165,6 +166,21 @@ def test_malformed_command_is_a_no_op() -> None:
     old_state, new_state = cbor2.loads(before), cbor2.loads(feed.store.snapshot())
     assert (old_state.pop("applied"), new_state.pop("applied")) == (1, 2)
     assert old_state == new_state
+
+
+def test_proposed_commands_apply_alike_without_decoding() -> None:
+    proposer, replica = KVStore(), KVStore()
+    for index, op, args in [
+        (1, "register", {}),
+        (2, "set", {"key": "a", "value": b"1", "session": 1, "seq": 0}),
+        (3, "cas", {"key": "a", "expected": b"1", "new": b"2", "session": 1, "seq": 1}),
+        (4, "set", {"key": "a", "value": b"1", "session": 1, "seq": 0}),  # a repeat
+    ]:
+        command = build_command(op, args, 1000)
+        data = command.encode()
+        proposer.proposed(data, command)
+        assert proposer.apply(index, data) == replica.apply(index, data)
+    assert proposer.snapshot() == replica.snapshot()
 
 
 def test_index_must_increase() -> None:

@@ -11,8 +11,10 @@ import sys
 
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.sim.__main__ import run as run_sim
+from quicraft.telemetry import TelemetryError
 
 from . import bench, certs, events, kv, local, mgmt, node
+from .common import MISUSE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("quic").setLevel(logging.CRITICAL)
     try:
         return RUNNERS[args.command](args)
+    except TelemetryError as err:  # the tracing flags ask for what cannot work
+        print(f"quicraft {args.command}: {err}", file=sys.stderr)
+        return MISUSE
     except KeyboardInterrupt:
         print("quicraft: interrupted", file=sys.stderr)
         return 130

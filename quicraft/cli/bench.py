@@ -14,9 +14,11 @@ from quicraft.client import ClientError, connect
 from quicraft.client.bench import BenchResult, run_bench, wait_until_serving
 from quicraft.node.local import LocalCluster, LocalClusterError
 from quicraft.node.settings import PRESETS
+from quicraft.telemetry import check
 from quicraft.transport import IdentityError
 
 from .common import MISUSE, OK, add_certs, fail
+from .telemetry import add_tracing_arguments, client_tracing, telemetry_settings
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +27,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="measure a throwaway local cluster or an existing one",
         description="With --local N: start N nodes on loopback in a temporary folder (as "
         "'quicraft local'), drive them, print the results and clean up. With --endpoints: "
-        "drive an existing cluster (it writes keys under bench/).",
+        "drive an existing cluster (it writes keys under bench/). The tracing flags trace "
+        "the bench's requests and, with --local, set up the nodes' tracing the same way "
+        "(docs/performance.md measures what tracing costs).",
     )
     target = bench.add_mutually_exclusive_group(required=True)
     target.add_argument("--local", type=int, metavar="N", help="start a throwaway cluster of N")
@@ -48,6 +52,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bench.add_argument("--base-port", type=int, default=7500, help="ports of a --local cluster")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_tracing_arguments(bench)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,11 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if args.local is not None and not 1 <= args.local <= 9:
         print("quicraft bench: --local takes 1 to 9 nodes", file=sys.stderr)
         return MISUSE
+    check(telemetry_settings(args))  # before any node starts
     try:
-        if args.local is not None:
-            result = _bench_local(args)
-        else:
-            result = asyncio.run(_drive(args.endpoints, args.cluster, args.certs, args))
+        with client_tracing(args):
+            if args.local is not None:
+                result = _bench_local(args)
+            else:
+                result = asyncio.run(_drive(args.endpoints, args.cluster, args.certs, args))
     except (ClientError, IdentityError, LocalClusterError, ValueError, OSError) as err:
         return fail(str(err))
     print(json.dumps(result.as_dict()) if args.json else result.summary())
@@ -78,12 +85,22 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
     try:
         cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
         for node in cluster.nodes:
-            cluster.start(node)
+            cluster.start(node, _node_tracing_flags(args))
         return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args))
     finally:
         if cluster is not None:
             cluster.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _node_tracing_flags(args: argparse.Namespace) -> list[str]:
+    """The bench's own tracing flags, for the nodes of its --local cluster."""
+    flags = ["--trace-sample", str(args.trace_sample)]
+    if args.otlp_endpoint is not None:
+        flags += ["--otlp-endpoint", args.otlp_endpoint]
+    if args.trace_console:
+        flags.append("--trace-console")  # into each node's log file
+    return flags
 
 
 async def _drive(

@@ -14,7 +14,7 @@ from pathlib import Path
 from quicraft.discovery import DiscoveryError, DiscoverySettings
 from quicraft.node import PRESETS, Node, NodeSettings
 from quicraft.storage import StorageError
-from quicraft.telemetry import TelemetryError, check, configure_logging, set_log_context
+from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
 
 from .common import MISUSE, OK, add_certs, address, address_list, fail
@@ -175,11 +175,7 @@ def run(args: argparse.Namespace) -> int:
         print("quicraft node: --snapshot-every must be at least 1", file=sys.stderr)
         return MISUSE
     settings = settings_from(args)
-    try:
-        check(settings.telemetry)
-    except TelemetryError as err:
-        print(f"quicraft node: {err}", file=sys.stderr)
-        return MISUSE
+    check(settings.telemetry)  # before anything starts: a TelemetryError is misuse
     if settings.expect > 1 and not settings.discovering and not settings.peers:
         print(
             "quicraft node: --expect needs mDNS (not --no-mdns, not on loopback) or --join",

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from quicraft.core import (
     ConfChange,
@@ -41,7 +41,7 @@ from quicraft.core import (
     RaftError,
     Role,
 )
-from quicraft.telemetry import NO_TRACING
+from quicraft.telemetry import NO_TRACING, remote_parent
 from quicraft.transport import Connection, Stream, TransportError
 from quicraft.transport import Role as IdentityRole
 from quicraft.transport.address import Address, parse_address
@@ -203,7 +203,10 @@ class MgmtService:
         task.add_done_callback(partial(self._done, request, replies, span))
 
     def _span(self, op: str, traceparent: str | None) -> Span:
-        return self.tracing.server_span("quicraft.mgmt", op, traceparent)
+        # Always a span, recorded or not: it carries the caller's sampling decision to the
+        # spans of the work the operation starts.
+        parent = remote_parent(traceparent)
+        return self.tracing.rpc("quicraft.mgmt", op, SpanKind.SERVER, parent)
 
     def _done(
         self,

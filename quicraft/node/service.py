@@ -111,11 +111,7 @@ class ClientService:
 
     def start(self, role: Role, request: Request, replies: _Replies) -> None:
         """Serve one request for a caller of `role`; `replies` gets exactly one answer."""
-        span = (
-            self.tracing.server_span("quicraft.kv", request.op, request.traceparent)
-            if self.tracing.on
-            else None
-        )
+        span = self.tracing.server_span("quicraft.kv", request.op, request.traceparent)
         try:
             if request.op in WRITES:
                 if role is Role.READER:

@@ -83,9 +83,14 @@ class Tracing:
             attributes={"rpc.system": "quicraft", "rpc.service": service, "rpc.method": method},
         )
 
-    def server_span(self, service: str, method: str, traceparent: str | None) -> Span:
-        """The span of a request received with the caller's trace context `traceparent`."""
-        return self.rpc(service, method, SpanKind.SERVER, remote_parent(traceparent))
+    def server_span(self, service: str, method: str, traceparent: str | None) -> Span | None:
+        """The span of a request received with the caller's trace context `traceparent`, or
+        None when the request is not recorded: tracing is off, or its caller did not sample
+        its trace. Then the request is served as if tracing were off, at no cost."""
+        if not self.on or _unsampled(traceparent):
+            return None
+        span = self.rpc(service, method, SpanKind.SERVER, remote_parent(traceparent))
+        return span if span.is_recording() else None
 
     def shutdown(self) -> None:
         """Export what is still buffered, then stop."""
@@ -106,11 +111,13 @@ def remote_parent(traceparent: str | None) -> Context | None:
 
 def traceparent(span: Span | None) -> str | None:
     """The "tp" to send so that the receiver's spans join `span`'s trace."""
-    if span is None or not span.get_span_context().is_valid:
+    if span is None:
         return None
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    ids = span.get_span_context()
+    if not ids.is_valid:
+        return None
+    # W3C trace context, version 00 (what the propagator's inject writes, without its detours).
+    return f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
 
 
 def node_tracing(
@@ -174,6 +181,17 @@ def traces_url(endpoint: str) -> str:
     if parts.path in ("", "/"):
         parts = parts._replace(path=TRACES_PATH)
     return urlunsplit(parts)
+
+
+def _unsampled(traceparent: str | None) -> bool:
+    """A well-formed version-00 traceparent with no flags: the caller records none of this
+    trace. Anything else goes to the propagator (the sampler then decides the same way)."""
+    return (
+        traceparent is not None
+        and len(traceparent) == 55
+        and traceparent.startswith("00-")
+        and traceparent.endswith("-00")
+    )
 
 
 def _context(parent: Parent) -> Context:

@@ -142,6 +142,9 @@ def test_a_cli_write_is_one_trace_across_three_node_processes_with_metrics_and_j
         leader = made.leader()
         made.wait_all_have("probe/leader")
 
+        # A write whose trace the client does not sample: the nodes follow its decision.
+        unsampled = ["--otlp-endpoint", receiver.url, "--trace-sample", "0"]
+        assert made.cli("kv", "set", "unsampled", "yes", *unsampled).returncode == 0
         done = made.cli("kv", "set", "traced", "yes", "--otlp-endpoint", receiver.url, "--json")
         assert done.returncode == 0, done.stderr
         revision = json.loads(done.stdout)["revision"]
@@ -168,6 +171,10 @@ def test_a_cli_write_is_one_trace_across_three_node_processes_with_metrics_and_j
         (server,) = [s for s in spans if s.name == "quicraft.kv/set"
                      and s.kind == ProtoSpan.SPAN_KIND_SERVER]  # fmt: skip
         assert server.parent_id == client.span_id
+        # The leader ended the unsampled write's spans, had it made any, before this one's:
+        # every other set it recorded is a root (the harness's untraced probes).
+        others = [s for s in receiver.named("quicraft.kv/set") if s.kind == server.kind]
+        assert all(s.parent_id == b"" for s in others if s != server)
         (commit,) = [s for s in spans if s.name == "raft.commit"]
         assert commit.parent_id == server.span_id and commit.instance == server.instance
         for name in ("raft.propose", "raft.apply", "raft.respond"):

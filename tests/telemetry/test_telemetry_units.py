@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from quicraft.telemetry import (
     NO_TELEMETRY,
@@ -47,6 +49,18 @@ def test_trace_context_round_trips_and_bad_context_starts_a_new_trace() -> None:
     assert remote_parent("00-zz-zz-01") is None
     assert remote_parent(None) is None
     assert traceparent(NO_TRACING.span("off")) is None  # tracing off sends no context
+
+
+@pytest.mark.parametrize("sample", [1.0, 0.0])
+def test_trace_context_is_written_as_the_w3c_propagator_writes_it(sample: float) -> None:
+    tracing = node_tracing(TelemetrySettings(trace_sample=sample), "n1", [InMemorySpanExporter()])
+    span = tracing.span("parent")
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(span))
+    assert traceparent(span) == carrier["traceparent"]
+    assert span.is_recording() is (sample == 1.0)
+    child = tracing.span("child", remote_parent(traceparent(span)))
+    assert child.is_recording() is span.is_recording()  # the receiver follows the decision
     assert not NO_TRACING.on
 
 
@@ -77,8 +91,24 @@ def test_json_logs_carry_the_node_the_term_and_the_current_span() -> None:
     ],
 )
 def test_bad_telemetry_flags_are_misuse_with_one_line(flags: list[str], message: str) -> None:
+    _assert_misuse(["node", "--cluster", "c", *flags], message)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["kv", "get", "k", "--cluster", "c", "--endpoints", "127.0.0.1:9"],
+        ["mgmt", "status", "--cluster", "c", "--endpoints", "127.0.0.1:9"],
+        ["bench", "--endpoints", "127.0.0.1:9", "--cluster", "c"],
+    ],
+)
+def test_a_client_command_with_a_bad_collector_url_is_misuse(command: list[str]) -> None:
+    _assert_misuse([*command, "--otlp-endpoint", "ftp://collector"], "bad OTLP endpoint")
+
+
+def _assert_misuse(argv: list[str], message: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "quicraft.cli", "node", "--cluster", "c", *flags],
+        [sys.executable, "-m", "quicraft.cli", *argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -87,3 +117,16 @@ def test_bad_telemetry_flags_are_misuse_with_one_line(flags: list[str], message:
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_request_span_exists_only_when_the_request_is_recorded() -> None:
+    tracing = node_tracing(NO_TELEMETRY, "n1", [InMemorySpanExporter()])
+    unsampled = f"00-{'ab' * 16}-{'cd' * 8}-00"
+    sampled = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    assert tracing.server_span("quicraft.kv", "set", unsampled) is None
+    assert NO_TRACING.server_span("quicraft.kv", "set", sampled) is None
+    span = tracing.server_span("quicraft.kv", "set", sampled)
+    assert span is not None and span.is_recording()
+    assert span.get_span_context().trace_id == int("ab" * 16, 16)
+    root = tracing.server_span("quicraft.kv", "set", "00-not-a-context-00")  # a new trace
+    assert root is not None and root.get_span_context().trace_id != int("ab" * 16, 16)

@@ -26,21 +26,31 @@ Rules of this file:
 - Node-local events: node_discovered when a peer is first verified, node_lost when it is no
   longer announced, cluster_split_detected once per other cluster id (logged as a warning,
   and reported by mgmt health for as long as it lasts).
+- Traced (tracing on), each a trace of its own: every attempt to verify a hint
+  (discovery.verify, with its source and outcome); a fresh node's wait for the forming verdict
+  (forming.decide) and, when it is to join, its wait until a leader adds it (forming.join); on
+  the leader, giving the cluster its id (forming.found) and each change the loop makes
+  (forming.add_learner, forming.promote), with the Raft spans of their entries under them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from quicraft.core import ConfChange, ConfChangeKind, RaftError, Role
 from quicraft.discovery import Announcement, DiscoveredPeer, Discovery, PeerEvent, PeerEventKind
 from quicraft.statemachine import FOUND_OP, encode_command
+from quicraft.telemetry import Tracing
 from quicraft.transport import RefusedError, TransportError
 from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.wire import Hello
@@ -80,6 +90,7 @@ class LanForming:
         cluster_id: Callable[[], str | None],
         save_addresses: Callable[[], None],
         addresses: list[str],
+        tracing: Tracing,
     ):
         self.settings = settings
         self.id = pool.id
@@ -111,6 +122,9 @@ class LanForming:
         self._splits: dict[str, list[str]] = {}
         self._warned: set[str] = set()
         self._complained: set[str] = set()
+        self.tracing = tracing
+        #: forming.join: from the verdict "join" until a leader has added this node.
+        self._joining: Span | None = None
         mgmt.extra_problems = self.problems
 
     # -- life cycle ------------------------------------------------------------------------
@@ -128,6 +142,11 @@ class LanForming:
         rule = FormingRule(self.id, self.settings.expect)
         loop = asyncio.get_running_loop()
         last = None
+        span = self.tracing.span(
+            "forming.decide",
+            attributes={"quicraft.cluster": self.settings.cluster,
+                        "forming.expect": self.settings.expect},
+        )  # fmt: skip
         while (verdict := rule.decide(loop.time(), self.view())) is Verdict.WAIT:
             seen = len(rule.unformed(self.view()))
             if seen != last:
@@ -144,6 +163,12 @@ class LanForming:
         else:
             log.info("forming %s: waiting for the leader to add this node (%s)",
                      self.settings.cluster, self.id)  # fmt: skip
+            self._joining = self.tracing.span(
+                "forming.join", attributes={"quicraft.cluster": self.settings.cluster}
+            )
+        span.set_attribute("forming.verdict", verdict.name.lower())
+        span.set_attribute("forming.seen", len(others) + 1)
+        span.end()
         return verdict is Verdict.FOUND
 
     def opened(self) -> None:
@@ -162,6 +187,10 @@ class LanForming:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.discovery is not None:
             await self.discovery.close()
+        if self._joining is not None:
+            self._joining.set_status(StatusCode.ERROR, "stopped before a leader added it")
+            self._joining.end()
+            self._joining = None
 
     # -- what we see -----------------------------------------------------------------------
 
@@ -198,7 +227,7 @@ class LanForming:
 
     async def _verify(self, peer: DiscoveredPeer) -> None:
         delay = VERIFY_RETRY_S[0]
-        while not await self._check(peer.node_id, peer.address):
+        while not await self._check(peer.node_id, peer.address, "mdns"):
             await asyncio.sleep(delay)
             delay = min(delay * 2, VERIFY_RETRY_S[1])
         found = Verified(peer.node_id, peer.name, peer.address, peer.cluster_id)
@@ -214,21 +243,39 @@ class LanForming:
         if self._verifying.get(peer.node_id) is asyncio.current_task():
             del self._verifying[peer.node_id]
 
-    async def _check(self, node_id: str | None, address: Address) -> bool:
+    @contextlib.contextmanager
+    def _attempt(self, source: str, address: Address, node_id: str | None) -> Iterator[Span]:
+        """The span of one attempt to verify a hint from `source` (mdns, join, knock)."""
+        attributes: dict[str, str | int] = {
+            "discovery.source": source, "server.address": address[0], "server.port": address[1]
+        }  # fmt: skip
+        if node_id is not None:
+            attributes["quicraft.peer"] = node_id
+        span = self.tracing.span("discovery.verify", kind=SpanKind.CLIENT, attributes=attributes)
+        try:
+            yield span
+        finally:
+            span.end()
+
+    async def _check(self, node_id: str | None, address: Address, source: str) -> bool:
         """Dial `address` expecting `node_id`: whether the node there proved it."""
         key = node_id or format_address(address)
-        try:
-            before = self.pool.addresses.get(node_id) if node_id else None
-            found = await self.pool.dial(address, expect=node_id)
-            if found != self.id and before != address:
-                self._save_addresses()  # a new address of a member is persisted
-            return True
-        except RefusedError as err:
-            if err.reason == "not_admitted":
-                return True  # it passed our checks, then refused us: not its member
-            problem = f"refused: {err}"
-        except TransportError as err:
-            problem = str(err)
+        with self._attempt(source, address, node_id) as span:
+            try:
+                before = self.pool.addresses.get(node_id) if node_id else None
+                found = await self.pool.dial(address, expect=node_id)
+                _verified(span, found)
+                if found != self.id and before != address:
+                    self._save_addresses()  # a new address of a member is persisted
+                return True
+            except RefusedError as err:
+                if err.reason == "not_admitted":
+                    _verified(span, None)
+                    return True  # it passed our checks, then refused us: not its member
+                problem = f"refused: {err}"
+            except TransportError as err:
+                problem = str(err)
+            span.set_status(StatusCode.ERROR, problem)
         if key not in self._complained:  # once per peer, then quietly while retrying
             self._complained.add(key)
             log.warning("cannot verify %s at %s: %s; ignoring it until it can be",
@@ -239,21 +286,27 @@ class LanForming:
         """Dial a --join address now and then: what answers is a verified hint."""
         key = f"join@{format_address(address)}"
         while True:
-            try:
-                node = await self.pool.dial(address)
-            except RefusedError as err:
-                if err.reason == "not_admitted":
-                    # A formed cluster that we are not a member of: join it, never found.
-                    self.verified[key] = Verified(key, None, address, UNKNOWN_CLUSTER)
-            except TransportError as err:
-                log.debug("--join %s: %s", format_address(address), err)
-            else:
-                self._save_addresses()
-                # Its hello, when it comes, says whether it is formed; until then, unformed.
-                if node != self.id and node not in self.verified:
-                    known = self.verified.get(node)
-                    cid = known.cluster_id if known is not None else None
-                    self.verified[node] = Verified(node, None, address, cid)
+            with self._attempt("join", address, None) as span:
+                try:
+                    node = await self.pool.dial(address)
+                except RefusedError as err:
+                    if err.reason == "not_admitted":
+                        # A formed cluster that we are not a member of: join it, never found.
+                        self.verified[key] = Verified(key, None, address, UNKNOWN_CLUSTER)
+                        _verified(span, None)
+                    else:
+                        span.set_status(StatusCode.ERROR, f"refused: {err}")
+                except TransportError as err:
+                    log.debug("--join %s: %s", format_address(address), err)
+                    span.set_status(StatusCode.ERROR, str(err))
+                else:
+                    _verified(span, node)
+                    self._save_addresses()
+                    # Its hello, when it comes, says whether it is formed; until then, unformed.
+                    if node != self.id and node not in self.verified:
+                        known = self.verified.get(node)
+                        cid = known.cluster_id if known is not None else None
+                        self.verified[node] = Verified(node, None, address, cid)
             await asyncio.sleep(JOIN_REFRESH_S)
 
     def heard_hello(self, node_id: str, name: str, address: Address, hello: Hello) -> None:
@@ -287,7 +340,7 @@ class LanForming:
             address = parse_address(leader)
         except ValueError:
             return
-        task = asyncio.get_running_loop().create_task(self._check(None, address))
+        task = asyncio.get_running_loop().create_task(self._check(None, address, "knock"))
         self._verifying[key] = task
         task.add_done_callback(lambda _: self._verifying.pop(key, None))
 
@@ -321,6 +374,10 @@ class LanForming:
                 if peer.cluster_id is None and key in members:
                     self.verified[key] = Verified(key, peer.name, peer.address, cid)
         self._check_split(cid)
+        if self._joining is not None and core is not None and self._is_member():
+            self._joining.set_attribute("raft.term", core.term)
+            self._joining.end()  # a leader added us
+            self._joining = None
         if core is None or core.role is not Role.LEADER:
             return
         if self._change is not None and not self._change.done():
@@ -348,21 +405,31 @@ class LanForming:
         """Give the cluster its id: the first `found` applied wins, on every member."""
         cluster_id = secrets.token_hex(16)
         data = encode_command(FOUND_OP, {"cluster_id": cluster_id}, int(time.time() * 1000))
-        try:
-            result = await self.raft.start_proposal(data, self.mgmt.request_timeout)
-        except (RaftError, NodeError) as err:
-            log.debug("lan: proposing the cluster id failed: %s", err)
-            return
-        log.info("cluster %s has the id %s", self.settings.cluster, result)
+        with self.tracing.span("forming.found") as span:
+            try:
+                request = span if span.is_recording() else None
+                proposal = self.raft.start_proposal(data, self.mgmt.request_timeout, request)
+                await proposal
+            except (RaftError, NodeError) as err:
+                log.debug("lan: proposing the cluster id failed: %s", err)
+                span.set_status(StatusCode.ERROR, str(err))
+                return
+            winner = self._cluster_id()  # ours, or one proposed before ours was applied
+            span.set_attribute("quicraft.cluster_id", str(winner))
+        log.info("cluster %s has the id %s", self.settings.cluster, winner)
 
     async def _apply(self, change: ConfChange) -> None:
         adding = change.kind is ConfChangeKind.ADD_LEARNER
         log.info("autopilot: %s %s", "adding as a learner" if adding else "promoting", change.node)
-        try:
-            await self.mgmt.propose_change(change)
-        except MgmtFailed as err:
-            log.info("autopilot: %s %s failed (%s); will retry", change.kind.value,
-                     change.node, err.message)  # fmt: skip
+        name = "forming.add_learner" if adding else "forming.promote"
+        span = self.tracing.span(name, attributes={"quicraft.peer": change.node})
+        with trace.use_span(span, end_on_exit=True):  # MgmtService traces the change under it
+            try:
+                await self.mgmt.propose_change(change)
+            except MgmtFailed as err:
+                log.info("autopilot: %s %s failed (%s); will retry", change.kind.value,
+                         change.node, err.message)  # fmt: skip
+                span.set_status(StatusCode.ERROR, f"{err.code}: {err.message}")
 
     def _check_split(self, cid: str | None) -> None:
         self._splits = other_clusters(cid, self.view())
@@ -383,3 +450,10 @@ class LanForming:
                     "cluster": self.settings.cluster, "cluster_id": cid,
                     "other_cluster_id": other, "other_node": node, "address": address,
                 })  # fmt: skip
+
+
+def _verified(span: Span, node_id: str | None) -> None:
+    """The attempt proved the peer's key (`node_id`: who it is; None: it refused us after)."""
+    span.set_attribute("discovery.outcome", "verified" if node_id else "not_admitted")
+    if node_id is not None:
+        span.set_attribute("quicraft.peer", node_id)

@@ -526,7 +526,7 @@ class MgmtService:
         core = self._core
         while True:
             try:
-                done = self.node.start_conf_change(change, self.request_timeout)
+                done = self.node.start_conf_change(change, self.request_timeout, _recorded())
                 # The entry was appended just now, synchronously: it is the last one.
                 index = core.log.last_index()
                 break
@@ -622,3 +622,9 @@ class MgmtService:
 
 def _no_quorum(reachable: int, voters: int) -> str:
     return f"no quorum: {reachable} of {voters} voters reachable"
+
+
+def _recorded() -> Span | None:
+    """The current span (the operation's, see _start), if it is being recorded."""
+    span = trace.get_current_span()
+    return span if span.is_recording() else None

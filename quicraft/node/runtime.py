@@ -236,15 +236,20 @@ class RaftNode:
             self.trace.proposed(index, request, term)
         return self._track(index, term, timeout)
 
-    def start_conf_change(self, change: ConfChange, timeout: float) -> asyncio.Future[object]:
+    def start_conf_change(
+        self, change: ConfChange, timeout: float, request: Span | None = None
+    ) -> asyncio.Future[object]:
         """Start one membership change (core.propose_conf_change). The future ends with None
         once the change's entry is committed and applied, or as start_proposal's does.
+        `request` is the span of the operation it serves, when traced.
 
         Raises NotLeader / ProposalDropped (another change pending, no commit in this term
         yet) / RaftError (the change makes no sense in the current membership) at once.
         """
         self._check_running()
         index, term = self._core.propose_conf_change(change)
+        if request is not None and self.trace is not None:
+            self.trace.proposed(index, request, term)
         return self._track(index, term, timeout)
 
     def start_transfer(self, target: NodeId) -> None:

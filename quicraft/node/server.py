@@ -149,7 +149,7 @@ class Node:
             self.lan = LanForming(
                 self.settings, self.pool, self.raft, self.mgmt, self.events,
                 cluster_id=self.cluster_id, save_addresses=self._save_addresses,
-                addresses=announced,
+                addresses=announced, tracing=self.telemetry.tracing,
             )  # fmt: skip
             await self.lan.start()
         founders: list[NodeId] | None = None

@@ -22,6 +22,7 @@ from quicraft.wire import EVENT_KINDS, Event
 
 from . import common
 from .common import MISUSE, OK, fail
+from .telemetry import add_tracing_arguments, client_tracing
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +50,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="resume after this position (the 'pos' of the last event handled); "
         "default: only events from now on",
     )
+    add_tracing_arguments(parser)  # a subscription traces only its subscribes
     add_connection_arguments(parser)
 
 
@@ -115,11 +117,12 @@ def follow(
     show: Callable[[Event], str],
 ) -> int:
     """Print show(event) for each event until interrupted; ClientError is one line, exit 1."""
-    try:
-        client = connect(common.endpoints_of(args), args.cluster, args.certs, args.name)
-    except (ValueError, IdentityError, common.CommandError) as err:
-        return fail(str(err))
-    return asyncio.run(_follow(client, wanted, prefix, since, show))
+    with client_tracing(args):
+        try:
+            client = connect(common.endpoints_of(args), args.cluster, args.certs, args.name)
+        except (ValueError, IdentityError, common.CommandError) as err:
+            return fail(str(err))
+        return asyncio.run(_follow(client, wanted, prefix, since, show))
 
 
 async def _follow(

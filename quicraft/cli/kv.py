@@ -51,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "nodes without gaps or repeats.",
     )
     watch.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
-    _add_connection_arguments(watch, traced=False)
+    _add_connection_arguments(watch)
 
 
 def _op_parsers(
@@ -83,9 +83,8 @@ def _op_parsers(
     return [get, put, delete, incr, keys, cas]
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser, traced: bool = True) -> None:
-    if traced:  # watch is a long subscription, not traced
-        add_tracing_arguments(parser)
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    add_tracing_arguments(parser)  # a watch traces only its subscribes
     add_connection_arguments(
         parser,
         "nodes to contact; the client finds the leader from any of them",

@@ -27,6 +27,10 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Iterable
 
+from opentelemetry.context import get_current
+from opentelemetry.trace import SpanKind
+
+from quicraft.telemetry import global_tracing, traceparent
 from quicraft.transport import ALPN_EVENTS, Identity, RefusedError, TransportError
 from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address
@@ -77,6 +81,7 @@ async def subscribe(
         raise ClientError("bad_request", str(err)) from None
     last = since
     current = start % len(endpoints)
+    tracing = global_tracing("quicraft.client")
     # Attempts in a row that met compacted (or no node, after one did): a round of them ends it.
     refusals = compacted = 0
     delay = RETRY_MIN_S
@@ -102,8 +107,12 @@ async def subscribe(
         else:
             connected = True
             try:
-                stream = await conn.open_stream()
-                stream.write_frame(encode_subscribe(wanted, prefix, last))
+                # Traced, each subscribe is a short client span: the subscription is not.
+                with tracing.rpc(
+                    "quicraft.events", "subscribe", SpanKind.CLIENT, get_current()
+                ) as span:
+                    stream = await conn.open_stream()
+                    stream.write_frame(encode_subscribe(wanted, prefix, last, traceparent(span)))
                 while (frame := await stream.read_frame()) is not None:
                     item = reader.feed(frame)
                     if isinstance(item, EventStreamEnd):

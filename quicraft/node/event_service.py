@@ -13,6 +13,8 @@ Rules of this file:
   end frame written. Memory per subscriber is a cursor and one batch.
 - close() (the node is stopping) ends every subscription with shutting_down and gives the
   end frames a moment to leave.
+- Traced: the subscribe is a server span, child of the frame's "tp", that ends once the
+  subscription is registered (or refused); the hours of events after it are not traced.
 """
 
 from __future__ import annotations
@@ -20,8 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from opentelemetry.trace import Span, StatusCode
+
+from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Role, Stream, TransportError
-from quicraft.wire import EventStreamEnd, ProtocolError, decode_subscribe, encode_end
+from quicraft.wire import (
+    EventStreamEnd,
+    ProtocolError,
+    Subscription,
+    decode_subscribe,
+    encode_end,
+)
 
 from .events import EventJournal, Subscriber
 
@@ -36,6 +47,7 @@ ROLES = frozenset({Role.ADMIN, Role.CLIENT, Role.READER})
 class EventService:
     def __init__(self, journal: EventJournal) -> None:
         self.journal = journal
+        self.tracing = NO_TRACING
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -85,7 +97,10 @@ class EventService:
         except ProtocolError as err:
             await _finish(stream, EventStreamEnd("bad_request", str(err)[:MAX_MESSAGE]))
             return
+        span = self.tracing.server_span("quicraft.events", "subscribe", subscription.traceparent)
         opened = self.journal.subscribe(subscription)
+        if span is not None:
+            _describe(span, subscription, opened)
         if isinstance(opened, EventStreamEnd):
             await _finish(stream, opened)
             return
@@ -123,6 +138,19 @@ class EventService:
                 await _finish(stream, EventStreamEnd("bad_request", "one subscribe per stream"))
         finally:
             watcher.cancel()
+
+
+def _describe(span: Span, subscription: Subscription, opened: Subscriber | EventStreamEnd) -> None:
+    """End the span of a subscribe: what was asked for, and whether it was refused."""
+    kinds = subscription.kinds
+    span.set_attribute("events.kinds", sorted(kinds) if kinds is not None else ["*"])
+    if subscription.prefix is not None:
+        span.set_attribute("events.prefix", subscription.prefix)
+    if subscription.since is not None:
+        span.set_attribute("events.since", subscription.since)
+    if isinstance(opened, EventStreamEnd):
+        span.set_status(StatusCode.ERROR, f"{opened.code}: {opened.message}")
+    span.end()
 
 
 async def _drain(stream: Stream, sub: Subscriber) -> None:

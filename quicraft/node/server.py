@@ -211,7 +211,7 @@ class Node:
         tracing, metrics = self.telemetry.tracing, self.telemetry.metrics
         self.raft.instrument(self.telemetry)
         self.pool.tracing, self.pool.metrics = tracing, metrics
-        self.service.tracing = self.mgmt.tracing = tracing
+        self.service.tracing = self.mgmt.tracing = self.event_service.tracing = tracing
         raft = self.raft
 
         def core_value(read: Callable[[RaftCore], float]) -> Callable[[], Readings]:

@@ -3,7 +3,8 @@
 One stream per subscription: the subscriber sends one frame, then the node sends events until
 it sends an end frame or either side closes the stream:
 
-    subscribe = {"v": 1, "kinds": [kind]|null, "prefix": str|null, "since": uint|null}
+    subscribe = {"v": 1, "kinds": [kind]|null, "prefix": str|null, "since": uint|null,
+                 "tp"?: traceparent}
     event     = {"v": 1, "pos": uint, "kind": str, "at_ms": uint, "data": {...}}
     end       = {"v": 1, "end": {"code": str, "message": str, "oldest": uint|null}}
 
@@ -37,7 +38,9 @@ Rules:
 - end is the last frame. compacted: since is older than the node keeps; oldest is the oldest
   position it has (or null): re-read the state, then subscribe from there. slow_subscriber: cut
   off for not reading fast enough. Only compacted carries an oldest.
-- No "tp": a subscription lives for hours, and a trace that long tells nothing.
+- "tp" rides on the subscribe frame only: the node's span covers the subscribe (decoded →
+  registered, or refused), not the subscription, which lives for hours. Events and the end
+  carry none.
 - Encoders check with the decoders' rules, so a bad value fails at its sender.
 """
 
@@ -53,8 +56,10 @@ from .fields import (
     as_list,
     as_map,
     as_str,
+    as_traceparent,
     as_uint,
     encode_item,
+    get_traceparent,
     need,
     open_envelope,
     show,
@@ -155,6 +160,7 @@ class Subscription:
     kinds: frozenset[str] | None = None  #: the kinds wanted; None for all
     prefix: str | None = None  #: kv events only for keys with this prefix; None for all keys
     since: int | None = None  #: resume after this position; None for live from now
+    traceparent: str | None = None  #: the subscriber's trace context, if it traces
 
 
 _SUBSCRIBE = "subscribe"
@@ -175,7 +181,7 @@ def _kinds(value: object, where: str) -> frozenset[str] | None:
     return kinds
 
 
-def _subscription(raw: Mapping[str, object]) -> Subscription:
+def _subscription(raw: Mapping[str, object], traceparent: str | None = None) -> Subscription:
     kinds = _kinds(raw.get("kinds"), _SUBSCRIBE)
     prefix_value = raw.get("prefix")
     prefix = None if prefix_value is None else as_key(prefix_value, _SUBSCRIBE, "'prefix'", 0)
@@ -183,25 +189,29 @@ def _subscription(raw: Mapping[str, object]) -> Subscription:
         raise ProtocolError(f"{_SUBSCRIBE}: 'prefix' filters kv events, which 'kinds' leaves out")
     since_value = raw.get("since")
     since = None if since_value is None else as_uint(since_value, _SUBSCRIBE, "'since'")
-    return Subscription(kinds, prefix, since)
+    return Subscription(kinds, prefix, since, traceparent)
 
 
 def encode_subscribe(
-    kinds: Iterable[str] | None = None, prefix: str | None = None, since: int | None = None
+    kinds: Iterable[str] | None = None,
+    prefix: str | None = None,
+    since: int | None = None,
+    traceparent: str | None = None,
 ) -> bytes:
     """The first frame of a subscription; ProtocolError if the node would refuse it."""
     if kinds is not None and (isinstance(kinds, str | bytes) or not isinstance(kinds, Iterable)):
         raise wrong(_SUBSCRIBE, "'kinds'", kinds, "null or event kinds")
     wire_kinds = None if kinds is None else sorted(kinds, key=str)
     sub = _subscription({"kinds": wire_kinds, "prefix": prefix, "since": since})
-    return encode_item({"v": VERSION, "kinds": wire_kinds, "prefix": sub.prefix, "since": since})
+    out = {"v": VERSION, "kinds": wire_kinds, "prefix": sub.prefix, "since": since}
+    if traceparent is not None:
+        out["tp"] = as_traceparent(traceparent, _SUBSCRIBE)
+    return encode_item(out)
 
 
 def decode_subscribe(data: bytes) -> Subscription:
     raw = open_envelope(data, _SUBSCRIBE, frozenset({"kinds", "prefix", "since"}))
-    if "tp" in raw:
-        raise ProtocolError(f"{_SUBSCRIBE}: no trace context on the events protocol")
-    return _subscription(raw)
+    return _subscription(raw, get_traceparent(raw, _SUBSCRIBE))
 
 
 # -- events and the end ---------------------------------------------------------------------

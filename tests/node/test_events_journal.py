@@ -8,6 +8,8 @@ from collections import deque
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from quicraft.core import (
     ConfChange,
@@ -25,6 +27,7 @@ from quicraft.node.event_service import EventService
 from quicraft.node.events import EventJournal, Subscriber, index_of, log_position
 from quicraft.statemachine import KVChange, KVStore, encode_command
 from quicraft.storage import MemoryStorage
+from quicraft.telemetry import NO_TELEMETRY, node_tracing, traceparent
 from quicraft.transport import Role as IdentityRole
 from quicraft.wire import (
     Event,
@@ -369,6 +372,41 @@ def test_bad_subscriptions_compacted_and_shutting_down_end_the_stream() -> None:
         assert isinstance(codes[1], EventStreamEnd) and codes[1].oldest == log_position(10)
 
     asyncio.run(scenario())
+
+
+def test_a_traced_subscribe_is_one_server_span_that_ends_once_registered_or_refused() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = node_tracing(NO_TELEMETRY, "n1", [exporter])
+    caller = tracing.span("caller")
+    tp = traceparent(caller)
+
+    async def scenario() -> None:
+        journal = EventJournal()
+        journal.start(10)
+        service = EventService(journal)
+        service.tracing = tracing
+        live = FakeStream(encode_subscribe(kinds=["kv"], prefix="app/", traceparent=tp))
+        old = FakeStream(encode_subscribe(since=5, traceparent=tp))
+        rootless = FakeStream(encode_subscribe())  # a subscriber that does not trace
+        tasks = [await serve(service, s) for s in (live, old, rootless)]
+        # The spans are over while the subscriptions go on.
+        assert len(exporter.get_finished_spans()) == 3 and journal.subscribers == 2
+        await service.close(timeout=1)
+        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+
+    asyncio.run(scenario())
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["quicraft.events/subscribe"] * 3
+    live, old, rootless = spans
+    assert rootless.parent is None  # a trace of the node's own
+    for span in (live, old):
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
+    assert live.attributes is not None and live.attributes["events.kinds"] == ("kv",)
+    assert live.attributes["events.prefix"] == "app/" and live.status.is_ok
+    assert old.attributes is not None and old.attributes["events.since"] == 5
+    assert old.status.status_code is StatusCode.ERROR
+    assert old.status.description is not None and old.status.description.startswith("compacted")
 
 
 @pytest.mark.parametrize("seed", range(3))

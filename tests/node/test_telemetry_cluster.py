@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -211,6 +214,30 @@ def test_a_cli_write_is_one_trace_across_three_node_processes_with_metrics_and_j
         assert on_leader["quicraft_proposals_committed_total"][0][1] >= 2  # probe and ours
         assert on_leader["quicraft_append_entries_batch_size_count"][0][1] > 0
         assert on_leader["quicraft_apply_duration_seconds_count"][0][1] > 0
+
+        # The events protocol: a subscriber's subscribe is one span on each side.
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "quicraft.cli", "events", "--kinds", "leader_changed",
+             "--cluster", "t1", "--endpoints", made.local.endpoints(),
+             "--certs", str(made.local.certs), "--otlp-endpoint", receiver.url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+
+            def subscribed() -> list[Received]:
+                sent = [s for s in receiver.named("quicraft.events/subscribe")
+                        if s.kind == ProtoSpan.SPAN_KIND_CLIENT]  # fmt: skip
+                return [s for s in receiver.named("quicraft.events/subscribe")
+                        if sent and s.parent_id == sent[0].span_id]  # fmt: skip
+
+            _until(subscribed, "the node's span of the subscribe, child of the client's")
+            (served,) = subscribed()
+            assert served.kind == ProtoSpan.SPAN_KIND_SERVER and not served.instance.startswith(
+                "cli-"
+            )
+        finally:
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(timeout=30) == 130, watcher.stderr and watcher.stderr.read()
 
         lines = [json.loads(line) for line in made.log(leader).splitlines() if line.startswith("{")]
         assert lines, "no JSON log line"

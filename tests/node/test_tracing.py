@@ -91,8 +91,10 @@ def test_one_write_is_one_trace_across_the_leader_and_both_followers() -> None:
         request.end()
         followers = [n for n in IDS if n != leader.id]
         await traced.until(
-            lambda: all(traced.spans(f, "raft.persist") for f in followers)
-            and len(traced.spans(leader.id, "raft.replicate")) == 2,
+            lambda: (
+                all(traced.spans(f, "raft.persist") for f in followers)
+                and len(traced.spans(leader.id, "raft.replicate")) == 2
+            ),
             "both followers persisted and answered",
         )
 
@@ -163,9 +165,7 @@ def test_the_first_election_is_traced_on_the_candidate_and_its_voters() -> None:
         elections = traced.spans(leader.id, "raft.election")
         won = [e for e in elections if e.attributes and e.attributes["raft.outcome"] == "won"]
         assert len(won) == 1
-        phases = {
-            s.name: s for s in traced.spans(leader.id) if _parent(s) == _id(won[0])
-        }
+        phases = {s.name: s for s in traced.spans(leader.id) if _parent(s) == _id(won[0])}
         assert set(phases) == {"raft.prevote", "raft.vote"}
         answers = [
             a for n in IDS if n != leader.id for a in traced.spans(n, "raft.vote.answer")

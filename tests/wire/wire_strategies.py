@@ -508,7 +508,7 @@ def subscriptions(draw: st.DrawFn) -> Subscription:
     kinds = draw(st.none() | st.frozensets(st.sampled_from(sorted(EVENT_KINDS)), min_size=1))
     wants_kv = kinds is None or "kv" in kinds
     prefix = draw(st.none() | st.text(max_size=20)) if wants_kv else None
-    return Subscription(kinds, prefix, draw(st.none() | u64s))
+    return Subscription(kinds, prefix, draw(st.none() | u64s), draw(traceparents))
 
 
 @st.composite
@@ -595,7 +595,7 @@ def new_valid_payloads(draw: st.DrawFn) -> tuple[str, bytes]:
         return "backup frame", encode_mgmt_response(id=draw(u64s), ok=False, error=error)
     if kind == "subscribe":
         sub = draw(subscriptions())
-        return kind, encode_subscribe(sub.kinds, sub.prefix, sub.since)
+        return kind, encode_subscribe(sub.kinds, sub.prefix, sub.since, sub.traceparent)
     if draw(st.booleans()):
         return "events frame", encode_event(draw(events))
     end = draw(stream_ends())
@@ -633,7 +633,8 @@ def _recheck_backup_frame(frame: bytes | BackupTrailer | MgmtResponse) -> None:
 
 
 def _recheck_subscription(sub: Subscription) -> None:
-    assert decode_subscribe(encode_subscribe(sub.kinds, sub.prefix, sub.since)) == sub
+    again = encode_subscribe(sub.kinds, sub.prefix, sub.since, sub.traceparent)
+    assert decode_subscribe(again) == sub
 
 
 def _recheck_hello(hello: Hello) -> None:

@@ -139,14 +139,31 @@ class LanForming:
 
     async def decide(self) -> bool:
         """For a fresh node: wait for the forming verdict; True to found the cluster."""
-        rule = FormingRule(self.id, self.settings.expect)
-        loop = asyncio.get_running_loop()
-        last = None
         span = self.tracing.span(
             "forming.decide",
             attributes={"quicraft.cluster": self.settings.cluster,
                         "forming.expect": self.settings.expect},
         )  # fmt: skip
+        with span:  # ended however the wait ends (a stop cancels it)
+            verdict, others = await self._wait_for_verdict()
+            span.set_attribute("forming.verdict", verdict.name.lower())
+            span.set_attribute("forming.seen", len(others) + 1)
+        if verdict is Verdict.FOUND:
+            log.info("forming %s: founding it (lowest id; others: %s)", self.settings.cluster,
+                     ", ".join(others) or "none")  # fmt: skip
+            return True
+        log.info("forming %s: waiting for the leader to add this node (%s)",
+                 self.settings.cluster, self.id)  # fmt: skip
+        self._joining = self.tracing.span(
+            "forming.join", attributes={"quicraft.cluster": self.settings.cluster}
+        )
+        return False
+
+    async def _wait_for_verdict(self) -> tuple[Verdict, list[str]]:
+        """The forming verdict, once there is one, and the other unformed nodes seen."""
+        rule = FormingRule(self.id, self.settings.expect)
+        loop = asyncio.get_running_loop()
+        last = None
         while (verdict := rule.decide(loop.time(), self.view())) is Verdict.WAIT:
             seen = len(rule.unformed(self.view()))
             if seen != last:
@@ -156,20 +173,7 @@ class LanForming:
                 )  # fmt: skip
                 last = seen
             await asyncio.sleep(0.2)
-        others = sorted(rule.unformed(self.view()) - {self.id})
-        if verdict is Verdict.FOUND:
-            log.info("forming %s: founding it (lowest id; others: %s)", self.settings.cluster,
-                     ", ".join(others) or "none")  # fmt: skip
-        else:
-            log.info("forming %s: waiting for the leader to add this node (%s)",
-                     self.settings.cluster, self.id)  # fmt: skip
-            self._joining = self.tracing.span(
-                "forming.join", attributes={"quicraft.cluster": self.settings.cluster}
-            )
-        span.set_attribute("forming.verdict", verdict.name.lower())
-        span.set_attribute("forming.seen", len(others) + 1)
-        span.end()
-        return verdict is Verdict.FOUND
+        return verdict, sorted(rule.unformed(self.view()) - {self.id})
 
     def opened(self) -> None:
         """Raft is open and the event journal started: report and run the loop."""

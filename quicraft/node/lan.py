@@ -36,11 +36,10 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,19 +246,14 @@ class LanForming:
         if self._verifying.get(peer.node_id) is asyncio.current_task():
             del self._verifying[peer.node_id]
 
-    @contextlib.contextmanager
-    def _attempt(self, source: str, address: Address, node_id: str | None) -> Iterator[Span]:
+    def _attempt(self, source: str, address: Address, node_id: str | None) -> Span:
         """The span of one attempt to verify a hint from `source` (mdns, join, knock)."""
         attributes: dict[str, str | int] = {
             "discovery.source": source, "server.address": address[0], "server.port": address[1]
         }  # fmt: skip
         if node_id is not None:
             attributes["quicraft.peer"] = node_id
-        span = self.tracing.span("discovery.verify", kind=SpanKind.CLIENT, attributes=attributes)
-        try:
-            yield span
-        finally:
-            span.end()
+        return self.tracing.span("discovery.verify", kind=SpanKind.CLIENT, attributes=attributes)
 
     async def _check(self, node_id: str | None, address: Address, source: str) -> bool:
         """Dial `address` expecting `node_id`: whether the node there proved it."""
@@ -410,10 +404,9 @@ class LanForming:
         cluster_id = secrets.token_hex(16)
         data = encode_command(FOUND_OP, {"cluster_id": cluster_id}, int(time.time() * 1000))
         with self.tracing.span("forming.found") as span:
+            request = span if span.is_recording() else None
             try:
-                request = span if span.is_recording() else None
-                proposal = self.raft.start_proposal(data, self.mgmt.request_timeout, request)
-                await proposal
+                await self.raft.start_proposal(data, self.mgmt.request_timeout, request)
             except (RaftError, NodeError) as err:
                 log.debug("lan: proposing the cluster id failed: %s", err)
                 span.set_status(StatusCode.ERROR, str(err))

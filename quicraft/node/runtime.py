@@ -23,7 +23,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +116,7 @@ class RaftNode:
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._deadlines = _Deadlines()
+        self._writer = _Writer(f"{node_id}-writer")
         #: Called with each new SoftState (leader, role, term) after it is known.
         self.on_soft_state: Callable[[SoftState], None] | None = None
         #: Called with every committed entry right after it is applied, in log order.
@@ -162,6 +165,7 @@ class RaftNode:
         finally:
             if self.trace is not None:
                 self.trace.close()
+            self._writer.stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -449,8 +453,10 @@ class RaftNode:
         hard_state = self._hard_state if self._hard_state != self._stored_hard_state else None
         span = self.trace.writing(rd) if self.trace is not None else None
         started = time.perf_counter()
-        await asyncio.to_thread(
-            self.storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
+        await self._writer.run(
+            partial(
+                self.storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
+            )
         )
         self.metrics.fsync_duration.record(time.perf_counter() - started)
         if span is not None:
@@ -503,6 +509,56 @@ class RaftNode:
         self._reads.clear()
         self._applied_waiters.clear()
         self._snapshot_requests.clear()
+
+
+class _Writer:
+    """The node's storage writes, one at a time, in a thread of its own.
+
+    asyncio.to_thread does the same through the default executor, at about twice the CPU
+    per write (a copied context, two chained futures and the executor's locks, measured at
+    50-70 us against 28 us for a round trip with nothing to do), and the leader and each
+    follower hand it a write per Ready. The thread starts with the first write and ends
+    with stop(); a write already queued still runs first."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[asyncio.Future[None], Callable[[], None]] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, write: Callable[[], None]) -> asyncio.Future[None]:
+        """Run `write` in the writer thread; the future ends with its outcome."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put((future, write))
+        return future
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            future, write = job
+            error: BaseException | None = None
+            try:
+                write()
+            except BaseException as exc:  # handed to the awaiting loop, as to_thread would
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                future.get_loop().call_soon_threadsafe(_settle, future, error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 #: The heap of _Deadlines is not swept below this size.

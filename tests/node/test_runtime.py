@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from quicraft.core import Entry, HardState, Message, NotLeader, Role, Snapshot
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
-from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, is_fresh
+from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.storage import MemoryStorage
 from quicraft.telemetry import Telemetry, remote_parent
@@ -208,5 +209,21 @@ def test_deadlines_forget_requests_that_ended_and_still_time_out_the_others() ->
         assert len(deadlines._heap) <= 2 * _SWEEP_MIN
         with pytest.raises(RequestTimeout, match="too slow"):
             await slow
+
+    asyncio.run(scenario())
+
+
+def test_the_writer_thread_runs_writes_off_the_loop_and_hands_back_their_errors() -> None:
+    def failing() -> None:
+        raise OSError("disk full")
+
+    async def scenario() -> None:
+        writer = _Writer("test-writer")
+        ran_in: list[str] = []
+        await writer.run(lambda: ran_in.append(threading.current_thread().name))
+        with pytest.raises(OSError, match="disk full"):
+            await writer.run(failing)
+        writer.stop()
+        assert ran_in == ["test-writer"]
 
     asyncio.run(scenario())

@@ -23,7 +23,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +116,7 @@ class RaftNode:
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._deadlines = _Deadlines()
+        self._writer = _Writer(f"{node_id}-writer")
         #: Called with each new SoftState (leader, role, term) after it is known.
         self.on_soft_state: Callable[[SoftState], None] | None = None
         #: Called with every committed entry right after it is applied, in log order.
@@ -162,6 +165,7 @@ class RaftNode:
         finally:
             if self.trace is not None:
                 self.trace.close()
+            self._writer.stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -454,8 +458,10 @@ class RaftNode:
         hard_state = self._hard_state if self._hard_state != self._stored_hard_state else None
         span = self.trace.writing(rd) if self.trace is not None else None
         started = time.perf_counter()
-        await asyncio.to_thread(
-            self.storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
+        await self._writer.run(
+            partial(
+                self.storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
+            )
         )
         self.metrics.fsync_duration.record(time.perf_counter() - started)
         if span is not None:
@@ -510,23 +516,88 @@ class RaftNode:
         self._snapshot_requests.clear()
 
 
+class _Writer:
+    """The node's storage writes, one at a time, in a thread of its own.
+
+    asyncio.to_thread does the same through the default executor, at about twice the CPU
+    per write (a copied context, two chained futures and the executor's locks, measured at
+    50-70 us against 28 us for a round trip with nothing to do), and the leader and each
+    follower hand it a write per Ready. The thread starts with the first write and ends
+    with stop(); a write already queued still runs first."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[asyncio.Future[None], Callable[[], None]] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, write: Callable[[], None]) -> asyncio.Future[None]:
+        """Run `write` in the writer thread; the future ends with its outcome."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put((future, write))
+        return future
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            future, write = job
+            error: BaseException | None = None
+            try:
+                write()
+            except BaseException as exc:  # handed to the awaiting loop, as to_thread would
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                future.get_loop().call_soon_threadsafe(_settle, future, error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+#: The heap of _Deadlines is not swept below this size.
+_SWEEP_MIN = 128
+
+
 class _Deadlines:
     """Ends each pending future with RequestTimeout once its time is up.
 
     One timer for all of them, armed for the earliest deadline: a timer per request (created,
-    then cancelled when the request ends) cost more than the request's own bookkeeping. A
-    future that ends first stays in the heap, done, until its deadline comes round."""
+    then cancelled when the request ends) cost more than the request's own bookkeeping.
+
+    A future that ends first stays in the heap, done, until the heap has doubled since it was
+    last swept; the sweep drops the done ones. Held until their deadline instead, every
+    write's future and result lived for the whole timeout, long enough to reach the garbage
+    collector's oldest generation, whose full collections then cost the leader about a tenth
+    of its CPU. A sweep is linear in the heap, at most once per as many adds: O(1) per add."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, asyncio.Future[Any], str]] = []
         self._order = itertools.count()  # ties never compare the futures
         self._timer: asyncio.TimerHandle | None = None
+        self._sweep_at = _SWEEP_MIN  # heap size at which the done futures are dropped
 
     def add(self, future: asyncio.Future[Any], timeout: float, message: str) -> None:
         """End `future` with RequestTimeout(message) if it is still pending after `timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        heapq.heappush(self._heap, (deadline, next(self._order), future, message))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._order), future, message))
+        if len(heap) >= self._sweep_at:
+            heap[:] = [item for item in heap if not item[2].done()]
+            heapq.heapify(heap)
+            self._sweep_at = max(_SWEEP_MIN, 2 * len(heap))
         if self._timer is not None and self._timer.when() > deadline:
             self._timer.cancel()  # an earlier deadline than the armed one (a shorter timeout)
             self._timer = None

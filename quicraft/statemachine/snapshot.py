@@ -59,7 +59,7 @@ def encode_snapshot(
         "kind": KIND,
         "applied": applied,
         "now": sessions.now_ms,
-        "keys": [list(entry) for entry in entries],
+        "keys": entries,  # cbor2 writes a tuple as the same array as a list: no copies
         "sessions": [
             [sid, s.last_active_ms, s.floor, [[seq, r] for seq, r in s.results.items()]]
             for sid, s in sessions.items()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from quicraft.core import Entry, HardState, Message, NotLeader, Role, Snapshot
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
-from quicraft.node.runtime import is_fresh
+from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.storage import MemoryStorage
 from quicraft.telemetry import Telemetry, remote_parent
@@ -192,3 +193,37 @@ def test_requests_started_without_waiting_time_out_on_their_own() -> None:
         cluster.cut.clear()
 
     asyncio.run(with_cluster(scenario))
+
+
+def test_deadlines_forget_requests_that_ended_and_still_time_out_the_others() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = _Deadlines()
+        slow: asyncio.Future[None] = loop.create_future()
+        deadlines.add(slow, 0.05, "too slow")
+        for _ in range(1000):
+            done: asyncio.Future[None] = loop.create_future()
+            deadlines.add(done, 60, "never")
+            done.set_result(None)
+        # Ended requests are swept out as the heap grows: it stays near its sweep size.
+        assert len(deadlines._heap) <= 2 * _SWEEP_MIN
+        with pytest.raises(RequestTimeout, match="too slow"):
+            await slow
+
+    asyncio.run(scenario())
+
+
+def test_the_writer_thread_runs_writes_off_the_loop_and_hands_back_their_errors() -> None:
+    def failing() -> None:
+        raise OSError("disk full")
+
+    async def scenario() -> None:
+        writer = _Writer("test-writer")
+        ran_in: list[str] = []
+        await writer.run(lambda: ran_in.append(threading.current_thread().name))
+        with pytest.raises(OSError, match="disk full"):
+            await writer.run(failing)
+        writer.stop()
+        assert ran_in == ["test-writer"]
+
+    asyncio.run(scenario())

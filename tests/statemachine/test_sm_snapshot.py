@@ -56,6 +56,15 @@ def test_round_trip() -> None:
     assert copy.apply(8, replay) == {"revision": 3, "value": 3}
 
 
+def test_keys_are_written_as_the_arrays_of_the_format() -> None:
+    # encode_snapshot hands cbor2 its (key, value, revision) tuples as they are: they must
+    # come out as the same bytes as lists would (the snapshot is canonical CBOR).
+    data = _busy_store().snapshot()
+    state = cbor2.loads(data)
+    assert state["keys"] == [["a", b"2", 5], ["n", b"3", 3]]
+    assert cbor2.dumps(state, canonical=True) == data
+
+
 def test_empty_store_round_trip() -> None:
     copy = KVStore()
     copy.restore(KVStore().snapshot())

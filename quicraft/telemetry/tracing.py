@@ -184,14 +184,15 @@ def traces_url(endpoint: str) -> str:
 
 
 def _unsampled(traceparent: str | None) -> bool:
-    """A well-formed version-00 traceparent with no flags: the caller records none of this
-    trace. Anything else goes to the propagator (the sampler then decides the same way)."""
-    return (
-        traceparent is not None
-        and len(traceparent) == 55
-        and traceparent.startswith("00-")
-        and traceparent.endswith("-00")
-    )
+    """A well-formed version-00 traceparent whose sampled flag (bit 0) is clear: the caller
+    records none of this trace. Other flags may be set (W3C level 2 marks random trace ids
+    with 0x02). Anything else goes to the propagator (the sampler then decides the same)."""
+    if traceparent is None or len(traceparent) != 55 or not traceparent.startswith("00-"):
+        return False
+    try:
+        return not int(traceparent[-2:], 16) & 0x01
+    except ValueError:
+        return False
 
 
 def _context(parent: Parent) -> Context:

@@ -24,7 +24,7 @@ from quicraft.telemetry import (
     set_log_context,
     traceparent,
 )
-from quicraft.telemetry.tracing import traces_url
+from quicraft.telemetry.tracing import _unsampled, traces_url
 
 
 def test_a_base_url_gets_the_otlp_traces_path_and_a_full_one_is_kept() -> None:
@@ -122,8 +122,12 @@ def _assert_misuse(argv: list[str], message: str) -> None:
 def test_a_request_span_exists_only_when_the_request_is_recorded() -> None:
     tracing = node_tracing(NO_TELEMETRY, "n1", [InMemorySpanExporter()])
     unsampled = f"00-{'ab' * 16}-{'cd' * 8}-00"
-    sampled = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    random_id = f"00-{'ab' * 16}-{'cd' * 8}-02"  # W3C level 2: a random trace id, not sampled
+    sampled = f"00-{'ab' * 16}-{'cd' * 8}-03"
     assert tracing.server_span("quicraft.kv", "set", unsampled) is None
+    assert tracing.server_span("quicraft.kv", "set", random_id) is None
+    assert _unsampled(unsampled) and _unsampled(random_id)  # no span made to find out
+    assert not _unsampled(sampled) and not _unsampled("00-not-a-context-00")
     assert NO_TRACING.server_span("quicraft.kv", "set", sampled) is None
     span = tracing.server_span("quicraft.kv", "set", sampled)
     assert span is not None and span.is_recording()

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import statistics
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from vs_pysyncobj import free_ports
+from vs_pysyncobj import bench_arguments, run_quicraft
 
 SETTINGS: dict[str, float | None] = {"off": None, "1 %": 0.01, "100 %": 1.0}
 
@@ -72,29 +70,14 @@ class _ExportHandler(BaseHTTPRequestHandler):
 
 
 def run_bench(args: argparse.Namespace, sample: float | None, sink: SpanSink) -> dict[str, float]:
-    base = free_ports(1)[0]
-    command = [
-        sys.executable, "-m", "quicraft.cli", "bench", "--local", "3", "--json",
-        "--clients", str(args.clients), "--duration", str(args.duration),
-        "--value-size", str(args.value_size), "--base-port", str(min(base, 60000)),
-    ]  # fmt: skip
-    if sample is not None:
-        command += ["--otlp-endpoint", sink.url, "--trace-sample", str(sample)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 120)
-    if done.returncode != 0:
-        raise SystemExit(f"quicraft bench failed: {done.stderr.strip()}")
-    result: dict[str, float] = json.loads(done.stdout)
+    traced = ["--otlp-endpoint", sink.url, "--trace-sample", str(sample)]
+    result = run_quicraft(args, traced if sample is not None else None)
     result["spans"] = sink.take_count()  # every process flushes its spans before it exits
     return result
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--value-size", type=int, default=100)
-    args = parser.parse_args()
+    args = bench_arguments(__doc__.split("\n\n")[0])
     try:
         import opentelemetry.proto  # noqa: F401
     except ImportError:

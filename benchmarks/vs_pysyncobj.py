@@ -34,12 +34,24 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def run_quicraft(args: argparse.Namespace) -> dict[str, float]:
+def bench_arguments(description: str) -> argparse.Namespace:
+    """The load every benchmark here takes: rounds, and the `quicraft bench` settings."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--value-size", type=int, default=100)
+    return parser.parse_args()
+
+
+def run_quicraft(args: argparse.Namespace, extra: list[str] | None = None) -> dict[str, float]:
+    """One `quicraft bench --local 3` run with `args`' load (and `extra` flags): its result."""
     base = free_ports(1)[0]
     command = [
         sys.executable, "-m", "quicraft.cli", "bench", "--local", "3", "--json",
         "--clients", str(args.clients), "--duration", str(args.duration),
         "--value-size", str(args.value_size), "--base-port", str(min(base, 60000)),
+        *(extra or []),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 120)
     if done.returncode != 0:
@@ -90,12 +102,7 @@ def _line(run: dict[str, float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--value-size", type=int, default=100)
-    args = parser.parse_args()
+    args = bench_arguments(__doc__.split("\n\n")[0])
     ours: list[dict[str, float]] = []
     # PySyncObj in both of its modes: the default batches appends every 0.1 s (slow at low
     # concurrency), the other sends each command at once; the ratio uses the better one.

@@ -13,7 +13,6 @@ DELIBERATE_BUGS = frozenset(
         "commit_old_term_by_counting",  # commit by replica count alone, ignoring §5.4.2
         "forget_vote_persist",  # hand the runtime a hard state without the vote
         "read_index_before_term_commit",  # serve ReadIndex before the term's first commit
-        "count_unwritten_entries",  # a leader writing behind counts its entries before durable
     }
 )
 

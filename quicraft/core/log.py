@@ -9,8 +9,7 @@ Invariants kept here:
 - `applied` is what the runtime has applied: it moves only when the runtime reports (advance),
   never when a snapshot merely arrives. Until a received snapshot is installed, `applied` may
   lag the snapshot's index and no entry is handed out for applying.
-- `stable <= submitted <= last_index()`: `submitted` is how far the runtime has been handed
-  entries to write, `stable` how far they are durable; truncating the log pulls both back.
+- `stable <= last_index()`: truncating the log also pulls `stable` back.
 - The membership in effect is the one of the newest configuration entry in the log, else the
   snapshot's: changes take effect when appended (thesis §4.1) and revert when truncated.
 """
@@ -30,7 +29,7 @@ class RaftLog:
         # (index, membership) for every configuration entry in `entries`, oldest first.
         self._changes: list[tuple[int, Membership]] = []
         self._append_unchecked(entries)
-        self.stable = self.submitted = self.last_index()
+        self.stable = self.last_index()
         # A snapshot received from the leader, handed to the runtime in the next Ready.
         self.pending_snapshot: Snapshot | None = None
         if self.committed > self.last_index():
@@ -79,8 +78,7 @@ class RaftLog:
         return out
 
     def unstable_entries(self) -> list[Entry]:
-        """The entries not yet handed to the runtime to write."""
-        return self.entries[self.submitted - self.offset :]
+        return self.entries[self.stable - self.offset :]
 
     def has_unapplied(self) -> bool:
         return self.committed > self.applied >= self.offset
@@ -162,7 +160,6 @@ class RaftLog:
     def _truncate_from(self, index: int) -> None:
         del self.entries[index - self.offset - 1 :]
         self.stable = min(self.stable, index - 1)
-        self.submitted = min(self.submitted, index - 1)
         while self._changes and self._changes[-1][0] >= index:
             self._changes.pop()
 
@@ -173,16 +170,10 @@ class RaftLog:
                 raise AssertionError(f"commit {index} beyond last index {self.last_index()}")
             self.committed = index
 
-    def submitted_to(self, index: int, term: int) -> None:
-        """The runtime took the log up to (index, term) to write. Ignored if the log has changed."""
-        if self.matches(index, term) and index > self.submitted:
-            self.submitted = index
-
     def stable_to(self, index: int, term: int) -> None:
         """The runtime persisted the log up to (index, term). Ignored if the log has changed."""
         if self.matches(index, term) and index > self.stable:
             self.stable = index
-            self.submitted = max(self.submitted, index)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot received from the leader."""
@@ -191,7 +182,7 @@ class RaftLog:
         self.entries = []
         self._changes = []
         self.committed = snapshot.meta.index
-        self.stable = self.submitted = snapshot.meta.index
+        self.stable = snapshot.meta.index
         self.pending_snapshot = snapshot
 
     def compact(self, snapshot: Snapshot) -> None:

@@ -759,7 +759,7 @@ class RaftCore:
             or self.soft_state() != self._prev_soft
             or self.hard_state() != self._prev_hard
             or self.log.pending_snapshot is not None
-            or self.log.submitted < self.log.last_index()
+            or self.log.stable < self.log.last_index()
             or self.log.has_unapplied()
         )
 
@@ -785,10 +785,8 @@ class RaftCore:
         self._in_ready = True
         return rd
 
-    def advance(self, rd: Ready, *, written: bool = True) -> None:
-        """The runtime has done everything `rd` asked (see ready.py). With written=False
-        (a leader writing behind) its entries are still being written: persisted() says when
-        they are durable."""
+    def advance(self, rd: Ready) -> None:
+        """The runtime has done everything `rd` asked (see ready.py)."""
         self._in_ready = False
         if rd.snapshot is not None and self.log.pending_snapshot is rd.snapshot:
             self.log.pending_snapshot = None
@@ -796,19 +794,11 @@ class RaftCore:
             self.log.applied = max(self.log.applied, rd.snapshot.meta.index)
         if rd.entries:
             last = rd.entries[-1]
-            self.log.submitted_to(last.index, last.term)
-            if written or self._bug("count_unwritten_entries"):
-                self.persisted(last.index, last.term)
+            self.log.stable_to(last.index, last.term)
+            own = self.progress.get(self.id)
+            if self.role is Role.LEADER and own is not None:
+                own.maybe_update(self.log.stable)
+                if self._maybe_commit():
+                    self._commit_unsent = True
         if rd.committed_entries:
             self.log.applied = max(self.log.applied, rd.committed_entries[-1].index)
-
-    def persisted(self, index: int, term: int) -> None:
-        """The log up to (index, term) is durable (after advance(rd, written=False) handed
-        it out; reported in the order the writes were handed out). Ignored if the log has
-        changed since."""
-        self.log.stable_to(index, term)
-        own = self.progress.get(self.id)
-        if self.role is Role.LEADER and own is not None:
-            own.maybe_update(self.log.stable)
-            if self._maybe_commit():
-                self._commit_unsent = True

@@ -28,16 +28,6 @@ Two liberties the contract allows (the runtime takes both): the commit index is 
 in Raft, so a hard state that differs from the stored one only in `commit` need not be written
 at all; and committed entries that were already durable before this Ready (index at most
 `log.stable` when ready() returned) may be applied before step 2, as they need nothing from it.
-
-A leader may also write behind (the runtime does): for a Ready taken while leader, with no
-snapshot and no persisted_messages, do steps 1, 4 and 5 at once (every committed entry is
-durable on a quorum, whether or not here yet), start step 2 and call `advance(rd,
-written=False)` without waiting; the next ready() hands out only newer entries. When the write
-is durable, call `persisted(last.index, last.term)` of its last entry: only then do the
-leader's own entries count towards a commit. Writes must reach the disk in the order they were
-handed out, and any other Ready must wait until every write behind has ended, so that it sees
-the core as synchronous writes would have left it. A snapshot of applied state may be taken
-only then too.
 """
 
 from __future__ import annotations

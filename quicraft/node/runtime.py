@@ -10,11 +10,6 @@ Rules of this file:
   is the group commit: everything that arrived during one fsync is written by the next one.
 - A proposer learns its result only when its entry is applied; an entry of another term at
   its index means the proposal was lost (the caller may retry: sessions make that safe).
-- A leader writes behind (ready.py): while its write is on disk it keeps taking Readies,
-  sending appends and applying what a quorum of followers has made durable; the writer
-  thread keeps the writes in order and each one's end reports its entries durable
-  (core.persisted). Any other Ready first waits for every write behind to end, so it sees
-  the core exactly as a synchronous write would have left it.
 - The commit index alone is never worth an fsync: Raft keeps it in volatile state (a restarted
   node learns it again from the leader; a stale stored value only means re-applying entries
   from the snapshot on). A Ready whose only durable change is the commit therefore writes
@@ -122,8 +117,6 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._deadlines = _Deadlines()
         self._writer = _Writer(f"{node_id}-writer")
-        self._behind: asyncio.Future[None] | None = None  # the last write behind, until it ends
-        self._write_failed: BaseException | None = None  # a write behind's error, raised by _loop
         #: Called with each new SoftState (leader, role, term) after it is known.
         self.on_soft_state: Callable[[SoftState], None] | None = None
         #: Called with every committed entry right after it is applied, in log order.
@@ -170,8 +163,6 @@ class RaftNode:
         try:
             await self._loop()
         finally:
-            with contextlib.suppress(Exception):  # the storage closes after us: let them end
-                await self._writes_behind_ended()
             if self.trace is not None:
                 self.trace.close()
             self._writer.stop()
@@ -330,12 +321,11 @@ class RaftNode:
 
     async def _take_snapshot(self) -> None:
         core = self._core
-        await self._writes_behind_ended()  # compacting needs the entries it covers durable
         applied = core.log.applied
         if applied > self.snapshot_index:
             span = self.trace.span("raft.snapshot.take", applied) if self.trace else None
             core.snapshot_taken(applied, self.state_machine.snapshot())
-            await self._writer.run(partial(self.storage.compact, core.log.snapshot))
+            await asyncio.to_thread(self.storage.compact, core.log.snapshot)
             if span is not None:
                 span.end()
             self.snapshot_index = applied
@@ -369,8 +359,6 @@ class RaftNode:
     async def _loop(self) -> None:
         core = self._core
         while not self._stopping:
-            if self._write_failed is not None:
-                raise self._write_failed
             due = core.log.applied - self.snapshot_index >= self.timings.snapshot_every
             if due or self._snapshot_requests:
                 await self._take_snapshot()
@@ -381,59 +369,31 @@ class RaftNode:
             rd = core.ready()
             if self.trace is not None:
                 self.trace.taken(rd)
-            if self._may_write_behind(rd):
-                self._handle_behind(rd)
-                core.advance(rd, written=False)
-            else:
-                await self._writes_behind_ended()
-                await self._handle(rd)
-                core.advance(rd)
-
-    def _may_write_behind(self, rd: Ready) -> bool:
-        """Only a leader's Ready without a snapshot to install or messages that must wait
-        for its write: nothing in it depends on its own write having ended."""
-        return self._core.role is Role.LEADER and rd.snapshot is None and not rd.persisted_messages
-
-    def _handle_behind(self, rd: Ready) -> None:
-        """A leader's Ready, written behind: everything in it is done now, but the write."""
-        if rd.hard_state is not None:
-            self._hard_state = rd.hard_state
-        self._send_all(rd.messages)
-        if rd.entries or self._term_or_vote_changed():
-            self._write_behind(rd)
-        self._answered(rd)
-        # Every committed entry is durable on a quorum, whether or not on our disk yet.
-        self._apply(rd.committed_entries)
-        self._serve_reads(rd)
+            await self._handle(rd)
+            core.advance(rd)
 
     async def _handle(self, rd: Ready) -> None:
         if rd.hard_state is not None:
             self._hard_state = rd.hard_state
         self._send_all(rd.messages)
         # Committed entries that were already durable here need not wait for this Ready's
-        # write: applying them now answers their clients one fsync earlier.
+        # write: applying them now answers their clients one fsync earlier. On a leader that
+        # is all of them (its own entries count towards a commit only once durable).
         ready_now: list[Entry] = []
         if rd.snapshot is None:
             durable = self._core.log.stable
             ready_now = [e for e in rd.committed_entries if e.index <= durable]
             self._apply(ready_now)
         if rd.snapshot is not None or rd.entries or self._term_or_vote_changed():
-            await self._start_write(rd)
+            await self._persist(rd)
         self._send_all(rd.persisted_messages)
-        self._answered(rd)
-        if rd.snapshot is not None:
-            self._install(rd.snapshot)
-        self._apply(rd.committed_entries[len(ready_now) :])
-        self._serve_reads(rd)
-
-    def _answered(self, rd: Ready) -> None:
-        """`rd`'s messages are all sent: end the spans they answer, report a new role."""
         if self.trace is not None:
             self.trace.answered()
         if rd.soft_state is not None:
             self._soft_state_changed(rd.soft_state)
-
-    def _serve_reads(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        self._apply(rd.committed_entries[len(ready_now) :])
         for rs in rd.read_states:
             read = self._reads.pop(rs.context, None)
             if read is not None and not read.done():
@@ -491,55 +451,18 @@ class RaftNode:
         stored, latest = self._stored_hard_state, self._hard_state
         return (stored.term, stored.vote) != (latest.term, latest.vote)
 
-    def _write_behind(self, rd: Ready) -> None:
-        """Start writing `rd` and go on; its end reports the entries durable to the core."""
-        written = self._start_write(rd)
-        last = rd.entries[-1] if rd.entries else None
-        written.add_done_callback(partial(self._written_behind, last))
-        self._behind = written
-
-    def _written_behind(self, last: Entry | None, written: asyncio.Future[None]) -> None:
-        if written.cancelled():  # the loop is stopping
-            return
-        if written.exception() is not None:
-            self._write_failed = written.exception()
-        elif last is not None:
-            self._core.persisted(last.index, last.term)
-        self._wake.set()
-
-    async def _writes_behind_ended(self) -> None:
-        """Wait for every write behind (they end in order: waiting for the last will do)."""
-        if self._behind is not None:
-            with contextlib.suppress(Exception):  # kept in _write_failed by _written_behind
-                await self._behind
-            self._behind = None
-        if self._write_failed is not None:
-            raise self._write_failed
-
-    def _start_write(self, rd: Ready) -> asyncio.Future[None]:
-        """Hand `rd`'s snapshot, entries and changed hard state to the writer thread, so the
-        loop keeps receiving while the disk syncs. Writing on the loop was measured: faster
+    async def _persist(self, rd: Ready) -> None:
+        """Write `rd` durably in a worker thread, so the loop keeps receiving (and the leader
+        keeps replicating) while the disk syncs. Writing on the loop was measured: faster
         with one busy client connection, twice as slow with sixteen."""
         hard_state = self._hard_state if self._hard_state != self._stored_hard_state else None
         span = self.trace.writing(rd) if self.trace is not None else None
         started = time.perf_counter()
-        written = self._writer.run(
+        await self._writer.run(
             partial(
                 self.storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
             )
         )
-        written.add_done_callback(partial(self._write_ended, hard_state, span, started))
-        return written
-
-    def _write_ended(
-        self,
-        hard_state: HardState | None,
-        span: Span | None,
-        started: float,
-        written: asyncio.Future[None],
-    ) -> None:
-        if written.cancelled() or written.exception() is not None:
-            return
         self.metrics.fsync_duration.record(time.perf_counter() - started)
         if span is not None:
             span.end()

@@ -3,10 +3,6 @@ survives crashes and a key-value state machine rebuilt from it on restart.
 
 Only `durable` outlives a crash. A Ready being written when the node crashes is lost whole,
 as if the write never reached the disk.
-
-A leader writes behind, as the runtime does (ready.py): a Ready of its without a snapshot or
-messages that wait for the write is handled at once and its write ends later, in order with
-the node's other writes; any other Ready is handled when its own write ends, after those.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from quicraft.core import (
     PersistentState,
     RaftCore,
     Ready,
-    Role,
     Snapshot,
 )
 
@@ -67,8 +62,7 @@ class SimNode:
         self._rng = random.Random(seed)
         self.alive = False
         self.epoch = 0  # bumped by every crash, so writes begun before it are discarded
-        self.writing: Ready | None = None  # a Ready waiting for its write to end
-        self.behind = 0  # writes behind not yet ended
+        self.writing: Ready | None = None
         self.core: RaftCore
         self.kv = KVStore()
         # ReadIndex reads confirmed by the leader, waiting to be applied: context -> index
@@ -82,53 +76,26 @@ class SimNode:
         self.kv = KVStore.restore(d.snapshot.data)
         self.reads = {}
         self.writing = None
-        self.behind = 0
         self.alive = True
 
     def crash(self) -> None:
         self.alive = False
         self.epoch += 1
         self.writing = None
-        self.behind = 0
         self.reads = {}
 
     def take_ready(self) -> Ready | None:
-        """The next Ready, if the core has work and no Ready waits for its write."""
+        """Begin the next write, if the core has work and no write is in progress."""
         if not self.alive or self.writing is not None or not self.core.has_ready():
             return None
-        return self.core.ready()
-
-    def may_write_behind(self, rd: Ready) -> bool:
-        """As RaftNode._may_write_behind: nothing in `rd` needs its write to have ended."""
-        return self.core.role is Role.LEADER and rd.snapshot is None and not rd.persisted_messages
-
-    def handle_behind(self, rd: Ready) -> list[Applied]:
-        """Do all of a leader's `rd` now but its write, which ends in finish_behind()."""
-        self.behind += 1
-        applied = self._apply(rd)
-        self.core.advance(rd, written=False)
-        return applied
-
-    def finish_behind(self, rd: Ready) -> None:
-        """The write behind of `rd` reached the disk: report its entries durable."""
-        self.durable.write(rd)
-        self.behind -= 1
-        if rd.entries:
-            self.core.persisted(rd.entries[-1].index, rd.entries[-1].term)
-        self._maybe_snapshot()
+        self.writing = self.core.ready()
+        return self.writing
 
     def finish_write(self, rd: Ready) -> list[Applied]:
         """The write of `rd` reached the disk: apply, advance, maybe snapshot (ready.py 2-6)."""
         self.durable.write(rd)
         if rd.snapshot is not None:
             self.kv = KVStore.restore(rd.snapshot.data)
-        applied = self._apply(rd)
-        self.writing = None
-        self.core.advance(rd)
-        self._maybe_snapshot()
-        return applied
-
-    def _apply(self, rd: Ready) -> list[Applied]:
         applied = []
         for entry in rd.committed_entries:
             if entry.type is EntryType.NORMAL:
@@ -138,14 +105,13 @@ class SimNode:
                 applied.append(Applied(entry, None, None))
         for rs in rd.read_states:
             self.reads[rs.context] = rs.index
+        self.writing = None
+        self.core.advance(rd)
+        self._maybe_snapshot()
         return applied
 
     def _maybe_snapshot(self) -> None:
-        """As the runtime: only once no write behind is pending (compaction needs the
-        entries it covers durable)."""
         applied = self.core.log.applied
-        if self.behind:
-            return
         if applied - self.durable.snapshot.meta.index >= self.snapshot_every:
             self.core.snapshot_taken(applied, self.kv.snapshot())
             self.durable.compact(self.core.log.snapshot)

@@ -38,7 +38,7 @@ from .invariants import SafetyChecker, Violation
 from .kv import Command
 from .linearizability import Operation, check_history
 from .network import Network, NetworkFaults
-from .node import Applied, Durable, SimNode
+from .node import Durable, SimNode
 
 TICK = 10  # time units per tick; network delays are finer than ticks
 ELECTION_TICK = 10
@@ -232,7 +232,6 @@ class Simulation:
         self._faults_on = True
         self._last_value: dict[str, int | None] = {}
         self._slow_until: dict[NodeId, int] = {}
-        self._disk_free: dict[NodeId, int] = {}  # when the last write begun on a node ends
         self._leader_commit: dict[NodeId, tuple[int, int]] = {}  # (term, commit) seen
         self._next_id = options.nodes + 1
         self.nodes: dict[NodeId, SimNode] = {}
@@ -319,28 +318,15 @@ class Simulation:
                 delay = self.rng.choice((self.rng.randint(0, 3), self.rng.randint(0, 4 * TICK)))
                 self._at(delay, lambda: self._strike_leader(node))
         self._send(rd.messages)
-        behind = node.may_write_behind(rd)
-        if behind:
-            self._applied(node, node.handle_behind(rd))
-        else:
-            node.writing = rd
         slow = self._slow_until.get(node.id, 0) > self.now
         delay = self.rng.randint(20, 80) if slow else self.rng.randint(0, 3)
-        # One disk per node: its writes end in the order they began.
-        ends = max(self.now + delay, self._disk_free.get(node.id, 0))
-        self._disk_free[node.id] = ends
         epoch = node.epoch
 
         def written() -> None:
-            if not node.alive or node.epoch != epoch:
-                return
-            if behind:
-                node.finish_behind(rd)
-                self.checker.on_persist(node.id, node.durable.hard_state)
-            else:
+            if node.alive and node.epoch == epoch:
                 self._finish_write(node, rd)
 
-        self._at(ends - self.now, written)
+        self._at(delay, written)
 
     def _finish_write(self, node: SimNode, rd: Ready) -> None:
         applied = node.finish_write(rd)
@@ -353,10 +339,6 @@ class Simulation:
             self._at(0, lambda: self._crash(node, quick=True))
         if rd.snapshot is not None:
             self.stats.add("snapshots installed")
-        self._applied(node, applied)
-
-    def _applied(self, node: SimNode, applied: list[Applied]) -> None:
-        """Check what `node` applied and answer the operations it completes."""
         for a in applied:
             self.checker.on_apply(node.id, a.entry)
             op = self._writes.pop((node.id, a.entry.index), None)

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from quicraft.core import Entry, HardState, Message, NotLeader, Role, Snapshot
-from quicraft.node import NodeStopped, ProposalLost, RaftNode, RequestTimeout, Timings
+from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
-from quicraft.storage import MemoryStorage, StorageError
+from quicraft.storage import MemoryStorage
 from quicraft.telemetry import Telemetry, remote_parent
 
 FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=20)
@@ -227,56 +227,3 @@ def test_the_writer_thread_runs_writes_off_the_loop_and_hands_back_their_errors(
         assert ran_in == ["test-writer"]
 
     asyncio.run(scenario())
-
-
-def test_a_leader_answers_writes_while_its_own_write_is_still_on_disk() -> None:
-    """Writing behind: a quorum of followers commits, the leader applies and answers, and its
-    own writes end later, in order, with every entry."""
-
-    async def scenario(cluster: Cluster) -> None:
-        leader = await cluster.leader()
-        await leader.propose(command("set", key="warm", value=b"up"), 5)
-        disk = threading.Event()  # the leader's disk: stuck until set
-        save = leader.storage.save
-
-        def slow_save(**write: object) -> None:
-            disk.wait(10)
-            save(**write)  # type: ignore[arg-type]
-
-        leader.storage.save = slow_save  # type: ignore[method-assign]
-        writes = [leader.start_proposal(command("incr", key="n", by=1), 5) for _ in range(5)]
-        results = await asyncio.gather(*writes)
-        assert sorted(r["value"] for r in results) == [1, 2, 3, 4, 5]  # type: ignore[index]
-        last = leader.core.log.last_index() if leader.core else 0
-        stored = leader.storage.load().entries
-        assert stored[-1].index < last  # answered while none of the five is on its disk
-        disk.set()
-        for _ in range(200):
-            stored = leader.storage.load().entries
-            if stored and stored[-1].index >= last:
-                break
-            await asyncio.sleep(0.01)
-        indexes = [e.index for e in stored]
-        assert indexes == list(range(indexes[0], last + 1))
-        assert leader.core is not None and leader.core.log.stable >= last
-
-    asyncio.run(with_cluster(scenario))
-
-
-def test_a_failed_write_behind_stops_the_leader_with_its_error() -> None:
-    async def scenario(cluster: Cluster) -> None:
-        leader = await cluster.leader()
-
-        def broken_save(**write: object) -> None:
-            raise StorageError("disk full")
-
-        leader.storage.save = broken_save  # type: ignore[method-assign]
-        write = leader.start_proposal(command("set", key="k", value=b"v"), 5)
-        task = cluster.tasks[IDS.index(leader.id)]
-        with pytest.raises(StorageError, match="disk full"):
-            await asyncio.wait_for(asyncio.shield(task), 5)
-        with pytest.raises(NodeStopped):
-            await write
-        cluster.tasks.remove(task)  # ended, with the error checked above
-
-    asyncio.run(with_cluster(scenario))

@@ -65,7 +65,6 @@ BUGS = {
     "forget_vote_persist": (("election safety",), 200),
     "commit_old_term_by_counting": (("leader completeness", "state machine safety"), 1500),
     "read_index_before_term_commit": (("linearizability",), 1000),
-    "count_unwritten_entries": (("leader completeness", "state machine safety"), 300),
 }
 BUG_SEED_LIMIT = 200
 

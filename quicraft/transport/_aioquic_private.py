@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for five things quicraft needs:
+aioquic (1.x) has no public API for six things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -19,6 +19,10 @@ aioquic (1.x) has no public API for five things quicraft needs:
 
 5. The connection's smoothed round-trip time (`QuicConnection._loss._rtt_smoothed`), which
    the loss recovery keeps anyway: the peer round-trip metric reads it.
+6. A configuration per client on a server. QuicServer builds every connection from its one
+   `_configuration`, but the datagram size belongs to the path to each client (path.py).
+   PerClientConfigServer sets that attribute from the client's address just before handling a
+   long-header datagram, the only kind that can open a connection.
 
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
@@ -26,7 +30,11 @@ an aioquic upgrade that moves them fails loudly instead of silently skipping cli
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aioquic import tls
+from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.stream import QuicStream
@@ -61,6 +69,21 @@ def delay_acks(quic: QuicConnection) -> None:
     quic._ack_delay = ACK_DELAY_S
 
 
+class PerClientConfigServer(QuicServer):
+    """A QuicServer whose new connections take `configure(client address)` (see 6. above)."""
+
+    def __init__(
+        self, *, configure: Callable[[tuple[Any, ...]], QuicConfiguration], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._configure = configure
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data[:1] and data[0] & 0x80:  # a long header
+            self._configuration = self._configure(addr)
+        super().datagram_received(data, addr)
+
+
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
     """The leaf certificate the peer presented in the handshake (None if it sent none)."""
     return quic.tls._peer_certificate
@@ -89,6 +112,8 @@ def check() -> None:
             problems.append(f"tls.Context.{name}")
     if "_initialize" not in vars(QuicConnection):
         problems.append("QuicConnection._initialize")
+    if "_configuration" not in QuicServer.datagram_received.__code__.co_names:
+        problems.append("QuicServer._configuration")
     quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
     if not isinstance(getattr(quic, "_ack_delay", None), float):
         problems.append("QuicConnection._ack_delay")

@@ -12,15 +12,19 @@ opens. Rules:
 - connect() returns only once the server has accepted us; any refusal (by either end, in TLS or
   in verify.py / admit) is a RefusedError, unreachable or too slow is a TransportError.
 - A dialer uses a connected UDP socket of its own, so "port unreachable" fails fast.
+- A connection's datagrams are as large as its path is known to carry (path.py: larger only
+  on loopback); a server sizes each connection by the address of the client's first datagram.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
@@ -29,6 +33,7 @@ from aioquic.quic.connection import QuicConnection
 from quicraft.wire.frame import MAX_FRAME
 
 from . import _aioquic_private as private
+from . import path
 from ._asyncio_private import read_in_batches
 from .connection import Admit, Connection, Endpoint, PeerProtocol
 from .dispatch import Handler
@@ -112,6 +117,13 @@ async def serve(
         on_connection=on_connection,
     )
     config = _configuration(identity, sorted(handlers), idle_timeout, is_client=False)
+    by_size: dict[int, QuicConfiguration] = {}
+
+    def configure(client: tuple[Any, ...]) -> QuicConfiguration:
+        size = path.datagram_size_to(str(client[0]))
+        if size not in by_size:
+            by_size[size] = dataclasses.replace(config, max_datagram_size=size)
+        return by_size[size]
 
     def create_protocol(quic: QuicConnection, stream_handler: object = None) -> PeerProtocol:
         private.request_client_certificate(quic)
@@ -123,7 +135,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     try:
         transport, quic_server = await loop.create_datagram_endpoint(
-            lambda: QuicServer(configuration=config, create_protocol=create_protocol),
+            lambda: private.PerClientConfigServer(
+                configure=configure, configuration=config, create_protocol=create_protocol
+            ),
             local_addr=(host, port),
         )
     except OSError as err:
@@ -171,7 +185,8 @@ async def connect(
             except OSError:
                 sock.close()
                 raise
-            quic = QuicConnection(configuration=config)
+            size = path.datagram_size_to(str(addr[0]))
+            quic = QuicConnection(configuration=dataclasses.replace(config, max_datagram_size=size))
             private.delay_acks(quic)
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: PeerProtocol(quic, endpoint=endpoint, dialed=True), sock=sock

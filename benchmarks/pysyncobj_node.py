@@ -2,7 +2,8 @@
 
 A replicated dict (pysyncobj.batteries.ReplDict) in journal mode. With --drive, this node also
 generates the load once a leader exists: `--clients` writes kept in flight (each completion
-sends the next), for `--duration` seconds, then it prints one JSON line with the results.
+sends the next), for `--duration` seconds. It prints `{"started": true}` as the load begins
+(the caller counts CPU from there) and one JSON line with the results at the end.
 PySyncObj's own client API is in-process, so its writes skip the client network hop that
 quicraft's clients pay: the comparison favours PySyncObj there.
 """
@@ -53,6 +54,7 @@ def main() -> int:
             print(json.dumps({"error": "no leader"}))
             return 1
         time.sleep(0.05)
+    print(json.dumps({"started": True}), flush=True)  # the caller starts counting CPU here
     print(json.dumps(drive(store, args.clients, args.duration, b"x" * args.value_size)))
     sys.stdout.flush()
     node.destroy()

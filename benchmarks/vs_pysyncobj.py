@@ -19,7 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import cast
+
+from quicraft.node.local import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,8 +60,12 @@ def run_quicraft(args: argparse.Namespace, extra: list[str] | None = None) -> di
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 120)
     if done.returncode != 0:
         raise SystemExit(f"quicraft bench failed: {done.stderr.strip()}")
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
+    result = json.loads(done.stdout)
+    # Summed over the bench client and the nodes (what `quicraft bench` reports per process).
+    per_process = result.pop("cpu_us_per_write", {})
+    if per_process:
+        result["cpu_us_per_write"] = sum(per_process.values())
+    return cast(dict[str, float], result)
 
 
 def run_pysyncobj(args: argparse.Namespace, batch: bool) -> dict[str, float]:
@@ -78,26 +86,60 @@ def run_pysyncobj(args: argparse.Namespace, batch: bool) -> dict[str, float]:
                 argv += ["--drive", "--clients", str(args.clients)]
                 argv += ["--duration", str(args.duration), "--value-size", str(args.value_size)]
             members.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+        # A stuck run is killed, which ends the driver's output and so the loop below.
+        watchdog = threading.Timer(args.duration + 120, members[0].kill)
+        watchdog.start()
         try:
-            out, _ = members[0].communicate(timeout=args.duration + 120)
+            result = _read_driver(members)
         finally:
+            watchdog.cancel()
             for member in members:
                 member.kill()
                 member.wait()
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     if "error" in result:
         raise SystemExit(f"PySyncObj: {result['error']}")
     return result
+
+
+def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float]:
+    """The driver's result, with the CPU per write its three members used while it drove
+    them (read from /proc between its "started" line and its result, as `quicraft bench`
+    does for its nodes)."""
+    assert members[0].stdout is not None
+    before: dict[int, float] = {}
+    for line in members[0].stdout:
+        message = json.loads(line)
+        if message.get("started"):
+            before = _cpu(members)
+            continue
+        after = _cpu(members)
+        used = sum(after[pid] - before[pid] for pid in after if pid in before)
+        if before and message.get("writes"):
+            message["cpu_us_per_write"] = used / message["writes"] * 1e6
+        return cast(dict[str, float], message)
+    raise SystemExit("PySyncObj: the driver exited without a result")
+
+
+def _cpu(members: list[subprocess.Popen[str]]) -> dict[int, float]:
+    found = {m.pid: cpu_seconds(m.pid) for m in members}
+    return {pid: seconds for pid, seconds in found.items() if seconds is not None}
 
 
 def _median(runs: list[dict[str, float]], field: str) -> float:
     return statistics.median(r[field] for r in runs)
 
 
+def _median_cpu(runs: list[dict[str, float]]) -> str:
+    if not all("cpu_us_per_write" in r for r in runs):
+        return ""  # no /proc here
+    return f", {_median(runs, 'cpu_us_per_write'):,.0f} µs CPU per write"
+
+
 def _line(run: dict[str, float]) -> str:
+    cpu = f", {run['cpu_us_per_write']:,.0f} µs CPU per write" if "cpu_us_per_write" in run else ""
     return (
         f"{run['writes_per_s']:,.0f} writes/s (p50 {run['write_p50_ms']:.1f} ms, "
-        f"p99 {run['write_p99_ms']:.1f} ms)"
+        f"p99 {run['write_p99_ms']:.1f} ms{cpu})"
     )
 
 
@@ -122,9 +164,10 @@ def main() -> int:
     p = _median(theirs[best], "writes_per_s")
     print(
         f"median of {args.rounds} rounds, {args.clients} writes in flight: quicraft {q:,.0f} "
-        f"writes/s (p99 {_median(ours, 'write_p99_ms'):.1f} ms); PySyncObj "
+        f"writes/s (p99 {_median(ours, 'write_p99_ms'):.1f} ms{_median_cpu(ours)}); PySyncObj "
         f"{'batched' if best else 'unbatched'} {p:,.0f} writes/s "
-        f"(p99 {_median(theirs[best], 'write_p99_ms'):.1f} ms); ratio {q / p:.2f}"
+        f"(p99 {_median(theirs[best], 'write_p99_ms'):.1f} ms{_median_cpu(theirs[best])}); "
+        f"ratio {q / p:.2f}"
     )
     return 0
 

@@ -8,11 +8,12 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from quicraft.client import ClientError, connect
-from quicraft.client.bench import BenchResult, run_bench, wait_until_serving
-from quicraft.node.local import LocalCluster, LocalClusterError
+from quicraft.client.bench import BenchResult, CpuProbe, run_bench, wait_until_serving
+from quicraft.node.local import LocalCluster, LocalClusterError, cpu_seconds
 from quicraft.node.settings import PRESETS
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
@@ -27,7 +28,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="measure a throwaway local cluster or an existing one",
         description="With --local N: start N nodes on loopback in a temporary folder (as "
         "'quicraft local'), drive them, print the results and clean up. With --endpoints: "
-        "drive an existing cluster (it writes keys under bench/). The tracing flags trace "
+        "drive an existing cluster (it writes keys under bench/). Besides rates and latencies "
+        "it reports the CPU time per write of itself and, with --local, of each node "
+        "(where /proc exists). The tracing flags trace "
         "the bench's requests and, with --local, set up the nodes' tracing the same way "
         "(docs/performance.md measures what tracing costs).",
     )
@@ -72,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             if args.local is not None:
                 result = _bench_local(args)
             else:
-                result = asyncio.run(_drive(args.endpoints, args.cluster, args.certs, args))
+                result = asyncio.run(
+                    _drive(args.endpoints, args.cluster, args.certs, args, _own_cpu)
+                )
     except (ClientError, IdentityError, LocalClusterError, ValueError, OSError) as err:
         return fail(str(err))
     print(json.dumps(result.as_dict()) if args.json else result.summary())
@@ -86,11 +91,25 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
         cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
         for node in cluster.nodes:
             cluster.start(node, _node_tracing_flags(args))
-        return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args))
+        nodes = cluster.nodes
+
+        def cpu() -> dict[str, float]:
+            used = _own_cpu()
+            for node in nodes:
+                seconds = cpu_seconds(node.pid)
+                if seconds is not None:
+                    used[node.name] = seconds
+            return used
+
+        return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args, cpu))
     finally:
         if cluster is not None:
             cluster.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_cpu() -> dict[str, float]:
+    return {"bench": time.process_time()}
 
 
 def _node_tracing_flags(args: argparse.Namespace) -> list[str]:
@@ -104,7 +123,7 @@ def _node_tracing_flags(args: argparse.Namespace) -> list[str]:
 
 
 async def _drive(
-    endpoints: str, cluster: str, certs: Path, args: argparse.Namespace
+    endpoints: str, cluster: str, certs: Path, args: argparse.Namespace, cpu: CpuProbe
 ) -> BenchResult:
     # QUIC multiplexes: the concurrent clients share `--connections` connections, so requests
     # sent together share packets, as they would in one application with many tasks.
@@ -115,7 +134,7 @@ async def _drive(
     clients = [connections[i % len(connections)] for i in range(args.clients)]
     try:
         await wait_until_serving(clients[0], timeout=30)
-        return await run_bench(clients, args.duration, args.value_size)
+        return await run_bench(clients, args.duration, args.value_size, cpu=cpu)
     finally:
         for connection in connections:
             await connection.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 from .client import Client, ClientError
 
@@ -27,16 +28,36 @@ class BenchResult:
     reads: int
     reads_per_s: float
     errors: int
+    #: CPU time per committed write during the writes, in µs, by process ("bench" is this one)
+    cpu_us_per_write: dict[str, float] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.writes_per_s:,.0f} writes/s (p50 {self.write_p50_ms:.1f} ms, "
             f"p99 {self.write_p99_ms:.1f} ms), {self.reads_per_s:,.0f} linearizable reads/s; "
             f"{self.clients} clients, {self.value_size}-byte values, {self.errors} errors"
         )
+        if self.cpu_us_per_write:
+            each = ", ".join(f"{k} {v:,.0f}" for k, v in self.cpu_us_per_write.items())
+            total = sum(self.cpu_us_per_write.values())
+            text += f"\nCPU per write: {total:,.0f} µs ({each})"
+        return text
+
+
+#: CPU seconds used so far, by process name.
+CpuProbe = Callable[[], dict[str, float]]
+
+
+def cpu_per_write(
+    before: dict[str, float], after: dict[str, float], writes: int
+) -> dict[str, float]:
+    """µs of CPU per write of every process measured at both ends."""
+    if not writes:
+        return {}
+    return {k: (after[k] - before[k]) / writes * 1e6 for k in after if k in before}
 
 
 async def wait_until_serving(client: Client, timeout: float) -> None:
@@ -52,7 +73,11 @@ async def wait_until_serving(client: Client, timeout: float) -> None:
 
 
 async def run_bench(
-    clients: list[Client], duration: float, value_size: int, read_duration: float | None = None
+    clients: list[Client],
+    duration: float,
+    value_size: int,
+    read_duration: float | None = None,
+    cpu: CpuProbe | None = None,
 ) -> BenchResult:
     value = b"x" * value_size
     latencies: list[float] = []
@@ -83,9 +108,11 @@ async def run_bench(
                 continue
             reads += 1
 
+    cpu_before = cpu() if cpu is not None else {}
     start = time.monotonic()
     await asyncio.gather(*(writer(i, c, start + duration) for i, c in enumerate(clients)))
     write_seconds = time.monotonic() - start
+    cpu_after = cpu() if cpu is not None else {}
     read_duration = duration / 2 if read_duration is None else read_duration
     start = time.monotonic()
     await asyncio.gather(*(reader(i, c, start + read_duration) for i, c in enumerate(clients)))
@@ -103,4 +130,5 @@ async def run_bench(
         reads=reads,
         reads_per_s=reads / read_seconds if read_seconds else 0.0,
         errors=errors,
+        cpu_us_per_write=cpu_per_write(cpu_before, cpu_after, len(latencies)),
     )

@@ -182,6 +182,19 @@ class LocalCluster:
         self.save()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time a running process has used (all its threads), from /proc;
+    None where there is no /proc or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself;
+    # utime and stime are fields 14 and 15, counted in clock ticks.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _is_quicraft(pid: int) -> bool:
     """Guards against a recycled pid: only signal a process that runs a quicraft node."""
     try:

@@ -8,12 +8,15 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from cluster_harness import Cluster, free_base_port, run
 
 from quicraft import connect_sync
+from quicraft.client.bench import BenchResult, cpu_per_write
+from quicraft.node.local import cpu_seconds
 from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
 from quicraft.transport import connect as quic_connect
 
@@ -121,6 +124,41 @@ def test_bench_local_runs_and_cleans_up(tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert result["writes"] > 0 and result["reads"] > 0 and result["errors"] == 0
     assert result["write_p50_ms"] <= result["write_p99_ms"]
+    cpu = result["cpu_us_per_write"]  # the bench itself, and each node where /proc exists
+    assert "bench" in cpu and cpu["bench"] > 0
+    if Path("/proc/self/stat").exists():
+        assert sorted(cpu) == ["bench", "n1", "n2", "n3"] and min(cpu.values()) > 0
+
+
+def test_cpu_seconds_reads_any_process_and_none_for_a_gone_one(tmp_path: Path) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads /proc")
+    assert cpu_seconds(os.getpid()) == pytest.approx(time.process_time(), abs=0.1)
+    # A command name with spaces and parentheses must not shift the fields after it.
+    odd = tmp_path / "a) b (c"
+    odd.write_bytes(Path("/bin/sh").read_bytes())
+    odd.chmod(0o755)
+    child = subprocess.Popen([str(odd), "-c", "while :; do :; done"])
+    try:
+        deadline = time.monotonic() + 10
+        while (used := cpu_seconds(child.pid)) is not None and used < 0.05:
+            assert time.monotonic() < deadline, "the busy child used no CPU"
+            time.sleep(0.02)
+        assert used is not None and 0.05 <= used < 30
+    finally:
+        child.kill()
+        child.wait()
+    assert cpu_seconds(child.pid) is None  # reaped: gone
+
+
+def test_bench_results_give_cpu_per_write_per_process() -> None:
+    assert cpu_per_write({"a": 1.0, "b": 2.0}, {"a": 1.5, "b": 2.2, "c": 9.0}, 1000) == {
+        "a": pytest.approx(500.0),
+        "b": pytest.approx(200.0),
+    }
+    assert cpu_per_write({"a": 1.0}, {"a": 2.0}, 0) == {}
+    result = BenchResult(4, 100, 1.0, 10, 10.0, 1.0, 2.0, 1.0, 5, 5.0, 0, {"bench": 90, "n1": 210})
+    assert result.summary().endswith("CPU per write: 300 µs (bench 90, n1 210)")
 
 
 def test_a_node_outside_the_membership_is_refused(cluster: Cluster) -> None:

@@ -108,7 +108,10 @@ def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float]:
     assert members[0].stdout is not None
     before: dict[int, float] = {}
     for line in members[0].stdout:
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue  # not ours: PySyncObj writing to stdout
         if message.get("started"):
             before = _cpu(members)
             continue

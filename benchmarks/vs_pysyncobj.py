@@ -23,7 +23,8 @@ import threading
 from pathlib import Path
 from typing import cast
 
-from quicraft.node.local import cpu_seconds
+from quicraft.client.bench import cpu_per_write
+from quicraft.node.local import cpu_seconds_of
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,7 +107,7 @@ def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float]:
     them (read from /proc between its "started" line and its result, as `quicraft bench`
     does for its nodes)."""
     assert members[0].stdout is not None
-    before: dict[int, float] = {}
+    before: dict[str, float] = {}
     for line in members[0].stdout:
         try:
             message = json.loads(line)
@@ -115,17 +116,15 @@ def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float]:
         if message.get("started"):
             before = _cpu(members)
             continue
-        after = _cpu(members)
-        used = sum(after[pid] - before[pid] for pid in after if pid in before)
-        if before and message.get("writes"):
-            message["cpu_us_per_write"] = used / message["writes"] * 1e6
+        used = cpu_per_write(before, _cpu(members), message.get("writes", 0))
+        if used:
+            message["cpu_us_per_write"] = sum(used.values())
         return cast(dict[str, float], message)
     raise SystemExit("PySyncObj: the driver exited without a result")
 
 
-def _cpu(members: list[subprocess.Popen[str]]) -> dict[int, float]:
-    found = {m.pid: cpu_seconds(m.pid) for m in members}
-    return {pid: seconds for pid, seconds in found.items() if seconds is not None}
+def _cpu(members: list[subprocess.Popen[str]]) -> dict[str, float]:
+    return cpu_seconds_of({str(m.pid): m.pid for m in members})
 
 
 def _median(runs: list[dict[str, float]], field: str) -> float:

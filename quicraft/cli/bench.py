@@ -13,7 +13,7 @@ from pathlib import Path
 
 from quicraft.client import ClientError, connect
 from quicraft.client.bench import BenchResult, CpuProbe, run_bench, wait_until_serving
-from quicraft.node.local import LocalCluster, LocalClusterError, cpu_seconds
+from quicraft.node.local import LocalCluster, LocalClusterError, cpu_seconds_of
 from quicraft.node.settings import PRESETS
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
@@ -91,15 +91,10 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
         cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
         for node in cluster.nodes:
             cluster.start(node, _node_tracing_flags(args))
-        nodes = cluster.nodes
+        pids = {node.name: node.pid for node in cluster.nodes}
 
         def cpu() -> dict[str, float]:
-            used = _own_cpu()
-            for node in nodes:
-                seconds = cpu_seconds(node.pid)
-                if seconds is not None:
-                    used[node.name] = seconds
-            return used
+            return _own_cpu() | cpu_seconds_of(pids)
 
         return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args, cpu))
     finally:

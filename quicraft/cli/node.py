@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import socket
@@ -16,6 +15,7 @@ from quicraft.node import PRESETS, Node, NodeSettings
 from quicraft.storage import StorageError
 from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
+from quicraft.transport.address import is_loopback
 
 from .common import MISUSE, OK, add_certs, address, address_list, fail
 from .telemetry import add_node_telemetry_arguments, telemetry_settings
@@ -135,17 +135,10 @@ def _count(text: str) -> int:
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def settings_from(args: argparse.Namespace) -> NodeSettings:
     # A node on loopback cannot be reached from the LAN: announcing it there would only
     # mislead (and tests run nodes on loopback next to the machine's real interfaces).
-    mdns = not args.no_mdns and not (_is_loopback(args.listen[0]) and not args.mdns_interface)
+    mdns = not args.no_mdns and not (is_loopback(args.listen[0]) and not args.mdns_interface)
     settings = NodeSettings(
         cluster=args.cluster,
         name=args.name,

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -193,6 +194,12 @@ def cpu_seconds(pid: int) -> float | None:
     # utime and stime are fields 14 and 15, counted in clock ticks.
     fields = stat.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_of(pids: Mapping[str, int]) -> dict[str, float]:
+    """cpu_seconds of each named process, leaving out those it cannot read."""
+    found = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    return {name: seconds for name, seconds in found.items() if seconds is not None}
 
 
 def _is_quicraft(pid: int) -> bool:

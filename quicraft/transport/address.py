@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 Address = tuple[str, int]
 
 
@@ -33,3 +35,17 @@ def parse_address(text: str, default_port: int | None = None) -> Address:
 def format_address(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8, ::1 and ::ffff:127.x.y.z; False for other names and
+    addresses."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback

@@ -14,11 +14,13 @@ a datagram that does not fit is dropped silently, so every other path keeps 1200
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import ipaddress
 import socket
 
-from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+
+from .address import is_loopback
 
 # Per address family: the getsockopt level and option that read a connected socket's route
 # MTU (Linux's IP_MTU and IPV6_MTU, which Python's socket module does not name), and the bytes
@@ -31,17 +33,6 @@ _ROUTE_MTU = {
 #: The largest datagram we send even where the path allows more: batches of appends rarely
 #: need more, and one lost datagram then costs at most this much to resend.
 MAX_DATAGRAM_SIZE = 16 * 1024
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ::ffff:127.x.y.z; False for names and other addresses."""
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 @functools.lru_cache(maxsize=256)
@@ -58,3 +49,11 @@ def datagram_size_to(host: str) -> int:
         except OSError:  # not Linux, or no route
             return SMALLEST_MAX_DATAGRAM_SIZE
     return max(SMALLEST_MAX_DATAGRAM_SIZE, min(MAX_DATAGRAM_SIZE, mtu - headers))
+
+
+def sized_for(configuration: QuicConfiguration, host: str) -> QuicConfiguration:
+    """`configuration` for a connection with the peer at IP address `host`."""
+    size = datagram_size_to(host)
+    if size == configuration.max_datagram_size:
+        return configuration
+    return dataclasses.replace(configuration, max_datagram_size=size)

@@ -19,7 +19,6 @@ opens. Rules:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import ssl
 from collections import Counter
@@ -117,13 +116,9 @@ async def serve(
         on_connection=on_connection,
     )
     config = _configuration(identity, sorted(handlers), idle_timeout, is_client=False)
-    by_size: dict[int, QuicConfiguration] = {}
 
     def configure(client: tuple[Any, ...]) -> QuicConfiguration:
-        size = path.datagram_size_to(str(client[0]))
-        if size not in by_size:
-            by_size[size] = dataclasses.replace(config, max_datagram_size=size)
-        return by_size[size]
+        return path.sized_for(config, str(client[0]))
 
     def create_protocol(quic: QuicConnection, stream_handler: object = None) -> PeerProtocol:
         private.request_client_certificate(quic)
@@ -185,8 +180,7 @@ async def connect(
             except OSError:
                 sock.close()
                 raise
-            size = path.datagram_size_to(str(addr[0]))
-            quic = QuicConnection(configuration=dataclasses.replace(config, max_datagram_size=size))
+            quic = QuicConnection(configuration=path.sized_for(config, str(addr[0])))
             private.delay_acks(quic)
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: PeerProtocol(quic, endpoint=endpoint, dialed=True), sock=sock

@@ -14,7 +14,8 @@ from transport_helpers import Certs, run
 
 from quicraft.transport import ALPN_RAFT, Connection, Stream, connect, serve
 from quicraft.transport import _aioquic_private as private
-from quicraft.transport.path import MAX_DATAGRAM_SIZE, datagram_size_to, is_loopback
+from quicraft.transport.address import is_loopback
+from quicraft.transport.path import MAX_DATAGRAM_SIZE, datagram_size_to
 
 LO_MTU = Path("/sys/class/net/lo/mtu")
 
@@ -46,7 +47,8 @@ def has_ipv6_loopback() -> bool:
         ("::ffff:10.0.0.1", False),
         ("fe80::1%eth0", False),
         ("2001:db8::1", False),
-        ("localhost", False),  # a name: only resolved addresses are judged
+        ("localhost", True),
+        ("node1", False),  # any other name: only resolved addresses are judged
         ("", False),
     ],
 )

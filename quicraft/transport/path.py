@@ -6,7 +6,7 @@ packet rather than per byte, so a batch of appends split into 1200-byte datagram
 times what one datagram would (measured in docs/performance.md).
 
 Only one kind of path is known for certain without discovery: loopback, where this kernel is
-both ends and the MTU is lo's (65536 on Linux, read from the kernel's route with IP_MTU). There
+both ends and the MTU is lo's (65536 on Linux, read from /sys: reading it binds no port). There
 we send datagrams of up to MAX_DATAGRAM_SIZE. Across a network a larger route MTU on our side
 says nothing about the far side or the hops between (a tunnel, a host with a smaller MTU), and
 a datagram that does not fit is dropped silently, so every other path keeps 1200.
@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import socket
+from pathlib import Path
 
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 
 from .address import is_loopback
 
-# Per address family: the getsockopt level and option that read a connected socket's route
-# MTU (Linux's IP_MTU and IPV6_MTU, which Python's socket module does not name), and the bytes
-# of IP and UDP header that a datagram's payload leaves room for.
-_ROUTE_MTU = {
-    socket.AF_INET: (socket.IPPROTO_IP, 14, 20 + 8),
-    socket.AF_INET6: (socket.IPPROTO_IPV6, 24, 40 + 8),
-}
+#: Linux's loopback interface; every loopback address is routed through it.
+_LO_MTU = Path("/sys/class/net/lo/mtu")
 
 #: The largest datagram we send even where the path allows more: batches of appends rarely
 #: need more, and one lost datagram then costs at most this much to resend.
@@ -40,14 +35,11 @@ def datagram_size_to(host: str) -> int:
     """The QUIC datagram size to use towards the IP address `host` (see the module docstring)."""
     if not is_loopback(host):
         return SMALLEST_MAX_DATAGRAM_SIZE
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    level, option, headers = _ROUTE_MTU[family]
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((host, 9))  # sends nothing: the kernel only looks up the route
-            mtu = sock.getsockopt(level, option)
-        except OSError:  # not Linux, or no route
-            return SMALLEST_MAX_DATAGRAM_SIZE
+    try:
+        mtu = int(_LO_MTU.read_text())
+    except (OSError, ValueError):  # not Linux
+        return SMALLEST_MAX_DATAGRAM_SIZE
+    headers = 40 + 8 if ":" in host else 20 + 8  # IPv6 or IPv4, and UDP
     return max(SMALLEST_MAX_DATAGRAM_SIZE, min(MAX_DATAGRAM_SIZE, mtu - headers))
 
 

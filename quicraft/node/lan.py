@@ -315,7 +315,9 @@ class LanForming:
         found = Verified(node_id, name, address, cid)
         self.verified[node_id] = found
         self._complained.discard(node_id)
-        if known is None:
+        # First hello: unknown, or known only from dialling it (a --join address), which may
+        # complete before or after its hello arrives.
+        if known is None or known.name is None:
             formed = f"formed, cluster id {cid}" if hello.formed else "not formed"
             log.info("verified %s at %s by its hello: %s", node_id, format_address(address),
                      formed)  # fmt: skip

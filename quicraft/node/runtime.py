@@ -377,16 +377,24 @@ class RaftNode:
             self._hard_state = rd.hard_state
         self._send_all(rd.messages)
         # Committed entries that were already durable here need not wait for this Ready's
-        # write: applying them now answers their clients one fsync earlier. On a leader that
-        # is all of them (its own entries count towards a commit only once durable).
+        # write. Which goes first is whichever someone waits for: a follower's write holds
+        # back its acknowledgement (persisted_messages), which the leader's commit waits on,
+        # while nobody waits on its applying; a leader's applying answers clients (its own
+        # entries count towards a commit only once durable, so all of its committed entries
+        # are durable), while nobody waits on its write to be acknowledged.
         ready_now: list[Entry] = []
         if rd.snapshot is None:
             durable = self._core.log.stable
             ready_now = [e for e in rd.committed_entries if e.index <= durable]
+        apply_first = not rd.persisted_messages
+        if apply_first:
             self._apply(ready_now)
         if rd.snapshot is not None or rd.entries or self._term_or_vote_changed():
             await self._persist(rd)
         self._send_all(rd.persisted_messages)
+        if not apply_first:
+            await asyncio.sleep(0)  # the acknowledgement leaves (end of this turn) first
+            self._apply(ready_now)
         if self.trace is not None:
             self.trace.answered()
         if rd.soft_state is not None:

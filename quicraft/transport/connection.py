@@ -156,6 +156,8 @@ class PeerProtocol(QuicConnectionProtocol):
         self._fail_establish(TransportError(f"{_fmt(self.remote)} is unreachable: {exc}"))
 
     def transmit(self) -> None:
+        if self.streams.wrote:
+            private.acknowledge_with_data(self._q, self._evloop.time())
         super().transmit()
         self.streams.transmitted()
 

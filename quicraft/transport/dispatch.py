@@ -58,6 +58,8 @@ class StreamTable:
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress: asyncio.Future[None] | None = None
         self._send_handle: asyncio.Handle | None = None
+        #: Stream data was written since the last transmit (so an owed ACK can ride with it).
+        self.wrote = False
         self.connection: Connection | None = None
         self.handler: Handler | None = None
 
@@ -84,6 +86,7 @@ class StreamTable:
     def transmitted(self) -> None:
         """The protocol just sent what it could: writers waiting in drain() may look again."""
         self._send_handle = None
+        self.wrote = False
         waiter, self._progress = self._progress, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -110,6 +113,7 @@ class StreamTable:
             self._quic.send_stream_data(stream_id, data, end_stream=end)
         except (ValueError, RuntimeError) as err:  # aioquic: the stream is finished or reset
             raise TransportError(f"cannot write on stream {stream_id}: {err}") from None
+        self.wrote = True
         self.transmit_soon()
 
     def abort(self, stream_id: int, code: ErrorCode, *, reading: bool, writing: bool) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from quicraft.core import Entry, HardState, Message, NotLeader, Role, Snapshot
+from quicraft.core import Entry, HardState, Message, MessageType, NotLeader, Ready, Role, Snapshot
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
@@ -174,6 +174,50 @@ def test_a_change_of_the_commit_index_alone_is_never_written() -> None:
                     assert entries or snapshot or changed
             # The commit still reaches the disk, with the writes that must sync anyway.
             assert any(hs is not None and hs.commit > 0 for hs, _, _ in written)
+
+    asyncio.run(with_cluster(scenario))
+
+
+def test_a_follower_acknowledges_new_entries_before_it_applies_committed_ones() -> None:
+    """The leader's commit waits on the acknowledgement, nobody on a follower's applying: in
+    a Ready holding both, the acknowledgement goes out first."""
+
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        events: list[tuple[str, int, str]] = []  # (node, Ready number, what)
+        readies = dict.fromkeys(IDS, 0)
+        send = cluster._sender(asyncio.get_running_loop())
+
+        def recording_send(m: Message, tp: str | None) -> None:
+            if m.type is MessageType.APPEND_RESP:
+                events.append((m.frm, readies[m.frm], "ack"))
+            send(m, tp)
+
+        for node in cluster.nodes.values():
+            if node is leader:
+                continue
+            node._send = recording_send  # type: ignore[method-assign]
+            handle, apply = node._handle, node.state_machine.apply
+
+            async def counting(rd: Ready, node_id: str = node.id, handle=handle) -> None:
+                readies[node_id] += 1
+                await handle(rd)
+
+            def applying(index: int, data: bytes, node_id: str = node.id, apply=apply) -> object:
+                events.append((node_id, readies[node_id], "apply"))
+                return apply(index, data)
+
+            node._handle = counting  # type: ignore[method-assign]
+            node.state_machine.apply = applying  # type: ignore[method-assign]
+        for i in range(20):  # one at a time: each append carries the previous commit
+            await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
+        both = 0
+        for key in {(node, ready) for node, ready, _ in events}:
+            order = [what for node, ready, what in events if (node, ready) == key]
+            if "ack" in order and "apply" in order:
+                both += 1
+                assert order.index("ack") < order.index("apply"), order
+        assert both > 0, "no Ready held both new and committed entries"
 
     asyncio.run(with_cluster(scenario))
 

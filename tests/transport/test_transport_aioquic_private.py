@@ -106,6 +106,29 @@ def test_unacked_bytes_follows_a_stream(certs: Certs) -> None:
     assert private.unacked_bytes(client, stream_id) == 5000
 
 
+@pytest.mark.parametrize("ride_along", [False, True])
+def test_an_owed_ack_rides_with_data_only_when_asked(certs: Certs, ride_along: bool) -> None:
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    for quic in (client, server):
+        private.delay_acks(quic)
+    now = 2.0
+    stream_id = client.get_next_available_stream_id()
+    client.send_stream_data(stream_id, b"request")
+    for data, _addr in client.datagrams_to_send(now=now):
+        server.receive_datagram(data, CLIENT_ADDR, now=now)
+    assert client._loss.bytes_in_flight > 0  # the server owes an acknowledgement
+
+    now += 0.001  # well inside the ACK delay: aioquic alone would keep the ACK back
+    server.send_stream_data(stream_id, b"answer")
+    if ride_along:
+        private.acknowledge_with_data(server, now)
+    answer = server.datagrams_to_send(now=now)
+    assert len(answer) == 1
+    client.receive_datagram(answer[0][0], SERVER_ADDR, now=now)
+    acknowledged = client._loss.bytes_in_flight == 0
+    assert acknowledged is ride_along
+
+
 def test_our_protocol_does_not_shadow_aioquic_private_names() -> None:
     """PeerProtocol subclasses QuicConnectionProtocol; reusing one of its private names (say
     `_loop` or `_closed`) would silently break aioquic, so every name we add must be new."""

@@ -10,7 +10,7 @@ Exceptions:
 bytes it is given: a malformed command is a no-op whose result is a bad_request error.
 """
 
-from .base import Result, StateMachine, error_result, is_error
+from .base import Result, StateMachine, error_result, is_error, snapshot_encoder
 from .commands import (
     ADDRESS_OP,
     FOUND_OP,
@@ -56,4 +56,5 @@ __all__ = [
     "encode_command",
     "error_result",
     "is_error",
+    "snapshot_encoder",
 ]

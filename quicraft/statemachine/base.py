@@ -7,10 +7,15 @@ Rules:
 - Entries in the log are already committed: `apply` can refuse a command (by returning an error
   result) but must never raise because of the bytes it was given.
 - `snapshot()` captures everything `apply` depends on; `restore()` replaces the state with it.
+- A state machine may also offer `capture()`: a copy of its state now, and a function that
+  encodes that copy into exactly what snapshot() would have returned. The node calls
+  capture() on its event loop and the function in another thread while `apply` goes on, so
+  the copy must share nothing that `apply` changes in place (snapshot_encoder below).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 #: What `apply` hands back to the proposer: a plain dict (the wire's result map), or an error
@@ -57,3 +62,13 @@ class StateMachine(Protocol):
         snapshot of this state machine.
         """
         ...
+
+
+def snapshot_encoder(state_machine: StateMachine) -> Callable[[], bytes]:
+    """What encodes a snapshot of `state_machine` as it is now, to call from any thread: its
+    capture() if it has one, else its snapshot() taken now."""
+    capture: Callable[[], Callable[[], bytes]] | None = getattr(state_machine, "capture", None)
+    if capture is not None:
+        return capture()
+    data = state_machine.snapshot()
+    return lambda: data

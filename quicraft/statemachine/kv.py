@@ -52,7 +52,7 @@ from .sessions import (
     DEFAULT_SESSION_TIMEOUT_MS,
     SessionTable,
 )
-from .snapshot import decode_snapshot, encode_snapshot
+from .snapshot import decode_snapshot, encode_snapshot, session_rows
 
 # Strict on purpose: int() would also take " 7", "+7", "7_000" and non-ASCII digits.
 _DECIMAL = re.compile(rb"-?[0-9]{1,19}")
@@ -235,10 +235,24 @@ class KVStore:
 
     def snapshot(self) -> bytes:
         """The whole state as canonical CBOR (see snapshot.py); equal states, equal bytes."""
-        entries = [(key, *self._data[key]) for key in self._sorted]
-        return encode_snapshot(
-            self._last_applied, entries, self._sessions, self._cluster_id, self._addresses
-        )
+        return self.capture()()
+
+    def capture(self) -> Callable[[], bytes]:
+        """A copy of the state now, and the function that encodes it as snapshot() would.
+
+        The copy takes about a millisecond for 16,000 keys; encoding them takes 30-50 ms, so
+        the runtime encodes in its writer thread while applying goes on. The copy shares
+        only what never changes in place: values are (bytes, revision) tuples, and stored
+        session results are never modified."""
+        data, keys = dict(self._data), list(self._sorted)
+        now_ms, sessions = self._sessions.now_ms, session_rows(self._sessions)
+        applied, cluster_id, addresses = self._last_applied, self._cluster_id, dict(self._addresses)
+
+        def encode() -> bytes:
+            entries = [(key, *data[key]) for key in keys]
+            return encode_snapshot(applied, entries, now_ms, sessions, cluster_id, addresses)
+
+        return encode
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot; ValueError (state untouched) if invalid."""

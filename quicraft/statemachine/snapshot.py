@@ -46,24 +46,33 @@ class SnapshotState:
     addresses: dict[str, str] = field(default_factory=dict)
 
 
+def session_rows(sessions: SessionTable) -> list[list[object]]:
+    """The sessions as a snapshot holds them, least recently active first. The rows share
+    the stored results with the table, which never changes a result once stored, so they
+    stay as they were while the table moves on."""
+    return [
+        [sid, s.last_active_ms, s.floor, [[seq, r] for seq, r in s.results.items()]]
+        for sid, s in sessions.items()
+    ]
+
+
 def encode_snapshot(
     applied: int,
     entries: list[tuple[str, bytes, int]],
-    sessions: SessionTable,
+    now_ms: int,
+    sessions: list[list[object]],
     cluster_id: str | None = None,
     addresses: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Encode the store's state; `entries` must already be sorted by key."""
+    """Encode the store's state; `entries` must already be sorted by key, `sessions` come
+    from session_rows()."""
     state: dict[str, object] = {
         "v": VERSION,
         "kind": KIND,
         "applied": applied,
-        "now": sessions.now_ms,
+        "now": now_ms,
         "keys": entries,  # cbor2 writes a tuple as the same array as a list: no copies
-        "sessions": [
-            [sid, s.last_active_ms, s.floor, [[seq, r] for seq, r in s.results.items()]]
-            for sid, s in sessions.items()
-        ],
+        "sessions": sessions,
     }
     if cluster_id is not None:
         state["cid"] = cluster_id

@@ -109,6 +109,59 @@ def test_snapshots_are_taken_every_n_entries_and_on_demand() -> None:
     asyncio.run(with_cluster(scenario))
 
 
+class SlowToEncode:
+    """A KVStore whose snapshots take until `release` is set to encode."""
+
+    def __init__(self, kv: KVStore) -> None:
+        self.kv = kv
+        self.encoding = threading.Event()
+        self.release = threading.Event()
+
+    def apply(self, index: int, data: bytes) -> object:
+        return self.kv.apply(index, data)
+
+    def snapshot(self) -> bytes:
+        return self.kv.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.kv.restore(data)
+
+    def capture(self) -> Callable[[], bytes]:
+        encode = self.kv.capture()
+
+        def slowly() -> bytes:
+            self.encoding.set()
+            assert self.release.wait(10)
+            return encode()
+
+        return slowly
+
+
+def test_writes_go_on_while_a_snapshot_is_encoded_and_it_holds_the_state_it_began_at() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        slow = SlowToEncode(leader.state_machine)  # type: ignore[arg-type]
+        leader.state_machine = slow
+        await leader.propose(command("set", key="a", value=b"1"), 5)
+        taking = asyncio.create_task(leader.snapshot())
+        while not slow.encoding.is_set():
+            await asyncio.sleep(0.005)
+        began_at = leader.core.log.applied
+        for i in range(5):  # committed and applied while the encoder waits
+            await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
+        assert not taking.done() and leader.core.log.applied > began_at
+        slow.release.set()
+        assert await taking == began_at == leader.snapshot_index
+        stored = leader.storage.load()
+        assert stored.snapshot.meta.index == began_at
+        restored = KVStore()
+        restored.restore(stored.snapshot.data)
+        assert restored.get("a")[0] == b"1" and restored.get("k0")[0] is None
+        assert [e.index for e in stored.entries][:1] == [began_at + 1]
+
+    asyncio.run(with_cluster(scenario))
+
+
 def test_a_leader_hands_over_to_a_caught_up_voter() -> None:
     async def scenario(cluster: Cluster) -> None:
         leader = await cluster.leader()

@@ -56,6 +56,22 @@ def test_round_trip() -> None:
     assert copy.apply(8, replay) == {"revision": 3, "value": 3}
 
 
+def test_a_capture_encodes_the_state_it_was_taken_at_whatever_is_applied_after() -> None:
+    store = _busy_store()
+    expected = store.snapshot()
+    encode = store.capture()
+    later = [
+        encode_command("set", {"key": "a", "value": b"9", "session": 1, "seq": 2, "ack": 2}, 70),
+        encode_command("register", {}, 80),
+        encode_command("delete", {"key": "n"}, 90),
+        encode_command("set", {"key": "new", "value": b"x", "session": 4, "seq": 1}, 2000),
+    ]
+    for index, entry in enumerate(later, start=8):
+        store.apply(index, entry)
+    assert store.snapshot() != expected  # the store moved on ...
+    assert encode() == expected  # ... and the capture did not
+
+
 def test_keys_are_written_as_the_arrays_of_the_format() -> None:
     # encode_snapshot hands cbor2 its (key, value, revision) tuples as they are: they must
     # come out as the same bytes as lists would (the snapshot is canonical CBOR).

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
@@ -61,7 +61,6 @@ from .raft_trace import RaftTrace
 from .settings import Timings
 
 log = logging.getLogger("quicraft.node")
-T = TypeVar("T")
 
 
 def is_fresh(state: PersistentState) -> bool:
@@ -358,7 +357,8 @@ class RaftNode:
             applied = core.log.applied
             span = self.trace.span("raft.snapshot.take", applied) if self.trace else None
             # Not the writer thread: the writes of the next Readies must not queue behind it.
-            encoded = asyncio.ensure_future(asyncio.to_thread(snapshot_encoder(self.state_machine)))
+            encode = snapshot_encoder(self.state_machine)
+            encoded = asyncio.get_running_loop().run_in_executor(None, encode)
             self._snapshotting = taking = _SnapshotUnderWay(applied, span, encoded, requests)
             encoded.add_done_callback(self._wake_loop)
         if taking.compacted is None:
@@ -586,17 +586,17 @@ class _Writer:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._queue: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
+        self._queue: queue.SimpleQueue[tuple[asyncio.Future[None], Callable[[], None]] | None]
         self._queue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def run(self, work: Callable[[], T]) -> asyncio.Future[T]:
-        """Run `work` in the writer thread; the future ends with its outcome."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    def run(self, write: Callable[[], None]) -> asyncio.Future[None]:
+        """Run `write` in the writer thread; the future ends with its outcome."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
             self._thread.start()
-        self._queue.put((future, work))
+        self._queue.put((future, write))
         return future
 
     def stop(self) -> None:
@@ -606,22 +606,21 @@ class _Writer:
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            future, work = job
-            result: Any = None
+            future, write = job
             error: BaseException | None = None
             try:
-                result = work()
+                write()
             except BaseException as exc:  # handed to the awaiting loop, as to_thread would
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+                future.get_loop().call_soon_threadsafe(_settle, future, error)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():  # the awaiting task was cancelled meanwhile
         return
     if error is None:
-        future.set_result(result)
+        future.set_result(None)
     else:
         future.set_exception(error)
 

@@ -241,7 +241,7 @@ class KVStore:
         """A copy of the state now, and the function that encodes it as snapshot() would.
 
         The copy takes about a millisecond for 16,000 keys; encoding them takes 30-50 ms, so
-        the runtime encodes in its writer thread while applying goes on. The copy shares
+        the runtime encodes in a worker thread while applying goes on. The copy shares
         only what never changes in place: values are (bytes, revision) tuples, and stored
         session results are never modified."""
         data, keys = dict(self._data), list(self._sorted)

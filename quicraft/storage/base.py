@@ -4,7 +4,8 @@ Rules of this module (and of every backend):
 - `save()` is one atomic, durable write of a Ready: the snapshot (if any) replaces the stored
   one and the whole stored log, then the entries replace any stored entries from
   `entries[0].index` on, then the hard state. Nothing returns before it is on disk.
-- The stored log is always `snapshot.meta.index + 1 ...` without a gap. A call that would break
+- The stored log is always `snapshot.meta.index + 1 ...` without a gap (entries the snapshot
+  covers may linger until deleted, but are never loaded). A call that would break
   this is a caller bug: it raises ValueError and writes nothing, so that storage never holds a
   state that `load()` would refuse.
 - Messages of StorageError and its subclasses are one line an operator can act on.
@@ -55,8 +56,15 @@ class Storage(Protocol):
         """Write one Ready atomically and durably (see the rules above)."""
         ...
 
+    def stage(self, index: int, data: bytes) -> None:
+        """Optionally write the data of the snapshot at `index` ahead of compact(), from any
+        thread, so that compact() has less to write while the log waits. Staged data is
+        invisible until compact() stores that snapshot."""
+        ...
+
     def compact(self, snapshot: Snapshot) -> None:
-        """Store `snapshot` in place of the current one and drop the entries it covers."""
+        """Store `snapshot` in place of the current one and drop the entries it covers
+        (load() never returns them again; a backend may delete them later)."""
         ...
 
     def get_meta(self, key: str) -> bytes | None:

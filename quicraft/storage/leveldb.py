@@ -11,6 +11,10 @@ Rules of this module:
   that race is a LockedError, never a wait.
 - Calls are serialised by a lock: the runtime writes from a worker thread, and the in-memory
   bounds below must move together with the batch that changes them.
+- Taking a snapshot must not hold up the log's writes for long (they wait for each other in
+  LevelDB): stage() writes the chunks beforehand, one batch each, so log writes go between
+  them, and compact() then writes only the snapshot record. The entries a snapshot covers are
+  deleted a slice at a time with the next writes; until then load() skips them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from .directory import open_store, text_of, translated
 
 #: load() reads everything once: check LevelDB's block checksums, and keep the cache for others.
 _SCAN = {"verify_checksums": True, "fill_cache": False}
+#: Entries covered by a snapshot that one save() deletes (about a millisecond's work).
+TRIM_PER_SAVE = 1000
+#: The first key after every log entry key.
+_AFTER_ENTRIES = bytes([rec.ENTRY_PREFIX[0] + 1])
 
 
 class LevelDBStorage:
@@ -40,21 +48,29 @@ class LevelDBStorage:
         self._db = open_store(self.path)
         try:
             with translated(self.path):
-                # Where the log ends, so that save() can cut a suffix without reading it.
+                # Where the log starts and ends, so that save() can trim a covered prefix and
+                # cut a suffix without reading them.
                 raw = self._db.get(rec.SNAPSHOT_KEY)
                 self._snapshot_index = 0
                 if raw is not None:
                     self._snapshot_index = rec.decode_snapshot_header(raw).meta.index
+                self._last_index = self._snapshot_index
+                self._trim_from = self._snapshot_index + 1  # the lowest entry left to delete
+                with self._db.iterator(prefix=rec.ENTRY_PREFIX, include_value=False) as keys:
+                    first = next(keys, None)
                 with self._db.iterator(
                     prefix=rec.ENTRY_PREFIX, reverse=True, include_value=False
                 ) as keys:
                     last = next(keys, None)
-                self._last_index = self._snapshot_index
-                if last is not None:
-                    self._last_index = rec.entry_index(last)
+                if first is not None and last is not None:
+                    self._trim_from = min(self._trim_from, rec.entry_index(first))
+                    self._last_index = max(self._last_index, rec.entry_index(last))
         except BaseException:
             self._db.close()
             raise
+        #: (index, data, chunks written) of the snapshot stage() is writing or wrote; None
+        #: once anything deleted chunks since.
+        self._staged: tuple[int, bytes, int] | None = None
 
     def __enter__(self) -> LevelDBStorage:
         return self
@@ -84,11 +100,18 @@ class LevelDBStorage:
             if entries:
                 check_append(entries, snapshot_index, last)
             batch = db.write_batch(sync=True)
+            trim_from = self._trim_from
             if snapshot is not None:
                 # An installed snapshot replaces the whole log (RaftLog.restore does the same).
                 self._put_snapshot(batch, snapshot)
                 for key in self._keys(prefix=rec.ENTRY_PREFIX):
                     batch.delete(key)
+                trim_from = snapshot_index + 1
+            elif trim_from <= snapshot_index:
+                stop = min(trim_from + TRIM_PER_SAVE, snapshot_index + 1)
+                for index in range(trim_from, stop):
+                    batch.delete(rec.entry_key(index))
+                trim_from = stop
             if entries:
                 put, encode = batch.put, rec.encode_entry
                 for entry in entries:
@@ -102,17 +125,46 @@ class LevelDBStorage:
                 batch.put(rec.HARD_STATE_KEY, rec.encode_hard_state(hard_state))
             self._write(batch)
             self._snapshot_index, self._last_index = snapshot_index, last
+            self._trim_from = trim_from
+
+    def stage(self, index: int, data: bytes) -> None:
+        """Write the chunks of the snapshot at `index` ahead of compact(), from any thread.
+        They are invisible (load() skips chunks newer than the snapshot record) until
+        compact() writes the record that names them, or unused if anything deletes chunks
+        first: compact() then writes its own."""
+        records = rec.encode_chunks(index, data, self._chunk_size)
+        with self._lock:
+            self._live()
+            if index <= self._snapshot_index:  # load() would take its chunks for damage
+                return
+            self._staged = (index, data, 0)
+        for number, (key, value) in enumerate(records):
+            with self._lock, translated(self.path):
+                if self._staged != (index, data, number):  # chunks were deleted meanwhile
+                    return
+                batch = self._live().write_batch(sync=True)
+                batch.put(key, value)
+                self._write(batch)
+                self._staged = (index, data, number + 1)
 
     def compact(self, snapshot: Snapshot) -> None:
         with self._lock, translated(self.path):
             db = self._live()
             check_compact(snapshot, self._snapshot_index)
-            index = snapshot.meta.index
+            index, data = snapshot.meta.index, snapshot.data
+            chunks = rec.chunk_count(data, self._chunk_size)
             batch = db.write_batch(sync=True)
-            self._put_snapshot(batch, snapshot)
-            for key in self._keys(start=rec.entry_key(0), stop=rec.entry_key(index + 1)):
-                batch.delete(key)
+            if self._staged == (index, data, chunks):
+                staged = {rec.chunk_key(index, number) for number in range(chunks)}
+                for key in self._keys(prefix=rec.CHUNK_PREFIX):
+                    if key not in staged:
+                        batch.delete(key)
+                batch.put(*rec.encode_snapshot_record(snapshot, chunks))
+            else:
+                self._put_snapshot(batch, snapshot)
+            # The entries it covers go with the next saves (TRIM_PER_SAVE each).
             self._write(batch)
+            self._staged = None
             self._snapshot_index = index
             self._last_index = max(self._last_index, index)
 
@@ -160,23 +212,30 @@ class LevelDBStorage:
         were of, and the new metadata and chunks are written with them."""
         for key in self._keys(prefix=rec.CHUNK_PREFIX):
             batch.delete(key)
+        self._staged = None
         for key, value in rec.encode_snapshot(snapshot, self._chunk_size):
             batch.put(key, value)
 
     def _load_snapshot(self, db: plyvel.DB) -> Snapshot:
-        with db.iterator(prefix=rec.CHUNK_PREFIX, **_SCAN) as records:
-            chunks = [rec.decode_chunk(key, value) for key, value in records]
         raw = db.get(rec.SNAPSHOT_KEY, verify_checksums=True)
-        if raw is None:
+        header = None if raw is None else rec.decode_snapshot_header(raw)
+        index = 0 if header is None else header.meta.index
+        # Chunks of a newer snapshot were staged by a compaction that never finished.
+        stop = rec.chunk_key(index + 1, 0)
+        with db.iterator(start=rec.CHUNK_PREFIX, stop=stop, **_SCAN) as records:
+            chunks = [rec.decode_chunk(key, value) for key, value in records]
+        if header is None:
             if chunks:
                 raise rec.RecordError("snapshot metadata: missing, but snapshot chunks exist")
             return Snapshot()
-        return rec.assemble_snapshot(rec.decode_snapshot_header(raw), chunks)
+        return rec.assemble_snapshot(header, chunks)
 
     def _load_entries(self, db: plyvel.DB, snapshot_index: int) -> list[Entry]:
         entries: list[Entry] = []
         expected = snapshot_index + 1
-        with db.iterator(prefix=rec.ENTRY_PREFIX, **_SCAN) as records:
+        # Entries the snapshot covers may wait to be deleted (TRIM_PER_SAVE): skip them.
+        start = rec.entry_key(snapshot_index + 1)
+        with db.iterator(start=start, stop=_AFTER_ENTRIES, **_SCAN) as records:
             for key, value in records:
                 entry = rec.decode_entry(key, value)
                 if entry.index != expected:

@@ -49,6 +49,10 @@ class MemoryStorage:
         if hard_state is not None:
             self._hard_state = hard_state
 
+    def stage(self, index: int, data: bytes) -> None:
+        """Nothing to write ahead: compact() keeps a reference."""
+        self._check_open()
+
     def compact(self, snapshot: Snapshot) -> None:
         self._check_open()
         check_compact(snapshot, self._snapshot.meta.index)

@@ -157,15 +157,29 @@ def chunk_key(snapshot_index: int, number: int) -> bytes:
 
 def encode_snapshot(snapshot: Snapshot, chunk_size: int = CHUNK_SIZE) -> list[tuple[bytes, bytes]]:
     """The snapshot record followed by its chunk records, as (key, value) pairs."""
-    data, meta = snapshot.data, snapshot.meta
+    chunks = encode_chunks(snapshot.meta.index, snapshot.data, chunk_size)
+    return [encode_snapshot_record(snapshot, len(chunks)), *chunks]
+
+
+def encode_chunks(index: int, data: bytes, chunk_size: int) -> list[tuple[bytes, bytes]]:
+    """The chunk records of the snapshot at `index` whose data is `data`."""
     view = memoryview(data)
     records = []
     for number, start in enumerate(range(0, len(data), chunk_size)):
-        key = chunk_key(meta.index, number)
+        key = chunk_key(index, number)
         records.append((key, seal(key, bytes(view[start : start + chunk_size]))))
-    head = _SNAPSHOT.pack(meta.index, meta.term, len(records), len(data), crc32(data))
-    records.insert(0, (SNAPSHOT_KEY, seal(SNAPSHOT_KEY, head + encode_membership(meta.membership))))
     return records
+
+
+def chunk_count(data: bytes, chunk_size: int) -> int:
+    return -(-len(data) // chunk_size)
+
+
+def encode_snapshot_record(snapshot: Snapshot, chunks: int) -> tuple[bytes, bytes]:
+    """The snapshot record: metadata, and what its `chunks` chunk records must add up to."""
+    data, meta = snapshot.data, snapshot.meta
+    head = _SNAPSHOT.pack(meta.index, meta.term, chunks, len(data), crc32(data))
+    return SNAPSHOT_KEY, seal(SNAPSHOT_KEY, head + encode_membership(meta.membership))
 
 
 def decode_snapshot_header(value: bytes) -> SnapshotHeader:

@@ -191,6 +191,7 @@ def test_a_closed_store_refuses_every_call(backend: Backend) -> None:
     calls: list[Callable[[], object]] = [
         store.load,
         lambda: store.save(hard_state=HardState(1), entries=[], snapshot=None),
+        lambda: store.stage(1, b"data"),
         lambda: store.compact(snapshot(1)),
         lambda: store.get_meta("k"),
         lambda: store.put_meta("k", b"v"),
@@ -230,21 +231,28 @@ def test_a_snapshot_larger_than_a_chunk_round_trips(backend: Backend) -> None:
 
 terms = st.integers(1, 6)
 datas = st.binary(max_size=20)
+Op = Ready | Snapshot | tuple[int, bytes] | None
 
 
 @st.composite
-def operations(draw: st.DrawFn) -> list[Ready | Snapshot | None]:
-    """A random sequence of valid saves (a Ready), compactions (a Snapshot) and reopens (None),
-    each drawn to fit the state the previous ones leave."""
+def operations(draw: st.DrawFn) -> list[Op]:
+    """A random sequence of valid saves (a Ready), compactions (a Snapshot), stagings (index
+    and data; most for the compaction that follows), and reopens (None), each drawn to fit
+    the state the previous ones leave."""
     model = Durable()
-    ops: list[Ready | Snapshot | None] = []
+    ops: list[Op] = []
     for _ in range(draw(st.integers(1, 12))):
         snap_index = model.snapshot.meta.index
         last = model.entries[-1].index if model.entries else snap_index
-        kind = draw(st.sampled_from(["save", "save", "save", "compact", "reopen"]))
+        kind = draw(st.sampled_from(["save", "save", "save", "compact", "stage", "reopen"]))
+        if kind == "stage":  # staged, then never compacted to: invisible
+            ops.append((draw(st.integers(0, last + 4)), draw(datas)))
+            continue
         if kind == "compact":
             index = draw(st.integers(snap_index, last + 2))
             snap = Snapshot(SnapshotMeta(index, draw(terms)), draw(datas))
+            if draw(st.booleans()):
+                ops.append((index, snap.data))
             model.compact(snap)
             ops.append(snap)
             continue
@@ -272,9 +280,7 @@ def operations(draw: st.DrawFn) -> list[Ready | Snapshot | None]:
 @pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=100)
 @given(ops=operations())
-def test_random_saves_and_compactions_match_the_reference(
-    kind: str, ops: list[Ready | Snapshot | None]
-) -> None:
+def test_random_saves_and_compactions_match_the_reference(kind: str, ops: list[Op]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend = Backend(kind, Path(tmp) / "data", chunk_size=7)  # most snapshots span chunks
         store = backend.open()
@@ -286,6 +292,8 @@ def test_random_saves_and_compactions_match_the_reference(
             elif isinstance(op, Snapshot):
                 store.compact(op)
                 model.compact(op)
+            elif isinstance(op, tuple):
+                store.stage(*op)
             else:
                 store = backend.reopen(store)
             assert store.load() == PersistentState(model.hard_state, model.snapshot, model.entries)

@@ -132,16 +132,95 @@ def test_chunks_swapped_between_keys_fail(tmp_path: Path) -> None:
     assert "snapshot chunk 0 (snapshot at 10): checksum mismatch" in load_error(tmp_path)
 
 
-def test_a_new_snapshot_deletes_every_old_chunk(tmp_path: Path) -> None:
+def stored_keys(path: Path, prefix: bytes) -> list[bytes]:
+    db = plyvel.DB(str(path))
+    try:
+        return list(db.iterator(prefix=prefix, include_value=False))
+    finally:
+        db.close()
+
+
+def test_a_new_snapshot_deletes_every_old_chunk_and_then_the_entries_it_covers(
+    tmp_path: Path,
+) -> None:
     make_store(tmp_path)
     with LevelDBStorage(tmp_path, chunk_size=4) as store:
         store.compact(Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcde"))
-    db = plyvel.DB(str(tmp_path))
-    chunks = list(db.iterator(prefix=rec.CHUNK_PREFIX, include_value=False))
-    entries = list(db.iterator(prefix=rec.ENTRY_PREFIX, include_value=False))
-    db.close()
-    assert chunks == [rec.chunk_key(12, 0), rec.chunk_key(12, 1)]
-    assert entries == [rec.entry_key(i) for i in (13, 14, 15)]
+    assert stored_keys(tmp_path, rec.CHUNK_PREFIX) == [rec.chunk_key(12, 0), rec.chunk_key(12, 1)]
+    # The covered entries wait for the next save (it is on the log's path, compact() too),
+    # and load() skips them meanwhile, across a reopen as well.
+    assert stored_keys(tmp_path, rec.ENTRY_PREFIX) == [rec.entry_key(i) for i in range(11, 16)]
+    with LevelDBStorage(tmp_path) as store:
+        assert [e.index for e in store.load().entries] == [13, 14, 15]
+        store.save(hard_state=HardState(3, "n1", 13), entries=[], snapshot=None)
+    assert stored_keys(tmp_path, rec.ENTRY_PREFIX) == [rec.entry_key(i) for i in (13, 14, 15)]
+
+
+def test_covered_entries_go_a_slice_per_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("quicraft.storage.leveldb.TRIM_PER_SAVE", 2)
+    with LevelDBStorage(tmp_path) as store:
+        store.save(hard_state=None, entries=log(1, 8), snapshot=None)
+        store.compact(Snapshot(SnapshotMeta(5, 1, MEMBERS), b"state"))
+        store.save(hard_state=None, entries=log(9, 9), snapshot=None)
+    assert stored_keys(tmp_path, rec.ENTRY_PREFIX) == [rec.entry_key(i) for i in range(3, 10)]
+    with LevelDBStorage(tmp_path) as store:  # a reopened store knows what is left
+        for _ in range(2):
+            store.save(hard_state=HardState(1), entries=[], snapshot=None)
+        assert [e.index for e in store.load().entries] == [6, 7, 8, 9]
+    assert stored_keys(tmp_path, rec.ENTRY_PREFIX) == [rec.entry_key(i) for i in range(6, 10)]
+
+
+def test_compact_writes_only_the_record_of_a_staged_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_store(tmp_path)
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        store.stage(12, b"abcdefghij")
+        assert store.load().snapshot.meta.index == 10  # staged chunks are invisible
+        written_whole: list[Snapshot] = []
+        monkeypatch.setattr(rec, "encode_snapshot", lambda s, size: written_whole.append(s))
+        store.compact(Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcdefghij"))
+        assert written_whole == []
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        assert store.load().snapshot == Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcdefghij")
+    assert stored_keys(tmp_path, rec.CHUNK_PREFIX) == [rec.chunk_key(12, n) for n in range(3)]
+
+
+def test_chunks_staged_by_a_compaction_that_never_finished_are_ignored_then_dropped(
+    tmp_path: Path,
+) -> None:
+    make_store(tmp_path)
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        store.stage(14, b"staged, then the node died")
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        state = store.load()
+        assert state.snapshot == Snapshot(SnapshotMeta(10, 2, MEMBERS), b"0123456789")
+        assert [e.index for e in state.entries] == [11, 12, 13, 14, 15]
+        store.compact(Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abc"))
+    assert stored_keys(tmp_path, rec.CHUNK_PREFIX) == [rec.chunk_key(12, 0)]
+
+
+def test_staged_chunks_deleted_by_an_installed_snapshot_are_not_relied_on(
+    tmp_path: Path,
+) -> None:
+    make_store(tmp_path)
+    store = LevelDBStorage(tmp_path, chunk_size=4)
+    store.stage(12, b"abcdefghij")
+    store.save(hard_state=None, entries=[], snapshot=Snapshot(SnapshotMeta(11, 3, MEMBERS)))
+    store.compact(Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcdefghij"))
+    store.close()
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        assert store.load().snapshot == Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcdefghij")
+
+
+def test_nothing_is_staged_at_or_below_the_stored_snapshot(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    with LevelDBStorage(tmp_path, chunk_size=4) as store:
+        store.stage(10, b"abcdefghij")
+        store.stage(9, b"abcdefghij")
+    assert stored_keys(tmp_path, rec.CHUNK_PREFIX) == [rec.chunk_key(10, n) for n in range(3)]
 
 
 def test_a_second_opener_in_this_process_is_locked_out(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quicraft.statemachine import KVStore, encode_command
+from quicraft.statemachine import snapshot as snapshot_format
 
 TIMEOUT = 1000
 
@@ -79,6 +80,30 @@ def test_keys_are_written_as_the_arrays_of_the_format() -> None:
     state = cbor2.loads(data)
     assert state["keys"] == [["a", b"2", 5], ["n", b"3", 3]]
     assert cbor2.dumps(state, canonical=True) == data
+
+
+def test_keys_encoded_in_slices_give_the_bytes_of_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot_format, "_KEYS_PER_CALL", 2)
+    store = _busy_store()
+    for n in range(3):
+        store.apply(8 + n, encode_command("set", {"key": f"k{n}", "value": b"v" * n}, 100))
+    store.apply(11, encode_command("found", {"cluster_id": "0123abcd"}, 110))
+    store.apply(12, encode_command("address", {"node": "n1", "address": "10.0.0.1:7400"}, 120))
+    data = store.snapshot()
+    state = cbor2.loads(data)
+    assert len(state["keys"]) == 5 and {"cid", "addr"} <= state.keys()
+    assert cbor2.dumps(state, canonical=True) == data
+
+
+@pytest.mark.parametrize("length", [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32])
+def test_a_cbor_head_is_the_one_cbor2_writes(length: int) -> None:
+    class Sized(list[None]):  # cbor2 writes the head from len(); no items are needed
+        def __len__(self) -> int:
+            return length
+
+    head = snapshot_format._head(4, length)
+    assert cbor2.dumps(Sized()) == head
+    assert snapshot_format._head(5, length)[1:] == head[1:]
 
 
 def test_empty_store_round_trip() -> None:

@@ -34,7 +34,9 @@ def open_store(path: Path) -> plyvel.DB:
         raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        db = plyvel.DB(
+            str(path), create_if_missing=True, paranoid_checks=True, write_buffer_size=32 << 20
+        )
     except OSError as e:
         message = text_of(e)
         if isinstance(e, plyvel.IOError) and message.startswith(_LOCK_ERROR):

@@ -121,7 +121,7 @@ class EventService:
                 if batch:
                     for record in batch:
                         try:
-                            stream.write_frame(record.encoded())
+                            stream.write_frame(journal.frame(record))
                         except ProtocolError:  # a bug in what was recorded: say so, go on
                             log.exception("cannot encode event %s", record.event)
                     await _drain(stream, sub)

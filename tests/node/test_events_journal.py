@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections import deque
 from typing import Any
@@ -142,6 +143,35 @@ def test_the_ring_is_bounded_and_older_since_is_compacted() -> None:
     assert end.oldest == log_position(15)
     sub = subscribe(journal, since=end.oldest)
     assert [e.data["revision"] for e in read_all(journal, sub)] == list(range(16, 26))
+
+
+def test_held_events_cost_the_garbage_collector_nothing() -> None:
+    journal = EventJournal()
+    for index in range(1, 1001):
+        kv(journal, index)
+    journal.record_local("role_changed", {"role": "leader", "previous": "candidate"})
+    gc.collect(0)  # the young pass that every held event goes through first
+    assert not any(gc.is_tracked(held) for held in journal._items)
+    assert journal.events()[-2] == Event(
+        log_position(1000),
+        "kv",
+        1000,
+        {"op": "set", "key": "k", "revision": 1000, "value": b"v", "previous": None},
+    )
+
+
+def test_an_encoded_event_is_shared_while_held_then_dropped() -> None:
+    journal = EventJournal(max_events=10)
+    for index in range(1, 11):
+        kv(journal, index)
+    first, second = subscribe(journal, since=0), subscribe(journal, since=0)
+    record = journal.read(first)[0]
+    frame = journal.frame(record)
+    assert journal.frame(journal.read(second)[0]) is frame
+    assert EventStreamReader(Subscription(since=0)).feed(frame) == record.event
+    kv(journal, 11)  # evicts the event at 1: its frame goes with it
+    assert record.seq not in journal._frames
+    assert journal.frame(record) == frame and record.seq not in journal._frames
 
 
 def test_the_ring_is_bounded_in_bytes() -> None:

@@ -18,7 +18,7 @@ from quicraft.node.settings import PRESETS
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
 
-from .common import MISUSE, OK, add_certs, fail
+from .common import MISUSE, OK, add_certs, fail, freeze_what_is_loaded
 from .telemetry import add_tracing_arguments, client_tracing, telemetry_settings
 
 
@@ -129,6 +129,7 @@ async def _drive(
     clients = [connections[i % len(connections)] for i in range(args.clients)]
     try:
         await wait_until_serving(clients[0], timeout=30)
+        freeze_what_is_loaded()
         return await run_bench(clients, args.duration, args.value_size, cpu=cpu)
     finally:
         for connection in connections:

@@ -17,7 +17,7 @@ from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
 from quicraft.transport.address import is_loopback
 
-from .common import MISUSE, OK, add_certs, address, address_list, fail
+from .common import MISUSE, OK, add_certs, address, address_list, fail, freeze_what_is_loaded
 from .telemetry import add_node_telemetry_arguments, telemetry_settings
 
 DEFAULT_PORT = 7400
@@ -215,6 +215,7 @@ async def serve(settings: NodeSettings) -> int:
         stopping.cancel()
         await node.stop(hand_over=False)
         raise
+    freeze_what_is_loaded()
     waiting = asyncio.create_task(node.wait())
     await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()

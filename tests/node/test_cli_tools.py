@@ -151,6 +151,22 @@ def test_cpu_seconds_reads_any_process_and_none_for_a_gone_one(tmp_path: Path) -
     assert cpu_seconds(child.pid) is None  # reaped: gone
 
 
+def test_freezing_what_is_loaded_leaves_it_out_of_collections_but_not_garbage() -> None:
+    # In a child: freezing changes the whole process.
+    script = (
+        "import gc\n"
+        "from quicraft.cli.common import freeze_what_is_loaded\n"
+        "cycle = [1]; cycle.append(cycle); del cycle  # garbage, only a collection frees it\n"
+        "before = len(gc.get_objects())\n"
+        "freeze_what_is_loaded()\n"
+        "print(gc.get_freeze_count() > 10_000, gc.get_freeze_count() < before, gc.get_objects())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["True", "True", "[]"]
+
+
 def test_bench_results_give_cpu_per_write_per_process() -> None:
     assert cpu_per_write({"a": 1.0, "b": 2.0}, {"a": 1.5, "b": 2.2, "c": 9.0}, 1000) == {
         "a": pytest.approx(500.0),

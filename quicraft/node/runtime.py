@@ -346,7 +346,7 @@ class RaftNode:
         core = self._core
         taking = self._snapshotting
         if taking is None:
-            due = core.log.applied - self.snapshot_index >= self.timings.snapshot_every
+            due = core.log.applied - self._snapshot_base() >= self.timings.snapshot_every
             if not (due or self._snapshot_requests):
                 return
             # Requests are answered by the snapshot that starts after them.
@@ -385,6 +385,16 @@ class RaftNode:
         if self.on_snapshot is not None:
             self.on_snapshot(core.log.snapshot, False)
         _answer_snapshot_requests(taking.requests, self.snapshot_index)
+
+    def _snapshot_base(self) -> int:
+        """Where this node's snapshot period starts: its last snapshot, or before the first
+        one a point set by its rank among the voters, so that the nodes of a cluster, which
+        apply the same entries, do not all take a snapshot at the same moment."""
+        if self.snapshot_index:
+            return self.snapshot_index
+        voters = sorted(self._core.membership.voters)
+        rank = voters.index(self.id) if self.id in voters else 0
+        return rank * self.timings.snapshot_every // max(1, len(voters))
 
     def _encode_snapshot(self, encode: Callable[[], bytes], index: int) -> bytes:
         """In a worker thread: encode the snapshot at `index`, and write its data ahead

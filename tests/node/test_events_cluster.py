@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_harness import Cluster, run
+from cluster_harness import SNAPSHOT_EVERY, Cluster, run
 
 from quicraft.client import Client, ClientError, EventsCompacted
 from quicraft.transport import Role, issue
@@ -285,7 +285,8 @@ def test_since_older_than_a_restarted_node_holds_is_compacted(tmp_path: Path) ->
 
         async def fill() -> None:
             async with cluster.client() as c:
-                for i in range(80):  # past SNAPSHOT_EVERY: every node snapshots
+                # Past 5/3 SNAPSHOT_EVERY: every node snapshots (each at its own point).
+                for i in range(2 * SNAPSHOT_EVERY):
                     await c.kv.set(f"cp/{i}", b"v")
 
         run(fill())

@@ -95,7 +95,8 @@ def test_proposals_are_applied_everywhere_and_answered_with_their_result() -> No
 def test_snapshots_are_taken_every_n_entries_and_on_demand() -> None:
     async def scenario(cluster: Cluster) -> None:
         leader = await cluster.leader()
-        for i in range(FAST.snapshot_every + 5):
+        # A node's first snapshot comes up to 2/3 of a period late (by its rank).
+        for i in range(2 * FAST.snapshot_every):
             await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
         assert leader.snapshot_index >= FAST.snapshot_every
         index = await leader.snapshot()
@@ -107,6 +108,25 @@ def test_snapshots_are_taken_every_n_entries_and_on_demand() -> None:
         assert restored.keys("k") == leader.state_machine.keys("k")
 
     asyncio.run(with_cluster(scenario))
+
+
+def test_the_nodes_of_a_cluster_take_their_first_snapshots_at_points_spread_by_rank() -> None:
+    firsts: dict[str, int] = {}
+
+    async def scenario(cluster: Cluster) -> None:
+        for node_id, node in cluster.nodes.items():
+            node.on_snapshot = lambda snap, _, at=node_id: firsts.setdefault(at, snap.meta.index)
+        leader = await cluster.leader()
+        for i in range(2 * FAST.snapshot_every):
+            await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
+        while len(firsts) < len(IDS):
+            await asyncio.sleep(0.01)
+
+    asyncio.run(with_cluster(scenario))
+    every = FAST.snapshot_every
+    # Ranks 0, 1, 2 of three voters start their periods at 0, 1/3 and 2/3 of one.
+    for rank, node_id in enumerate(sorted(IDS)):
+        assert every + rank * every // 3 <= firsts[node_id] < every + (rank + 1) * every // 3
 
 
 class SlowToEncode:

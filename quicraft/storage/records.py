@@ -172,7 +172,8 @@ def encode_chunks(index: int, data: bytes, chunk_size: int) -> list[tuple[bytes,
 
 
 def chunk_count(data: bytes, chunk_size: int) -> int:
-    return -(-len(data) // chunk_size)
+    """How many chunk records encode_chunks() makes of `data`."""
+    return (len(data) + chunk_size - 1) // chunk_size
 
 
 def encode_snapshot_record(snapshot: Snapshot, chunks: int) -> tuple[bytes, bytes]:

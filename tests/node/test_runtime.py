@@ -13,7 +13,7 @@ from quicraft.core import Entry, HardState, Message, MessageType, NotLeader, Rea
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
-from quicraft.storage import MemoryStorage
+from quicraft.storage import MemoryStorage, StorageError
 from quicraft.telemetry import Telemetry, remote_parent
 
 FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=20)
@@ -178,6 +178,24 @@ def test_writes_go_on_while_a_snapshot_is_encoded_and_it_holds_the_state_it_bega
         restored.restore(stored.snapshot.data)
         assert restored.get("a")[0] == b"1" and restored.get("k0")[0] is None
         assert [e.index for e in stored.entries][:1] == [began_at + 1]
+
+    asyncio.run(with_cluster(scenario))
+
+
+def test_a_snapshot_is_stored_even_when_staging_its_data_fails() -> None:
+    asked: list[int] = []
+
+    def cannot_stage(index: int, data: bytes) -> None:
+        asked.append(index)
+        raise StorageError("disk full, say")
+
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        await leader.propose(command("set", key="a", value=b"1"), 5)
+        leader.storage.stage = cannot_stage  # type: ignore[method-assign]
+        index = await leader.snapshot()
+        assert asked == [index]
+        assert leader.storage.load().snapshot.meta.index == index == leader.snapshot_index
 
     asyncio.run(with_cluster(scenario))
 

@@ -346,15 +346,17 @@ class RaftNode:
         core = self._core
         taking = self._snapshotting
         if taking is None:
-            due = core.log.applied - self._snapshot_base() >= self.timings.snapshot_every
+            applied, every = core.log.applied, self.timings.snapshot_every
+            # The cheap test first (this runs every loop turn); the base is never below it.
+            due = applied - self.snapshot_index >= every
+            due = due and applied - self._snapshot_base() >= every
             if not (due or self._snapshot_requests):
                 return
             # Requests are answered by the snapshot that starts after them.
             requests, self._snapshot_requests = self._snapshot_requests, []
-            if core.log.applied <= self.snapshot_index:
+            if applied <= self.snapshot_index:
                 _answer_snapshot_requests(requests, self.snapshot_index)
                 return
-            applied = core.log.applied
             span = self.trace.span("raft.snapshot.take", applied) if self.trace else None
             # Not the writer thread: the writes of the next Readies must not queue behind it.
             encode = partial(self._encode_snapshot, snapshot_encoder(self.state_machine), applied)

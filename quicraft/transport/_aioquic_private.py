@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for seven things quicraft needs:
+aioquic (1.x) has no public API for eight things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -30,6 +30,15 @@ aioquic (1.x) has no public API for seven things quicraft needs:
    in flight, each costing a timer, a send and a receive). `acknowledge_with_data` makes the
    owed acknowledgement due now (`QuicPacketSpace.ack_at` of the 1-RTT space) just before
    packets with data are built, as most QUIC stacks do by themselves.
+8. Not building packets when there is nothing to send. aioquic's protocol transmits after
+   every datagram it receives, and building packets costs as much as sending one even when
+   none comes out (about half of all transmits under load: the ACK waits, see 4., and the
+   answer is not written yet). `nothing_to_send` reads the state aioquic's packet builder
+   reads and says "nothing" only where the builder would certainly write no frame;
+   `skip_transmit` then does the rest of aioquic's `transmit` (its timer), so a delayed ACK,
+   a loss timer or a probe still leaves on time. A test drives random traffic, losses and
+   timers through two connections and checks that every skipped transmit would have been
+   empty.
 
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
@@ -41,9 +50,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aioquic import tls
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
@@ -112,10 +122,96 @@ def acknowledge_with_data(quic: QuicConnection, now: float) -> None:
         space.ack_at = now
 
 
+def nothing_to_send(quic: QuicConnection, now: float) -> bool:
+    """True only if building packets now would write no frame at all (see 8. above).
+
+    It checks what `QuicConnection.datagrams_to_send` and `_write_application` check, in the
+    same terms; anything unusual (a handshake, a close, a second path) answers False, so
+    aioquic decides."""
+    if (
+        quic._state is not QuicConnectionState.CONNECTED
+        or quic._close_pending
+        or not quic._handshake_confirmed
+        or quic._handshake_done_pending
+        or quic._ping_pending
+        or quic._probe_pending
+        or quic._datagrams_pending
+        or quic._retire_connection_ids
+        or quic._streams_blocked_pending
+        or quic._remote_preferred_address is not None
+        or len(quic._network_paths) != 1
+    ):
+        return False
+    path = quic._network_paths[0]
+    if not path.is_validated or path.remote_challenges:
+        return False
+    ack_at = quic._spaces[tls.Epoch.ONE_RTT].ack_at
+    if ack_at is not None and ack_at <= now:
+        return False
+    if not quic._crypto_streams[tls.Epoch.ONE_RTT].sender.buffer_is_empty:
+        return False
+    if any(not cid.was_sent for cid in quic._host_cids):
+        return False
+    max_data = quic._local_max_data
+    if max_data.used * 2 > max_data.value or max_data.value != max_data.sent:
+        return False
+    for limit in (quic._local_max_streams_bidi, quic._local_max_streams_uni):
+        # aioquic holds MAX_STREAMS back while the peer has at least as many streams left to
+        # open as the update would grant.
+        if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+            return False
+    for stream in quic._streams.values():
+        sender, receiver = stream.sender, stream.receiver
+        if (
+            not sender.buffer_is_empty
+            or sender.reset_pending
+            or receiver.stop_pending
+            or stream.is_finished  # discarding it may announce MAX_STREAMS
+            or stream.max_stream_data_local_sent != stream.max_stream_data_local
+            or (
+                stream.max_stream_data_local
+                and receiver.highest_offset * 2 > stream.max_stream_data_local
+            )
+        ):
+            return False
+    return True
+
+
+def skip_transmit(protocol: QuicConnectionProtocol) -> None:
+    """aioquic's `QuicConnectionProtocol.transmit` where `nothing_to_send` said so: no packets,
+    only its bookkeeping, then its timer (re)armed for `get_timer()` (see 8. above)."""
+    protocol._transmit_task = None
+    quic = protocol._quic
+    # datagrams_to_send starts by forgetting the pacing time; left set, a pacing time in the
+    # past would fire the timer again and again with nothing to pace.
+    quic._pacing_at = None
+    timer_at = quic.get_timer()
+    if protocol._timer is not None and protocol._timer_at != timer_at:
+        protocol._timer.cancel()
+        protocol._timer = None
+    if protocol._timer is None and timer_at is not None:
+        protocol._timer = protocol._loop.call_at(timer_at, protocol._handle_timer)
+    protocol._timer_at = timer_at
+
+
 def smoothed_rtt(quic: QuicConnection) -> float | None:
     """The smoothed round-trip time in seconds, None before the first sample (see 5. above)."""
     loss = quic._loss
     return loss._rtt_smoothed if loss._rtt_initialized else None
+
+
+#: What nothing_to_send reads of a QuicConnection (each created in its __init__).
+_READ_BY_NOTHING_TO_SEND = (
+    "_state", "_close_pending", "_handshake_confirmed", "_handshake_done_pending",
+    "_ping_pending", "_probe_pending", "_datagrams_pending", "_retire_connection_ids",
+    "_streams_blocked_pending", "_remote_preferred_address", "_network_paths",
+    "_crypto_streams", "_host_cids", "_local_max_data", "_local_max_streams_bidi",
+    "_local_max_streams_uni", "_pacing_at",
+)  # fmt: skip
+
+
+def _missing(kind: str, thing: object, names: tuple[str, ...]) -> list[str]:
+    return [f"{kind}.{name}" for name in names if not hasattr(thing, name)]
 
 
 def check() -> None:
@@ -143,10 +239,22 @@ def check() -> None:
         problems.append("QuicConnection._spaces[].ack_at")
     if not isinstance(getattr(quic, "_streams", None), dict):
         problems.append("QuicConnection._streams")
-    sender = QuicStream(stream_id=0).sender
+    stream = QuicStream(stream_id=0)
+    sender = stream.sender
     for name in ("_buffer_start", "_buffer_stop"):
         if not isinstance(getattr(sender, name, None), int):
             problems.append(f"QuicStreamSender.{name}")
+    problems += _missing("QuicConnection", quic, _READ_BY_NOTHING_TO_SEND)
+    problems += _missing("QuicStream", stream, ("max_stream_data_local_sent",))
+    problems += _missing("QuicStreamSender", sender, ("buffer_is_empty", "reset_pending"))
+    problems += _missing("QuicStreamReceiver", stream.receiver, ("stop_pending", "highest_offset"))
+    problems += _missing("Limit", quic._local_max_data, ("used", "value", "sent"))
+    for names, code in (
+        (("_pacing_at", "_write_application"), QuicConnection.datagrams_to_send.__code__),
+        (("_timer", "_timer_at", "_transmit_task", "_handle_timer", "get_timer"),
+         QuicConnectionProtocol.transmit.__code__),
+    ):  # fmt: skip
+        problems += [f"{code.co_qualname} uses {n}" for n in names if n not in code.co_names]
     if problems:
         raise RuntimeError(
             "this aioquic version lacks private attributes quicraft relies on: "

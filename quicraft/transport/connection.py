@@ -156,9 +156,14 @@ class PeerProtocol(QuicConnectionProtocol):
         self._fail_establish(TransportError(f"{_fmt(self.remote)} is unreachable: {exc}"))
 
     def transmit(self) -> None:
+        now = self._evloop.time()
         if self.streams.wrote:
-            private.acknowledge_with_data(self._q, self._evloop.time())
-        super().transmit()
+            private.acknowledge_with_data(self._q, now)
+            super().transmit()
+        elif private.nothing_to_send(self._q, now):
+            private.skip_transmit(self)
+        else:
+            super().transmit()
         self.streams.transmitted()
 
     def quic_event_received(self, event: events.QuicEvent) -> None:

@@ -8,13 +8,18 @@ from __future__ import annotations
 import ast
 import inspect
 import ssl
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.buffer import Buffer
+from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from transport_helpers import Certs, run
 
 from quicraft.transport import ALPN_RAFT, Identity, connection
@@ -155,3 +160,261 @@ def test_our_protocol_does_not_shadow_aioquic_private_names() -> None:
     assert "_q" in assigned and "_on_handshake" in private_methods  # the scan sees our names
     assert not assigned & theirs
     assert not private_methods & theirs
+
+
+# -- nothing_to_send / skip_transmit ------------------------------------------------------------
+
+
+@dataclass
+class _Timer:
+    when: float
+
+    def cancel(self) -> None:
+        pass
+
+
+@dataclass
+class _Loop:
+    """What skip_transmit asks of the event loop: call_at, recorded instead of scheduled."""
+
+    armed: list[float] = field(default_factory=list)
+
+    def call_at(self, when: float, callback: object) -> _Timer:
+        self.armed.append(when)
+        return _Timer(when)
+
+
+@dataclass
+class _Protocol:
+    """The attributes of aioquic's QuicConnectionProtocol that skip_transmit touches."""
+
+    _quic: QuicConnection
+    _loop: _Loop = field(default_factory=_Loop)
+    _transmit_task: object = None
+    _timer: _Timer | None = None
+    _timer_at: float | None = None
+
+    def _handle_timer(self) -> None:
+        pass
+
+
+class _Pair:
+    """Two connected aioquic connections in memory with the datagrams in flight between them;
+    each end transmits as PeerProtocol.transmit does, and every transmit it skips is checked:
+    aioquic would have sent nothing. A timer due at once fires at once, as the event loop
+    would fire it; one still due after that would spin the loop."""
+
+    def __init__(self, client: QuicConnection, server: QuicConnection) -> None:
+        self.ends = (client, server)
+        self.protocols = (_Protocol(client), _Protocol(server))
+        self.source = (SERVER_ADDR, CLIENT_ADDR)  # where each end's datagrams come from
+        self.in_flight: tuple[list[bytes], list[bytes]] = ([], [])  # sent by end i
+        self.streams: tuple[list[int], list[int]] = ([], [])  # ids end i may write on
+        self.wrote = [False, False]
+        self.now = 2.0
+        self.skipped = 0
+        for quic in self.ends:
+            private.delay_acks(quic)
+
+    def transmit(self, i: int) -> None:
+        quic = self.ends[i]
+        if self.wrote[i]:
+            private.acknowledge_with_data(quic, self.now)
+        elif private.nothing_to_send(quic, self.now):
+            self.skipped += 1
+            pacing = quic._pacing_at  # datagrams_to_send changes it: the skip must not rely on that
+            assert quic.datagrams_to_send(now=self.now) == [], "a skipped transmit had data"
+            quic._pacing_at = pacing
+            private.skip_transmit(cast(Any, self.protocols[i]))
+            assert self.protocols[i]._timer_at == quic.get_timer()
+            return
+        self.wrote[i] = False
+        self.in_flight[i].extend(data for data, _ in quic.datagrams_to_send(now=self.now))
+
+    def fire_timers(self) -> None:
+        """Each end's timer, if due, fires as QuicConnectionProtocol._handle_timer does; the
+        clock moves on by 10 us a firing (pacing may wait that long with an ACK due)."""
+        for i, quic in enumerate(self.ends):
+            for _ in range(100):
+                timer = quic.get_timer()
+                if timer is None or timer > self.now:
+                    break
+                self.now += 0.000_01
+                quic.handle_timer(now=self.now)
+                while quic.next_event() is not None:
+                    pass
+                self.transmit(i)
+            else:
+                raise AssertionError(f"end {i}'s timer stays due at {self.now}: it would spin")
+
+    def deliver(self, i: int, keep: int) -> None:
+        """End i's datagrams reach the other end, except every `keep`-th is lost (0: none)."""
+        sent, self.in_flight[i][:] = list(self.in_flight[i]), []
+        other = self.ends[1 - i]
+        for number, data in enumerate(sent, 1):
+            if keep and number % keep == 0:
+                continue
+            other.receive_datagram(data, self.source[1 - i], now=self.now)
+        while (event := other.next_event()) is not None:
+            seen = self.streams[1 - i]
+            if isinstance(event, events.StreamDataReceived) and event.stream_id not in seen:
+                seen.append(event.stream_id)
+            if isinstance(event, events.StreamDataReceived) and event.end_stream:
+                self.answer(1 - i, event.stream_id)
+        self.transmit(1 - i)
+
+    def answer(self, i: int, stream_id: int) -> None:
+        """A request ended: answer and end the stream too, so that it finishes and is
+        discarded, and the peer may open another (MAX_STREAMS)."""
+        try:
+            self.ends[i].send_stream_data(stream_id, b"answer", end_stream=True)
+        except (ValueError, RuntimeError, AssertionError):
+            return  # we ended or reset it already
+        self.wrote[i] = True
+
+    def requests(self, i: int, count: int) -> None:
+        """`count` new streams, each a whole request."""
+        quic = self.ends[i]
+        for _ in range(count):
+            quic.send_stream_data(quic.get_next_available_stream_id(), b"ask", end_stream=True)
+        self.wrote[i] = True
+
+    def write(self, i: int, size: int, end: bool) -> None:
+        quic = self.ends[i]
+        if not self.streams[i] or size % 3 == 0:
+            self.streams[i].append(quic.get_next_available_stream_id())
+        stream_id = self.streams[i][size % len(self.streams[i])]
+        try:
+            quic.send_stream_data(stream_id, b"w" * size, end_stream=end)
+        except (ValueError, RuntimeError, AssertionError):
+            return  # finished or reset: StreamTable refuses these too
+        self.wrote[i] = True
+
+    def abort(self, i: int, which: int) -> None:
+        if not self.streams[i]:
+            return
+        stream_id = self.streams[i][which % len(self.streams[i])]
+        try:
+            if which % 2:
+                self.ends[i].reset_stream(stream_id, 1)
+            else:
+                self.ends[i].stop_stream(stream_id, 1)
+        except ValueError:
+            pass
+        self.transmit(i)
+
+
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "write",
+                "write_end",
+                "requests",
+                "transmit",
+                "deliver",
+                "lose",
+                "wait",
+                "ping",
+                "abort",
+            ]
+        ),
+        st.integers(0, 1),
+        st.integers(0, 40_000),
+    ),
+    max_size=40,
+)
+
+
+# 1,500 examples were run by hand when this was written; CI runs fewer.
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=_STEPS)
+def test_a_skipped_transmit_would_have_sent_nothing(
+    certs: Certs, steps: list[tuple[str, int, int]]
+) -> None:
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    pair = _Pair(client, server)
+    for kind, i, number in steps:
+        if kind in ("write", "write_end"):
+            pair.write(i, number, end=kind == "write_end")
+        elif kind == "requests":
+            pair.requests(i, 1 + number % 64)
+        elif kind == "transmit":
+            pair.transmit(i)
+        elif kind in ("deliver", "lose"):
+            pair.deliver(i, keep=2 + number % 3 if kind == "lose" else 0)
+        elif kind == "wait":
+            pair.now += number / 100_000  # up to 0.4 s: past ACK delays and loss timers
+        elif kind == "ping":
+            pair.ends[i].send_ping(number)
+            pair.transmit(i)
+        else:
+            pair.abort(i, number)
+        pair.fire_timers()
+    for _ in range(50):  # settle: every timer fires and every datagram arrives
+        pair.transmit(0)
+        pair.transmit(1)
+        pair.deliver(0, keep=0)
+        pair.deliver(1, keep=0)
+        pair.now += 0.05
+        pair.fire_timers()
+
+
+def test_a_request_waiting_for_its_answer_needs_no_transmit(certs: Certs) -> None:
+    """The common case the skip is for: the server got a request, holds the ACK (delayed) and
+    has not answered yet; the client's data is all sent. Neither end has anything to send."""
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    pair = _Pair(client, server)
+    pair.write(0, 300, end=False)
+    pair.transmit(0)
+    pair.deliver(0, keep=0)  # the server transmits after receiving: the delayed ACK waits
+    assert pair.skipped == 1
+    assert private.nothing_to_send(client, pair.now)
+    pair.now += private.ACK_DELAY_S
+    assert not private.nothing_to_send(server, pair.now)  # now the ACK is due
+
+
+def test_a_skipped_transmit_arms_the_timer_for_the_delayed_ack(certs: Certs) -> None:
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    pair = _Pair(client, server)
+    pair.write(0, 300, end=False)
+    pair.transmit(0)
+    pair.deliver(0, keep=0)
+    assert pair.skipped == 1
+    protocol = pair.protocols[1]
+    assert protocol._loop.armed == [server.get_timer()]
+    assert protocol._timer_at == pytest.approx(pair.now + private.ACK_DELAY_S)
+
+
+def test_a_skipped_transmit_forgets_a_pacing_time(certs: Certs) -> None:
+    """datagrams_to_send forgets the pacing time before anything else; a skip that kept one
+    already past would arm the timer for the past again after every firing."""
+    client, _server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    protocol = _Protocol(client)
+    now = 3.0
+    client._pacing_at = now - 0.001
+    assert private.nothing_to_send(client, now)
+    private.skip_transmit(cast(Any, protocol))
+    assert client._pacing_at is None
+    assert protocol._timer_at == client.get_timer() and protocol._timer_at > now
+
+
+def test_streams_opened_and_finished_in_bulk_get_more_streams(certs: Certs) -> None:
+    """Hundreds of whole request streams: the server discards the finished ones and must
+    announce more (MAX_STREAMS, which aioquic batches) with no transmit of it skipped."""
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    pair = _Pair(client, server)
+    limit = server._local_max_streams_bidi
+    first = limit.sent
+    for _ in range(3):
+        pair.requests(0, 100)  # more than the 128 open streams allowed: some wait
+        for _ in range(30):
+            pair.transmit(0)
+            pair.deliver(0, keep=0)
+            pair.deliver(1, keep=0)
+            pair.now += 0.02
+            pair.fire_timers()
+    assert limit.sent > first + 128  # announced more than once
+    assert pair.skipped > 0

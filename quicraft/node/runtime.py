@@ -348,8 +348,9 @@ class RaftNode:
         if taking is None:
             applied, every = core.log.applied, self.timings.snapshot_every
             # The cheap test first (this runs every loop turn); the base is never below it.
-            due = applied - self.snapshot_index >= every
-            due = due and applied - self._snapshot_base() >= every
+            due = applied - self.snapshot_index >= every and (
+                applied - self._snapshot_base() >= every
+            )
             if not (due or self._snapshot_requests):
                 return
             # Requests are answered by the snapshot that starts after them.

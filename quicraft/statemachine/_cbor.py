@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import cbor2
@@ -26,6 +27,12 @@ def _refuse_tag(decoder: object, tag: object = None) -> NoReturn:
 # Every tag number cbor2 might decode by itself is overridden to refuse; any other tag reaches
 # the tag hook, which refuses too. Built once: passing it costs nothing per decode.
 _NO_SEMANTIC_TAGS = {tag: _refuse_tag for tag in range(1 << 16)}
+
+
+def canonical_order(names: Iterable[str]) -> list[str]:
+    """Text map keys in canonical CBOR order: by their encoding, which for keys as short as
+    ours means shorter first, then bytewise."""
+    return sorted(names, key=lambda name: (len(name.encode()), name.encode()))
 
 
 def strict_loads(data: bytes, *, max_depth: int) -> Any:

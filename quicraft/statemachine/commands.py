@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import cbor2
 
-from ._cbor import strict_loads
+from ._cbor import canonical_order, strict_loads
 
 VERSION = 1
 MAX_KEY_BYTES = 4 * 1024  #: a key's UTF-8 encoding
@@ -218,14 +218,8 @@ _ARGS: dict[str, dict[str, tuple[bool, _Check]]] = {
 }
 
 
-def _canonical_order(names: list[str]) -> list[str]:
-    """Canonical CBOR orders map keys by their encoding: for text keys as short as ours,
-    shorter first, then bytewise."""
-    return sorted(names, key=lambda name: (len(name.encode()), name.encode()))
-
-
 #: op -> its arg names in canonical order (Command.args)
-_ORDER = {op: _canonical_order(list(spec)) for op, spec in _ARGS.items()}
+_ORDER = {op: canonical_order(spec) for op, spec in _ARGS.items()}
 
 
 def _build(op: str, args: Mapping[str, object], ts_ms: object) -> Command:

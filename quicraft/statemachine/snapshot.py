@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from ._cbor import strict_loads
+from ._cbor import canonical_order, strict_loads
 from .base import Result
 from .commands import MAX_ADDRESS, MAX_NODE_ID
 from .sessions import Session, SessionTable
@@ -84,8 +84,7 @@ def encode_snapshot(
     if addresses:
         state["addr"] = dict(addresses)
     parts = [_head(_MAP, len(state))]
-    # Canonical CBOR orders a map's keys shorter first, then bytewise (ours are short ASCII).
-    for name in sorted(state, key=lambda name: (len(name), name)):
+    for name in canonical_order(state):
         parts.append(cbor2.dumps(name))
         if name == "keys":
             parts += _array_in_slices(entries)

@@ -778,6 +778,16 @@ class RaftCore:
             committed_entries=self.log.unapplied_entries(),
             read_states=self._read_states,
         )
+        prev = self._prev_hard
+        if (hard.term, hard.vote) != (prev.term, prev.vote) and not self._bug(
+            "send_before_term_durable"
+        ):
+            # A message may carry a term only once that term is durable. (A single voter is
+            # elected within one Ready: had its appends left before its write and it crashed,
+            # it could be elected again in the same term and put other entries at the same
+            # indexes, which its learners would take for the ones they hold.)
+            rd.persisted_messages = rd.messages + rd.persisted_messages
+            rd.messages = []
         if rd.hard_state is not None and self._bug("forget_vote_persist"):
             rd.hard_state = HardState(hard.term, None, hard.commit)
         self._prev_soft, self._prev_hard = soft, hard

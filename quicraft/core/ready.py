@@ -21,7 +21,8 @@ Two duties come with sending: for every SNAPSHOT message, report how its transfe
 report a peer that cannot be reached with `raft.report_unreachable(peer)`.
 
 `ready()` may not be called again before `advance()`. Steps 1 and 2 may overlap: only the
-leader puts messages in `messages`, and its own entries count towards a commit only after
+leader puts messages in `messages`, never in a Ready that changes the term or vote (no message
+carries a term that is not yet durable), and its own entries count towards a commit only after
 `advance()` reports them durable, so it can write its log while followers write theirs.
 
 Two liberties the contract allows (the runtime takes both): the commit index is volatile state

@@ -8,7 +8,8 @@ violation is reported at the step that caused it:
 - log matching: an entry (index, term) is the same everywhere and follows the same term;
 - leader completeness: a new leader holds every entry committed before it;
 - state machine safety: no two different entries are committed or applied at one index;
-- monotonic: term and commit index never decrease in memory, nor on disk across restarts.
+- monotonic: term and commit index never decrease in memory, nor on disk across restarts;
+- durable term: no message but a PreVote carries a term its sender has not stored yet.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from quicraft.core import Entry, EntryType, HardState, Message, MessageType, NodeId, Ready, Role
 
 from .node import SimNode
+
+_PRE_VOTES = frozenset({MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP})
 
 
 class Violation(Exception):
@@ -120,9 +123,17 @@ class SafetyChecker:
                     f"{node.id} has a different entry ({entry.index}, term {entry.term})",
                 )
 
-    def on_send(self, messages: list[Message]) -> None:
-        """Called as messages actually leave (a crash can stop persisted_messages)."""
+    def on_send(self, node: SimNode, messages: list[Message]) -> None:
+        """Called as `node`'s messages actually leave (a crash can stop persisted_messages)."""
+        durable_term = node.durable.hard_state.term
         for m in messages:
+            # A PreVote asks about a term nobody has entered; everything else speaks for a
+            # term the sender has stored, or a crash could make it speak twice in that term.
+            if m.term > durable_term and m.type not in _PRE_VOTES:
+                raise Violation(
+                    "durable term",
+                    f"{m.frm} sent {m.type.name} of term {m.term} with term {durable_term} stored",
+                )
             # A candidate asking for votes has voted for itself in that term.
             chosen = m.frm if m.type is MessageType.VOTE else m.to
             if m.type is MessageType.VOTE or (m.type is MessageType.VOTE_RESP and not m.reject):

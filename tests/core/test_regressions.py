@@ -7,11 +7,18 @@ import random
 from harness import Network
 
 from quicraft.core import (
+    ConfChange,
+    ConfChangeKind,
     Config,
+    Entry,
+    EntryType,
+    HardState,
     Membership,
     Message,
     MessageType,
+    PersistentState,
     RaftCore,
+    Role,
     Snapshot,
     SnapshotMeta,
     bootstrap_state,
@@ -69,3 +76,24 @@ def test_a_lost_snapshot_is_sent_again_once_reported() -> None:
     net.tick(["a"])  # the next heartbeat round unpauses the probe and resends
     assert net.count(MessageType.SNAPSHOT, to="c") >= 2
     assert net["c"].log.committed == leader.log.committed
+
+
+def test_a_single_voter_sends_nothing_of_its_new_term_before_storing_it() -> None:
+    """A single voter is elected within one tick, so one Ready holds its new term and its
+    first appends. Had they left before the write and the node crashed, it could be elected
+    again in that term and put other entries at the same indexes, which its learner would
+    take for the ones it holds (found by a review; the simulator checks it now)."""
+    state = bootstrap_state(["a"])
+    learner = Entry(
+        1, 2, EntryType.CONF_CHANGE, ConfChange(ConfChangeKind.ADD_LEARNER, "b").encode()
+    )
+    state = PersistentState(HardState(term=1, commit=2), Snapshot(), [*state.entries, learner])
+    core = RaftCore(Config("a"), random.Random(0), state)
+    core.advance(core.ready())  # the founding entries applied
+    while core.role is not Role.LEADER:
+        core.tick()
+    rd = core.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == 2
+    assert rd.messages == []
+    appends = [m for m in rd.persisted_messages if m.type is MessageType.APPEND]
+    assert [m.to for m in appends] == ["b"] and all(m.term == 2 for m in appends)

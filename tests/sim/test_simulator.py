@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,8 @@ def test_mixed_fault_sweep_finds_no_violation() -> None:
     """The CI sweep: thousands of seeds, each with its own mix of faults (3 and 5 nodes)."""
     options = [SimOptions(seed, nodes=3 if seed % 4 else 5) for seed in range(CI_SEEDS)]
     options += [SimOptions(seed, profile="leader-faults") for seed in range(CI_SEEDS // 10)]
+    # A cluster of one founder that grows: a single voter is elected within one Ready.
+    options += [SimOptions(seed, nodes=1) for seed in range(CI_SEEDS // 10)]
     results = _sweep(options)
     failed = [r for r in results if not r.ok]
     assert not failed, "\n\n".join(r.report() for r in failed[:3])
@@ -57,24 +60,31 @@ def test_same_seed_same_run_whatever_the_hash_seed() -> None:
     assert len(digests) == 1
 
 
-# For each deliberately broken rule: what the simulator must report, and how many seeds of
-# the leader-faults profile it may take (runs are deterministic, so the first failing seed is
-# fixed for a given version of the code; the limits leave room for the code to change).
-BUGS = {
-    "vote_without_log_check": (("leader completeness", "state machine safety"), 200),
-    "forget_vote_persist": (("election safety",), 200),
-    "commit_old_term_by_counting": (("leader completeness", "state machine safety"), 1500),
-    "read_index_before_term_commit": (("linearizability",), 1000),
+# For each deliberately broken rule: what the simulator must report, how many seeds it may
+# take (runs are deterministic, so the first failing seed is fixed for a given version of the
+# code; the limits leave room for the code to change), and the runs' settings.
+LEADER_FAULTS: dict[str, Any] = {"profile": "leader-faults"}
+BUGS: dict[str, tuple[tuple[str, ...], int, dict[str, Any]]] = {
+    "vote_without_log_check": (("leader completeness", "state machine safety"), 200, LEADER_FAULTS),
+    "forget_vote_persist": (("election safety",), 200, LEADER_FAULTS),
+    "commit_old_term_by_counting": (
+        ("leader completeness", "state machine safety"),
+        1500,
+        LEADER_FAULTS,
+    ),
+    "read_index_before_term_commit": (("linearizability",), 1000, LEADER_FAULTS),
+    # Only a single voter is elected within one Ready: a cluster of one founder that grows.
+    "send_before_term_durable": (("durable term",), 200, {"nodes": 1}),
 }
 BUG_SEED_LIMIT = 200
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
 def test_simulator_catches_deliberate_bug(bug: str) -> None:
-    expected, limit = BUGS[bug]
+    expected, limit, settings = BUGS[bug]
     found: SimResult | None = None
     for seed in range(limit):
-        result = run_seed(SimOptions(seed, bugs=frozenset({bug}), profile="leader-faults"))
+        result = run_seed(SimOptions(seed, bugs=frozenset({bug}), **settings))
         if not result.ok:
             found = result
             break

@@ -9,7 +9,8 @@ Invariants kept here:
 - `applied` is what the runtime has applied: it moves only when the runtime reports (advance),
   never when a snapshot merely arrives. Until a received snapshot is installed, `applied` may
   lag the snapshot's index and no entry is handed out for applying.
-- `stable <= last_index()`: truncating the log also pulls `stable` back.
+- `stable <= last_index()`: truncating the log also pulls `stable` back, and so does a
+  received snapshot (to its index) until the runtime has written it.
 - The membership in effect is the one of the newest configuration entry in the log, else the
   snapshot's: changes take effect when appended (thesis §4.1) and revert when truncated.
 """
@@ -171,8 +172,11 @@ class RaftLog:
             self.committed = index
 
     def stable_to(self, index: int, term: int) -> None:
-        """The runtime persisted the log up to (index, term). Ignored if the log has changed."""
-        if self.matches(index, term) and index > self.stable:
+        """The runtime persisted the log up to (index, term). Ignored if the log has changed,
+        and while a snapshot received since waits to be written: writing it replaces every
+        stored entry, so the entries after it are written again with it, even those that
+        match what this write stored."""
+        if self.pending_snapshot is None and self.matches(index, term) and index > self.stable:
             self.stable = index
 
     def restore(self, snapshot: Snapshot) -> None:

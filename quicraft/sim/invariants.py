@@ -126,6 +126,7 @@ class SafetyChecker:
     def on_send(self, node: SimNode, messages: list[Message]) -> None:
         """Called as `node`'s messages actually leave (a crash can stop persisted_messages)."""
         durable_term = node.durable.hard_state.term
+        stored = node.durable.last_index()
         for m in messages:
             # A PreVote asks about a term nobody has entered; everything else speaks for a
             # term the sender has stored, or a crash could make it speak twice in that term.
@@ -133,6 +134,11 @@ class SafetyChecker:
                 raise Violation(
                     "durable term",
                     f"{m.frm} sent {m.type.name} of term {m.term} with term {durable_term} stored",
+                )
+            # An acknowledgement promises that its sender stored the log up to its index.
+            if m.type is MessageType.APPEND_RESP and not m.reject and m.index > stored:
+                raise Violation(
+                    "durable ack", f"{m.frm} acknowledged {m.index} with its log stored to {stored}"
                 )
             # A candidate asking for votes has voted for itself in that term.
             chosen = m.frm if m.type is MessageType.VOTE else m.to

@@ -41,6 +41,9 @@ class Durable:
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
 
+    def last_index(self) -> int:
+        return self.entries[-1].index if self.entries else self.snapshot.meta.index
+
     def compact(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.entries = [e for e in self.entries if e.index > snapshot.meta.index]

@@ -97,3 +97,33 @@ def test_a_single_voter_sends_nothing_of_its_new_term_before_storing_it() -> Non
     assert rd.messages == []
     appends = [m for m in rd.persisted_messages if m.type is MessageType.APPEND]
     assert [m.to for m in appends] == ["b"] and all(m.term == 2 for m in appends)
+
+
+def test_entries_written_before_a_received_snapshot_are_written_again_after_it() -> None:
+    """A follower's write of 6..10 (term 2) is on disk while a term-3 leader overwrites 6, a
+    term-4 leader's snapshot at 8 (term 2) replaces the log, and 9..10 (term 2) follow it.
+    The first write ends matching 9..10 again, but writing the snapshot next deletes every
+    stored entry: 9..10 must be written with it, or the follower acknowledges entries it no
+    longer holds (found by a review)."""
+    ids = ["a", "b", "c", "d", "e"]
+    core = RaftCore(Config("e"), random.Random(0), bootstrap_state(ids))
+    core.advance(core.ready())
+
+    def normal(term: int, index: int) -> Entry:
+        return Entry(term, index, EntryType.NORMAL, b"")
+
+    six_to_ten = [normal(2, i) for i in range(6, 11)]
+    core.step(Message(MessageType.APPEND, "e", "a", 2, log_term=1, index=5, entries=six_to_ten))
+    writing = core.ready()
+    assert [e.index for e in writing.entries] == [6, 7, 8, 9, 10]
+    core.step(Message(MessageType.APPEND, "e", "d", 3, log_term=1, index=5, entries=[normal(3, 6)]))
+    snapshot = Snapshot(SnapshotMeta(8, 2, Membership(frozenset(ids))), b"img")
+    core.step(Message(MessageType.SNAPSHOT, "e", "a", 4, snapshot=snapshot))
+    nine_ten = [normal(2, 9), normal(2, 10)]
+    core.step(Message(MessageType.APPEND, "e", "a", 4, log_term=2, index=8, entries=nine_ten))
+    core.advance(writing)
+    rd = core.ready()
+    assert rd.snapshot is snapshot
+    assert [e.index for e in rd.entries] == [9, 10]
+    acks = [m.index for m in rd.persisted_messages if m.type is MessageType.APPEND_RESP]
+    assert acks and max(acks) == 10

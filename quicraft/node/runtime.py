@@ -127,6 +127,9 @@ class RaftNode:
         self._proposals: dict[int, _Proposal] = {}
         self._reads: dict[bytes, asyncio.Future[None]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # What the state machine holds. The core's own applied index moves only at advance(),
+        # after the reads of the same Ready were already waiting on it.
+        self._applied = 0
         self._read_ids = itertools.count()
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -172,6 +175,7 @@ class RaftNode:
         t = self.timings
         config = Config(self.id, election_tick=t.election_tick, heartbeat_tick=t.heartbeat_tick)
         self.core = RaftCore(config, self._rng, state, applied=snap.meta.index)
+        self._applied = snap.meta.index
 
     async def run(self) -> None:
         """Tick and process Ready batches until `stop()`."""
@@ -561,12 +565,13 @@ class RaftNode:
     # -- waiting for the state machine -----------------------------------------------------
 
     def _when_applied(self, index: int, future: asyncio.Future[None]) -> None:
-        if self._core.log.applied >= index:
+        if self._applied >= index:
             future.set_result(None)
         else:
             self._applied_waiters.append((index, future))
 
     def _wake_applied(self, applied: int) -> None:
+        self._applied = max(self._applied, applied)
         waiting = []
         for index, future in self._applied_waiters:
             if index <= applied:

@@ -6,10 +6,21 @@ import asyncio
 import random
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from quicraft.core import Entry, HardState, Message, MessageType, NotLeader, Ready, Role, Snapshot
+from quicraft.core import (
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    NotLeader,
+    Ready,
+    Role,
+    Snapshot,
+)
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
@@ -17,6 +28,8 @@ from quicraft.storage import MemoryStorage, StorageError
 from quicraft.telemetry import Telemetry, remote_parent
 
 FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=20)
+#: No tick within a test's few steps: the test alone decides what each node receives.
+SLOW = Timings(tick_ms=1000, election_tick=10, heartbeat_tick=2, snapshot_every=10_000)
 IDS = ["a", "b", "c"]
 
 
@@ -311,6 +324,82 @@ def test_a_follower_acknowledges_new_entries_before_it_applies_committed_ones() 
         assert both > 0, "no Ready held both new and committed entries"
 
     asyncio.run(with_cluster(scenario))
+
+
+async def _read_answered(node: RaftNode, read: asyncio.Future[None]) -> None:
+    try:
+        await read
+    except RequestTimeout:
+        waiting = [index for index, _ in node._applied_waiters]
+        raise AssertionError(f"the read was never answered; waiting for {waiting}") from None
+
+
+def test_a_read_confirmed_in_the_ready_that_commits_its_index_is_answered() -> None:
+    """A follower's commit index and the leader's answer to its read (for that index) arrive
+    before its next Ready, which then both applies the entry and confirms the read. The read
+    must be answered then, not when some later entry is applied (found by a review)."""
+
+    async def scenario() -> None:
+        sent: list[Message] = []
+        node = RaftNode("b", MemoryStorage(), KVStore(), SLOW, lambda m, tp: sent.append(m))
+        node.open(node.storage.load(), founders=IDS)  # entries 1..3 of term 1, committed
+        task = asyncio.create_task(node.run())
+        try:
+            noop = Entry(2, 4, EntryType.NOOP, b"a")
+            node.receive(
+                Message(MessageType.APPEND, "b", "a", 2, log_term=1, index=3, entries=[noop])
+            )
+            for _ in range(100):
+                if node.core is not None and node.core.log.stable == 4:
+                    break
+                await asyncio.sleep(0.01)
+            read = node.start_read(timeout=1.0)
+            await asyncio.sleep(0.01)
+            asked = next(m for m in sent if m.type is MessageType.READ_INDEX)
+            node.receive(Message(MessageType.HEARTBEAT, "b", "a", 2, commit=4, read_round=1))
+            node.receive(
+                Message(MessageType.READ_INDEX_RESP, "b", "a", 2, index=4, context=asked.context)
+            )
+            await _read_answered(node, read)
+        finally:
+            node.stop()
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_a_single_voters_read_before_its_first_commit_of_the_term_is_answered() -> None:
+    """A single voter confirms a read inside the advance() that counts its no-op durable, so
+    the same Ready applies the no-op and carries the read (found by a review)."""
+
+    async def scenario() -> None:
+        storage = MemoryStorage()
+        node = RaftNode("a", storage, KVStore(), SLOW, lambda m, tp: None)
+        node.open(storage.load(), founders=["a"])
+        disk = threading.Event()
+        save = storage.save
+
+        def slow_save(**write: Any) -> None:  # the new leader's no-op is on its way to disk
+            disk.wait(5)
+            save(**write)
+
+        storage.save = slow_save  # type: ignore[method-assign]
+        task = asyncio.create_task(node.run())
+        try:
+            assert node.core is not None
+            node.core.campaign()  # what a tick would do: a single voter leads at once
+            node._wake.set()
+            await asyncio.sleep(0.05)
+            assert node.core.role is Role.LEADER
+            read = node.start_read(timeout=1.0)
+            disk.set()
+            await _read_answered(node, read)
+        finally:
+            disk.set()
+            node.stop()
+            await task
+
+    asyncio.run(scenario())
 
 
 def test_requests_started_without_waiting_time_out_on_their_own() -> None:

@@ -133,6 +133,7 @@ class RaftNode:
         self._read_ids = itertools.count()
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._ticker_failure: BaseException | None = None
         self._deadlines = _Deadlines()
         self._writer = _Writer(f"{node_id}-writer")
         self._snapshotting: _SnapshotUnderWay | None = None
@@ -179,7 +180,9 @@ class RaftNode:
 
     async def run(self) -> None:
         """Tick and process Ready batches until `stop()`."""
-        self._tasks = [asyncio.create_task(self._ticker(), name=f"{self.id}-ticker")]
+        ticker = asyncio.create_task(self._ticker(), name=f"{self.id}-ticker")
+        ticker.add_done_callback(self._ticker_ended)
+        self._tasks = [ticker]
         try:
             await self._loop()
         finally:
@@ -194,6 +197,13 @@ class RaftNode:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    def _ticker_ended(self, ticker: asyncio.Task[None]) -> None:
+        # It ends only when cancelled: a node whose time stopped would never campaign or send
+        # a heartbeat again while looking healthy, so its failure ends run().
+        if not ticker.cancelled() and ticker.exception() is not None:
+            self._ticker_failure = ticker.exception()
+            self._wake.set()
 
     async def hand_over_leadership(self) -> bool:
         """If leader, transfer leadership to the most caught-up voter and wait for it to go.
@@ -438,6 +448,8 @@ class RaftNode:
     async def _loop(self) -> None:
         core = self._core
         while not self._stopping:
+            if self._ticker_failure is not None:
+                raise self._ticker_failure
             self._snapshot_step()
             if not core.has_ready():
                 self._wake.clear()

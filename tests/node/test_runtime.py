@@ -402,6 +402,25 @@ def test_a_single_voters_read_before_its_first_commit_of_the_term_is_answered() 
     asyncio.run(scenario())
 
 
+def test_a_failure_of_the_ticker_ends_the_node() -> None:
+    """Without ticks a node never campaigns nor sends a heartbeat again, yet its loop would
+    look healthy: the ticker's failure must end run() (found by a review)."""
+
+    async def scenario() -> None:
+        node = RaftNode("a", MemoryStorage(), KVStore(), FAST, lambda m, tp: None)
+        node.open(node.storage.load(), founders=IDS)
+        assert node.core is not None
+
+        def broken_tick() -> None:
+            raise RuntimeError("the tick broke")
+
+        node.core.tick = broken_tick  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="the tick broke"):
+            await asyncio.wait_for(node.run(), 5)
+
+    asyncio.run(scenario())
+
+
 def test_requests_started_without_waiting_time_out_on_their_own() -> None:
     async def scenario(cluster: Cluster) -> None:
         leader = await cluster.leader()

@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from quicraft.core import Message, NodeId, RaftCore, Role
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
-from quicraft.storage import LevelDBStorage
+from quicraft.storage import LevelDBStorage, check_commit_stored
 from quicraft.telemetry import Readings, Telemetry, start_telemetry
 from quicraft.transport import (
     ALPN_CLIENT,
@@ -142,6 +142,7 @@ class Node:
         )
         log.info("node %s (%s) listening on %s:%d", self.id, self.settings.name, host, port)
         state = self.storage.load()
+        check_commit_stored(state, self.settings.data_dir)
         if self.settings.forming:
             # On the wildcard, tell peers and clients an address of ours on the LAN.
             announced = announce_addresses(host, self.settings.discovery.interfaces)

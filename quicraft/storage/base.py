@@ -80,6 +80,19 @@ class Storage(Protocol):
         ...
 
 
+def check_commit_stored(state: PersistentState, where: object) -> None:
+    """The stored commit index names an entry the log or the snapshot holds. load() checks
+    that the records are the ones written; this is Raft's rule about them, checked where a
+    node opens its store: the runtime writes a commit index with the entries it commits, so
+    only damage loses the log's tail behind it."""
+    last = state.entries[-1].index if state.entries else state.snapshot.meta.index
+    if state.hard_state.commit > last:
+        raise CorruptionError(
+            f"{where}: hard state: commit index {state.hard_state.commit} is beyond the stored "
+            f"log, which ends at {last} (the log's tail is missing)"
+        )
+
+
 def check_append(entries: list[Entry], snapshot_index: int, last_index: int) -> None:
     """Entries may start anywhere after the snapshot up to one past the last stored entry
     (`last_index` is the snapshot's index when no entry is stored), and must be contiguous."""

@@ -146,6 +146,23 @@ def test_a_corrupted_record_stops_the_node_with_a_message(cluster: Cluster) -> N
     assert "Traceback" not in started.stderr
 
 
+def test_a_log_lost_behind_its_commit_index_stops_the_node_with_a_message(
+    cluster: Cluster,
+) -> None:
+    cluster.stop()
+    data = cluster.local.folder / "n2" / "data"
+    db = plyvel.DB(str(data))
+    for key in [k for k, _ in db.iterator() if k.startswith(b"E")]:
+        db.delete(key)  # every record left is sound, but the committed entries are gone
+    db.close()
+    started = subprocess.run(
+        cluster.local.command(cluster.nodes[1]), capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode == 1
+    assert "is beyond the stored log" in started.stderr
+    assert "Traceback" not in started.stderr
+
+
 def test_sigterm_on_the_leader_hands_leadership_over(cluster: Cluster) -> None:
     leader = cluster.leader()
     node = cluster.local.node(leader)

@@ -22,6 +22,7 @@ from quicraft.storage import (
     LevelDBStorage,
     LockedError,
     StorageError,
+    check_commit_stored,
 )
 from quicraft.storage import records as rec
 
@@ -112,6 +113,25 @@ def test_a_log_that_does_not_follow_the_snapshot_is_found(tmp_path: Path) -> Non
     tamper(tmp_path, lambda db: db.delete(rec.entry_key(11)))
     message = load_error(tmp_path)
     assert "log entry 12: the log must start at 11, right after the snapshot at 10" in message
+
+
+def test_a_lost_tail_of_the_log_behind_the_commit_index_is_found(tmp_path: Path) -> None:
+    """Commit index 12 is stored with the entries up to it: without 12 the tail is lost. A
+    node opening the store refuses it (it used to stop with a traceback from the core)."""
+    make_store(tmp_path)
+    tamper(tmp_path, lambda db: [db.delete(rec.entry_key(i)) for i in (12, 13, 14, 15)])
+    with LevelDBStorage(tmp_path) as store:
+        state = store.load()  # every record is sound: the rule broken is Raft's
+    with pytest.raises(CorruptionError) as refused:
+        check_commit_stored(state, tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path}: hard state: commit index 12 is beyond the stored log, which ends at 11 "
+        "(the log's tail is missing)"
+    )
+    whole = tmp_path / "whole"
+    make_store(whole)
+    with LevelDBStorage(whole) as store:
+        check_commit_stored(store.load(), whole)  # an undamaged store passes
 
 
 def test_a_missing_snapshot_chunk_is_found(tmp_path: Path) -> None:

@@ -83,8 +83,8 @@ class Storage(Protocol):
 def check_commit_stored(state: PersistentState, where: object) -> None:
     """The stored commit index names an entry the log or the snapshot holds. load() checks
     that the records are the ones written; this is Raft's rule about them, checked where a
-    node opens its store: the runtime writes a commit index with the entries it commits, so
-    only damage loses the log's tail behind it."""
+    node opens its store: the runtime never writes a commit index before the entries it
+    commits, so only damage loses the log's tail behind it."""
     last = state.entries[-1].index if state.entries else state.snapshot.meta.index
     if state.hard_state.commit > last:
         raise CorruptionError(

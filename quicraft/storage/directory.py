@@ -31,6 +31,13 @@ def open_store(path: Path) -> plyvel.DB:
     if path.exists() and not path.is_dir():
         raise StorageError(f"{path}: not a directory")
     if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
+        if (path / "LOCK").exists() and any(path.glob("MANIFEST-*")):
+            # LevelDB writes CURRENT last when it makes a database: a first start cut short
+            # leaves this, and so does damage. Either way nothing here is touched.
+            raise StorageError(
+                f"{path}: a LevelDB database without its CURRENT file (a first start cut "
+                "short, or damage); if this node never stored anything, remove the directory"
+            )
         raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
     try:
         path.mkdir(parents=True, exist_ok=True)

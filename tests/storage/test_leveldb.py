@@ -306,6 +306,17 @@ def test_a_directory_of_other_files_is_refused_and_left_alone(tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_database_without_its_current_file_is_named_so_and_left_alone(tmp_path: Path) -> None:
+    """LevelDB writes CURRENT last when it makes a database: a first start killed before that
+    leaves LOCK, LOG and a MANIFEST (found by a review)."""
+    LevelDBStorage(tmp_path).close()
+    (tmp_path / "CURRENT").unlink()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(StorageError, match="a LevelDB database without its CURRENT file"):
+        LevelDBStorage(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
 def test_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="not a directory"):

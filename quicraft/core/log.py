@@ -171,13 +171,18 @@ class RaftLog:
                 raise AssertionError(f"commit {index} beyond last index {self.last_index()}")
             self.committed = index
 
-    def stable_to(self, index: int, term: int) -> None:
-        """The runtime persisted the log up to (index, term). Ignored if the log has changed,
-        and while a snapshot received since waits to be written: writing it replaces every
-        stored entry, so the entries after it are written again with it, even those that
-        match what this write stored."""
-        if self.pending_snapshot is None and self.matches(index, term) and index > self.stable:
-            self.stable = index
+    def stable_to(self, written: list[Entry]) -> None:
+        """The runtime persisted `written`. What of it still matches the log is stable: a
+        leader may have replaced its tail meanwhile, and an entry that matches vouches for
+        every one before it (Log Matching). Nothing is, while a snapshot received since waits
+        to be written: writing it replaces every stored entry, so the entries after it are
+        written again with it, even those that match what this write stored."""
+        if self.pending_snapshot is not None:
+            return
+        for entry in reversed(written):
+            if self.matches(entry.index, entry.term):
+                self.stable = max(self.stable, entry.index)
+                return
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot received from the leader."""
@@ -196,6 +201,8 @@ class RaftLog:
             return
         if index > self.applied:
             raise ValueError(f"snapshot at {index} is beyond the applied index {self.applied}")
+        # Applied entries were stable first, so `stable` never falls behind the snapshot.
+        assert index <= self.stable, (index, self.stable)
         del self.entries[: index - self.offset]
         self._changes = [(at, m) for at, m in self._changes if at > index]
         self.snapshot = snapshot

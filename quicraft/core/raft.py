@@ -803,8 +803,7 @@ class RaftCore:
         if rd.snapshot is not None:
             self.log.applied = max(self.log.applied, rd.snapshot.meta.index)
         if rd.entries:
-            last = rd.entries[-1]
-            self.log.stable_to(last.index, last.term)
+            self.log.stable_to(rd.entries)
             own = self.progress.get(self.id)
             if self.role is Role.LEADER and own is not None:
                 own.maybe_update(self.log.stable)

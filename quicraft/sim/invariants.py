@@ -135,11 +135,20 @@ class SafetyChecker:
                     "durable term",
                     f"{m.frm} sent {m.type.name} of term {m.term} with term {durable_term} stored",
                 )
-            # An acknowledgement promises that its sender stored the log up to its index.
-            if m.type is MessageType.APPEND_RESP and not m.reject and m.index > stored:
-                raise Violation(
-                    "durable ack", f"{m.frm} acknowledged {m.index} with its log stored to {stored}"
-                )
+            # An acknowledgement promises that its sender stored the log up to its index: the
+            # entry there as the sender holds it (which vouches for all before it).
+            if m.type is MessageType.APPEND_RESP and not m.reject:
+                if m.index > stored:
+                    raise Violation(
+                        "durable ack",
+                        f"{m.frm} acknowledged {m.index} with its log stored to {stored}",
+                    )
+                held, kept = node.core.log.term(m.index), node.durable.term_at(m.index)
+                if None not in (held, kept) and held != kept:
+                    raise Violation(
+                        "durable ack",
+                        f"{m.frm} acknowledged {m.index} of term {held}, stored of term {kept}",
+                    )
             # A candidate asking for votes has voted for itself in that term.
             chosen = m.frm if m.type is MessageType.VOTE else m.to
             if m.type is MessageType.VOTE or (m.type is MessageType.VOTE_RESP and not m.reject):

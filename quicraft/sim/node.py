@@ -44,6 +44,14 @@ class Durable:
     def last_index(self) -> int:
         return self.entries[-1].index if self.entries else self.snapshot.meta.index
 
+    def term_at(self, index: int) -> int | None:
+        """The stored term at `index`; None where nothing stored says (compacted, or beyond)."""
+        if index == self.snapshot.meta.index:
+            return self.snapshot.meta.term
+        if self.entries and self.entries[0].index <= index <= self.entries[-1].index:
+            return self.entries[index - self.entries[0].index].term
+        return None
+
     def compact(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.entries = [e for e in self.entries if e.index > snapshot.meta.index]

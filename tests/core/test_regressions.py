@@ -127,3 +127,32 @@ def test_entries_written_before_a_received_snapshot_are_written_again_after_it()
     assert [e.index for e in rd.entries] == [9, 10]
     acks = [m.index for m in rd.persisted_messages if m.type is MessageType.APPEND_RESP]
     assert acks and max(acks) == 10
+
+
+def test_the_part_of_a_write_that_still_matches_is_stable() -> None:
+    """A follower writes 6..9 (term 2; 6..7 committed); meanwhile a term-3 leader replaces 8
+    on. The write counted for nothing, so `stable` stayed behind the applied 7 and a snapshot
+    at 7 left it below the log's start: the next write skipped 8..11, though the follower
+    acknowledged them (found by a review). 6..7 still match what was written: stable."""
+    core = RaftCore(Config("c"), random.Random(0), bootstrap_state(["a", "b", "c", "d", "e"]))
+    core.advance(core.ready())
+
+    def normal(term: int, index: int) -> Entry:
+        return Entry(term, index, EntryType.NORMAL, b"%d/%d" % (term, index))
+
+    six_to_nine = [normal(2, i) for i in range(6, 10)]
+    core.step(
+        Message(MessageType.APPEND, "c", "a", 2, log_term=1, index=5, entries=six_to_nine, commit=7)
+    )
+    writing = core.ready()
+    eight_on = [normal(3, i) for i in range(8, 12)]
+    core.step(
+        Message(MessageType.APPEND, "c", "b", 3, log_term=2, index=7, entries=eight_on, commit=7)
+    )
+    core.advance(writing)
+    assert (core.log.stable, core.log.applied) == (7, 7)
+    core.snapshot_taken(7, b"img")
+    rd = core.ready()
+    assert [(e.index, e.term) for e in rd.entries] == [(i, 3) for i in range(8, 12)]
+    acks = [m.index for m in rd.persisted_messages if m.type is MessageType.APPEND_RESP]
+    assert max(acks) == 11

@@ -392,11 +392,19 @@ class RaftCore:
             self._become_follower(m.term, m.frm)
             self._handle_from_leader(m)
             return
+        if m.type is MessageType.TIMEOUT_NOW and self.role is Role.PRE_CANDIDATE:
+            # The leader hands over to us while our timer had just fired: its followers keep
+            # their lease, so our pre-vote would fail and the transfer with it.
+            self.campaign(transfer=True)
+            return
         expected = (
             MessageType.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MessageType.VOTE_RESP
         )
         if m.type is expected:
-            self._votes[m.frm] = not m.reject
+            granted = not m.reject
+            if granted and expected is MessageType.PRE_VOTE_RESP and m.term != self.term + 1:
+                return  # a late grant of an earlier round, for another term than this one asks
+            self._votes[m.frm] = granted
             self._count_votes()
 
     def _count_votes(self) -> bool:
@@ -493,7 +501,10 @@ class RaftCore:
                 self._send_append(m.frm)
             return
         was_paused = pr.paused()
-        if not pr.maybe_update(m.index):
+        # A probe answered at the index already matched (an append carrying only the commit)
+        # still tells where the logs match: replicate, or the follower stays paused.
+        probe_answered = pr.state is ProgressState.PROBE and m.index == pr.match
+        if not pr.maybe_update(m.index) and not probe_answered:
             return
         if pr.state is ProgressState.REPLICATE:
             pr.inflights.free_to(m.index)
@@ -665,6 +676,7 @@ class RaftCore:
         for peer in sorted(members - set(self.progress)):
             self.progress[peer] = self._new_progress()
         self._maybe_commit()
+        self._release_reads()  # fewer voters may already confirm a waiting read
 
     def _new_progress(self) -> Progress:
         c = self.config

@@ -156,3 +156,74 @@ def test_the_part_of_a_write_that_still_matches_is_stable() -> None:
     assert [(e.index, e.term) for e in rd.entries] == [(i, 3) for i in range(8, 12)]
     acks = [m.index for m in rd.persisted_messages if m.type is MessageType.APPEND_RESP]
     assert max(acks) == 11
+
+
+def test_a_late_pre_vote_grant_of_an_earlier_round_is_not_counted() -> None:
+    """c pre-campaigns for term 2 and b's grant is delayed; c then follows b's term 2, is cut
+    off and pre-campaigns for term 3. The late grant (term 2) must not count: it would start
+    a real election that deposes a healthy leader, what PreVote exists to prevent (found by a
+    review)."""
+    c = RaftCore(Config("c"), random.Random(0), bootstrap_state(["a", "b", "c"]))
+    c.advance(c.ready())
+    c.campaign()
+    c.advance(c.ready())
+    assert c.role is Role.PRE_CANDIDATE
+    late_grant = Message(MessageType.PRE_VOTE_RESP, "c", "b", 2)
+    c.step(Message(MessageType.APPEND, "c", "b", 2, log_term=1, index=3, commit=3))
+    c.advance(c.ready())
+    assert (c.term, c.role, c.leader) == (2, Role.FOLLOWER, "b")
+    c.campaign()
+    c.advance(c.ready())
+    c.step(late_grant)
+    assert (c.term, c.role) == (2, Role.PRE_CANDIDATE)
+    c.step(Message(MessageType.PRE_VOTE_RESP, "c", "a", 3))  # this round's grant wins it
+    assert (c.term, c.role) == (3, Role.CANDIDATE)
+
+
+def test_a_read_waiting_on_a_removed_voter_is_released_by_the_smaller_quorum() -> None:
+    """In {a, b} with b cut off, a read waits for b; removing b makes a alone the quorum, which
+    confirms the read at once, not at the next read (found by a review)."""
+    net = Network(["a", "b"])
+    a = net.elect("a")
+    net.tick()
+    net.isolate("b")
+    a.read_index(b"r1")
+    net.deliver()
+    assert net.read_states["a"] == []
+    a.propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "b"))
+    net.deliver()
+    assert a.membership.voters == {"a"}
+    assert [r.context for r in net.read_states["a"]] == [b"r1"]
+
+
+def test_a_probed_follower_that_is_caught_up_goes_back_to_replicating() -> None:
+    """A follower in PROBE that already holds everything answers an append carrying only the
+    commit with the index it matched before; that answer must end the probe, or new entries
+    wait for a heartbeat answer (found by a review)."""
+    net = Network(["a", "b", "c"], heartbeat_tick=5)
+    a = net.elect("a")
+    net.tick()
+    a.propose(b"x")
+    net.deliver()
+    a.report_unreachable("b")  # a moment's trouble with the connection
+    assert a.progress["b"].state is ProgressState.PROBE
+    net.tick(["a"], settle=False)  # the new commit goes to b alone in an empty append
+    a.propose(b"y")
+    net.deliver()
+    assert net["b"].log.last_index() == a.log.last_index()
+    assert a.progress["b"].state is ProgressState.REPLICATE
+
+
+def test_a_pre_candidate_takes_over_when_the_leader_hands_over_to_it() -> None:
+    """The leader transfers to c just as c's election timer fired: c, a pre-candidate whose
+    pre-votes the lease refuses, must campaign on TimeoutNow (found by a review)."""
+    net = Network(["a", "b", "c"])
+    a = net.elect("a")
+    net.tick()
+    c = net["c"]
+    c.campaign()
+    net.drop()
+    assert c.role is Role.PRE_CANDIDATE
+    a.transfer_leadership("c")
+    net.deliver()
+    assert c.role is Role.LEADER and c.term == a.term

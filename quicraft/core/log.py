@@ -9,8 +9,8 @@ Invariants kept here:
 - `applied` is what the runtime has applied: it moves only when the runtime reports (advance),
   never when a snapshot merely arrives. Until a received snapshot is installed, `applied` may
   lag the snapshot's index and no entry is handed out for applying.
-- `stable <= last_index()`: truncating the log also pulls `stable` back, and so does a
-  received snapshot (to its index) until the runtime has written it.
+- `offset <= stable <= last_index()`: truncating the log pulls `stable` back; a received
+  snapshot sets it to the snapshot's index, where it stays until the snapshot is written.
 - The membership in effect is the one of the newest configuration entry in the log, else the
   snapshot's: changes take effect when appended (thesis §4.1) and revert when truncated.
 """
@@ -201,8 +201,8 @@ class RaftLog:
             return
         if index > self.applied:
             raise ValueError(f"snapshot at {index} is beyond the applied index {self.applied}")
-        # Applied entries were stable first, so `stable` never falls behind the snapshot.
-        assert index <= self.stable, (index, self.stable)
+        if index > self.stable:  # applied entries were stable first
+            raise AssertionError(f"snapshot at {index} is beyond the stable index {self.stable}")
         del self.entries[: index - self.offset]
         self._changes = [(at, m) for at, m in self._changes if at > index]
         self.snapshot = snapshot

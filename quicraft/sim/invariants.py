@@ -9,7 +9,8 @@ violation is reported at the step that caused it:
 - leader completeness: a new leader holds every entry committed before it;
 - state machine safety: no two different entries are committed or applied at one index;
 - monotonic: term and commit index never decrease in memory, nor on disk across restarts;
-- durable term: no message but a PreVote carries a term its sender has not stored yet.
+- durable term: no message but a PreVote carries a term its sender has not stored yet;
+- durable ack: an acknowledgement names an entry its sender has stored, with the same term.
 """
 
 from __future__ import annotations

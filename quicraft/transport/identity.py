@@ -116,9 +116,6 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
     ca = _load_cert(ca_path, cluster)
     cert = _load_cert(crt_path, cluster)
     key = _load_key(key_path, cluster)
-    if os.name == "posix" and key_path.stat().st_mode & 0o077:
-        mode = oct(key_path.stat().st_mode & 0o777)
-        raise IdentityError(f"{key_path} is readable by other users (mode {mode}): chmod 600 it")
     if _spki(cert.public_key()) != _spki(key.public_key()):
         raise IdentityError(f"{key_path} is not the key of the certificate {crt_path}")
     try:
@@ -198,6 +195,10 @@ def _load_cert(path: Path, cluster: str) -> x509.Certificate:
 
 
 def _load_key(path: Path, cluster: str) -> ec.EllipticCurvePrivateKey:
+    """A private key, refused when other users may read it (the CA's key admits anyone)."""
+    if os.name == "posix" and path.is_file() and path.stat().st_mode & 0o077:
+        mode = oct(path.stat().st_mode & 0o777)
+        raise IdentityError(f"{path} is readable by other users (mode {mode}): chmod 600 it")
     try:
         key = serialization.load_pem_private_key(_read(path, cluster), password=None)
     except (ValueError, TypeError):

@@ -162,6 +162,11 @@ def test_load_errors_name_the_file_and_the_problem(fresh_dir: Path) -> None:
     with pytest.raises(IdentityError, match="readable by other users"):
         load_identity(fresh_dir, "c1", "n1")
     os.chmod(folder / "n1.key", 0o600)
+    # and so is the CA's key, which would sign anyone in (found by a review)
+    os.chmod(folder / "ca.key", 0o640)
+    with pytest.raises(IdentityError, match=r"ca\.key is readable by other users"):
+        issue(fresh_dir, "c1", "n9", Role.NODE)
+    os.chmod(folder / "ca.key", 0o600)
 
     # garbage instead of a certificate
     (folder / "n2.crt").write_bytes(b"not a certificate")

@@ -25,6 +25,7 @@ from quicraft.wire import BackupError, BackupInfo
 
 from .common import (
     FAILED,
+    MISUSE,
     OK,
     CommandError,
     add_certs,
@@ -126,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.op == "backup" and (args.file.is_dir() or not args.file.parent.is_dir()):
+        # Before anything is streamed: FILE is made in an existing directory.
+        why = "it is a directory" if args.file.is_dir() else "its directory does not exist"
+        print(f"quicraft mgmt backup: cannot write {args.file}: {why}", file=sys.stderr)
+        return MISUSE
     try:
         client = connect_mgmt(
             endpoints_of(args),
@@ -146,6 +152,8 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
             code, result, text = await execute(client, args)
         except MgmtError as err:
             return fail(str(err))
+        except OSError as err:  # writing the backup file (the network's errors are MgmtError)
+            return fail(f"cannot write {err.filename or args.file}: {err.strerror or err}")
     print(json.dumps(result) if args.json else text)
     return code
 
@@ -196,7 +204,7 @@ def _restore(args: argparse.Namespace) -> int:
         identity = load_identity(args.certs, args.cluster, args.name)
         if identity.role is not Role.NODE:
             return fail(f"identity {args.name!r} has role {identity.role.value}; need role node")
-        info = restore_backup(args.file, args.data, identity.node_id)
+        info = restore_backup(args.file, args.data, identity.node_id, args.cluster)
     except (IdentityError, RestoreError, BackupError, StorageError) as err:
         return fail(str(err))
     result = {**_info_map(info, args.file), "node": identity.node_id, "data": str(args.data)}

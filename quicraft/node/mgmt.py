@@ -22,7 +22,6 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -581,9 +580,16 @@ class MgmtService:
             core = self._core
             if core.leader is not None:
                 # Everything committed before the request is then in the snapshot. Without a
-                # leader (quorum lost) the node's own state is still worth saving: go on.
-                with contextlib.suppress(NodeError):
+                # leader (quorum lost) the node's own state is still worth saving; with one that
+                # does not confirm, the backup could miss acknowledged writes: refuse.
+                try:
                     await self.node.start_read(self.request_timeout)
+                except NodeError as err:
+                    raise MgmtFailed(
+                        "unavailable",
+                        f"the leader did not confirm that this node holds every committed "
+                        f"write ({err}); retry",
+                    ) from None
             await self._snapshot()
             snap = core.log.snapshot  # read at once: no await between it and its data
             if snap.meta.index == 0 or not snap.meta.membership.voters:

@@ -5,6 +5,7 @@ Rules of this file:
 - Nothing is written until the whole backup has been read and its SHA-256 checked
   (wire/backup.py): a damaged backup leaves no data directory behind.
 - Only an empty (or missing) directory is written: a restore never mixes with a node's data.
+- A backup is restored only into the cluster it was taken of (its name in the file).
 - The stored state is the backup's snapshot (its index and term) with the membership
   replaced by this node alone, and a hard state at that term with no vote: the node elects
   itself on its first election timeout, and the old members are not contacted.
@@ -24,10 +25,10 @@ class RestoreError(Exception):
     """The restore cannot be done; the message says why, on one line."""
 
 
-def restore_backup(backup: Path, data_dir: Path, node: NodeId) -> BackupInfo:
-    """Write a data directory at `data_dir` for node `node` from the backup file `backup`;
-    the backup's info. RestoreError for a non-empty `data_dir` or an unreadable file,
-    BackupError for a file that is not a sound backup."""
+def restore_backup(backup: Path, data_dir: Path, node: NodeId, cluster: str) -> BackupInfo:
+    """Write a data directory at `data_dir` for node `node` of `cluster` from the backup file
+    `backup`; the backup's info. RestoreError for a non-empty `data_dir`, an unreadable file or
+    a backup of another cluster, BackupError for a file that is not a sound backup."""
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise RestoreError(
             f"{data_dir} is not an empty directory: restore writes a fresh data directory"
@@ -41,6 +42,11 @@ def restore_backup(backup: Path, data_dir: Path, node: NodeId) -> BackupInfo:
     except OSError as err:
         raise RestoreError(f"cannot read {backup}: {err.strerror or err}") from None
     info = reader.info
+    if info.cluster != cluster:  # its keys, addresses and cluster id are another cluster's
+        raise RestoreError(
+            f"{backup} is a backup of cluster {info.cluster!r}, not {cluster!r}: "
+            f"restore it with --cluster {info.cluster}"
+        )
     meta = SnapshotMeta(info.index, info.term, Membership(frozenset({node})))
     storage = LevelDBStorage(data_dir)
     try:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from cluster_harness import Cluster, eventually_write, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import connect, connect_mgmt
-from quicraft.wire import verify_backup
+from quicraft.core import Membership, Snapshot, SnapshotMeta
+from quicraft.node.mgmt import MgmtService
+from quicraft.node.restore import RestoreError, restore_backup
+from quicraft.node.runtime import RequestTimeout
+from quicraft.wire import MgmtResponse, decode_mgmt_response, verify_backup
 
 
 def restore(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,6 +48,11 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
         info = verify_backup(fp)
     assert info.cluster == "t1" and info.index >= snapped["index"] and len(info.voters) == 3
     assert not (tmp_path / "t1.qrbackup.part").exists()
+    # A destination that cannot be written is misuse, told before anything is streamed.
+    for where in (tmp_path / "no" / "such.qrbackup", tmp_path):
+        refused = mgmt(cluster, "backup", str(where))
+        assert refused.returncode == 2 and "cannot write" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
 
     # Python backup with progress: everything written before it is in it.
     seen: list[tuple[int, int]] = []
@@ -72,6 +84,9 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     damaged.write_bytes(bytes(raw))
     bad = restore(cluster, str(damaged), "--data", str(tmp_path / "other"), "--name", "r1")
     assert bad.returncode == 1 and "corrupted" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(RestoreError, match="is a backup of cluster 't1', not 't2'"):
+        restore_backup(backup, tmp_path / "other", result["node"], "t2")
     assert not (tmp_path / "other").exists()
 
     node = ExtraNode(cluster, "r1", data)
@@ -106,3 +121,44 @@ def test_the_progress_bar_redraws_one_line() -> None:
     text = out.getvalue()
     assert text.count("\r") == 2 and text.endswith("\n") and text.count("\n") == 1
     assert "[###############...............]  50% 2.0 MiB / 4.0 MiB" in text
+
+
+def test_a_backup_the_known_leader_does_not_confirm_is_refused() -> None:
+    """With a leader known, a backup waits for it to confirm that this node holds every
+    committed write; if it does not, the node answers an error rather than stream what may
+    miss acknowledged writes (found by a review). Without a leader it streams what it has."""
+    snapshot = Snapshot(SnapshotMeta(7, 2, Membership(frozenset({"a", "b", "c"}))), b"state")
+    core = SimpleNamespace(leader="b", log=SimpleNamespace(snapshot=snapshot))
+
+    def start_read(timeout: float) -> asyncio.Future[None]:
+        unconfirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        unconfirmed.set_exception(RequestTimeout("no leader confirmed the read in time"))
+        return unconfirmed
+
+    async def take_snapshot() -> int:
+        return 7
+
+    node = SimpleNamespace(id="a", core=core, start_read=start_read, snapshot=take_snapshot)
+    service = MgmtService(
+        node,  # type: ignore[arg-type]
+        SimpleNamespace(),  # type: ignore[arg-type]
+        name="n1",
+        address_of=lambda peer: None,
+        save_addresses=lambda: None,
+        request_timeout=0.1,
+    )
+
+    def backup_answer() -> MgmtResponse:
+        frames: list[bytes] = []
+        stream = SimpleNamespace(
+            write_frame=frames.append, end=lambda: None, drain=lambda: asyncio.sleep(0)
+        )
+        request = SimpleNamespace(id=1, op="backup", args={}, traceparent=None)
+        asyncio.run(service._backup(request, stream))  # type: ignore[arg-type]
+        return decode_mgmt_response(frames[0], "backup")
+
+    refused = backup_answer()
+    assert refused.error is not None and refused.error.code == "unavailable"
+    assert "did not confirm" in refused.error.message
+    core.leader = None  # quorum lost: the node's own state is still worth saving
+    assert backup_answer().ok

@@ -139,6 +139,15 @@ class PeerPool:
         if link is not None:
             link.wake()
 
+    def forget(self, peer: NodeId) -> None:
+        """`peer` was removed from the cluster: close its connection, send it nothing more."""
+        conn = self._connections.pop(peer, None)
+        if conn is not None:
+            conn.close("removed from the cluster")
+        link = self._links.pop(peer, None)
+        if link is not None:
+            link.stop()
+
     def _silent(self, peer: NodeId) -> bool:
         return not self.heard_within(peer, SILENT_S)
 

@@ -35,7 +35,16 @@ import cbor2
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from quicraft.core import Message, NodeId, RaftCore, Role
+from quicraft.core import (
+    ConfChange,
+    ConfChangeKind,
+    Entry,
+    EntryType,
+    Message,
+    NodeId,
+    RaftCore,
+    Role,
+)
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
 from quicraft.storage import LevelDBStorage, check_commit_stored
@@ -99,6 +108,8 @@ class Node:
         # Events: the feed hears the store and the runtime; the service serves the journal.
         self.events = EventFeed(EventJournal(), self.id, self.address_of)
         self.events.attach(self.raft, self.kv)
+        self._feed_applied = self.raft.on_applied
+        self.raft.on_applied = self._applied
         self.event_service = EventService(self.events.journal)
         self.mgmt = MgmtService(
             self.raft,
@@ -352,6 +363,19 @@ class Node:
         self._save_addresses()
         if self.lan is not None:
             self.lan.heard_hello(peer, name, address, hello)
+
+    def _applied(self, entry: Entry) -> None:
+        if self._feed_applied is not None:
+            self._feed_applied(entry)
+        if entry.type is not EntryType.CONF_CHANGE:
+            return
+        try:
+            change = ConfChange.decode(entry.data)
+        except (ValueError, KeyError, TypeError):
+            return  # changes nothing in the core either (core.types.membership_of)
+        if change.kind is ConfChangeKind.REMOVE and change.node != self.id:
+            # Admission refuses it new connections; the open one is closed here.
+            self.pool.forget(change.node)
 
     def _on_connection(self, conn: Connection) -> None:
         if conn.alpn == ALPN_RAFT:

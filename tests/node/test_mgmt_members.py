@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ from cluster_harness import Cluster, eventually_write, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect
+from quicraft.core import ConfChangeKind, Role
+from quicraft.node import PRESETS, NodeSettings
+from quicraft.node.server import Node
+from quicraft.transport import ALPN_RAFT, init_cluster, issue
+from quicraft.transport import Role as CertificateRole
 
 
 def _ids(cluster: Cluster) -> dict[str, str]:
@@ -131,3 +137,59 @@ def _add_and_change(cluster: Cluster, fourth: ExtraNode, fifth: ExtraNode) -> No
     assert set(_ids(cluster)) == {"n1", "n2", "n3"}
     unreachable = mgmt(cluster, "add-member", "127.0.0.1:1")
     assert unreachable.returncode == 1 and "cannot reach a node" in unreachable.stderr
+
+
+def test_a_removed_members_open_connection_is_closed(tmp_path: Path) -> None:
+    """Admission refuses a removed member new connections; the one it has open is closed once
+    its removal is applied (found by a review: it stayed open, and hellos still came in)."""
+
+    def free_port() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    async def scenario() -> None:
+        certs = tmp_path / "certs"
+        init_cluster(certs, "c1")
+        ports = {"a": free_port(), "b": free_port()}
+        for name in ports:
+            issue(certs, "c1", name, CertificateRole.NODE)
+        nodes = {
+            name: Node(
+                NodeSettings(
+                    "c1",
+                    name,
+                    tmp_path / name,
+                    certs,
+                    ("127.0.0.1", port),
+                    peers=tuple(("127.0.0.1", p) for n, p in ports.items() if n != name),
+                    timings=PRESETS["test"],
+                )
+            )
+            for name, port in ports.items()
+        }
+        await asyncio.gather(*(n.start() for n in nodes.values()))
+        try:
+            async with asyncio.timeout(20):
+                while not any(
+                    n.raft.core and n.raft.core.role is Role.LEADER for n in nodes.values()
+                ):
+                    await asyncio.sleep(0.05)
+            leader = next(
+                n for n in nodes.values() if n.raft.core and n.raft.core.role is Role.LEADER
+            )
+            removed = next(n for n in nodes.values() if n is not leader)
+            assert leader.pool.connection(removed.id) is not None
+            await leader.mgmt.change(ConfChangeKind.REMOVE, removed.id)
+            async with asyncio.timeout(10):
+                while leader.pool.connection(removed.id) is not None or any(
+                    c.alpn == ALPN_RAFT and c.peer.node_id == removed.id
+                    for c in leader.server.connections
+                    if not c.closed
+                ):
+                    await asyncio.sleep(0.05)
+        finally:
+            for node in nodes.values():
+                await node.stop(hand_over=False)
+
+    asyncio.run(scenario())

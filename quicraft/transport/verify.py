@@ -24,7 +24,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .pki import Role, is_ca, node_id_of, subject_field
 
@@ -89,6 +89,8 @@ def verify_peer(
         return Refusal("unknown_ca", f"{who} is not signed by the CA of cluster {cluster!r}")
     if is_ca(certificate):
         return Refusal("bad_certificate", f"{who} is a CA certificate, not an identity")
+    if not _for_tls(certificate):
+        return Refusal("bad_certificate", f"{who} is not a certificate for TLS authentication")
 
     now = now or dt.datetime.now(dt.UTC)
     for cert, what in ((certificate, f"the certificate of {who}"), (ca, "the cluster CA")):
@@ -117,3 +119,17 @@ def verify_peer(
     if expect_node_id is not None and node_id != expect_node_id:
         return Refusal("wrong_node_id", f"{who} is not the expected node {expect_node_id}")
     return Peer(node_id=node_id, name=name, role=role, cluster=cluster, address=address)
+
+
+_TLS_PURPOSES = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def _for_tls(certificate: x509.Certificate) -> bool:
+    """Every identity the CA issues (pki.sign_leaf) may sign, for TLS servers and clients;
+    a certificate it made for anything else is not one."""
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        purposes = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return usage.digital_signature and set(purposes) >= _TLS_PURPOSES

@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from transport_helpers import Certs
 
 from quicraft.transport import (
@@ -169,3 +171,51 @@ def test_public_api_is_sorted_and_importable() -> None:
         assert module.__all__ == sorted(module.__all__)
         for name in module.__all__:
             assert hasattr(module, name), name
+
+
+@pytest.mark.parametrize(
+    ("signs", "purposes"),
+    [
+        (False, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+        (True, [ExtendedKeyUsageOID.CODE_SIGNING]),
+        (True, [ExtendedKeyUsageOID.SERVER_AUTH]),
+        (True, None),
+    ],
+)
+def test_a_certificate_of_our_ca_made_for_another_use_is_not_an_identity(
+    certs: Certs, signs: bool, purposes: list[x509.ObjectIdentifier] | None
+) -> None:
+    """Only what the CA issues as an identity may sign for TLS servers and clients (found by
+    a review: key usage and extended key usage were not looked at)."""
+    ca, ca_key = certs.ca()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "odd"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "c1"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, Role.NODE.value),
+        ]
+    )
+    usage = dict.fromkeys(
+        ["content_commitment", "key_encipherment", "key_agreement", "key_cert_sign", "crl_sign",
+         "encipher_only", "decipher_only"],
+        False,
+    )  # fmt: skip
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(new_key().public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=signs, data_encipherment=not signs, **usage),
+            critical=True,
+        )
+    )
+    if purposes is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
+    odd = builder.sign(ca_key, hashes.SHA256())
+    assert reason(check(certs, odd)) == "bad_certificate"
+    assert reason(check(certs, odd, server=True)) == "bad_certificate"

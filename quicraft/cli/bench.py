@@ -18,7 +18,7 @@ from quicraft.node.settings import PRESETS
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
 
-from .common import MISUSE, OK, add_certs, fail, freeze_what_is_loaded
+from .common import MISUSE, OK, add_certs, base_port, fail, freeze_what_is_loaded
 from .telemetry import add_tracing_arguments, client_tracing, telemetry_settings
 
 
@@ -53,7 +53,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument(
         "--preset", choices=sorted(PRESETS), default="dev", help="timings of a --local cluster"
     )
-    bench.add_argument("--base-port", type=int, default=7500, help="ports of a --local cluster")
+    bench.add_argument(
+        "--base-port", type=base_port, default=7500, help="ports of a --local cluster"
+    )
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     add_tracing_arguments(bench)
 

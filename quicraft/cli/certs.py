@@ -51,3 +51,5 @@ def run(args: argparse.Namespace) -> int:
         return OK
     except IdentityError as err:
         return fail(str(err))
+    except OSError as err:  # --certs is a file, or where nothing can be made
+        return fail(f"cannot write in {args.certs}: {err.strerror or err}")

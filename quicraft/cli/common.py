@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import sys
 from pathlib import Path
 
@@ -25,6 +26,28 @@ def address(text: str) -> Address:
         return parse_address(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and finite, not {text}")
+    return value
+
+
+def base_port(text: str) -> int:
+    """The port before a local cluster's first: its nodes listen on BASE+1 … BASE+9 at most."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1024 <= value <= 65535 - 9:
+        raise argparse.ArgumentTypeError(f"must be from 1024 to 65526, not {value}")
+    return value
 
 
 def address_list(text: str) -> list[Address]:

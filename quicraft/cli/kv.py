@@ -13,6 +13,7 @@ import base64
 import cmd
 import contextlib
 import json
+import os
 import shlex
 from collections.abc import Callable
 from functools import partial
@@ -24,7 +25,15 @@ from quicraft.transport import IdentityError
 from quicraft.wire import Event
 
 from . import events
-from .common import FAILED, OK, CommandError, add_connection_arguments, endpoints_of, fail
+from .common import (
+    FAILED,
+    OK,
+    CommandError,
+    add_connection_arguments,
+    endpoints_of,
+    fail,
+    seconds,
+)
 from .telemetry import add_tracing_arguments, client_tracing
 
 
@@ -90,7 +99,7 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "nodes to contact; the client finds the leader from any of them",
         "role writer or admin (reader: reads only)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds (default: 10)")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -115,7 +124,7 @@ async def execute(client: Client, args: argparse.Namespace) -> tuple[int, dict[s
             next(iter(text.values())),
         )
     if args.op == "set":
-        revision = await kv.set(args.key, args.value)
+        revision = await kv.set(args.key, os.fsencode(args.value))  # the bytes as given
         return OK, {"key": args.key, "revision": revision}, f"OK (revision {revision})"
     if args.op == "del":
         deleted = await kv.delete(args.key)
@@ -126,8 +135,8 @@ async def execute(client: Client, args: argparse.Namespace) -> tuple[int, dict[s
     if args.op == "keys":
         keys = await kv.keys(args.prefix, stale=args.stale)
         return OK, {"keys": keys}, "\n".join(keys)
-    expected = None if args.absent else args.expected
-    swapped = await kv.cas(args.key, expected, args.new)
+    expected = None if args.absent else os.fsencode(args.expected)
+    swapped = await kv.cas(args.key, expected, os.fsencode(args.new))
     return (
         (OK if swapped else FAILED),
         {"key": args.key, "swapped": swapped},

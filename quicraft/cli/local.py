@@ -14,7 +14,7 @@ from quicraft.node.local import LocalCluster, LocalClusterError
 from quicraft.node.settings import PRESETS
 from quicraft.transport import IdentityError
 
-from .common import MISUSE, OK, fail
+from .common import MISUSE, OK, base_port, fail
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +35,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start = actions.add_parser("start", help="create and start N nodes")
     start.add_argument("size", type=int, metavar="N", help="number of nodes (1-9)")
     start.add_argument("--cluster", default="local", help="cluster name (default: local)")
-    start.add_argument("--base-port", type=int, default=7400, help="node I listens on BASE+I")
+    start.add_argument("--base-port", type=base_port, default=7400, help="node I listens on BASE+I")
     start.add_argument("--preset", choices=sorted(PRESETS), default="dev", help="timings")
     actions.add_parser("status", help="show each node's process and whether a leader serves")
     for name, text in (("kill", "SIGKILL node I"), ("restart", "start node I again")):

@@ -33,6 +33,7 @@ from .common import (
     address,
     endpoints_of,
     fail,
+    seconds,
 )
 from .node import ensure_identity
 from .telemetry import add_tracing_arguments, client_tracing
@@ -107,7 +108,7 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(
         parser, "nodes to contact; a follower points to the leader", "role admin"
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds (default: 10)")
     parser.add_argument(
         "--no-follow",
         action="store_true",

@@ -51,6 +51,29 @@ def test_certs_init_and_issue(tmp_path: Path) -> None:
         "certs", "issue", "--cluster", "nope", "--name", "x", "--role", "node", "--certs", certs
     )
     assert no_ca.returncode == 1 and no_ca.stderr.startswith("quicraft: error:")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    on_a_file = quicraft("certs", "init", "--cluster", "c9", "--certs", str(a_file))
+    assert on_a_file.returncode == 1 and on_a_file.stderr.count("\n") == 1
+    assert on_a_file.stderr.startswith("quicraft: error: cannot write in")
+
+
+def test_numbers_out_of_range_are_misuse(tmp_path: Path) -> None:
+    """Found by a review: these ran, and failed later or hung."""
+    to_nowhere = ["--cluster", "c9", "--endpoints", "127.0.0.1:9", "--certs", str(tmp_path)]
+    for argv in (
+        ["local", "--dir", str(tmp_path / "d"), "start", "3", "--base-port", "65534"],
+        ["local", "--dir", str(tmp_path / "d"), "start", "3", "--base-port", "80"],
+        ["bench", "--local", "1", "--base-port", "65535"],
+        ["kv", "get", "k", "--timeout", "0", *to_nowhere],
+        ["kv", "get", "k", "--timeout", "nan", *to_nowhere],
+        ["kv", "get", "k", "--timeout", "inf", *to_nowhere],
+        ["mgmt", "status", "--timeout", "-1", *to_nowhere],
+    ):
+        refused = quicraft(*argv)
+        assert refused.returncode == 2, (argv, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:

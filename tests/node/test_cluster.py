@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from cluster_harness import SNAPSHOT_EVERY, Cluster, eventually_write, parse_json, run
 
 from quicraft.client import ClientError
+
+
+def test_a_value_that_is_not_utf8_is_stored_as_the_bytes_given(cluster: Cluster) -> None:
+    """argv is bytes: `kv set` stores exactly those (found by a review: a traceback)."""
+    put = cluster.cli("kv", "set", "raw", os.fsdecode(b"\xff\xfe"))
+    assert put.returncode == 0, put.stderr
+
+    async def read_back() -> None:
+        async with cluster.client() as c:
+            assert await c.kv.get("raw") == b"\xff\xfe"
+
+    run(read_back())
 
 
 def test_serves_the_cli_and_the_python_client(cluster: Cluster) -> None:

@@ -131,6 +131,13 @@ def test_one_write_is_one_trace_across_the_leader_and_both_followers() -> None:
 def test_a_batch_is_the_child_of_its_first_request_and_links_the_others() -> None:
     async def scenario(cluster: Cluster, traced: Traced) -> None:
         leader = await cluster.leader()
+        core = leader.core
+        assert core is not None
+        # Both followers hold the leader's no-op first, or it would ride in the same appends.
+        last = core.log.last_index()
+        await traced.until(
+            lambda: all(pr.match >= last for pr in core.progress.values()), "the no-op everywhere"
+        )
         first, second = (_client(traced).span(n) for n in ("first", "second"))
         # Proposed in the same loop turn: one Ready, one write, one append per follower.
         writes = [

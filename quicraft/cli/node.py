@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, DiscoverySettings
-from quicraft.node import PRESETS, Node, NodeSettings
+from quicraft.node import PRESETS, FoundingError, Node, NodeSettings
 from quicraft.storage import StorageError
 from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
@@ -180,7 +180,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         ensure_identity(settings)
         return asyncio.run(serve(settings))
-    except (IdentityError, StorageError, TransportError, DiscoveryError, OSError) as err:
+    except (
+        IdentityError,
+        StorageError,
+        TransportError,
+        DiscoveryError,
+        FoundingError,
+        OSError,
+    ) as err:
         return fail(str(err))
     except KeyboardInterrupt:
         return OK

@@ -1,4 +1,4 @@
-"""The rules of forming and joining a cluster on a LAN: pure functions of what a node sees.
+"""The rules of forming and joining a cluster: pure functions of what a node sees.
 
 A node's *view* maps the node id of every VERIFIED peer of its cluster name (lan.py dialed it
 over quicraft-raft/1 expecting that id: CA, cluster name and role were checked) to the cluster
@@ -24,15 +24,26 @@ Rules:
   stays a learner: a standby, promoted when a voter goes.
 - Split (other_clusters): a verified peer of our name that announces a formed cluster with a
   different id is a second cluster of the same name: reported, never silently merged.
+- Static founders (founders_agree, for a fresh node given --peers): having reached every peer,
+  a node founds the set {itself, those peers} only once every other member of that set has
+  said in its hello that it founds (or founded) the very same set. A different set, or a peer
+  already in a cluster founded otherwise, stops the node with FoundingError: two founders
+  with different sets would each write their own founding entries at the same log positions.
+  Of two overlapping sets at most one can be agreed by all its members, and a founder that
+  started late joins the others' founding entries, identical to its own.
+- Lost data (server.py): a node with no stored state that a peer remembers as a member (the
+  hello's `remembers_you`) has lost its data; founding or joining as new would forget its
+  votes, so it stops with FoundingError.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
 from quicraft.core import ConfChange, ConfChangeKind, NodeId
+from quicraft.wire import Hello
 
 #: Before founding, look this long for an existing cluster (mDNS answers take about a second).
 GRACE_S = 3.0
@@ -41,6 +52,11 @@ SETTLE_S = 2.0
 #: The cluster id of a formed peer known only as a --join address that refused us (it has a
 #: membership without us) and whose id it did not say: formed, but never a split.
 UNKNOWN_CLUSTER = "unknown"
+
+
+class FoundingError(Exception):
+    """This node must not found a cluster or join one as new; the message says why and what
+    to do instead."""
 
 
 class Verdict(enum.Enum):
@@ -115,3 +131,38 @@ def other_clusters(
         if cid is not None and cid not in (cluster_id, UNKNOWN_CLUSTER):
             found.setdefault(cid, []).append(node)
     return found
+
+
+def founders_agree(
+    own_id: NodeId, founders: Set[NodeId], said: Mapping[NodeId, Hello], names: Mapping[NodeId, str]
+) -> bool:
+    """Whether this fresh node may found `founders` (itself included) now: True once every
+    other founder has said the same set, False while one has not said a set yet.
+
+    `said`: the latest hello of each peer; `names`: node names (of their certificates) for
+    the messages. Raises FoundingError when a founder says another set or is already in a
+    cluster founded without one (not from --peers).
+    """
+    ours = sorted(founders)
+
+    def listed(ids: Iterable[NodeId]) -> str:
+        return ", ".join(names.get(n, n) for n in ids)
+
+    agreed = True
+    for peer in sorted(set(founders) - {own_id}):
+        hello = said.get(peer)
+        who = f"{names[peer]} ({peer})" if peer in names else peer
+        if hello is None or (hello.founders is None and not hello.formed):
+            agreed = False  # it has not reached all of its peers yet
+        elif hello.founders is None:
+            raise FoundingError(
+                f"{who} is already a member of a cluster that was not founded from --peers; to"
+                " join it, start this node with --no-bootstrap and add it with"
+                " `quicraft mgmt add-member`"
+            )
+        elif sorted(hello.founders) != ours:
+            raise FoundingError(
+                f"{who} founds with {listed(hello.founders)} but this node's --peers make"
+                f" {listed(ours)}: give every founding node the same --peers"
+            )
+    return agreed

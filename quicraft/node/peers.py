@@ -79,9 +79,9 @@ class PeerPool:
         self._heard: dict[NodeId, float] = {}  # when the current connection last carried a frame
         self._links: dict[NodeId, _Link] = {}
         self._closed = False
-        #: What this node says in its hellos (None: say nothing), and who hears theirs: the
-        #: authenticated peer, where to dial it, and what it said.
-        self.hello: Callable[[], Hello] | None = None
+        #: What this node says in its hello to a peer (None: say nothing), and who hears
+        #: theirs: the authenticated peer, where to dial it, and what it said.
+        self.hello: Callable[[NodeId], Hello] | None = None
         #: (id, name from its certificate, address, hello) of each peer that says hello.
         self.on_hello: Callable[[NodeId, str, Address, Hello], None] | None = None
         self._hellos: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
@@ -115,10 +115,8 @@ class PeerPool:
         """Take a new authenticated connection (dialed or accepted) to a peer."""
         peer = conn.peer.node_id
         current = self.connection(peer)
-        if current is not conn and self.hello is not None and not self._closed:
-            task = asyncio.get_running_loop().create_task(self._say_hello(conn, self.hello()))
-            self._hellos.add(task)
-            task.add_done_callback(self._hellos.discard)
+        if current is not conn:
+            self._say_hello(conn)
         if current is None or current is conn or self._silent(peer):
             # A silent current connection is most likely to a process that has since
             # restarted (QUIC only notices at the idle timeout): the new one replaces it.
@@ -175,7 +173,21 @@ class PeerPool:
         self.adopt(conn)
         return peer
 
-    async def _say_hello(self, conn: Connection, hello: Hello) -> None:
+    def say_hello_again(self) -> None:
+        """Say hello once more on every connection: what this node says has changed."""
+        for conn in list(self._connections.values()):
+            if not conn.closed:
+                self._say_hello(conn)
+
+    def _say_hello(self, conn: Connection) -> None:
+        if self.hello is None or self._closed:
+            return
+        hello = self.hello(conn.peer.node_id)
+        task = asyncio.get_running_loop().create_task(self._write_hello(conn, hello))
+        self._hellos.add(task)
+        task.add_done_callback(self._hellos.discard)
+
+    async def _write_hello(self, conn: Connection, hello: Hello) -> None:
         try:
             stream = await conn.open_stream()
             stream.write_frame(encode_hello(hello))

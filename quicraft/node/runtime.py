@@ -133,7 +133,7 @@ class RaftNode:
         self._read_ids = itertools.count()
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._ticker_failure: BaseException | None = None
+        self._failure: BaseException | None = None  # ends run() with this error
         self._deadlines = _Deadlines()
         self._writer = _Writer(f"{node_id}-writer")
         self._snapshotting: _SnapshotUnderWay | None = None
@@ -201,9 +201,13 @@ class RaftNode:
     def _ticker_ended(self, ticker: asyncio.Task[None]) -> None:
         # It ends only when cancelled: a node whose time stopped would never campaign or send
         # a heartbeat again while looking healthy, so its failure ends run().
-        if not ticker.cancelled() and ticker.exception() is not None:
-            self._ticker_failure = ticker.exception()
-            self._wake.set()
+        if not ticker.cancelled() and (error := ticker.exception()) is not None:
+            self.fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        """End run() with `error`: the node must not go on."""
+        self._failure = error
+        self._wake.set()
 
     async def hand_over_leadership(self) -> bool:
         """If leader, transfer leadership to the most caught-up voter and wait for it to go.
@@ -448,8 +452,8 @@ class RaftNode:
     async def _loop(self) -> None:
         core = self._core
         while not self._stopping:
-            if self._ticker_failure is not None:
-                raise self._ticker_failure
+            if self._failure is not None:
+                raise self._failure
             self._snapshot_step()
             if not core.has_ready():
                 self._wake.clear()

@@ -4,8 +4,15 @@ and the QUIC services, started and stopped together.
 Forming a cluster from static peers: a node with no stored state dials every `--peers`
 address until all have answered and proved to be nodes of this cluster; the founding
 membership is then this node plus those peers. Every founder derives the same founding
-entries from the same set (core.bootstrap_state), so it does not matter which starts first;
-a node with stored state never bootstraps again.
+entries from the same set (core.bootstrap_state), so it does not matter which starts first.
+Before founding, the founders compare their sets through their hellos (forming.founders_agree):
+a node never founds a set that another founder disagrees with. A node with stored state never
+bootstraps again.
+
+Lost data: this node remembers (in storage meta) every member it has heard vote, lead or
+acknowledge entries, and tells each peer in its hello whether it remembers that peer. A node
+with no stored state that a peer remembers has lost its data: it stops (FoundingError) instead
+of founding or joining as new, which would forget the votes it gave.
 
 Forming on a LAN (settings.forming: mDNS, --join, or `quicraft node` without --peers): lan.py
 announces the node, verifies the peers it finds, and a fresh node without --peers waits for
@@ -27,9 +34,10 @@ each other.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import cbor2
 from opentelemetry.context import Context
@@ -41,6 +49,7 @@ from quicraft.core import (
     Entry,
     EntryType,
     Message,
+    MessageType,
     NodeId,
     RaftCore,
     Role,
@@ -70,6 +79,7 @@ from .address_book import AddressBook
 from .event_feed import EventFeed
 from .event_service import EventService
 from .events import EventJournal
+from .forming import FoundingError, founders_agree
 from .lan import LanForming
 from .mgmt import MgmtService
 from .peers import PeerPool
@@ -81,8 +91,12 @@ log = logging.getLogger("quicraft.node")
 
 ADDRESSES_KEY = "addresses"
 CLUSTER_ID_KEY = "cluster_id"
+FOUNDERS_KEY = "founders"
+REMEMBERED_KEY = "remembered_members"
 _CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 DIAL_RETRY_S = 0.5
+#: While founders wait for each other's sets: say ours again, and log who is awaited.
+AGREE_RETRY_S = 2.0
 
 
 class Node:
@@ -130,6 +144,14 @@ class Node:
         self.server: Server | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        # Founding and lost data (see above).
+        self._founders: tuple[NodeId, ...] | None = None  # our static founding set
+        self._remembered = set(self._stored_ids(REMEMBERED_KEY) or ())
+        self._said: dict[NodeId, Hello] = {}  # each peer's latest hello
+        self._names: dict[NodeId, str] = {self.id: settings.name}
+        self._started_fresh = False
+        self._refusal: FoundingError | None = None  # found while starting: start() raises it
+        self._news = asyncio.Event()  # a hello arrived
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -154,6 +176,9 @@ class Node:
         log.info("node %s (%s) listening on %s:%d", self.id, self.settings.name, host, port)
         state = self.storage.load()
         check_commit_stored(state, self.settings.data_dir)
+        self._started_fresh = is_fresh(state)
+        if not self._started_fresh:
+            self._founders = self._stored_ids(FOUNDERS_KEY)
         if self.settings.forming:
             # On the wildcard, tell peers and clients an address of ours on the LAN.
             announced = announce_addresses(host, self.settings.discovery.interfaces)
@@ -178,6 +203,8 @@ class Node:
             self._background = [
                 asyncio.create_task(self._learn(address)) for address in self.settings.peers
             ]
+        if self._refusal is not None:
+            raise self._refusal
         self._background.append(asyncio.create_task(self.address_book.run()))
         self._save_addresses()
         self.raft.open(state, founders)
@@ -203,6 +230,7 @@ class Node:
         await self.pool.close()
         if self.server is not None:
             self.server.close()
+            await asyncio.sleep(0)  # the UDP socket closes on the loop's next turn: port free
         self.storage.close()
         self.telemetry.close()
         log.info("node %s stopped", self.id)
@@ -274,9 +302,11 @@ class Node:
     # -- founding --------------------------------------------------------------------------
 
     async def _reach_founders(self) -> list[NodeId]:
+        """The other founders: every --peers address reached and proved to be a node of this
+        cluster, and each of them saying it founds the same set (forming.founders_agree)."""
         pending = list(self.settings.peers)
         found: list[NodeId] = []
-        while pending:
+        while pending and self._refusal is None:
             results = await asyncio.gather(
                 *(self.pool.dial(a) for a in pending), return_exceptions=True
             )
@@ -290,7 +320,58 @@ class Node:
             pending = waiting
             if pending:
                 await asyncio.sleep(DIAL_RETRY_S)
-        return sorted(set(found) - {self.id})
+        founders = frozenset({self.id, *found})
+        self._founders = tuple(sorted(founders))
+        self.pool.say_hello_again()  # our hellos so far said no set
+        while not self._founders_agree(founders):
+            self._news.clear()
+            try:
+                await asyncio.wait_for(self._news.wait(), AGREE_RETRY_S)
+            except TimeoutError:
+                # Say it again: a hello could have gone on a connection that was then replaced.
+                self.pool.say_hello_again()
+                unsaid = [
+                    self._names.get(p, p)
+                    for p in sorted(founders - {self.id})
+                    if p not in self._said or self._said[p].founders is None
+                ]
+                log.info("waiting for founding peers to say their founders: %s", ", ".join(unsaid))
+        self._save_ids(FOUNDERS_KEY, founders)
+        return sorted(founders - {self.id})
+
+    def _founders_agree(self, founders: frozenset[NodeId]) -> bool:
+        if self._refusal is not None:
+            raise self._refusal
+        return founders_agree(self.id, founders, self._said, self._names)
+
+    def _refuse_to_go_on(self, error: FoundingError) -> None:
+        """Stop this node with `error`: start() raises it while starting, else run() ends."""
+        if self._run_task is None:
+            self._refusal = error
+            self._news.set()
+        else:
+            self.raft.fail(error)
+
+    def _lost_data(self, peer: NodeId) -> bool:
+        """Whether `peer`'s hello says this node lost its data: it remembers us as a member,
+        and we started with nothing and have not been made a member since."""
+        hello, core = self._said[peer], self.raft.core
+        return (
+            hello.remembers_you
+            and self._started_fresh
+            and (core is None or self.id not in core.membership.members())
+        )
+
+    def _remember(self, m: Message) -> None:
+        """Remember a member once it has acted as one: voted, led, or stored entries."""
+        acted = m.type in (MessageType.VOTE, MessageType.APPEND) or (
+            m.type in (MessageType.VOTE_RESP, MessageType.APPEND_RESP)
+            and not m.reject
+            and (m.type is MessageType.VOTE_RESP or m.index > 0)
+        )
+        if acted:
+            self._remembered.add(m.frm)
+            self._save_ids(REMEMBERED_KEY, self._remembered)
 
     async def _learn(self, address: Address) -> None:
         while True:
@@ -334,6 +415,22 @@ class Node:
             log.warning("ignoring unreadable stored peer addresses")
             return {}
 
+    def _stored_ids(self, key: str) -> tuple[NodeId, ...] | None:
+        raw = self.storage.get_meta(key)
+        if raw is None:
+            return None
+        try:
+            decoded = cbor2.loads(raw)
+            if isinstance(decoded, list) and all(isinstance(i, str) for i in decoded):
+                return tuple(decoded)
+        except (ValueError, cbor2.CBORError):
+            pass
+        log.warning("ignoring unreadable stored %s", key.replace("_", " "))
+        return None
+
+    def _save_ids(self, key: str, ids: Iterable[NodeId]) -> None:
+        self.storage.put_meta(key, cbor2.dumps(sorted(ids)))
+
     def _save_addresses(self) -> None:
         encoded = {k: list(v) for k, v in sorted(self.pool.addresses.items())}
         self.storage.put_meta(ADDRESSES_KEY, cbor2.dumps(encoded))
@@ -350,17 +447,34 @@ class Node:
             return "not a member of this cluster"
         return None
 
-    def _hello(self) -> Hello:
+    def _hello(self, peer: NodeId) -> Hello:
         cid = self.cluster_id()
         core = self.raft.core
         formed = cid is not None or (core is not None and bool(core.membership.members()))
         leader = core.leader if formed and core is not None else None
         # Where our leader is, for a joiner that dialed us (only a leader adds members).
         where = self.address_of(leader) if leader is not None and leader != self.id else None
-        return Hello(format_address(self.advertised), formed, cid, where)
+        remembers = formed and peer in self._remembered
+        return Hello(format_address(self.advertised), formed, cid, where, self._founders, remembers)
 
     def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:
         self._save_addresses()
+        earlier = self._said.get(peer)
+        if hello.founders is None and earlier is not None:
+            # A peer's set never goes back to unknown: this hello was said before that one.
+            hello = dataclasses.replace(hello, founders=earlier.founders)
+        self._said[peer], self._names[peer] = hello, name
+        self._news.set()
+        if self._lost_data(peer):
+            self._refuse_to_go_on(
+                FoundingError(
+                    f"{name} ({peer}) remembers this node as a member of the cluster, but this"
+                    f" node's data directory {self.settings.data_dir} was empty: its data was"
+                    " lost, and starting as a new node would forget the votes it gave. Remove"
+                    f" it (`quicraft mgmt remove-member {self.settings.name}`), then start it"
+                    " with --no-bootstrap and add it back (`quicraft mgmt add-member`)"
+                )
+            )
         if self.lan is not None:
             self.lan.heard_hello(peer, name, address, hello)
 
@@ -376,6 +490,9 @@ class Node:
         if change.kind is ConfChangeKind.REMOVE and change.node != self.id:
             # Admission refuses it new connections; the open one is closed here.
             self.pool.forget(change.node)
+            if change.node in self._remembered:  # it may come back as a new node
+                self._remembered.discard(change.node)
+                self._save_ids(REMEMBERED_KEY, self._remembered)
 
     def _on_connection(self, conn: Connection) -> None:
         if conn.alpn == ALPN_RAFT:
@@ -390,6 +507,8 @@ class Node:
             # Connections we dialed, or accepted while founding, skipped admission.
             log.debug("dropped a message from %s, not a member", m.frm)
             return
+        if m.frm not in self._remembered:
+            self._remember(m)
         self.raft.receive(m, parent)
 
     def _unreachable(self, peer: NodeId) -> None:

@@ -4,7 +4,7 @@ Each side of a Raft connection, dialed or accepted, opens one stream, writes one
 it and ends it:
 
     {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
-                       "leader": "host:port"}}
+                       "leader": "host:port", "founders": [id], "remembers_you": bool}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -15,11 +15,19 @@ Rules:
 - `leader` (optional, only with `formed`): where the sender's leader serves, when that is
   another node. A node that wants to join and dialed a follower (--join) dials the leader
   there: only the leader adds members.
+- `founders` (optional): the founding set this node founds, or founded, its cluster with from
+  static `--peers` (sorted node ids, this node included). A node says it again, on a new
+  stream, once it has reached all its peers and knows the set (node/server.py): founders
+  compare sets before anyone writes a founding entry.
+- `remembers_you` (optional, only with `formed`; said per connection): the sender has heard
+  the receiver act as a member of its cluster (vote, lead or acknowledge entries) and has not
+  seen it removed. A receiver with no stored state has then lost its data and must not found
+  or join as if new.
 - A first frame of a stream is a hello when its map has the key "hello" (peek_hello): Raft
   messages and snapshot headers have "type" and never "hello", so one look at the keys tells
   the three apart, and a malformed hello is reported as a hello, not as a bad Raft message.
-- Strict like every codec here: exactly these fields (`leader` may be left out), checked types
-  and bounds.
+- Strict like every codec here: exactly these fields (`leader`, `founders` and `remembers_you`
+  may be left out), checked types and bounds.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from .fields import (
     need,
     open_envelope,
 )
-from .schema import MAX_CLUSTER_ID, as_address
+from .schema import MAX_CLUSTER_ID, as_address, as_ids
 
 _WHERE = "hello"
 _FIELDS = frozenset({"hello"})
-_HELLO_FIELDS = frozenset({"address", "formed", "cluster_id", "leader"})
+_HELLO_FIELDS = frozenset(
+    {"address", "formed", "cluster_id", "leader", "founders", "remembers_you"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +60,23 @@ class Hello:
     formed: bool
     cluster_id: str | None = None
     leader: str | None = None  #: "host:port" of the sender's leader, when another node
+    founders: tuple[str, ...] | None = None  #: sorted ids of its static founding set
+    remembers_you: bool = False  #: the receiver has acted as a member of the sender's cluster
 
 
 def encode_hello(hello: Hello) -> bytes:
     """The hello frame; ProtocolError for a value the decoder would refuse."""
-    body = {"address": hello.address, "formed": hello.formed, "cluster_id": hello.cluster_id}
+    body: dict[str, object] = {
+        "address": hello.address,
+        "formed": hello.formed,
+        "cluster_id": hello.cluster_id,
+    }
     if hello.leader is not None:
         body["leader"] = hello.leader
+    if hello.founders is not None:
+        body["founders"] = list(hello.founders)
+    if hello.remembers_you:
+        body["remembers_you"] = True
     raw: dict[str, object] = {"v": VERSION, "hello": body}
     _hello(raw)  # refuse here what the other side would refuse
     return encode_item(raw)
@@ -97,4 +117,10 @@ def _hello(raw: dict[str, object]) -> Hello:
         leader = as_address(body["leader"], _WHERE, "'leader'")
         if not formed:
             raise ProtocolError(f"{_WHERE}: a leader without 'formed'")
-    return Hello(address, formed, cluster_id, leader)
+    founders = None
+    if "founders" in body:
+        founders = tuple(as_ids(body["founders"], _WHERE, "'founders'"))
+    remembers_you = get_bool(body, "remembers_you", _WHERE, default=False)
+    if remembers_you and not formed:
+        raise ProtocolError(f"{_WHERE}: 'remembers_you' without 'formed'")
+    return Hello(address, formed, cluster_id, leader, founders, remembers_you)

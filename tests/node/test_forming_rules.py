@@ -11,12 +11,15 @@ from quicraft.core import ConfChange, ConfChangeKind
 from quicraft.node.forming import (
     UNKNOWN_CLUSTER,
     FormingRule,
+    FoundingError,
     Verdict,
+    founders_agree,
     next_change,
     other_clusters,
 )
 from quicraft.statemachine import FOUND_OP, CommandError, KVStore, decode_command, encode_command
 from quicraft.wire import OPS as CLIENT_OPS
+from quicraft.wire import Hello
 
 A, B, C, D = "a" * 16, "b" * 16, "c" * 16, "d" * 16
 CID, OTHER = "1" * 32, "2" * 32
@@ -143,3 +146,33 @@ def test_found_is_validated_and_no_client_can_send_it() -> None:
             encode_command(FOUND_OP, {"cluster_id": bad}, 1)
     with pytest.raises(CommandError):
         encode_command(FOUND_OP, {}, 1)
+
+
+# -- static founders (--peers) ---------------------------------------------------------------
+
+
+def said(founders: tuple[str, ...] | None, formed: bool = False) -> Hello:
+    return Hello("127.0.0.1:7400", formed, None, None, founders)
+
+
+def test_founders_found_once_every_other_founder_says_the_same_set() -> None:
+    ours = {A, B, C}
+    names = {A: "a", B: "b", C: "c"}
+    assert not founders_agree(A, ours, {}, names)  # nobody has said anything yet
+    assert not founders_agree(A, ours, {B: said((A, B, C)), C: said(None)}, names)
+    assert founders_agree(A, ours, {B: said((A, B, C)), C: said((A, B, C))}, names)
+    # One that already founded the same set (a founder that started late joins its entries).
+    assert founders_agree(A, ours, {B: said((A, B, C), formed=True), C: said((A, B, C))}, names)
+    # A cluster of one needs nobody's word.
+    assert founders_agree(A, {A}, {}, names)
+
+
+def test_a_founder_with_another_set_or_a_cluster_founded_otherwise_stops_founding() -> None:
+    ours = {A, B, C}
+    names = {A: "a", B: "b", C: "c", D: "d"}
+    with pytest.raises(FoundingError, match=r"c \(c+\) founds with b, c, d but .* a, b, c"):
+        founders_agree(A, ours, {B: said((A, B, C)), C: said((B, C, D))}, names)
+    with pytest.raises(FoundingError, match="not founded from --peers"):
+        founders_agree(A, ours, {B: said(None, formed=True)}, names)
+    # A peer that is not a founder at all never agrees: the node waits (and logs who).
+    assert not founders_agree(A, {A, B}, {B: said(None)}, names)

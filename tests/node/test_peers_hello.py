@@ -23,7 +23,7 @@ def pool(certs: Path, name: str, says: Hello, heard: Heard) -> PeerPool:
         pass
 
     p = PeerPool(load_identity(certs, "c1", name), deliver, ignore, ignore)
-    p.hello = lambda: says
+    p.hello = lambda _peer: says
     p.on_hello = lambda peer, _name, address, hello: heard.append((peer, address, hello))
     return p
 

@@ -45,6 +45,10 @@ def test_the_documented_layout() -> None:
     assert decode_hello(frame(GOOD)) == Hello("10.0.0.2:7400", True, "ab12" * 8)
     led = Hello("10.0.0.2:7400", True, "ab12" * 8, leader="10.0.0.3:7400")
     assert cbor2.loads(encode_hello(led))["hello"] == {**GOOD, "leader": "10.0.0.3:7400"}
+    founding = Hello("10.0.0.2:7400", False, founders=("a1", "b2"))
+    assert cbor2.loads(encode_hello(founding))["hello"]["founders"] == ["a1", "b2"]
+    remembering = Hello("10.0.0.2:7400", True, "ab12" * 8, remembers_you=True)
+    assert cbor2.loads(encode_hello(remembering))["hello"] == {**GOOD, "remembers_you": True}
 
 
 @pytest.mark.parametrize(
@@ -65,6 +69,12 @@ def test_the_documented_layout() -> None:
         (frame({**GOOD, "leader": "10.0.0.3"}), "'leader'"),
         (frame({**GOOD, "leader": None}), "'leader'"),
         (frame({**GOOD, "formed": False, "cluster_id": None, "leader": "a:1"}), "without 'formed'"),
+        (frame({**GOOD, "founders": ["b", "a"]}), "sorted without repeats"),
+        (frame({**GOOD, "founders": ["a", "a"]}), "sorted without repeats"),
+        (frame({**GOOD, "founders": "a"}), "'founders'"),
+        (frame({**GOOD, "founders": [""]}), "'founders'"),
+        (frame({**GOOD, "remembers_you": 1}), "'remembers_you'"),
+        (frame({**GOOD, "formed": False, "cluster_id": None, "remembers_you": True}), "without"),
         (frame({**GOOD, "name": "n1"}), "unknown field"),
         (frame(GOOD, extra=1), "unknown field"),
         (frame(GOOD, tp="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), "trace context"),

@@ -557,9 +557,20 @@ new_envelope_like = st.recursive(
 )
 
 
+founder_sets = st.none() | st.frozensets(node_ids, min_size=1, max_size=7).map(
+    lambda ids: tuple(sorted(ids))
+)
 hellos = st.one_of(
-    st.builds(Hello, addresses, st.just(False), st.none()),
-    st.builds(Hello, addresses, st.just(True), st.none() | cluster_ids, st.none() | addresses),
+    st.builds(Hello, addresses, st.just(False), st.none(), st.none(), founder_sets),
+    st.builds(
+        Hello,
+        addresses,
+        st.just(True),
+        st.none() | cluster_ids,
+        st.none() | addresses,
+        founder_sets,
+        st.booleans(),
+    ),
 )
 
 

@@ -1,0 +1,170 @@
+"""Founding a cluster from static --peers, with real nodes in this process over loopback QUIC:
+founders that were given different sets found nothing, and a founder whose data was lost is
+refused instead of founding again (found by a review on 2026-12-02)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from cluster_harness import free_base_port
+
+from quicraft.client import connect
+from quicraft.core import ConfChangeKind, Role
+from quicraft.node import PRESETS, FoundingError, Node, NodeSettings
+from quicraft.storage import LevelDBStorage
+from quicraft.transport import Role as CertificateRole
+from quicraft.transport import init_cluster, issue
+
+CLUSTER = "c1"
+
+
+class Nodes:
+    """Named nodes of one cluster, each with its own port and data directory."""
+
+    def __init__(self, folder: Path, names: Iterable[str]):
+        self.folder = folder
+        self.certs = folder / "certs"
+        init_cluster(self.certs, CLUSTER)
+        names = list(names)
+        base = free_base_port(len(names))
+        self.ports = {name: base + i for i, name in enumerate(names, start=1)}
+        for name in self.ports:
+            issue(self.certs, CLUSTER, name, CertificateRole.NODE)
+        self.running: list[Node] = []
+
+    def node(self, name: str, peers: Iterable[str], *, wait_to_be_added: bool = False) -> Node:
+        node = Node(
+            NodeSettings(
+                CLUSTER,
+                name,
+                self.folder / name,
+                self.certs,
+                ("127.0.0.1", self.ports[name]),
+                peers=tuple(("127.0.0.1", self.ports[p]) for p in peers),
+                timings=PRESETS["test"],
+                wait_to_be_added=wait_to_be_added,
+            )
+        )
+        self.running.append(node)
+        return node
+
+    async def stop(self, node: Node) -> None:
+        self.running.remove(node)
+        await node.stop(hand_over=False)
+
+
+@asynccontextmanager
+async def nodes_in(folder: Path, names: Iterable[str]) -> AsyncIterator[Nodes]:
+    nodes = Nodes(folder, names)
+    try:
+        yield nodes
+    finally:
+        for node in list(nodes.running):
+            await nodes.stop(node)
+
+
+async def until(condition: object, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+def leader_of(nodes: Iterable[Node]) -> Node | None:
+    return next((n for n in nodes if n.raft.core and n.raft.core.role is Role.LEADER), None)
+
+
+async def write_everywhere(nodes: Nodes, key: str) -> None:
+    """Write through a client and wait until every running node has applied it."""
+    endpoints = [f"127.0.0.1:{nodes.ports[n.settings.name]}" for n in nodes.running]
+    async with connect(endpoints, CLUSTER, nodes.certs, "admin", timeout=20) as client:
+        await client.kv.set(key, b"1")
+    await until(lambda: all(n.kv.get(key) is not None for n in nodes.running))
+
+
+def test_founders_started_one_after_another_agree_and_serve(tmp_path: Path) -> None:
+    """The last founder to start sees the others' sets at once; it must still say its own
+    (a first version did not, and the others waited for it forever)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abc") as nodes:
+            starts = []
+            for name in "abc":
+                starts.append(asyncio.create_task(nodes.node(name, set("abc") - {name}).start()))
+                await asyncio.sleep(0.7)
+            await asyncio.wait_for(asyncio.gather(*starts), 20)
+            await write_everywhere(nodes, "k")
+
+    asyncio.run(scenario())
+
+
+def test_founders_given_different_sets_found_nothing(tmp_path: Path) -> None:
+    """{a, b, c} to a and b, {b, c, d} to c and d: before, each pair founded its own
+    membership at the same log positions; now no set is agreed by all its members."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abcd") as nodes:
+            given = {"a": "bc", "b": "ac", "c": "bd", "d": "bc"}
+            founders = [nodes.node(name, peers) for name, peers in given.items()]
+            starts = [asyncio.create_task(n.start()) for n in founders]
+            done, waiting = await asyncio.wait(starts, timeout=10)
+            refused = [t for t in done if isinstance(t.exception(), FoundingError)]
+            assert refused, "no founder noticed the other set"
+            for task in refused:
+                assert "give every founding node the same --peers" in str(task.exception())
+            assert all(t in refused for t in done), [t.exception() for t in done]
+            for task in waiting:  # waiting for a founder that stopped: it founded nothing
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            assert all(n.raft.core is None for n in founders)
+            for node in founders:
+                assert node.storage.load().entries == []
+
+    asyncio.run(scenario())
+
+
+def test_a_founder_whose_data_was_lost_is_refused_then_comes_back_as_a_new_member(
+    tmp_path: Path,
+) -> None:
+    """Before, a founder started again on an empty data directory founded again from its
+    --peers, with no memory of the votes it gave. Now the peers that remember it say so in
+    their hellos and it stops; removed, it comes back with --no-bootstrap and add-member."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abc") as nodes:
+            founders = {name: nodes.node(name, set("abc") - {name}) for name in "abc"}
+            await asyncio.gather(*(n.start() for n in founders.values()))
+            await write_everywhere(nodes, "before")  # every node has voted or stored entries
+            await nodes.stop(founders["c"])
+            shutil.rmtree(tmp_path / "c")
+
+            again = nodes.node("c", "ab")
+            with pytest.raises(FoundingError, match="remembers this node as a member"):
+                await again.start()
+            await nodes.stop(again)
+            assert LevelDBStorage(tmp_path / "c").load().entries == []  # it founded nothing
+
+            # Started as a new node before being removed: refused while it waits to be added.
+            waiting = nodes.node("c", "ab", wait_to_be_added=True)
+            await waiting.start()
+            with pytest.raises(FoundingError, match="remove-member c"):
+                await asyncio.wait_for(waiting.wait(), 20)
+            await nodes.stop(waiting)
+            shutil.rmtree(tmp_path / "c")
+
+            # The way back: remove it, start it as a new node, add it.
+            leader = leader_of(nodes.running)
+            assert leader is not None
+            await leader.mgmt.change(ConfChangeKind.REMOVE, founders["c"].id)
+            await until(lambda: all(founders["c"].id not in n._remembered for n in nodes.running))
+            new = nodes.node("c", "ab", wait_to_be_added=True)
+            await new.start()
+            await leader.mgmt.add_member(f"127.0.0.1:{nodes.ports['c']}", learner=False)
+            await write_everywhere(nodes, "after")
+            assert new.kv.get("before")[0] == b"1"
+
+    asyncio.run(scenario())

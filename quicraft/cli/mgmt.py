@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from quicraft.client import MgmtClient, MgmtError, connect_mgmt
 from quicraft.node import NodeSettings
+from quicraft.node.data_owner import DataOwner
 from quicraft.node.restore import RestoreError, restore_backup
 from quicraft.storage import StorageError
 from quicraft.transport import IdentityError, Role, load_identity
@@ -205,7 +206,8 @@ def _restore(args: argparse.Namespace) -> int:
         identity = load_identity(args.certs, args.cluster, args.name)
         if identity.role is not Role.NODE:
             return fail(f"identity {args.name!r} has role {identity.role.value}; need role node")
-        info = restore_backup(args.file, args.data, identity.node_id, args.cluster)
+        owner = DataOwner(identity.node_id, args.name, args.cluster)
+        info = restore_backup(args.file, args.data, owner)
     except (IdentityError, RestoreError, BackupError, StorageError) as err:
         return fail(str(err))
     result = {**_info_map(info, args.file), "node": identity.node_id, "data": str(args.data)}

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quicraft.core import HardState, Membership, NodeId, Snapshot, SnapshotMeta
+from quicraft.core import HardState, Membership, Snapshot, SnapshotMeta
 from quicraft.storage import LevelDBStorage
 from quicraft.wire import BackupError, BackupInfo, BackupReader
+
+from .data_owner import DataOwner, claim
 
 
 class RestoreError(Exception):
     """The restore cannot be done; the message says why, on one line."""
 
 
-def restore_backup(backup: Path, data_dir: Path, node: NodeId, cluster: str) -> BackupInfo:
-    """Write a data directory at `data_dir` for node `node` of `cluster` from the backup file
+def restore_backup(backup: Path, data_dir: Path, owner: DataOwner) -> BackupInfo:
+    """Write a data directory at `data_dir` for the node `owner` from the backup file
     `backup`; the backup's info. RestoreError for a non-empty `data_dir`, an unreadable file or
     a backup of another cluster, BackupError for a file that is not a sound backup."""
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
@@ -42,14 +44,15 @@ def restore_backup(backup: Path, data_dir: Path, node: NodeId, cluster: str) -> 
     except OSError as err:
         raise RestoreError(f"cannot read {backup}: {err.strerror or err}") from None
     info = reader.info
-    if info.cluster != cluster:  # its keys, addresses and cluster id are another cluster's
+    if info.cluster != owner.cluster:  # its keys, addresses and cluster id are another's
         raise RestoreError(
-            f"{backup} is a backup of cluster {info.cluster!r}, not {cluster!r}: "
+            f"{backup} is a backup of cluster {info.cluster!r}, not {owner.cluster!r}: "
             f"restore it with --cluster {info.cluster}"
         )
-    meta = SnapshotMeta(info.index, info.term, Membership(frozenset({node})))
+    meta = SnapshotMeta(info.index, info.term, Membership(frozenset({owner.node_id})))
     storage = LevelDBStorage(data_dir)
     try:
+        claim(storage, owner, data_dir)
         storage.save(
             hard_state=HardState(term=info.term, vote=None, commit=info.index),
             entries=[],

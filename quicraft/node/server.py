@@ -76,6 +76,7 @@ from quicraft.transport.address import Address, format_address
 from quicraft.wire import Hello
 
 from .address_book import AddressBook
+from .data_owner import DataOwner, claim
 from .event_feed import EventFeed
 from .event_service import EventService
 from .events import EventJournal
@@ -113,6 +114,12 @@ class Node:
             )
         self.id = self.identity.node_id
         self.storage = LevelDBStorage(settings.data_dir)
+        try:
+            owner = DataOwner(self.id, settings.name, settings.cluster)
+            claim(self.storage, owner, settings.data_dir)
+        except BaseException:
+            self.storage.close()
+            raise
         self.kv = KVStore(session_timeout_ms=settings.timings.session_timeout_ms)
         self.pool = PeerPool(self.identity, self._deliver, self._unreachable, self._snapshot_sent)
         self.pool.hello, self.pool.on_hello = self._hello, self._heard_hello

@@ -15,6 +15,7 @@ from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import connect, connect_mgmt
 from quicraft.core import Membership, Snapshot, SnapshotMeta
+from quicraft.node.data_owner import DataOwner
 from quicraft.node.mgmt import MgmtService
 from quicraft.node.restore import RestoreError, restore_backup
 from quicraft.node.runtime import RequestTimeout
@@ -86,7 +87,7 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "corrupted" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "other").exists()
     with pytest.raises(RestoreError, match="is a backup of cluster 't1', not 't2'"):
-        restore_backup(backup, tmp_path / "other", result["node"], "t2")
+        restore_backup(backup, tmp_path / "other", DataOwner(result["node"], "r1", "t2"))
     assert not (tmp_path / "other").exists()
 
     node = ExtraNode(cluster, "r1", data)

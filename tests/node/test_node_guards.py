@@ -190,3 +190,25 @@ def test_kv_shell_runs_commands_and_help(cluster: Cluster) -> None:
     assert "kv> colour\nprobe/leader\nvisits\n" in lines
     assert "usage: set [-h] key value" in lines
     assert "kv> error: argument op: invalid choice: 'bogus'" in lines  # and the shell goes on
+
+
+def test_a_node_started_on_another_nodes_data_directory_is_refused(cluster: Cluster) -> None:
+    """Before, it ran as that store's node without a word (found by a review on 2026-12-02)."""
+    cluster.kill(2)
+    argv = cluster.local.command(cluster.nodes[0])  # n1's key and peers ...
+    n2 = cluster.local.command(cluster.nodes[1])
+    for flag in ("--data", "--listen"):  # ... n2's data, where n2 served
+        argv[argv.index(flag) + 1] = n2[n2.index(flag) + 1]
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, refused.stderr
+    assert "holds the data of node n2 (" in refused.stderr
+    assert "not of node n1 (" in refused.stderr
+    assert "give each node its own --data" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    cluster.start(2)  # its own node still starts on it
+    run(_wait_all_serve(cluster))
+
+
+async def _wait_all_serve(cluster: Cluster) -> None:
+    async with cluster.client(2) as c:
+        assert await c.kv.get("nothing/here", stale=True) is None

@@ -18,7 +18,15 @@ from quicraft.node.settings import PRESETS
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
 
-from .common import MISUSE, OK, add_certs, base_port, fail, freeze_what_is_loaded
+from .common import (
+    MISUSE,
+    OK,
+    add_certs,
+    base_port,
+    endpoint_list,
+    fail,
+    freeze_what_is_loaded,
+)
 from .telemetry import add_tracing_arguments, client_tracing, telemetry_settings
 
 
@@ -36,7 +44,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     target = bench.add_mutually_exclusive_group(required=True)
     target.add_argument("--local", type=int, metavar="N", help="start a throwaway cluster of N")
-    target.add_argument("--endpoints", metavar="HOST:PORT,...", help="an existing cluster")
+    target.add_argument(
+        "--endpoints", type=endpoint_list, metavar="HOST:PORT,...", help="an existing cluster"
+    )
     bench.add_argument("--cluster", default="bench", help="cluster name (default: bench)")
     add_certs(bench)
     bench.add_argument("--name", default="admin", help="identity to use (default: admin)")

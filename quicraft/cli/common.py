@@ -51,7 +51,17 @@ def base_port(text: str) -> int:
 
 
 def address_list(text: str) -> list[Address]:
-    return [address(part) for part in text.split(",") if part.strip()]
+    """One or more HOST:PORT, separated by commas: an empty list is a mistake (an unset shell
+    variable, say), never "no peers" or "look on mDNS"."""
+    found = [address(part.strip()) for part in text.split(",") if part.strip()]
+    if not found:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT,..., not {text!r}")
+    return found
+
+
+def endpoint_list(text: str) -> str:
+    """address_list, given back as the "HOST:PORT,..." that clients take."""
+    return ",".join(format_address(a) for a in address_list(text))
 
 
 def add_certs(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +84,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser, endpoints: str, ro
     parser.add_argument("--cluster", required=True, help="cluster name")
     parser.add_argument(
         "--endpoints",
+        type=endpoint_list,
         metavar="HOST:PORT,...",
         help=f"{endpoints} (default: find the nodes of --cluster on the LAN by mDNS)",
     )

@@ -20,13 +20,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from quicraft.client import Client, ClientError, connect
+from quicraft.client import Client, ClientError, InvalidRequest, connect
 from quicraft.transport import IdentityError
 from quicraft.wire import Event
 
 from . import events
 from .common import (
     FAILED,
+    MISUSE,
     OK,
     CommandError,
     add_connection_arguments,
@@ -188,6 +189,9 @@ async def _run_once(client: Client, args: argparse.Namespace) -> int:
     async with client:
         try:
             code, result, line = await execute(client, args)
+        except InvalidRequest as err:
+            fail(str(err))
+            return MISUSE
         except ClientError as err:
             return fail(str(err))
     _print(code, result, line, args.json)

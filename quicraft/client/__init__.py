@@ -1,7 +1,7 @@
 """Talk to a quicraft cluster from Python: `connect(...)` (async) or `connect_sync(...)`;
 manage it with `connect_mgmt(...)` (async, admin role)."""
 
-from .client import Client, ClientError, connect
+from .client import Client, ClientError, InvalidRequest, connect
 from .events import EventsCompacted
 from .kv import KV
 from .mgmt import MgmtClient, MgmtError, connect_mgmt
@@ -12,6 +12,7 @@ __all__ = [
     "Client",
     "ClientError",
     "EventsCompacted",
+    "InvalidRequest",
     "MgmtClient",
     "MgmtError",
     "SyncClient",

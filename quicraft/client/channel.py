@@ -26,6 +26,11 @@ from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.wire import ProtocolError
 
 
+class UnsendableRequest(Exception):
+    """The request's args are ones every node would refuse (the message says which): it was
+    not sent, and sending it elsewhere or later cannot help."""
+
+
 class Reply(Protocol):
     @property
     def id(self) -> int: ...
@@ -70,10 +75,14 @@ class Channel(Generic[R]):
         if self.failure is not None:
             raise self.failure
         request_id = next(self._ids)
+        try:
+            frame = self._codec.encode(op, args, request_id, tp)
+        except ProtocolError as err:
+            raise UnsendableRequest(str(err)) from None
         response: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = response
         try:
-            self._stream.write_frame(self._codec.encode(op, args, request_id, tp))
+            self._stream.write_frame(frame)
             return await response
         finally:
             self._waiting.pop(request_id, None)

@@ -35,7 +35,7 @@ from quicraft.transport import (
 from quicraft.transport.address import Address, parse_address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
-from .channel import Channel, Codec, Endpoints, EndpointsClient
+from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
 from .kv import KV
 
 log = logging.getLogger("quicraft.client")
@@ -60,6 +60,11 @@ class ClientError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(f"{message} ({code})")
         self.code = code
+
+
+class InvalidRequest(ClientError):
+    """The request was not sent: its arguments are ones every node refuses (a key too long
+    or empty, an increment beyond 64 bits...). Its code is bad_request."""
 
 
 class Client(EndpointsClient[Response]):
@@ -137,6 +142,8 @@ class Client(EndpointsClient[Response]):
                 async with asyncio.timeout(min(ATTEMPT_S, max(0.1, deadline - loop.time()))):
                     channel = await self._link.connected()
                     response = await channel.request(op, args, tp)
+            except UnsendableRequest as err:
+                raise InvalidRequest("bad_request", str(err)) from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
                 if isinstance(err, RefusedError):
                     raise ClientError("forbidden", f"refused by the cluster: {err}") from None

@@ -45,7 +45,7 @@ from quicraft.wire import (
     encode_mgmt_request,
 )
 
-from .channel import Channel, Codec, Endpoints, EndpointsClient
+from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
 
 CODEC: Codec[MgmtResponse] = Codec(
     ALPN_MGMT,
@@ -249,6 +249,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     f"refused by the cluster: {err}",
                     hint="management needs an identity of role admin (quicraft certs issue)",
                 ) from None
+            except UnsendableRequest as err:
+                raise MgmtError("bad_request", f"not sent: {err}") from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
                 last = f"{self._link.current_endpoint}: {err or 'timed out'}"
                 if op in CHANGES and channel is not None:

@@ -76,6 +76,22 @@ def test_numbers_out_of_range_are_misuse(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+def test_an_empty_address_list_is_misuse(tmp_path: Path) -> None:
+    """Found by a review: `--endpoints ""` looked for the nodes on mDNS instead, and
+    `--peers ,` founded a cluster of one."""
+    for argv in (
+        ["kv", "get", "k", "--cluster", "c9", "--endpoints", ""],
+        ["mgmt", "status", "--cluster", "c9", "--endpoints", " , "],
+        ["bench", "--endpoints", ","],
+        ["node", "--cluster", "c9", "--peers", ","],
+        ["node", "--cluster", "c9", "--join", ""],
+    ):
+        refused = quicraft(*argv, cwd=tmp_path)
+        assert refused.returncode == 2, (argv, refused.stderr)
+        assert "expected HOST:PORT,..., not" in refused.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:
     started = quicraft("node", "--cluster", "ghost", "--certs", str(tmp_path), cwd=tmp_path)
     assert started.returncode == 1

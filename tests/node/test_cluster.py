@@ -6,9 +6,10 @@ import asyncio
 import os
 import time
 
+import pytest
 from cluster_harness import SNAPSHOT_EVERY, Cluster, eventually_write, parse_json, run
 
-from quicraft.client import ClientError
+from quicraft.client import ClientError, InvalidRequest
 
 
 def test_a_value_that_is_not_utf8_is_stored_as_the_bytes_given(cluster: Cluster) -> None:
@@ -58,6 +59,20 @@ def test_serves_the_cli_and_the_python_client(cluster: Cluster) -> None:
     missing = cluster.cli("kv", "get", "nothing-here")
     assert missing.returncode == 1 and "not found" in missing.stderr + missing.stdout
     assert cluster.cli("kv", "incr", "greeting").returncode == 1  # not a number
+    # Arguments no node accepts fail at once as misuse (found by a review: they waited for the
+    # timeout and said "timeout").
+    for argv in (["get", ""], ["set", "k" * 5000, "v"], ["incr", "n", str(2**63)]):
+        refused = cluster.cli("kv", *argv)
+        assert refused.returncode == 2 and "(bad_request)" in refused.stderr, refused.stderr
+
+    async def refused_in_python() -> None:
+        async with cluster.client(timeout=60) as c:
+            started = time.monotonic()
+            with pytest.raises(InvalidRequest, match="'key' must be a str of 1 to 4096"):
+                await c.kv.set("", b"v")
+            assert time.monotonic() - started < 30  # not the 60-second timeout
+
+    run(refused_in_python())
     assert cluster.cli("kv", "frobnicate").returncode == 2
 
 

@@ -41,6 +41,9 @@ def open_store(path: Path) -> plyvel.DB:
         raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"{path}: cannot create the directory: {e.strerror or e}") from None
+    try:
         db = plyvel.DB(
             str(path), create_if_missing=True, paranoid_checks=True, write_buffer_size=32 << 20
         )

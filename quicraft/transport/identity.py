@@ -178,7 +178,14 @@ def _read(path: Path, cluster: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        if path.name.startswith("ca."):
+        if path.name == "ca.key" and path.with_name("ca.crt").exists():
+            # The CA exists, its key is kept elsewhere (as it may well be): certs init
+            # would refuse to make a second CA.
+            hint = (
+                "this folder has the cluster's CA certificate but not its key; issue keys "
+                "where ca.key is kept (`quicraft certs issue`) and copy them here"
+            )
+        elif path.name.startswith("ca."):
             hint = f"create the cluster's CA with `quicraft certs init --cluster {cluster}`"
         else:
             hint = "issue it with `quicraft certs issue`"

@@ -323,6 +323,13 @@ def test_a_file_is_refused(tmp_path: Path) -> None:
         LevelDBStorage(tmp_path / "file")
 
 
+def test_a_directory_that_cannot_be_made_is_named_with_the_reason(tmp_path: Path) -> None:
+    """Found by a review: it said "cannot open: 2"."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match=r"file/data: cannot create the directory: Not a dir"):
+        LevelDBStorage(tmp_path / "file" / "data")
+
+
 def test_another_programs_leveldb_is_refused(tmp_path: Path) -> None:
     db = plyvel.DB(str(tmp_path), create_if_missing=True)
     db.put(b"user:1", b"alice")

@@ -142,6 +142,12 @@ def test_load_errors_name_the_file_and_the_problem(fresh_dir: Path) -> None:
     with pytest.raises(IdentityError, match=r"n9\.crt is missing: issue it"):
         load_identity(fresh_dir, "c1", "n9")
 
+    # The CA's key kept elsewhere: certs init (which refuses a second CA) is not the way.
+    shutil.move(folder / "ca.key", fresh_dir / "ca.key.elsewhere")
+    with pytest.raises(IdentityError, match="has the cluster's CA certificate but not its key"):
+        issue(fresh_dir, "c1", "n3", Role.NODE)
+    shutil.move(fresh_dir / "ca.key.elsewhere", folder / "ca.key")
+
     # unreadable: a directory where the key should be (chmod 000 does not stop root)
     shutil.move(folder / "n1.key", folder / "n1.key.bak")
     (folder / "n1.key").mkdir()

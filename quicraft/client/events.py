@@ -8,8 +8,9 @@ Rules:
 - A subscription has its own QUIC connection and stream (an events connection lives for hours
   and must not hold up requests); it uses the client's endpoints and identity.
 - It resumes by itself: after a lost connection, a node stopping or a slow_subscriber cut-off,
-  it subscribes again on the next endpoint with since = the last position it yielded, so the
-  caller sees every event once, in order (EventStreamReader checks that of every node).
+  it subscribes again on the next endpoint with since = the last position it yielded or was
+  told by a progress frame, so the caller sees every event once, in order
+  (EventStreamReader checks that of every node).
   A live subscription (since=None) that loses its node before its first event resumes live:
   it has no position yet.
 - compacted from one node sends it to the others, which may hold more; once a whole round of
@@ -121,7 +122,8 @@ async def subscribe(
                     last = item.pos
                     delay = RETRY_MIN_S
                     refusals = compacted = 0
-                    yield item
+                    if isinstance(item, Event):
+                        yield item
                 else:
                     log.info("events: %s ended the stream without a word", where)
             except (TransportError, ProtocolError, ConnectionError) as err:

@@ -6,7 +6,8 @@ Rules of this file:
   subscribe frame that does not come within SUBSCRIBE_TIMEOUT_S, or does not decode, ends
   the stream with bad_request; a since older than the journal holds, with compacted.
 - Then: every held event after since that the subscription wants, then live ones, in
-  position order, each once. Frames are encoded once per event and shared by subscribers.
+  position order, each once, with a progress frame after each long run of unwanted ones.
+  Frames are encoded once per event and shared by subscribers.
 - Backpressure: after each batch the stream is drained (little enough unacknowledged). While
   it waits the subscriber is `blocked`, and the journal cuts it off (slow_subscriber) if it
   falls too far behind or the ring drops what it has not sent: the wait is cancelled, the
@@ -32,6 +33,7 @@ from quicraft.wire import (
     Subscription,
     decode_subscribe,
     encode_end,
+    encode_progress,
 )
 
 from .events import EventJournal, Subscriber
@@ -118,12 +120,15 @@ class EventService:
         try:
             while sub.end is None and not watcher.done():
                 batch = journal.read(sub)
-                if batch:
-                    for record in batch:
-                        try:
-                            stream.write_frame(journal.frame(record))
-                        except ProtocolError:  # a bug in what was recorded: say so, go on
-                            log.exception("cannot encode event %s", record.event)
+                for record in batch:
+                    try:
+                        stream.write_frame(journal.frame(record))
+                    except ProtocolError:  # a bug in what was recorded: say so, go on
+                        log.exception("cannot encode event %s", record.event)
+                passed_to = journal.progress(sub)
+                if passed_to is not None:
+                    stream.write_frame(encode_progress(passed_to))
+                if batch or passed_to is not None:
                     await _drain(stream, sub)
                     continue
                 if journal.has_more(sub):

@@ -59,6 +59,8 @@ from .events import (
     EVENT_KINDS,
     EVENTS,
     Event,
+    EventFrame,
+    EventProgress,
     EventStreamEnd,
     EventStreamReader,
     Subscription,
@@ -68,6 +70,7 @@ from .events import (
     decode_subscribe,
     encode_end,
     encode_event,
+    encode_progress,
     encode_subscribe,
 )
 from .fields import MAX_NODE_ID, VERSION
@@ -126,6 +129,8 @@ __all__ = [
     "BadRequest",
     "ErrorInfo",
     "Event",
+    "EventFrame",
+    "EventProgress",
     "EventStreamEnd",
     "EventStreamReader",
     "FrameDecoder",
@@ -163,6 +168,7 @@ __all__ = [
     "encode_message",
     "encode_mgmt_request",
     "encode_mgmt_response",
+    "encode_progress",
     "encode_request",
     "encode_response",
     "encode_snapshot_chunk",

@@ -6,6 +6,7 @@ it sends an end frame or either side closes the stream:
     subscribe = {"v": 1, "kinds": [kind]|null, "prefix": str|null, "since": uint|null,
                  "tp"?: traceparent}
     event     = {"v": 1, "pos": uint, "kind": str, "at_ms": uint, "data": {...}}
+    progress  = {"v": 1, "progress": uint}
     end       = {"v": 1, "end": {"code": str, "message": str, "oldest": uint|null}}
 
     kind                    data (EVENTS below says it as code, with each field's type)
@@ -35,6 +36,10 @@ Rules:
   of NODE_ROLES), nulls filled in. A kv event's value is what the key holds after it: bytes
   after set and cas, the count (int) after incr, null after delete; previous is what it held
   before (bytes, an int or null).
+- progress: nothing the subscription asked for lies after the previous frame and up to this
+  position; it rises like pos, and the subscriber resumes with since = it. A node sends one
+  after it has passed over many unwanted events, so a narrow subscription cut off while the
+  cluster was busy does not resume from so far back that the node no longer holds it.
 - end is the last frame. compacted: since is older than the node keeps; oldest is the oldest
   position it has (or null): re-read the state, then subscribe from there. slow_subscriber: cut
   off for not reading fast enough. Only compacted carries an oldest.
@@ -226,6 +231,13 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class EventProgress:
+    """Nothing the subscription asked for lies up to `pos` (after the previous frame)."""
+
+    pos: int  #: resume after it with since=pos
+
+
+@dataclass(frozen=True, slots=True)
 class EventStreamEnd:
     """The node's last frame of a subscription: why it ends."""
 
@@ -284,6 +296,11 @@ def encode_event(event: Event) -> bytes:
     )
 
 
+def encode_progress(pos: int) -> bytes:
+    """A progress frame; ProtocolError for a position that is not a uint."""
+    return encode_item({"v": VERSION, "progress": as_uint(pos, "progress", "'progress'")})
+
+
 def encode_end(code: str, message: str, oldest: int | None = None) -> bytes:
     """The end frame of a subscription; ProtocolError if a subscriber would refuse it."""
     end = _end({"code": code, "message": message, "oldest": oldest})
@@ -292,36 +309,52 @@ def encode_end(code: str, message: str, oldest: int | None = None) -> bytes:
     )
 
 
-def decode_event_frame(data: bytes) -> Event | EventStreamEnd:
-    """Any frame the node sends on a subscription: an event or the end."""
-    raw = open_envelope(data, "events frame", _EVENT_FIELDS | {"end"})
+EventFrame = Event | EventProgress | EventStreamEnd
+
+
+def decode_event_frame(data: bytes) -> EventFrame:
+    """Any frame the node sends on a subscription: an event, progress or the end."""
+    raw = open_envelope(data, "events frame", _EVENT_FIELDS | {"end", "progress"})
     if "tp" in raw:
         raise ProtocolError("events frame: no trace context on the events protocol")
     if "end" in raw:
         if raw.keys() != {"v", "end"}:
             raise ProtocolError("events frame: an end frame holds only 'end'")
         return _end(raw["end"])
+    if "progress" in raw:
+        if raw.keys() != {"v", "progress"}:
+            raise ProtocolError("events frame: a progress frame holds only 'progress'")
+        return EventProgress(as_uint(raw["progress"], "progress", "'progress'"))
     return _event(raw)
 
 
 def decode_event(data: bytes) -> Event:
     frame = decode_event_frame(data)
-    if isinstance(frame, EventStreamEnd):
-        raise ProtocolError(f"{_EVENT}: an end frame ({frame.code}), not an event")
+    if not isinstance(frame, Event):
+        raise ProtocolError(f"{_EVENT}: {_named(frame)}, not an event")
     return frame
 
 
 def decode_end(data: bytes) -> EventStreamEnd:
     frame = decode_event_frame(data)
-    if isinstance(frame, Event):
-        raise ProtocolError(f"end of events: an event ({frame.kind}), not an end frame")
+    if not isinstance(frame, EventStreamEnd):
+        raise ProtocolError(f"end of events: {_named(frame)}, not an end frame")
     return frame
+
+
+def _named(frame: EventFrame) -> str:
+    if isinstance(frame, Event):
+        return f"an event ({frame.kind})"
+    if isinstance(frame, EventProgress):
+        return "a progress frame"
+    return f"an end frame ({frame.code})"
 
 
 class EventStreamReader:
     """The subscriber's side: every frame of one subscription, checked against it and in order.
 
-    ProtocolError for a malformed frame, a position that does not rise (or is not above since),
+    ProtocolError for a malformed frame, a position (of an event or progress) that does not
+    rise (or is not above since),
     an event the subscription did not ask for, or any frame after the end.
     """
 
@@ -332,16 +365,19 @@ class EventStreamReader:
         self.last = subscription.since  #: the last position seen (the since to resume with)
         self.ended = False
 
-    def feed(self, data: bytes) -> Event | EventStreamEnd:
+    def feed(self, data: bytes) -> EventFrame:
         if self.ended:
             raise ProtocolError("events frame: a frame after the end")
         frame = decode_event_frame(data)
         if isinstance(frame, EventStreamEnd):
             self.ended = True
             return frame
-        sub = self.subscription
         if self.last is not None and frame.pos <= self.last:
-            raise ProtocolError(f"{_EVENT}: position {frame.pos} after {self.last}")
+            raise ProtocolError(f"events frame: position {frame.pos} after {self.last}")
+        if isinstance(frame, EventProgress):
+            self.last = frame.pos
+            return frame
+        sub = self.subscription
         if sub.kinds is not None and frame.kind not in sub.kinds:
             raise ProtocolError(f"{_EVENT}: kind {frame.kind} was not asked for")
         if frame.kind == "kv" and sub.prefix and not frame.data["key"].startswith(sub.prefix):

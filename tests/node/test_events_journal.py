@@ -6,6 +6,7 @@ import asyncio
 import gc
 import random
 from collections import deque
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -25,13 +26,21 @@ from quicraft.core import (
 from quicraft.node import PRESETS, RaftNode
 from quicraft.node.event_feed import EventFeed
 from quicraft.node.event_service import EventService
-from quicraft.node.events import EventJournal, Subscriber, index_of, log_position
+from quicraft.node.events import (
+    PROGRESS_EVERY,
+    EventJournal,
+    Subscriber,
+    index_of,
+    log_position,
+)
 from quicraft.statemachine import KVChange, KVStore, encode_command
 from quicraft.storage import MemoryStorage
 from quicraft.telemetry import NO_TELEMETRY, node_tracing, traceparent
 from quicraft.transport import Role as IdentityRole
 from quicraft.wire import (
     Event,
+    EventFrame,
+    EventProgress,
     EventStreamEnd,
     EventStreamReader,
     Subscription,
@@ -321,7 +330,7 @@ class FakeStream:
         while self.stuck and not self.ended:  # the end frame itself is acknowledged
             await asyncio.sleep(3600)
 
-    def frames(self, since: int | None = None) -> list[Event | EventStreamEnd]:
+    def frames(self, since: int | None = None) -> list[EventFrame]:
         reader = EventStreamReader(Subscription(since=since))
         return [reader.feed(f) for f in self.written]
 
@@ -378,6 +387,44 @@ def test_a_slow_subscriber_gets_an_end_frame_and_memory_stays_bounded() -> None:
         last = stream.frames()[-1]
         assert isinstance(last, EventStreamEnd) and last.code == "slow_subscriber"
         assert stream.ended and len(stream.written) == 2 and journal.subscribers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_narrow_subscription_is_told_its_progress_and_resumes_from_it() -> None:
+    """Before, a subscriber resumed from its last event: a quiet prefix cut off after more
+    than a ring's worth of other events got compacted although it had missed nothing."""
+
+    async def scenario() -> None:
+        journal = EventJournal(max_events=PROGRESS_EVERY * 3 // 2)
+        kv(journal, 1, key="watched/a")
+        subscription = {"kinds": ["kv"], "prefix": "watched/", "since": 0}
+        stream = FakeStream(encode_subscribe(**subscription))  # type: ignore[arg-type]
+        task = await serve(EventService(journal), stream)
+        for index in range(2, 2 + 3 * PROGRESS_EVERY):
+            kv(journal, index, key="other")
+            if index % 100 == 0:
+                await asyncio.sleep(0)  # the service keeps up, as a connected one does
+        await asyncio.sleep(0.01)
+        stream.incoming.append(None)  # cut off here
+        stream.arrived.set()
+        await asyncio.wait_for(task, 1)
+
+        reader = EventStreamReader(Subscription(frozenset({"kv"}), "watched/", 0))
+        frames = [reader.feed(f) for f in stream.written]
+        assert [f.pos for f in frames if isinstance(f, Event)] == [log_position(1)]
+        progress = [f.pos for f in frames if isinstance(f, EventProgress)]
+        # One after each PROGRESS_EVERY or more unwanted events; fewer are left unsaid.
+        marks = [1, *(index_of(p) for p in progress)]
+        assert len(marks) >= 3 and all(b - a >= PROGRESS_EVERY for a, b in pairwise(marks))
+        assert 1 + 3 * PROGRESS_EVERY - marks[-1] < PROGRESS_EVERY
+        assert reader.last == progress[-1]
+        # Resuming from the last event is compacted now; from the progress it is not.
+        assert isinstance(journal.subscribe(Subscription(since=log_position(1))), EventStreamEnd)
+        resumed = journal.subscribe(Subscription(frozenset({"kv"}), "watched/", reader.last))
+        assert isinstance(resumed, Subscriber)
+        kv(journal, 2 + 3 * PROGRESS_EVERY, key="watched/b")
+        assert [e.data["key"] for e in read_all(journal, resumed)] == ["watched/b"]
 
     asyncio.run(scenario())
 

@@ -16,6 +16,7 @@ from quicraft.wire import (
     EVENT_KINDS,
     EVENTS,
     Event,
+    EventProgress,
     EventStreamEnd,
     EventStreamReader,
     ProtocolError,
@@ -26,6 +27,7 @@ from quicraft.wire import (
     decode_subscribe,
     encode_end,
     encode_event,
+    encode_progress,
     encode_subscribe,
 )
 from quicraft.wire.ops import MAX_KEY, MAX_VALUE
@@ -125,6 +127,24 @@ def test_an_event_is_no_end_and_an_end_no_event() -> None:
         decode_event(encode_end("shutting_down", "bye"))
     with pytest.raises(ProtocolError, match="an event"):
         decode_end(encode_event(Event(1, "term_changed", 1, {"term": 1})))
+
+
+def test_progress_frames() -> None:
+    assert cbor2.loads(encode_progress(4096)) == {"v": 1, "progress": 4096}
+    assert decode_event_frame(encode_progress(4096)) == EventProgress(4096)
+    with pytest.raises(ProtocolError, match="a progress frame, not an event"):
+        decode_event(encode_progress(1))
+    with pytest.raises(ProtocolError, match="a progress frame, not an end frame"):
+        decode_end(encode_progress(1))
+    for bad, error in (
+        ({"v": 1, "progress": -1}, "'progress'"),
+        ({"v": 1, "progress": "7"}, "'progress'"),
+        ({"v": 1, "progress": 7, "pos": 7}, "holds only 'progress'"),
+    ):
+        with pytest.raises(ProtocolError, match=error):
+            decode_event_frame(cbor2.dumps(bad))
+    with pytest.raises(ProtocolError):
+        encode_progress(-1)
 
 
 @given(sub=subscriptions())
@@ -307,10 +327,17 @@ def test_the_reader_keeps_the_stream_in_order_and_to_the_subscription() -> None:
     assert reader.last == 15
     with pytest.raises(ProtocolError, match="position 12 after 15"):
         reader.feed(_kv(12))
+    # Progress rises like positions, and moves where to resume.
+    with pytest.raises(ProtocolError, match="position 15 after 15"):
+        reader.feed(encode_progress(15))
+    assert reader.feed(encode_progress(20)) == EventProgress(20)
+    assert reader.last == 20
+    with pytest.raises(ProtocolError, match="position 18 after 20"):
+        reader.feed(_kv(18))
     end = reader.feed(encode_end("slow_subscriber", "read faster"))
     assert end == EventStreamEnd("slow_subscriber", "read faster")
     with pytest.raises(ProtocolError, match="after the end"):
-        reader.feed(_kv(16))
+        reader.feed(_kv(21))
 
     live = EventStreamReader(Subscription(kinds=frozenset({"kv"}), prefix="app/"))
     assert live.last is None

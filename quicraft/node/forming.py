@@ -9,14 +9,20 @@ clock; nothing here sleeps, dials or reads a clock.
 Rules:
 
 - Forming (FormingRule, for a fresh node: no stored state, no --peers, no --no-bootstrap):
-  - a verified peer that announces a formed cluster of our name means "there is a cluster":
-    JOIN (wait to be added), never found a second one;
-  - otherwise wait until the unformed nodes seen, this node included, number at least
-    `expect`, the view has stayed the same for `settle_s`, and `grace_s` has passed since the
-    node started looking (so that an existing cluster has had time to answer). Then the node
-    with the LOWEST id of those unformed nodes FOUNDs a cluster of one voter, itself, and the
-    others JOIN: the founder's leader adds them. Every node that sees the same set picks the
-    same founder, so exactly one initial configuration is made.
+  - a verified peer that announces a formed cluster of our name, or says it is joining one,
+    means "there is a cluster": JOIN (wait to be added), never found a second one;
+  - the unformed nodes this node counts are itself, the unformed peers it verified, and the
+    ones each of those says it sees (the hello's `seen`): two hops, so that nodes that meet
+    only through one seed (--join to it, no mDNS) count the same set. Not more hops: a node
+    that went away would live on in what others repeat to each other;
+  - wait until those number at least `expect`, have stayed the same for `settle_s`, and
+    `grace_s` has passed since the node started looking (so that an existing cluster has had
+    time to answer). Then the node with the LOWEST id of them FOUNDs a cluster of one voter,
+    itself, and the others JOIN: the founder's leader adds them (a node it does not see
+    itself dials it on the leader address a member's hello gives). Every node that counts
+    the same set picks the same founder, so exactly one initial configuration is made; with
+    mDNS every node sees every other, and with --join to one seed every node counts the
+    seed's view. Chains of --join seeds (A to B, B to C, ...) can still count different sets.
   - A verdict of FOUND or JOIN is final: the node layer acts on it once.
 - Joining (next_change, on the leader only, one membership change at a time): first promote a
   caught-up learner while there are fewer voters than `target_voters`; else add one verified,
@@ -81,16 +87,36 @@ class FormingRule:
         if self.expect < 1:
             raise ValueError(f"expect must be at least 1, not {self.expect}")
 
-    def unformed(self, view: Mapping[NodeId, str | None]) -> frozenset[NodeId]:
-        """This node and the unformed nodes of the view."""
+    def seen(self, view: Mapping[NodeId, str | None]) -> frozenset[NodeId]:
+        """This node and the unformed nodes of the view: what its hello says it sees."""
         return frozenset({self.own_id, *(n for n, cid in view.items() if cid is None)})
 
-    def decide(self, now: float, view: Mapping[NodeId, str | None]) -> Verdict:
+    def unformed(
+        self,
+        view: Mapping[NodeId, str | None],
+        seen_by: Mapping[NodeId, Set[NodeId]] | None = None,
+    ) -> frozenset[NodeId]:
+        """What this node counts: what it sees and what each unformed peer says it sees
+        (`seen_by`), less the peers it knows to be formed."""
+        seen = self.seen(view)
+        heard = [(seen_by or {}).get(n, ()) for n in seen]
+        formed = {n for n, cid in view.items() if cid is not None}
+        return frozenset(seen.union(*heard) - formed)
+
+    def decide(
+        self,
+        now: float,
+        view: Mapping[NodeId, str | None],
+        seen_by: Mapping[NodeId, Set[NodeId]] | None = None,
+        joining: Set[NodeId] = frozenset(),
+    ) -> Verdict:
+        """`seen_by`: what unformed peers say they see; `joining`: peers that say they wait
+        to be added."""
         if self._started is None:
             self._started = now
-        if any(cid is not None for cid in view.values()):
+        if any(cid is not None for cid in view.values()) or not joining.isdisjoint(view):
             return Verdict.JOIN
-        unformed = self.unformed(view)
+        unformed = self.unformed(view, seen_by)
         if unformed != self._stable:
             self._stable, self._stable_since = unformed, now
         if len(unformed) < self.expect:

@@ -10,6 +10,9 @@ Rules of this file:
   cluster id) is then believed. The record itself is not signed, so a false one can delay
   forming or cause a false split report, never make anyone a member (docs/operations.md).
   Unverifiable peers are logged and retried with backoff while they are announced.
+- While a fresh node waits for its verdict, its hellos say which unformed nodes it sees, and
+  once it decides to join, that it is joining (forming.py says why); each change is said
+  again on every connection. What verified peers say of this goes into the rule.
 - Hellos count like mDNS: a peer that said hello on a Raft connection (peers.py) has proved
   its key with that connection, so what it says (formed, cluster id) goes into the view like
   a verified announcement, and its address is where to dial it. Without mDNS this is how the
@@ -124,6 +127,13 @@ class LanForming:
         self.tracing = tracing
         #: forming.join: from the verdict "join" until a leader has added this node.
         self._joining: Span | None = None
+        #: What verified peers said in their hellos: the unformed nodes each sees while it
+        #: decides, and which of them are joining.
+        self._seen_by: dict[str, frozenset[str]] = {}
+        self._peers_joining: set[str] = set()
+        #: What this node's hellos say while it decides (`seen`), and once it joins.
+        self.seeing: tuple[str, ...] | None = None
+        self.joining = False
         mgmt.extra_problems = self.problems
 
     # -- life cycle ------------------------------------------------------------------------
@@ -147,6 +157,8 @@ class LanForming:
             verdict, others = await self._wait_for_verdict()
             span.set_attribute("forming.verdict", verdict.name.lower())
             span.set_attribute("forming.seen", len(others) + 1)
+        self.seeing, self.joining = None, verdict is Verdict.JOIN
+        self.pool.say_hello_again()
         if verdict is Verdict.FOUND:
             log.info("forming %s: founding it (lowest id; others: %s)", self.settings.cluster,
                      ", ".join(others) or "none")  # fmt: skip
@@ -163,8 +175,16 @@ class LanForming:
         rule = FormingRule(self.id, self.settings.expect)
         loop = asyncio.get_running_loop()
         last = None
-        while (verdict := rule.decide(loop.time(), self.view())) is Verdict.WAIT:
-            seen = len(rule.unformed(self.view()))
+        while True:
+            view = self.view()
+            seeing = tuple(sorted(rule.seen(view)))
+            if seeing != self.seeing:
+                self.seeing = seeing
+                self.pool.say_hello_again()
+            verdict = rule.decide(loop.time(), view, self._seen_by, self._peers_joining)
+            if verdict is not Verdict.WAIT:
+                break
+            seen = len(rule.unformed(view, self._seen_by))
             if seen != last:
                 log.info(
                     "forming %s: %d of %d nodes seen and verified; waiting",
@@ -172,7 +192,7 @@ class LanForming:
                 )  # fmt: skip
                 last = seen
             await asyncio.sleep(0.2)
-        return verdict, sorted(rule.unformed(self.view()) - {self.id})
+        return verdict, sorted(rule.unformed(self.view(), self._seen_by) - {self.id})
 
     def opened(self) -> None:
         """Raft is open and the event journal started: report and run the loop."""
@@ -311,6 +331,14 @@ class LanForming:
         """A peer said hello on an authenticated Raft connection: a verified peer (its name
         is its certificate's)."""
         cid = (hello.cluster_id or UNKNOWN_CLUSTER) if hello.formed else None
+        if hello.seen is None:
+            self._seen_by.pop(node_id, None)
+        else:
+            self._seen_by[node_id] = frozenset(hello.seen)
+        if hello.joining:
+            self._peers_joining.add(node_id)
+        else:
+            self._peers_joining.discard(node_id)
         known = self.verified.get(node_id)
         found = Verified(node_id, name, address, cid)
         self.verified[node_id] = found

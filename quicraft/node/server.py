@@ -462,7 +462,12 @@ class Node:
         # Where our leader is, for a joiner that dialed us (only a leader adds members).
         where = self.address_of(leader) if leader is not None and leader != self.id else None
         remembers = formed and peer in self._remembered
-        return Hello(format_address(self.advertised), formed, cid, where, self._founders, remembers)
+        lan = self.lan if not formed else None  # what a node deciding on a LAN says
+        return Hello(
+            format_address(self.advertised), formed, cid, where, self._founders, remembers,
+            seen=lan.seeing if lan is not None else None,
+            joining=lan is not None and lan.joining,
+        )  # fmt: skip
 
     def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:
         self._save_addresses()

@@ -4,7 +4,8 @@ Each side of a Raft connection, dialed or accepted, opens one stream, writes one
 it and ends it:
 
     {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
-                       "leader": "host:port", "founders": [id], "remembers_you": bool}}
+                       "leader": "host:port", "founders": [id], "remembers_you": bool,
+                       "seen": [id], "joining": bool}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -26,6 +27,11 @@ Rules:
 - A first frame of a stream is a hello when its map has the key "hello" (peek_hello): Raft
   messages and snapshot headers have "type" and never "hello", so one look at the keys tells
   the three apart, and a malformed hello is reported as a hello, not as a bad Raft message.
+- `seen` (optional, only without `formed`): a fresh node waiting for its forming verdict on a
+  LAN (node/forming.py) says which unformed nodes it has verified, itself included, so that
+  nodes that see each other only through it (--join to one seed) decide on the same set.
+- `joining` (optional, only without `formed` and `seen`): the sender decided to wait for a
+  leader to add it; it will never found a cluster, so neither may a node that sees it.
 - Strict like every codec here: exactly these fields (`leader`, `founders` and `remembers_you`
   may be left out), checked types and bounds.
 """
@@ -50,7 +56,7 @@ from .schema import MAX_CLUSTER_ID, as_address, as_ids
 _WHERE = "hello"
 _FIELDS = frozenset({"hello"})
 _HELLO_FIELDS = frozenset(
-    {"address", "formed", "cluster_id", "leader", "founders", "remembers_you"}
+    {"address", "formed", "cluster_id", "leader", "founders", "remembers_you", "seen", "joining"}
 )
 
 
@@ -62,6 +68,8 @@ class Hello:
     leader: str | None = None  #: "host:port" of the sender's leader, when another node
     founders: tuple[str, ...] | None = None  #: sorted ids of its static founding set
     remembers_you: bool = False  #: the receiver has acted as a member of the sender's cluster
+    seen: tuple[str, ...] | None = None  #: sorted unformed nodes it sees while deciding
+    joining: bool = False  #: it waits for a leader to add it
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -77,6 +85,10 @@ def encode_hello(hello: Hello) -> bytes:
         body["founders"] = list(hello.founders)
     if hello.remembers_you:
         body["remembers_you"] = True
+    if hello.seen is not None:
+        body["seen"] = list(hello.seen)
+    if hello.joining:
+        body["joining"] = True
     raw: dict[str, object] = {"v": VERSION, "hello": body}
     _hello(raw)  # refuse here what the other side would refuse
     return encode_item(raw)
@@ -123,4 +135,12 @@ def _hello(raw: dict[str, object]) -> Hello:
     remembers_you = get_bool(body, "remembers_you", _WHERE, default=False)
     if remembers_you and not formed:
         raise ProtocolError(f"{_WHERE}: 'remembers_you' without 'formed'")
-    return Hello(address, formed, cluster_id, leader, founders, remembers_you)
+    seen = None
+    if "seen" in body:
+        seen = tuple(as_ids(body["seen"], _WHERE, "'seen'"))
+    joining = get_bool(body, "joining", _WHERE, default=False)
+    if formed and (seen is not None or joining):
+        raise ProtocolError(f"{_WHERE}: 'seen' or 'joining' with 'formed'")
+    if seen is not None and joining:
+        raise ProtocolError(f"{_WHERE}: 'seen' with 'joining'")
+    return Hello(address, formed, cluster_id, leader, founders, remembers_you, seen, joining)

@@ -51,6 +51,32 @@ def test_a_node_waits_for_expect_verified_unformed_nodes_then_the_lowest_founds(
     assert verdicts == {A: Verdict.FOUND, B: Verdict.JOIN, C: Verdict.JOIN}
 
 
+def test_nodes_that_meet_only_through_a_seed_count_what_it_sees() -> None:
+    """D is the seed (--join D, no mDNS): A, B and C each see only D. Counting D's view too,
+    all count {A, B, C, D} and only A founds; before, each of A, B, C founded (a review)."""
+    views: dict[str, dict[str, str | None]] = {A: {D: None}, B: {D: None}, C: {D: None}}
+    views[D] = {A: None, B: None, C: None}
+    seen_by = {D: frozenset({A, B, C, D}), A: frozenset({A, D})}
+    seen_by |= {B: frozenset({B, D}), C: frozenset({C, D})}
+    verdicts = {}
+    for node, view in views.items():
+        r = rule(node, 2)
+        r.decide(0.0, view, seen_by)
+        verdicts[node] = r.decide(10.0, view, seen_by)
+        assert r.unformed(view, seen_by) == {A, B, C, D}
+    assert verdicts == {A: Verdict.FOUND, B: Verdict.JOIN, C: Verdict.JOIN, D: Verdict.JOIN}
+    # Two hops, not more: what a peer's peers see is not counted.
+    assert rule(A, 2).unformed({D: None}, {D: frozenset({D, C}), C: frozenset({B})}) == {A, C, D}
+    # A node known to be formed is not counted, whoever says they see it.
+    assert rule(A, 2).unformed({D: None, B: CID}, {D: frozenset({B, D})}) == {A, D}
+
+
+def test_a_peer_that_is_joining_means_there_is_a_cluster() -> None:
+    r = rule(A, 1)
+    assert r.decide(0.0, {D: None}, {}, joining={D}) is Verdict.JOIN
+    assert rule(A, 1).decide(10.0, {D: None}, {}, joining={C}) is Verdict.WAIT  # not seen
+
+
 @pytest.mark.parametrize("order", list(itertools.permutations([A, B, C, D])))
 def test_whatever_the_order_nodes_are_seen_in_one_founder(order: tuple[str, ...]) -> None:
     found = []

@@ -6,84 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from cluster_harness import free_base_port
+from inprocess import leader_of, nodes_in, until, write_everywhere
 
-from quicraft.client import connect
-from quicraft.core import ConfChangeKind, Role
-from quicraft.node import PRESETS, FoundingError, Node, NodeSettings
+from quicraft.core import ConfChangeKind
+from quicraft.node import FoundingError
 from quicraft.storage import LevelDBStorage
-from quicraft.transport import Role as CertificateRole
-from quicraft.transport import init_cluster, issue
-
-CLUSTER = "c1"
-
-
-class Nodes:
-    """Named nodes of one cluster, each with its own port and data directory."""
-
-    def __init__(self, folder: Path, names: Iterable[str]):
-        self.folder = folder
-        self.certs = folder / "certs"
-        init_cluster(self.certs, CLUSTER)
-        names = list(names)
-        base = free_base_port(len(names))
-        self.ports = {name: base + i for i, name in enumerate(names, start=1)}
-        for name in self.ports:
-            issue(self.certs, CLUSTER, name, CertificateRole.NODE)
-        self.running: list[Node] = []
-
-    def node(self, name: str, peers: Iterable[str], *, wait_to_be_added: bool = False) -> Node:
-        node = Node(
-            NodeSettings(
-                CLUSTER,
-                name,
-                self.folder / name,
-                self.certs,
-                ("127.0.0.1", self.ports[name]),
-                peers=tuple(("127.0.0.1", self.ports[p]) for p in peers),
-                timings=PRESETS["test"],
-                wait_to_be_added=wait_to_be_added,
-            )
-        )
-        self.running.append(node)
-        return node
-
-    async def stop(self, node: Node) -> None:
-        self.running.remove(node)
-        await node.stop(hand_over=False)
-
-
-@asynccontextmanager
-async def nodes_in(folder: Path, names: Iterable[str]) -> AsyncIterator[Nodes]:
-    nodes = Nodes(folder, names)
-    try:
-        yield nodes
-    finally:
-        for node in list(nodes.running):
-            await nodes.stop(node)
-
-
-async def until(condition: object, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
-
-
-def leader_of(nodes: Iterable[Node]) -> Node | None:
-    return next((n for n in nodes if n.raft.core and n.raft.core.role is Role.LEADER), None)
-
-
-async def write_everywhere(nodes: Nodes, key: str) -> None:
-    """Write through a client and wait until every running node has applied it."""
-    endpoints = [f"127.0.0.1:{nodes.ports[n.settings.name]}" for n in nodes.running]
-    async with connect(endpoints, CLUSTER, nodes.certs, "admin", timeout=20) as client:
-        await client.kv.set(key, b"1")
-    await until(lambda: all(n.kv.get(key) is not None for n in nodes.running))
 
 
 def test_founders_started_one_after_another_agree_and_serve(tmp_path: Path) -> None:

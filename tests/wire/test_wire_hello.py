@@ -22,6 +22,7 @@ from quicraft.wire import (
 )
 
 GOOD: dict[str, Any] = {"address": "10.0.0.2:7400", "formed": True, "cluster_id": "ab12" * 8}
+UNFORMED: dict[str, Any] = {**GOOD, "formed": False, "cluster_id": None}
 
 
 def frame(body: object, **extra: object) -> bytes:
@@ -47,6 +48,10 @@ def test_the_documented_layout() -> None:
     assert cbor2.loads(encode_hello(led))["hello"] == {**GOOD, "leader": "10.0.0.3:7400"}
     founding = Hello("10.0.0.2:7400", False, founders=("a1", "b2"))
     assert cbor2.loads(encode_hello(founding))["hello"]["founders"] == ["a1", "b2"]
+    deciding = Hello("10.0.0.2:7400", False, seen=("a1", "b2"))
+    assert cbor2.loads(encode_hello(deciding))["hello"]["seen"] == ["a1", "b2"]
+    joining = Hello("10.0.0.2:7400", False, joining=True)
+    assert cbor2.loads(encode_hello(joining))["hello"]["joining"] is True
     remembering = Hello("10.0.0.2:7400", True, "ab12" * 8, remembers_you=True)
     assert cbor2.loads(encode_hello(remembering))["hello"] == {**GOOD, "remembers_you": True}
 
@@ -75,6 +80,11 @@ def test_the_documented_layout() -> None:
         (frame({**GOOD, "founders": [""]}), "'founders'"),
         (frame({**GOOD, "remembers_you": 1}), "'remembers_you'"),
         (frame({**GOOD, "formed": False, "cluster_id": None, "remembers_you": True}), "without"),
+        (frame({**GOOD, "seen": ["a"]}), "with 'formed'"),
+        (frame({**GOOD, "joining": True}), "with 'formed'"),
+        (frame({**UNFORMED, "seen": ["a"], "joining": True}), "'seen' with 'joining'"),
+        (frame({**UNFORMED, "seen": ["b", "a"]}), "sorted without repeats"),
+        (frame({**UNFORMED, "joining": "yes"}), "'joining'"),
         (frame({**GOOD, "name": "n1"}), "unknown field"),
         (frame(GOOD, extra=1), "unknown field"),
         (frame(GOOD, tp="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), "trace context"),

@@ -561,7 +561,17 @@ founder_sets = st.none() | st.frozensets(node_ids, min_size=1, max_size=7).map(
     lambda ids: tuple(sorted(ids))
 )
 hellos = st.one_of(
-    st.builds(Hello, addresses, st.just(False), st.none(), st.none(), founder_sets),
+    st.builds(
+        Hello,
+        addresses,
+        st.just(False),
+        st.none(),
+        st.none(),
+        founder_sets,
+        st.just(False),
+        founder_sets,
+    ),
+    st.builds(Hello, addresses, st.just(False), joining=st.just(True)),
     st.builds(
         Hello,
         addresses,

@@ -10,7 +10,12 @@ a node never founds a set that another founder disagrees with. A node with store
 bootstraps again.
 
 Lost data: this node remembers (in storage meta) every member it has heard vote, lead or
-acknowledge entries, and tells each peer in its hello whether it remembers that peer. A node
+acknowledge entries, and tells each peer in its hello whether it remembers that peer. It
+forgets the ones that the membership no longer holds, judged by the newest configuration in
+its log (so a REMOVE replayed after a restart does not forget a member added back since) when
+a REMOVE is applied or a snapshot installed (which may cover one). A learner counts too: it
+gave no vote, but a leader never sends a member entries below what it acknowledged, so one
+that lost its data would stay empty; refused, it is told the way back. A node
 with no stored state that a peer remembers has lost its data: it stops (FoundingError) instead
 of founding or joining as new, which would forget the votes it gave.
 
@@ -53,6 +58,7 @@ from quicraft.core import (
     NodeId,
     RaftCore,
     Role,
+    Snapshot,
 )
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
@@ -131,6 +137,8 @@ class Node:
         self.events.attach(self.raft, self.kv)
         self._feed_applied = self.raft.on_applied
         self.raft.on_applied = self._applied
+        self._feed_snapshot = self.raft.on_snapshot
+        self.raft.on_snapshot = self._snapshot
         self.event_service = EventService(self.events.journal)
         self.mgmt = MgmtService(
             self.raft,
@@ -205,8 +213,10 @@ class Node:
             founders = [self.id] if await self.lan.decide() else None
         elif is_fresh(state):
             founders = [self.id, *await self._reach_founders()]
-        else:
-            # Addresses may have changed while we were down: learn them again, in the background.
+        if founders is None:
+            # Dial the --peers we did not found with, in the background: addresses may have
+            # changed while we were down, and a leader still sending to our previous process
+            # learns of this one only when it hears from it (QUIC would notice in 30 s).
             self._background = [
                 asyncio.create_task(self._learn(address)) for address in self.settings.peers
             ]
@@ -380,6 +390,14 @@ class Node:
             self._remembered.add(m.frm)
             self._save_ids(REMEMBERED_KEY, self._remembered)
 
+    def _forget_removed(self) -> None:
+        """Forget the remembered nodes that are no longer members: they may come back new."""
+        core = self.raft.core
+        gone = self._remembered - core.membership.members() if core is not None else set()
+        if gone:
+            self._remembered -= gone
+            self._save_ids(REMEMBERED_KEY, self._remembered)
+
     async def _learn(self, address: Address) -> None:
         while True:
             try:
@@ -499,12 +517,21 @@ class Node:
             change = ConfChange.decode(entry.data)
         except (ValueError, KeyError, TypeError):
             return  # changes nothing in the core either (core.types.membership_of)
-        if change.kind is ConfChangeKind.REMOVE and change.node != self.id:
+        core = self.raft.core
+        if change.kind is not ConfChangeKind.REMOVE or change.node == self.id or core is None:
+            return
+        # An entry replayed after a restart may be older than the node's return: only what
+        # the newest configuration says counts.
+        if change.node not in core.membership.members():
             # Admission refuses it new connections; the open one is closed here.
             self.pool.forget(change.node)
-            if change.node in self._remembered:  # it may come back as a new node
-                self._remembered.discard(change.node)
-                self._save_ids(REMEMBERED_KEY, self._remembered)
+            self._forget_removed()
+
+    def _snapshot(self, snapshot: Snapshot, installed: bool) -> None:
+        if self._feed_snapshot is not None:
+            self._feed_snapshot(snapshot, installed)
+        if installed:  # it may cover the removal of a member we remember
+            self._forget_removed()
 
     def _on_connection(self, conn: Connection) -> None:
         if conn.alpn == ALPN_RAFT:

@@ -87,4 +87,4 @@ async def write_everywhere(nodes: Nodes, key: str) -> None:
     endpoints = [f"127.0.0.1:{nodes.ports[n.settings.name]}" for n in nodes.running]
     async with connect(endpoints, CLUSTER, nodes.certs, "admin", timeout=20) as client:
         await client.kv.set(key, b"1")
-    await until(lambda: all(n.kv.get(key) is not None for n in nodes.running))
+    await until(lambda: all(n.kv.get(key)[0] is not None for n in nodes.running))

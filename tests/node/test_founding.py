@@ -98,3 +98,100 @@ def test_a_founder_whose_data_was_lost_is_refused_then_comes_back_as_a_new_membe
             assert new.kv.get("before")[0] == b"1"
 
     asyncio.run(scenario())
+
+
+def test_a_member_added_back_is_remembered_across_a_restart_of_the_cluster(tmp_path: Path) -> None:
+    """A restart replays the log after the snapshot, the old REMOVE of a member added back
+    since included; that REMOVE used to make every node forget it, so after the cluster
+    restarted that member, its data lost, founded again (found by a review)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abc") as nodes:
+            first = {name: nodes.node(name, set("abc") - {name}) for name in "abc"}
+            await asyncio.gather(*(n.start() for n in first.values()))
+            await write_everywhere(nodes, "k0")
+            c_id = first["c"].id
+            await until(lambda: leader_of(nodes.running) is not None)
+            leader = leader_of([first["a"], first["b"]])
+            if leader is None:  # c leads: hand over, then remove it
+                await first["c"].mgmt.transfer(first["a"].id)
+                await until(lambda: leader_of([first["a"], first["b"]]) is not None)
+                leader = leader_of([first["a"], first["b"]])
+            assert leader is not None
+            await leader.mgmt.change(ConfChangeKind.REMOVE, c_id)
+            await nodes.stop(first["c"])
+            shutil.rmtree(tmp_path / "c")
+            back = nodes.node("c", "ab", wait_to_be_added=True)
+            await back.start()
+            await leader.mgmt.add_member(f"127.0.0.1:{nodes.ports['c']}", learner=False)
+            await write_everywhere(nodes, "k1")
+            await until(lambda: c_id in first["a"]._remembered or c_id in first["b"]._remembered)
+
+            for node in list(nodes.running):  # the whole cluster stops; c's disk is lost
+                await nodes.stop(node)
+            shutil.rmtree(tmp_path / "c")
+            again = {name: nodes.node(name, set("abc") - {name}) for name in "ab"}
+            await asyncio.gather(*(n.start() for n in again.values()))
+            await until(lambda: all(n.kv.get("k1")[0] == b"1" for n in again.values()))
+            assert any(c_id in n._remembered for n in again.values())
+            with pytest.raises(FoundingError, match="remembers this node as a member"):
+                await asyncio.wait_for(nodes.node("c", "ab").start(), 20)
+
+    asyncio.run(scenario())
+
+
+def test_a_member_removed_in_a_snapshot_it_installed_is_forgotten(tmp_path: Path) -> None:
+    """A node that catches up by a snapshot applies no entry it covers, the REMOVE of a
+    member included; it used to remember that member and refuse it when it came back
+    (found by a review)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abcd") as nodes:
+            first = {name: nodes.node(name, set("abcd") - {name}) for name in "abcd"}
+            await asyncio.gather(*(n.start() for n in first.values()))
+            await write_everywhere(nodes, "k0")
+            late = leader_of(nodes.running)  # the leader remembers every voter
+            assert late is not None
+            await nodes.stop(late)
+            rest = list(nodes.running)
+            await until(lambda: leader_of(rest) is not None)
+            leader = leader_of(rest)
+            assert leader is not None
+            gone = next(n for n in rest if n is not leader)
+            assert gone.id in late._remembered
+            await leader.mgmt.change(ConfChangeKind.REMOVE, gone.id)
+            await nodes.stop(gone)
+            await leader.raft.snapshot()  # covers the REMOVE
+            name = late.settings.name
+            restarted = nodes.node(name, set("abcd") - {name})
+            await restarted.start()
+            await until(lambda: restarted.raft.snapshot_index >= 1)  # caught up by the snapshot
+            assert gone.id not in restarted._remembered
+
+    asyncio.run(scenario())
+
+
+def test_a_learner_that_lost_its_data_is_refused_too(tmp_path: Path) -> None:
+    """A learner gave no vote, but its leader never sends a member entries below what that
+    member acknowledged: started again empty, it would wait forever. It is refused with the
+    way back instead (a review proposed letting it in; it then stayed empty)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abcd") as nodes:
+            founders = [nodes.node(name, set("abc") - {name}) for name in "abc"]
+            await asyncio.gather(*(n.start() for n in founders))
+            learner = nodes.node("d", wait_to_be_added=True)
+            await learner.start()
+            await until(lambda: leader_of(founders) is not None)
+            leader = leader_of(founders)
+            assert leader is not None
+            await leader.mgmt.add_member(f"127.0.0.1:{nodes.ports['d']}", learner=True)
+            await write_everywhere(nodes, "k0")
+            await nodes.stop(learner)
+            shutil.rmtree(tmp_path / "d")
+            back = nodes.node("d", "abc", wait_to_be_added=True)
+            await back.start()
+            with pytest.raises(FoundingError, match="remove-member d"):
+                await asyncio.wait_for(back.wait(), 20)
+
+    asyncio.run(scenario())

@@ -590,9 +590,10 @@ class RaftNode:
         self._applied = max(self._applied, applied)
         waiting = []
         for index, future in self._applied_waiters:
+            if future.done():
+                continue  # its reader gave up (timed out): nothing to keep it for
             if index <= applied:
-                if not future.done():
-                    future.set_result(None)
+                future.set_result(None)
             else:
                 waiting.append((index, future))
         self._applied_waiters = waiting

@@ -421,6 +421,26 @@ def test_a_failure_of_the_ticker_ends_the_node() -> None:
     asyncio.run(scenario())
 
 
+def test_a_reader_that_gave_up_is_not_kept_waiting_for_its_index() -> None:
+    """A timed-out read stayed in the waiting list until its index was applied, which on a
+    cut-off node may be never (found by a review)."""
+
+    async def scenario() -> None:
+        node = RaftNode("a", MemoryStorage(), KVStore(), SLOW, lambda m, tp: None)
+        node.open(node.storage.load(), founders=IDS)
+        loop = asyncio.get_running_loop()
+        gave_up, waiting = loop.create_future(), loop.create_future()
+        node._when_applied(100, gave_up)
+        node._when_applied(100, waiting)
+        gave_up.cancel()
+        node._wake_applied(1)  # any later apply sweeps it out
+        assert node._applied_waiters == [(100, waiting)]
+        node._wake_applied(100)
+        assert waiting.done() and node._applied_waiters == []
+
+    asyncio.run(scenario())
+
+
 def test_requests_started_without_waiting_time_out_on_their_own() -> None:
     async def scenario(cluster: Cluster) -> None:
         leader = await cluster.leader()

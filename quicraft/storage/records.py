@@ -83,8 +83,15 @@ def encode_version() -> bytes:
 
 
 def decode_version(value: bytes) -> int | None:
-    """The format version, or None if the record is not quicraft's at all."""
+    """The format version, or None if the record is not quicraft's at all.
+
+    A record of exactly our length whose magic does not match is ours, damaged: another
+    program's value under the one-byte key "V" is not likely to be 22 bytes long.
+    """
     if value[_CRC.size : _CRC.size + len(MAGIC)] != MAGIC:
+        if len(value) == _CRC.size + len(MAGIC) + _U32.size:
+            unseal(VERSION_KEY, value, "format version")  # fails: says checksum mismatch
+            raise RecordError("format version: damaged magic")
         return None
     payload = unseal(VERSION_KEY, value, "format version")
     if len(payload) != len(MAGIC) + _U32.size:

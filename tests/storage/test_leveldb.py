@@ -360,6 +360,22 @@ def test_a_damaged_version_record_is_corruption(tmp_path: Path) -> None:
         LevelDBStorage(tmp_path)
 
 
+def test_a_version_record_with_its_magic_damaged_is_corruption_not_foreign(
+    tmp_path: Path,
+) -> None:
+    """Found by a review: it read as "a foreign LevelDB database"."""
+    LevelDBStorage(tmp_path).close()
+
+    def damage_magic(db: plyvel.DB) -> None:
+        value = bytearray(db.get(rec.VERSION_KEY))
+        value[6] ^= 0x01  # inside the magic, after the 4-byte checksum
+        db.put(rec.VERSION_KEY, bytes(value))
+
+    tamper(tmp_path, damage_magic)
+    with pytest.raises(CorruptionError, match="format version: checksum mismatch"):
+        LevelDBStorage(tmp_path)
+
+
 def test_damaged_metadata_is_named(tmp_path: Path) -> None:
     with LevelDBStorage(tmp_path) as store:
         store.put_meta("cluster-id", b"c-42")

@@ -10,7 +10,10 @@ Rules:
 
 - Forming (FormingRule, for a fresh node: no stored state, no --peers, no --no-bootstrap):
   - a verified peer that announces a formed cluster of our name, or says it is joining one,
-    means "there is a cluster": JOIN (wait to be added), never found a second one;
+    means "there is a cluster": JOIN (wait to be added), never found a second one; a peer that
+    says it awaits another node's founding: JOIN and await that node too; a peer that awaits
+    this node: FOUND once `grace_s` has passed (that peer counted enough nodes with this one
+    the lowest, and this node may count fewer);
   - the unformed nodes this node counts are itself, the unformed peers it verified, and the
     ones each of those says it sees (the hello's `seen`): two hops, so that nodes that meet
     only through one seed (--join to it, no mDNS) count the same set. Not more hops: a node
@@ -82,6 +85,8 @@ class FormingRule:
     _started: float | None = field(default=None, init=False)
     _stable: frozenset[NodeId] = field(default=frozenset(), init=False)
     _stable_since: float = field(default=0.0, init=False)
+    #: After a JOIN: the node this one waits for to found (None: a formed cluster was seen).
+    awaited: NodeId | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.expect < 1:
@@ -109,13 +114,22 @@ class FormingRule:
         view: Mapping[NodeId, str | None],
         seen_by: Mapping[NodeId, Set[NodeId]] | None = None,
         joining: Set[NodeId] = frozenset(),
+        awaits: Mapping[NodeId, NodeId] | None = None,
     ) -> Verdict:
         """`seen_by`: what unformed peers say they see; `joining`: peers that say they wait
-        to be added."""
+        to be added to a formed cluster; `awaits`: peer -> the founder it waits for."""
         if self._started is None:
             self._started = now
         if any(cid is not None for cid in view.values()) or not joining.isdisjoint(view):
             return Verdict.JOIN
+        awaited = {f for n, f in (awaits or {}).items() if n in view}
+        if awaited - {self.own_id}:
+            self.awaited = min(awaited - {self.own_id})
+            return Verdict.JOIN
+        if self.own_id in awaited and now - self._started >= self.grace_s:
+            # A peer counted enough nodes and awaits this one, which may count fewer (what
+            # that peer saw is two hops from here): found, or everyone waits.
+            return Verdict.FOUND
         unformed = self.unformed(view, seen_by)
         if unformed != self._stable:
             self._stable, self._stable_since = unformed, now
@@ -123,7 +137,10 @@ class FormingRule:
             return Verdict.WAIT
         if now - self._started < self.grace_s or now - self._stable_since < self.settle_s:
             return Verdict.WAIT
-        return Verdict.FOUND if min(unformed) == self.own_id else Verdict.JOIN
+        if min(unformed) == self.own_id:
+            return Verdict.FOUND
+        self.awaited = min(unformed)
+        return Verdict.JOIN
 
 
 def next_change(

@@ -11,8 +11,9 @@ Rules of this file:
   forming or cause a false split report, never make anyone a member (docs/operations.md).
   Unverifiable peers are logged and retried with backoff while they are announced.
 - While a fresh node waits for its verdict, its hellos say which unformed nodes it sees, and
-  once it decides to join, that it is joining (forming.py says why); each change is said
-  again on every connection. What verified peers say of this goes into the rule.
+  once it decides to join, which founder it awaits or that it joins a formed cluster
+  (forming.py says why); each change is said again on every connection. What verified
+  peers say of this goes into the rule.
 - Hellos count like mDNS: a peer that said hello on a Raft connection (peers.py) has proved
   its key with that connection, so what it says (formed, cluster id) goes into the view like
   a verified announcement, and its address is where to dial it. Without mDNS this is how the
@@ -128,12 +129,14 @@ class LanForming:
         #: forming.join: from the verdict "join" until a leader has added this node.
         self._joining: Span | None = None
         #: What verified peers said in their hellos: the unformed nodes each sees while it
-        #: decides, and which of them are joining.
+        #: decides, which of them join a formed cluster, and whom the others await.
         self._seen_by: dict[str, frozenset[str]] = {}
         self._peers_joining: set[str] = set()
+        self._peers_await: dict[str, str] = {}
         #: What this node's hellos say while it decides (`seen`), and once it joins.
         self.seeing: tuple[str, ...] | None = None
         self.joining = False
+        self.awaits: str | None = None
         mgmt.extra_problems = self.problems
 
     # -- life cycle ------------------------------------------------------------------------
@@ -154,10 +157,12 @@ class LanForming:
                         "forming.expect": self.settings.expect},
         )  # fmt: skip
         with span:  # ended however the wait ends (a stop cancels it)
-            verdict, others = await self._wait_for_verdict()
+            verdict, awaited, others = await self._wait_for_verdict()
             span.set_attribute("forming.verdict", verdict.name.lower())
             span.set_attribute("forming.seen", len(others) + 1)
-        self.seeing, self.joining = None, verdict is Verdict.JOIN
+        self.seeing = None
+        self.joining = verdict is Verdict.JOIN and awaited is None
+        self.awaits = awaited
         self.pool.say_hello_again()
         if verdict is Verdict.FOUND:
             log.info("forming %s: founding it (lowest id; others: %s)", self.settings.cluster,
@@ -170,18 +175,21 @@ class LanForming:
         )
         return False
 
-    async def _wait_for_verdict(self) -> tuple[Verdict, list[str]]:
-        """The forming verdict, once there is one, and the other unformed nodes seen."""
+    async def _wait_for_verdict(self) -> tuple[Verdict, str | None, list[str]]:
+        """The forming verdict, once there is one, the founder awaited (for a JOIN that
+        waits for one), and the other unformed nodes seen."""
         rule = FormingRule(self.id, self.settings.expect)
         loop = asyncio.get_running_loop()
         last = None
         while True:
-            view = self.view()
+            view = self._connected_view()
             seeing = tuple(sorted(rule.seen(view)))
             if seeing != self.seeing:
                 self.seeing = seeing
                 self.pool.say_hello_again()
-            verdict = rule.decide(loop.time(), view, self._seen_by, self._peers_joining)
+            verdict = rule.decide(
+                loop.time(), view, self._seen_by, self._peers_joining, self._peers_await
+            )
             if verdict is not Verdict.WAIT:
                 break
             seen = len(rule.unformed(view, self._seen_by))
@@ -192,7 +200,8 @@ class LanForming:
                 )  # fmt: skip
                 last = seen
             await asyncio.sleep(0.2)
-        return verdict, sorted(rule.unformed(self.view(), self._seen_by) - {self.id})
+        others = sorted(rule.unformed(self._connected_view(), self._seen_by) - {self.id})
+        return verdict, rule.awaited, others
 
     def opened(self) -> None:
         """Raft is open and the event journal started: report and run the loop."""
@@ -219,6 +228,16 @@ class LanForming:
 
     def view(self) -> dict[str, str | None]:
         return {key: peer.cluster_id for key, peer in self.verified.items()}
+
+    def _connected_view(self) -> dict[str, str | None]:
+        """The view less the peers whose Raft connection has closed: a node that went away
+        before forming is not counted (without mDNS nothing else says that it left, and the
+        lowest id counted is the one every node waits for)."""
+        return {
+            key: cid
+            for key, cid in self.view().items()
+            if key.startswith("join@") or self.pool.connection(key) is not None
+        }
 
     def problems(self) -> list[str]:
         return [
@@ -339,6 +358,10 @@ class LanForming:
             self._peers_joining.add(node_id)
         else:
             self._peers_joining.discard(node_id)
+        if hello.awaits is None:
+            self._peers_await.pop(node_id, None)
+        else:
+            self._peers_await[node_id] = hello.awaits
         known = self.verified.get(node_id)
         found = Verified(node_id, name, address, cid)
         self.verified[node_id] = found

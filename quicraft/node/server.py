@@ -485,6 +485,7 @@ class Node:
             format_address(self.advertised), formed, cid, where, self._founders, remembers,
             seen=lan.seeing if lan is not None else None,
             joining=lan is not None and lan.joining,
+            awaits=lan.awaits if lan is not None else None,
         )  # fmt: skip
 
     def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:

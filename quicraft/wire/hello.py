@@ -5,7 +5,7 @@ it and ends it:
 
     {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
                        "leader": "host:port", "founders": [id], "remembers_you": bool,
-                       "seen": [id], "joining": bool}}
+                       "seen": [id], "joining": bool, "awaits": id}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -31,7 +31,11 @@ Rules:
   LAN (node/forming.py) says which unformed nodes it has verified, itself included, so that
   nodes that see each other only through it (--join to one seed) decide on the same set.
 - `joining` (optional, only without `formed` and `seen`): the sender decided to wait for a
-  leader to add it; it will never found a cluster, so neither may a node that sees it.
+  leader to add it because it saw a formed cluster (or a node joining one): there is a
+  cluster, so a node that sees it must not found another.
+- `awaits` (optional, only without `formed`, `seen` and `joining`): the sender decided to wait
+  for this node to found the cluster and add it; a node that sees it and is not that one
+  waits for it too.
 - Strict like every codec here: exactly these fields (`leader`, `founders` and `remembers_you`
   may be left out), checked types and bounds.
 """
@@ -51,12 +55,22 @@ from .fields import (
     need,
     open_envelope,
 )
-from .schema import MAX_CLUSTER_ID, as_address, as_ids
+from .schema import MAX_CLUSTER_ID, as_address, as_ids, as_node_id
 
 _WHERE = "hello"
 _FIELDS = frozenset({"hello"})
 _HELLO_FIELDS = frozenset(
-    {"address", "formed", "cluster_id", "leader", "founders", "remembers_you", "seen", "joining"}
+    {
+        "address",
+        "formed",
+        "cluster_id",
+        "leader",
+        "founders",
+        "remembers_you",
+        "seen",
+        "joining",
+        "awaits",
+    }
 )
 
 
@@ -69,7 +83,8 @@ class Hello:
     founders: tuple[str, ...] | None = None  #: sorted ids of its static founding set
     remembers_you: bool = False  #: the receiver has acted as a member of the sender's cluster
     seen: tuple[str, ...] | None = None  #: sorted unformed nodes it sees while deciding
-    joining: bool = False  #: it waits for a leader to add it
+    joining: bool = False  #: it waits to be added to a formed cluster
+    awaits: str | None = None  #: it waits for this node to found the cluster
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -89,6 +104,8 @@ def encode_hello(hello: Hello) -> bytes:
         body["seen"] = list(hello.seen)
     if hello.joining:
         body["joining"] = True
+    if hello.awaits is not None:
+        body["awaits"] = hello.awaits
     raw: dict[str, object] = {"v": VERSION, "hello": body}
     _hello(raw)  # refuse here what the other side would refuse
     return encode_item(raw)
@@ -139,8 +156,13 @@ def _hello(raw: dict[str, object]) -> Hello:
     if "seen" in body:
         seen = tuple(as_ids(body["seen"], _WHERE, "'seen'"))
     joining = get_bool(body, "joining", _WHERE, default=False)
-    if formed and (seen is not None or joining):
-        raise ProtocolError(f"{_WHERE}: 'seen' or 'joining' with 'formed'")
-    if seen is not None and joining:
-        raise ProtocolError(f"{_WHERE}: 'seen' with 'joining'")
-    return Hello(address, formed, cluster_id, leader, founders, remembers_you, seen, joining)
+    awaits = as_node_id(body["awaits"], _WHERE, "'awaits'") if "awaits" in body else None
+    deciding = [name for name, on in (("seen", seen is not None), ("joining", joining),
+                                      ("awaits", awaits is not None)) if on]  # fmt: skip
+    if formed and deciding:
+        raise ProtocolError(f"{_WHERE}: '{deciding[0]}' with 'formed'")
+    if len(deciding) > 1:
+        raise ProtocolError(f"{_WHERE}: '{deciding[0]}' with '{deciding[1]}'")
+    return Hello(
+        address, formed, cluster_id, leader, founders, remembers_you, seen, joining, awaits
+    )

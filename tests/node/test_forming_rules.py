@@ -73,8 +73,27 @@ def test_nodes_that_meet_only_through_a_seed_count_what_it_sees() -> None:
 
 def test_a_peer_that_is_joining_means_there_is_a_cluster() -> None:
     r = rule(A, 1)
-    assert r.decide(0.0, {D: None}, {}, joining={D}) is Verdict.JOIN
+    assert r.decide(0.0, {D: None}, {}, joining={D}) is Verdict.JOIN and r.awaited is None
     assert rule(A, 1).decide(10.0, {D: None}, {}, joining={C}) is Verdict.WAIT  # not seen
+
+
+def test_a_peer_awaiting_another_founder_is_followed_and_one_awaiting_us_is_not() -> None:
+    """B decided first, to wait for A: A must still found (a first version had A join
+    because B said it was joining, and nobody founded); C, who sees B, waits for A too."""
+    view_a: dict[str, str | None] = {B: None, C: None}
+    r = rule(A, 3)
+    r.decide(0.0, view_a, {}, awaits={B: A})
+    assert r.decide(10.0, view_a, {}, awaits={B: A}) is Verdict.FOUND
+    c = rule(C, 3)
+    assert c.decide(0.0, {B: None}, {}, awaits={B: A}) is Verdict.JOIN and c.awaited == A
+    # Awaited while counting too few itself (B saw more): found once the grace is over.
+    few = rule(A, 3)
+    assert few.decide(0.0, {B: None}, {}, awaits={B: A}) is Verdict.WAIT
+    assert few.decide(3.0, {B: None}, {}, awaits={B: A}) is Verdict.FOUND
+    # The founder a node waits for when it is not the lowest itself.
+    b = rule(B, 3)
+    b.decide(0.0, {A: None, C: None})
+    assert b.decide(10.0, {A: None, C: None}) is Verdict.JOIN and b.awaited == A
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations([A, B, C, D])))

@@ -52,6 +52,8 @@ def test_the_documented_layout() -> None:
     assert cbor2.loads(encode_hello(deciding))["hello"]["seen"] == ["a1", "b2"]
     joining = Hello("10.0.0.2:7400", False, joining=True)
     assert cbor2.loads(encode_hello(joining))["hello"]["joining"] is True
+    awaiting = Hello("10.0.0.2:7400", False, awaits="a1")
+    assert cbor2.loads(encode_hello(awaiting))["hello"]["awaits"] == "a1"
     remembering = Hello("10.0.0.2:7400", True, "ab12" * 8, remembers_you=True)
     assert cbor2.loads(encode_hello(remembering))["hello"] == {**GOOD, "remembers_you": True}
 
@@ -85,6 +87,9 @@ def test_the_documented_layout() -> None:
         (frame({**UNFORMED, "seen": ["a"], "joining": True}), "'seen' with 'joining'"),
         (frame({**UNFORMED, "seen": ["b", "a"]}), "sorted without repeats"),
         (frame({**UNFORMED, "joining": "yes"}), "'joining'"),
+        (frame({**UNFORMED, "awaits": ""}), "'awaits'"),
+        (frame({**UNFORMED, "awaits": "a", "joining": True}), "'joining' with 'awaits'"),
+        (frame({**GOOD, "awaits": "a"}), "'awaits' with 'formed'"),
         (frame({**GOOD, "name": "n1"}), "unknown field"),
         (frame(GOOD, extra=1), "unknown field"),
         (frame(GOOD, tp="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), "trace context"),

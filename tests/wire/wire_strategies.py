@@ -572,6 +572,7 @@ hellos = st.one_of(
         founder_sets,
     ),
     st.builds(Hello, addresses, st.just(False), joining=st.just(True)),
+    st.builds(Hello, addresses, st.just(False), awaits=node_ids),
     st.builds(
         Hello,
         addresses,

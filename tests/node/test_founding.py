@@ -87,6 +87,7 @@ def test_a_founder_whose_data_was_lost_is_refused_then_comes_back_as_a_new_membe
             shutil.rmtree(tmp_path / "c")
 
             # The way back: remove it, start it as a new node, add it.
+            await until(lambda: leader_of(nodes.running) is not None)  # c may have led
             leader = leader_of(nodes.running)
             assert leader is not None
             await leader.mgmt.change(ConfChangeKind.REMOVE, founders["c"].id)

@@ -25,7 +25,8 @@ Rules:
     itself dials it on the leader address a member's hello gives). Every node that counts
     the same set picks the same founder, so exactly one initial configuration is made; with
     mDNS every node sees every other, and with --join to one seed every node counts the
-    seed's view. Chains of --join seeds (A to B, B to C, ...) can still count different sets.
+    seed's view. Seeds given --join to each other, each with nodes of its own, can still
+    count different sets and split (docs/operations.md, a known limit).
   - A verdict of FOUND or JOIN is final: the node layer acts on it once.
 - Joining (next_change, on the leader only, one membership change at a time): first promote a
   caught-up learner while there are fewer voters than `target_voters`; else add one verified,

@@ -15,9 +15,9 @@ forgets the ones that the membership no longer holds, judged by the newest confi
 its log (so a REMOVE replayed after a restart does not forget a member added back since) when
 a REMOVE is applied or a snapshot installed (which may cover one). A learner counts too: it
 gave no vote, but a leader never sends a member entries below what it acknowledged, so one
-that lost its data would stay empty; refused, it is told the way back. A node
-with no stored state that a peer remembers has lost its data: it stops (FoundingError) instead
-of founding or joining as new, which would forget the votes it gave.
+that lost its data would stay empty. A node with no stored state that a peer remembers has
+lost its data: it stops (FoundingError) with the way back, instead of founding or joining as
+new, which would forget the votes it gave.
 
 Forming on a LAN (settings.forming: mDNS, --join, or `quicraft node` without --peers): lan.py
 announces the node, verifies the peers it finds, and a fresh node without --peers waits for

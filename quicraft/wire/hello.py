@@ -36,8 +36,8 @@ Rules:
 - `awaits` (optional, only without `formed`, `seen` and `joining`): the sender decided to wait
   for this node to found the cluster and add it; a node that sees it and is not that one
   waits for it too.
-- Strict like every codec here: exactly these fields (`leader`, `founders` and `remembers_you`
-  may be left out), checked types and bounds.
+- Strict like every codec here: exactly these fields (all but `address`, `formed` and
+  `cluster_id` may be left out), checked types and bounds.
 """
 
 from __future__ import annotations
@@ -146,15 +146,11 @@ def _hello(raw: dict[str, object]) -> Hello:
         leader = as_address(body["leader"], _WHERE, "'leader'")
         if not formed:
             raise ProtocolError(f"{_WHERE}: a leader without 'formed'")
-    founders = None
-    if "founders" in body:
-        founders = tuple(as_ids(body["founders"], _WHERE, "'founders'"))
+    founders = _optional_ids(body, "founders")
     remembers_you = get_bool(body, "remembers_you", _WHERE, default=False)
     if remembers_you and not formed:
         raise ProtocolError(f"{_WHERE}: 'remembers_you' without 'formed'")
-    seen = None
-    if "seen" in body:
-        seen = tuple(as_ids(body["seen"], _WHERE, "'seen'"))
+    seen = _optional_ids(body, "seen")
     joining = get_bool(body, "joining", _WHERE, default=False)
     awaits = as_node_id(body["awaits"], _WHERE, "'awaits'") if "awaits" in body else None
     deciding = [name for name, on in (("seen", seen is not None), ("joining", joining),
@@ -166,3 +162,7 @@ def _hello(raw: dict[str, object]) -> Hello:
     return Hello(
         address, formed, cluster_id, leader, founders, remembers_you, seen, joining, awaits
     )
+
+
+def _optional_ids(body: dict[str, object], key: str) -> tuple[str, ...] | None:
+    return tuple(as_ids(body[key], _WHERE, repr(key))) if key in body else None

@@ -24,9 +24,9 @@ Rules:
     itself, and the others JOIN: the founder's leader adds them (a node it does not see
     itself dials it on the leader address a member's hello gives). Every node that counts
     the same set picks the same founder, so exactly one initial configuration is made; with
-    mDNS every node sees every other, and with --join to one seed every node counts the
-    seed's view. Seeds given --join to each other, each with nodes of its own, can still
-    count different sets and split (docs/operations.md, a known limit).
+    mDNS every node sees every other; with --join seeds a node dials every node its peers say
+    they see (lan.py), so it comes to see every other too, and the two-hop count bridges the
+    moments before that.
   - A verdict of FOUND or JOIN is final: the node layer acts on it once.
 - Joining (next_change, on the leader only, one membership change at a time): first promote a
   caught-up learner while there are fewer voters than `target_voters`; else add one verified,

@@ -14,6 +14,11 @@ Rules of this file:
   once it decides to join, which founder it awaits or that it joins a formed cluster
   (forming.py says why); each change is said again on every connection. What verified
   peers say of this goes into the rule.
+- Nodes that met through different seeds meet each other: a deciding node's hello also says
+  where it reaches the nodes it sees, and every node dials those it is not connected to
+  (expecting the id they are listed under), while a connected peer still says it sees them.
+  So every node comes to see every other directly, as with mDNS, and they all count the same
+  set; counting what peers see (two hops) only bridges the moments before that.
 - Hellos count like mDNS: a peer that said hello on a Raft connection (peers.py) has proved
   its key with that connection, so what it says (formed, cluster id) goes into the view like
   a verified announcement, and its address is where to dial it. Without mDNS this is how the
@@ -43,7 +48,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +138,11 @@ class LanForming:
         self._seen_by: dict[str, frozenset[str]] = {}
         self._peers_joining: set[str] = set()
         self._peers_await: dict[str, str] = {}
-        #: What this node's hellos say while it decides (`seen`), and once it joins.
+        #: Where deciding peers say they reach the nodes they see (the latest said).
+        self._relayed: dict[str, Address] = {}
+        #: What this node's hellos say while it decides (`seen`, `seen_at`), and once it joins.
         self.seeing: tuple[str, ...] | None = None
+        self.seeing_at: dict[str, str] | None = None
         self.joining = False
         self.awaits: str | None = None
         mgmt.extra_problems = self.problems
@@ -160,7 +168,7 @@ class LanForming:
             verdict, awaited, others = await self._wait_for_verdict()
             span.set_attribute("forming.verdict", verdict.name.lower())
             span.set_attribute("forming.seen", len(others) + 1)
-        self.seeing = None
+        self.seeing = self.seeing_at = None
         self.joining = verdict is Verdict.JOIN and awaited is None
         self.awaits = awaited
         self.pool.say_hello_again()
@@ -184,8 +192,10 @@ class LanForming:
         while True:
             view = self._connected_view()
             seeing = tuple(sorted(rule.seen(view)))
-            if seeing != self.seeing:
-                self.seeing = seeing
+            peers = (n for n in seeing if n != self.id)
+            seeing_at = {n: format_address(self.verified[n].address) for n in peers}
+            if (seeing, seeing_at) != (self.seeing, self.seeing_at):
+                self.seeing, self.seeing_at = seeing, seeing_at
                 self.pool.say_hello_again()
             verdict = rule.decide(
                 loop.time(), view, self._seen_by, self._peers_joining, self._peers_await
@@ -286,7 +296,7 @@ class LanForming:
             del self._verifying[peer.node_id]
 
     def _attempt(self, source: str, address: Address, node_id: str | None) -> Span:
-        """The span of one attempt to verify a hint from `source` (mdns, join, knock)."""
+        """The span of one attempt to verify a hint from `source` (mdns, join, knock, relay)."""
         attributes: dict[str, str | int] = {
             "discovery.source": source, "server.address": address[0], "server.port": address[1]
         }  # fmt: skip
@@ -354,6 +364,8 @@ class LanForming:
             self._seen_by.pop(node_id, None)
         else:
             self._seen_by[node_id] = frozenset(hello.seen)
+        if hello.seen_at is not None:
+            self._meet(hello.seen_at)
         if hello.joining:
             self._peers_joining.add(node_id)
         else:
@@ -376,6 +388,38 @@ class LanForming:
                 self._discovered_event(found)
         if hello.leader is not None and not self._is_member():
             self._knock(hello.leader)
+
+    def _meet(self, seen_at: Mapping[str, str]) -> None:
+        """Dial the nodes a deciding peer sees at the addresses it gives, where this node is
+        not connected to them yet."""
+        for node, where in seen_at.items():
+            try:
+                self._relayed[node] = parse_address(where)
+            except ValueError:
+                continue
+            busy = node in self._verifying or self.pool.connection(node) is not None
+            if node == self.id or busy:
+                continue
+            task = asyncio.get_running_loop().create_task(self._dial_relayed(node))
+            self._verifying[node] = task
+
+    async def _dial_relayed(self, node: str) -> None:
+        """Until connected to `node`, while a connected peer says it sees it: retried with
+        backoff, as a node announced by mDNS is."""
+        delay = VERIFY_RETRY_S[0]
+        while self.pool.connection(node) is None and self._still_relayed(node):
+            if await self._check(node, self._relayed[node], "relay"):
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, VERIFY_RETRY_S[1])
+        if self._verifying.get(node) is asyncio.current_task():
+            del self._verifying[node]
+
+    def _still_relayed(self, node: str) -> bool:
+        return any(
+            node in seen and self.pool.connection(peer) is not None
+            for peer, seen in self._seen_by.items()
+        )
 
     def _is_member(self) -> bool:
         core = self.raft.core

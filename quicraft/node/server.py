@@ -484,6 +484,7 @@ class Node:
         return Hello(
             format_address(self.advertised), formed, cid, where, self._founders, remembers,
             seen=lan.seeing if lan is not None else None,
+            seen_at=lan.seeing_at if lan is not None else None,
             joining=lan is not None and lan.joining,
             awaits=lan.awaits if lan is not None else None,
         )  # fmt: skip

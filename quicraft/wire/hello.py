@@ -5,7 +5,8 @@ it and ends it:
 
     {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
                        "leader": "host:port", "founders": [id], "remembers_you": bool,
-                       "seen": [id], "joining": bool, "awaits": id}}
+                       "seen": [id], "seen_at": {id: "host:port"}, "joining": bool,
+                       "awaits": id}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -30,6 +31,10 @@ Rules:
 - `seen` (optional, only without `formed`): a fresh node waiting for its forming verdict on a
   LAN (node/forming.py) says which unformed nodes it has verified, itself included, so that
   nodes that see each other only through it (--join to one seed) decide on the same set.
+- `seen_at` (optional, only with `seen`; its keys are ids of `seen`): where the sender
+  reaches the other nodes it sees. The receiver dials those it is not connected to (each must
+  prove the id it is listed under), so nodes that met through different seeds all come to
+  see each other, as mDNS would have them (node/lan.py).
 - `joining` (optional, only without `formed` and `seen`): the sender decided to wait for a
   leader to add it because it saw a formed cluster (or a node joining one): there is a
   cluster, so a node that sees it must not found another.
@@ -42,6 +47,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ProtocolError
@@ -55,7 +61,7 @@ from .fields import (
     need,
     open_envelope,
 )
-from .schema import MAX_CLUSTER_ID, as_address, as_ids, as_node_id
+from .schema import MAX_CLUSTER_ID, MAX_MEMBERS, as_address, as_ids, as_node_id
 
 _WHERE = "hello"
 _FIELDS = frozenset({"hello"})
@@ -68,6 +74,7 @@ _HELLO_FIELDS = frozenset(
         "founders",
         "remembers_you",
         "seen",
+        "seen_at",
         "joining",
         "awaits",
     }
@@ -83,6 +90,7 @@ class Hello:
     founders: tuple[str, ...] | None = None  #: sorted ids of its static founding set
     remembers_you: bool = False  #: the receiver has acted as a member of the sender's cluster
     seen: tuple[str, ...] | None = None  #: sorted unformed nodes it sees while deciding
+    seen_at: Mapping[str, str] | None = None  #: node of `seen` -> "host:port" it dials
     joining: bool = False  #: it waits to be added to a formed cluster
     awaits: str | None = None  #: it waits for this node to found the cluster
 
@@ -102,6 +110,8 @@ def encode_hello(hello: Hello) -> bytes:
         body["remembers_you"] = True
     if hello.seen is not None:
         body["seen"] = list(hello.seen)
+    if hello.seen_at is not None:
+        body["seen_at"] = dict(sorted(hello.seen_at.items()))
     if hello.joining:
         body["joining"] = True
     if hello.awaits is not None:
@@ -151,6 +161,7 @@ def _hello(raw: dict[str, object]) -> Hello:
     if remembers_you and not formed:
         raise ProtocolError(f"{_WHERE}: 'remembers_you' without 'formed'")
     seen = _optional_ids(body, "seen")
+    seen_at = _seen_at(body["seen_at"], seen) if "seen_at" in body else None
     joining = get_bool(body, "joining", _WHERE, default=False)
     awaits = as_node_id(body["awaits"], _WHERE, "'awaits'") if "awaits" in body else None
     deciding = [name for name, on in (("seen", seen is not None), ("joining", joining),
@@ -160,8 +171,24 @@ def _hello(raw: dict[str, object]) -> Hello:
     if len(deciding) > 1:
         raise ProtocolError(f"{_WHERE}: '{deciding[0]}' with '{deciding[1]}'")
     return Hello(
-        address, formed, cluster_id, leader, founders, remembers_you, seen, joining, awaits
-    )
+        address, formed, cluster_id, leader, founders, remembers_you, seen, seen_at, joining,
+        awaits,
+    )  # fmt: skip
+
+
+def _seen_at(value: object, seen: tuple[str, ...] | None) -> dict[str, str]:
+    name = "'seen_at'"
+    if seen is None:
+        raise ProtocolError(f"{_WHERE}: {name} without 'seen'")
+    if type(value) is not dict or len(value) > MAX_MEMBERS:
+        raise ProtocolError(f"{_WHERE}: {name} must be a map of at most {MAX_MEMBERS} entries")
+    found: dict[str, str] = {}
+    for node, address in value.items():
+        node_id = as_node_id(node, _WHERE, f"an id in {name}")
+        if node_id not in seen:
+            raise ProtocolError(f"{_WHERE}: {name} names {node_id}, which is not in 'seen'")
+        found[node_id] = as_address(address, _WHERE, f"an address in {name}")
+    return found
 
 
 def _optional_ids(body: dict[str, object], key: str) -> tuple[str, ...] | None:

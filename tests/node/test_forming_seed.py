@@ -111,3 +111,25 @@ def test_a_node_that_went_away_before_forming_is_not_waited_for(tmp_path: Path) 
             await one_cluster_of_all(nodes)
 
     asyncio.run(scenario())
+
+
+def test_seeds_joined_to_each_other_each_with_nodes_of_its_own_form_one_cluster(
+    tmp_path: Path,
+) -> None:
+    """A chain of four: one leaf --join S1, S1 --join S2, the other leaf --join S2, the
+    leaves with the two lowest ids. Each leaf counted only three nodes within two hops, so
+    with expect 3 both founded (a known limit until 2026-12-02, found by a review). A node
+    now dials every node its peers say they see, so every node counts all four."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, NAMES) as nodes:
+            leaf1, leaf2, seed1, seed2 = sorted(NAMES, key=nodes.id_of)
+            await start(
+                join_node(nodes, seed2, None, 3),
+                join_node(nodes, seed1, seed2, 3),
+                join_node(nodes, leaf1, seed1, 3),
+                join_node(nodes, leaf2, seed2, 3),
+            )
+            await one_cluster_of_all(nodes)
+
+    asyncio.run(scenario())

@@ -50,6 +50,11 @@ def test_the_documented_layout() -> None:
     assert cbor2.loads(encode_hello(founding))["hello"]["founders"] == ["a1", "b2"]
     deciding = Hello("10.0.0.2:7400", False, seen=("a1", "b2"))
     assert cbor2.loads(encode_hello(deciding))["hello"]["seen"] == ["a1", "b2"]
+    where = {"b2": "10.0.0.4:7400", "a1": "[fe80::1%eth0]:7400"}
+    relaying = Hello("10.0.0.2:7400", False, seen=("a1", "b2"), seen_at=where)
+    assert list(cbor2.loads(encode_hello(relaying))["hello"]["seen_at"].items()) == sorted(
+        where.items()
+    )
     joining = Hello("10.0.0.2:7400", False, joining=True)
     assert cbor2.loads(encode_hello(joining))["hello"]["joining"] is True
     awaiting = Hello("10.0.0.2:7400", False, awaits="a1")
@@ -86,6 +91,11 @@ def test_the_documented_layout() -> None:
         (frame({**GOOD, "joining": True}), "with 'formed'"),
         (frame({**UNFORMED, "seen": ["a"], "joining": True}), "'seen' with 'joining'"),
         (frame({**UNFORMED, "seen": ["b", "a"]}), "sorted without repeats"),
+        (frame({**UNFORMED, "seen_at": {"a": "h:1"}}), "'seen_at' without 'seen'"),
+        (frame({**UNFORMED, "seen": ["a"], "seen_at": {"b": "h:1"}}), "not in 'seen'"),
+        (frame({**UNFORMED, "seen": ["a"], "seen_at": {"a": "h"}}), "an address in 'seen_at'"),
+        (frame({**UNFORMED, "seen": ["a"], "seen_at": {"": "h:1"}}), "an id in 'seen_at'"),
+        (frame({**UNFORMED, "seen": ["a"], "seen_at": ["a", "h:1"]}), "'seen_at' must be a map"),
         (frame({**UNFORMED, "joining": "yes"}), "'joining'"),
         (frame({**UNFORMED, "awaits": ""}), "'awaits'"),
         (frame({**UNFORMED, "awaits": "a", "joining": True}), "'joining' with 'awaits'"),

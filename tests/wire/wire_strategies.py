@@ -560,17 +560,21 @@ new_envelope_like = st.recursive(
 founder_sets = st.none() | st.frozensets(node_ids, min_size=1, max_size=7).map(
     lambda ids: tuple(sorted(ids))
 )
+
+
+@st.composite
+def _deciding_hellos(draw: st.DrawFn) -> Hello:
+    """An unformed hello, with what it sees while deciding and where it reaches those."""
+    seen = draw(founder_sets)
+    seen_at = None
+    if seen is not None:
+        listed = draw(st.none() | st.lists(st.sampled_from(seen), unique=True))
+        seen_at = None if listed is None else {n: draw(addresses) for n in listed}
+    return Hello(draw(addresses), False, None, None, draw(founder_sets), False, seen, seen_at)
+
+
 hellos = st.one_of(
-    st.builds(
-        Hello,
-        addresses,
-        st.just(False),
-        st.none(),
-        st.none(),
-        founder_sets,
-        st.just(False),
-        founder_sets,
-    ),
+    _deciding_hellos(),
     st.builds(Hello, addresses, st.just(False), joining=st.just(True)),
     st.builds(Hello, addresses, st.just(False), awaits=node_ids),
     st.builds(

@@ -207,16 +207,24 @@ def _restore(args: argparse.Namespace) -> int:
         if identity.role is not Role.NODE:
             return fail(f"identity {args.name!r} has role {identity.role.value}; need role node")
         owner = DataOwner(identity.node_id, args.name, args.cluster)
-        info = restore_backup(args.file, args.data, owner)
+        restored = restore_backup(args.file, args.data, owner)
     except (IdentityError, RestoreError, BackupError, StorageError) as err:
         return fail(str(err))
-    result = {**_info_map(info, args.file), "node": identity.node_id, "data": str(args.data)}
+    info, cluster_id = restored.info, restored.cluster_id
+    result = {
+        **_info_map(info, args.file),
+        "node": identity.node_id,
+        "data": str(args.data),
+        "new_cluster_id": cluster_id,
+    }
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"restored index {info.index} of cluster {info.cluster!r} into {args.data}: a new "
-            f"cluster whose only member is {args.name} ({identity.node_id}).\nStart it with: "
+            f"cluster whose only member is {args.name} ({identity.node_id})"
+            + (f", with the new cluster id {cluster_id}" if cluster_id else "")
+            + ".\nStart it with: "
             f"quicraft node --cluster {args.cluster} --name {args.name} --data {args.data} "
             "--listen HOST:PORT; then add members (quicraft mgmt add-member)."
         )

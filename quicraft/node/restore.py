@@ -9,14 +9,19 @@ Rules of this file:
 - The stored state is the backup's snapshot (its index and term) with the membership
   replaced by this node alone, and a hard state at that term with no vote: the node elects
   itself on its first election timeout, and the old members are not contacted.
+- A restored cluster is a new cluster: where the backup's state has a cluster id, it gets a
+  new random one, so that the old cluster, if it still runs, shows up as a split of the name
+  (node/lan.py) instead of passing for the same cluster.
 - The snapshot is held in memory while it is written, as a running node holds its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from quicraft.core import HardState, Membership, Snapshot, SnapshotMeta
+from quicraft.statemachine import with_new_cluster_id
 from quicraft.storage import LevelDBStorage
 from quicraft.wire import BackupError, BackupInfo, BackupReader
 
@@ -27,10 +32,17 @@ class RestoreError(Exception):
     """The restore cannot be done; the message says why, on one line."""
 
 
-def restore_backup(backup: Path, data_dir: Path, owner: DataOwner) -> BackupInfo:
+@dataclass(frozen=True, slots=True)
+class Restored:
+    info: BackupInfo  #: what the backup file says of itself
+    cluster_id: str | None  #: the restored cluster's new id; None where the backup had none
+
+
+def restore_backup(backup: Path, data_dir: Path, owner: DataOwner) -> Restored:
     """Write a data directory at `data_dir` for the node `owner` from the backup file
-    `backup`; the backup's info. RestoreError for a non-empty `data_dir`, an unreadable file or
-    a backup of another cluster, BackupError for a file that is not a sound backup."""
+    `backup`. RestoreError for a non-empty `data_dir`, an unreadable file, a backup of
+    another cluster or one whose state is not the key-value store's, BackupError for a file
+    that is not a sound backup."""
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise RestoreError(
             f"{data_dir} is not an empty directory: restore writes a fresh data directory"
@@ -49,6 +61,10 @@ def restore_backup(backup: Path, data_dir: Path, owner: DataOwner) -> BackupInfo
             f"{backup} is a backup of cluster {info.cluster!r}, not {owner.cluster!r}: "
             f"restore it with --cluster {info.cluster}"
         )
+    try:
+        data, cluster_id = with_new_cluster_id(data)
+    except ValueError as err:
+        raise RestoreError(f"{backup} holds no state quicraft can restore: {err}") from None
     meta = SnapshotMeta(info.index, info.term, Membership(frozenset({owner.node_id})))
     storage = LevelDBStorage(data_dir)
     try:
@@ -60,4 +76,4 @@ def restore_backup(backup: Path, data_dir: Path, owner: DataOwner) -> BackupInfo
         )
     finally:
         storage.close()
-    return info
+    return Restored(info, cluster_id)

@@ -32,6 +32,7 @@ from .sessions import (
     Session,
     SessionTable,
 )
+from .snapshot import with_new_cluster_id
 
 __all__ = [
     "ADDRESS_OP",
@@ -57,4 +58,5 @@ __all__ = [
     "error_result",
     "is_error",
     "snapshot_encoder",
+    "with_new_cluster_id",
 ]

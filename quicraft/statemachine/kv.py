@@ -245,7 +245,7 @@ class KVStore:
         only what never changes in place: values are (bytes, revision) tuples, and stored
         session results are never modified."""
         data, keys = dict(self._data), list(self._sorted)
-        now_ms, sessions = self._sessions.now_ms, session_rows(self._sessions)
+        now_ms, sessions = self._sessions.now_ms, session_rows(self._sessions.items())
         applied, cluster_id, addresses = self._last_applied, self._cluster_id, dict(self._addresses)
 
         def encode() -> bytes:

@@ -22,7 +22,8 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import cbor2
@@ -30,7 +31,7 @@ import cbor2
 from ._cbor import canonical_order, strict_loads
 from .base import Result
 from .commands import MAX_ADDRESS, MAX_NODE_ID
-from .sessions import Session, SessionTable
+from .sessions import Session
 
 VERSION = 1
 KIND = "quicraft.kv"
@@ -51,13 +52,13 @@ class SnapshotState:
     addresses: dict[str, str] = field(default_factory=dict)
 
 
-def session_rows(sessions: SessionTable) -> list[list[object]]:
-    """The sessions as a snapshot holds them, least recently active first. The rows share
-    the stored results with the table, which never changes a result once stored, so they
-    stay as they were while the table moves on."""
+def session_rows(sessions: Iterable[tuple[int, Session]]) -> list[list[object]]:
+    """The sessions (SessionTable.items(), least recently active first) as a snapshot holds
+    them. The rows share the stored results with the table, which never changes a result
+    once stored, so they stay as they were while the table moves on."""
     return [
         [sid, s.last_active_ms, s.floor, [[seq, r] for seq, r in s.results.items()]]
-        for sid, s in sessions.items()
+        for sid, s in sessions
     ]
 
 
@@ -114,6 +115,22 @@ def _array_in_slices(rows: list[tuple[str, bytes, int]]) -> list[bytes]:
         piece = rows[start : start + _KEYS_PER_CALL]
         parts.append(cbor2.dumps(piece)[len(_head(_ARRAY, len(piece))) :])
     return parts
+
+
+def with_new_cluster_id(data: bytes) -> tuple[bytes, str | None]:
+    """The snapshot `data` with a new random cluster id, and that id; `data` itself and None
+    when it has no id. For a cluster restored from a backup (node/restore.py): it is another
+    cluster than the one backed up, and must not pass for it where both are announced.
+    ValueError if `data` is not a sound snapshot."""
+    state = decode_snapshot(data)
+    if state.cluster_id is None:
+        return data, None
+    cluster_id = secrets.token_hex(16)
+    rows = session_rows(state.sessions)
+    new = encode_snapshot(
+        state.applied, state.entries, state.now_ms, rows, cluster_id, state.addresses
+    )
+    return new, cluster_id
 
 
 def decode_snapshot(data: bytes) -> SnapshotState:

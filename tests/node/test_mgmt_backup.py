@@ -19,7 +19,15 @@ from quicraft.node.data_owner import DataOwner
 from quicraft.node.mgmt import MgmtService
 from quicraft.node.restore import RestoreError, restore_backup
 from quicraft.node.runtime import RequestTimeout
-from quicraft.wire import MgmtResponse, decode_mgmt_response, verify_backup
+from quicraft.statemachine import FOUND_OP, KVStore, encode_command
+from quicraft.storage import LevelDBStorage
+from quicraft.wire import (
+    BackupInfo,
+    MgmtResponse,
+    decode_mgmt_response,
+    verify_backup,
+    write_backup,
+)
 
 
 def restore(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,6 +96,7 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     assert not (tmp_path / "other").exists()
     with pytest.raises(RestoreError, match="is a backup of cluster 't1', not 't2'"):
         restore_backup(backup, tmp_path / "other", DataOwner(result["node"], "r1", "t2"))
+    assert result["cluster_id"] is None and result["new_cluster_id"] is None  # --peers: no id
     assert not (tmp_path / "other").exists()
 
     node = ExtraNode(cluster, "r1", data)
@@ -163,3 +172,52 @@ def test_a_backup_the_known_leader_does_not_confirm_is_refused() -> None:
     assert "did not confirm" in refused.error.message
     core.leader = None  # quorum lost: the node's own state is still worth saving
     assert backup_answer().ok
+
+
+def test_a_restored_cluster_gets_a_new_cluster_id(tmp_path: Path) -> None:
+    """A cluster formed on a LAN has an id; the one restored from its backup is another
+    cluster and must not pass for it (both running, the name's split is then reported).
+    Everything else in the state, sessions included, is restored as it was."""
+    store = KVStore()
+    commands = [
+        (FOUND_OP, {"cluster_id": "ab12" * 8}),
+        ("register", {}),
+        ("set", {"key": "k", "value": b"v", "session": 2, "seq": 0}),
+        ("address", {"node": "n1", "address": "10.0.0.1:7400"}),
+    ]
+    for index, (op, args) in enumerate(commands, start=1):
+        store.apply(index, encode_command(op, args, 1000 * index))
+    data = store.snapshot()
+    info = BackupInfo("c1", "ab12" * 8, 4, 1, frozenset({"n1"}), frozenset(), 0, len(data))
+    backup = tmp_path / "c1.qrbackup"
+    with backup.open("wb") as fp:
+        write_backup(fp, info, [data])
+
+    owner = DataOwner("r1id", "r1", "c1")
+    restored = restore_backup(backup, tmp_path / "data", owner)
+    assert restored.info == info
+    assert restored.cluster_id is not None and restored.cluster_id != "ab12" * 8
+    storage = LevelDBStorage(tmp_path / "data")
+    try:
+        snapshot = storage.load().snapshot
+    finally:
+        storage.close()
+    assert snapshot is not None
+    again = KVStore()
+    again.restore(snapshot.data)
+    assert again.cluster_id == restored.cluster_id
+    assert again.get("k") == (b"v", 3) and 2 in again.sessions
+    assert again.addresses == {"n1": "10.0.0.1:7400"}
+    assert again.snapshot() == store.snapshot().replace(
+        b"ab12" * 8, restored.cluster_id.encode()
+    )  # the same bytes but for the id: keys, sessions and addresses as they were
+
+
+def test_a_backup_whose_state_is_not_the_stores_is_refused(tmp_path: Path) -> None:
+    info = BackupInfo("c1", None, 4, 1, frozenset({"n1"}), frozenset(), 0, 8)
+    backup = tmp_path / "c1.qrbackup"
+    with backup.open("wb") as fp:
+        write_backup(fp, info, [b"not cbor"])
+    with pytest.raises(RestoreError, match="holds no state quicraft can restore"):
+        restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
+    assert not (tmp_path / "data").exists()

@@ -21,14 +21,13 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping, Set
 
 from quicraft.core import NodeId, RaftError, Role
 from quicraft.statemachine import ADDRESS_OP, KVStore, encode_command
-from quicraft.transport.address import Address, format_address, parse_address
+from quicraft.transport.address import Address, format_address, is_unspecified, parse_address
 
 from .peers import PeerPool
 from .runtime import NodeError, RaftNode
@@ -123,10 +122,6 @@ class AddressBook:
             if self._pool.connection(node) is not None
         }
         host, port = self._advertised()
-        try:
-            wildcard = ipaddress.ip_address(host).is_unspecified
-        except ValueError:  # a host name
-            wildcard = False
-        if not wildcard:
+        if not is_unspecified(host):
             known[self.id] = format_address((host, port))
         return known

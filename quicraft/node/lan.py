@@ -60,7 +60,13 @@ from quicraft.discovery import Announcement, DiscoveredPeer, Discovery, PeerEven
 from quicraft.statemachine import FOUND_OP, encode_command
 from quicraft.telemetry import Tracing
 from quicraft.transport import RefusedError, TransportError
-from quicraft.transport.address import Address, format_address, parse_address
+from quicraft.transport.address import (
+    Address,
+    format_address,
+    is_loopback,
+    is_unspecified,
+    parse_address,
+)
 from quicraft.wire import Hello
 
 from .event_feed import EventFeed
@@ -365,7 +371,7 @@ class LanForming:
         else:
             self._seen_by[node_id] = frozenset(hello.seen)
         if hello.seen_at is not None:
-            self._meet(hello.seen_at)
+            self._meet(address, hello.seen_at)
         if hello.joining:
             self._peers_joining.add(node_id)
         else:
@@ -389,14 +395,17 @@ class LanForming:
         if hello.leader is not None and not self._is_member():
             self._knock(hello.leader)
 
-    def _meet(self, seen_at: Mapping[str, str]) -> None:
-        """Dial the nodes a deciding peer sees at the addresses it gives, where this node is
-        not connected to them yet."""
+    def _meet(self, via: Address, seen_at: Mapping[str, str]) -> None:
+        """Dial the nodes a deciding peer (reached at `via`) sees at the addresses it gives,
+        where this node is not connected to them yet."""
         for node, where in seen_at.items():
             try:
-                self._relayed[node] = parse_address(where)
+                host, port = parse_address(where)
             except ValueError:
                 continue
+            if (is_loopback(host) or is_unspecified(host)) and not is_loopback(via[0]):
+                host = via[0]  # the peer reaches it on its own host: that host, from here
+            self._relayed[node] = (host, port)
             busy = node in self._verifying or self.pool.connection(node) is not None
             if node == self.id or busy:
                 continue
@@ -407,13 +416,15 @@ class LanForming:
         """Until connected to `node`, while a connected peer says it sees it: retried with
         backoff, as a node announced by mDNS is."""
         delay = VERIFY_RETRY_S[0]
-        while self.pool.connection(node) is None and self._still_relayed(node):
-            if await self._check(node, self._relayed[node], "relay"):
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, VERIFY_RETRY_S[1])
-        if self._verifying.get(node) is asyncio.current_task():
-            del self._verifying[node]
+        try:
+            while self.pool.connection(node) is None and self._still_relayed(node):
+                if await self._check(node, self._relayed[node], "relay"):
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, VERIFY_RETRY_S[1])
+        finally:
+            if self._verifying.get(node) is asyncio.current_task():
+                del self._verifying[node]
 
     def _still_relayed(self, node: str) -> bool:
         return any(

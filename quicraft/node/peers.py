@@ -23,7 +23,6 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from opentelemetry.trace import StatusCode
 from quicraft.core import Message, MessageType, NodeId
 from quicraft.telemetry import NO_METRICS, NO_TRACING, Readings, remote_parent, traceparent
 from quicraft.transport import ALPN_RAFT, Connection, Identity, Stream, TransportError, connect
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address, is_unspecified, parse_address
 from quicraft.wire import (
     Hello,
     ProtocolError,
@@ -255,7 +254,7 @@ class PeerPool:
             host, port = parse_address(hello.address)
         except ValueError:
             raise ProtocolError(f"hello: bad address {hello.address!r}") from None
-        if _unspecified(host):
+        if is_unspecified(host):
             host = conn.peer.address[0]  # it serves on every interface: dial the one it used
         address = (host, port)
         if not conn.dialed or peer not in self.addresses:
@@ -397,13 +396,6 @@ class _Link:
             span.end()
             self._snapshots.discard(asyncio.current_task())
             self.pool._on_snapshot_sent(self.peer, ok)
-
-
-def _unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
 
 
 def _write(streams: tuple[Stream, Stream], m: Message, tp: str | None) -> None:

@@ -37,6 +37,15 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def is_unspecified(host: str) -> bool:
+    """True for the wildcard addresses 0.0.0.0 and ::, which a server listens on to serve on
+    every interface; a dialer must use a real address of that host instead."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def is_loopback(host: str) -> bool:
     """True for `localhost`, 127.0.0.0/8, ::1 and ::ffff:127.x.y.z; False for other names and
     addresses."""

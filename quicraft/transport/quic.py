@@ -195,6 +195,9 @@ async def connect(
     except OSError as err:
         _abandon(protocol, transport, "unreachable")
         raise TransportError(f"cannot reach {where}: {err.strerror or err}") from None
+    except ValueError as err:  # getaddrinfo's UnicodeError for a name IDNA refuses ("a..b")
+        _abandon(protocol, transport, "bad host")
+        raise TransportError(f"cannot reach {where}: not a host name ({err})") from None
     except BaseException:  # refused, cancelled: leave nothing behind
         _abandon(protocol, transport, "connect failed")
         raise

@@ -113,7 +113,9 @@ def as_address(value: object, where: str, name: str) -> str:
             chars, ok = _IPV6, ":" in host
         else:
             host, sep, port = value.rpartition(":")
-            chars, ok = _HOST, True
+            # DNS labels of 1 to 63 characters (one trailing dot allowed), as resolvers need.
+            labels = host.removesuffix(".").split(".")
+            chars, ok = _HOST, all(0 < len(label) <= 63 for label in labels)
         if (
             ok
             and sep

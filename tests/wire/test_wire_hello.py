@@ -70,6 +70,9 @@ def test_the_documented_layout() -> None:
         (frame({**GOOD, "address": "10.0.0.2:0"}), "'address'"),
         (frame({**GOOD, "address": "a b:1"}), "'address'"),
         (frame({**GOOD, "address": 7400}), "'address'"),
+        (frame({**GOOD, "address": "a..b:7400"}), "'address'"),  # resolvers refuse these
+        (frame({**GOOD, "address": ".a:7400"}), "'address'"),
+        (frame({**GOOD, "address": "x" * 64 + ".lan:7400"}), "'address'"),
         (frame({**GOOD, "formed": 1}), "'formed'"),
         (frame({**GOOD, "cluster_id": ""}), "'cluster_id'"),
         (frame({**GOOD, "cluster_id": "x" * 129}), "'cluster_id'"),
@@ -113,6 +116,11 @@ def test_refusals(data: bytes, why: str) -> None:
         decode_hello(data)
     with pytest.raises(ProtocolError, match=why):
         peek_hello(data)  # a malformed hello is reported as one, not taken for something else
+
+
+def test_host_names_of_dns_labels_are_addresses() -> None:
+    for address in ("node-1.lan:7400", "node-1.lan.:7400", "x" * 63 + ".lan:7400", "h:1"):
+        assert decode_hello(frame({**GOOD, "address": address})).address == address
 
 
 def test_encoding_refuses_what_decoding_would() -> None:

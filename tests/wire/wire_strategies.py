@@ -357,8 +357,12 @@ def decode_checked(name: str, data: bytes) -> object | None:
 
 _HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._%"
 ports = st.integers(1, 65535)
+#: DNS names: labels of 1 to 63 characters joined by dots (the wire refuses others).
+_host_names = st.lists(
+    st.text(_HOST_CHARS.replace(".", ""), min_size=1, max_size=12), min_size=1, max_size=3
+).map(".".join)
 addresses = st.one_of(
-    st.builds("{}:{}".format, st.text(_HOST_CHARS, min_size=1, max_size=30), ports),
+    st.builds("{}:{}".format, _host_names, ports),
     st.builds("{}:{}".format, st.ip_addresses(v=4), ports),
     st.builds("[{}]:{}".format, st.ip_addresses(v=6), ports),
 )

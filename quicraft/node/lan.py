@@ -133,6 +133,7 @@ class LanForming:
         self._change: asyncio.Task[None] | None = None
         self._announced = cluster_id()
         self._opened = False
+        self._closed = False  #: close() began: hellos start no more dials
         self._splits: dict[str, list[str]] = {}
         self._warned: set[str] = set()
         self._complained: set[str] = set()
@@ -227,6 +228,7 @@ class LanForming:
         self._tasks.append(asyncio.create_task(self._loop(), name="lan"))
 
     async def close(self) -> None:
+        self._closed = True
         tasks = [*self._tasks, *self._verifying.values()]
         if self._change is not None:
             tasks.append(self._change)
@@ -365,6 +367,8 @@ class LanForming:
     def heard_hello(self, node_id: str, name: str, address: Address, hello: Hello) -> None:
         """A peer said hello on an authenticated Raft connection: a verified peer (its name
         is its certificate's)."""
+        if self._closed:
+            return  # it would start dials that nothing stops
         cid = (hello.cluster_id or UNKNOWN_CLUSTER) if hello.formed else None
         if hello.seen is None:
             self._seen_by.pop(node_id, None)

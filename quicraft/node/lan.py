@@ -16,7 +16,8 @@ Rules of this file:
   peers say of this goes into the rule.
 - Nodes that met through different seeds meet each other: a deciding node's hello also says
   where it reaches the nodes it sees, and every node dials those it is not connected to
-  (expecting the id they are listed under), while a connected peer still says it sees them.
+  (expecting the id they are listed under), while a connected peer still says it sees them;
+  a loopback or wildcard address from a peer on another host is taken as that peer's host.
   So every node comes to see every other directly, as with mDNS, and they all count the same
   set; counting what peers see (two hops) only bridges the moments before that.
 - Hellos count like mDNS: a peer that said hello on a Raft connection (peers.py) has proved

@@ -408,14 +408,14 @@ class LanForming:
                 host, port = parse_address(where)
             except ValueError:
                 continue
+            if node == self.id:
+                continue
             if (is_loopback(host) or is_unspecified(host)) and not is_loopback(via[0]):
                 host = via[0]  # the peer reaches it on its own host: that host, from here
             self._relayed[node] = (host, port)
-            busy = node in self._verifying or self.pool.connection(node) is not None
-            if node == self.id or busy:
-                continue
-            task = asyncio.get_running_loop().create_task(self._dial_relayed(node))
-            self._verifying[node] = task
+            if node not in self._verifying and self.pool.connection(node) is None:
+                dial = asyncio.get_running_loop().create_task(self._dial_relayed(node))
+                self._verifying[node] = dial
 
     async def _dial_relayed(self, node: str) -> None:
         """Until connected to `node`, while a connected peer says it sees it: retried with

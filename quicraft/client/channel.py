@@ -25,6 +25,10 @@ from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.wire import ProtocolError
 
+#: A node that has not acknowledged a request (at the QUIC level) in this long is taken as
+#: down: a live one does within its ACK delay (25 ms at most), however long it then works.
+DELIVERY_S = 3.0
+
 
 class UnsendableRequest(Exception):
     """The request's args are ones every node would refuse (the message says which): it was
@@ -70,8 +74,12 @@ class Channel(Generic[R]):
     def usable(self) -> bool:
         return self.failure is None and not self.conn.closed
 
-    async def request(self, op: str, args: dict[str, Any], tp: str | None = None) -> R:
-        """Send one request (with trace context `tp`) and wait for its response."""
+    async def request(
+        self, op: str, args: dict[str, Any], tp: str | None = None, *, delivered: bool = False
+    ) -> R:
+        """Send one request (with trace context `tp`) and wait for its response; `delivered`:
+        first for its acknowledgement, TransportError if it is not in DELIVERY_S (for ops that
+        may take long: a dead node is told from a slow one)."""
         if self.failure is not None:
             raise self.failure
         request_id = next(self._ids)
@@ -83,9 +91,20 @@ class Channel(Generic[R]):
         self._waiting[request_id] = response
         try:
             self._stream.write_frame(frame)
+            if delivered:
+                await self._delivered(op)
             return await response
         finally:
             self._waiting.pop(request_id, None)
+
+    async def _delivered(self, op: str) -> None:
+        try:
+            async with asyncio.timeout(DELIVERY_S):
+                await self._stream.drain(fully=True)
+        except TimeoutError:
+            raise TransportError(
+                f"{op} was not acknowledged in {DELIVERY_S:g}s: the node may be down"
+            ) from None
 
     def close(self, reason: str) -> None:
         self._reader.cancel()

@@ -242,7 +242,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     channel = await self._link.connected()
-                    response = await channel.request(op, args, tp)
+                    response = await channel.request(op, args, tp, delivered=True)
             except RefusedError as err:
                 raise MgmtError(
                     "forbidden",

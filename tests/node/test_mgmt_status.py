@@ -155,3 +155,22 @@ def test_misuse_exits_2(args: list[str]) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "usage:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_management_client_moves_on_from_a_node_killed_under_it(cluster: Cluster) -> None:
+    """Its request went out on the connection to the dead node and waited there for the
+    whole timeout, then failed, with two nodes and a leader up (found by a chaos run on
+    2026-12-02). Now a request the node does not acknowledge in DELIVERY_S goes elsewhere."""
+
+    async def scenario() -> None:
+        nodes = {n.address: number for number, n in enumerate(cluster.nodes, start=1)}
+        async with connect_mgmt(
+            list(nodes), "t1", cluster.local.certs, timeout=10, follow_leader=False
+        ) as m:
+            before = await m.status()
+            killed = m.current_endpoint
+            cluster.kill(nodes[killed])
+            after = await m.status()  # MgmtError "gave up after 10s" before
+            assert m.current_endpoint != killed and after["node"] != before["node"]
+
+    run(scenario())

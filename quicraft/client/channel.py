@@ -9,6 +9,13 @@ Rules of this file:
   next request opens a new channel (one at a time, however many callers).
 - Where to go next is the caller's decision (Endpoints.move_on / go_to); this file only keeps
   the endpoints, the current one and its channel.
+- A node that died under a channel sends nothing, and QUIC would notice only at its idle
+  timeout: while requests wait, a channel whose node has sent nothing for PROBE_S asks it
+  for an acknowledgement, and fails them all (TransportError) if it stays silent for as
+  long again. Callers then move on in about a second, not after their whole timeout; a live
+  node, however long an operation takes, acknowledges at once. For DOWN_S after that, a
+  leader hint naming that node is not followed, and moving on passes it by: the other nodes
+  go on naming their old leader until they have elected another.
 """
 
 from __future__ import annotations
@@ -25,9 +32,8 @@ from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.wire import ProtocolError
 
-#: A node that has not acknowledged a request (at the QUIC level) in this long is taken as
-#: down: a live one does within its ACK delay (25 ms at most), however long it then works.
-DELIVERY_S = 3.0
+PROBE_S = 0.5
+DOWN_S = 3.0
 
 
 class UnsendableRequest(Exception):
@@ -63,7 +69,9 @@ class Channel(Generic[R]):
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[R]] = {}
         self.failure: Exception | None = None
+        self.silent = False  #: closed because the node stopped answering
         self._reader = asyncio.create_task(self._read_responses())
+        self._watchdog: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, address: Address, identity: Identity, codec: Codec[R]) -> Channel[R]:
@@ -74,12 +82,8 @@ class Channel(Generic[R]):
     def usable(self) -> bool:
         return self.failure is None and not self.conn.closed
 
-    async def request(
-        self, op: str, args: dict[str, Any], tp: str | None = None, *, delivered: bool = False
-    ) -> R:
-        """Send one request (with trace context `tp`) and wait for its response; `delivered`:
-        first for its acknowledgement, TransportError if it is not in DELIVERY_S (for ops that
-        may take long: a dead node is told from a slow one)."""
+    async def request(self, op: str, args: dict[str, Any], tp: str | None = None) -> R:
+        """Send one request (with trace context `tp`) and wait for its response."""
         if self.failure is not None:
             raise self.failure
         request_id = next(self._ids)
@@ -89,22 +93,26 @@ class Channel(Generic[R]):
             raise UnsendableRequest(str(err)) from None
         response: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = response
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch())
         try:
             self._stream.write_frame(frame)
-            if delivered:
-                await self._delivered(op)
             return await response
         finally:
             self._waiting.pop(request_id, None)
 
-    async def _delivered(self, op: str) -> None:
-        try:
-            async with asyncio.timeout(DELIVERY_S):
-                await self._stream.drain(fully=True)
-        except TimeoutError:
-            raise TransportError(
-                f"{op} was not acknowledged in {DELIVERY_S:g}s: the node may be down"
-            ) from None
+    async def _watch(self) -> None:
+        """While requests wait: fail them if the node is silent (see the module rules)."""
+        while self._waiting and self.usable:
+            await asyncio.sleep(PROBE_S)
+            if self.conn.silent_for() < PROBE_S:
+                continue
+            self.conn.probe()
+            await asyncio.sleep(PROBE_S)
+            if self._waiting and self.usable and self.conn.silent_for() >= PROBE_S:
+                self.silent = True
+                self.close(f"the node sent nothing for {self.conn.silent_for():.1f}s")
+                return
 
     def close(self, reason: str) -> None:
         self._reader.cancel()
@@ -142,6 +150,7 @@ class Endpoints(Generic[R]):
         self.current = 0
         self.channel: Channel[R] | None = None
         self._opening = asyncio.Lock()  # one connection at a time, however many callers
+        self._down: dict[Address, float] = {}  # endpoint -> loop time its node went silent
 
     @property
     def current_endpoint(self) -> str:
@@ -165,25 +174,38 @@ class Endpoints(Generic[R]):
             self.channel = None
 
     def move_on(self, failed: Channel[R] | None) -> None:
-        """Go to the next endpoint, unless another request already left `failed` (the channel
-        this one used: None if it could not connect)."""
+        """Go to the next endpoint not down, unless another request already left `failed`
+        (the channel this one used: None if it could not connect)."""
         if failed is not self.channel:
             return
+        now = asyncio.get_running_loop().time()
+        if failed is None or failed.silent:  # it could not be reached, or went silent
+            self._down[self.endpoints[self.current]] = now
         self.drop("trying another node")
-        self.current = (self.current + 1) % len(self.endpoints)
+        count = len(self.endpoints)
+        nexts = [(self.current + step) % count for step in range(1, count + 1)]
+        self.current = next((i for i in nexts if not self._is_down(i, now)), nexts[0])
 
-    def go_to(self, address_text: str) -> None:
-        """Talk to the node at `address_text` from now on (the leader, as a node said)."""
+    def _is_down(self, index: int, now: float) -> bool:
+        down = self._down.get(self.endpoints[index])
+        return down is not None and now - down < DOWN_S
+
+    def go_to(self, address_text: str) -> bool:
+        """Talk to the node at `address_text` from now on (the leader, as a node said); False
+        (staying) if it is not an address or names a node that went silent in the last
+        DOWN_S: the caller moves on instead."""
         try:
             address = parse_address(address_text)
         except ValueError:
-            self.move_on(self.channel)
-            return
+            return False
         if address not in self.endpoints:
             self.endpoints.append(address)
+        if self._is_down(self.endpoints.index(address), asyncio.get_running_loop().time()):
+            return False
         if self.current != self.endpoints.index(address):
             self.drop("following the leader")
             self.current = self.endpoints.index(address)
+        return True
 
 
 class EndpointsClient(Generic[R]):

@@ -157,8 +157,8 @@ class Client(EndpointsClient[Response]):
                     code = error.code if error else "internal"
                     raise ClientError(code, error.message if error else "no error information")
                 last = error.message
-                if error.code == "not_leader" and error.leader_addr:
-                    self._link.go_to(error.leader_addr)
+                hint = error.leader_addr if error.code == "not_leader" else None
+                if hint and self._link.go_to(hint):
                     continue
                 if error.code in ("not_leader", "no_leader"):
                     self._link.move_on(channel)  # this node may be cut off from a majority

@@ -114,7 +114,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         where = next((m["address"] for m in first["members"] if m["id"] == leader), None)
         if where is None:
             return first
-        self._link.go_to(where)
+        if not self._link.go_to(where):
+            return first
         try:
             return await self.call("status", timeout=min(self.timeout, 3.0))
         except MgmtError:
@@ -242,7 +243,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     channel = await self._link.connected()
-                    response = await channel.request(op, args, tp, delivered=True)
+                    response = await channel.request(op, args, tp)
             except RefusedError as err:
                 raise MgmtError(
                     "forbidden",
@@ -266,10 +267,15 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 error = response.error
                 assert error is not None
                 last = error.message
-                if error.code == "not_leader" and self.follow_leader and error.leader_addr:
-                    self._link.go_to(error.leader_addr)
+                follow = error.code == "not_leader" and self.follow_leader
+                hint = error.leader_addr if follow else None
+                if hint and self._link.go_to(hint):
                     continue
-                if error.code == "no_leader" or (error.code == "unavailable" and op not in CHANGES):
+                if (
+                    hint
+                    or error.code == "no_leader"
+                    or (error.code == "unavailable" and op not in CHANGES)
+                ):
                     self._link.move_on(channel)  # this node may be cut off, or stopping
                 else:
                     raise MgmtError.from_info(error)

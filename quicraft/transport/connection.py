@@ -43,6 +43,7 @@ Admit = Callable[[Peer, str], str | None]  # a reason to refuse, or None to admi
 
 _ACCEPTED_PING = 1  # the dialer's "did the server accept me?" probe
 _KEEPALIVE_PING = 2
+_PROBE_PING = 3  # Connection.probe(): "are you there?"
 _MAX_REASON = 200  # bytes of reason phrase we put in a CONNECTION_CLOSE
 _CRYPTO_ERRORS = range(0x100, 0x200)  # QUIC transport error codes that carry a TLS alert
 
@@ -78,6 +79,15 @@ class Connection:
 
     async def open_stream(self) -> Stream:
         return self._protocol.streams.open()
+
+    def silent_for(self) -> float:
+        """Seconds since the last datagram from the peer (or since the connection began)."""
+        return self._protocol.silent_for()
+
+    def probe(self) -> None:
+        """Ask the peer for an acknowledgement now: a live peer sends one within its ACK
+        delay (25 ms at most), which silent_for() then shows."""
+        self._protocol.probe()
 
     @property
     def rtt(self) -> float | None:
@@ -121,6 +131,7 @@ class PeerProtocol(QuicConnectionProtocol):
         self._ping_handle: asyncio.TimerHandle | None = None
         self._failure: TransportError | None = None
         self._udp: asyncio.BaseTransport | None = None
+        self._heard_at = self._evloop.time()  # of the last datagram from the peer
         endpoint.protocols.add(self)
 
     def failure(self) -> TransportError | None:
@@ -146,7 +157,8 @@ class PeerProtocol(QuicConnectionProtocol):
         # aioquic transmits after every datagram; waiting for the end of this loop turn lets
         # the answers that the datagram's events produce leave in the same packets (measured:
         # about half of the transmits sent nothing).
-        self._q.receive_datagram(cast(bytes, data), addr, now=self._evloop.time())
+        self._heard_at = now = self._evloop.time()
+        self._q.receive_datagram(cast(bytes, data), addr, now=now)
         self._process_events()
         self.streams.transmit_soon()
 
@@ -264,6 +276,14 @@ class PeerProtocol(QuicConnectionProtocol):
         self._ep.protocols.discard(self)
         if self._dialer and self._udp is not None:
             self._udp.close()  # a dialer owns its UDP socket; nothing more will be sent on it
+
+    def silent_for(self) -> float:
+        return self._evloop.time() - self._heard_at
+
+    def probe(self) -> None:
+        if self._failure is None:
+            self._q.send_ping(_PROBE_PING)
+            self.transmit()
 
     def _keepalive(self) -> None:
         if self._failure is None:

@@ -83,11 +83,9 @@ class Stream:
         self._check_writable()
         self._link.send(self._id, encode_frame(payload), False)
 
-    async def drain(self, *, fully: bool = False) -> None:
-        """Wait until little written data is unacknowledged; after end(), or `fully`, until
-        none is. The peer's QUIC stack acknowledges within its ACK delay however long its
-        application then takes, so a full drain also tells that the peer is there."""
-        limit = 0 if self._ended or fully else DRAIN_LOW_WATER
+    async def drain(self) -> None:
+        """Wait until little written data is unacknowledged; after end(), until none is."""
+        limit = 0 if self._ended else DRAIN_LOW_WATER
         while self._link.unacked(self._id) > limit:
             self._raise_write_error()
             await self._link.progress()

@@ -160,7 +160,8 @@ def test_misuse_exits_2(args: list[str]) -> None:
 def test_a_management_client_moves_on_from_a_node_killed_under_it(cluster: Cluster) -> None:
     """Its request went out on the connection to the dead node and waited there for the
     whole timeout, then failed, with two nodes and a leader up (found by a chaos run on
-    2026-12-02). Now a request the node does not acknowledge in DELIVERY_S goes elsewhere."""
+    2026-12-02). Now a channel whose node stays silent while requests wait fails them, and
+    they go elsewhere (client/channel.py)."""
 
     async def scenario() -> None:
         nodes = {n.address: number for number, n in enumerate(cluster.nodes, start=1)}

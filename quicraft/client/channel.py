@@ -116,6 +116,8 @@ class Channel(Generic[R]):
 
     def close(self, reason: str) -> None:
         self._reader.cancel()
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
         self.conn.close(reason)
         self._fail(TransportError(f"connection closed: {reason}"))
 

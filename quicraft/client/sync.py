@@ -55,6 +55,9 @@ class SyncClient:
     def close(self) -> None:
         if not self._loop.is_closed():
             self.run(self.client.close())
+            # Let the tasks the client leaves (a channel's reader and watchdog) see their
+            # cancellation, as asyncio.run does: a closed loop cannot, and says so on exit.
+            self.run(_cancel_left())
             self._loop.close()
 
     def __enter__(self) -> SyncClient:
@@ -75,3 +78,11 @@ def connect_sync(
 ) -> SyncClient:
     """Like `quicraft.connect`, for code without an event loop."""
     return SyncClient(connect(endpoints, cluster, certs, name, timeout))
+
+
+async def _cancel_left() -> None:
+    """Cancel every other task of the running loop and wait until they have ended."""
+    left = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)

@@ -46,6 +46,25 @@ def by_id(nodes: Nodes) -> list[str]:
     return sorted(NAMES, key=nodes.id_of)
 
 
+def form_by_rank(
+    tmp_path: Path, ranks: tuple[str, ...], joins: dict[str, str | None], expect: int
+) -> None:
+    """Start one node per role (`ranks`: the roles from the lowest id up), each given
+    --join to the role `joins` names, all together, in the order of `joins`; they must form
+    one cluster of all."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, NAMES) as nodes:
+            name = dict(zip(ranks, sorted(NAMES, key=nodes.id_of), strict=True))
+            await start(*(
+                join_node(nodes, name[role], name[seed] if seed else None, expect)
+                for role, seed in joins.items()
+            ))  # fmt: skip
+            await one_cluster_of_all(nodes)
+
+    asyncio.run(scenario())
+
+
 def test_nodes_that_meet_only_through_a_seed_form_one_cluster(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with nodes_in(tmp_path, NAMES) as nodes:
@@ -77,18 +96,8 @@ def test_the_lowest_id_counting_too_few_founds_when_a_peer_awaits_it(tmp_path: P
     count all four and wait for low to found; low and bottom count three. Low must found
     when a peer awaits it (found by a review: everyone waited, nobody founded)."""
 
-    async def scenario() -> None:
-        async with nodes_in(tmp_path, NAMES) as nodes:
-            low, top, middle, bottom = sorted(NAMES, key=nodes.id_of)
-            await start(
-                join_node(nodes, top, None, 4),
-                join_node(nodes, low, top, 4),
-                join_node(nodes, middle, top, 4),
-                join_node(nodes, bottom, middle, 4),
-            )
-            await one_cluster_of_all(nodes)
-
-    asyncio.run(scenario())
+    joins = {"top": None, "low": "top", "middle": "top", "bottom": "middle"}
+    form_by_rank(tmp_path, ("low", "top", "middle", "bottom"), joins, expect=4)
 
 
 def test_a_node_that_went_away_before_forming_is_not_waited_for(tmp_path: Path) -> None:
@@ -121,15 +130,5 @@ def test_seeds_joined_to_each_other_each_with_nodes_of_its_own_form_one_cluster(
     with expect 3 both founded (a known limit until 2026-12-02, found by a review). A node
     now dials every node its peers say they see, so every node counts all four."""
 
-    async def scenario() -> None:
-        async with nodes_in(tmp_path, NAMES) as nodes:
-            leaf1, leaf2, seed1, seed2 = sorted(NAMES, key=nodes.id_of)
-            await start(
-                join_node(nodes, seed2, None, 3),
-                join_node(nodes, seed1, seed2, 3),
-                join_node(nodes, leaf1, seed1, 3),
-                join_node(nodes, leaf2, seed2, 3),
-            )
-            await one_cluster_of_all(nodes)
-
-    asyncio.run(scenario())
+    joins = {"seed2": None, "seed1": "seed2", "leaf1": "seed1", "leaf2": "seed2"}
+    form_by_rank(tmp_path, ("leaf1", "leaf2", "seed1", "seed2"), joins, expect=3)

@@ -168,6 +168,7 @@ class PeerProtocol(QuicConnectionProtocol):
         self._fail_establish(TransportError(f"{_fmt(self.remote)} is unreachable: {exc}"))
 
     def transmit(self) -> None:
+        self.streams.flush()
         now = self._evloop.time()
         if self.streams.wrote:
             private.acknowledge_with_data(self._q, now)

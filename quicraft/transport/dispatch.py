@@ -12,8 +12,8 @@ routes aioquic's stream events to the right Stream. Rules:
   (aioquic keeps a similar set itself).
 - Writes of one loop turn are held here and given to aioquic in one call per stream just before
   the connection transmits (`flush`): aioquic's bookkeeping costs a few microseconds per call,
-  and a leader answering 64 requests made 64 calls. Anything that reads aioquic's view of a
-  stream (`unacked`) or changes it (`abort`) flushes first, so held bytes count as written.
+  and a leader answering 64 requests made 64 calls. Held bytes count as unacknowledged, and
+  `abort` flushes first, so that a stream stopped only for reading still sends them.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ class StreamTable:
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress: asyncio.Future[None] | None = None
         self._send_handle: asyncio.Handle | None = None
-        #: Stream id -> frames written this loop turn and not yet given to aioquic (in order).
+        #: Stream id -> frames written this loop turn and not yet given to aioquic (in order),
+        #: their size, and whether the last of them ends the stream.
         self._held: dict[int, list[bytes]] = {}
-        self._held_end: set[int] = set()  # ... and whether the last of them ends the stream
+        self._held_size: dict[int, int] = {}
+        self._held_end: set[int] = set()
         #: Stream data was written since the last transmit (so an owed ACK can ride with it).
         self.wrote = False
         self.connection: Connection | None = None
@@ -119,8 +121,10 @@ class StreamTable:
         held = self._held.get(stream_id)
         if held is None:
             self._held[stream_id] = [data]
+            self._held_size[stream_id] = len(data)
         else:
             held.append(data)
+            self._held_size[stream_id] += len(data)
         if end:
             self._held_end.add(stream_id)
         self.wrote = True
@@ -132,6 +136,7 @@ class StreamTable:
             return
         held, self._held = self._held, {}
         ending, self._held_end = self._held_end, set()
+        self._held_size.clear()
         for stream_id, chunks in held.items():
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             try:
@@ -154,8 +159,7 @@ class StreamTable:
         self.transmit_soon()
 
     def unacked(self, stream_id: int) -> int:
-        self.flush()
-        return private.unacked_bytes(self._quic, stream_id)
+        return private.unacked_bytes(self._quic, stream_id) + self._held_size.get(stream_id, 0)
 
     async def progress(self) -> None:
         if self._failure() is not None:

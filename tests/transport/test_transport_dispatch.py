@@ -74,3 +74,17 @@ def test_a_stream_aioquic_refuses_at_flush_fails_its_next_write() -> None:
             stream.write_frame(b"next")
 
     run(main())
+
+
+def test_held_bytes_count_as_unacknowledged() -> None:
+    async def main() -> None:
+        quic = FakeQuic()
+        table = _table(quic)
+        stream = table.open()
+        stream.write_frame(b"abc")
+        stream.write_frame(b"de")
+        assert table.unacked(stream.stream_id) == 4 + 3 + 4 + 2
+        table.flush()
+        assert table.unacked(stream.stream_id) == 0  # the fake keeps no aioquic stream state
+
+    run(main())

@@ -103,13 +103,18 @@ class Channel(Generic[R]):
 
     async def _watch(self) -> None:
         """While requests wait: fail them if the node is silent (see the module rules)."""
-        while self._waiting and self.usable:
+        await self.close_if_silent(lambda: bool(self._waiting))
+
+    async def close_if_silent(self, busy: Callable[[], bool]) -> None:
+        """While busy(): close the channel if its node goes silent (see the module rules).
+        Requests start this themselves; work on a stream of its own (a backup) runs it."""
+        while busy() and self.usable:
             await asyncio.sleep(PROBE_S)
             if self.conn.silent_for() < PROBE_S:
                 continue
             self.conn.probe()
             await asyncio.sleep(PROBE_S)
-            if self._waiting and self.usable and self.conn.silent_for() >= PROBE_S:
+            if busy() and self.usable and self.conn.silent_for() >= PROBE_S:
                 self.silent = True
                 self.close(f"the node sent nothing for {self.conn.silent_for():.1f}s")
                 return

@@ -167,9 +167,13 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         path = Path(path)
         part = path.with_name(path.name + ".part")
         loop = asyncio.get_running_loop()
+        watch: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
                 channel = await self._link.connected()
+                # The backup's stream is its own, not under the channel's watch of requests:
+                # a node that dies mid-backup would hold it for its whole budget.
+                watch = asyncio.create_task(channel.close_if_silent(lambda: True))
                 stream = await channel.conn.open_stream()
                 stream.write_frame(encode_mgmt_request("backup", {}, id=1))
                 stream.end()
@@ -214,6 +218,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 "unavailable", f"backup from {self.current_endpoint} failed: {err or 'timed out'}"
             ) from None
         finally:
+            if watch is not None:
+                watch.cancel()
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
 

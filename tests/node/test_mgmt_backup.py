@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +16,7 @@ import pytest
 from cluster_harness import Cluster, eventually_write, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
-from quicraft.client import connect, connect_mgmt
+from quicraft.client import MgmtError, connect, connect_mgmt
 from quicraft.core import Membership, Snapshot, SnapshotMeta
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.mgmt import MgmtService
@@ -116,6 +119,31 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
         run(read_back())
     finally:
         node.stop()
+
+
+def test_a_backup_from_a_node_that_stops_answering_fails_within_seconds(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A backup reads a stream of its own, which the channel's watch of waiting requests
+    did not cover: from a node frozen or killed mid-way it waited for its whole 60 s
+    budget. Now its node is asked for an acknowledgement and, silent, the backup fails."""
+    frozen = cluster.local.node(2)
+    backup = tmp_path / "b.qrbackup"
+
+    async def scenario() -> None:
+        async with admin(cluster, 2, follow=False) as m:
+            await m.status()  # the channel to node 2 is up
+            os.kill(frozen.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(MgmtError, match="sent nothing for"):
+                    await m.backup(backup)
+                assert time.monotonic() - started < 10
+            finally:
+                os.kill(frozen.pid, signal.SIGCONT)
+
+    run(scenario())
+    assert not backup.exists() and not backup.with_name("b.qrbackup.part").exists()
 
 
 def test_the_progress_bar_redraws_one_line() -> None:

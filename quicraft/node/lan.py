@@ -51,6 +51,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from opentelemetry import trace
@@ -128,7 +129,8 @@ class LanForming:
             )
         #: Node id (or "join@host:port" for a --join address that refused us) -> what we know.
         self.verified: dict[str, Verified] = {}
-        #: Dials in flight, by node id (mDNS) or "knock@address" (a leader to say hello to).
+        #: Dials in flight, by node id (mDNS), "relay@id" (an address a peer gave) or
+        #: "knock@address" (a leader to say hello to).
         self._verifying: dict[str, asyncio.Task[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._change: asyncio.Task[None] | None = None
@@ -413,23 +415,26 @@ class LanForming:
             if (is_loopback(host) or is_unspecified(host)) and not is_loopback(via[0]):
                 host = via[0]  # the peer reaches it on its own host: that host, from here
             self._relayed[node] = (host, port)
-            if node not in self._verifying and self.pool.connection(node) is None:
+            # Its own key: a verification of an announced address may be retrying one that
+            # never answers, and must not keep this one from being dialed.
+            key = f"relay@{node}"
+            if key not in self._verifying and self.pool.connection(node) is None:
                 dial = asyncio.get_running_loop().create_task(self._dial_relayed(node))
-                self._verifying[node] = dial
+                self._verifying[key] = dial
+                dial.add_done_callback(partial(self._forget_attempt, key))
 
     async def _dial_relayed(self, node: str) -> None:
         """Until connected to `node`, while a connected peer says it sees it: retried with
         backoff, as a node announced by mDNS is."""
         delay = VERIFY_RETRY_S[0]
-        try:
-            while self.pool.connection(node) is None and self._still_relayed(node):
-                if await self._check(node, self._relayed[node], "relay"):
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, VERIFY_RETRY_S[1])
-        finally:
-            if self._verifying.get(node) is asyncio.current_task():
-                del self._verifying[node]
+        while self.pool.connection(node) is None and self._still_relayed(node):
+            if await self._check(node, self._relayed[node], "relay"):
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, VERIFY_RETRY_S[1])
+
+    def _forget_attempt(self, key: str, _: asyncio.Task[Any]) -> None:
+        self._verifying.pop(key, None)
 
     def _still_relayed(self, node: str) -> bool:
         return any(
@@ -453,7 +458,7 @@ class LanForming:
             return
         task = asyncio.get_running_loop().create_task(self._check(None, address, "knock"))
         self._verifying[key] = task
-        task.add_done_callback(lambda _: self._verifying.pop(key, None))
+        task.add_done_callback(partial(self._forget_attempt, key))
 
     def _discovered_event(self, peer: Verified) -> None:
         if peer.node_id.startswith("join@"):

@@ -8,11 +8,12 @@ host."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 from inprocess import Nodes, nodes_in, until
 
-from quicraft.discovery import DiscoverySettings
+from quicraft.discovery import DiscoveredPeer, DiscoverySettings, PeerEvent, PeerEventKind
 from quicraft.node import Node
 from quicraft.transport import TransportError
 from quicraft.transport.address import Address, format_address
@@ -86,6 +87,38 @@ def test_a_loopback_address_relayed_from_another_host_is_dialed_at_that_host(
                 await until(lambda: bool(dialed))
                 assert dialed[0] == (("192.0.2.7", 7401), x)
                 assert all(host == "192.0.2.7" for (host, _), _ in dialed)
+            finally:
+                await stop_waiting(starting)
+
+    asyncio.run(scenario())
+
+
+def test_a_relayed_address_is_dialed_while_an_announced_one_is_still_being_verified(
+    tmp_path: Path,
+) -> None:
+    """mDNS announces c at an address that never answers, and verifying it retries with
+    backoff; a deciding peer's hello then says where it reaches c. The relayed dial was
+    skipped while that verification ran (both were kept under c's id), so this node never
+    reached c (found by reading, 2026-12-02)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abc") as nodes:
+            b = deciding(nodes, "b")
+            a, c = deciding(nodes, "a", seed="b"), deciding(nodes, "c")
+            starting = [asyncio.ensure_future(n.start()) for n in (a, b, c)]
+            try:
+                await until(lambda: a.lan is not None and a.pool.connection(b.id) is not None)
+                assert a.lan is not None
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", 0))
+                    nobody = s.getsockname()  # closed again: nothing answers there
+                announced = DiscoveredPeer(c.id, "c", "t1", nobody, None, 1)
+                a.lan._on_event(PeerEvent(PeerEventKind.DISCOVERED, announced))
+                await asyncio.sleep(0.3)  # its first attempt has failed; it retries
+                ids, sender = {a.id, b.id, c.id}, format_address(nodes.address("b"))
+                seen = relaying(sender, ids, {c.id: format_address(nodes.address("c"))})
+                a.lan.heard_hello(b.id, "b", nodes.address("b"), seen)
+                await until(lambda: a.pool.connection(c.id) is not None, timeout=5)
             finally:
                 await stop_waiting(starting)
 

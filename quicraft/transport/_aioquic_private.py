@@ -15,7 +15,12 @@ aioquic (1.x) has no public API for eight things quicraft needs:
 4. Acknowledging less often (`QuicConnection._ack_delay`, fixed at 1 ms). Under load every
    connection then sends an ACK-only packet per millisecond; waiting up to ACK_DELAY_S lets most
    ACKs ride on the next response or append instead (measured: about 20 % more writes/s).
-   It stays well inside the 25 ms max_ack_delay aioquic announces to the peer.
+   It stays inside the 25 ms max_ack_delay aioquic announces to the peer. aioquic waits out
+   the delay however many packets arrive; `receive_acking_every_second` makes the ACK due
+   once two ack-eliciting packets wait for it (`QuicPacketSpace.ack_at`), as RFC 9000 asks,
+   so a bulk sender's window grows as fast as with immediate ACKs. With that, 20 ms instead
+   of 10 (64 writes in flight, 6 alternating pairs: writes/s +7.6 %, CPU per write -10 %;
+   at 16, no change): more answers and appends leave before the delay runs out.
 
 5. The connection's smoothed round-trip time (`QuicConnection._loss._rtt_smoothed`), which
    the loss recovery keeps anyway: the peer round-trip metric reads it.
@@ -79,7 +84,20 @@ def request_client_certificate(quic: QuicConnection) -> None:
 
 
 #: How long a received packet may wait for its acknowledgement (see 4. above).
-ACK_DELAY_S = 0.010
+ACK_DELAY_S = 0.020
+
+
+def receive_acking_every_second(quic: QuicConnection, data: bytes, addr: Any, now: float) -> None:
+    """`quic.receive_datagram`, after which an acknowledgement is due at once if two
+    ack-eliciting packets now wait for one (RFC 9000 section 13.2.2; see 4. above)."""
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    owed = space.ack_at if space is not None else None
+    if space is None or owed is None:
+        quic.receive_datagram(data, addr, now=now)
+        return
+    space.ack_at = None  # aioquic sets it again only for an ack-eliciting packet
+    quic.receive_datagram(data, addr, now=now)
+    space.ack_at = now if space.ack_at is not None else owed
 
 
 def delay_acks(quic: QuicConnection) -> None:

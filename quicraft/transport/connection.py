@@ -158,7 +158,7 @@ class PeerProtocol(QuicConnectionProtocol):
         # the answers that the datagram's events produce leave in the same packets (measured:
         # about half of the transmits sent nothing).
         self._heard_at = now = self._evloop.time()
-        self._q.receive_datagram(cast(bytes, data), addr, now=now)
+        private.receive_acking_every_second(self._q, cast(bytes, data), addr, now)
         self._process_events()
         self.streams.transmit_soon()
 

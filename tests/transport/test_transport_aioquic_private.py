@@ -18,6 +18,7 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
+from aioquic.tls import Epoch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transport_helpers import Certs, run
@@ -132,6 +133,36 @@ def test_an_owed_ack_rides_with_data_only_when_asked(certs: Certs, ride_along: b
     client.receive_datagram(answer[0][0], SERVER_ADDR, now=now)
     acknowledged = client._loss.bytes_in_flight == 0
     assert acknowledged is ride_along
+
+
+def test_an_ack_is_due_at_once_when_a_second_packet_waits_for_one(certs: Certs) -> None:
+    """One ack-eliciting packet waits up to ACK_DELAY_S, for data to ride with; a second
+    makes the acknowledgement due (RFC 9000 section 13.2.2), so that a bulk sender (a
+    snapshot) is acknowledged every other packet and its window keeps growing."""
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    private.delay_acks(server)
+    now = 2.0
+    stream_id = client.get_next_available_stream_id()
+    space = server._spaces[Epoch.ONE_RTT]
+
+    def one_packet(data: bytes) -> None:
+        client.send_stream_data(stream_id, data)
+        for datagram, _addr in client.datagrams_to_send(now=now):
+            private.receive_acking_every_second(server, datagram, CLIENT_ADDR, now)
+
+    one_packet(b"first")
+    assert space.ack_at == pytest.approx(now + private.ACK_DELAY_S)
+    assert private.nothing_to_send(server, now)  # it waits
+    now += 0.001
+    one_packet(b"second")
+    assert space.ack_at == now and not private.nothing_to_send(server, now)
+    for datagram, _addr in server.datagrams_to_send(now=now):
+        client.receive_datagram(datagram, SERVER_ADDR, now=now)
+    assert client._loss.bytes_in_flight == 0  # both acknowledged
+    assert space.ack_at is None
+    now += 0.001
+    one_packet(b"third")  # the count starts again
+    assert space.ack_at == pytest.approx(now + private.ACK_DELAY_S)
 
 
 def test_our_protocol_does_not_shadow_aioquic_private_names() -> None:

@@ -75,7 +75,9 @@ class Client(EndpointsClient[Response]):
         self.kv = KV(self)
         self._session: int | None = None
         self._seq = 0
-        self._in_flight: set[int] = set()  # sequence numbers of writes not yet answered
+        #: Sequence numbers of writes not yet answered, oldest first (a dict keeps the order
+        #: they were added in, which is theirs: the oldest is the first key, found in O(1)).
+        self._in_flight: dict[int, None] = {}
         self._registering = asyncio.Lock()
         self.tracing = global_tracing("quicraft.client")
 
@@ -108,12 +110,12 @@ class Client(EndpointsClient[Response]):
                 self._session = int(result["session"])
         self._seq += 1
         seq = self._seq
-        self._in_flight.add(seq)
+        self._in_flight[seq] = None
         try:
             # `ack`: the node may forget our results below the oldest write still waiting.
             session = self._session
-            extra = {"session": session, "seq": seq, "ack": min(self._in_flight)}
-            return await self.call(op, {**args, **extra})
+            oldest = next(iter(self._in_flight))
+            return await self.call(op, {**args, "session": session, "seq": seq, "ack": oldest})
         except ClientError as err:
             if err.code == "session_expired" and self._session == session:
                 # The next write registers a new session. This one is not retried: if it was
@@ -121,7 +123,7 @@ class Client(EndpointsClient[Response]):
                 self._session = None
             raise
         finally:
-            self._in_flight.discard(seq)
+            del self._in_flight[seq]
 
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Send one request, following the leader and retrying until `timeout` has passed.

@@ -8,8 +8,9 @@ a Stream keeps the frames decoded so far and the state of each direction. Rules:
   reset with ErrorCode.PROTOCOL and `read_frame` raises the ProtocolError; the connection lives.
 - `read_frame` returns None only at a clean end (FIN between frames); a peer reset or a lost
   connection raises TransportError instead, so a handler can tell "done" from "cut off".
-- Writes never block: `write_frame` buffers in aioquic, `drain` waits until little enough is
-  unacknowledged (or, after `end`, until all of it is), which is the only backpressure there is.
+- Writes never block: `write_frame` buffers (in the link until the loop turn's transmit,
+  then in aioquic), `drain` waits until little enough is unacknowledged (or, after `end`,
+  until all of it is), which is the only backpressure there is.
 - When both directions are done the stream tells its link, which forgets it.
 """
 

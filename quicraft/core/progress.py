@@ -65,6 +65,8 @@ class Progress:
     silent_ticks: int = 0
     # ReadIndex: the newest read round this peer has confirmed in the current term.
     read_round: int = 0
+    # Ticks since the leader last sent this peer an append or a heartbeat (raft._tick_leader).
+    quiet_ticks: int = 0
 
     def become_probe(self) -> None:
         # After a snapshot, resume just past it: the follower has at least that much.

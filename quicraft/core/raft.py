@@ -171,6 +171,7 @@ class RaftCore:
         self._election_elapsed += 1
         for pr in self.progress.values():
             pr.silent_ticks += 1
+            pr.quiet_ticks += 1
         if self.config.check_quorum and not self._quorum_active():
             self._become_follower(self.term, None)
             return
@@ -180,7 +181,14 @@ class RaftCore:
             self.lead_transferee = None
         if self._heartbeat_elapsed >= self.config.heartbeat_tick:
             self._heartbeat_elapsed = 0
-            self._broadcast_heartbeat()
+            if self._reads:  # waiting reads need a round that every follower confirms
+                self._broadcast_heartbeat()
+        # A heartbeat goes only to a follower that nothing was sent to for a heartbeat
+        # interval: an append resets its election timer just as well. Under load that saves
+        # every heartbeat, its response, and the append the response would prompt.
+        for peer, pr in self.progress.items():
+            if peer != self.id and pr.quiet_ticks >= self.config.heartbeat_tick:
+                self._send_heartbeat(peer, pr)
 
     def _quorum_active(self) -> bool:
         """CheckQuorum: heard from a quorum (counting ourselves) within an election timeout."""
@@ -596,6 +604,7 @@ class RaftCore:
                 commit=self.log.committed,
             )
         )
+        pr.quiet_ticks = 0
         if entries:
             pr.sent_entries(entries[-1].index, sum(e.size() for e in entries))
         elif pr.state is ProgressState.PROBE:
@@ -614,18 +623,21 @@ class RaftCore:
     def _broadcast_heartbeat(self) -> None:
         """Heartbeats carry the newest ReadIndex round, so every round of them confirms it."""
         for peer, pr in self.progress.items():
-            if peer == self.id:
-                continue
-            self._send(
-                Message(
-                    MessageType.HEARTBEAT,
-                    peer,
-                    self.id,
-                    self.term,
-                    commit=min(pr.match, self.log.committed),
-                    read_round=self._read_round,
-                )
+            if peer != self.id:
+                self._send_heartbeat(peer, pr)
+
+    def _send_heartbeat(self, to: NodeId, pr: Progress) -> None:
+        pr.quiet_ticks = 0
+        self._send(
+            Message(
+                MessageType.HEARTBEAT,
+                to,
+                self.id,
+                self.term,
+                commit=min(pr.match, self.log.committed),
+                read_round=self._read_round,
             )
+        )
 
     # -- ReadIndex ------------------------------------------------------------------------
 

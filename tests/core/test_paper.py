@@ -148,14 +148,38 @@ def test_5_2_follower_starts_election_after_timeout() -> None:
 
 def test_5_2_heartbeats_keep_followers() -> None:
     """§5.2: the leader sends heartbeats every heartbeat interval; followers that receive them
-    never start an election."""
+    never start an election. (A follower that an append reached within the interval gets no
+    heartbeat: it heard from the leader all the same.)"""
     net = Network("abc", heartbeat_tick=3, **PAPER)
     a = net.elect("a")
     term, start = a.term, len(net.sent)
-    net.tick(times=30)
-    assert net.count(MT.HEARTBEAT, frm="a", to="b", since=start) == 10
+    quiet, longest = 0, 0  # ticks in a row in which a sent b nothing
+    for _ in range(30):
+        before = net.count({MT.HEARTBEAT, MT.APPEND}, frm="a", to="b")
+        net.tick()
+        quiet = 0 if net.count({MT.HEARTBEAT, MT.APPEND}, frm="a", to="b") > before else quiet + 1
+        longest = max(longest, quiet)
+    assert longest == 3 - 1  # something every third tick
+    assert net.count(MT.HEARTBEAT, frm="a", to="b", since=start) >= 30 // 3 - 1
     assert all(c.term == term for c in net.cores.values())
     assert net.leader() == "a" and net.count(ELECTION, since=start) == 0
+
+
+def test_5_2_a_follower_that_appends_reach_gets_no_heartbeat() -> None:
+    """Under load an append goes to every follower more often than the heartbeat interval:
+    then no heartbeat is sent, nor its response, nor the append the response would prompt.
+    A read waiting for a round still gets one."""
+    net = Network("abc", heartbeat_tick=3, **PAPER)
+    a = net.elect("a")
+    start = len(net.sent)
+    for i in range(30):
+        a.propose(b"w%d" % i)
+        net.tick()
+    assert net.count(MT.HEARTBEAT, frm="a", since=start) == 0
+    assert net.log("b") == net.log("a")
+    a.read_index(b"r")
+    net.deliver()
+    assert net.count(MT.HEARTBEAT, frm="a", since=start) == 2  # the read's round
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from inprocess import Nodes, nodes_in, until
@@ -37,24 +39,36 @@ async def stop_waiting(starting: list[asyncio.Future[None]]) -> None:
     await asyncio.gather(*starting, return_exceptions=True)
 
 
+@asynccontextmanager
+async def a_joined_to_b(tmp_path: Path) -> AsyncIterator[tuple[Nodes, Node, Node, Node]]:
+    """Deciding nodes a, b and c, a given --join b and c alone: (nodes, a, b, c) once a
+    is connected to b."""
+    async with nodes_in(tmp_path, "abc") as nodes:
+        b = deciding(nodes, "b")
+        a, c = deciding(nodes, "a", seed="b"), deciding(nodes, "c")
+        starting = [asyncio.ensure_future(n.start()) for n in (a, b, c)]
+        try:
+            await until(lambda: a.lan is not None and a.pool.connection(b.id) is not None)
+            yield nodes, a, b, c
+        finally:
+            await stop_waiting(starting)
+
+
+def b_says_where_it_sees_c(nodes: Nodes, a: Node, b: Node, c: Node, where: str) -> None:
+    """a hears a hello from b saying that b reaches c at `where`."""
+    assert a.lan is not None
+    sender = format_address(nodes.address("b"))
+    hello = relaying(sender, {a.id, b.id, c.id}, {c.id: where})
+    a.lan.heard_hello(b.id, "b", nodes.address("b"), hello)
+
+
 def test_a_relayed_host_the_resolver_refuses_does_not_stop_later_dials(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with nodes_in(tmp_path, "abc") as nodes:
-            b = deciding(nodes, "b")
-            a, c = deciding(nodes, "a", seed="b"), deciding(nodes, "c")
-            starting = [asyncio.ensure_future(n.start()) for n in (a, b, c)]
-            try:
-                await until(lambda: a.lan is not None and a.pool.connection(b.id) is not None)
-                assert a.lan is not None
-                ids, sender = {a.id, b.id, c.id}, format_address(nodes.address("b"))
-                bad = relaying(sender, ids, {c.id: "a..b:7400"})  # IDNA: an empty label
-                a.lan.heard_hello(b.id, "b", nodes.address("b"), bad)
-                await asyncio.sleep(1)  # the dial fails at once: no such name
-                good = relaying(sender, ids, {c.id: format_address(nodes.address("c"))})
-                a.lan.heard_hello(b.id, "b", nodes.address("b"), good)
-                await until(lambda: a.pool.connection(c.id) is not None, timeout=5)
-            finally:
-                await stop_waiting(starting)
+        async with a_joined_to_b(tmp_path) as (nodes, a, b, c):
+            b_says_where_it_sees_c(nodes, a, b, c, "a..b:7400")  # IDNA: an empty label
+            await asyncio.sleep(1)  # the dial fails at once: no such name
+            b_says_where_it_sees_c(nodes, a, b, c, format_address(nodes.address("c")))
+            await until(lambda: a.pool.connection(c.id) is not None, timeout=5)
 
     asyncio.run(scenario())
 
@@ -102,24 +116,15 @@ def test_a_relayed_address_is_dialed_while_an_announced_one_is_still_being_verif
     reached c (found by reading, 2026-12-02)."""
 
     async def scenario() -> None:
-        async with nodes_in(tmp_path, "abc") as nodes:
-            b = deciding(nodes, "b")
-            a, c = deciding(nodes, "a", seed="b"), deciding(nodes, "c")
-            starting = [asyncio.ensure_future(n.start()) for n in (a, b, c)]
-            try:
-                await until(lambda: a.lan is not None and a.pool.connection(b.id) is not None)
-                assert a.lan is not None
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind(("127.0.0.1", 0))
-                    nobody = s.getsockname()  # closed again: nothing answers there
-                announced = DiscoveredPeer(c.id, "c", "t1", nobody, None, 1)
-                a.lan._on_event(PeerEvent(PeerEventKind.DISCOVERED, announced))
-                await asyncio.sleep(0.3)  # its first attempt has failed; it retries
-                ids, sender = {a.id, b.id, c.id}, format_address(nodes.address("b"))
-                seen = relaying(sender, ids, {c.id: format_address(nodes.address("c"))})
-                a.lan.heard_hello(b.id, "b", nodes.address("b"), seen)
-                await until(lambda: a.pool.connection(c.id) is not None, timeout=5)
-            finally:
-                await stop_waiting(starting)
+        async with a_joined_to_b(tmp_path) as (nodes, a, b, c):
+            assert a.lan is not None
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                nobody = s.getsockname()  # closed again: nothing answers there
+            announced = DiscoveredPeer(c.id, "c", "t1", nobody, None, 1)
+            a.lan._on_event(PeerEvent(PeerEventKind.DISCOVERED, announced))
+            await asyncio.sleep(0.3)  # its first attempt has failed; it retries
+            b_says_where_it_sees_c(nodes, a, b, c, format_address(nodes.address("c")))
+            await until(lambda: a.pool.connection(c.id) is not None, timeout=5)
 
     asyncio.run(scenario())

@@ -4,10 +4,14 @@
     .venv/bin/python benchmarks/vs_pysyncobj.py --rounds 3 --duration 10 --clients 16
 
 Each round runs `quicraft bench --local 3` (a throwaway durable cluster over QUIC, driven by
-separate client connections) and then a 3-process PySyncObj cluster in journal mode (driven
+separate client connections) and then 3-process PySyncObj clusters in journal mode (driven
 from inside one member, see pysyncobj_node.py), with the same number of writes in flight and
-the same value size. It prints every round and the medians, and the ratio of committed
-writes/s (quicraft / PySyncObj). Benchmarks are never run as timed tests.
+the same value size: unbatched with the driving member a follower, which forwards every write
+to the leader (the same two client hops a quicraft write takes), unbatched with the driving
+member the leader (no client hop at all: PySyncObj's best case), and in its default batched
+mode with the driving member the leader. It prints every round and the medians, and the
+ratio of committed writes/s (quicraft / PySyncObj) against each placement. Benchmarks are
+never run as timed tests.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ from quicraft.client.bench import cpu_per_write
 from quicraft.node.local import cpu_seconds_of
 
 HERE = Path(__file__).resolve().parent
+#: Election timeouts in seconds (the driving member's, the others') that decide which member
+#: wins the first election: the driving member's below or above all of the others'.
+DRIVER_LEADS = ("0.31,0.35", "1,1.4")
+DRIVER_FOLLOWS = ("2,3", "0.4,1.4")  # the others keep PySyncObj's default
+PLACEMENT_ATTEMPTS = 3
 
 
 def free_ports(count: int) -> list[int]:
@@ -69,7 +78,21 @@ def run_quicraft(args: argparse.Namespace, extra: list[str] | None = None) -> di
     return cast(dict[str, float], result)
 
 
-def run_pysyncobj(args: argparse.Namespace, batch: bool) -> dict[str, float]:
+def run_pysyncobj(args: argparse.Namespace, batch: bool, driver_leads: bool) -> dict[str, float]:
+    """One PySyncObj run whose driving member leads or follows, as `driver_leads` asks;
+    retried when an election went the other way."""
+    where = "lead" if driver_leads else "follow"
+    for _ in range(PLACEMENT_ATTEMPTS):
+        result = _run_pysyncobj_once(args, batch, driver_leads)
+        if bool(result.get("driver_led")) == driver_leads:
+            return result
+        print(f"(PySyncObj: the driving member did not {where}; once more)", file=sys.stderr)
+    raise SystemExit(f"PySyncObj: the driving member did not {where} in {PLACEMENT_ATTEMPTS} runs")
+
+
+def _run_pysyncobj_once(
+    args: argparse.Namespace, batch: bool, driver_leads: bool
+) -> dict[str, float]:
     ports = free_ports(3)
     addresses = [f"127.0.0.1:{p}" for p in ports]
     with tempfile.TemporaryDirectory(prefix="pysyncobj-bench-") as folder:
@@ -83,6 +106,8 @@ def run_pysyncobj(args: argparse.Namespace, batch: bool) -> dict[str, float]:
             ]  # fmt: skip
             if batch:
                 argv.append("--batch")
+            timeouts = DRIVER_LEADS if driver_leads else DRIVER_FOLLOWS
+            argv += ["--election", timeouts[0] if i == 0 else timeouts[1]]
             if i == 0:
                 argv += ["--drive", "--clients", str(args.clients)]
                 argv += ["--duration", str(args.duration), "--value-size", str(args.value_size)]
@@ -145,32 +170,39 @@ def _line(run: dict[str, float]) -> str:
     )
 
 
+#: The PySyncObj runs of every round: name -> (batched, the driving member leads).
+PYSYNCOBJ_RUNS = {
+    "load in a follower": (False, False),
+    "load in the leader": (False, True),
+    "batched, load in the leader": (True, True),
+}
+
+
 def main() -> int:
     args = bench_arguments(__doc__.split("\n\n")[0])
     ours: list[dict[str, float]] = []
-    # PySyncObj in both of its modes: the default batches appends every 0.1 s (slow at low
-    # concurrency), the other sends each command at once; the ratio uses the better one.
-    theirs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    theirs: dict[str, list[dict[str, float]]] = {name: [] for name in PYSYNCOBJ_RUNS}
     for number in range(1, args.rounds + 1):
         ours.append(run_quicraft(args))
-        for batch in (False, True):
-            theirs[batch].append(run_pysyncobj(args, batch))
+        for name, (batch, driver_leads) in PYSYNCOBJ_RUNS.items():
+            theirs[name].append(run_pysyncobj(args, batch, driver_leads))
+        others = "; ".join(f"{name} {_line(runs[-1])}" for name, runs in theirs.items())
         print(
             f"round {number}: quicraft {_line(ours[-1])}, {ours[-1]['reads_per_s']:,.0f} "
-            f"reads/s; PySyncObj {_line(theirs[False][-1])}; PySyncObj batched "
-            f"{_line(theirs[True][-1])}",
+            f"reads/s; PySyncObj {others}",
             flush=True,
         )
     q = _median(ours, "writes_per_s")
-    best = max((False, True), key=lambda b: _median(theirs[b], "writes_per_s"))
-    p = _median(theirs[best], "writes_per_s")
     print(
         f"median of {args.rounds} rounds, {args.clients} writes in flight: quicraft {q:,.0f} "
-        f"writes/s (p99 {_median(ours, 'write_p99_ms'):.1f} ms{_median_cpu(ours)}); PySyncObj "
-        f"{'batched' if best else 'unbatched'} {p:,.0f} writes/s "
-        f"(p99 {_median(theirs[best], 'write_p99_ms'):.1f} ms{_median_cpu(theirs[best])}); "
-        f"ratio {q / p:.2f}"
+        f"writes/s (p99 {_median(ours, 'write_p99_ms'):.1f} ms{_median_cpu(ours)})"
     )
+    for name, runs in theirs.items():
+        p = _median(runs, "writes_per_s")
+        print(
+            f"  PySyncObj {name}: {p:,.0f} writes/s (p99 {_median(runs, 'write_p99_ms'):.1f} "
+            f"ms{_median_cpu(runs)}); ratio {q / p:.2f}"
+        )
     return 0
 
 

@@ -17,6 +17,7 @@ never run as timed tests.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import socket
 import statistics
@@ -180,6 +181,8 @@ PYSYNCOBJ_RUNS = {
 
 def main() -> int:
     args = bench_arguments(__doc__.split("\n\n")[0])
+    if importlib.util.find_spec("pysyncobj") is None:
+        raise SystemExit("PySyncObj is not installed here: pip install pysyncobj")
     ours: list[dict[str, float]] = []
     theirs: dict[str, list[dict[str, float]]] = {name: [] for name in PYSYNCOBJ_RUNS}
     for number in range(1, args.rounds + 1):

@@ -96,6 +96,7 @@ def _run_pysyncobj_once(
 ) -> dict[str, float]:
     ports = free_ports(3)
     addresses = [f"127.0.0.1:{p}" for p in ports]
+    timeouts = DRIVER_LEADS if driver_leads else DRIVER_FOLLOWS
     with tempfile.TemporaryDirectory(prefix="pysyncobj-bench-") as folder:
         members = []
         for i, address in enumerate(addresses):
@@ -107,7 +108,6 @@ def _run_pysyncobj_once(
             ]  # fmt: skip
             if batch:
                 argv.append("--batch")
-            timeouts = DRIVER_LEADS if driver_leads else DRIVER_FOLLOWS
             argv += ["--election", timeouts[0] if i == 0 else timeouts[1]]
             if i == 0:
                 argv += ["--drive", "--clients", str(args.clients)]

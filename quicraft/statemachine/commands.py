@@ -101,15 +101,17 @@ def build_command(op: str, args: Mapping[str, object], ts_ms: int) -> Command:
 
 def decode_command(data: bytes) -> Command:
     """Parse and validate a log payload. Raises CommandError and nothing else."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CommandError(f"command must be bytes, not {type(data).__name__}")
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise CommandError(f"command must be bytes, not {type(data).__name__}")
+        data = bytes(data)
     if len(data) > MAX_COMMAND_BYTES:
         raise CommandError(f"command of {len(data)} bytes exceeds {MAX_COMMAND_BYTES}")
     try:
-        envelope = strict_loads(bytes(data), max_depth=3)
+        envelope = strict_loads(data, max_depth=3)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if not isinstance(envelope, dict):
+    if type(envelope) is not dict:
         raise CommandError("command is not a CBOR map")
     if envelope.keys() != _ENVELOPE:
         got = ", ".join(sorted(map(str, envelope)))
@@ -117,9 +119,9 @@ def decode_command(data: bytes) -> Command:
     if type(envelope["v"]) is not int or envelope["v"] != VERSION:
         raise CommandError(f"unsupported command version {envelope['v']!r}")
     op, args = envelope["op"], envelope["args"]
-    if not isinstance(op, str):
+    if type(op) is not str:
         raise CommandError("op must be text")
-    if not isinstance(args, dict):
+    if type(args) is not dict:
         raise CommandError("args must be a map")
     return _build(op, args, envelope["ts"])
 
@@ -131,6 +133,8 @@ _ENVELOPE = frozenset({"v", "op", "ts", "args"})
 
 
 def _key(name: str, value: object) -> str:
+    if type(value) is str and len(value) <= MAX_KEY_BYTES and value.isascii():
+        return value  # one byte per character, all valid: nothing to encode to know
     if not isinstance(value, str):
         raise CommandError(f"{name} must be text")
     try:
@@ -143,6 +147,8 @@ def _key(name: str, value: object) -> str:
 
 
 def _bytes(name: str, value: object) -> bytes:
+    if type(value) is bytes and len(value) <= MAX_VALUE_BYTES:
+        return value
     if not isinstance(value, bytes):
         raise CommandError(f"{name} must be bytes")
     if len(value) > MAX_VALUE_BYTES:
@@ -176,6 +182,8 @@ def _address(name: str, value: object) -> str:
 
 def _int(name: str, value: object, low: int, high: int) -> int:
     # type() rather than isinstance(): True is an int to Python but not to the protocol.
+    if type(value) is int and low <= value <= high:
+        return value
     if type(value) is not int:
         raise CommandError(f"{name} must be an integer")
     if not low <= value <= high:
@@ -196,6 +204,7 @@ def _natural(name: str, value: object) -> int:
 
 
 _Check = Callable[[str, object], object]
+_ABSENT = object()
 _SESSION: dict[str, tuple[bool, _Check]] = {
     "session": (False, _positive),
     "seq": (False, _natural),
@@ -227,13 +236,14 @@ def _build(op: str, args: Mapping[str, object], ts_ms: object) -> Command:
     if spec is None:
         raise CommandError(f"unknown op {op!r}; commands are {', '.join(sorted(OPS))}")
     ts = _int("ts", ts_ms, 0, INT64_MAX)
-    unknown = sorted(str(name) for name in args if name not in spec)
-    if unknown:
+    if not spec.keys() >= args.keys():
+        unknown = sorted(str(name) for name in args if name not in spec)
         raise CommandError(f"unknown args for {op}: {', '.join(unknown)}")
     fields: dict[str, Any] = {}
     for name, (required, check) in spec.items():
-        if name in args:
-            fields[name] = check(name, args[name])
+        value = args.get(name, _ABSENT)
+        if value is not _ABSENT:
+            fields[name] = check(name, value)
         elif required:
             raise CommandError(f"{op} needs the arg {name!r}")
     session, seq, ack = fields.get("session"), fields.get("seq"), fields.get("ack")

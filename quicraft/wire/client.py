@@ -120,17 +120,19 @@ def encode_request(
 ) -> bytes:
     """Request `id` for `op`; ProtocolError if the server would refuse its args."""
     op, fields, check = lookup(REQUESTS, op, "request")
-    where = f"request {op}"
+    where = _REQUEST_WHERE[op]
     if args is None:
         args = {}
-    if not isinstance(args, Mapping):
-        raise wrong(where, "'args'", args, "a map")
-    args = as_map(dict(args), where, "'args'", fields)
+    elif type(args) is not dict:
+        if not isinstance(args, Mapping):
+            raise wrong(where, "'args'", args, "a map")
+        args = dict(args)
+    as_map(args, where, "'args'", fields)
     out: dict[str, object] = {
         "v": VERSION,
         "id": as_uint(id, where, "'id'"),
         "op": op,
-        "args": check(args, where),
+        "args": check(args, where),  # a new map: the caller's is not changed
     }
     if traceparent is not None:
         out["tp"] = as_traceparent(traceparent, where)
@@ -140,11 +142,11 @@ def encode_request(
 def decode_request(data: bytes) -> Request:
     """The request in `data`: ProtocolError if not even its id can be read, BadRequest if
     its id can but the rest does not hold."""
-    raw = open_envelope(data, "request", frozenset({"id", "op", "args"}))
+    raw = open_envelope(data, "request", _REQUEST_FIELDS)
     request_id = get_uint(raw, "id", "request")
     try:
         op, fields, check = lookup(REQUESTS, need(raw, "op", "request"), "request")
-        where = f"request {op}"
+        where = _REQUEST_WHERE[op]
         args = as_map(need(raw, "args", where), where, "'args'", fields)
         return Request(op, check(args, where), get_traceparent(raw, where), request_id)
     except ProtocolError as err:
@@ -173,6 +175,14 @@ def _error_map(e: ErrorInfo) -> dict[str, object]:
     return {"code": e.code, "message": e.message, "leader": e.leader, "leader_addr": e.leader_addr}
 
 
+_REQUEST_FIELDS = frozenset({"id", "op", "args"})
+_RESPONSE_FIELDS = frozenset({"id", "ok", "result", "error"})
+#: Where a message of each op is, for error messages (built once, not per message).
+_REQUEST_WHERE = {op: f"request {op}" for op in REQUESTS}
+_RESPONSE_WHERE: dict[str | None, str] = {None: "response"}
+_RESPONSE_WHERE.update((op, f"response to {op}") for op in RESULTS)
+
+
 def _result(value: object, op: str | None, where: str) -> Args:
     fields, check = ANY_RESULT if op is None else lookup(RESULTS, op, where)[1:]
     return check(as_map(value, where, "'result'", fields), where)
@@ -191,7 +201,7 @@ def encode_response(
     when given) or a failure (with `error`: an ErrorInfo or the same fields as a map);
     ProtocolError if a client would refuse it.
     """
-    where = "response" if op is None else f"response to {op}"
+    where = _response_where(op)
 
     def checked_error(value: object) -> object:
         if isinstance(value, ErrorInfo):
@@ -205,8 +215,8 @@ def encode_response(
 
 def decode_response(data: bytes, op: str | None = None) -> Response:
     """The response in `data`; its result is checked against `op`'s when given."""
-    where = "response" if op is None else f"response to {op}"
-    raw = open_envelope(data, where, frozenset({"id", "ok", "result", "error"}))
+    where = _response_where(op)
+    raw = open_envelope(data, where, _RESPONSE_FIELDS)
     request_id = get_uint(raw, "id", where)
     trace = get_traceparent(raw, where)
     if get_bool(raw, "ok", where):
@@ -219,3 +229,8 @@ def decode_response(data: bytes, op: str | None = None) -> Response:
     return Response(
         error=_error(need(raw, "error", where), where), traceparent=trace, id=request_id
     )
+
+
+def _response_where(op: str | None) -> str:
+    where = _RESPONSE_WHERE.get(op)
+    return f"response to {op}" if where is None else where  # an unknown op fails in lookup

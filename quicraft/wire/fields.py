@@ -85,7 +85,7 @@ def decode_item(data: bytes) -> object:
     fp = io.BytesIO(data)
     try:
         value = cbor2.CBORDecoder(fp, **_DECODER_OPTIONS).decode()
-        used, total = fp.tell(), fp.seek(0, io.SEEK_END)
+        used, total = fp.tell(), len(data)
     # Why so broad: cbor2 is a compiled extension whose failures on hostile input include
     # CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError and MemoryError, and
     # vary by release. The input is only bytes, so any failure here means "not valid CBOR".
@@ -113,11 +113,19 @@ def open_envelope(data: bytes, where: str, fields: frozenset[str]) -> dict[str, 
     version = raw["v"]
     if type(version) is not int or version != VERSION:
         raise ProtocolError(f"{where}: unsupported version {show(version)} (expected {VERSION})")
-    check_keys(raw, fields | {"v", "tp"}, where)
+    allowed = _ENVELOPE_FIELDS.get(fields)
+    if allowed is None:  # one entry per codec's field set, each built once
+        allowed = _ENVELOPE_FIELDS[fields] = fields | {"v", "tp"}
+    check_keys(raw, allowed, where)
     return raw
 
 
+_ENVELOPE_FIELDS: dict[frozenset[str], frozenset[str]] = {}
+
+
 def check_keys(raw: Mapping[Any, object], allowed: frozenset[str], where: str) -> None:
+    if allowed.issuperset(raw):  # the common case, without building a set
+        return
     unknown = raw.keys() - allowed
     if unknown:
         names = ", ".join(sorted(show(k) for k in unknown)[:5])
@@ -194,22 +202,31 @@ def as_traceparent(value: object, where: str) -> str:
 # Getters of one field of a map: a default makes the field optional (absent, not null).
 
 
-def _default(key: str, where: str, default: _T) -> _T:
+def _absent(key: str, where: str, default: _T) -> _T:
     if default is _MISSING:
         raise ProtocolError(f"{where}: missing field {key!r}")
     return default
 
 
 def get_uint(raw: Mapping[str, object], key: str, where: str, default: int = _MISSING) -> int:
-    return as_uint(raw[key], where, repr(key)) if key in raw else _default(key, where, default)
+    value = raw.get(key, _MISSING)
+    if type(value) is int and 0 <= value <= U64_MAX:
+        return value
+    return _absent(key, where, default) if value is _MISSING else as_uint(value, where, repr(key))
 
 
 def get_int64(raw: Mapping[str, object], key: str, where: str, default: int = _MISSING) -> int:
-    return as_int64(raw[key], where, repr(key)) if key in raw else _default(key, where, default)
+    value = raw.get(key, _MISSING)
+    if type(value) is int and I64_MIN <= value <= I64_MAX:
+        return value
+    return _absent(key, where, default) if value is _MISSING else as_int64(value, where, repr(key))
 
 
 def get_bool(raw: Mapping[str, object], key: str, where: str, default: bool = _MISSING) -> bool:
-    return as_bool(raw[key], where, repr(key)) if key in raw else _default(key, where, default)
+    value = raw.get(key, _MISSING)
+    if type(value) is bool:
+        return value
+    return _absent(key, where, default) if value is _MISSING else as_bool(value, where, repr(key))
 
 
 def get_str(
@@ -221,9 +238,12 @@ def get_str(
 def get_bytes(
     raw: Mapping[str, object], key: str, where: str, *, max_len: int, default: bytes = _MISSING
 ) -> bytes:
-    if key in raw:
-        return as_bytes(raw[key], where, repr(key), max_len=max_len)
-    return _default(key, where, default)
+    value = raw.get(key, _MISSING)
+    if type(value) is bytes and len(value) <= max_len:
+        return value
+    if value is _MISSING:
+        return _absent(key, where, default)
+    return as_bytes(value, where, repr(key), max_len=max_len)
 
 
 def get_nullable_str(
@@ -238,8 +258,12 @@ def get_nullable_bytes(
     raw: Mapping[str, object], key: str, where: str, *, max_len: int
 ) -> bytes | None:
     """A field that must be present, and is null or bytes."""
-    value = need(raw, key, where)
-    return None if value is None else as_bytes(value, where, repr(key), max_len=max_len)
+    value = raw.get(key, _MISSING)
+    if value is None or (type(value) is bytes and len(value) <= max_len):
+        return value
+    if value is _MISSING:
+        raise ProtocolError(f"{where}: missing field {key!r}")
+    return as_bytes(value, where, repr(key), max_len=max_len)
 
 
 def get_traceparent(raw: Mapping[str, object], where: str) -> str | None:
@@ -275,4 +299,6 @@ def encode_answer(
 
 
 def _plain(value: object) -> object:
+    if type(value) is dict:
+        return value  # the checkers build new maps; they never change the one they are given
     return dict(value) if isinstance(value, Mapping) else value

@@ -51,6 +51,9 @@ def as_key(value: object, where: str, name: str, min_len: int = 1) -> str:
 
 
 def _key(a: Mapping[str, object], where: str) -> str:
+    key = a.get("key")
+    if type(key) is str and 0 < len(key) <= MAX_KEY // 4:
+        return key  # the common short key, without the byte count
     return as_key(need(a, "key", where), where, "'key'")
 
 
@@ -59,15 +62,17 @@ def _value(a: Mapping[str, object], name: str, where: str) -> bytes:
 
 
 def _with_session(a: Mapping[str, object], where: str, out: Args) -> Args:
-    if ("session" in a) != ("seq" in a):
-        raise ProtocolError(f"{where}: 'session' and 'seq' go together")
     if "session" in a:
+        if "seq" not in a:
+            raise ProtocolError(f"{where}: 'session' and 'seq' go together")
         out["session"] = get_uint(a, "session", where)
-        out["seq"] = get_uint(a, "seq", where)
+        seq = out["seq"] = get_uint(a, "seq", where)
         if "ack" in a:  # the oldest seq the client still waits for: older results may go
             ack = out["ack"] = get_uint(a, "ack", where)
-            if ack > get_uint(a, "seq", where):
+            if ack > seq:
                 raise ProtocolError(f"{where}: 'ack' is above 'seq'")
+    elif "seq" in a:
+        raise ProtocolError(f"{where}: 'session' and 'seq' go together")
     elif "ack" in a:
         raise ProtocolError(f"{where}: 'ack' needs 'session' and 'seq'")
     return out

@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 DRIVER_LEADS = ("0.31,0.35", "1,1.4")
 DRIVER_FOLLOWS = ("2,3", "0.4,1.4")  # the others keep PySyncObj's default
 PLACEMENT_ATTEMPTS = 3
+#: What PySyncObj logs when a member drops log entries it had already applied.
+DIVERGED = "state machine may have diverged"
 
 
 def free_ports(count: int) -> list[int]:
@@ -99,6 +101,7 @@ def _run_pysyncobj_once(
     timeouts = DRIVER_LEADS if driver_leads else DRIVER_FOLLOWS
     with tempfile.TemporaryDirectory(prefix="pysyncobj-bench-") as folder:
         members = []
+        logs = [Path(folder) / f"member{i}.log" for i in range(len(addresses))]
         for i, address in enumerate(addresses):
             partners = ",".join(a for a in addresses if a != address)
             argv = [
@@ -112,7 +115,10 @@ def _run_pysyncobj_once(
             if i == 0:
                 argv += ["--drive", "--clients", str(args.clients)]
                 argv += ["--duration", str(args.duration), "--value-size", str(args.value_size)]
-            members.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+            # Its log goes to a file (PySyncObj's warnings would fill a pipe and stop it).
+            with logs[i].open("w") as log:
+                member = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+            members.append(member)
         # A stuck run is killed, which ends the driver's output and so the loop below.
         watchdog = threading.Timer(args.duration + 120, members[0].kill)
         watchdog.start()
@@ -123,15 +129,19 @@ def _run_pysyncobj_once(
             for member in members:
                 member.kill()
                 member.wait()
-    if "error" in result:
-        raise SystemExit(f"PySyncObj: {result['error']}")
+        text = [log.read_text(errors="replace") for log in logs]
+    if result is None or "error" in result:
+        problem = "the driver exited without a result" if result is None else result["error"]
+        last = text[0].strip().splitlines()[-5:]
+        raise SystemExit(f"PySyncObj: {problem}" + "".join(f"\n  {line}" for line in last))
+    result["diverged"] = sum(t.count(DIVERGED) for t in text)
     return result
 
 
-def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float]:
-    """The driver's result, with the CPU per write its three members used while it drove
-    them (read from /proc between its "started" line and its result, as `quicraft bench`
-    does for its nodes)."""
+def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float] | None:
+    """The driver's result (None if it ended without one), with the CPU per write its three
+    members used while it drove them (read from /proc between its "started" line and its
+    result, as `quicraft bench` does for its nodes)."""
     assert members[0].stdout is not None
     before: dict[str, float] = {}
     for line in members[0].stdout:
@@ -146,7 +156,7 @@ def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float]:
         if used:
             message["cpu_us_per_write"] = sum(used.values())
         return cast(dict[str, float], message)
-    raise SystemExit("PySyncObj: the driver exited without a result")
+    return None
 
 
 def _cpu(members: list[subprocess.Popen[str]]) -> dict[str, float]:
@@ -165,9 +175,10 @@ def _median_cpu(runs: list[dict[str, float]]) -> str:
 
 def _line(run: dict[str, float]) -> str:
     cpu = f", {run['cpu_us_per_write']:,.0f} µs CPU per write" if "cpu_us_per_write" in run else ""
+    diverged = f", {run['diverged']:,} warnings '{DIVERGED}'" if run.get("diverged") else ""
     return (
         f"{run['writes_per_s']:,.0f} writes/s (p50 {run['write_p50_ms']:.1f} ms, "
-        f"p99 {run['write_p99_ms']:.1f} ms{cpu})"
+        f"p99 {run['write_p99_ms']:.1f} ms{cpu}{diverged})"
     )
 
 
@@ -202,9 +213,11 @@ def main() -> int:
     )
     for name, runs in theirs.items():
         p = _median(runs, "writes_per_s")
+        diverged = sum(int(r.get("diverged", 0)) for r in runs)
         print(
             f"  PySyncObj {name}: {p:,.0f} writes/s (p99 {_median(runs, 'write_p99_ms'):.1f} "
             f"ms{_median_cpu(runs)}); ratio {q / p:.2f}"
+            + (f"; it logged '{DIVERGED}' {diverged:,} times" if diverged else "")
         )
     return 0
 

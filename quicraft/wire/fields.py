@@ -232,6 +232,9 @@ def get_bool(raw: Mapping[str, object], key: str, where: str, default: bool = _M
 def get_str(
     raw: Mapping[str, object], key: str, where: str, *, max_len: int, min_len: int = 0
 ) -> str:
+    value = raw.get(key)
+    if type(value) is str and min_len <= len(value) <= max_len:
+        return value
     return as_str(need(raw, key, where), where, repr(key), max_len=max_len, min_len=min_len)
 
 

@@ -78,6 +78,7 @@ _SNAPSHOT_FIELDS = frozenset({"index", "term", "voters", "learners", "data"})
 _HEADER_FIELDS = frozenset({"index", "term", "voters", "learners", "size"})
 _MESSAGE_TYPES = {t.value: t for t in MessageType}
 _ENTRY_TYPES = {int(t): t for t in EntryType}
+_WHERE_OF = {t: f"{_WHERE} {t.value}" for t in MessageType}  # built once, not per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,7 @@ def message_from_map(raw: dict[str, object], *, header: bool) -> tuple[Message, 
     mtype = _MESSAGE_TYPES.get(name) if type(name) is str else None
     if mtype is None:
         raise ProtocolError(f"{_WHERE}: unknown message type {show(name)}")
-    where = f"{_WHERE} {mtype.value}"
+    where = _WHERE_OF[mtype]
     m = Message(
         mtype,
         to=get_str(raw, "to", where, max_len=MAX_NODE_ID, min_len=1),

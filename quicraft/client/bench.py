@@ -1,7 +1,9 @@
 """Drive a cluster with concurrent clients and measure it (used by `quicraft bench`).
 
-Each client is one connection with one session and one request in flight; N clients give N
-concurrent requests, which the leader turns into batches (group commit).
+Each writer task keeps one request in flight on its client; N writers give N concurrent
+requests, which the leader turns into batches (group commit). Writers may share a client
+(one connection and one session: `quicraft bench --connections`), as the tasks of one
+application would.
 """
 
 from __future__ import annotations

@@ -59,6 +59,10 @@ _DECIMAL = re.compile(rb"-?[0-9]{1,19}")
 #: Proposed commands remembered at most; those never applied (lost with a leadership) are
 #: forgotten all at once beyond this.
 MAX_PROPOSED: Final = 100_000
+_ABSENT: Final = ("", None, 0)  #: the row of a key that is not there
+_ZERO: Final = ("", b"0", 0)  #: the same, as incr reads it
+#: Keys added since the last listing that it inserts one by one rather than sorting.
+_INSERT_AT_MOST: Final = 32
 
 
 class KVChange(NamedTuple):
@@ -86,8 +90,16 @@ class KVStore:
         max_results_per_session: int = DEFAULT_MAX_RESULTS,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
     ) -> None:
-        self._data: dict[str, tuple[bytes, int]] = {}
-        self._sorted: list[str] = []  # the keys in order, for prefix listing
+        # key -> (key, value, revision): the key's row as a snapshot holds it, so that a
+        # snapshot lists its rows without building one per key (a third of its encoding).
+        self._data: dict[str, tuple[str, bytes, int]] = {}
+        # The keys in order, for prefix listing and snapshots, kept in two parts: `_sorted`,
+        # and the keys added since it was last brought up to date (`_added`), which the next
+        # listing merges in. Inserting each new key into the sorted list moved everything
+        # after it on every write of a new key (measured at 64 in flight: 4-5 % of writes/s).
+        # Invariant: _sorted and _added are disjoint and together hold exactly the keys.
+        self._sorted: list[str] = []
+        self._added: set[str] = set()
         self._sessions = SessionTable(session_timeout_ms, max_results_per_session, max_sessions)
         self._last_applied = 0
         self._cluster_id: str | None = None
@@ -120,18 +132,33 @@ class KVStore:
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """The key's value and revision, or (None, 0) if it does not exist."""
-        value, revision = self._data.get(key, (None, 0))
+        _, value, revision = self._data.get(key, _ABSENT)
         return value, revision
 
     def keys(self, prefix: str = "") -> list[str]:
         """The keys starting with `prefix`, sorted."""
-        start = bisect.bisect_left(self._sorted, prefix)
+        ordered = self._ordered()
         found: list[str] = []
-        for key in self._sorted[start:]:
-            if not key.startswith(prefix):
+        for i in range(bisect.bisect_left(ordered, prefix), len(ordered)):
+            if not ordered[i].startswith(prefix):
                 break
-            found.append(key)
+            found.append(ordered[i])
         return found
+
+    def _ordered(self) -> list[str]:
+        """All keys in order: `_sorted` with the keys added since merged in. A few go in one
+        by one; many, by sorting the lot (about 3 ms for 10,000 added to 20,000, the most a
+        snapshot interval of the `dev` preset adds between two listings)."""
+        added = self._added
+        if added:
+            if len(added) <= _INSERT_AT_MOST:
+                for key in added:
+                    bisect.insort(self._sorted, key)
+            else:
+                self._sorted += added
+                self._sorted.sort()  # one sorted run and one short one: about a merge
+            added.clear()
+        return self._sorted
 
     def __len__(self) -> int:
         return len(self._data)
@@ -195,14 +222,17 @@ class KVStore:
         if command.op == "delete":
             removed = self._data.pop(key, None)
             if removed is not None:
-                del self._sorted[bisect.bisect_left(self._sorted, key)]
+                if key in self._added:
+                    self._added.remove(key)
+                else:
+                    del self._sorted[bisect.bisect_left(self._sorted, key)]
                 if observer is not None:
-                    observer(KVChange(index, "delete", key, None, removed[0], command.ts_ms))
+                    observer(KVChange(index, "delete", key, None, removed[1], command.ts_ms))
             return {"revision": index, "deleted": removed is not None}
         if command.op == "incr":
             return self._incr(index, key, command.by, command.ts_ms)
         # cas: the only op left once decode_command has validated it.
-        current = self._data.get(key, (None, 0))[0]
+        current = self._data.get(key, _ABSENT)[1]
         if current != command.expected:
             return {"revision": index, "ok": False, "value": current}
         self._put(key, command.new, index)
@@ -211,7 +241,7 @@ class KVStore:
         return {"revision": index, "ok": True, "value": command.new}
 
     def _incr(self, index: int, key: str, by: int, ts_ms: int) -> Result:
-        current = self._data.get(key, (b"0", 0))[0]
+        current = self._data.get(key, _ZERO)[1]
         if _DECIMAL.fullmatch(current) is None or not INT64_MIN <= int(current) <= INT64_MAX:
             return error_result("bad_request", f"value of {key!r} is not a 64-bit integer")
         total = int(current) + by
@@ -227,9 +257,9 @@ class KVStore:
         """Store `value` at `key`; returns what the key held before (None if absent)."""
         before = self._data.get(key)
         if before is None:
-            bisect.insort(self._sorted, key)
-        self._data[key] = (value, revision)
-        return None if before is None else before[0]
+            self._added.add(key)
+        self._data[key] = (key, value, revision)
+        return None if before is None else before[1]
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -242,14 +272,14 @@ class KVStore:
 
         The copy takes about a millisecond for 16,000 keys; encoding them takes 30-50 ms, so
         the runtime encodes in a worker thread while applying goes on. The copy shares
-        only what never changes in place: values are (bytes, revision) tuples, and stored
-        session results are never modified."""
-        data, keys = dict(self._data), list(self._sorted)
+        only what never changes in place: rows are (key, value, revision) tuples, and
+        stored session results are never modified."""
+        data, keys = dict(self._data), list(self._ordered())
         now_ms, sessions = self._sessions.now_ms, session_rows(self._sessions.items())
         applied, cluster_id, addresses = self._last_applied, self._cluster_id, dict(self._addresses)
 
         def encode() -> bytes:
-            entries = [(key, *data[key]) for key in keys]
+            entries = [data[key] for key in keys]
             return encode_snapshot(applied, entries, now_ms, sessions, cluster_id, addresses)
 
         return encode
@@ -257,8 +287,9 @@ class KVStore:
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot; ValueError (state untouched) if invalid."""
         state = decode_snapshot(data)
-        self._data = {key: (value, revision) for key, value, revision in state.entries}
+        self._data = {row[0]: row for row in state.entries}
         self._sorted = [key for key, _, _ in state.entries]
+        self._added = set()
         self._sessions.restore(state.now_ms, state.sessions)
         self._last_applied = state.applied
         self._cluster_id = state.cluster_id

@@ -102,9 +102,17 @@ class SessionTable:
         session.last_active_ms = self.now_ms
         self._sessions.move_to_end(session_id)
         if ack is not None and ack > session.floor:
+            results = session.results
+            # Every stored seq is at least the floor (nothing below it is stored, and raising
+            # it drops what falls below), so the results to drop are those in [floor, ack):
+            # looked up one by one when that is the shorter way, else found by a scan.
+            if ack - session.floor <= len(results):
+                for old in range(session.floor, ack):
+                    results.pop(old, None)
+            else:
+                for old in [s for s in results if s < ack]:
+                    del results[old]
             session.floor = ack
-            for old in [s for s in session.results if s < ack]:
-                del session.results[old]
         stored = session.results.get(seq)
         if stored is not None:
             return dict(stored)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quicraft.statemachine import (
     DEFAULT_SESSION_TIMEOUT_MS,
@@ -241,3 +243,37 @@ def test_expiry_is_deterministic() -> None:
     # And expiry did happen in this log: some writes were refused, some applied.
     codes = {str(r.get("error")) for r in results[0]}
     assert "session_expired" in codes and "None" in codes
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.none() | st.integers(0, 45)),
+        max_size=60,
+    )
+)
+def test_ack_and_cap_match_the_simplest_model(writes: list[tuple[int, int | None]]) -> None:
+    """Whatever order seqs and acks come in (retries come late, acks jump), the results kept
+    and the floor are those of the plainest reading of the rules: drop every result below a
+    raised ack; keep at most max_results, dropping the lowest and raising the floor past it."""
+    log = Log(max_results_per_session=8)
+    s = log.register()
+    floor, kept = 0, set[int]()
+    for seq, ack in writes:
+        if ack is not None and ack > seq:
+            continue  # a command with ack above seq is refused before it reaches the table
+        args: dict[str, object] = {"key": "n", "session": s, "seq": seq}
+        if ack is not None:
+            args["ack"] = ack
+        log.send("incr", args)
+        if ack is not None and ack > floor:
+            floor = ack
+            kept = {k for k in kept if k >= ack}
+        if seq >= floor and seq not in kept:
+            kept.add(seq)
+            while len(kept) > 8:
+                lowest = min(kept)
+                kept.remove(lowest)
+                floor = max(floor, lowest + 1)
+        session = log.store.sessions.get(s)
+        assert session is not None
+        assert (session.floor, sorted(session.results)) == (floor, sorted(kept))

@@ -95,8 +95,8 @@ class KVStore:
         self._data: dict[str, tuple[str, bytes, int]] = {}
         # The keys in order, for prefix listing and snapshots, kept in two parts: `_sorted`,
         # and the keys added since it was last brought up to date (`_added`), which the next
-        # listing merges in. Inserting each new key into the sorted list moved everything
-        # after it on every write of a new key (measured at 64 in flight: 4-5 % of writes/s).
+        # listing merges in: inserting each new key into the sorted list moved everything
+        # after it, a cost per write that grew with the store.
         # Invariant: _sorted and _added are disjoint and together hold exactly the keys.
         self._sorted: list[str] = []
         self._added: set[str] = set()
@@ -147,8 +147,7 @@ class KVStore:
 
     def _ordered(self) -> list[str]:
         """All keys in order: `_sorted` with the keys added since merged in. A few go in one
-        by one; many, by sorting the lot (about 3 ms for 10,000 added to 20,000, the most a
-        snapshot interval of the `dev` preset adds between two listings)."""
+        by one; many, by sorting the lot (about 3 ms for 10,000 added to 20,000)."""
         added = self._added
         if added:
             if len(added) <= _INSERT_AT_MOST:
@@ -156,7 +155,7 @@ class KVStore:
                     bisect.insort(self._sorted, key)
             else:
                 self._sorted += added
-                self._sorted.sort()  # one sorted run and one short one: about a merge
+                self._sorted.sort()  # Timsort sorts the added run and merges it in
             added.clear()
         return self._sorted
 

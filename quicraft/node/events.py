@@ -83,8 +83,9 @@ class Record(NamedTuple):
 _Held = tuple[Any, ...]
 
 
-def _held(event: Event) -> _Held:
-    return (event.pos, event.kind, event.at_ms, *itertools.chain.from_iterable(event.data.items()))
+def _held(pos: int, kind: str, at_ms: int, data: dict[str, Any]) -> _Held:
+    """The held form of an event, made without an Event (one is made per applied write)."""
+    return (pos, kind, at_ms, *itertools.chain.from_iterable(data.items()))
 
 
 def _event(held: _Held) -> Event:
@@ -188,8 +189,8 @@ class EventJournal:
             return
         self.applied = index
         self._local = 0
-        event = Event(log_position(index), kind, self._now(at_ms), data)
-        self._append(event, _size(data) if size is None else size + _RECORD_OVERHEAD)
+        held = _held(log_position(index), kind, self._now(at_ms), data)
+        self._append(held, _size(data) if size is None else size + _RECORD_OVERHEAD)
 
     def record_local(self, kind: str, data: dict[str, Any], at_ms: int | None = None) -> None:
         """A node-local event, placed after everything applied so far."""
@@ -200,7 +201,7 @@ class EventJournal:
             return
         self._local += 1
         pos = log_position(self.applied) | self._local
-        self._append(Event(pos, kind, self._now(at_ms), data), _size(data))
+        self._append(_held(pos, kind, self._now(at_ms), data), _size(data))
 
     def snapshot_installed(self, index: int) -> None:
         """The state machine jumped to `index`: replicated events up to it never happen here."""
@@ -303,8 +304,8 @@ class EventJournal:
         """The seq of the oldest held event (the next seq if none is held)."""
         return self._next_seq - (len(self._items) - self._start)
 
-    def _append(self, event: Event, size: int) -> None:
-        self._items.append(_held(event))
+    def _append(self, held: _Held, size: int) -> None:
+        self._items.append(held)
         self._sizes.append(size)
         self._next_seq += 1
         self._bytes += size

@@ -232,5 +232,4 @@ def decode_response(data: bytes, op: str | None = None) -> Response:
 
 
 def _response_where(op: str | None) -> str:
-    where = _RESPONSE_WHERE.get(op)
-    return f"response to {op}" if where is None else where  # an unknown op fails in lookup
+    return _RESPONSE_WHERE.get(op) or f"response to {op}"  # an unknown op fails in lookup

@@ -42,6 +42,8 @@ Table = dict[str, tuple[frozenset[str], Checker]]
 
 def as_key(value: object, where: str, name: str, min_len: int = 1) -> str:
     """A key: `min_len` (1 unless given) to MAX_KEY bytes of UTF-8."""
+    if type(value) is str and min_len <= len(value) <= MAX_KEY // 4:
+        return value  # the common short key: within the bound however it encodes
     key = as_str(value, where, name, max_len=MAX_KEY, min_len=min_len)
     # Four bytes per character at most: only long keys need measuring ("surrogatepass" so a
     # caller's unencodable str is measured here and refused by the encoder, not raised here).
@@ -51,9 +53,6 @@ def as_key(value: object, where: str, name: str, min_len: int = 1) -> str:
 
 
 def _key(a: Mapping[str, object], where: str) -> str:
-    key = a.get("key")
-    if type(key) is str and 0 < len(key) <= MAX_KEY // 4:
-        return key  # the common short key, without the byte count
     return as_key(need(a, "key", where), where, "'key'")
 
 
@@ -62,17 +61,15 @@ def _value(a: Mapping[str, object], name: str, where: str) -> bytes:
 
 
 def _with_session(a: Mapping[str, object], where: str, out: Args) -> Args:
+    if ("session" in a) != ("seq" in a):
+        raise ProtocolError(f"{where}: 'session' and 'seq' go together")
     if "session" in a:
-        if "seq" not in a:
-            raise ProtocolError(f"{where}: 'session' and 'seq' go together")
         out["session"] = get_uint(a, "session", where)
         seq = out["seq"] = get_uint(a, "seq", where)
         if "ack" in a:  # the oldest seq the client still waits for: older results may go
             ack = out["ack"] = get_uint(a, "ack", where)
             if ack > seq:
                 raise ProtocolError(f"{where}: 'ack' is above 'seq'")
-    elif "seq" in a:
-        raise ProtocolError(f"{where}: 'session' and 'seq' go together")
     elif "ack" in a:
         raise ProtocolError(f"{where}: 'ack' needs 'session' and 'seq'")
     return out

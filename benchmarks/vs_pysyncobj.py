@@ -214,9 +214,13 @@ def main() -> int:
     for name, runs in theirs.items():
         p = _median(runs, "writes_per_s")
         diverged = sum(int(r.get("diverged", 0)) for r in runs)
+        # The two runs of one round are seconds apart, so their ratio is the least touched
+        # by the machine's speed drifting between rounds; the ratio of medians is kept too.
+        by_round = [o["writes_per_s"] / t["writes_per_s"] for o, t in zip(ours, runs, strict=True)]
         print(
             f"  PySyncObj {name}: {p:,.0f} writes/s (p99 {_median(runs, 'write_p99_ms'):.1f} "
-            f"ms{_median_cpu(runs)}); ratio {q / p:.2f}"
+            f"ms{_median_cpu(runs)}); ratio {q / p:.2f}; round by round "
+            f"{', '.join(f'{r:.2f}' for r in by_round)} (median {statistics.median(by_round):.2f})"
             + (f"; it logged '{DIVERGED}' {diverged:,} times" if diverged else "")
         )
     return 0

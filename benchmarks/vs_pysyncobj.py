@@ -214,8 +214,8 @@ def main() -> int:
     for name, runs in theirs.items():
         p = _median(runs, "writes_per_s")
         diverged = sum(int(r.get("diverged", 0)) for r in runs)
-        # The two runs of one round are seconds apart, so their ratio is the least touched
-        # by the machine's speed drifting between rounds; the ratio of medians is kept too.
+        # A round's runs follow each other within a minute, so their ratio is the least
+        # touched by the machine's speed drifting between rounds; the ratio of medians stays.
         by_round = [o["writes_per_s"] / t["writes_per_s"] for o, t in zip(ours, runs, strict=True)]
         print(
             f"  PySyncObj {name}: {p:,.0f} writes/s (p99 {_median(runs, 'write_p99_ms'):.1f} "

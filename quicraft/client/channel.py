@@ -7,6 +7,9 @@ Rules of this file:
   stream on it (a Channel); each carries an id and its response finds it by that id.
 - When the stream or the connection fails, every request still waiting fails with it; the
   next request opens a new channel (one at a time, however many callers).
+- A request given a timeout fails with TimeoutError once it has waited that long; one timer
+  serves all of a channel's requests (transport/deadlines.py), cheaper per request than an
+  `asyncio.timeout()` around each.
 - Where to go next is the caller's decision (Endpoints.move_on / go_to); this file only keeps
   the endpoints, the current one and its channel.
 - A node that died under a channel sends nothing, and QUIC would notice only at its idle
@@ -30,6 +33,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 from quicraft.transport import Connection, Identity, Stream, TransportError
 from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address, parse_address
+from quicraft.transport.deadlines import Deadlines
 from quicraft.wire import ProtocolError
 
 PROBE_S = 0.5
@@ -72,6 +76,7 @@ class Channel(Generic[R]):
         self.silent = False  #: closed because the node stopped answering
         self._reader = asyncio.create_task(self._read_responses())
         self._watchdog: asyncio.Task[None] | None = None
+        self._deadlines = Deadlines(TimeoutError)
 
     @classmethod
     async def open(cls, address: Address, identity: Identity, codec: Codec[R]) -> Channel[R]:
@@ -82,8 +87,11 @@ class Channel(Generic[R]):
     def usable(self) -> bool:
         return self.failure is None and not self.conn.closed
 
-    async def request(self, op: str, args: dict[str, Any], tp: str | None = None) -> R:
-        """Send one request (with trace context `tp`) and wait for its response."""
+    async def request(
+        self, op: str, args: dict[str, Any], tp: str | None = None, timeout: float | None = None
+    ) -> R:
+        """Send one request (with trace context `tp`) and wait for its response, or with
+        `timeout`, at most that many seconds (then TimeoutError)."""
         if self.failure is not None:
             raise self.failure
         request_id = next(self._ids)
@@ -93,6 +101,8 @@ class Channel(Generic[R]):
             raise UnsendableRequest(str(err)) from None
         response: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = response
+        if timeout is not None:
+            self._deadlines.add(response, timeout, "timed out")
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.create_task(self._watch())
         try:
@@ -164,9 +174,14 @@ class Endpoints(Generic[R]):
         """The node talked to now, "HOST:PORT"."""
         return format_address(self.endpoints[self.current])
 
-    async def connected(self) -> Channel[R]:
+    def open_channel(self) -> Channel[R] | None:
+        """The current channel if it can take requests now, without waiting."""
         channel = self.channel
-        if channel is not None and channel.usable:
+        return channel if channel is not None and channel.usable else None
+
+    async def connected(self) -> Channel[R]:
+        channel = self.open_channel()
+        if channel is not None:
             return channel
         async with self._opening:
             if self.channel is None or not self.channel.usable:

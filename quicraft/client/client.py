@@ -140,10 +140,13 @@ class Client(EndpointsClient[Response]):
         last = "no endpoint answered"
         while loop.time() < deadline:
             channel: Channel[Response] | None = None
+            attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, deadline - loop.time()))
             try:
-                async with asyncio.timeout(min(ATTEMPT_S, max(0.1, deadline - loop.time()))):
-                    channel = await self._link.connected()
-                    response = await channel.request(op, args, tp)
+                channel = self._link.open_channel()
+                if channel is None:
+                    async with asyncio.timeout_at(attempt_ends):
+                        channel = await self._link.connected()
+                response = await channel.request(op, args, tp, attempt_ends - loop.time())
             except UnsendableRequest as err:
                 raise InvalidRequest("bad_request", str(err)) from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:

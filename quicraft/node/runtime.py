@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import queue
@@ -56,6 +55,7 @@ from quicraft.core import (
 from quicraft.statemachine import StateMachine, snapshot_encoder
 from quicraft.storage import Storage, StorageError
 from quicraft.telemetry import NO_METRICS, Telemetry
+from quicraft.transport.deadlines import Deadlines
 
 from .raft_trace import RaftTrace
 from .settings import Timings
@@ -134,7 +134,7 @@ class RaftNode:
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None  # ends run() with this error
-        self._deadlines = _Deadlines()
+        self._deadlines = Deadlines(RequestTimeout)
         self._writer = _Writer(f"{node_id}-writer")
         self._snapshotting: _SnapshotUnderWay | None = None
         #: Called with each new SoftState (leader, role, term) after it is known.
@@ -669,52 +669,3 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
-
-
-#: The heap of _Deadlines is not swept below this size.
-_SWEEP_MIN = 128
-
-
-class _Deadlines:
-    """Ends each pending future with RequestTimeout once its time is up.
-
-    One timer for all of them, armed for the earliest deadline: a timer per request (created,
-    then cancelled when the request ends) cost more than the request's own bookkeeping.
-
-    A future that ends first stays in the heap, done, until the heap has doubled since it was
-    last swept; the sweep drops the done ones. Held until their deadline instead, every
-    write's future and result lived for the whole timeout, long enough to reach the garbage
-    collector's oldest generation, whose full collections then cost the leader about a tenth
-    of its CPU. A sweep is linear in the heap, at most once per as many adds: O(1) per add."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, asyncio.Future[Any], str]] = []
-        self._order = itertools.count()  # ties never compare the futures
-        self._timer: asyncio.TimerHandle | None = None
-        self._sweep_at = _SWEEP_MIN  # heap size at which the done futures are dropped
-
-    def add(self, future: asyncio.Future[Any], timeout: float, message: str) -> None:
-        """End `future` with RequestTimeout(message) if it is still pending after `timeout`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._order), future, message))
-        if len(heap) >= self._sweep_at:
-            heap[:] = [item for item in heap if not item[2].done()]
-            heapq.heapify(heap)
-            self._sweep_at = max(_SWEEP_MIN, 2 * len(heap))
-        if self._timer is not None and self._timer.when() > deadline:
-            self._timer.cancel()  # an earlier deadline than the armed one (a shorter timeout)
-            self._timer = None
-        if self._timer is None:
-            self._timer = loop.call_at(deadline, self._expire)
-
-    def _expire(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, future, message = heapq.heappop(heap)
-            if not future.done():
-                future.set_exception(RequestTimeout(message))
-        self._timer = loop.call_at(heap[0][0], self._expire) if heap else None

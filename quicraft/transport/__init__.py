@@ -9,6 +9,7 @@ Modules (the public API is what this package exports):
     connection        one connection: authentication, stream dispatch, keepalive
     stream            one stream of length-prefixed frames
     address           HOST:PORT parsing
+    deadlines         one timer that fails pending futures at their deadlines
     _aioquic_private  the only place that touches aioquic's private attributes
 
 Exceptions:

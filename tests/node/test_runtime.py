@@ -22,7 +22,7 @@ from quicraft.core import (
     Snapshot,
 )
 from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
-from quicraft.node.runtime import _SWEEP_MIN, _Deadlines, _Writer, is_fresh
+from quicraft.node.runtime import _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.storage import MemoryStorage, StorageError
 from quicraft.telemetry import Telemetry, remote_parent
@@ -456,24 +456,6 @@ def test_requests_started_without_waiting_time_out_on_their_own() -> None:
         cluster.cut.clear()
 
     asyncio.run(with_cluster(scenario))
-
-
-def test_deadlines_forget_requests_that_ended_and_still_time_out_the_others() -> None:
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        deadlines = _Deadlines()
-        slow: asyncio.Future[None] = loop.create_future()
-        deadlines.add(slow, 0.05, "too slow")
-        for _ in range(1000):
-            done: asyncio.Future[None] = loop.create_future()
-            deadlines.add(done, 60, "never")
-            done.set_result(None)
-        # Ended requests are swept out as the heap grows: it stays near its sweep size.
-        assert len(deadlines._heap) <= 2 * _SWEEP_MIN
-        with pytest.raises(RequestTimeout, match="too slow"):
-            await slow
-
-    asyncio.run(scenario())
 
 
 def test_the_writer_thread_runs_writes_off_the_loop_and_hands_back_their_errors() -> None:

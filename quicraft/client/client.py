@@ -35,7 +35,7 @@ from quicraft.transport import (
 from quicraft.transport.address import Address, parse_address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
-from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
+from .channel import Codec, Endpoints, EndpointsClient, UnsendableRequest
 from .kv import KV
 
 log = logging.getLogger("quicraft.client")
@@ -139,10 +139,9 @@ class Client(EndpointsClient[Response]):
         delay = 0.02
         last = "no endpoint answered"
         while loop.time() < deadline:
-            channel: Channel[Response] | None = None
+            channel = self._link.open_channel()
             attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, deadline - loop.time()))
             try:
-                channel = self._link.open_channel()
                 if channel is None:
                     async with asyncio.timeout_at(attempt_ends):
                         channel = await self._link.connected()

@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 
 from quicraft.core import NodeId, NotLeader, ProposalDropped
-from quicraft.statemachine import CommandError, KVStore, build_command
+from quicraft.statemachine import KVStore, checked_command
 from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
@@ -148,11 +148,10 @@ class ClientService:
     def _start_write(self, request: Request, replies: _Replies, span: Span | None) -> None:
         propose = self.tracing.span("raft.propose", span) if span is not None else None
         try:
-            command = build_command(request.op, request.args, ts_ms=int(time.time() * 1000))
+            # decode_request checked the args by the command's rules: not checked again.
+            command = checked_command(request.op, request.args, ts_ms=int(time.time() * 1000))
             data = command.encode()
             proposal = self.node.start_proposal(data, self.request_timeout, span)
-        except CommandError as err:
-            raise RequestFailed("bad_request", str(err)) from None
         except NotLeader as err:
             raise self._not_leader(err.leader) from None
         except ProposalDropped as err:

@@ -21,6 +21,7 @@ from .commands import (
     Command,
     CommandError,
     build_command,
+    checked_command,
     decode_command,
     encode_command,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "SessionTable",
     "StateMachine",
     "build_command",
+    "checked_command",
     "decode_command",
     "encode_command",
     "error_result",

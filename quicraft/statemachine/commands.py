@@ -13,7 +13,8 @@ Rules:
   An empty address forgets the node. A hint only: the store keeps text it does not parse.
 - Session args: `session` and `seq` come together; the optional `ack` is the lowest seq the
   client still awaits, so it is never above `seq`.
-- encode_command validates before anything enters the log. decode_command validates again:
+- encode_command validates before anything enters the log (checked_command relies on the
+  client protocol's decoder having done it, with the same rules). decode_command validates again:
   a replica treats log bytes as untrusted (a bug or another version could have put anything
   there) and turns whatever is wrong into CommandError, never another exception.
 """
@@ -97,6 +98,15 @@ def build_command(op: str, args: Mapping[str, object], ts_ms: int) -> Command:
     """The validated command for `op` with `args` at leader time `ts_ms` (encode() gives its
     log payload). Raises CommandError if it is not valid."""
     return _build(op, args, ts_ms)
+
+
+def checked_command(op: str, args: Mapping[str, Any], ts_ms: int) -> Command:
+    """The command for a client's write (`op` one of WRITE_OPS or register) whose args the
+    client protocol's decoder has already checked and normalised (wire/client.py,
+    decode_request). Its rules for a write's args are this module's (a test holds them to
+    it), so the leader does not check every write twice; encode() gives the same bytes as
+    build_command would."""
+    return Command(op, ts_ms, **args)
 
 
 def decode_command(data: bytes) -> Command:

@@ -5,7 +5,10 @@ of its fields and a checker, which takes the decoded map (already limited to tho
 returns a new map with every value checked and defaults filled in. Rules:
 
 - key: 1 to 4096 bytes of UTF-8 (the prefix of keys may be empty); value, expected, new: up to
-  1 MiB of bytes; session, seq, revision: unsigned 64-bit; by and incr's value: signed 64-bit.
+  1 MiB of bytes; seq, revision: unsigned 64-bit; session: the same but not 0; by and incr's
+  value: signed 64-bit.
+- A write's args follow the rules of the command it becomes (statemachine/commands.py): the
+  leader builds the command from them without checking them again.
 - session and seq come together or not at all: exactly-once needs both.
 - Without its op a result is checked against the union of every op's result fields, where
   "value" is an int, bytes or null.
@@ -64,7 +67,10 @@ def _with_session(a: Mapping[str, object], where: str, out: Args) -> Args:
     if ("session" in a) != ("seq" in a):
         raise ProtocolError(f"{where}: 'session' and 'seq' go together")
     if "session" in a:
-        out["session"] = get_uint(a, "session", where)
+        # A session's id is the index of its register entry: never 0 (statemachine/commands).
+        session = out["session"] = get_uint(a, "session", where)
+        if session == 0:
+            raise ProtocolError(f"{where}: 'session' must be at least 1")
         seq = out["seq"] = get_uint(a, "seq", where)
         if "ack" in a:  # the oldest seq the client still waits for: older results may go
             ack = out["ack"] = get_uint(a, "ack", where)

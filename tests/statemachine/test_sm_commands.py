@@ -17,11 +17,15 @@ import quicraft.statemachine as sm
 from quicraft.statemachine import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
+    WRITE_OPS,
     Command,
     CommandError,
+    build_command,
+    checked_command,
     decode_command,
     encode_command,
 )
+from quicraft.wire import ProtocolError, decode_request
 
 VALID = [
     ("register", {}),
@@ -219,6 +223,78 @@ _plain = st.recursive(
 def test_structured_garbage_raises_only_command_error(op: str, args: object, ts: object) -> None:
     with contextlib.suppress(CommandError):
         decode_command(cbor2.dumps({"v": 1, "op": op, "ts": ts, "args": args}))
+
+
+# -- the leader's commands from checked client requests ------------------------------------------
+
+_EDGE_TEXT = ["", "a", "k" * MAX_KEY_BYTES, "k" * (MAX_KEY_BYTES + 1), "é" * (MAX_KEY_BYTES // 2)]
+_EDGE_TEXT += ["é" * (MAX_KEY_BYTES // 2 + 1), "😀" * (MAX_KEY_BYTES // 4), "😀" * 1025]
+_EDGE_BYTES = [b"", b"x", b"x" * MAX_VALUE_BYTES, b"x" * (MAX_VALUE_BYTES + 1)]
+_EDGE_INTS = [0, 1, 2, -1, (1 << 63) - 1, 1 << 63, -(1 << 63), -(1 << 63) - 1, (1 << 64) - 1]
+_EDGE_INTS += [1 << 64]
+_EDGE_VALUES = [*_EDGE_TEXT, *_EDGE_BYTES, *_EDGE_INTS, None, True, 1.0, [], {}]
+_ARG_NAMES = ["key", "value", "by", "expected", "new", "session", "seq", "ack", "x"]
+
+
+def _leader_command(op: str, args: dict[str, object]) -> Command | None:
+    """What the leader proposes for a write request with `args`, None if the client protocol
+    refuses the request; fails if the command's own rules would refuse what it accepted."""
+    try:
+        frame = cbor2.dumps({"v": 1, "id": 1, "op": op, "args": args})
+    except UnicodeEncodeError:  # text that is not Unicode cannot even be sent
+        return None
+    try:
+        request = decode_request(frame)
+    except ProtocolError:
+        return None
+    command = checked_command(request.op, request.args, 1234)
+    assert command == build_command(request.op, request.args, 1234)
+    assert command.encode() == encode_command(request.op, request.args, 1234)
+    return command
+
+
+@pytest.mark.parametrize(("op", "args"), [v for v in VALID if v[1].get("key") != ""])
+def test_a_valid_write_request_becomes_the_same_command_unchecked(
+    op: str, args: dict[str, object]
+) -> None:
+    assert _leader_command(op, args) == build_command(op, args, 1234)
+
+
+_CLIENT_WRITES = WRITE_OPS | {"register"}
+
+
+@pytest.mark.parametrize(("op", "args", "reason"), [v for v in INVALID if v[0] in _CLIENT_WRITES])
+def test_a_write_the_command_refuses_is_refused_by_the_client_protocol(
+    op: str, args: dict[str, object], reason: str
+) -> None:
+    assert _leader_command(op, args) is None
+
+
+_GOOD_ARGS = {
+    "register": {},
+    "set": {"key": "k", "value": b"v"},
+    "delete": {"key": "k"},
+    "incr": {"key": "k", "by": 2},
+    "cas": {"key": "k", "expected": None, "new": b"n"},
+}
+_LEFT_OUT = object()
+
+
+def test_the_client_protocol_accepts_only_writes_the_command_rules_accept() -> None:
+    """The leader builds a write's command without checking it again (checked_command): the
+    client protocol's decoder must refuse everything the command's rules refuse. Every good
+    request, with and without a session, with each arg in turn left out or set to each edge
+    value."""
+    accepted = 0
+    for op, good in _GOOD_ARGS.items():
+        for session in ({}, {"session": 1, "seq": 5, "ack": 3}):
+            for name in _ARG_NAMES:
+                for value in [_LEFT_OUT, *_EDGE_VALUES]:
+                    args: dict[str, object] = {**good, **session, name: value}
+                    if value is _LEFT_OUT:
+                        del args[name]
+                    accepted += _leader_command(op, args) is not None
+    assert accepted > 100  # the edges are not all refused: the comparison ran
 
 
 def test_public_api_is_sorted_and_importable() -> None:

@@ -131,7 +131,7 @@ def messages(draw: st.DrawFn, types: st.SearchStrategy[MessageType] | None = Non
 
 keys = st.text(min_size=1, max_size=40)
 values = st.binary(max_size=100)
-_session = {"session": u64s, "seq": u64s}
+_session = {"session": st.integers(1, U64), "seq": u64s}
 
 
 def _with_session(

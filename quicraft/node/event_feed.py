@@ -86,15 +86,13 @@ class EventFeed:
     # -- replicated ---------------------------------------------------------------------------
 
     def _kv_changed(self, change: KVChange) -> None:
-        data: dict[str, Any] = {
-            "op": change.op,
-            "key": change.key,
-            "revision": change.revision,
-            "value": change.value,
-            "previous": change.previous,
-        }
+        # The event's fields as the journal holds them, flat: no map per applied write.
+        fields = (
+            "op", change.op, "key", change.key, "revision", change.revision,
+            "value", change.value, "previous", change.previous,
+        )  # fmt: skip
         size = len(change.key) + _length(change.value) + _length(change.previous)
-        self.journal.record_log(change.revision, "kv", data, at_ms=change.ts_ms, size=size)
+        self.journal.record_fields(change.revision, "kv", change.ts_ms, fields, size)
 
     def _applied(self, entry: Entry) -> None:
         if entry.type is EntryType.NOOP:

@@ -175,22 +175,24 @@ class EventJournal:
             self._local = 0
 
     def record_log(
-        self,
-        index: int,
-        kind: str,
-        data: dict[str, Any],
-        at_ms: int | None = None,
-        size: int | None = None,
+        self, index: int, kind: str, data: dict[str, Any], at_ms: int | None = None
     ) -> None:
-        """The replicated event of log `index`; `size`: its bytes of keys and values, if
-        the caller knows them (the kv path does: it saves counting)."""
+        """The replicated event of log `index`."""
+        fields = tuple(itertools.chain.from_iterable(data.items()))
+        self.record_fields(index, kind, self._now(at_ms), fields, _size(data))
+
+    def record_fields(
+        self, index: int, kind: str, at_ms: int, fields: tuple[Any, ...], size: int
+    ) -> None:
+        """record_log's event given as its fields, flat (name, value, name, value, ...), and
+        its bytes of keys and values: the kv path (an event per applied write on every
+        node) builds no map for it."""
         if index <= self.applied:  # a runtime bug: never let it break the order
             log.warning("event %s at index %d after index %d: dropped", kind, index, self.applied)
             return
         self.applied = index
         self._local = 0
-        held = _held(log_position(index), kind, self._now(at_ms), data)
-        self._append(held, _size(data) if size is None else size + _RECORD_OVERHEAD)
+        self._append((log_position(index), kind, at_ms, *fields), size + _RECORD_OVERHEAD)
 
     def record_local(self, kind: str, data: dict[str, Any], at_ms: int | None = None) -> None:
         """A node-local event, placed after everything applied so far."""
@@ -201,7 +203,7 @@ class EventJournal:
             return
         self._local += 1
         pos = log_position(self.applied) | self._local
-        self._append(_held(pos, kind, self._now(at_ms), data), _size(data))
+        self._append(_held(pos, kind, self._now(at_ms), data), _size(data) + _RECORD_OVERHEAD)
 
     def snapshot_installed(self, index: int) -> None:
         """The state machine jumped to `index`: replicated events up to it never happen here."""
@@ -367,7 +369,8 @@ def _slow(why: str) -> EventStreamEnd:
 
 
 def _size(data: dict[str, Any]) -> int:
-    size = _RECORD_OVERHEAD
+    """The event's bytes of text and binary values."""
+    size = 0
     for value in data.values():
         if isinstance(value, bytes | str):
             size += len(value)

@@ -265,6 +265,28 @@ def test_the_kv_store_reports_changes_only() -> None:
     ]
 
 
+def test_the_feed_records_each_kv_change_as_its_event() -> None:
+    raft = RaftNode("n1", MemoryStorage(), KVStore(), PRESETS["test"], lambda m, tp: None)
+    store = KVStore()
+    journal = EventJournal()
+    EventFeed(journal, "n1", lambda node: None).attach(raft, store)
+    store.apply(1, encode_command("set", {"key": "été", "value": b"12"}, ts_ms=1001))
+    store.apply(2, encode_command("incr", {"key": "été", "by": 5}, ts_ms=1002))
+    store.apply(3, encode_command("delete", {"key": "été"}, ts_ms=1003))
+    fields = ["op", "key", "revision", "value", "previous"]  # in the wire's order
+
+    def event(index: int, *values: object) -> tuple[int, str, int, dict[str, object]]:
+        return log_position(index), "kv", 1000 + index, dict(zip(fields, values, strict=True))
+
+    got = [(e.pos, e.kind, e.at_ms, e.data) for e in journal.events()]
+    assert got == [
+        event(1, "set", "été", 1, b"12", None),
+        event(2, "incr", "été", 2, 17, 12),
+        event(3, "delete", "été", 3, None, b"17"),
+    ]
+    assert all(list(e.data) == fields for e in journal.events())
+
+
 def test_the_feed_turns_entries_and_soft_state_into_events() -> None:
     raft = RaftNode("n1", MemoryStorage(), KVStore(), PRESETS["test"], lambda m, tp: None)
     store = KVStore()

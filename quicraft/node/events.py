@@ -83,9 +83,14 @@ class Record(NamedTuple):
 _Held = tuple[Any, ...]
 
 
-def _held(pos: int, kind: str, at_ms: int, data: dict[str, Any]) -> _Held:
+def _held(pos: int, kind: str, at_ms: int, fields: tuple[Any, ...]) -> _Held:
     """The held form of an event, made without an Event (one is made per applied write)."""
-    return (pos, kind, at_ms, *itertools.chain.from_iterable(data.items()))
+    return (pos, kind, at_ms, *fields)
+
+
+def _flat(data: dict[str, Any]) -> tuple[Any, ...]:
+    """An event's fields as it is held: name, value, name, value, ..."""
+    return tuple(itertools.chain.from_iterable(data.items()))
 
 
 def _event(held: _Held) -> Event:
@@ -178,8 +183,7 @@ class EventJournal:
         self, index: int, kind: str, data: dict[str, Any], at_ms: int | None = None
     ) -> None:
         """The replicated event of log `index`."""
-        fields = tuple(itertools.chain.from_iterable(data.items()))
-        self.record_fields(index, kind, self._now(at_ms), fields, _size(data))
+        self.record_fields(index, kind, self._now(at_ms), _flat(data), _size(data))
 
     def record_fields(
         self, index: int, kind: str, at_ms: int, fields: tuple[Any, ...], size: int
@@ -192,7 +196,7 @@ class EventJournal:
             return
         self.applied = index
         self._local = 0
-        self._append((log_position(index), kind, at_ms, *fields), size + _RECORD_OVERHEAD)
+        self._append(_held(log_position(index), kind, at_ms, fields), size + _RECORD_OVERHEAD)
 
     def record_local(self, kind: str, data: dict[str, Any], at_ms: int | None = None) -> None:
         """A node-local event, placed after everything applied so far."""
@@ -203,7 +207,8 @@ class EventJournal:
             return
         self._local += 1
         pos = log_position(self.applied) | self._local
-        self._append(_held(pos, kind, self._now(at_ms), data), _size(data) + _RECORD_OVERHEAD)
+        held = _held(pos, kind, self._now(at_ms), _flat(data))
+        self._append(held, _size(data) + _RECORD_OVERHEAD)
 
     def snapshot_installed(self, index: int) -> None:
         """The state machine jumped to `index`: replicated events up to it never happen here."""

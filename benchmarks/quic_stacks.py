@@ -239,6 +239,8 @@ async def leader(
         threading.Thread(target=writer, daemon=True).start()
 
         def on_durable(batch: int) -> None:
+            if batch not in batches:
+                return  # answered already: this is the third copy
             durable[batch] = durable.get(batch, 0) + 1
             if durable[batch] == 2:  # a majority of three
                 for protocol, stream_id, ident, _ in batches.pop(batch):
@@ -263,8 +265,7 @@ async def leader(
 
         def on_ack(_: Any, __: int, got: list[tuple[int, bytes]]) -> None:
             for batch, _payload in got:
-                if batch in batches:
-                    on_durable(batch)
+                on_durable(batch)
 
         for link, _ in links:
             link.on_frames = on_ack
@@ -280,6 +281,7 @@ async def leader(
             configuration=configuration(stack, False, certs),
             create_protocol=create,
         )
+        print("ready", flush=True)  # connected to both followers, serving the client
         await asyncio.Event().wait()
 
 
@@ -365,26 +367,19 @@ def free_ports(count: int) -> list[int]:
 def one_round(stack: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     leader_port, *follower_ports = free_ports(3)
     me = [sys.executable, __file__, "--stack", stack, "--workdir", str(workdir)]
-    processes = [
-        subprocess.Popen([*me, "--role", "follower", "--port", str(port)])
+    processes: list[subprocess.Popen[str]] = [
+        subprocess.Popen([*me, "--role", "follower", "--port", str(port)], text=True)
         for port in follower_ports
     ]
-    processes.append(
-        subprocess.Popen(
-            [
-                *me,
-                "--role",
-                "leader",
-                "--port",
-                str(leader_port),
-                "--followers",
-                ",".join(map(str, follower_ports)),
-            ]
-        )
-    )
+    followers = ",".join(map(str, follower_ports))
+    leader_argv = [*me, "--role", "leader", "--port", str(leader_port), "--followers", followers]
+    leader = subprocess.Popen(leader_argv, stdout=subprocess.PIPE, text=True)
+    processes.append(leader)
     CHILDREN[:] = [p.pid for p in processes]
     try:
-        time.sleep(1.5)  # servers up, the leader connected to its followers
+        assert leader.stdout is not None
+        if leader.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the {stack} leader did not start")
         return asyncio.run(client(stack, leader_port, args.clients, args.duration))
     finally:
         for process in processes:

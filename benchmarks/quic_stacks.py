@@ -27,7 +27,6 @@ import contextlib
 import datetime
 import importlib
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -37,6 +36,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from vs_pysyncobj import free_ports
+
+from quicraft.node.local import cpu_seconds_of
 
 HEADER = struct.Struct(">IQ")  # payload length, id (a write's id, or a batch's)
 VALUE = b"x" * 100
@@ -172,6 +175,18 @@ def protocol_class(stack: str) -> Any:
     return Protocol
 
 
+def serving(stack: str, on_frames: Any) -> Any:
+    """serve()'s create_protocol: the stack's Protocol, handing its frames to `on_frames`."""
+    protocol = protocol_class(stack)
+
+    def create(*args: Any, **kwargs: Any) -> Any:
+        made = protocol(*args, **kwargs)
+        made.on_frames = on_frames
+        return made
+
+    return create
+
+
 class AppendOnly:
     """A file that each batch is appended to and synced, like a log's write batch."""
 
@@ -191,13 +206,11 @@ async def follower(stack: str, port: int, data: Path, certs: tuple[Path, Path]) 
             log.append(payload)
             protocol.write(stream_id, frame(batch))
 
-    def create(*args: Any, **kwargs: Any) -> Any:
-        protocol = protocol_class(stack)(*args, **kwargs)
-        protocol.on_frames = on_frames
-        return protocol
-
     await stack_api(stack)[0].serve(
-        "127.0.0.1", port, configuration=configuration(stack, False, certs), create_protocol=create
+        "127.0.0.1",
+        port,
+        configuration=configuration(stack, False, certs),
+        create_protocol=serving(stack, on_frames),
     )
     await asyncio.Event().wait()
 
@@ -270,16 +283,11 @@ async def leader(
         for link, _ in links:
             link.on_frames = on_ack
 
-        def create(*args: Any, **kwargs: Any) -> Any:
-            protocol = protocol_class(stack)(*args, **kwargs)
-            protocol.on_frames = on_request
-            return protocol
-
         await api.serve(
             "127.0.0.1",
             port,
             configuration=configuration(stack, False, certs),
-            create_protocol=create,
+            create_protocol=serving(stack, on_request),
         )
         print("ready", flush=True)  # connected to both followers, serving the client
         await asyncio.Event().wait()
@@ -343,25 +351,11 @@ def udp_datagrams_sent() -> int:
 
 def cpu_seconds() -> float:
     """CPU time of this process and of every benchmark process it started."""
-    total = sum(os.times()[:2])
-    for pid in CHILDREN:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    children = cpu_seconds_of({str(pid): pid for pid in CHILDREN})
+    return sum(os.times()[:2]) + sum(children.values())
 
 
 CHILDREN: list[int] = []
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def one_round(stack: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:

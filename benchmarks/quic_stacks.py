@@ -16,7 +16,7 @@ authenticated by a throwaway certificate. The stacks take turns going first; eac
 reported with its writes/s as a share of plain aioquic's in the same round, and so are the
 medians.
 
-qh3 is not a dependency of quicraft: see docs/performance.md, "The transport's share".
+qh3 is not a dependency of quicraft: see docs/performance-log.md, "The transport's share".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 aioquic sends datagrams of at most `max_datagram_size` bytes, 1200 unless told otherwise: the
 size every IP path must carry. It does no path MTU discovery, and most of its cost is per
 packet rather than per byte, so a batch of appends split into 1200-byte datagrams costs several
-times what one datagram would (measured in docs/performance.md).
+times what one datagram would (measured in docs/performance-log.md, "Datagram size").
 
 Only one kind of path is known for certain without discovery: loopback, where this kernel is
 both ends and the MTU is lo's (65536 on Linux, read from /sys: reading it binds no port). There

@@ -19,14 +19,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from quicraft.client.bench import cpu_per_write
 from quicraft.node.local import cpu_seconds_of
@@ -39,6 +41,10 @@ DRIVER_FOLLOWS = ("2,3", "0.4,1.4")  # the others keep PySyncObj's default
 PLACEMENT_ATTEMPTS = 3
 #: What PySyncObj logs when a member drops log entries it had already applied.
 DIVERGED = "state machine may have diverged"
+#: A run's JSON result: its figures, and after a PySyncObj run the replicas' check.
+Run = dict[str, Any]
+#: How long after a run the replicas may take to apply the same index.
+SETTLE_S = 10.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -61,7 +67,7 @@ def bench_arguments(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_quicraft(args: argparse.Namespace, extra: list[str] | None = None) -> dict[str, float]:
+def run_quicraft(args: argparse.Namespace, extra: list[str] | None = None) -> Run:
     """One `quicraft bench --local 3` run with `args`' load (and `extra` flags): its result."""
     base = free_ports(1)[0]
     command = [
@@ -78,10 +84,10 @@ def run_quicraft(args: argparse.Namespace, extra: list[str] | None = None) -> di
     per_process = result.pop("cpu_us_per_write", {})
     if per_process:
         result["cpu_us_per_write"] = sum(per_process.values())
-    return cast(dict[str, float], result)
+    return cast(Run, result)
 
 
-def run_pysyncobj(args: argparse.Namespace, batch: bool, driver_leads: bool) -> dict[str, float]:
+def run_pysyncobj(args: argparse.Namespace, batch: bool, driver_leads: bool) -> Run:
     """One PySyncObj run whose driving member leads or follows, as `driver_leads` asks;
     retried when an election went the other way."""
     where = "lead" if driver_leads else "follow"
@@ -93,21 +99,20 @@ def run_pysyncobj(args: argparse.Namespace, batch: bool, driver_leads: bool) -> 
     raise SystemExit(f"PySyncObj: the driving member did not {where} in {PLACEMENT_ATTEMPTS} runs")
 
 
-def _run_pysyncobj_once(
-    args: argparse.Namespace, batch: bool, driver_leads: bool
-) -> dict[str, float]:
+def _run_pysyncobj_once(args: argparse.Namespace, batch: bool, driver_leads: bool) -> Run:
     ports = free_ports(3)
     addresses = [f"127.0.0.1:{p}" for p in ports]
     timeouts = DRIVER_LEADS if driver_leads else DRIVER_FOLLOWS
     with tempfile.TemporaryDirectory(prefix="pysyncobj-bench-") as folder:
         members = []
         logs = [Path(folder) / f"member{i}.log" for i in range(len(addresses))]
+        reports = [Path(folder) / f"member{i}.report" for i in range(len(addresses))]
         for i, address in enumerate(addresses):
             partners = ",".join(a for a in addresses if a != address)
             argv = [
                 sys.executable, str(HERE / "pysyncobj_node.py"),
                 "--self", address, "--partners", partners,
-                "--journal", str(Path(folder) / f"journal{i}"),
+                "--journal", str(Path(folder) / f"journal{i}"), "--report", str(reports[i]),
             ]  # fmt: skip
             if batch:
                 argv.append("--batch")
@@ -124,6 +129,8 @@ def _run_pysyncobj_once(
         watchdog.start()
         try:
             result = _read_driver(members)
+            if result is not None and "error" not in result:
+                result["replicas"] = _check_replicas(members, reports, result.get("expected"))
         finally:
             watchdog.cancel()
             for member in members:
@@ -138,7 +145,7 @@ def _run_pysyncobj_once(
     return result
 
 
-def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float] | None:
+def _read_driver(members: list[subprocess.Popen[str]]) -> Run | None:
     """The driver's result (None if it ended without one), with the CPU per write its three
     members used while it drove them (read from /proc between its "started" line and its
     result, as `quicraft bench` does for its nodes)."""
@@ -155,30 +162,66 @@ def _read_driver(members: list[subprocess.Popen[str]]) -> dict[str, float] | Non
         used = cpu_per_write(before, _cpu(members), message.get("writes", 0))
         if used:
             message["cpu_us_per_write"] = sum(used.values())
-        return cast(dict[str, float], message)
+        return cast(Run, message)
     return None
+
+
+def _check_replicas(
+    members: list[subprocess.Popen[str]], reports: list[Path], expected: object
+) -> str:
+    """Whether the members, once they applied the same index, hold the same dict, and whether
+    it is the one the driver's acknowledged writes must have left: "agree", or what differs."""
+    deadline = time.monotonic() + SETTLE_S
+    seen: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        for report in reports:
+            report.unlink(missing_ok=True)
+        for member in members:
+            member.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        try:
+            seen = [json.loads(report.read_text()) for report in reports]
+        except (OSError, ValueError):
+            continue  # a member has not written yet
+        if len({r["applied"] for r in seen}) == 1:
+            break
+    else:
+        return f"did not apply the same index within {SETTLE_S:.0f} s: " + _indexes(seen)
+    prints = {r["fingerprint"] for r in seen}
+    if len(prints) > 1:
+        return "DIVERGED: different contents at the same index"
+    if expected is None:
+        return "agree (no expectation: the load had errors)"
+    if prints != {expected}:
+        return "LOST WRITES: the replicas agree, but not with the writes acknowledged"
+    return "agree"
+
+
+def _indexes(reports: list[dict[str, object]]) -> str:
+    return ", ".join(str(r["applied"]) for r in reports) or "no reports"
 
 
 def _cpu(members: list[subprocess.Popen[str]]) -> dict[str, float]:
     return cpu_seconds_of({str(m.pid): m.pid for m in members})
 
 
-def _median(runs: list[dict[str, float]], field: str) -> float:
-    return statistics.median(r[field] for r in runs)
+def _median(runs: list[Run], field: str) -> float:
+    return float(statistics.median(r[field] for r in runs))
 
 
-def _median_cpu(runs: list[dict[str, float]]) -> str:
+def _median_cpu(runs: list[Run]) -> str:
     if not all("cpu_us_per_write" in r for r in runs):
         return ""  # no /proc here
     return f", {_median(runs, 'cpu_us_per_write'):,.0f} µs CPU per write"
 
 
-def _line(run: dict[str, float]) -> str:
+def _line(run: Run) -> str:
     cpu = f", {run['cpu_us_per_write']:,.0f} µs CPU per write" if "cpu_us_per_write" in run else ""
     diverged = f", {run['diverged']:,} warnings '{DIVERGED}'" if run.get("diverged") else ""
+    replicas = f", replicas: {run['replicas']}" if "replicas" in run else ""
     return (
         f"{run['writes_per_s']:,.0f} writes/s (p50 {run['write_p50_ms']:.1f} ms, "
-        f"p99 {run['write_p99_ms']:.1f} ms{cpu}{diverged})"
+        f"p99 {run['write_p99_ms']:.1f} ms{cpu}{diverged}{replicas})"
     )
 
 
@@ -194,8 +237,8 @@ def main() -> int:
     args = bench_arguments(__doc__.split("\n\n")[0])
     if importlib.util.find_spec("pysyncobj") is None:
         raise SystemExit("PySyncObj is not installed here: pip install pysyncobj")
-    ours: list[dict[str, float]] = []
-    theirs: dict[str, list[dict[str, float]]] = {name: [] for name in PYSYNCOBJ_RUNS}
+    ours: list[Run] = []
+    theirs: dict[str, list[Run]] = {name: [] for name in PYSYNCOBJ_RUNS}
     for number in range(1, args.rounds + 1):
         ours.append(run_quicraft(args))
         for name, (batch, driver_leads) in PYSYNCOBJ_RUNS.items():
@@ -214,6 +257,7 @@ def main() -> int:
     for name, runs in theirs.items():
         p = _median(runs, "writes_per_s")
         diverged = sum(int(r.get("diverged", 0)) for r in runs)
+        agreed = sum(r.get("replicas") == "agree" for r in runs)
         # A round's runs follow each other within a minute, so their ratio is the least
         # touched by the machine's speed drifting between rounds; the ratio of medians stays.
         by_round = [o["writes_per_s"] / t["writes_per_s"] for o, t in zip(ours, runs, strict=True)]
@@ -222,6 +266,7 @@ def main() -> int:
             f"ms{_median_cpu(runs)}); ratio {q / p:.2f}; round by round "
             f"{', '.join(f'{r:.2f}' for r in by_round)} (median {statistics.median(by_round):.2f})"
             + (f"; it logged '{DIVERGED}' {diverged:,} times" if diverged else "")
+            + f"; replicas agreed with the acknowledged writes after {agreed} of {len(runs)} runs"
         )
     return 0
 

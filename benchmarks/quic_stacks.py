@@ -145,14 +145,8 @@ def protocol_class(stack: str) -> Any:
             self._transmit_soon()
 
         def transmit(self) -> None:
-            now = self._loop.time()
-            if not tuned:
-                super().transmit()
-            elif self.wrote:
-                private.acknowledge_with_data(self._quic, now)
-                super().transmit()
-            elif private.nothing_to_send(self._quic, now):
-                private.skip_transmit(self)
+            if tuned:  # the same call as quicraft's PeerProtocol.transmit
+                private.transmit(self, self.wrote, self._loop.time(), super().transmit)
             else:
                 super().transmit()
             self.wrote = False

@@ -195,6 +195,20 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
     return True
 
 
+def transmit(
+    protocol: QuicConnectionProtocol, wrote: bool, now: float, build: Callable[[], None]
+) -> None:
+    """A transmit as quicraft makes it: after stream data was written, an owed acknowledgement
+    rides with it (7.); with none written, `build` (aioquic's `transmit`) runs only if there is
+    something to send, else only its timer is kept (8.)."""
+    if wrote:
+        acknowledge_with_data(protocol._quic, now)
+    elif nothing_to_send(protocol._quic, now):
+        skip_transmit(protocol)
+        return
+    build()
+
+
 def skip_transmit(protocol: QuicConnectionProtocol) -> None:
     """aioquic's `QuicConnectionProtocol.transmit` where `nothing_to_send` said so: no packets,
     only its bookkeeping, then its timer (re)armed for `get_timer()` (see 8. above)."""

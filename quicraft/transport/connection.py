@@ -169,14 +169,7 @@ class PeerProtocol(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         self.streams.flush()
-        now = self._evloop.time()
-        if self.streams.wrote:
-            private.acknowledge_with_data(self._q, now)
-            super().transmit()
-        elif private.nothing_to_send(self._q, now):
-            private.skip_transmit(self)
-        else:
-            super().transmit()
+        private.transmit(self, self.streams.wrote, self._evloop.time(), super().transmit)
         self.streams.transmitted()
 
     def quic_event_received(self, event: events.QuicEvent) -> None:

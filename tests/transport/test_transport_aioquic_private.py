@@ -231,9 +231,9 @@ class _Protocol:
 
 class _Pair:
     """Two connected aioquic connections in memory with the datagrams in flight between them;
-    each end transmits as PeerProtocol.transmit does, and every transmit it skips is checked:
-    aioquic would have sent nothing. A timer due at once fires at once, as the event loop
-    would fire it; one still due after that would spin the loop."""
+    each end transmits with `private.transmit`, as PeerProtocol.transmit does, and every
+    transmit it skips is checked: aioquic would have sent nothing. A timer due at once fires at
+    once, as the event loop would fire it; one still due after that would spin the loop."""
 
     def __init__(self, client: QuicConnection, server: QuicConnection) -> None:
         self.ends = (client, server)
@@ -249,18 +249,24 @@ class _Pair:
 
     def transmit(self, i: int) -> None:
         quic = self.ends[i]
-        if self.wrote[i]:
-            private.acknowledge_with_data(quic, self.now)
-        elif private.nothing_to_send(quic, self.now):
-            self.skipped += 1
+        skips = not self.wrote[i] and private.nothing_to_send(quic, self.now)
+        if skips:  # checked before the skip, as aioquic would have built packets then
             pacing = quic._pacing_at  # datagrams_to_send changes it: the skip must not rely on that
             assert quic.datagrams_to_send(now=self.now) == [], "a skipped transmit had data"
             quic._pacing_at = pacing
-            private.skip_transmit(cast(Any, self.protocols[i]))
+        built: list[bool] = []
+
+        def build() -> None:
+            built.append(True)
+            self.in_flight[i].extend(data for data, _ in quic.datagrams_to_send(now=self.now))
+
+        private.transmit(cast(Any, self.protocols[i]), self.wrote[i], self.now, build)
+        assert bool(built) is not skips, "built packets where it should skip, or the reverse"
+        if skips:
+            self.skipped += 1
             assert self.protocols[i]._timer_at == quic.get_timer()
             return
         self.wrote[i] = False
-        self.in_flight[i].extend(data for data, _ in quic.datagrams_to_send(now=self.now))
 
     def fire_timers(self) -> None:
         """Each end's timer, if due, fires as QuicConnectionProtocol._handle_timer does; the

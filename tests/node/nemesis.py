@@ -1,5 +1,6 @@
-"""A nemesis run: a real 3-node cluster on loopback under a seeded schedule of crashes, pauses
-and leadership changes, driven by clients whose whole history is then checked.
+"""A nemesis run: a real 3-node cluster under a seeded schedule of crashes, pauses, leadership
+changes and (on a LAN of namespaces) partitions, driven by clients whose whole history is
+then checked.
 
 Each test in test_cluster.py checks one scenario. Here faults follow each other at random
 while clients keep doing every kind of operation (get, set, incr, cas, delete) on a few shared
@@ -12,11 +13,13 @@ keys, and afterwards the run checks:
 - no node exited or logged a traceback on its own, and no request failed in a way that
   retrying cannot explain.
 
-    .venv/bin/python tests/node/nemesis.py --seed 7 --duration 120
+    .venv/bin/python tests/node/nemesis.py --seed 7 --duration 120         # loopback
+    .venv/bin/python tests/node/nemesis.py --lan --seed 7 --duration 120   # root: partitions
 
 The seed fixes the schedule of faults and the clients' choices, not the timing of four real
 processes, so a failing run is not replayed exactly: the folder it ran in is kept, with every
-node's log and the history (history.json), and the report names it.
+node's log, the faults and the history (report.json), and the report names it. docs/node.md
+("Tested under faults") has the details.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster_harness import Cluster
+from nemesis_nodes import LanNodes, LoopbackNodes, Nodes
 
-from quicraft.client import Client, ClientError, MgmtError, connect_mgmt
+from quicraft.client import Client, ClientError, MgmtError
 from quicraft.sim.linearizability import Operation, check_history
 
 KEYS = ("a", "b", "c", "d")
@@ -51,6 +54,8 @@ FAULTS = (
     "kill", "kill-leader", "pause", "pause-leader", "kill-majority", "kill-all",
     "pause-and-kill", "restart", "transfer",
 )  # fmt: skip
+#: Only where the nodes sit on a LAN of namespaces (nemesis_nodes.LanNodes).
+PARTITIONS = ("isolate", "isolate-leader", "leader-deaf", "leader-mute", "bridge")
 #: Errors a write may end with under faults; its effect is then unknown. Anything else (bad
 #: request, forbidden, internal) is a problem of the run.
 EXPECTED_ERRORS = frozenset({"timeout", "unavailable", "session_expired"})
@@ -64,6 +69,7 @@ SETTLE_S = 60.0
 class Report:
     seed: int
     folder: Path
+    rerun: str  #: the command line's options that run it again
     history: list[Operation] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
@@ -91,7 +97,7 @@ class Report:
         head = self.summary()
         if not self.problems:
             return f"{head}; linearizable, every node agrees"
-        rerun = f"{sys.executable} tests/node/nemesis.py --seed {self.seed}"
+        rerun = f"{sys.executable} tests/node/nemesis.py {self.rerun}"
         return "\n".join(
             [f"{head}", f"PROBLEMS (folder kept: {self.folder}; rerun: {rerun}):"]
             + [f"- {p}" for p in self.problems]
@@ -170,15 +176,15 @@ async def _client_loop(
 
 
 class _Nemesis:
-    """Faults on the cluster's processes, one at a time, each healed before the next."""
+    """Faults on the nodes, one at a time, each healed before the next."""
 
-    def __init__(self, cluster: Cluster, rng: random.Random, report: Report):
-        self.cluster = cluster
-        self.local = cluster.local
+    def __init__(self, nodes: Nodes, rng: random.Random, report: Report):
+        self.nodes = nodes
         self.rng = rng
         self.report = report
+        self.faults = FAULTS + (PARTITIONS if nodes.partitionable else ())
         self.started = time.monotonic()
-        self.killed: set[int] = set()  # numbers of nodes we stopped and did not restart yet
+        self.killed: set[int] = set()  # nodes we stopped and did not restart yet
         self.paused: set[int] = set()
 
     def note(self, text: str) -> None:
@@ -190,20 +196,21 @@ class _Nemesis:
         while loop.time() < stop_at:
             await asyncio.sleep(self.rng.uniform(0.5, 2.5))
             self.check_alive()
-            deck = deck or self.rng.sample(FAULTS, len(FAULTS))
+            deck = deck or self.rng.sample(self.faults, len(self.faults))
             fault = deck.pop()
             # Mostly shorter than a request's budget; one in five longer, so that writes
             # caught by a lost majority end unknown and their clients go on without them.
             longer = self.rng.random() < 0.2
             hold_s = self.rng.uniform(3, 12) if longer else self.rng.uniform(0.3, 3.0)
             await self.inflict(fault, hold_s)
-            await self.heal()
+            self.heal()
 
     async def inflict(self, fault: str, hold_s: float) -> None:
-        numbers = [1, 2, 3]
+        numbers = self.nodes.numbers()
         victim = self.rng.choice(numbers)
-        if fault.endswith("-leader"):
+        if "leader" in fault:
             victim = await self.leader() or victim
+        others = [n for n in numbers if n != victim]
         if fault in ("kill", "kill-leader"):
             await self.kill(victim)
         elif fault in ("pause", "pause-leader"):
@@ -216,73 +223,83 @@ class _Nemesis:
                 await self.kill(number)
         elif fault == "pause-and-kill":
             self.pause(victim)
-            await self.kill(self.rng.choice([n for n in numbers if n != victim]))
+            await self.kill(self.rng.choice(others))
         elif fault == "restart":  # SIGTERM: a leader hands over before it goes
             await self.kill(victim, signal.SIGTERM)
         elif fault == "transfer":
             await self.transfer()
-        self.note(f"{fault} (held {hold_s:.1f}s)")
+        elif fault in ("isolate", "isolate-leader"):
+            for other in others:
+                self.nodes.cut(victim, other)
+                self.nodes.cut(other, victim)
+        elif fault == "leader-deaf":  # it sends, but hears nothing back
+            for other in others:
+                self.nodes.cut(other, victim)
+        elif fault == "leader-mute":  # it hears, but what it sends is lost
+            for other in others:
+                self.nodes.cut(victim, other)
+        elif fault == "bridge":  # two nodes parted, the third reaching both
+            self.nodes.cut(others[0], others[1])
+            self.nodes.cut(others[1], others[0])
+        self.note(f"{fault} n{victim} (held {hold_s:.1f}s)")
         await asyncio.sleep(hold_s)
 
-    async def heal(self) -> None:
+    def heal(self) -> None:
+        self.nodes.mend()
         for number in sorted(self.paused):
-            self.local.kill(self.local.node(number), signal.SIGCONT)
+            self.nodes.signal(number, signal.SIGCONT)
         self.paused.clear()
         for number in sorted(self.killed):
-            self.cluster.start(number)
+            self.nodes.start(number)
         self.killed.clear()
 
     def pause(self, number: int) -> None:
-        self.local.kill(self.local.node(number), signal.SIGSTOP)
+        self.nodes.signal(number, signal.SIGSTOP)
         self.paused.add(number)
 
     async def kill(self, number: int, sig: int = signal.SIGKILL) -> None:
-        node = self.local.node(number)
         if sig != signal.SIGKILL and number in self.paused:
             sig = signal.SIGKILL  # a stopped process would hold SIGTERM until it is continued
-        self.local.kill(node, sig)
+        self.nodes.signal(number, sig)
         deadline = time.monotonic() + 15
-        while self.local.running(node):
+        while self.nodes.running(number):
             if time.monotonic() > deadline:  # a graceful stop that hangs is a problem too
                 self.report.problems.append(f"n{number} did not stop on signal {sig}")
-                self.local.kill(node, signal.SIGKILL)
+                self.nodes.signal(number, signal.SIGKILL)
                 deadline = math.inf
             await asyncio.sleep(0.02)
         self.paused.discard(number)
         self.killed.add(number)
 
     def check_alive(self) -> None:
-        for number, node in enumerate(self.local.nodes, start=1):
-            if number not in self.killed and not self.local.running(node):
-                tail = self.cluster.log(number)[-3000:]
+        for number in self.nodes.numbers():
+            if number not in self.killed and not self.nodes.running(number):
+                tail = self.nodes.log(number)[-3000:]
                 self.report.problems.append(f"n{number} exited on its own:\n{tail}")
-                self.cluster.start(number)
+                self.nodes.start(number)
 
     async def leader(self) -> int | None:
-        """The number of the node that says it leads, as one live node sees it; None if
-        no live node answers within a second or knows a leader."""
-        live = [n for n in (1, 2, 3) if n not in self.killed | self.paused]
-        node = self.local.node(self.rng.choice(live))
-        mgmt = connect_mgmt(node.address, self.local.cluster, self.local.certs, timeout=1)
+        """The node that leads as one live node sees it; None if that node does not
+        answer within a second or knows no leader."""
+        live = [n for n in self.nodes.numbers() if n not in self.killed | self.paused]
         try:
-            async with mgmt:
+            async with self.nodes.mgmt(self.rng.choice(live), timeout=1) as mgmt:
                 status = await mgmt.status()
         except MgmtError:
             return None
         where = {m["id"]: m["address"] for m in status["members"]}.get(status["leader"])
-        return next((i for i, n in enumerate(self.local.nodes, 1) if n.address == where), None)
+        return next((n for n in self.nodes.numbers() if self.nodes.address(n) == where), None)
 
     async def transfer(self) -> None:
-        mgmt = connect_mgmt(self.local.endpoints(), self.local.cluster, self.local.certs, timeout=3)
         with contextlib.suppress(MgmtError):  # no leader just now: a fault like any other
-            async with mgmt:
+            async with self.nodes.mgmt(timeout=3) as mgmt:
                 await mgmt.transfer("auto")
 
 
-async def _final_state(cluster: Cluster, report: Report, number: int) -> dict[str, int | None]:
+async def _final_state(nodes: Nodes, report: Report, number: int) -> dict[str, int | None]:
     """Linearizable reads of every key once the faults are over, recorded in the history."""
     final: dict[str, int | None] = {}
-    async with cluster.client(timeout=SETTLE_S) as client:
+    async with nodes.client(timeout=SETTLE_S) as client:
         for key in KEYS:
             call = time.monotonic_ns()
             final[key] = await _perform(client, "get", key, (), stale=False)
@@ -291,12 +308,12 @@ async def _final_state(cluster: Cluster, report: Report, number: int) -> dict[st
     return final
 
 
-async def _converged(cluster: Cluster, final: dict[str, int | None]) -> list[str]:
+async def _converged(nodes: Nodes, final: dict[str, int | None]) -> list[str]:
     """Every node's own state machine reaches the final values (no writes happen now)."""
     problems = []
-    for number in range(1, len(cluster.nodes) + 1):
+    for number in nodes.numbers():
         deadline = time.monotonic() + SETTLE_S
-        async with cluster.client(number, timeout=SETTLE_S) as client:
+        async with nodes.client(number, timeout=SETTLE_S) as client:
             while True:
                 held = {}
                 for key in KEYS:
@@ -311,10 +328,10 @@ async def _converged(cluster: Cluster, final: dict[str, int | None]) -> list[str
     return problems
 
 
-def _tracebacks(cluster: Cluster) -> list[str]:
+def _tracebacks(nodes: Nodes) -> list[str]:
     found = []
-    for number in range(1, len(cluster.nodes) + 1):
-        text = cluster.log(number)
+    for number in nodes.numbers():
+        text = nodes.log(number)
         at = text.find("Traceback")
         if at >= 0:
             found.append(f"n{number} logged a traceback:\n{text[max(0, at - 300) : at + 2500]}")
@@ -322,68 +339,98 @@ def _tracebacks(cluster: Cluster) -> list[str]:
 
 
 async def nemesis_run(
-    folder: Path, seed: int, duration_s: float, clients: int = 4, stale_reads: bool = False
+    folder: Path,
+    seed: int,
+    duration_s: float,
+    clients: int = 4,
+    stale_reads: bool = False,
+    lan: str | None = None,
 ) -> Report:
-    """Start a cluster in `folder`, run clients and faults for `duration_s`, check, stop it.
+    """Start three nodes in `folder`, run clients and faults for `duration_s`, check, stop.
 
+    `lan`: the tag of a Lan (tests/netns) whose hosts 1-3 take the nodes, adding partitions
+    to the faults; this process must run in another host of it. Otherwise on loopback.
     `stale_reads` makes every read a stale one from a node chosen per client: not
     linearizable, so the run must report it (the check's own check)."""
     rng = random.Random(seed)
-    report = Report(seed, folder)
-    cluster = Cluster(folder / "cluster")
-    cluster.extra = ["--snapshot-every", "100"]  # snapshots, and installs after restarts
-    cluster.start()
+    rerun = f"--seed {seed} --duration {duration_s:g} --clients {clients}" + (
+        " --lan" if lan else ""
+    )
+    report = Report(seed, folder, rerun + (" --stale-reads" if stale_reads else ""))
+    extra = ["--snapshot-every", "100"]  # snapshots, and installs after restarts
+    nodes = LanNodes(folder, lan, extra) if lan else LoopbackNodes(folder / "cluster", extra)
     try:
-        await _run(cluster, rng, report, duration_s, clients, stale_reads)
+        for number in nodes.numbers():
+            nodes.start(number)
+        await _run(nodes, rng, report, duration_s, clients, stale_reads)
     except Exception:
         report.problems.append(f"the run itself failed:\n{traceback.format_exc()}")
     finally:
-        for node in cluster.nodes:  # a paused node would sit out its SIGTERM
-            cluster.local.kill(node, signal.SIGCONT)
-        cluster.stop()
-    report.problems += _tracebacks(cluster)
-    (folder / "history.json").write_text(
-        json.dumps([asdict(op) for op in report.history], indent=0)
-    )
+        for number in nodes.numbers():  # a paused node would sit out its SIGTERM
+            nodes.signal(number, signal.SIGCONT)
+        nodes.stop()
+    report.problems += _tracebacks(nodes)
+    history = [asdict(op) for op in report.history]
+    saved = {"faults": report.faults, "problems": report.problems, "history": history}
+    (folder / "report.json").write_text(json.dumps(saved, indent=0))
     return report
 
 
 async def _run(
-    cluster: Cluster,
+    nodes: Nodes,
     rng: random.Random,
     report: Report,
     duration_s: float,
     clients: int,
     stale_reads: bool,
 ) -> None:
-    async with cluster.client(timeout=SETTLE_S) as first:
+    async with nodes.client(timeout=SETTLE_S) as first:
         await first.kv.set("nemesis/ready", b"1")  # a leader, and a majority holds the log
     load = _Load(report, asyncio.get_running_loop().time() + duration_s, stale_reads)
-    nemesis = _Nemesis(cluster, random.Random(rng.random()), report)
+    nemesis = _Nemesis(nodes, random.Random(rng.random()), report)
     opened: list[Client] = []
 
     def client(*numbers: int) -> Client:
-        made = cluster.client(*numbers, timeout=CLIENT_TIMEOUT_S)
+        made = nodes.client(*numbers, timeout=CLIENT_TIMEOUT_S)
         opened.append(made)
         return made
 
     loops = []
     for number in range(clients):
         writer = client()
-        reader = client(rng.randint(1, 3)) if stale_reads else writer
+        reader = client(rng.choice(nodes.numbers())) if stale_reads else writer
         loops.append(_client_loop(number, writer, reader, random.Random(rng.random()), load))
     try:
         await asyncio.gather(nemesis.run(load.stop_at), *loops)
         nemesis.check_alive()
-        await nemesis.heal()
-        final = await _final_state(cluster, report, clients)
-        report.problems += await _converged(cluster, final)
+        nemesis.heal()
+        final = await _final_state(nodes, report, clients)
+        report.problems += await _converged(nodes, final)
     finally:
         for made in opened:
             await made.close()
     verdict = check_history(report.history)
     if not verdict.ok:
         report.problems.append(("not proven: " if verdict.gave_up else "") + verdict.explanation)
+
+
+def run_on_a_lan(folder: Path, seed: int, duration_s: float, clients: int) -> tuple[bool, str]:
+    """A run on a Lan of four namespaces made for it (nodes on hosts 1-3, this script again,
+    with the clients and the checks, on host 4); whether it passed, and what it printed.
+    Skips (pytest's Skipped) where namespaces cannot be made."""
+    from lan_helpers import Lan  # puts tests/netns on the path
+
+    lan = Lan.create(4, folder)
+    try:
+        argv = [
+            sys.executable, str(Path(__file__).resolve()), "--in-lan", lan.tag,
+            "--seed", str(seed), "--duration", str(duration_s), "--clients", str(clients),
+            "--dir", str(folder),
+        ]  # fmt: skip
+        done = lan.run(lan.host(4), *argv, timeout=duration_s + 900, check=False)
+        return done.returncode == 0, (done.stdout + done.stderr).strip()
+    finally:
+        lan.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,20 +441,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="seeds SEED, SEED+1, ... (1)")
     parser.add_argument("--dir", type=Path, help="where to run (a temporary folder)")
     parser.add_argument(
+        "--lan", action="store_true", help="nodes in network namespaces, with partitions (root)"
+    )
+    parser.add_argument(
         "--stale-reads", action="store_true", help="read stale, to see the check fail"
     )
+    parser.add_argument("--in-lan", help=argparse.SUPPRESS)  # run_on_a_lan's inner run
     args = parser.parse_args(argv)
-    failed = 0
-    for seed in range(args.seed, args.seed + args.runs):
-        folder = (args.dir or Path(tempfile.mkdtemp(prefix="nemesis-"))) / f"seed-{seed}"
+    if args.in_lan:
         report = asyncio.run(
-            nemesis_run(folder, seed, args.duration, args.clients, args.stale_reads)
+            nemesis_run(args.dir, args.seed, args.duration, args.clients, lan=args.in_lan)
         )
         print(report.describe(), flush=True)
-        if report.problems:
-            failed += 1
-        elif args.dir is None:
-            shutil.rmtree(folder.parent, ignore_errors=True)
+        return 1 if report.problems else 0
+    failed = 0
+    base = args.dir or Path(tempfile.mkdtemp(prefix="nemesis-"))
+    for seed in range(args.seed, args.seed + args.runs):
+        folder = base / f"seed-{seed}"
+        if args.lan:
+            passed, text = run_on_a_lan(folder, seed, args.duration, args.clients)
+        else:
+            report = asyncio.run(
+                nemesis_run(folder, seed, args.duration, args.clients, args.stale_reads)
+            )
+            passed, text = not report.problems, report.describe()
+        print(text, flush=True)
+        failed += not passed
+    if not failed and args.dir is None:
+        shutil.rmtree(base, ignore_errors=True)
     return 1 if failed else 0
 
 

@@ -4,9 +4,15 @@ linearizable and the nodes agree (nemesis.py; longer runs: `python tests/node/ne
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-from nemesis import FAULTS, nemesis_run
+from lan_helpers import Lan, lan_factory
+from nemesis import FAULTS, PARTITIONS, nemesis_run, run_on_a_lan
+from nemesis_nodes import LanNodes
+
+__all__ = ["lan_factory"]
 
 
 def test_under_crashes_pauses_and_transfers_every_answer_is_linearizable(tmp_path: Path) -> None:
@@ -23,3 +29,26 @@ def test_the_check_catches_stale_reads(tmp_path: Path) -> None:
     history check must say so (it is the check's own check)."""
     report = asyncio.run(nemesis_run(tmp_path, seed=2, duration_s=20, stale_reads=True))
     assert any("not linearizable" in p for p in report.problems), report.describe()
+
+
+def test_on_a_lan_partitions_too_leave_every_answer_linearizable(tmp_path: Path) -> None:
+    passed, text = run_on_a_lan(tmp_path / "lan", seed=4, duration_s=60, clients=4)
+    assert passed, text
+    listed = re.search(r"faults \(([^)]*)\)", text)
+    assert listed, text
+    kinds = {item.split()[0] for item in listed.group(1).split(", ")}
+    assert kinds == set(FAULTS + PARTITIONS), text
+
+
+def test_a_cut_drops_one_direction_from_one_host_until_mended(
+    lan_factory: Callable[[int], Lan], tmp_path: Path
+) -> None:
+    lan = lan_factory(3)
+    one, two, three = lan.hosts
+    nodes = LanNodes(tmp_path / "nodes", lan.tag, [])
+    nodes.cut(1, 2)
+    assert not lan.ping(one, two.address)
+    assert lan.ping(three, two.address)  # only what host 1 sends is dropped
+    assert lan.ping(three, one.address)
+    nodes.mend()
+    assert lan.ping(one, two.address)

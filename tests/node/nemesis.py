@@ -52,7 +52,7 @@ KINDS = ("get", "put", "incr", "cas", "del")
 WEIGHTS = (35, 25, 15, 15, 10)
 FAULTS = (
     "kill", "kill-leader", "pause", "pause-leader", "kill-majority", "kill-all",
-    "pause-and-kill", "restart", "transfer",
+    "pause-and-kill", "restart", "transfer", "replace",
 )  # fmt: skip
 #: Only where the nodes sit on a LAN of namespaces (nemesis_nodes.LanNodes).
 PARTITIONS = ("isolate", "isolate-leader", "leader-deaf", "leader-mute", "bridge")
@@ -110,8 +110,8 @@ class _Load:
     tell writes apart; the last value a client saw of a key makes a cas that may succeed."""
 
     report: Report
-    stop_at: float  #: on the event loop's clock
     stale_reads: bool
+    faults_over: asyncio.Event = field(default_factory=asyncio.Event)
     _next: int = 1000
     last: dict[str, int | None] = field(default_factory=dict)
 
@@ -142,8 +142,8 @@ async def _perform(client: Client, kind: str, key: str, args: tuple[Any, ...], s
 async def _client_loop(
     number: int, writer: Client, reader: Client, rng: random.Random, load: _Load
 ) -> None:
-    loop, report = asyncio.get_running_loop(), load.report
-    while loop.time() < load.stop_at:
+    report = load.report
+    while not load.faults_over.is_set():
         kind = rng.choices(KINDS, WEIGHTS)[0]
         key = rng.choice(KEYS)
         args: tuple[Any, ...] = ()
@@ -190,10 +190,13 @@ class _Nemesis:
     def note(self, text: str) -> None:
         self.report.faults.append(f"{time.monotonic() - self.started:7.2f}s {text}")
 
-    async def run(self, stop_at: float) -> None:
-        loop = asyncio.get_running_loop()
+    async def run(self, duration_s: float) -> None:
+        """Faults for `duration_s`, and at least one of each kind."""
+        stop_at = time.monotonic() + duration_s
         deck: list[str] = []  # every kind of fault once, in a new order each time round
-        while loop.time() < stop_at:
+        dealt = 0
+        while time.monotonic() < stop_at or dealt < len(self.faults):
+            dealt += 1
             await asyncio.sleep(self.rng.uniform(0.5, 2.5))
             self.check_alive()
             deck = deck or self.rng.sample(self.faults, len(self.faults))
@@ -228,6 +231,8 @@ class _Nemesis:
             await self.kill(victim, signal.SIGTERM)
         elif fault == "transfer":
             await self.transfer()
+        elif fault == "replace":
+            await self.replace(victim, others)
         elif fault in ("isolate", "isolate-leader"):
             for other in others:
                 self.nodes.cut(victim, other)
@@ -290,6 +295,36 @@ class _Nemesis:
         where = {m["id"]: m["address"] for m in status["members"]}.get(status["leader"])
         return next((n for n in self.nodes.numbers() if self.nodes.address(n) == where), None)
 
+    async def replace(self, victim: int, others: list[int]) -> None:
+        """Replace a failed member as docs/operations.md says: while it is down the others
+        remove it, then a new node (new key, no data) at its address is added."""
+        await self.kill(victim)
+        self.killed.discard(victim)  # it comes back now, as somebody else
+        if await self.change(others, "remove_member", self.nodes.name(victim)):
+            self.nodes.renew(victim)
+            self.nodes.start(victim)
+            await self.change(others, "add_member", self.nodes.address(victim))
+        else:
+            self.nodes.start(victim)  # as it was: the run goes on with its old member
+
+    async def change(self, numbers: list[int], op: str, target: str) -> bool:
+        """A membership change through the leader, retried for up to a minute while nothing
+        else is wrong; failing that is a problem of the run."""
+        done_already = {"remove_member": "unknown_member", "add_member": "already_member"}[op]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                async with self.nodes.mgmt(*numbers, timeout=20, follow=True) as mgmt:
+                    await getattr(mgmt, op)(target)
+                return True
+            except MgmtError as err:
+                if err.code == done_already:  # an earlier try that timed out took effect
+                    return True
+                if time.monotonic() > deadline:
+                    self.report.problems.append(f"{op} {target} failed for a minute: {err}")
+                    return False
+            await asyncio.sleep(0.5)
+
     async def transfer(self) -> None:
         with contextlib.suppress(MgmtError):  # no leader just now: a fault like any other
             async with self.nodes.mgmt(timeout=3) as mgmt:
@@ -330,11 +365,10 @@ async def _converged(nodes: Nodes, final: dict[str, int | None]) -> list[str]:
 
 def _tracebacks(nodes: Nodes) -> list[str]:
     found = []
-    for number in nodes.numbers():
-        text = nodes.log(number)
+    for name, text in nodes.logs().items():
         at = text.find("Traceback")
         if at >= 0:
-            found.append(f"n{number} logged a traceback:\n{text[max(0, at - 300) : at + 2500]}")
+            found.append(f"{name} logged a traceback:\n{text[max(0, at - 300) : at + 2500]}")
     return found
 
 
@@ -386,7 +420,7 @@ async def _run(
 ) -> None:
     async with nodes.client(timeout=SETTLE_S) as first:
         await first.kv.set("nemesis/ready", b"1")  # a leader, and a majority holds the log
-    load = _Load(report, asyncio.get_running_loop().time() + duration_s, stale_reads)
+    load = _Load(report, stale_reads)
     nemesis = _Nemesis(nodes, random.Random(rng.random()), report)
     opened: list[Client] = []
 
@@ -401,7 +435,12 @@ async def _run(
         reader = client(rng.choice(nodes.numbers())) if stale_reads else writer
         loops.append(_client_loop(number, writer, reader, random.Random(rng.random()), load))
     try:
-        await asyncio.gather(nemesis.run(load.stop_at), *loops)
+
+        async def faults() -> None:
+            await nemesis.run(duration_s)
+            load.faults_over.set()
+
+        await asyncio.gather(faults(), *loops)
         nemesis.check_alive()
         nemesis.heal()
         final = await _final_state(nodes, report, clients)
@@ -436,7 +475,12 @@ def run_on_a_lan(folder: Path, seed: int, duration_s: float, clients: int) -> tu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1, help="fixes faults and choices (1)")
-    parser.add_argument("--duration", type=float, default=60, help="seconds of faults (60)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=60,
+        help="seconds of faults, one of each kind at least (60)",
+    )
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
     parser.add_argument("--runs", type=int, default=1, help="seeds SEED, SEED+1, ... (1)")
     parser.add_argument("--dir", type=Path, help="where to run (a temporary folder)")

@@ -12,6 +12,7 @@ Every process is stopped by its pid (stop()), whatever happened.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -27,12 +28,31 @@ SIZE = 3
 
 
 class Nodes:
-    """Three node processes, numbered 1 to 3, and how to reach them."""
+    """Three node processes, numbered 1 to 3, and how to reach them. A number keeps its
+    address for the whole run; renew() gives it a new identity. Node NAME logs to
+    `folder/NAME/node.log`."""
 
-    certs: Path
     partitionable = False
 
+    def __init__(self, folder: Path, certs: Path, extra: list[str]):
+        self.folder = folder
+        self.certs = certs
+        self.extra = extra  #: flags for every node
+        self.renewed: set[int] = set()  #: started with --no-bootstrap
+        self._renewals = itertools.count(1)
+
+    def numbers(self) -> list[int]:
+        return list(range(1, SIZE + 1))
+
     def address(self, number: int) -> str:
+        raise NotImplementedError
+
+    def name(self, number: int) -> str:
+        raise NotImplementedError
+
+    def renew(self, number: int) -> None:
+        """Node `number` is next started as a new member: a new name and key, no data, and
+        --no-bootstrap (it waits to be added)."""
         raise NotImplementedError
 
     def start(self, number: int) -> None:
@@ -42,9 +62,6 @@ class Nodes:
         raise NotImplementedError
 
     def running(self, number: int) -> bool:
-        raise NotImplementedError
-
-    def log(self, number: int) -> str:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -57,39 +74,56 @@ class Nodes:
     def mend(self) -> None:
         """Undo every cut."""
 
-    def numbers(self) -> list[int]:
-        return list(range(1, SIZE + 1))
+    def log(self, number: int) -> str:
+        """The log of the node's current identity."""
+        return (self.folder / self.name(number) / "node.log").read_text(errors="replace")
+
+    def logs(self) -> dict[str, str]:
+        """Every log, by node name, of every identity the run gave a node."""
+        found = sorted(self.folder.glob("*/node.log"))
+        return {path.parent.name: path.read_text(errors="replace") for path in found}
 
     def client(self, *numbers: int, timeout: float) -> Client:
         addresses = [self.address(n) for n in numbers or self.numbers()]
         return connect(addresses, CLUSTER, self.certs, "admin", timeout=timeout)
 
-    def mgmt(self, *numbers: int, timeout: float) -> MgmtClient:
+    def mgmt(self, *numbers: int, timeout: float, follow: bool = False) -> MgmtClient:
         addresses = [self.address(n) for n in numbers or self.numbers()]
-        return connect_mgmt(addresses, CLUSTER, self.certs, timeout=timeout, follow_leader=False)
+        return connect_mgmt(addresses, CLUSTER, self.certs, timeout=timeout, follow_leader=follow)
+
+    def _flags(self, number: int) -> list[str]:
+        return self.extra + (["--no-bootstrap"] if number in self.renewed else [])
+
+    def _new_identity(self, number: int) -> str:
+        name = f"n{number}r{next(self._renewals)}"
+        issue(self.certs, CLUSTER, name, Role.NODE)
+        self.renewed.add(number)
+        return name
 
 
 class LoopbackNodes(Nodes):
     def __init__(self, folder: Path, extra: list[str]):
         self.cluster = Cluster(folder)
-        self.cluster.extra = extra
         self.local = self.cluster.local
-        self.certs = self.local.certs
+        super().__init__(self.local.folder, self.local.certs, extra)
 
     def address(self, number: int) -> str:
         return self.local.node(number).address
 
+    def name(self, number: int) -> str:
+        return self.local.node(number).name
+
+    def renew(self, number: int) -> None:
+        self.local.node(number).name = self._new_identity(number)
+
     def start(self, number: int) -> None:
-        self.cluster.start(number)
+        self.local.start(self.local.node(number), self._flags(number))
 
     def signal(self, number: int, sig: int) -> None:
         self.local.kill(self.local.node(number), sig)
 
     def running(self, number: int) -> bool:
         return self.local.running(self.local.node(number))
-
-    def log(self, number: int) -> str:
-        return self.cluster.log(number)
 
     def stop(self) -> None:
         self.cluster.stop()
@@ -102,35 +136,43 @@ class LanNodes(Nodes):
     partitionable = True
 
     def __init__(self, folder: Path, tag: str, extra: list[str]):
-        self.folder = folder
+        super().__init__(folder, folder / "certs", extra)
         self.tag = tag
-        self.extra = extra
-        self.certs = folder / "certs"
         init_cluster(self.certs, CLUSTER)
         for number in self.numbers():
             issue(self.certs, CLUSTER, f"n{number}", Role.NODE)
+        self.names = {number: f"n{number}" for number in self.numbers()}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.cuts: set[tuple[int, int]] = set()
 
     def address(self, number: int) -> str:
-        return f"10.77.0.{number}:{self.PORT}"
+        return f"{self._host(number)}:{self.PORT}"
+
+    def _host(self, number: int) -> str:
+        return f"10.77.0.{number}"
 
     def _netns(self, number: int) -> str:
         return f"{self.tag}h{number}"
 
+    def name(self, number: int) -> str:
+        return self.names[number]
+
+    def renew(self, number: int) -> None:
+        self.names[number] = self._new_identity(number)
+
     def start(self, number: int) -> None:
         peers = ",".join(self.address(n) for n in self.numbers() if n != number)
-        data = self.folder / f"n{number}"
-        data.mkdir(parents=True, exist_ok=True)
+        folder = self.folder / self.name(number)
+        folder.mkdir(parents=True, exist_ok=True)
         argv = [
             "ip", "netns", "exec", self._netns(number),  # it execs: the pid is the node's
             sys.executable, "-m", "quicraft.cli", "node",
-            "--cluster", CLUSTER, "--name", f"n{number}",
+            "--cluster", CLUSTER, "--name", self.name(number),
             "--listen", self.address(number), "--peers", peers, "--no-mdns",
-            "--data", str(data / "data"), "--certs", str(self.certs), "--preset", "test",
-            *self.extra,
+            "--data", str(folder / "data"), "--certs", str(self.certs), "--preset", "test",
+            *self._flags(number),
         ]  # fmt: skip
-        with (data / "node.log").open("ab") as log:
+        with (folder / "node.log").open("ab") as log:
             self.processes[number] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
@@ -142,9 +184,6 @@ class LanNodes(Nodes):
     def running(self, number: int) -> bool:
         process = self.processes.get(number)
         return process is not None and process.poll() is None
-
-    def log(self, number: int) -> str:
-        return (self.folder / f"n{number}" / "node.log").read_text(errors="replace")
 
     def stop(self) -> None:
         for number in self.processes:
@@ -173,9 +212,6 @@ class LanNodes(Nodes):
             self._ip(target, "rule", "add", "pref", "0", "lookup", "local")
             self._ip(target, "rule", "del", "pref", "100")
         self.cuts.clear()
-
-    def _host(self, number: int) -> str:
-        return self.address(number).rpartition(":")[0]
 
     def _ip(self, number: int, *args: str) -> None:
         argv = ["ip", "-n", self._netns(number), *args]

@@ -16,7 +16,7 @@ __all__ = ["lan_factory"]
 
 
 def test_under_crashes_pauses_and_transfers_every_answer_is_linearizable(tmp_path: Path) -> None:
-    report = asyncio.run(nemesis_run(tmp_path, seed=1, duration_s=60))
+    report = asyncio.run(nemesis_run(tmp_path, seed=1, duration_s=30))
     assert not report.problems, report.describe()
     # Not a run that did nothing: every kind of fault came, and answers around them.
     assert {f.split()[1] for f in report.faults} == set(FAULTS), report.describe()
@@ -32,7 +32,7 @@ def test_the_check_catches_stale_reads(tmp_path: Path) -> None:
 
 
 def test_on_a_lan_partitions_too_leave_every_answer_linearizable(tmp_path: Path) -> None:
-    passed, text = run_on_a_lan(tmp_path / "lan", seed=4, duration_s=60, clients=4)
+    passed, text = run_on_a_lan(tmp_path / "lan", seed=4, duration_s=30, clients=4)
     assert passed, text
     listed = re.search(r"faults \(([^)]*)\)", text)
     assert listed, text

@@ -72,6 +72,9 @@ class Report:
     seed: int
     folder: Path
     rerun: str  #: the command line's options that run it again
+    #: When the faults began, on the history's clock (time.monotonic_ns): a fault noted at
+    #: "12.50s" came at t0_ns + 12.5e9.
+    t0_ns: int = 0
     history: list[Operation] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
@@ -185,12 +188,13 @@ class _Nemesis:
         self.rng = rng
         self.report = report
         self.faults = FAULTS + (PARTITIONS if nodes.partitionable else ())
-        self.started = time.monotonic()
+        report.t0_ns = time.monotonic_ns()
         self.killed: set[int] = set()  # nodes we stopped and did not restart yet
         self.paused: set[int] = set()
 
     def note(self, text: str) -> None:
-        self.report.faults.append(f"{time.monotonic() - self.started:7.2f}s {text}")
+        seconds = (time.monotonic_ns() - self.report.t0_ns) / 1e9
+        self.report.faults.append(f"{seconds:7.2f}s {text}")
 
     async def run(self, duration_s: float) -> None:
         """Faults for `duration_s`, and at least one of each kind."""
@@ -216,22 +220,27 @@ class _Nemesis:
         if "leader" in fault:
             victim = await self.leader() or victim
         others = [n for n in numbers if n != victim]
+        hit = [victim]  # the nodes the fault is done to, for the record
         if fault in ("kill", "kill-leader"):
             await self.kill(victim)
         elif fault in ("pause", "pause-leader"):
             self.pause(victim)
         elif fault == "kill-majority":
-            for number in self.rng.sample(numbers, 2):
+            hit = self.rng.sample(numbers, 2)
+            for number in hit:
                 await self.kill(number)
         elif fault == "kill-all":
+            hit = numbers
             for number in numbers:
                 await self.kill(number)
         elif fault == "pause-and-kill":
+            hit.append(self.rng.choice(others))
             self.pause(victim)
-            await self.kill(self.rng.choice(others))
+            await self.kill(hit[1])
         elif fault == "restart":  # SIGTERM: a leader hands over before it goes
             await self.kill(victim, signal.SIGTERM)
         elif fault == "transfer":
+            hit = []
             await self.transfer()
         elif fault == "replace":
             await self.replace(victim, others)
@@ -246,9 +255,10 @@ class _Nemesis:
             for other in others:
                 self.nodes.cut(victim, other)
         elif fault == "bridge":  # two nodes parted, the third reaching both
+            hit = others
             self.nodes.cut(others[0], others[1])
             self.nodes.cut(others[1], others[0])
-        self.note(f"{fault} n{victim} (held {hold_s:.1f}s)")
+        self.note(f"{fault} {','.join(f'n{n}' for n in hit) or '-'} (held {hold_s:.1f}s)")
         await asyncio.sleep(hold_s)
 
     def heal(self) -> None:
@@ -407,7 +417,12 @@ async def nemesis_run(
         nodes.stop()
     report.problems += _tracebacks(nodes)
     history = [asdict(op) for op in report.history]
-    saved = {"faults": report.faults, "problems": report.problems, "history": history}
+    saved = {
+        "t0_ns": report.t0_ns,
+        "faults": report.faults,
+        "problems": report.problems,
+        "history": history,
+    }
     (folder / "report.json").write_text(json.dumps(saved, indent=0))
     return report
 

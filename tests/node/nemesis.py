@@ -312,7 +312,8 @@ class _Nemesis:
         remove it, then a new node (new key, no data) at its address is added."""
         await self.kill(victim)
         self.killed.discard(victim)  # it comes back now, as somebody else
-        if await self.change(others, "remove_member", self.nodes.name(victim)):
+        # By id: a node knows the names only of the members it has been connected to.
+        if await self.change(others, "remove_member", self.nodes.node_id(victim)):
             self.nodes.renew(victim)
             self.nodes.start(victim)
             await self.change(others, "add_member", self.nodes.address(victim))

@@ -21,7 +21,7 @@ from pathlib import Path
 from cluster_harness import Cluster
 
 from quicraft.client import Client, MgmtClient, connect, connect_mgmt
-from quicraft.transport import Role, init_cluster, issue
+from quicraft.transport import Role, init_cluster, issue, load_identity
 
 CLUSTER = "t1"
 SIZE = 3
@@ -49,6 +49,10 @@ class Nodes:
 
     def name(self, number: int) -> str:
         raise NotImplementedError
+
+    def node_id(self, number: int) -> str:
+        """The Raft id of the node's current identity (a fingerprint of its key)."""
+        return load_identity(self.certs, CLUSTER, self.name(number)).node_id
 
     def renew(self, number: int) -> None:
         """Node `number` is next started as a new member: a new name and key, no data, and

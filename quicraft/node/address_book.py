@@ -1,4 +1,4 @@
-"""The member address book: where every member serves, replicated through the log.
+"""The member address book: where every member serves, and its name, replicated through the log.
 
 Why: otherwise addresses are learned one pair of nodes at a time (mDNS, --peers, --join,
 hellos). A node added by address while mDNS is off would be known only to the leader that
@@ -6,9 +6,12 @@ added it: its votes could not reach the other members, nor theirs it.
 
 Rules:
 - Only the leader publishes, one reserved `address` command at a time (statemachine/commands.py),
-  and only what it knows first hand: its own advertised address (not a wildcard), and the
-  address of each member it is connected to right now (an address it dialed that answered, or
-  the one the member's hello gave). A published node that is no longer a member is forgotten.
+  and only what it knows first hand: its own advertised address (not a wildcard) and name, and
+  the address of each member it is connected to right now (an address it dialed that answered,
+  or the one the member's hello gave) with the name the member's certificate gives. A
+  published node that is no longer a member is forgotten.
+- Names are for people (`quicraft mgmt remove-member NAME`): published with the address, every
+  node can name every member, even one that is down and was never connected to this node.
 - Every node reads the book now and then. An entry it has not seen before is news: it becomes
   the pool's address of that member, unless this node is connected to the member right now (a
   live connection is better proof than any report). An entry already seen is not applied
@@ -37,17 +40,22 @@ log = logging.getLogger("quicraft.addresses")
 READ_EVERY_S = 1.0
 
 
+#: What the book says of a member: (address, name); name "" when not known.
+Entry = tuple[str, str]
+
+
 def next_publication(
-    members: Set[NodeId], book: Mapping[NodeId, str], first_hand: Mapping[NodeId, str]
-) -> tuple[NodeId, str] | None:
-    """The (node, address) the leader should publish next, or None; "" forgets the node."""
+    members: Set[NodeId], book: Mapping[NodeId, Entry], first_hand: Mapping[NodeId, Entry]
+) -> tuple[NodeId, Entry] | None:
+    """The (node, entry) the leader should publish next, or None; an address "" forgets the
+    node."""
     for node in sorted(members):
-        address = first_hand.get(node)
-        if address is not None and book.get(node) != address:
-            return node, address
+        entry = first_hand.get(node)
+        if entry is not None and book.get(node) != entry:
+            return node, entry
     for node in sorted(book):
         if node not in members:
-            return node, ""
+            return node, ("", "")
     return None
 
 
@@ -101,13 +109,11 @@ class AddressBook:
     async def publish(self) -> None:
         """As leader, publish what the book lacks, one command at a time."""
         while (core := self._raft.core) is not None and core.role is Role.LEADER:
-            change = next_publication(
-                core.membership.members(), self._kv.addresses, self._first_hand()
-            )
+            change = next_publication(core.membership.members(), self._book(), self._first_hand())
             if change is None:
                 return
-            node, address = change
-            command = {"node": node, "address": address}
+            node, (address, name) = change
+            command = {"node": node, "address": address, "name": name}
             data = encode_command(ADDRESS_OP, command, int(time.time() * 1000))
             try:
                 await self._raft.start_proposal(data, self._timeout)
@@ -115,13 +121,17 @@ class AddressBook:
                 log.debug("publishing the address of %s failed: %s", node, err)
                 return
 
-    def _first_hand(self) -> dict[NodeId, str]:
-        known = {
-            node: format_address(address)
-            for node, address in self._pool.addresses.items()
-            if self._pool.connection(node) is not None
-        }
+    def _book(self) -> dict[NodeId, Entry]:
+        names = self._kv.names
+        return {node: (text, names.get(node, "")) for node, text in self._kv.addresses.items()}
+
+    def _first_hand(self) -> dict[NodeId, Entry]:
+        known = {}
+        for node, address in self._pool.addresses.items():
+            conn = self._pool.connection(node)
+            if conn is not None:
+                known[node] = (format_address(address), conn.peer.name)
         host, port = self._advertised()
         if not is_unspecified(host):
-            known[self.id] = format_address((host, port))
+            known[self.id] = (format_address((host, port)), self._pool.identity.name)
         return known

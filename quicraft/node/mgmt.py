@@ -128,6 +128,7 @@ class MgmtService:
         *,
         name: str,
         address_of: Callable[[NodeId], str | None],
+        published_name: Callable[[NodeId], str | None] = lambda _: None,
         save_addresses: Callable[[], None],
         request_timeout: float,
         cluster_id: Callable[[], str | None] | None = None,
@@ -140,6 +141,9 @@ class MgmtService:
         self.request_timeout = request_timeout
         self._cluster_id = cluster_id or (lambda: None)
         self._names: dict[NodeId, str] = {node.id: name}
+        #: The names the leaders published (node/address_book.py): for members this node has
+        #: not been connected to, such as one that failed before it started.
+        self._published_name = published_name
         self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
         #: More problems for health to report (lan.py: a split of the cluster name).
         self.extra_problems: Callable[[], list[str]] = list
@@ -260,7 +264,7 @@ class MgmtService:
         conn = self.pool.connection(node)
         if conn is not None:
             self._names[node] = conn.peer.name
-        return self._names.get(node)
+        return self._names.get(node) or self._published_name(node)
 
     def _heard(self, core: RaftCore, node: NodeId) -> bool:
         """On a leader: `node` answered within an election timeout (CheckQuorum's rule)."""

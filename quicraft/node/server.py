@@ -145,6 +145,7 @@ class Node:
             self.pool,
             name=settings.name,
             address_of=self.address_of,
+            published_name=lambda node: self.kv.names.get(node),
             save_addresses=self._save_addresses,
             request_timeout=timeout,
             cluster_id=self.cluster_id,

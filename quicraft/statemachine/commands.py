@@ -8,9 +8,11 @@ Rules:
   `register`, plus the reserved `found` {cluster_id}: the founder of a cluster formed on a LAN
   proposes it once to give the cluster its id. It is not in the client protocol's op table,
   so no client can send it; the store applies it only while it has no cluster id.
-- The reserved `address` {node, address}: the leader publishes where a member serves
-  (node/address_book.py), so every member, and every later joiner, can dial every other.
-  An empty address forgets the node. A hint only: the store keeps text it does not parse.
+- The reserved `address` {node, address, name}: the leader publishes where a member serves
+  and the name its certificate gives (node/address_book.py), so every member, and every
+  later joiner, can dial every other and name it, even once it is gone. An empty address
+  forgets the node; `name` is optional (older entries lack it). A hint only: the store keeps
+  text it does not parse.
 - Session args: `session` and `seq` come together; the optional `ack` is the lowest seq the
   client still awaits, so it is never above `seq`.
 - encode_command validates before anything enters the log (checked_command relies on the
@@ -44,6 +46,7 @@ ADDRESS_OP = "address"
 OPS = WRITE_OPS | {"register", FOUND_OP, ADDRESS_OP}
 MAX_NODE_ID = 128
 MAX_ADDRESS = 256
+MAX_NAME = 64  #: a certificate's name (transport/identity.py)
 _CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -68,6 +71,7 @@ class Command(NamedTuple):
     cluster_id: str = ""  #: found
     node: str = ""  #: address
     address: str = ""  #: address ("" forgets the node)
+    name: str = ""  #: address: the member's name ("" when not known)
 
     def args(self) -> dict[str, object]:
         """The args map that encodes this command (defaults written out), its keys in
@@ -190,6 +194,10 @@ def _address(name: str, value: object) -> str:
     return _text(name, value, 0, MAX_ADDRESS)
 
 
+def _member_name(name: str, value: object) -> str:
+    return _text(name, value, 0, MAX_NAME)
+
+
 def _int(name: str, value: object, low: int, high: int) -> int:
     # type() rather than isinstance(): True is an int to Python but not to the protocol.
     if type(value) is int and low <= value <= high:
@@ -224,7 +232,11 @@ _SESSION: dict[str, tuple[bool, _Check]] = {
 _ARGS: dict[str, dict[str, tuple[bool, _Check]]] = {
     "register": {},
     FOUND_OP: {"cluster_id": (True, _cluster_id)},
-    ADDRESS_OP: {"node": (True, _node_id), "address": (True, _address)},
+    ADDRESS_OP: {
+        "node": (True, _node_id),
+        "address": (True, _address),
+        "name": (False, _member_name),
+    },
     "set": {"key": (True, _key), "value": (True, _bytes), **_SESSION},
     "delete": {"key": (True, _key), **_SESSION},
     "incr": {"key": (True, _key), "by": (False, _int64), **_SESSION},

@@ -23,8 +23,9 @@ Rules:
 - The reserved `found` command gives the store its cluster id: the first one applied wins,
   later ones change nothing and answer the id already held. The id is kept in snapshots, so
   a member that joins from a snapshot knows it too.
-- The reserved `address` command records where a member serves (the latest one applied wins;
-  an empty address forgets the node). Kept in snapshots like the cluster id. Neither reserved
+- The reserved `address` command records where a member serves and its name (the latest one
+  applied wins; an empty address forgets the node and its name). Kept in snapshots like the
+  cluster id. Neither reserved
   command touches a key, so neither has a revision of its own nor tells the observer.
 """
 
@@ -104,6 +105,7 @@ class KVStore:
         self._last_applied = 0
         self._cluster_id: str | None = None
         self._addresses: dict[str, str] = {}
+        self._names: dict[str, str] = {}  #: from the `address` command, like _addresses
         self._proposed: dict[bytes, Command] = {}  # see `proposed`
         #: Told of every change as it is applied; see the module rules.
         self.observer: Callable[[KVChange], None] | None = None
@@ -129,6 +131,11 @@ class KVStore:
     def addresses(self) -> Mapping[str, str]:
         """Where each member serves, as the leaders published it (the `address` command)."""
         return MappingProxyType(self._addresses)
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        """Each member's name, as the leaders published it with its address."""
+        return MappingProxyType(self._names)
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """The key's value and revision, or (None, 0) if it does not exist."""
@@ -198,8 +205,11 @@ class KVStore:
         if command.op == ADDRESS_OP:
             if command.address:
                 self._addresses[command.node] = command.address
+                if command.name:
+                    self._names[command.node] = command.name
             else:
                 self._addresses.pop(command.node, None)
+                self._names.pop(command.node, None)
             return {}
         if command.session is None or command.seq is None:
             return self._write(index, command)
@@ -275,11 +285,12 @@ class KVStore:
         stored session results are never modified."""
         data, keys = dict(self._data), list(self._ordered())
         now_ms, sessions = self._sessions.now_ms, session_rows(self._sessions.items())
-        applied, cluster_id, addresses = self._last_applied, self._cluster_id, dict(self._addresses)
+        applied, cluster_id = self._last_applied, self._cluster_id
+        addresses, names = dict(self._addresses), dict(self._names)
 
         def encode() -> bytes:
             entries = [data[key] for key in keys]
-            return encode_snapshot(applied, entries, now_ms, sessions, cluster_id, addresses)
+            return encode_snapshot(applied, entries, now_ms, sessions, cluster_id, addresses, names)
 
         return encode
 
@@ -293,3 +304,4 @@ class KVStore:
         self._last_applied = state.applied
         self._cluster_id = state.cluster_id
         self._addresses = dict(state.addresses)
+        self._names = dict(state.names)

@@ -7,8 +7,9 @@ Rules:
     "sessions": [[id, last_active, floor, [[seq, result], ...]], ...]}`
   (sessions least recently active first, results in the order they were stored), plus
   `"cid": str` (the cluster id, lowercase hex) once the store has one: a snapshot without it
-  is what a store without an id writes, so older snapshots still read; and `"addr": {node:
-  address}` (where members serve, see the `address` command) once the store knows any.
+  is what a store without an id writes, so older snapshots still read; `"addr": {node:
+  address}` (where members serve, see the `address` command) once the store knows any; and
+  `"names": {node: name}` (the members' names, from the same command) once it knows any.
 - Everything is written in a deterministic order, so replicas that applied the same entries
   produce the same bytes.
 - The keys are encoded a slice per cbor2 call, spliced into the same bytes one call gives:
@@ -30,13 +31,13 @@ import cbor2
 
 from ._cbor import canonical_order, strict_loads
 from .base import Result
-from .commands import MAX_ADDRESS, MAX_NODE_ID
+from .commands import MAX_ADDRESS, MAX_NAME, MAX_NODE_ID
 from .sessions import Session
 
 VERSION = 1
 KIND = "quicraft.kv"
 _FIELDS = {"v", "kind", "applied", "now", "keys", "sessions"}
-_OPTIONAL = {"cid", "addr"}
+_OPTIONAL = {"cid", "addr", "names"}
 _CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 #: Keys per cbor2 call (about 120 KB, a millisecond of holding the GIL, at 100-byte values).
 _KEYS_PER_CALL = 1000
@@ -50,6 +51,7 @@ class SnapshotState:
     sessions: list[tuple[int, Session]]  #: least recently active first
     cluster_id: str | None = None
     addresses: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
 
 
 def session_rows(sessions: Iterable[tuple[int, Session]]) -> list[list[object]]:
@@ -69,6 +71,7 @@ def encode_snapshot(
     sessions: list[list[object]],
     cluster_id: str | None = None,
     addresses: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> bytes:
     """Encode the store's state; `entries` must already be sorted by key, `sessions` come
     from session_rows()."""
@@ -84,6 +87,8 @@ def encode_snapshot(
         state["cid"] = cluster_id
     if addresses:
         state["addr"] = dict(addresses)
+    if names:
+        state["names"] = dict(names)
     parts = [_head(_MAP, len(state))]
     for name in canonical_order(state):
         parts.append(cbor2.dumps(name))
@@ -128,7 +133,7 @@ def with_new_cluster_id(data: bytes) -> tuple[bytes, str | None]:
     cluster_id = secrets.token_hex(16)
     rows = session_rows(state.sessions)
     new = encode_snapshot(
-        state.applied, state.entries, state.now_ms, rows, cluster_id, state.addresses
+        state.applied, state.entries, state.now_ms, rows, cluster_id, state.addresses, state.names
     )
     return new, cluster_id
 
@@ -164,7 +169,8 @@ def _decode(data: bytes) -> SnapshotState:
         _entries(state["keys"], applied),
         _sessions(state["sessions"], applied, now),
         cluster_id,
-        _addresses(state.get("addr", {})),
+        _node_texts(state.get("addr", {}), "addr", "addresses", MAX_ADDRESS),
+        _node_texts(state.get("names", {}), "names", "names", MAX_NAME),
     )
 
 
@@ -197,13 +203,13 @@ def _entries(raw: object, applied: int) -> list[tuple[str, bytes, int]]:
     return entries
 
 
-def _addresses(raw: object) -> dict[str, str]:
+def _node_texts(raw: object, field_name: str, what: str, longest: int) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(
         isinstance(node, str) and 1 <= len(node) <= MAX_NODE_ID
-        and isinstance(address, str) and 1 <= len(address) <= MAX_ADDRESS
-        for node, address in raw.items()
+        and isinstance(text, str) and 1 <= len(text) <= longest
+        for node, text in raw.items()
     ):  # fmt: skip
-        raise ValueError("addr must map node ids to addresses (text)")
+        raise ValueError(f"{field_name} must map node ids to {what} (text)")
     return dict(raw)
 
 

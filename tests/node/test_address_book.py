@@ -1,5 +1,6 @@
 """The member address book (quicraft/node/address_book.py): the reserved `address` command,
-its place in snapshots, what a leader publishes and what a node takes from the book."""
+its place in snapshots, what a leader publishes and what a node takes from the book, and the
+members' names that travel with the addresses."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from quicraft.wire import OPS as CLIENT_OPS
 A, B, C = "a" * 16, "b" * 16, "c" * 16
 
 
-def _publish(store: KVStore, index: int, node: str, address: str) -> None:
-    store.apply(index, encode_command(ADDRESS_OP, {"node": node, "address": address}, index))
+def _publish(store: KVStore, index: int, node: str, address: str, name: str | None = None) -> None:
+    args = {"node": node, "address": address} | ({} if name is None else {"name": name})
+    store.apply(index, encode_command(ADDRESS_OP, args, index))
 
 
 def test_the_store_keeps_the_latest_address_forgets_on_empty_and_snapshots_keep_it() -> None:
@@ -36,23 +38,42 @@ def test_the_store_keeps_the_latest_address_forgets_on_empty_and_snapshots_keep_
     assert restored.snapshot() == store.snapshot()
 
 
+def test_names_travel_with_addresses_are_forgotten_with_them_and_kept_in_snapshots() -> None:
+    store = KVStore()
+    _publish(store, 1, A, "10.0.0.1:7400", "n1")
+    _publish(store, 2, B, "10.0.0.2:7400")  # an entry written before names were published
+    _publish(store, 3, C, "10.0.0.3:7400", "n3")
+    _publish(store, 4, C, "")  # C was removed: its name goes too
+    _publish(store, 5, A, "10.0.0.9:7400", "")  # no name this time: the known one stays
+    assert dict(store.names) == {A: "n1"}
+    assert dict(store.addresses) == {A: "10.0.0.9:7400", B: "10.0.0.2:7400"}
+    restored = KVStore()
+    restored.restore(store.snapshot())
+    assert dict(restored.names) == {A: "n1"}
+    assert restored.snapshot() == store.snapshot()
+
+
 def test_the_address_command_is_validated_and_no_client_can_send_it() -> None:
     assert ADDRESS_OP not in CLIENT_OPS
     for bad in ({"node": "", "address": "h:1"}, {"node": A, "address": 7},
-                {"node": A, "address": "h" * 300}, {"node": A}):  # fmt: skip
+                {"node": A, "address": "h" * 300}, {"node": A},
+                {"node": A, "address": "h:1", "name": "n" * 65},
+                {"node": A, "address": "h:1", "name": 1}):  # fmt: skip
         with pytest.raises(CommandError):
             encode_command(ADDRESS_OP, bad, 1)
 
 
 def test_the_leader_publishes_what_it_knows_first_hand_and_forgets_former_members() -> None:
     members = {A, B, C}
-    first_hand = {A: "10.0.0.1:7400", B: "10.0.0.2:7400"}  # C: not connected now
-    assert next_publication(members, {}, first_hand) == (A, "10.0.0.1:7400")
-    book = {A: "10.0.0.1:7400", B: "10.0.0.2:7400", C: "10.0.0.3:7400"}
+    first_hand = {A: ("10.0.0.1:7400", "n1"), B: ("10.0.0.2:7400", "n2")}  # C: not connected
+    assert next_publication(members, {}, first_hand) == (A, ("10.0.0.1:7400", "n1"))
+    book = {A: ("10.0.0.1:7400", "n1"), B: ("10.0.0.2:7400", "n2"), C: ("10.0.0.3:7400", "n3")}
     assert next_publication(members, book, first_hand) is None  # C stays as published
-    moved = {**first_hand, B: "10.0.0.7:7400"}
-    assert next_publication(members, book, moved) == (B, "10.0.0.7:7400")
-    assert next_publication({A, B}, book, first_hand) == (C, "")
+    moved = {**first_hand, B: ("10.0.0.7:7400", "n2")}
+    assert next_publication(members, book, moved) == (B, ("10.0.0.7:7400", "n2"))
+    unnamed = {**book, B: ("10.0.0.2:7400", "")}  # published before names were
+    assert next_publication(members, unnamed, first_hand) == (B, ("10.0.0.2:7400", "n2"))
+    assert next_publication({A, B}, book, first_hand) == (C, ("", ""))
 
 
 @dataclass

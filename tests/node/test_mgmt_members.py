@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,30 @@ def test_a_removed_members_open_connection_is_closed(tmp_path: Path) -> None:
                 await node.stop(hand_over=False)
 
     asyncio.run(scenario())
+
+
+def test_a_member_that_failed_is_named_by_a_node_never_connected_to_it(cluster: Cluster) -> None:
+    """Replacing a failed voter starts with `remove-member NAME` (docs/operations.md). A node
+    knows names first hand only from live connections; one restarted after the member failed
+    learns the name from the address book the leaders publish through the log."""
+    cluster.leader()
+    time.sleep(3)  # the leader publishes the book once a second
+    cluster.kill(3)
+    cluster.kill(1)
+    cluster.start(1)
+
+    async def named_by_node_1() -> None:
+        deadline, members = time.monotonic() + 30, set()
+        async with admin(cluster, 1, follow=False) as m:
+            while True:
+                with contextlib.suppress(MgmtError):  # still starting
+                    members = {x["name"] for x in (await m.status())["members"]}
+                    if "n3" in members:
+                        return
+                assert time.monotonic() < deadline, f"node 1 names the members {members}"
+                await asyncio.sleep(0.2)
+
+    run(named_by_node_1())
+    removed = mgmt(cluster, "remove-member", "n3", endpoints=cluster.local.node(1).address)
+    assert removed.returncode == 0, removed.stderr
+    assert set(_ids(cluster)) == {"n1", "n2"}

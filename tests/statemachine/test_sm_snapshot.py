@@ -88,10 +88,11 @@ def test_keys_encoded_in_slices_give_the_bytes_of_one_call(monkeypatch: pytest.M
     for n in range(3):
         store.apply(8 + n, encode_command("set", {"key": f"k{n}", "value": b"v" * n}, 100))
     store.apply(11, encode_command("found", {"cluster_id": "0123abcd"}, 110))
-    store.apply(12, encode_command("address", {"node": "n1", "address": "10.0.0.1:7400"}, 120))
+    address = {"node": "n1", "address": "10.0.0.1:7400", "name": "n1"}
+    store.apply(12, encode_command("address", address, 120))
     data = store.snapshot()
     state = cbor2.loads(data)
-    assert len(state["keys"]) == 5 and {"cid", "addr"} <= state.keys()
+    assert len(state["keys"]) == 5 and {"cid", "addr", "names"} <= state.keys()
     assert cbor2.dumps(state, canonical=True) == data
 
 
@@ -149,6 +150,9 @@ BAD = [
     (cbor2.dumps({**_good(), "addr": {"n1": ""}}), "addr"),
     (cbor2.dumps({**_good(), "addr": {"n1": 7}}), "addr"),
     (cbor2.dumps({**_good(), "addr": [["n1", "h:1"]]}), "addr"),
+    (cbor2.dumps({**_good(), "names": {"n1": ""}}), "names"),
+    (cbor2.dumps({**_good(), "names": {"n1": "n" * 65}}), "names"),
+    (cbor2.dumps({**_good(), "names": {"": "n1"}}), "names"),
     (cbor2.dumps(_good()) + b"\x00", "trailing"),
 ]
 

@@ -25,8 +25,8 @@ Rules:
   a member that joins from a snapshot knows it too.
 - The reserved `address` command records where a member serves and its name (the latest one
   applied wins; an empty address forgets the node and its name). Kept in snapshots like the
-  cluster id. Neither reserved
-  command touches a key, so neither has a revision of its own nor tells the observer.
+  cluster id. Neither reserved command touches a key, so neither has a revision of its own
+  nor tells the observer.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Rules of this file:
   stream of its own.
 - Raft tolerates lost messages, so nothing here retries one: while a peer is unreachable its
   messages are dropped, the core is told (`on_unreachable`) and the link redials with backoff.
+- But every snapshot message given to `send` of an open pool ends in exactly one
+  `on_snapshot_sent` report, dropped ones included: until it comes, the leader's core sends
+  that follower nothing more, so a snapshot dropped unreported would strand it for good.
 - A message is believed only if its sender is the authenticated peer of its connection.
 - Hello: each side of every connection it adopts opens one more stream and writes one hello
   frame on it (wire/hello.py: the address it serves on, whether it is formed, its cluster id,
@@ -290,7 +293,7 @@ class _Link:
     def __init__(self, pool: PeerPool, peer: NodeId):
         self.pool = pool
         self.peer = peer
-        self.queue: deque[tuple[Message, str | None]] = deque(maxlen=QUEUE_LIMIT)
+        self.queue: deque[tuple[Message, str | None]] = deque()  # at most QUEUE_LIMIT
         #: The (control, data) streams while a connection is up: enqueue() writes on them
         #: at once rather than waking the task, which would cost a turn of the loop.
         self._streams: tuple[Stream, Stream] | None = None
@@ -306,14 +309,25 @@ class _Link:
                 return
             except TransportError:
                 self._streams = None  # the task notices the connection's end and redials
+        if len(self.queue) >= QUEUE_LIMIT:
+            self._drop(self.queue.popleft()[0])
         self.queue.append((m, tp))
         self._ready.set()
+
+    def _drop(self, m: Message) -> None:
+        if m.type is MessageType.SNAPSHOT:
+            self.pool._on_snapshot_sent(self.peer, False)
+
+    def _drop_queue(self) -> None:
+        while self.queue:
+            self._drop(self.queue.popleft()[0])
 
     def wake(self) -> None:
         self._ready.set()
 
     def stop(self) -> None:
         self._task.cancel()
+        self._drop_queue()
         for task in self._snapshots:
             task.cancel()
 
@@ -326,7 +340,7 @@ class _Link:
             if conn is None:
                 conn = await self._dial()
                 if conn is None:
-                    self.queue.clear()
+                    self._drop_queue()
                     self.pool._on_unreachable(self.peer)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)

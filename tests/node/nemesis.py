@@ -1,6 +1,6 @@
 """A nemesis run: a real 3-node cluster under a seeded schedule of crashes, pauses, leadership
-and membership changes and (on a LAN of namespaces) partitions, driven by clients whose whole
-history is then checked.
+and membership changes, full disks (as root) and (on a LAN of namespaces) partitions, driven
+by clients whose whole history is then checked.
 
 Each test in test_cluster.py checks one scenario. Here faults follow each other at random
 while clients keep doing every kind of operation (get, set, incr, cas, delete) on a few shared
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import small_disks
 from nemesis_nodes import LanNodes, LoopbackNodes, Nodes
 
 from quicraft.client import Client, ClientError, MgmtError
@@ -57,6 +58,10 @@ FAULTS = (
 )  # fmt: skip
 #: Only where the nodes sit on a LAN of namespaces (nemesis_nodes.LanNodes).
 PARTITIONS = ("isolate", "isolate-leader", "leader-deaf", "leader-mute", "bridge")
+#: Only where this process may mount a tmpfs for each data directory (root).
+DISK_FAULTS = ("disk-full",)
+#: What a node that stopped on a full disk must have said (docs/storage.md).
+NO_SPACE = "No space left on device"
 #: The one error a request may end with under faults (the client retries the others that
 #: faults cause until its budget is spent); a write's effect is then unknown. Anything else is
 #: a problem of the run: bad_request or internal, and session_expired too, since a session
@@ -188,10 +193,11 @@ class _Nemesis:
         self.nodes = nodes
         self.rng = rng
         self.report = report
-        self.faults = FAULTS + (PARTITIONS if nodes.partitionable else ())
+        self.faults = fault_kinds(nodes)
         report.t0_ns = time.monotonic_ns()
         self.killed: set[int] = set()  # nodes we stopped and did not restart yet
         self.paused: set[int] = set()
+        self.filled: set[int] = set()  # nodes whose disk has no room left
 
     def note(self, text: str) -> None:
         seconds = (time.monotonic_ns() - self.report.t0_ns) / 1e9
@@ -245,6 +251,10 @@ class _Nemesis:
             await self.transfer()
         elif fault == "replace":
             await self.replace(victim, others)
+        elif fault == "disk-full":  # restarted with room when healed
+            self.nodes.fill(victim)
+            self.filled.add(victim)
+            await self.stops_for_lack_of_room(victim)
         elif fault in ("isolate", "isolate-leader"):
             for other in others:
                 self.nodes.cut(victim, other)
@@ -270,6 +280,11 @@ class _Nemesis:
         for number in sorted(self.killed):
             self.nodes.start(number)
         self.killed.clear()
+        for number in sorted(self.filled):
+            self.nodes.unfill(number)
+            if not self.nodes.running(number):
+                self.nodes.start(number)
+        self.filled.clear()
 
     def pause(self, number: int) -> None:
         self.nodes.signal(number, signal.SIGSTOP)
@@ -288,6 +303,19 @@ class _Nemesis:
             await asyncio.sleep(0.02)
         self.paused.discard(number)
         self.killed.add(number)
+
+    async def stops_for_lack_of_room(self, number: int) -> None:
+        """A node whose disk is full must stop at its next write, saying why; the clients
+        write all the time, so it comes within seconds."""
+        deadline = time.monotonic() + 15
+        while self.nodes.running(number):
+            if time.monotonic() > deadline:
+                self.report.problems.append(f"n{number} went on for 15 s with its disk full")
+                return
+            await asyncio.sleep(0.02)
+        tail = self.nodes.log(number)[-3000:]
+        if NO_SPACE not in tail:
+            self.report.problems.append(f"n{number} stopped, not for lack of room:\n{tail}")
 
     def check_alive(self) -> None:
         for number in self.nodes.numbers():
@@ -377,6 +405,16 @@ async def _converged(nodes: Nodes, final: dict[str, int | None]) -> list[str]:
     return problems
 
 
+def fault_kinds(nodes: Nodes) -> tuple[str, ...]:
+    """The kinds of fault a run on `nodes` deals."""
+    kinds = FAULTS
+    if nodes.partitionable:
+        kinds += PARTITIONS
+    if nodes.disks:
+        kinds += DISK_FAULTS
+    return kinds
+
+
 def _tracebacks(nodes: Nodes) -> list[str]:
     found = []
     for name, text in nodes.logs().items():
@@ -405,7 +443,11 @@ async def nemesis_run(
     flags += ["--lan"] * bool(lan) + ["--stale-reads"] * stale_reads
     report = Report(seed, folder, " ".join(flags))
     extra = ["--snapshot-every", "100"]  # snapshots, and installs after restarts
-    nodes = LanNodes(folder, lan, extra) if lan else LoopbackNodes(folder / "cluster", extra)
+    disks = not small_disks.why_not()
+    if lan:
+        nodes: Nodes = LanNodes(folder, lan, extra, disks)
+    else:
+        nodes = LoopbackNodes(folder / "cluster", extra, disks)
     try:
         for number in nodes.numbers():
             nodes.start(number)

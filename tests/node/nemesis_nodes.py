@@ -7,7 +7,10 @@
   the receiver's namespace. The run itself must be inside the same Lan (another host), since
   the Lan is not reachable from the machine's own namespace.
 
-Every process is stopped by its pid (stop()), whatever happened.
+With `disks`, every data directory is a tmpfs of its own (small_disks.py, root only) that
+fill() leaves without room, for a node to find its disk full.
+
+Every process is stopped by its pid (stop()), whatever happened, and every tmpfs unmounted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import small_disks
 from cluster_harness import Cluster
 
 from quicraft.client import Client, MgmtClient, connect, connect_mgmt
@@ -25,6 +29,9 @@ from quicraft.transport import Role, init_cluster, issue, load_identity
 
 CLUSTER = "t1"
 SIZE = 3
+#: A data directory's room while not filled: more than any run writes (tmpfs takes memory
+#: only for what is written).
+DISK_ROOM = 1 << 30
 
 
 class Nodes:
@@ -34,12 +41,14 @@ class Nodes:
 
     partitionable = False
 
-    def __init__(self, folder: Path, certs: Path, extra: list[str]):
+    def __init__(self, folder: Path, certs: Path, extra: list[str], disks: bool):
         self.folder = folder
         self.certs = certs
         self.extra = extra  #: flags for every node
+        self.disks = disks
         self.renewed: set[int] = set()  #: started with --no-bootstrap
         self._renewals = itertools.count(1)
+        self._mounted: list[Path] = []
 
     def numbers(self) -> list[int]:
         return list(range(1, SIZE + 1))
@@ -69,7 +78,31 @@ class Nodes:
         raise NotImplementedError
 
     def stop(self) -> None:
+        self._stop_processes()
+        for path in self._mounted:
+            small_disks.unmount(path)
+        self._mounted.clear()
+
+    def _stop_processes(self) -> None:
         raise NotImplementedError
+
+    def data(self, number: int) -> Path:
+        """The data directory of the node's current identity."""
+        return self.folder / self.name(number) / "data"
+
+    def fill(self, number: int) -> None:
+        """Leave the node's disk no room: its next write fails (needs `disks`)."""
+        small_disks.fill(self.data(number))
+
+    def unfill(self, number: int) -> None:
+        small_disks.resize(self.data(number), DISK_ROOM)
+
+    def _prepare(self, number: int) -> None:
+        """Before a start: the data directory of a new identity gets its tmpfs."""
+        path = self.data(number)
+        if self.disks and path not in self._mounted:
+            small_disks.mount(path, DISK_ROOM)
+            self._mounted.append(path)
 
     def cut(self, source: int, target: int) -> None:
         """Drop every datagram `source` sends to `target`."""
@@ -106,10 +139,10 @@ class Nodes:
 
 
 class LoopbackNodes(Nodes):
-    def __init__(self, folder: Path, extra: list[str]):
+    def __init__(self, folder: Path, extra: list[str], disks: bool = False):
         self.cluster = Cluster(folder)
         self.local = self.cluster.local
-        super().__init__(self.local.folder, self.local.certs, extra)
+        super().__init__(self.local.folder, self.local.certs, extra, disks)
 
     def address(self, number: int) -> str:
         return self.local.node(number).address
@@ -121,6 +154,7 @@ class LoopbackNodes(Nodes):
         self.local.node(number).name = self._new_identity(number)
 
     def start(self, number: int) -> None:
+        self._prepare(number)
         self.local.start(self.local.node(number), self._flags(number))
 
     def signal(self, number: int, sig: int) -> None:
@@ -129,7 +163,7 @@ class LoopbackNodes(Nodes):
     def running(self, number: int) -> bool:
         return self.local.running(self.local.node(number))
 
-    def stop(self) -> None:
+    def _stop_processes(self) -> None:
         self.cluster.stop()
 
 
@@ -139,8 +173,8 @@ class LanNodes(Nodes):
     PORT = 7400
     partitionable = True
 
-    def __init__(self, folder: Path, tag: str, extra: list[str]):
-        super().__init__(folder, folder / "certs", extra)
+    def __init__(self, folder: Path, tag: str, extra: list[str], disks: bool = False):
+        super().__init__(folder, folder / "certs", extra, disks)
         self.tag = tag
         init_cluster(self.certs, CLUSTER)
         for number in self.numbers():
@@ -168,12 +202,13 @@ class LanNodes(Nodes):
         peers = ",".join(self.address(n) for n in self.numbers() if n != number)
         folder = self.folder / self.name(number)
         folder.mkdir(parents=True, exist_ok=True)
+        self._prepare(number)
         argv = [
             "ip", "netns", "exec", self._netns(number),  # it execs: the pid is the node's
             sys.executable, "-m", "quicraft.cli", "node",
             "--cluster", CLUSTER, "--name", self.name(number),
             "--listen", self.address(number), "--peers", peers, "--no-mdns",
-            "--data", str(folder / "data"), "--certs", str(self.certs), "--preset", "test",
+            "--data", str(self.data(number)), "--certs", str(self.certs), "--preset", "test",
             *self._flags(number),
         ]  # fmt: skip
         with (folder / "node.log").open("ab") as log:
@@ -189,7 +224,7 @@ class LanNodes(Nodes):
         process = self.processes.get(number)
         return process is not None and process.poll() is None
 
-    def stop(self) -> None:
+    def _stop_processes(self) -> None:
         for number in self.processes:
             self.signal(number, signal.SIGTERM)
         for process in self.processes.values():

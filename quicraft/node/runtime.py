@@ -186,6 +186,8 @@ class RaftNode:
         try:
             await self._loop()
         finally:
+            # However the loop ended, nothing will answer a request made from now on.
+            self._stopping = True
             if self.trace is not None:
                 self.trace.close()
             self._writer.stop()

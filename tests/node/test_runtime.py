@@ -21,7 +21,7 @@ from quicraft.core import (
     Role,
     Snapshot,
 )
-from quicraft.node import ProposalLost, RaftNode, RequestTimeout, Timings
+from quicraft.node import NodeStopped, ProposalLost, RaftNode, RequestTimeout, Timings
 from quicraft.node.runtime import _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.storage import MemoryStorage, StorageError
@@ -417,6 +417,30 @@ def test_a_failure_of_the_ticker_ends_the_node() -> None:
         node.core.tick = broken_tick  # type: ignore[method-assign]
         with pytest.raises(RuntimeError, match="the tick broke"):
             await asyncio.wait_for(node.run(), 5)
+
+    asyncio.run(scenario())
+
+
+def test_requests_after_the_loop_failed_are_refused_at_once() -> None:
+    """A snapshot request has no deadline: made after run() ended in an error (a full disk,
+    say), it waited forever (found by a review). Every request now fails at once."""
+
+    async def scenario() -> None:
+        node = RaftNode("a", MemoryStorage(), KVStore(), FAST, lambda m, tp: None)
+        node.open(node.storage.load(), founders=["a"])
+        run = asyncio.create_task(node.run())
+        await asyncio.wait_for(node.snapshot(), 5)  # serving
+        node.fail(StorageError("disk gone"))
+        with pytest.raises(StorageError, match="disk gone"):
+            await asyncio.wait_for(run, 5)
+        with pytest.raises(NodeStopped):
+            await asyncio.wait_for(node.snapshot(), 1)
+        with pytest.raises(NodeStopped):
+            await asyncio.wait_for(node.read_barrier(1.0), 1)
+        with pytest.raises(NodeStopped):
+            await asyncio.wait_for(
+                node.propose(encode_command("set", {"key": "k", "value": b""}, 1), 1.0), 1
+            )
 
     asyncio.run(scenario())
 

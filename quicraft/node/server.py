@@ -34,6 +34,12 @@ given --join dials the leader, which cannot dial back before it knows where); th
 messages are still dropped (_deliver) until they are members. The leader also publishes every
 member's address through the log (address_book.py), so members that never met can dial
 each other.
+
+A member whose log is behind may not know that the current leader is a member (it was added
+while this node was down). Refusing it would keep this node behind for as long as that node
+leads, so a node also heeds the leader that a member of its own configuration names in its
+hello (`_heeded`), and dials that leader itself (`_meet`), since the leader may not know
+where this node serves.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from quicraft.core import (
     RaftCore,
     Role,
     Snapshot,
+    SoftState,
 )
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
@@ -78,7 +85,7 @@ from quicraft.transport import (
     serve,
 )
 from quicraft.transport import Role as IdentityRole
-from quicraft.transport.address import Address, format_address
+from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.wire import Hello
 
 from .address_book import AddressBook
@@ -139,6 +146,8 @@ class Node:
         self.raft.on_applied = self._applied
         self._feed_snapshot = self.raft.on_snapshot
         self.raft.on_snapshot = self._snapshot
+        self._feed_soft_state = self.raft.on_soft_state
+        self.raft.on_soft_state = self._soft_state
         self.event_service = EventService(self.events.journal)
         self.mgmt = MgmtService(
             self.raft,
@@ -164,6 +173,8 @@ class Node:
         self._founders: tuple[NodeId, ...] | None = None  # our static founding set
         self._remembered = set(self._stored_ids(REMEMBERED_KEY) or ())
         self._said: dict[NodeId, Hello] = {}  # each peer's latest hello
+        self._leader_said: NodeId | None = None  # the leader our hellos name
+        self._meeting: dict[NodeId, asyncio.Task[None]] = {}  # leaders we dial (_meet)
         self._names: dict[NodeId, str] = {self.id: settings.name}
         self._started_fresh = False
         self._refusal: FoundingError | None = None  # found while starting: start() raises it
@@ -240,7 +251,7 @@ class Node:
         self.mgmt.close()
         if self.lan is not None:
             await self.lan.close()
-        for task in self._background:
+        for task in [*self._background, *self._meeting.values()]:
             task.cancel()
         if self._run_task is not None:
             await asyncio.gather(self._run_task, return_exceptions=True)  # wait() reports it
@@ -468,10 +479,20 @@ class Node:
         unless LAN forming runs: then a joiner must be able to say hello (see above)."""
         if alpn != ALPN_RAFT or self.raft.core is None:
             return None
-        members = self.raft.core.membership.members()
-        if members and peer.node_id not in members and self.lan is None:
+        if not self._heeded(peer.node_id) and self.lan is None:
             return "not a member of this cluster"
         return None
+
+    def _heeded(self, peer: NodeId) -> bool:
+        """Whether Raft messages from `peer` count: it is a member, or there is no membership
+        yet, or a member of ours says `peer` leads it. Our log may be behind the entry that
+        made the leader a member, and only the leader can bring it up to date (a member that
+        was down while a node was added that then took over; found by a review)."""
+        core = self.raft.core
+        members = core.membership.members() if core is not None else frozenset()
+        if not members or peer in members:
+            return True
+        return any(hello.leader_id == peer for node, hello in self._said.items() if node in members)
 
     def _hello(self, peer: NodeId) -> Hello:
         cid = self.cluster_id()
@@ -480,6 +501,7 @@ class Node:
         leader = core.leader if formed and core is not None else None
         # Where our leader is, for a joiner that dialed us (only a leader adds members).
         where = self.address_of(leader) if leader is not None and leader != self.id else None
+        leader_id = leader if where is not None else None
         remembers = formed and peer in self._remembered
         lan = self.lan if not formed else None  # what a node deciding on a LAN says
         return Hello(
@@ -488,6 +510,7 @@ class Node:
             seen_at=lan.seeing_at if lan is not None else None,
             joining=lan is not None and lan.joining,
             awaits=lan.awaits if lan is not None else None,
+            leader_id=leader_id,
         )  # fmt: skip
 
     def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:
@@ -510,6 +533,43 @@ class Node:
             )
         if self.lan is not None:
             self.lan.heard_hello(peer, name, address, hello)
+        core = self.raft.core
+        if hello.leader and hello.leader_id and core and peer in core.membership.members():
+            self._meet(hello.leader_id, hello.leader)
+
+    def _meet(self, leader: NodeId, where: str) -> None:
+        """Dial a leader that a member follows and we do not know as a member: it may not
+        know where we are either (the address book lists the members its leader reached)."""
+        if leader in self._meeting or not self._must_meet(leader):
+            return
+        try:
+            address = parse_address(where)
+        except ValueError:
+            return
+        task = asyncio.get_running_loop().create_task(self._dial_leader(leader, address))
+        self._meeting[leader] = task
+        task.add_done_callback(lambda _: self._meeting.pop(leader, None))
+
+    def _must_meet(self, leader: NodeId) -> bool:
+        core = self.raft.core
+        if core is None or leader == self.id or leader in core.membership.members():
+            return False
+        return self.pool.connection(leader) is None and self._heeded(leader)
+
+    async def _dial_leader(self, leader: NodeId, address: Address) -> None:
+        while self._must_meet(leader):
+            try:
+                await self.pool.dial(address, expect=leader)
+            except TransportError as err:
+                log.debug("cannot reach leader %s at %s: %s", leader, format_address(address), err)
+                await asyncio.sleep(DIAL_RETRY_S * 4)
+
+    def _soft_state(self, soft: SoftState) -> None:
+        if self._feed_soft_state is not None:
+            self._feed_soft_state(soft)
+        if soft.leader is not None and soft.leader != self._leader_said:
+            self._leader_said = soft.leader
+            self.pool.say_hello_again()  # they name our leader: see _heeded
 
     def _applied(self, entry: Entry) -> None:
         if self._feed_applied is not None:
@@ -544,8 +604,7 @@ class Node:
         core = self.raft.core
         if core is None:
             return
-        members = core.membership.members()
-        if members and m.frm not in members:
+        if m.frm not in core.membership.members() and not self._heeded(m.frm):
             # Connections we dialed, or accepted while founding, skipped admission.
             log.debug("dropped a message from %s, not a member", m.frm)
             return

@@ -6,7 +6,7 @@ it and ends it:
     {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
                        "leader": "host:port", "founders": [id], "remembers_you": bool,
                        "seen": [id], "seen_at": {id: "host:port"}, "joining": bool,
-                       "awaits": id}}
+                       "awaits": id, "leader_id": id}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -17,6 +17,10 @@ Rules:
 - `leader` (optional, only with `formed`): where the sender's leader serves, when that is
   another node. A node that wants to join and dialed a follower (--join) dials the leader
   there: only the leader adds members.
+- `leader_id` (optional, only with `leader`): that leader's node id. A member whose log is
+  behind may not know the leader as a member yet; it admits the leader that a member of its
+  own configuration says it follows (node/server.py), so that the leader can catch it up.
+  A node says hello again when its leader changes.
 - `founders` (optional): the founding set this node founds, or founded, its cluster with from
   static `--peers` (sorted node ids, this node included). A node says it again, on a new
   stream, once it has reached all its peers and knows the set (node/server.py): founders
@@ -77,6 +81,7 @@ _HELLO_FIELDS = frozenset(
         "seen_at",
         "joining",
         "awaits",
+        "leader_id",
     }
 )
 
@@ -93,6 +98,7 @@ class Hello:
     seen_at: Mapping[str, str] | None = None  #: node of `seen` -> "host:port" it dials
     joining: bool = False  #: it waits to be added to a formed cluster
     awaits: str | None = None  #: it waits for this node to found the cluster
+    leader_id: str | None = None  #: the id of the leader at `leader`
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -116,6 +122,8 @@ def encode_hello(hello: Hello) -> bytes:
         body["joining"] = True
     if hello.awaits is not None:
         body["awaits"] = hello.awaits
+    if hello.leader_id is not None:
+        body["leader_id"] = hello.leader_id
     raw: dict[str, object] = {"v": VERSION, "hello": body}
     _hello(raw)  # refuse here what the other side would refuse
     return encode_item(raw)
@@ -156,6 +164,11 @@ def _hello(raw: dict[str, object]) -> Hello:
         leader = as_address(body["leader"], _WHERE, "'leader'")
         if not formed:
             raise ProtocolError(f"{_WHERE}: a leader without 'formed'")
+    leader_id = (
+        as_node_id(body["leader_id"], _WHERE, "'leader_id'") if "leader_id" in body else None
+    )
+    if leader_id is not None and leader is None:
+        raise ProtocolError(f"{_WHERE}: a leader id without 'leader'")
     founders = _optional_ids(body, "founders")
     remembers_you = get_bool(body, "remembers_you", _WHERE, default=False)
     if remembers_you and not formed:
@@ -172,7 +185,7 @@ def _hello(raw: dict[str, object]) -> Hello:
         raise ProtocolError(f"{_WHERE}: '{deciding[0]}' with '{deciding[1]}'")
     return Hello(
         address, formed, cluster_id, leader, founders, remembers_you, seen, seen_at, joining,
-        awaits,
+        awaits, leader_id,
     )  # fmt: skip
 
 

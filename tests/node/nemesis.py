@@ -59,7 +59,7 @@ FAULTS = (
 #: Only where the nodes sit on a LAN of namespaces (nemesis_nodes.LanNodes).
 PARTITIONS = ("isolate", "isolate-leader", "leader-deaf", "leader-mute", "bridge")
 #: Only where this process may mount a tmpfs for each data directory (root).
-DISK_FAULTS = ("disk-full",)
+DISK_FAULTS = ("disk-full", "disk-full-leader")
 #: What a node that stopped on a full disk must have said (docs/storage.md).
 NO_SPACE = "No space left on device"
 #: The one error a request may end with under faults (the client retries the others that
@@ -251,7 +251,7 @@ class _Nemesis:
             await self.transfer()
         elif fault == "replace":
             await self.replace(victim, others)
-        elif fault == "disk-full":  # restarted with room when healed
+        elif fault in ("disk-full", "disk-full-leader"):  # restarted with room when healed
             self.nodes.fill(victim)
             self.filled.add(victim)
             await self.stops_for_lack_of_room(victim)

@@ -46,6 +46,9 @@ def test_the_documented_layout() -> None:
     assert decode_hello(frame(GOOD)) == Hello("10.0.0.2:7400", True, "ab12" * 8)
     led = Hello("10.0.0.2:7400", True, "ab12" * 8, leader="10.0.0.3:7400")
     assert cbor2.loads(encode_hello(led))["hello"] == {**GOOD, "leader": "10.0.0.3:7400"}
+    named = Hello("10.0.0.2:7400", True, None, leader="10.0.0.3:7400", leader_id="c3")
+    assert cbor2.loads(encode_hello(named))["hello"]["leader_id"] == "c3"
+    assert decode_hello(encode_hello(named)) == named
     founding = Hello("10.0.0.2:7400", False, founders=("a1", "b2"))
     assert cbor2.loads(encode_hello(founding))["hello"]["founders"] == ["a1", "b2"]
     deciding = Hello("10.0.0.2:7400", False, seen=("a1", "b2"))
@@ -83,6 +86,9 @@ def test_the_documented_layout() -> None:
         (frame({k: v for k, v in GOOD.items() if k != "address"}), "'address'"),
         (frame({**GOOD, "leader": "10.0.0.3"}), "'leader'"),
         (frame({**GOOD, "leader": None}), "'leader'"),
+        (frame({**GOOD, "leader_id": "c3"}), "a leader id without 'leader'"),
+        (frame({**GOOD, "leader": "a:1", "leader_id": ""}), "'leader_id'"),
+        (frame({**GOOD, "leader": "a:1", "leader_id": 3}), "'leader_id'"),
         (frame({**GOOD, "formed": False, "cluster_id": None, "leader": "a:1"}), "without 'formed'"),
         (frame({**GOOD, "founders": ["b", "a"]}), "sorted without repeats"),
         (frame({**GOOD, "founders": ["a", "a"]}), "sorted without repeats"),

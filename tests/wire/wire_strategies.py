@@ -590,6 +590,14 @@ hellos = st.one_of(
         founder_sets,
         st.booleans(),
     ),
+    st.builds(
+        Hello,
+        addresses,
+        st.just(True),
+        st.none() | cluster_ids,
+        addresses,
+        leader_id=node_ids,
+    ),
 )
 
 

@@ -298,7 +298,7 @@ class _Link:
         #: at once rather than waking the task, which would cost a turn of the loop.
         self._streams: tuple[Stream, Stream] | None = None
         self._ready = asyncio.Event()
-        self._snapshots: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
+        self._snapshots: set[asyncio.Task[bool]] = set()  # in flight; kept so they are not lost
         self._task = asyncio.create_task(self._run(), name=f"link-{peer}")
 
     def enqueue(self, m: Message, tp: str | None) -> None:
@@ -372,7 +372,11 @@ class _Link:
                 while self.queue:
                     m, tp = self.queue.popleft()
                     if m.type is MessageType.SNAPSHOT:
-                        self._snapshots.add(asyncio.create_task(self._send_snapshot(conn, m)))
+                        task = asyncio.create_task(self._send_snapshot(conn, m))
+                        self._snapshots.add(task)
+                        # A callback, not the coroutine's `finally`: it runs even for a task
+                        # cancelled before it started (stop()).
+                        task.add_done_callback(self._snapshot_done)
                         continue
                     _write(streams, m, tp)
                 self._streams = streams
@@ -383,7 +387,16 @@ class _Link:
             self._streams = None
         self._ready.set()  # go round again with the new connection
 
-    async def _send_snapshot(self, conn: Connection, m: Message) -> None:
+    def _snapshot_done(self, task: asyncio.Task[bool]) -> None:
+        self._snapshots.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.warning("sending a snapshot to %s failed: %r", self.peer, error)
+        sent = not task.cancelled() and error is None and task.result()
+        self.pool._on_snapshot_sent(self.peer, sent)
+
+    async def _send_snapshot(self, conn: Connection, m: Message) -> bool:
+        """Whether the snapshot went out whole."""
         assert m.snapshot is not None
         pool = self.pool
         span = pool.tracing.span(
@@ -408,8 +421,7 @@ class _Link:
             span.set_status(StatusCode.ERROR, str(err))
         finally:
             span.end()
-            self._snapshots.discard(asyncio.current_task())
-            self.pool._on_snapshot_sent(self.peer, ok)
+        return ok
 
 
 def _write(streams: tuple[Stream, Stream], m: Message, tp: str | None) -> None:

@@ -49,6 +49,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import cbor2
 from opentelemetry.context import Context
@@ -175,6 +176,7 @@ class Node:
         self._said: dict[NodeId, Hello] = {}  # each peer's latest hello
         self._leader_said: NodeId | None = None  # the leader our hellos name
         self._meeting: dict[NodeId, asyncio.Task[None]] = {}  # leaders we dial (_meet)
+        self._stopping = False
         self._names: dict[NodeId, str] = {self.id: settings.name}
         self._started_fresh = False
         self._refusal: FoundingError | None = None  # found while starting: start() raises it
@@ -244,6 +246,7 @@ class Node:
 
     async def stop(self, hand_over: bool = True) -> None:
         """Stop serving; a leader first hands leadership to the most caught-up voter."""
+        self._stopping = True
         running = self._run_task is not None and not self._run_task.done()
         if hand_over and running and self.raft.core is not None:
             await self.raft.hand_over_leadership()
@@ -485,23 +488,35 @@ class Node:
 
     def _heeded(self, peer: NodeId) -> bool:
         """Whether Raft messages from `peer` count: it is a member, or there is no membership
-        yet, or a member of ours says `peer` leads it. Our log may be behind the entry that
-        made the leader a member, and only the leader can bring it up to date (a member that
-        was down while a node was added that then took over; found by a review)."""
+        yet, or a member of ours connected to us names `peer` as its leader (`_named_leader`).
+        Our log may be behind the entry that made the leader a member, and only the leader
+        can bring it up to date (a member that was down while a node that then took over was
+        added)."""
         core = self.raft.core
-        members = core.membership.members() if core is not None else frozenset()
-        if not members or peer in members:
+        if core is None:
             return True
-        return any(hello.leader_id == peer for node, hello in self._said.items() if node in members)
+        membership = core.membership
+        if peer in membership or not (membership.voters or membership.learners):
+            return True
+        return self._named_leader(peer) is not None
+
+    def _named_leader(self, leader: NodeId) -> str | None:
+        """Where `leader` serves, as a member of ours still connected to us names it as its
+        leader in its latest hello; None if none does."""
+        core = self.raft.core
+        for node, hello in self._said.items():
+            if hello.leader_id != leader or core is None or node not in core.membership:
+                continue
+            if self.pool.connection(node) is not None:
+                return hello.leader
+        return None
 
     def _hello(self, peer: NodeId) -> Hello:
         cid = self.cluster_id()
         core = self.raft.core
         formed = cid is not None or (core is not None and bool(core.membership.members()))
-        leader = core.leader if formed and core is not None else None
         # Where our leader is, for a joiner that dialed us (only a leader adds members).
-        where = self.address_of(leader) if leader is not None and leader != self.id else None
-        leader_id = leader if where is not None else None
+        leader_id, where = self._our_leader() if formed else (None, None)
         remembers = formed and peer in self._remembered
         lan = self.lan if not formed else None  # what a node deciding on a LAN says
         return Hello(
@@ -512,6 +527,21 @@ class Node:
             awaits=lan.awaits if lan is not None else None,
             leader_id=leader_id,
         )  # fmt: skip
+
+    def _our_leader(self) -> tuple[NodeId | None, str | None]:
+        """The leader our hellos name and where it serves: another node whose address we
+        know, else (None, None)."""
+        core = self.raft.core
+        leader = core.leader if core is not None else None
+        where = self.address_of(leader) if leader is not None and leader != self.id else None
+        return (leader, where) if where is not None else (None, None)
+
+    def _name_our_leader(self) -> None:
+        """Say hello again when the leader our hellos name changed (see _heeded)."""
+        leader, _ = self._our_leader()
+        if leader != self._leader_said:
+            self._leader_said = leader
+            self.pool.say_hello_again()
 
     def _heard_hello(self, peer: NodeId, name: str, address: Address, hello: Hello) -> None:
         self._save_addresses()
@@ -533,43 +563,46 @@ class Node:
             )
         if self.lan is not None:
             self.lan.heard_hello(peer, name, address, hello)
-        core = self.raft.core
-        if hello.leader and hello.leader_id and core and peer in core.membership.members():
-            self._meet(hello.leader_id, hello.leader)
+        self._name_our_leader()  # we may just have learned where our leader serves
+        leader = hello.leader_id
+        if leader is not None and leader not in self._meeting and self._where_to_meet(leader):
+            task = asyncio.get_running_loop().create_task(self._meet(leader))
+            self._meeting[leader] = task
+            task.add_done_callback(partial(self._met, leader))
 
-    def _meet(self, leader: NodeId, where: str) -> None:
-        """Dial a leader that a member follows and we do not know as a member: it may not
-        know where we are either (the address book lists the members its leader reached)."""
-        if leader in self._meeting or not self._must_meet(leader):
-            return
+    def _where_to_meet(self, leader: NodeId) -> Address | None:
+        """Where to dial `leader`, if we must: a member names it as its leader, we do not
+        know it as a member and have no connection to it. It may not know where we serve
+        (the address book lists the members its leader has reached)."""
+        core = self.raft.core
+        if self._stopping or core is None or leader == self.id or leader in core.membership:
+            return None
+        where = self._named_leader(leader)
+        if where is None or self.pool.connection(leader) is not None:
+            return None
         try:
-            address = parse_address(where)
+            return parse_address(where)
         except ValueError:
-            return
-        task = asyncio.get_running_loop().create_task(self._dial_leader(leader, address))
-        self._meeting[leader] = task
-        task.add_done_callback(lambda _: self._meeting.pop(leader, None))
+            return None
 
-    def _must_meet(self, leader: NodeId) -> bool:
-        core = self.raft.core
-        if core is None or leader == self.id or leader in core.membership.members():
-            return False
-        return self.pool.connection(leader) is None and self._heeded(leader)
-
-    async def _dial_leader(self, leader: NodeId, address: Address) -> None:
-        while self._must_meet(leader):
+    async def _meet(self, leader: NodeId) -> None:
+        """Dial `leader` (who must prove that id) every few seconds, for as long as we must."""
+        while (address := self._where_to_meet(leader)) is not None:
             try:
                 await self.pool.dial(address, expect=leader)
             except TransportError as err:
                 log.debug("cannot reach leader %s at %s: %s", leader, format_address(address), err)
-                await asyncio.sleep(DIAL_RETRY_S * 4)
+            await asyncio.sleep(DIAL_RETRY_S * 4)
+
+    def _met(self, leader: NodeId, task: asyncio.Task[None]) -> None:
+        self._meeting.pop(leader, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("dialing leader %s failed: %r", leader, error)
 
     def _soft_state(self, soft: SoftState) -> None:
         if self._feed_soft_state is not None:
             self._feed_soft_state(soft)
-        if soft.leader is not None and soft.leader != self._leader_said:
-            self._leader_said = soft.leader
-            self.pool.say_hello_again()  # they name our leader: see _heeded
+        self._name_our_leader()
 
     def _applied(self, entry: Entry) -> None:
         if self._feed_applied is not None:
@@ -604,7 +637,7 @@ class Node:
         core = self.raft.core
         if core is None:
             return
-        if m.frm not in core.membership.members() and not self._heeded(m.frm):
+        if not self._heeded(m.frm):
             # Connections we dialed, or accepted while founding, skipped admission.
             log.debug("dropped a message from %s, not a member", m.frm)
             return

@@ -78,10 +78,12 @@ class Nodes:
         raise NotImplementedError
 
     def stop(self) -> None:
-        self._stop_processes()
-        for path in self._mounted:
-            small_disks.unmount(path)
-        self._mounted.clear()
+        try:
+            self._stop_processes()
+        finally:
+            for path in self._mounted:
+                small_disks.unmount(path)
+            self._mounted.clear()
 
     def _stop_processes(self) -> None:
         raise NotImplementedError

@@ -35,8 +35,10 @@ def small_disk_cluster(tmp_path: Path) -> Iterator[Cluster]:
         made.leader()
         yield made
     finally:
-        made.stop()
-        small_disks.unmount(disk)
+        try:
+            made.stop()
+        finally:
+            small_disks.unmount(disk)
 
 
 def _disk(cluster: Cluster) -> Path:

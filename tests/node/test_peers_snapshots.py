@@ -16,16 +16,17 @@ import pytest
 from quicraft.core import Message, MessageType, NodeId, Snapshot
 from quicraft.node import peers
 from quicraft.node.peers import PeerPool
-from quicraft.transport import Role, init_cluster, issue, load_identity
+from quicraft.transport import ALPN_RAFT, Role, init_cluster, issue, load_identity, serve
 
 PEER = NodeId("peer0000peer0000")
 
 Reports = list[tuple[NodeId, bool]]
 
 
-def make_pool(tmp_path: Path) -> tuple[PeerPool, Reports]:
-    init_cluster(tmp_path, "c1")
-    issue(tmp_path, "c1", "a", Role.NODE)
+def make_pool(tmp_path: Path, name: str = "a") -> tuple[PeerPool, Reports]:
+    if not (tmp_path / "c1").exists():
+        init_cluster(tmp_path, "c1")
+    issue(tmp_path, "c1", name, Role.NODE)
     reports: Reports = []
 
     def ignore(*_args: object) -> None:
@@ -34,7 +35,7 @@ def make_pool(tmp_path: Path) -> tuple[PeerPool, Reports]:
     def snapshot_sent(peer: NodeId, ok: bool) -> None:
         reports.append((peer, ok))
 
-    return PeerPool(load_identity(tmp_path, "c1", "a"), ignore, ignore, snapshot_sent), reports
+    return PeerPool(load_identity(tmp_path, "c1", name), ignore, ignore, snapshot_sent), reports
 
 
 def message(pool: PeerPool, kind: MessageType) -> Message:
@@ -106,3 +107,33 @@ def test_a_snapshot_queued_for_a_forgotten_peer_is_reported_unsent(tmp_path: Pat
         return reports
 
     assert asyncio.run(scenario()) == [(PEER, False)]
+
+
+def test_a_snapshot_whose_sending_is_cancelled_before_it_starts_is_reported_unsent(
+    tmp_path: Path,
+) -> None:
+    """Over a live connection the link hands a snapshot to a task of its own; forgetting the
+    peer in the turn that task was made cancels it before its first step (found by a review:
+    the report was in the coroutine, which then never ran)."""
+
+    async def scenario() -> tuple[Reports, NodeId]:
+        pool, reports = make_pool(tmp_path)
+        other, _ = make_pool(tmp_path, "b")
+        handlers = {ALPN_RAFT: other.handle_stream}
+        server = await serve("127.0.0.1", 0, other.identity, handlers, on_connection=other.adopt)
+        try:
+            peer = await pool.dial(server.address)
+            pool.send(Message(MessageType.SNAPSHOT, peer, pool.id, 1, snapshot=Snapshot()))
+            link = pool._links[peer]
+            while not link._snapshots:
+                await asyncio.sleep(0)
+            pool.forget(peer)
+            await asyncio.sleep(0.3)
+        finally:
+            await pool.close()
+            await other.close()
+            server.close()
+        return reports, peer
+
+    reports, peer = asyncio.run(scenario())
+    assert reports == [(peer, False)]

@@ -14,6 +14,7 @@ from inprocess import Nodes, leader_of, nodes_in, until, write_everywhere
 from quicraft.core import Role
 from quicraft.node import Node
 from quicraft.node.mgmt import MgmtFailed
+from quicraft.wire import Hello
 
 
 async def _a_new_leader_while_c_is_down(nodes: Nodes) -> tuple[Node, Node]:
@@ -71,5 +72,26 @@ def test_it_dials_that_leader_when_the_leader_does_not_know_where_it_is(tmp_path
             await c.start()
             await until(lambda: _caught_up(c, d), timeout=20)
             assert d.raft.core is not None and d.raft.core.role is Role.LEADER
+
+    asyncio.run(scenario())
+
+
+def test_only_the_word_of_a_connected_member_admits_a_non_member(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abcxy") as nodes:
+            a, b, c = (nodes.node(name, set("abc") - {name}) for name in "abc")
+            await asyncio.gather(a.start(), b.start(), c.start())
+            await write_everywhere(nodes, "k")
+            x, y = nodes.id_of("x"), nodes.id_of("y")
+            await until(lambda: c.pool.connection(a.id) is not None)
+            assert not c._heeded(x)  # nobody names it
+            names_x = Hello("127.0.0.1:1", True, None, leader="127.0.0.1:2", leader_id=x)
+            c._said[y] = names_x  # a non-member's word
+            assert not c._heeded(x)
+            c._said[a.id] = names_x  # a member's word
+            assert c._heeded(x)
+            await nodes.stop(a)  # its connection closes: its word no longer counts
+            await until(lambda: c.pool.connection(a.id) is None)
+            assert not c._heeded(x)
 
     asyncio.run(scenario())

@@ -71,9 +71,9 @@ def open_store(path: Path) -> plyvel.DB:
 
 def _check_version(db: plyvel.DB, path: Path) -> None:
     """Accept our own format, stamp an empty database as ours, refuse anything else."""
-    raw = db.get(rec.VERSION_KEY)
+    raw = db.get(rec.VERSION_KEY, verify_checksums=True)
     if raw is None:
-        if next(db.iterator(include_value=False), None) is not None:
+        if next(db.iterator(include_value=False, verify_checksums=True), None) is not None:
             raise StorageError(
                 f"{path}: not a quicraft data directory (a foreign LevelDB database)"
             )

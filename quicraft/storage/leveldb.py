@@ -30,7 +30,9 @@ from . import records as rec
 from .base import StorageError, check_append, check_compact, check_meta_key
 from .directory import open_store, text_of, translated
 
-#: load() reads everything once: check LevelDB's block checksums, and keep the cache for others.
+#: Every read checks LevelDB's block checksums (its default is not to): a damaged block can
+#: change a key, and a key that changed reads as missing, which no record checksum of ours
+#: can catch. load() reads everything once, so it also keeps the cache for others.
 _SCAN = {"verify_checksums": True, "fill_cache": False}
 #: Entries covered by a snapshot that one save() deletes (about a millisecond's work).
 TRIM_PER_SAVE = 1000
@@ -50,16 +52,21 @@ class LevelDBStorage:
             with translated(self.path):
                 # Where the log starts and ends, so that save() can trim a covered prefix and
                 # cut a suffix without reading them.
-                raw = self._db.get(rec.SNAPSHOT_KEY)
+                raw = self._db.get(rec.SNAPSHOT_KEY, verify_checksums=True)
                 self._snapshot_index = 0
                 if raw is not None:
                     self._snapshot_index = rec.decode_snapshot_header(raw).meta.index
                 self._last_index = self._snapshot_index
                 self._trim_from = self._snapshot_index + 1  # the lowest entry left to delete
-                with self._db.iterator(prefix=rec.ENTRY_PREFIX, include_value=False) as keys:
+                with self._db.iterator(
+                    prefix=rec.ENTRY_PREFIX, include_value=False, verify_checksums=True
+                ) as keys:
                     first = next(keys, None)
                 with self._db.iterator(
-                    prefix=rec.ENTRY_PREFIX, reverse=True, include_value=False
+                    prefix=rec.ENTRY_PREFIX,
+                    reverse=True,
+                    include_value=False,
+                    verify_checksums=True,
                 ) as keys:
                     last = next(keys, None)
                 if first is not None and last is not None:
@@ -171,7 +178,7 @@ class LevelDBStorage:
     def get_meta(self, key: str) -> bytes | None:
         name = check_meta_key(key)
         with self._lock, translated(self.path):
-            raw = self._live().get(rec.meta_key(name))
+            raw = self._live().get(rec.meta_key(name), verify_checksums=True)
             if raw is None:
                 return None
             return bytes(rec.unseal(rec.meta_key(name), raw, f"metadata {key!r}"))
@@ -204,7 +211,7 @@ class LevelDBStorage:
 
     def _keys(self, **bounds: bytes) -> list[bytes]:
         """The stored keys within `bounds` (plyvel's prefix, or start and stop)."""
-        with self._db.iterator(include_value=False, **bounds) as keys:
+        with self._db.iterator(include_value=False, verify_checksums=True, **bounds) as keys:
             return list(keys)
 
     def _put_snapshot(self, batch: plyvel.WriteBatch, snapshot: Snapshot) -> None:

@@ -1,12 +1,15 @@
 """The `quicraft` command. It only parses arguments, calls the library and prints.
 
-Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
+Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse, 130 interrupted
+(Ctrl-C), 141 the reader of the output went away (`quicraft events | head -n 1`), as for a
+Unix tool that SIGPIPE ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quicraft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Python flushes stdout again on the way out, which would fail the same way.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -39,17 +39,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    folder = args.certs / args.cluster
     try:
         if args.action == "init":
-            folder = init_cluster(args.certs, args.cluster)
-            print(f"created the CA of cluster {args.cluster!r} and an admin identity in {folder}")
-            return OK
-        issue(args.certs, args.cluster, args.name, Role(args.role))
-        identity = load_identity(args.certs, args.cluster, args.name)
-        folder = args.certs / args.cluster
-        print(f"issued {args.name!r} ({args.role}) id {identity.node_id} in {folder}")
-        return OK
+            init_cluster(args.certs, args.cluster)
+            done = f"created the CA of cluster {args.cluster!r} and an admin identity in {folder}"
+        else:
+            issue(args.certs, args.cluster, args.name, Role(args.role))
+            node_id = load_identity(args.certs, args.cluster, args.name).node_id
+            done = f"issued {args.name!r} ({args.role}) id {node_id} in {folder}"
     except IdentityError as err:
         return fail(str(err))
     except OSError as err:  # --certs is a file, or where nothing can be made
         return fail(f"cannot write in {args.certs}: {err.strerror or err}")
+    print(done)
+    return OK

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,19 +14,26 @@ from quicraft.client import ClientError, connect
 from quicraft.client.bench import BenchResult, CpuProbe, run_bench, wait_until_serving
 from quicraft.node.local import LocalCluster, LocalClusterError, cpu_seconds_of
 from quicraft.node.settings import PRESETS
+from quicraft.statemachine import MAX_VALUE_BYTES
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
 
 from .common import (
-    MISUSE,
     OK,
     add_certs,
     base_port,
     endpoint_list,
     fail,
     freeze_what_is_loaded,
+    int_in,
+    seconds,
 )
 from .telemetry import add_tracing_arguments, client_tracing, telemetry_settings
+
+#: Most writers (and connections) one bench process drives; far past where it saturates.
+MAX_IN_FLIGHT = 10_000
+#: How long one request may take, retries included, before it counts as an error.
+CLIENT_TIMEOUT_S = 10.0
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +49,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(docs/performance.md measures what tracing costs).",
     )
     target = bench.add_mutually_exclusive_group(required=True)
-    target.add_argument("--local", type=int, metavar="N", help="start a throwaway cluster of N")
+    target.add_argument(
+        "--local", type=int_in(1, 9), metavar="N", help="start a throwaway cluster of N (1-9)"
+    )
     target.add_argument(
         "--endpoints", type=endpoint_list, metavar="HOST:PORT,...", help="an existing cluster"
     )
@@ -51,15 +59,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_certs(bench)
     bench.add_argument("--name", default="admin", help="identity to use (default: admin)")
     bench.add_argument(
-        "--clients", type=int, default=16, help="concurrent requests in flight (default 16)"
+        "--clients",
+        type=int_in(1, MAX_IN_FLIGHT),
+        default=16,
+        help="concurrent requests in flight (default 16)",
     )
     bench.add_argument(
-        "--connections", type=int, default=1, help="QUIC connections they share (default 1)"
+        "--connections",
+        type=int_in(1, MAX_IN_FLIGHT),
+        default=1,
+        help="QUIC connections they share (default 1)",
     )
     bench.add_argument(
-        "--duration", type=float, default=10.0, help="seconds of writes (default 10)"
+        "--duration",
+        type=seconds,
+        default=10.0,
+        help="seconds of writes (default 10), then half as long of reads",
     )
-    bench.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+    bench.add_argument(
+        "--value-size",
+        type=int_in(0, MAX_VALUE_BYTES),
+        default=100,
+        help=f"bytes per value, up to {MAX_VALUE_BYTES:,} (default 100)",
+    )
     bench.add_argument(
         "--preset", choices=sorted(PRESETS), default="dev", help="timings of a --local cluster"
     )
@@ -71,16 +93,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.clients < 1 or args.connections < 1 or args.duration <= 0 or args.value_size < 0:
-        print(
-            "quicraft bench: need --clients and --connections >= 1, --duration > 0, "
-            "--value-size >= 0",
-            file=sys.stderr,
-        )
-        return MISUSE
-    if args.local is not None and not 1 <= args.local <= 9:
-        print("quicraft bench: --local takes 1 to 9 nodes", file=sys.stderr)
-        return MISUSE
     check(telemetry_settings(args))  # before any node starts
     try:
         with client_tracing(args):
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 )
     except (ClientError, IdentityError, LocalClusterError, ValueError, OSError) as err:
         return fail(str(err))
+    if not result.writes:  # the cluster served the first write, then none
+        return fail(f"no write succeeded in {args.duration:g} s ({result.errors:,} errors)")
     print(json.dumps(result.as_dict()) if args.json else result.summary())
     return OK
 
@@ -135,12 +149,13 @@ async def _drive(
     # QUIC multiplexes: the concurrent clients share `--connections` connections, so requests
     # sent together share packets, as they would in one application with many tasks.
     connections = [
-        connect(endpoints, cluster, certs, args.name, timeout=10)
+        connect(endpoints, cluster, certs, args.name, timeout=CLIENT_TIMEOUT_S)
         for _ in range(min(args.connections, args.clients))
     ]
     clients = [connections[i % len(connections)] for i in range(args.clients)]
     try:
-        await wait_until_serving(clients[0], timeout=30)
+        # A --local cluster is electing its first leader; an existing one should serve now.
+        await wait_until_serving(clients[0], timeout=30 if args.local else CLIENT_TIMEOUT_S)
         freeze_what_is_loaded()
         return await run_bench(clients, args.duration, args.value_size, cpu=cpu)
     finally:

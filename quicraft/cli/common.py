@@ -8,6 +8,7 @@ import asyncio
 import gc
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, find_nodes
@@ -39,15 +40,23 @@ def seconds(text: str) -> float:
     return value
 
 
-def base_port(text: str) -> int:
-    """The port before a local cluster's first: its nodes listen on BASE+1 … BASE+9 at most."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1024 <= value <= 65535 - 9:
-        raise argparse.ArgumentTypeError(f"must be from 1024 to 65526, not {value}")
-    return value
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, not {value:,}")
+        return value
+
+    return parse
+
+
+#: The port before a local cluster's first: its nodes listen on BASE+1 … BASE+9 at most.
+base_port = int_in(1024, 65535 - 9)
 
 
 def address_list(text: str) -> list[Address]:

@@ -14,7 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from .client import Client, ClientError
+from .client import RETRYABLE, Client, ClientError
+
+#: Errors a bench counts and goes on after. Any other is a refusal (a value too large, an
+#: identity that may not write) that every retry would meet again: the bench stops with it.
+COUNTED = RETRYABLE | {"session_expired"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +73,13 @@ async def wait_until_serving(client: Client, timeout: float) -> None:
         try:
             await client.kv.set("bench/ready", b"1")
             return
-        except ClientError:
-            if time.monotonic() > deadline:
+        except ClientError as err:
+            if err.code not in COUNTED:
                 raise
+            if time.monotonic() > deadline:
+                raise ClientError(
+                    err.code, f"no write succeeded within {timeout:g} s: {err.message}"
+                ) from None
 
 
 async def run_bench(
@@ -92,7 +100,9 @@ async def run_bench(
             started = time.monotonic()
             try:
                 await client.kv.set(f"bench/{number}/{count % 1000}", value)
-            except ClientError:
+            except ClientError as err:
+                if err.code not in COUNTED:
+                    raise
                 errors += 1
                 continue
             latencies.append(time.monotonic() - started)
@@ -105,7 +115,9 @@ async def run_bench(
         while time.monotonic() < until:
             try:
                 await client.kv.get(f"bench/{number}/0")
-            except ClientError:
+            except ClientError as err:
+                if err.code not in COUNTED:
+                    raise
                 errors += 1
                 continue
             reads += 1

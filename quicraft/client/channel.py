@@ -174,6 +174,12 @@ class Endpoints(Generic[R]):
         """The node talked to now, "HOST:PORT"."""
         return format_address(self.endpoints[self.current])
 
+    def failure(self, err: BaseException) -> str:
+        """What went wrong with the node talked to now, naming it once."""
+        text = str(err) or "timed out"
+        endpoint = self.current_endpoint
+        return text if text.startswith(endpoint) else f"{endpoint}: {text}"
+
     def open_channel(self) -> Channel[R] | None:
         """The current channel if it can take requests now, without waiting."""
         channel = self.channel

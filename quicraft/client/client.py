@@ -60,6 +60,7 @@ class ClientError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(f"{message} ({code})")
         self.code = code
+        self.message = message
 
 
 class InvalidRequest(ClientError):
@@ -138,6 +139,7 @@ class Client(EndpointsClient[Response]):
         deadline = loop.time() + self.timeout
         delay = 0.02
         last = "no endpoint answered"
+        answered = no_leader = False  # for the hint if it gives up
         while loop.time() < deadline:
             channel = self._link.open_channel()
             attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, deadline - loop.time()))
@@ -151,12 +153,13 @@ class Client(EndpointsClient[Response]):
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
                 if isinstance(err, RefusedError):
                     raise ClientError("forbidden", f"refused by the cluster: {err}") from None
-                last = f"{self._link.current_endpoint}: {err or 'timed out'}"
+                last = self._link.failure(err)
                 self._link.move_on(channel)
             else:
                 if response.ok:
                     return dict(response.result or {})
                 error = response.error
+                answered, no_leader = True, error is not None and error.code == "no_leader"
                 if error is None or error.code not in RETRYABLE:
                     code = error.code if error else "internal"
                     raise ClientError(code, error.message if error else "no error information")
@@ -168,6 +171,10 @@ class Client(EndpointsClient[Response]):
                     self._link.move_on(channel)  # this node may be cut off from a majority
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+        if not answered:
+            last += "; is the cluster running there?"
+        elif no_leader:
+            last += "; if it lasts, a majority of the voters may be down (quicraft mgmt health)"
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")
 
 

@@ -259,7 +259,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             except UnsendableRequest as err:
                 raise MgmtError("bad_request", f"not sent: {err}") from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
-                last = f"{self._link.current_endpoint}: {err or 'timed out'}"
+                last = self._link.failure(err)
                 if op in CHANGES and channel is not None:
                     raise MgmtError(
                         "unavailable",

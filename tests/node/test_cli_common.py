@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from cluster_harness import Cluster
+
+from quicraft.client import Client, ClientError
+from quicraft.client.bench import run_bench, wait_until_serving
+from quicraft.statemachine import MAX_VALUE_BYTES
+from quicraft.transport import Role, issue
 
 
 def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -> None:
@@ -25,3 +37,105 @@ def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path)
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()  # it did its work, then printed
+
+
+def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--value-size", str(MAX_VALUE_BYTES + 1)],  # every write would be refused
+        ["--value-size", "99999999999"],  # ran out of memory making the value
+        ["--duration", "nan"],
+        ["--duration", "inf"],
+        ["--clients", "0"],
+        ["--local", "10"],
+    ],
+)
+def test_bench_arguments_it_cannot_use_are_misuse(tmp_path: Path, flags: list[str]) -> None:
+    refused = quicraft("bench", "--endpoints", "127.0.0.1:9", *flags, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr and "must be" in refused.stderr
+
+
+def test_bench_against_no_cluster_fails_in_the_time_it_says(tmp_path: Path) -> None:
+    """It used to wait 30 s, then say it gave up after 10 s, naming the address twice."""
+    assert quicraft("certs", "init", "--cluster", "c1", cwd=tmp_path).returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    failed = quicraft("bench", "--endpoints", f"127.0.0.1:{port}", "--cluster", "c1", cwd=tmp_path)
+    assert failed.returncode == 1
+    line = failed.stderr.strip()
+    assert "\n" not in line and line.startswith("quicraft: error: no write succeeded within 10 s")
+    assert line.count(f"127.0.0.1:{port}") == 1
+    assert "is the cluster running there?" in line
+
+
+def test_a_refusal_ends_a_bench_and_a_lost_majority_is_named(cluster: Cluster) -> None:
+    """A reader may not write: every retry would be refused the same way. Then, with two
+    nodes of three down, a write that gives up says what may be wrong."""
+    issue(cluster.local.certs, "t1", "viewer", Role.READER)
+    refused = quicraft(
+        "bench",
+        "--endpoints",
+        cluster.local.endpoints(),
+        "--cluster",
+        "t1",
+        "--certs",
+        str(cluster.local.certs),
+        "--name",
+        "viewer",
+        "--duration",
+        "1",
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("quicraft: error: ") and "may only read" in refused.stderr
+    assert "within" not in refused.stderr  # refused at once, not after a wait
+    cluster.kill(1)
+    cluster.kill(2)
+    failed = cluster.cli(
+        "kv", "set", "k", "v", "--timeout", "4", endpoints=cluster.nodes[2].address
+    )
+    assert failed.returncode == 1
+    assert "a majority of the voters may be down (quicraft mgmt health)" in failed.stderr
+
+
+class _RefusingKV:
+    """A client's kv whose every call fails with `code`."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.calls = 0
+
+    async def set(self, key: str, value: bytes) -> int:
+        self.calls += 1
+        await asyncio.sleep(0.001)
+        raise ClientError(self.code, "no")
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.set(key, b"")  # type: ignore[func-returns-value]
+
+
+def test_bench_waits_out_failures_but_not_refusals() -> None:
+    for code, retried in (("forbidden", False), ("bad_request", False), ("no_leader", True)):
+        kv = _RefusingKV(code)
+        client = cast(Client, SimpleNamespace(kv=kv))
+        with pytest.raises(ClientError) as caught:
+            asyncio.run(wait_until_serving(client, timeout=0.05))
+        assert (caught.value.code, kv.calls > 1) == (code, retried)
+    refused = cast(Client, SimpleNamespace(kv=_RefusingKV("forbidden")))
+    with pytest.raises(ClientError, match="forbidden"):
+        asyncio.run(run_bench([refused], duration=0.05, value_size=1, read_duration=0.05))
+    failing = cast(Client, SimpleNamespace(kv=_RefusingKV("timeout")))
+    result = asyncio.run(run_bench([failing], duration=0.05, value_size=1, read_duration=0.05))
+    assert result.writes == 0 and result.errors > 2

@@ -13,6 +13,8 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -116,7 +118,13 @@ def follow(
     since: int | None,
     show: Callable[[Event], str],
 ) -> int:
-    """Print show(event) for each event until interrupted; ClientError is one line, exit 1."""
+    """Print show(event) for each event until interrupted; ClientError is one line, exit 1.
+    The subscription's warnings (no node answers) go to stderr as they happen."""
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setFormatter(logging.Formatter("quicraft: %(message)s"))
+    client_log = logging.getLogger("quicraft.client")
+    client_log.addHandler(warnings)
+    client_log.setLevel(logging.WARNING)
     with client_tracing(args):
         try:
             client = connect(common.endpoints_of(args), args.cluster, args.certs, args.name)

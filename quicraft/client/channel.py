@@ -176,9 +176,7 @@ class Endpoints(Generic[R]):
 
     def failure(self, err: BaseException) -> str:
         """What went wrong with the node talked to now, naming it once."""
-        text = str(err) or "timed out"
-        endpoint = self.current_endpoint
-        return text if text.startswith(endpoint) else f"{endpoint}: {text}"
+        return failure_at(self.current_endpoint, err)
 
     def open_channel(self) -> Channel[R] | None:
         """The current channel if it can take requests now, without waiting."""
@@ -234,6 +232,13 @@ class Endpoints(Generic[R]):
             self.drop("following the leader")
             self.current = self.endpoints.index(address)
         return True
+
+
+def failure_at(endpoint: str, err: BaseException) -> str:
+    """What went wrong with the node at `endpoint`, naming it once (a transport error names
+    it already)."""
+    text = str(err) or "timed out"
+    return text if text.startswith(endpoint) else f"{endpoint}: {text}"
 
 
 class EndpointsClient(Generic[R]):

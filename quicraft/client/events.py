@@ -18,6 +18,8 @@ Rules:
   "compacted", with `oldest`): re-read the state, then subscribe with since=oldest. forbidden
   and bad_request are raised at once. Nothing else ends it: it retries, backing off to
   RETRY_MAX_S, until the caller stops iterating.
+- When no node could be reached for UNREACHABLE_WARN_S, it logs one warning (and one more
+  once a node answers again), so that a wrong address does not look like a quiet cluster.
 - The idle timeout is short (IDLE_TIMEOUT_S) so that a node that died without a word is
   noticed in seconds, not after the transport's default half minute.
 """
@@ -44,6 +46,7 @@ from quicraft.wire import (
     encode_subscribe,
 )
 
+from .channel import failure_at
 from .client import ClientError
 
 log = logging.getLogger("quicraft.client")
@@ -52,6 +55,7 @@ IDLE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
+UNREACHABLE_WARN_S = 3.0
 
 
 class EventsCompacted(ClientError):
@@ -86,6 +90,9 @@ async def subscribe(
     # Attempts in a row that met compacted (or no node, after one did): a round of them ends it.
     refusals = compacted = 0
     delay = RETRY_MIN_S
+    loop = asyncio.get_running_loop()
+    unreachable_since: float | None = None  # the first of the attempts in a row that failed
+    warned = False
     while True:
         address = endpoints[current]
         where = format_address(address)
@@ -105,8 +112,16 @@ async def subscribe(
             raise ClientError("forbidden", f"refused by {where}: {err}") from None
         except TransportError as err:
             log.info("events: cannot reach %s: %s", where, err)
+            now = loop.time()
+            unreachable_since = unreachable_since or now
+            if not warned and now - unreachable_since >= UNREACHABLE_WARN_S:
+                log.warning("events: no node answers (%s); still trying", failure_at(where, err))
+                warned = True
         else:
             connected = True
+            if warned:
+                log.warning("events: %s answers; following the events again", where)
+            unreachable_since, warned = None, False
             try:
                 # Traced, each subscribe is a short client span: the subscription is not.
                 with tracing.rpc(

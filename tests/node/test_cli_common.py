@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,10 +16,10 @@ from typing import cast
 import pytest
 from cluster_harness import Cluster
 
-from quicraft.client import Client, ClientError
+from quicraft.client import Client, ClientError, events
 from quicraft.client.bench import run_bench, wait_until_serving
 from quicraft.statemachine import MAX_VALUE_BYTES
-from quicraft.transport import Role, issue
+from quicraft.transport import Identity, Role, TransportError, issue
 
 
 def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -> None:
@@ -139,3 +141,67 @@ def test_bench_waits_out_failures_but_not_refusals() -> None:
     failing = cast(Client, SimpleNamespace(kv=_RefusingKV("timeout")))
     result = asyncio.run(run_bench([failing], duration=0.05, value_size=1, read_duration=0.05))
     assert result.writes == 0 and result.errors > 2
+
+
+def test_events_from_no_reachable_node_say_so_while_they_keep_trying(tmp_path: Path) -> None:
+    """It used to print nothing at all: a wrong port looked like a quiet cluster."""
+    assert quicraft("certs", "init", "--cluster", "c1", cwd=tmp_path).returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    argv = ["events", "--cluster", "c1", "--endpoints", f"127.0.0.1:{port}"]
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "quicraft.cli", *argv],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stderr is not None
+        line = watcher.stderr.readline()  # blocks until it warns (or exits)
+        assert line.startswith(f"quicraft: events: no node answers (127.0.0.1:{port} is ")
+        assert line.rstrip().endswith("still trying")
+        assert watcher.poll() is None  # and it goes on trying
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=30) == 130
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def test_a_subscription_says_when_a_node_answers_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts = 0
+
+    class Unusable:
+        async def open_stream(self) -> None:
+            raise ConnectionError("gone again")
+
+        def close(self, reason: str) -> None:
+            pass
+
+    async def dial(*args: object, **kwargs: object) -> Unusable:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 4:
+            raise TransportError("10.0.0.1:7400 is unreachable: refused")
+        return Unusable()
+
+    monkeypatch.setattr(events, "quic_connect", dial)
+    monkeypatch.setattr(events, "UNREACHABLE_WARN_S", 0.0)
+    monkeypatch.setattr(events, "RETRY_MAX_S", 0.01)
+
+    async def follow() -> None:
+        subscription = events.subscribe([("10.0.0.1", 7400)], cast(Identity, None))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(subscription), 0.5)
+
+    asyncio.run(follow())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
+        "events: 10.0.0.1:7400 answers; following the events again",
+    ]

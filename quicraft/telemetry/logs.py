@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Callable
 
@@ -50,13 +52,53 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class RepeatFilter(logging.Filter):
+    """Let a line through once a minute, and count its repeats meanwhile: the count goes
+    with the next one let through. A node that a peer refuses, or cannot reach, on every
+    attempt would otherwise log the same line twice a second for as long as it lasts.
+
+    Lines that differ only in port numbers count as the same (a peer dials from a new port
+    each time). Debug lines are never held back: whoever asks for them wants every one.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.window_s = window_s
+        self.clock = clock
+        #: line (ports masked) -> (when it was last let through, repeats held back since)
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            return True
+        line = record.getMessage()
+        key = (record.name, record.levelno, _PORT.sub(":*", line))
+        now = self.clock()
+        shown_at, held = self._seen.get(key, (-math.inf, 0))
+        if now - shown_at < self.window_s:
+            self._seen[key] = (shown_at, held + 1)
+            return False
+        if held:
+            since = f"{now - shown_at:.0f} s"
+            record.msg, record.args = f"{line} (and {held} more like it in the last {since})", None
+        if len(self._seen) >= _MAX_LINES_SEEN:  # forget the lines no longer held back
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+        self._seen[key] = (now, 0)
+        return True
+
+
+_PORT = re.compile(r"(?<=[0-9\]]):[0-9]{1,5}\b")
+_MAX_LINES_SEEN = 1000
+
+
 def configure_logging(level: str, log_format: LogFormat) -> None:
-    """Send the process's logs to standard error in `log_format`."""
+    """Send the process's logs to standard error in `log_format`, repeats held back."""
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RepeatFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 

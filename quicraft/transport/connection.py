@@ -300,8 +300,17 @@ def termination_error(event: events.ConnectionTerminated, where: str) -> Transpo
         except ValueError:
             alert = f"alert_{code - 0x100}"
         detail = f" ({phrase})" if phrase else ""
+        if phrase in _NO_COMMON_CA:
+            detail += "; the two ends' certificates are not of the same CA: give every node "
+            detail += "and client a copy of the same DIR/CLUSTER/ca.crt"
         return RefusedError(f"TLS handshake with {where} failed: {alert}{detail}", f"tls_{alert}")
     return TransportError(f"connection with {where} lost: {phrase or hex(code)}")
+
+
+#: How OpenSSL says that a certificate is not signed by the CA its verifier trusts.
+_NO_COMMON_CA = frozenset(
+    {"unable to get local issuer certificate", "certificate signature failure"}
+)
 
 
 def _clip(reason: str) -> str:

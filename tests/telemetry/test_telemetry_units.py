@@ -24,6 +24,7 @@ from quicraft.telemetry import (
     set_log_context,
     traceparent,
 )
+from quicraft.telemetry.logs import RepeatFilter
 from quicraft.telemetry.tracing import _unsampled, traces_url
 
 
@@ -134,3 +135,30 @@ def test_a_request_span_exists_only_when_the_request_is_recorded() -> None:
     assert span.get_span_context().trace_id == int("ab" * 16, 16)
     root = tracing.server_span("quicraft.kv", "set", "00-not-a-context-00")  # a new trace
     assert root is not None and root.get_span_context().trace_id != int("ab" * 16, 16)
+
+
+def test_a_repeated_line_is_let_through_once_a_window_with_its_count() -> None:
+    now = [0.0]
+    repeats = RepeatFilter(window_s=60, clock=lambda: now[0])
+
+    def shown(text: str, *args: object, level: int = logging.WARNING) -> str | None:
+        record = logging.LogRecord("quicraft.transport", level, __file__, 1, text, args, None)
+        return record.getMessage() if repeats.filter(record) else None
+
+    refused = "refused a connection from %s on quicraft-raft/1: not_admitted"
+    assert shown(refused, "127.0.0.1:41000") == (
+        "refused a connection from 127.0.0.1:41000 on quicraft-raft/1: not_admitted"
+    )
+    for second, port in enumerate(range(41001, 41031), start=1):  # a new port each dial
+        now[0] = second
+        assert shown(refused, f"127.0.0.1:{port}") is None
+    assert shown(refused, "[::1]:41040") is not None  # another host is another line
+    assert shown(refused, "127.0.0.2:41000") is not None
+    assert shown("lost connection to n2", level=logging.INFO) is not None  # others go on
+    assert shown("x", level=logging.DEBUG) == shown("x", level=logging.DEBUG) == "x"
+    now[0] = 61.0
+    assert shown(refused, "127.0.0.1:42000") == (
+        "refused a connection from 127.0.0.1:42000 on quicraft-raft/1: not_admitted "
+        "(and 30 more like it in the last 61 s)"
+    )
+    assert shown(refused, "127.0.0.1:42001") is None  # a new window

@@ -183,6 +183,7 @@ def test_a_dialer_that_does_not_trust_our_ca(certs: Certs, other_ca: Certs) -> N
         server = await serve("127.0.0.1", 0, certs.load("n1"), spy.handlers())
         error = await refused(server, stranger, ALPN_RAFT)
         assert error.reason == "tls_bad_certificate"
+        assert "not of the same CA: give every node and client a copy" in str(error)
         # the server counts the failed handshake as well
         await eventually(lambda: server.refusals == {"tls_bad_certificate": 1})
         server.close()

@@ -79,10 +79,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "backup",
         help="stream a consistent snapshot into FILE",
         description="Write a backup of the contacted node's state, including every write "
-        "committed before the command, to FILE (checked with SHA-256; FILE appears only "
-        "when complete). A progress bar goes to stderr when it is a terminal.",
+        "committed before the command, to FILE (checked with SHA-256; readable by its owner "
+        "only; FILE appears only when complete, written as FILE.part first). A progress bar "
+        "goes to stderr when it is a terminal.",
     )
     backup.add_argument("file", type=Path, metavar="FILE")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     for parser in ops.choices.values():
         _add_connection_arguments(parser)
     restore = ops.add_parser(
@@ -154,6 +156,12 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
             code, result, text = await execute(client, args)
         except MgmtError as err:
             return fail(str(err))
+        except FileExistsError as err:
+            if err.filename == str(args.file):
+                hint = "--force replaces it"
+            else:
+                hint = "another backup may be writing it; remove it if none is"
+            return fail(f"{err.filename} exists already ({hint})")
         except OSError as err:  # writing the backup file (the network's errors are MgmtError)
             return fail(f"cannot write {err.filename or args.file}: {err.strerror or err}")
     print(json.dumps(result) if args.json else text)
@@ -186,7 +194,7 @@ async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
         index = await client.snapshot()
         return OK, {"index": index}, f"snapshot at index {index}"
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-    info = await client.backup(args.file, progress=progress)
+    info = await client.backup(args.file, progress=progress, replace=args.force)
     if progress is not None:
         progress.done()
     return (

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -161,13 +162,21 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """Snapshot the contacted node's state machine now; the snapshot's index."""
         return int((await self.call("snapshot"))["index"])
 
-    async def backup(self, path: str | Path, progress: Progress | None = None) -> BackupInfo:
+    async def backup(
+        self, path: str | Path, progress: Progress | None = None, *, replace: bool = False
+    ) -> BackupInfo:
         """Stream a consistent snapshot of the contacted node (everything committed before
-        the call, when the cluster has a leader) into the backup file `path`."""
+        the call, when the cluster has a leader) into the backup file `path`, readable by
+        its owner only. It is written as `path`.part first, which must not exist; `path`
+        appears only when complete, and an existing `path` is replaced only with `replace`
+        (else FileExistsError, as for `path`.part)."""
         path = Path(path)
+        if not replace and os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "it exists already", str(path))
         part = path.with_name(path.name + ".part")
         loop = asyncio.get_running_loop()
         watch: asyncio.Task[None] | None = None
+        made_part = False
         try:
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
                 channel = await self._link.connected()
@@ -187,7 +196,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 receiver = BackupReceiver(header.result)
                 created = int(time.time() * 1000)
                 info = backup_info(header.result, cluster=self.cluster, created_ms=created)
-                with part.open("wb") as fp:
+                # O_EXCL: never truncate a file we did not make, nor follow a link there.
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                made_part = True
+                with os.fdopen(fd, "wb") as fp:
                     writer = BackupWriter(fp, info)
                     if progress is not None:
                         progress(0, info.size)
@@ -209,7 +221,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     writer.finish()
                     fp.flush()
                     await loop.run_in_executor(None, os.fsync, fp.fileno())
-            part.replace(path)
+            if replace:
+                part.replace(path)
+            else:
+                os.link(part, path)  # fails, rather than replaces, if `path` appeared meanwhile
             return info
         except RefusedError as err:
             raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
@@ -220,8 +235,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         finally:
             if watch is not None:
                 watch.cancel()
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
+            if made_part:
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -60,6 +60,24 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
         info = verify_backup(fp)
     assert info.cluster == "t1" and info.index >= snapped["index"] and len(info.voters) == 3
     assert not (tmp_path / "t1.qrbackup.part").exists()
+    assert backup.stat().st_mode & 0o777 == 0o600  # it holds every value of the store
+    # An existing file is not replaced without --force; a .part file that is not ours
+    # (another backup's, or a link to elsewhere) is neither written nor removed.
+    before = backup.read_bytes()
+    kept = mgmt(cluster, "backup", str(backup))
+    assert kept.returncode == 1 and backup.read_bytes() == before
+    assert kept.stderr == f"quicraft: error: {backup} exists already (--force replaces it)\n"
+    target = tmp_path / "someone's file"
+    target.write_text("theirs")
+    (tmp_path / "t1.qrbackup.part").symlink_to(target)
+    busy = mgmt(cluster, "backup", str(backup), "--force")
+    assert busy.returncode == 1 and "t1.qrbackup.part exists already" in busy.stderr
+    assert target.read_text() == "theirs" and (tmp_path / "t1.qrbackup.part").is_symlink()
+    (tmp_path / "t1.qrbackup.part").unlink()
+    replaced = mgmt(cluster, "backup", str(backup), "--force")
+    assert replaced.returncode == 0, replaced.stderr
+    with backup.open("rb") as fp:
+        assert verify_backup(fp).index >= info.index
     # A destination that cannot be written is misuse, told before anything is streamed.
     for where in (tmp_path / "no" / "such.qrbackup", tmp_path):
         refused = mgmt(cluster, "backup", str(where))

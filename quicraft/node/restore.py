@@ -62,9 +62,16 @@ def restore_backup(backup: Path, data_dir: Path, owner: DataOwner) -> Restored:
             f"restore it with --cluster {info.cluster}"
         )
     try:
-        data, cluster_id = with_new_cluster_id(data)
+        data, cluster_id, applied = with_new_cluster_id(data)
     except ValueError as err:
         raise RestoreError(f"{backup} holds no state quicraft can restore: {err}") from None
+    # The digest shows the file is as written, not that its writer was quicraft: the header
+    # must agree with the state it carries.
+    if info.index != applied or info.term < 1:
+        raise RestoreError(
+            f"{backup} contradicts itself: its header says index {info.index} (term "
+            f"{info.term}), its state was applied up to index {applied}"
+        )
     meta = SnapshotMeta(info.index, info.term, Membership(frozenset({owner.node_id})))
     storage = LevelDBStorage(data_dir)
     try:

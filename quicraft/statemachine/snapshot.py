@@ -122,20 +122,20 @@ def _array_in_slices(rows: list[tuple[str, bytes, int]]) -> list[bytes]:
     return parts
 
 
-def with_new_cluster_id(data: bytes) -> tuple[bytes, str | None]:
-    """The snapshot `data` with a new random cluster id, and that id; `data` itself and None
-    when it has no id. For a cluster restored from a backup (node/restore.py): it is another
-    cluster than the one backed up, and must not pass for it where both are announced.
-    ValueError if `data` is not a sound snapshot."""
+def with_new_cluster_id(data: bytes) -> tuple[bytes, str | None, int]:
+    """The snapshot `data` with a new random cluster id, that id, and the index its state was
+    applied up to; `data` itself and None when it has no id. For a cluster restored from a
+    backup (node/restore.py): it is another cluster than the one backed up, and must not pass
+    for it where both are announced. ValueError if `data` is not a sound snapshot."""
     state = decode_snapshot(data)
     if state.cluster_id is None:
-        return data, None
+        return data, None, state.applied
     cluster_id = secrets.token_hex(16)
     rows = session_rows(state.sessions)
     new = encode_snapshot(
         state.applied, state.entries, state.now_ms, rows, cluster_id, state.addresses, state.names
     )
-    return new, cluster_id
+    return new, cluster_id, state.applied
 
 
 def decode_snapshot(data: bytes) -> SnapshotState:

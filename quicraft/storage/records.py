@@ -44,6 +44,7 @@ _ENTRY = struct.Struct(">IQB")  # crc, term, type; data follows
 _ENTRY_BODY = struct.Struct(">QB")
 _HARD_STATE = struct.Struct(">QQB")  # term, commit, has vote; vote follows
 _SNAPSHOT = struct.Struct(">QQIQI")  # index, term, chunks, length, data crc; membership follows
+_LAST_U64 = (1 << 64) - 1
 _ENTRY_TYPES = {int(t): t for t in EntryType}
 
 
@@ -195,6 +196,8 @@ def decode_snapshot_header(value: bytes) -> SnapshotHeader:
     if len(payload) < _SNAPSHOT.size:
         raise RecordError("snapshot metadata: truncated record")
     index, term, chunks, length, crc = _SNAPSHOT.unpack_from(payload)
+    if index == _LAST_U64:  # no log reaches it; and chunks of a newer one could not be keyed
+        raise RecordError(f"snapshot metadata: index {index} is out of range")
     try:
         membership = decode_membership(bytes(payload[_SNAPSHOT.size :]))
     except (ValueError, KeyError, TypeError):

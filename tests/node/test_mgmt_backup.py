@@ -267,3 +267,23 @@ def test_a_backup_whose_state_is_not_the_stores_is_refused(tmp_path: Path) -> No
     with pytest.raises(RestoreError, match="holds no state quicraft can restore"):
         restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("index", "term"), [(3, 1), (5, 1), (4, 0), ((1 << 64) - 1, 1)])
+def test_a_backup_whose_header_contradicts_its_state_is_refused(
+    tmp_path: Path, index: int, term: int
+) -> None:
+    """Its digest shows the file is as written, not that quicraft wrote it: a header made by
+    hand must agree with the state (applied up to 4 here). Index 2^64-1 restored, and the
+    node then stopped on a struct.error."""
+    store = KVStore()
+    for at in range(1, 5):
+        store.apply(at, encode_command("set", {"key": f"k{at}", "value": b"v"}, 1000))
+    data = store.snapshot()
+    info = BackupInfo("c1", None, index, term, frozenset({"n1"}), frozenset(), 0, len(data))
+    backup = tmp_path / "c1.qrbackup"
+    with backup.open("wb") as fp:
+        write_backup(fp, info, [data])
+    with pytest.raises(RestoreError, match="contradicts itself: its header says index"):
+        restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
+    assert not (tmp_path / "data").exists()

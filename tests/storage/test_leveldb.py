@@ -383,3 +383,14 @@ def test_damaged_metadata_is_named(tmp_path: Path) -> None:
     with LevelDBStorage(tmp_path) as store, pytest.raises(CorruptionError) as caught:
         store.get_meta("cluster-id")
     assert str(caught.value) == f"{tmp_path}: metadata 'cluster-id': checksum mismatch"
+
+
+def test_a_snapshot_index_no_log_can_reach_is_corruption(tmp_path: Path) -> None:
+    """The last u64: chunks of a newer snapshot could not be keyed (it stopped the node on a
+    struct.error)."""
+    with LevelDBStorage(tmp_path) as store:
+        last = (1 << 64) - 1
+        store.save(
+            hard_state=None, entries=[], snapshot=Snapshot(SnapshotMeta(last, 1, MEMBERS), b"x")
+        )
+    assert load_error(tmp_path) == f"{tmp_path}: snapshot metadata: index {last} is out of range"

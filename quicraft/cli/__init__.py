@@ -43,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the innermost command `args` name ("kv cas": kv's cas parser)."""
+    while True:
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not commands:
+            return parser
+        chosen = commands[0].choices.get(str(getattr(args, commands[0].dest, "")))
+        if not isinstance(chosen, argparse.ArgumentParser):
+            return parser
+        parser = chosen
+
+
 RUNNERS = {
     "node": node.run,
     "kv": kv.run,
@@ -56,7 +68,10 @@ RUNNERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # said by the command they were given to, with its usage, not quicraft's
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     # aioquic logs every failed handshake; the commands report failures in their own words.
     logging.getLogger("quic").setLevel(logging.CRITICAL)
     try:

@@ -205,3 +205,13 @@ def test_a_subscription_says_when_a_node_answers_again(
         "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
         "events: 10.0.0.1:7400 answers; following the events again",
     ]
+
+
+def test_an_unknown_argument_is_told_with_the_usage_of_its_command(tmp_path: Path) -> None:
+    refused = quicraft("kv", "get", "k", "--bogus", "--cluster", "c1", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("usage: quicraft kv get ")
+    assert refused.stderr.endswith("quicraft kv get: error: unrecognized arguments: --bogus\n")
+    refused = quicraft("certs", "init", "--cluster", "c1", "extra", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith("usage: quicraft certs init ")
+    assert not (tmp_path / "certs").exists()

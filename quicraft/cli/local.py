@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
+import shlex
 import signal
 import sys
 from pathlib import Path
 
 from quicraft.client import ClientError, connect
-from quicraft.node.local import LocalCluster, LocalClusterError
+from quicraft.node.local import (
+    STOP_GRACE_S,
+    LocalCluster,
+    LocalClusterError,
+    LocalNode,
+    NoLocalCluster,
+    NoSuchNode,
+)
 from quicraft.node.settings import PRESETS
 from quicraft.transport import IdentityError
 
-from .common import MISUSE, OK, base_port, fail
+from .common import FAILED, MISUSE, OK, base_port, fail
+
+DEFAULT_DIR = Path(".quicraft-local")
+DEFAULT_CLUSTER, DEFAULT_BASE_PORT, DEFAULT_PRESET = "local", 7400, "dev"
+#: What a node says when another process (another cluster, say) holds its port.
+PORT_TAKEN = "Address already in use"
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,71 +34,227 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "local",
         help="run a development cluster on this machine",
         description="A cluster of N node processes on loopback, with its certificates, data "
-        "and logs under one folder (--dir). Processes keep running after this command "
-        "returns, until 'quicraft local stop'.",
+        "and logs under one folder (--dir, before or after ACTION). Processes keep running "
+        "after this command returns, until 'quicraft local stop'. Exit status: 0 success, "
+        "1 an operational error (status: no leader serves), 2 misuse (such as a node number "
+        "the cluster does not have).",
     )
-    local.add_argument(
+    _add_dir(local, default=None)
+    actions = local.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = _action(
+        actions,
+        "start",
+        "create N nodes and start them, or start a stopped cluster again",
+        "Create a cluster of N nodes in --dir and start them; in a folder that holds a "
+        "stopped cluster, start its nodes again on their data (N and any option given must "
+        "match it). Waits until every node listens: if one exits (its port is taken, say), "
+        "stops the others and fails with that node's error.",
+    )
+    start.add_argument("size", type=int, metavar="N", help="number of nodes (1-9)")
+    start.add_argument("--cluster", help=f"cluster name (default: {DEFAULT_CLUSTER})")
+    start.add_argument(
+        "--base-port",
+        type=base_port,
+        metavar="BASE",
+        help=f"node I listens on 127.0.0.1:BASE+I (default: {DEFAULT_BASE_PORT}, so node 1 "
+        f"on {DEFAULT_BASE_PORT + 1}); pick another when those ports are taken",
+    )
+    start.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help=f"election and heartbeat timings: test (fastest), dev or prod (default: "
+        f"{DEFAULT_PRESET})",
+    )
+    _action(
+        actions,
+        "status",
+        "show each node's process and whether a leader serves (exit 1 if none does)",
+    )
+    for name, text in (
+        ("kill", "SIGKILL node I: no hand-over, as in a crash"),
+        (
+            "restart",
+            f"stop node I if it runs (SIGTERM: a leader hands over first; SIGKILL after "
+            f"{STOP_GRACE_S:g} s), then start it again on its data",
+        ),
+    ):
+        action = _action(actions, name, text)
+        action.add_argument("number", type=_node_number, metavar="I", help="node number, from 1")
+    logs = _action(actions, "logs", "print the log of node I, or of all nodes")
+    logs.add_argument(
+        "number",
+        type=_node_number,
+        nargs="?",
+        metavar="I",
+        help="node number, from 1 (default: all)",
+    )
+    logs.add_argument(
+        "--lines", type=_line_count, default=40, help="last lines per node (default: 40)"
+    )
+    stop = _action(
+        actions,
+        "stop",
+        f"stop every node (SIGTERM, then SIGKILL after {STOP_GRACE_S:g} s); 'start N' "
+        f"starts them again",
+    )
+    stop.add_argument(
+        "--clean",
+        action="store_true",
+        help="also delete the cluster's keys, data and logs, and the folder if nothing else "
+        "is in it",
+    )
+
+
+def _add_dir(parser: argparse.ArgumentParser, default: object) -> None:
+    """--dir goes before or after the action: on an action, it is left unset unless given
+    (SUPPRESS), so it does not hide one given before."""
+    parser.add_argument(
         "--dir",
         type=Path,
-        default=Path(".quicraft-local"),
-        help="folder of the cluster (default: ./.quicraft-local)",
+        default=default,
+        help=f"folder of the cluster (default: ./{DEFAULT_DIR})",
     )
-    actions = local.add_subparsers(dest="action", required=True, metavar="ACTION")
-    start = actions.add_parser("start", help="create and start N nodes")
-    start.add_argument("size", type=int, metavar="N", help="number of nodes (1-9)")
-    start.add_argument("--cluster", default="local", help="cluster name (default: local)")
-    start.add_argument("--base-port", type=base_port, default=7400, help="node I listens on BASE+I")
-    start.add_argument("--preset", choices=sorted(PRESETS), default="dev", help="timings")
-    actions.add_parser("status", help="show each node's process and whether a leader serves")
-    for name, text in (("kill", "SIGKILL node I"), ("restart", "start node I again")):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("number", type=int, metavar="I")
-    logs = actions.add_parser("logs", help="print the log of node I, or of all nodes")
-    logs.add_argument("number", type=int, nargs="?", metavar="I")
-    logs.add_argument("--lines", type=int, default=40, help="last lines per node (default 40)")
-    stop = actions.add_parser("stop", help="stop every node (SIGTERM, then SIGKILL)")
-    stop.add_argument("--clean", action="store_true", help="also delete the folder")
+
+
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=text, description=description or text)
+    _add_dir(parser, default=argparse.SUPPRESS)
+    return parser
+
+
+def _node_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a node number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"nodes are numbered from 1, not {value}")
+    return value
+
+
+def _line_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
+    folder = args.dir or DEFAULT_DIR
+    # How the user names this folder, for the commands a message suggests.
+    command = (
+        "quicraft local" if args.dir is None else f"quicraft local --dir {shlex.quote(str(folder))}"
+    )
     try:
-        return _run(args)
+        if args.action == "start":
+            return _start(args, folder, command)
+        return _manage(args, LocalCluster.load(folder), command)
+    except NoSuchNode as err:
+        print(f"quicraft local: {err}", file=sys.stderr)
+        return MISUSE
+    except NoLocalCluster as err:
+        return fail(f"{err}: start one with '{command} start 3'")
     except (LocalClusterError, IdentityError, OSError) as err:
         return fail(str(err))
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.action == "start":
-        if not 1 <= args.size <= 9:
-            print("quicraft local: a local cluster has 1 to 9 nodes", file=sys.stderr)
-            return MISUSE
-        cluster = LocalCluster.create(
-            args.dir, args.size, args.cluster, args.preset, args.base_port
+def _start(args: argparse.Namespace, folder: Path, command: str) -> int:
+    if not 1 <= args.size <= 9:
+        print("quicraft local: a local cluster has 1 to 9 nodes", file=sys.stderr)
+        return MISUSE
+    try:
+        cluster = LocalCluster.load(folder)
+    except NoLocalCluster:
+        return _create(args, folder, command)
+    return _resume(args, cluster, command)
+
+
+def _create(args: argparse.Namespace, folder: Path, command: str) -> int:
+    cluster = LocalCluster.create(
+        folder,
+        args.size,
+        args.cluster or DEFAULT_CLUSTER,
+        args.preset or DEFAULT_PRESET,
+        args.base_port or DEFAULT_BASE_PORT,
+    )
+    try:
+        _start_nodes(cluster, cluster.nodes, "try another --base-port")
+    except LocalClusterError:
+        cluster.delete()  # nothing is left of a cluster that never ran
+        raise
+    print(f"started {_nodes(args.size)} of cluster {cluster.cluster!r} in {folder}")
+    print(f"endpoints: {cluster.endpoints()}")
+    print(
+        f"try: quicraft kv set hello world --cluster {cluster.cluster} "
+        f"--endpoints {cluster.endpoints()} --certs {cluster.certs}"
+    )
+    return OK
+
+
+def _resume(args: argparse.Namespace, cluster: LocalCluster, command: str) -> int:
+    """Start the nodes of a cluster that are not running, if it is the cluster asked for."""
+    size = len(cluster.nodes)
+    asked = {
+        "N": (args.size, size),
+        "--cluster": (args.cluster, cluster.cluster),
+        "--base-port": (args.base_port, cluster.base_port),
+        "--preset": (args.preset, cluster.preset),
+    }
+    if any(given is not None and given != held for given, held in asked.values()):
+        return fail(
+            f"{cluster.folder} holds cluster {cluster.cluster!r} of {_nodes(size)} (base port "
+            f"{cluster.base_port}, preset {cluster.preset}): '{command} start {size}' starts "
+            f"it; '{command} stop --clean' deletes it; or pass another --dir"
         )
-        for node in cluster.nodes:
-            cluster.start(node)
-        print(f"started {args.size} nodes of cluster {args.cluster!r} in {args.dir}")
-        print(f"endpoints: {cluster.endpoints()}")
-        print(
-            f"try: quicraft kv set hello world --cluster {args.cluster} "
-            f"--endpoints {cluster.endpoints()} --certs {cluster.certs}"
+    stopped = [node for node in cluster.nodes if not cluster.running(node)]
+    if not stopped:
+        return fail(
+            f"the cluster in {cluster.folder} is already running: see '{command} status', "
+            f"or pass another --dir"
         )
-        return OK
-    cluster = LocalCluster.load(args.dir)
+    _start_nodes(cluster, stopped, "stop it first")
+    names = ", ".join(node.name for node in stopped)
+    print(f"started {names} of cluster {cluster.cluster!r} in {cluster.folder} again")
+    print(f"endpoints: {cluster.endpoints()}")
+    return OK
+
+
+def _start_nodes(cluster: LocalCluster, nodes: list[LocalNode], if_taken: str) -> None:
+    """cluster.start_nodes, and when a port is taken, what to do about it (`if_taken`)."""
+    try:
+        cluster.start_nodes(nodes)
+    except LocalClusterError as err:
+        if PORT_TAKEN not in str(err):
+            raise
+        raise LocalClusterError(f"{err}; is another cluster on these ports? {if_taken}") from None
+
+
+def _nodes(count: int) -> str:
+    return f"{count} node" if count == 1 else f"{count} nodes"
+
+
+def _manage(args: argparse.Namespace, cluster: LocalCluster, command: str) -> int:
     if args.action == "status":
         return _status(cluster)
     if args.action == "kill":
         node = cluster.node(args.number)
         if not cluster.running(node):
-            return fail(f"{node.name} is not running")
+            return fail(f"{node.name} is not running ('{command} restart {args.number}' starts it)")
         cluster.kill(node, signal.SIGKILL)
         print(f"killed {node.name} (pid {node.pid})")
     elif args.action == "restart":
         node = cluster.node(args.number)
-        cluster.kill(node, signal.SIGKILL)
-        cluster.wait_stopped(node)
-        cluster.start(node)
-        print(f"started {node.name} (pid {node.pid})")
+        cluster.stop([node])
+        _start_nodes(cluster, [node], "stop it first")
+        print(f"started {node.name} again (pid {node.pid})")
     elif args.action == "logs":
         nodes = [cluster.node(args.number)] if args.number else cluster.nodes
         for node in nodes:
@@ -97,8 +265,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         cluster.stop_all()
         if args.clean:
-            shutil.rmtree(args.dir)
-        print(f"stopped the nodes of {args.dir}" + (" and deleted it" if args.clean else ""))
+            cluster.delete()
+        deleted = " and deleted the cluster" if args.clean else ""
+        print(f"stopped the nodes of {cluster.folder}{deleted}")
     return OK
 
 
@@ -106,8 +275,9 @@ def _status(cluster: LocalCluster) -> int:
     for node in cluster.nodes:
         state = f"running (pid {node.pid})" if cluster.running(node) else "stopped"
         print(f"{node.name}  {node.address:<16} {state}")
-    print(f"leader serving: {'yes' if asyncio.run(_serving(cluster)) else 'no'}")
-    return OK
+    serving = asyncio.run(_serving(cluster))
+    print(f"leader serving: {'yes' if serving else 'no'}")
+    return OK if serving else FAILED
 
 
 async def _serving(cluster: LocalCluster) -> bool:

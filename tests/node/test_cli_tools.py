@@ -130,11 +130,15 @@ def test_local_cluster_commands(tmp_path: Path) -> None:
         status = quicraft("local", "--dir", folder, "status")
         assert "stopped" in status.stdout and "leader serving: yes" in status.stdout
         assert quicraft("local", "--dir", folder, "restart", "2").returncode == 0
+        assert quicraft("local", "kill", "3", "--dir", folder).returncode == 0
+        resumed = quicraft("local", "start", "3", "--dir", folder)  # starts what is stopped
+        assert resumed.returncode == 0, resumed.stderr
+        assert resumed.stdout.startswith(f"started n3 of cluster 'local' in {folder} again\n")
         logs = quicraft("local", "--dir", folder, "logs", "1")
         assert "n1 | " in logs.stdout and "listening on" in logs.stdout
-        assert quicraft("local", "--dir", folder, "kill", "7").returncode == 1
+        assert quicraft("local", "--dir", folder, "kill", "7").returncode == 2  # misuse
         twice = quicraft("local", "--dir", folder, "start", "3", "--base-port", base)
-        assert twice.returncode == 1 and "already holds" in twice.stderr
+        assert twice.returncode == 1 and "is already running" in twice.stderr
     finally:
         state = json.loads((tmp_path / "dev" / "cluster.json").read_text())
         pids = [n["pid"] for n in state["nodes"]]

@@ -28,17 +28,10 @@ _HELD_HERE = "already held by process"
 
 def open_store(path: Path) -> plyvel.DB:
     """The store at `path`, made there if the directory is empty or missing."""
-    if path.exists() and not path.is_dir():
-        raise StorageError(f"{path}: not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
-        if (path / "LOCK").exists() and any(path.glob("MANIFEST-*")):
-            # LevelDB writes CURRENT last when it makes a database: a first start cut short
-            # leaves this, and so does damage. Either way nothing here is touched.
-            raise StorageError(
-                f"{path}: a LevelDB database without its CURRENT file (a first start cut "
-                "short, or damage); if this node never stored anything, remove the directory"
-            )
-        raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
+    try:
+        _check_directory(path)
+    except OSError as e:  # a directory on the way that this user may not enter, say
+        raise StorageError(f"{path}: cannot open: {e.strerror or e}") from None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -67,6 +60,21 @@ def open_store(path: Path) -> plyvel.DB:
         db.close()
         raise
     return db
+
+
+def _check_directory(path: Path) -> None:
+    """Refuse a file, and a directory holding anything but a LevelDB database."""
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"{path}: not a directory")
+    if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
+        if (path / "LOCK").exists() and any(path.glob("MANIFEST-*")):
+            # LevelDB writes CURRENT last when it makes a database: a first start cut short
+            # leaves this, and so does damage. Either way nothing here is touched.
+            raise StorageError(
+                f"{path}: a LevelDB database without its CURRENT file (a first start cut "
+                "short, or damage); if this node never stored anything, remove the directory"
+            )
+        raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
 
 
 def _check_version(db: plyvel.DB, path: Path) -> None:

@@ -97,7 +97,11 @@ class MetricsServer:
         self._provider = MeterProvider(metric_readers=[reader], resource=resource(instance_id))
         self.metrics = NodeMetrics(self._provider.get_meter("quicraft"))
         self._server: WSGIServer
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as err:  # the port is taken, or the address is not this host's
+            self._provider.shutdown()
+            raise OSError(f"cannot serve metrics on {host}:{port}: {err.strerror}") from None
 
     @property
     def address(self) -> tuple[str, int]:

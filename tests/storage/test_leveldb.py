@@ -6,6 +6,8 @@ Damage is done the way a disk or a stray tool would: with plyvel, on the closed 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -328,6 +330,28 @@ def test_a_directory_that_cannot_be_made_is_named_with_the_reason(tmp_path: Path
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match=r"file/data: cannot create the directory: Not a dir"):
         LevelDBStorage(tmp_path / "file" / "data")
+
+
+def test_a_directory_this_user_may_not_enter_is_named_with_the_reason(tmp_path: Path) -> None:
+    """Found by an audit: it said "[Errno 13] Permission denied: '…'"."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    data = locked / "data"
+    opening = (
+        "from pathlib import Path\n"
+        "from quicraft.storage import LevelDBStorage, StorageError\n"
+        f"try:\n    LevelDBStorage(Path({str(data)!r}))\n"
+        "except StorageError as e:\n    print(e)\n"
+    )
+    as_is: list[str] = []
+    if os.geteuid() == 0:  # root may enter anything: open it without that power
+        if shutil.which("setpriv") is None:
+            pytest.skip("as root, this needs setpriv (util-linux) to give up CAP_DAC_*")
+        as_is = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    done = subprocess.run(
+        [*as_is, sys.executable, "-c", opening], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == f"{data}: cannot open: Permission denied\n", done.stderr
 
 
 def test_another_programs_leveldb_is_refused(tmp_path: Path) -> None:

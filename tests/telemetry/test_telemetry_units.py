@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ from quicraft.telemetry import (
     traceparent,
 )
 from quicraft.telemetry.logs import RepeatFilter
+from quicraft.telemetry.metrics import MetricsServer
 from quicraft.telemetry.tracing import _unsampled, traces_url
 
 
@@ -162,3 +164,14 @@ def test_a_repeated_line_is_let_through_once_a_window_with_its_count() -> None:
         "(and 30 more like it in the last 61 s)"
     )
     assert shown(refused, "127.0.0.1:42001") is None  # a new window
+
+
+def test_metrics_on_a_taken_port_name_the_address() -> None:
+    """Found by an audit: the node said only "[Errno 98] Address already in use"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as caught:
+            MetricsServer("127.0.0.1", port, "n1")
+    assert str(caught.value) == f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"

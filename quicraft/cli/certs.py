@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
         issue(args.certs, args.cluster, args.name, Role(args.role))
         identity = load_identity(args.certs, args.cluster, args.name)
         folder = args.certs / args.cluster
-        print(f"issued {args.name!r} ({args.role}) id {identity.node_id} in {folder}")
+        until = identity.certificate().not_valid_after_utc  # the CA's end, if that is sooner
+        print(
+            f"issued {args.name!r} ({args.role}) id {identity.node_id} in {folder}, "
+            f"valid until {until:%Y-%m-%d}"
+        )
         return OK
     except IdentityError as err:
         return fail(str(err))

@@ -48,7 +48,9 @@ def test_certs_init_and_issue(tmp_path: Path) -> None:
         "certs", "issue", "--cluster", "c9", "--name", "web", "--role", "client", "--certs", certs
     )
     assert issued.returncode == 0, issued.stderr
-    assert load_identity(tmp_path / "certs", "c9", "web").role is Role.CLIENT
+    web = load_identity(tmp_path / "certs", "c9", "web")
+    assert web.role is Role.CLIENT
+    assert f"valid until {web.certificate().not_valid_after_utc:%Y-%m-%d}" in issued.stdout
     wrong = quicraft("certs", "issue", "--cluster", "c9", "--name", "x", "--role", "god")
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
     no_ca = quicraft(

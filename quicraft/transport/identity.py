@@ -107,7 +107,8 @@ def init_cluster(certs_dir: Path, cluster: str) -> Path:
 def issue(certs_dir: Path, cluster: str, name: str, role: Role) -> Path:
     """Make a key for `name`, sign it with the cluster CA; returns the path of NAME.crt.
 
-    The certificate ends no later than the CA's: a leaf that outlives its CA is refused then."""
+    Refused, with nothing written, unless ca.key is the key of ca.crt and the CA is valid
+    now. The certificate ends no later than the CA (after that, no peer would accept it)."""
     folder = _folder(certs_dir, cluster)
     _check_name(name, "name")
     crt, key_path = folder / f"{name}.crt", folder / f"{name}.key"

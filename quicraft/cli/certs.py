@@ -46,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
             done = f"created the CA of cluster {args.cluster!r} and an admin identity in {folder}"
         else:
             issue(args.certs, args.cluster, args.name, Role(args.role))
-            node_id = load_identity(args.certs, args.cluster, args.name).node_id
-            done = f"issued {args.name!r} ({args.role}) id {node_id} in {folder}"
+            identity = load_identity(args.certs, args.cluster, args.name)
+            until = identity.certificate().not_valid_after_utc  # the CA's end, if sooner
+            done = (
+                f"issued {args.name!r} ({args.role}) id {identity.node_id} in {folder}, "
+                f"valid until {until:%Y-%m-%d}"
+            )
     except IdentityError as err:
         return fail(str(err))
     except OSError as err:  # --certs is a file, or where nothing can be made

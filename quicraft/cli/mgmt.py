@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from quicraft.client import MgmtClient, MgmtError, connect_mgmt
 from quicraft.node import NodeSettings
 from quicraft.node.data_owner import DataOwner
-from quicraft.node.restore import RestoreError, restore_backup
+from quicraft.node.restore import RestoreError, check_backup, write_restored
 from quicraft.storage import StorageError
 from quicraft.transport import IdentityError, Role, load_identity
 from quicraft.transport.address import format_address
@@ -209,14 +209,19 @@ async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
 
 def _restore(args: argparse.Namespace) -> int:
     settings = NodeSettings(args.cluster, args.name, args.data, args.certs, ("127.0.0.1", 1))
+    new = None
     try:
-        ensure_identity(settings)
+        # The backup and the data directory first: a restore refused issues no key.
+        backup = check_backup(args.file, args.data, args.cluster)
+        new = ensure_identity(settings)
         identity = load_identity(args.certs, args.cluster, args.name)
         if identity.role is not Role.NODE:
             return fail(f"identity {args.name!r} has role {identity.role.value}; need role node")
         owner = DataOwner(identity.node_id, args.name, args.cluster)
-        restored = restore_backup(args.file, args.data, owner)
+        restored = write_restored(backup, args.data, owner)
     except (IdentityError, RestoreError, BackupError, StorageError) as err:
+        if new is not None:
+            new.take_back()
         return fail(str(err))
     info, cluster_id = restored.info, restored.cluster_id
     result = {

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, DiscoverySettings
@@ -178,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     if not settings.discovery.enabled and not args.no_mdns and not args.mdns_interface:
         log.info("listening on loopback: mDNS is off (listen on a LAN address to use it)")
     try:
-        ensure_identity(settings)
-        return asyncio.run(serve(settings))
+        new = ensure_identity(settings)
+        return asyncio.run(serve(settings, new))
     except (
         IdentityError,
         StorageError,
@@ -193,15 +195,65 @@ def run(args: argparse.Namespace) -> int:
         return OK
 
 
-def ensure_identity(settings: NodeSettings) -> None:
-    """Issue this node's key when the cluster's CA is here and the node has none yet."""
-    if not identity_exists(settings.certs_dir, settings.cluster, settings.name):
-        issue(settings.certs_dir, settings.cluster, settings.name, Role.NODE)
-        log.info("issued a node key for %r", settings.name)
+@dataclass(frozen=True, slots=True)
+class NewIdentity:
+    """A node key this command issued, and the node's data directory as it was then (empty
+    or missing): what a command that fails before the node is known to anyone takes back,
+    so that a failed start or restore leaves neither a key nor a data directory behind."""
+
+    files: tuple[Path, Path]
+    data_dir: Path
+    made_from: Path | None  #: the highest of data_dir and its parents that did not exist
+
+    def take_back(self) -> None:
+        try:
+            for path in self.files:
+                path.unlink(missing_ok=True)
+            log.info("removed %s and %s again: the node did not start", *self.files)
+            if self.data_dir.is_dir():
+                for child in self.data_dir.iterdir():  # all made since: it was empty
+                    child.unlink()  # LevelDB makes files only
+            for folder in (self.data_dir, *self.data_dir.parents):
+                if self.made_from is None or not folder.is_dir():
+                    break
+                folder.rmdir()
+                if folder == self.made_from:
+                    break
+        except OSError as err:
+            log.warning("could not remove %s: %s", err.filename, err.strerror)
 
 
-async def serve(settings: NodeSettings) -> int:
-    node = Node(settings)
+def ensure_identity(settings: NodeSettings) -> NewIdentity | None:
+    """Issue this node's key when the cluster's CA is here and the node has none yet;
+    returns what it made (None when the node has its key), to take back if the command
+    fails. A new key needs a new node's data directory: missing or empty."""
+    certs, cluster, name = settings.certs_dir, settings.cluster, settings.name
+    if identity_exists(certs, cluster, name):
+        return None
+    data = settings.data_dir
+    missing = [p for p in (data, *data.parents) if not os.path.lexists(p)]
+    try:
+        holds_files = data.is_dir() and any(data.iterdir())
+    except OSError as err:
+        raise StorageError(f"cannot read {data}: {err.strerror}") from None
+    if holds_files:
+        raise IdentityError(
+            f"{data} is not empty but node {name!r} has no key in {certs / cluster}: if this "
+            f"is its data, restore {name}.key and {name}.crt; a new node needs an empty --data"
+        )
+    crt = issue(certs, cluster, name, Role.NODE)
+    log.info("issued a node key for %r", name)
+    return NewIdentity((crt, crt.with_suffix(".key")), data, missing[-1] if missing else None)
+
+
+async def serve(settings: NodeSettings, new: NewIdentity | None = None) -> int:
+    """Run the node until a signal; `new` is taken back if it fails before it serves."""
+    try:
+        node = Node(settings)
+    except BaseException:
+        if new is not None:
+            new.take_back()
+        raise
     set_log_context(node.log_context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -221,6 +273,8 @@ async def serve(settings: NodeSettings) -> int:
     except BaseException:
         stopping.cancel()
         await node.stop(hand_over=False)
+        if new is not None and node.server is None:  # nobody has heard of it: no key kept
+            new.take_back()
         raise
     freeze_what_is_loaded()
     waiting = asyncio.create_task(node.wait())

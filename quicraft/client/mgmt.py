@@ -267,11 +267,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     channel = await self._link.connected()
                     response = await channel.request(op, args, tp)
             except RefusedError as err:
-                raise MgmtError(
-                    "forbidden",
-                    f"refused by the cluster: {err}",
-                    hint="management needs an identity of role admin (quicraft certs issue)",
-                ) from None
+                hint = None
+                if err.reason == "role_not_allowed":  # not for another CA, an expired key...
+                    hint = "management needs an identity of role admin (quicraft certs issue)"
+                raise MgmtError("forbidden", f"refused by the cluster: {err}", hint) from None
             except UnsendableRequest as err:
                 raise MgmtError("bad_request", f"not sent: {err}") from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:

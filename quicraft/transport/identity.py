@@ -7,15 +7,24 @@ NAME.crt + NAME.key per node or client (`init_cluster` also issues "admin"). Rul
   O_CREAT|O_EXCL and the mode), never chmod-ed afterwards, so it is never readable by others,
   not even for an instant. O_EXCL also makes "never overwrite" atomic and refuses symlinks.
 - Nothing that exists is ever overwritten: losing a CA key or a node key loses an identity.
+- A call that fails writes nothing: every check comes first, and the files a call made before
+  a write failed are removed again (no half an identity, no orphan ca.key).
+- Only regular files are read (a FIFO would hang, /dev/zero never end), at most MAX_PEM bytes.
+- What decides whom this node trusts and who it is must be this user's alone: DIR/CLUSTER/ and
+  ca.crt writable by nobody else, a key readable by nobody else and owned by this user or
+  root (docs/security.md says why, and why root may use another user's keys).
 - Keys are never logged or put in a repr.
 - Every failure is an IdentityError whose message is one line an operator can act on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +49,8 @@ __all__ = [
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RESERVED = {"ca"}  # would collide with the CA's own files
+#: A key or certificate is under 1 KiB: a bigger file is not one, so it is not read whole.
+MAX_PEM = 64 * 1024
 
 
 class IdentityError(Exception):
@@ -75,37 +86,59 @@ def init_cluster(certs_dir: Path, cluster: str) -> Path:
     """Create DIR/CLUSTER/ with a new CA and an "admin" identity; returns that folder."""
     folder = _folder(certs_dir, cluster)
     for path in (folder / "ca.crt", folder / "ca.key", folder / "admin.crt", folder / "admin.key"):
-        if path.exists():
+        if os.path.lexists(path):  # a dangling symlink too: O_EXCL would refuse it anyway
             raise IdentityError(f"{path} already exists: refusing to overwrite cluster {cluster!r}")
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = _not_a_directory(folder)
+        why = f"{blocker} is not a directory" if blocker else err.strerror
+        raise IdentityError(f"cannot write in {folder}: {why}") from None
+    _check_folder(folder)
     key = new_key()
     ca = make_ca(cluster, key)
-    _create(folder / "ca.key", key_pem(key), 0o600)
-    _create(folder / "ca.crt", cert_pem(ca), 0o644)
-    issue(certs_dir, cluster, "admin", Role.ADMIN)
+    with _all_or_nothing() as made:
+        _create(folder / "ca.key", key_pem(key), 0o600, made)
+        _create(folder / "ca.crt", cert_pem(ca), 0o644, made)
+        issue(certs_dir, cluster, "admin", Role.ADMIN)
     return folder
 
 
 def issue(certs_dir: Path, cluster: str, name: str, role: Role) -> Path:
-    """Make a key for `name`, sign it with the cluster CA; returns the path of NAME.crt."""
+    """Make a key for `name`, sign it with the cluster CA; returns the path of NAME.crt.
+
+    Refused, with nothing written, unless ca.key is the key of ca.crt and the CA is valid
+    now. The certificate ends no later than the CA (after that, no peer would accept it)."""
     folder = _folder(certs_dir, cluster)
     _check_name(name, "name")
     crt, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    _check_halves(crt, key_path)
     for path in (crt, key_path):
-        if path.exists():
+        if os.path.lexists(path):
+            if not os.path.exists(path):
+                raise IdentityError(
+                    f"{path} is a symlink to a missing file: restore that file, or delete the "
+                    "symlink to issue a new identity"
+                )
             raise IdentityError(f"{path} already exists: refusing to overwrite identity {name!r}")
-    ca = _load_cert(folder / "ca.crt", cluster)
-    ca_key = _load_key(folder / "ca.key", cluster)
+    _check_folder(folder)
+    ca, ca_key = _load_ca(folder, cluster)
     key = new_key()
     leaf = sign_leaf(ca, ca_key, key.public_key(), cluster=cluster, name=name, role=role)
-    _create(key_path, key_pem(key), 0o600)
-    _create(crt, cert_pem(leaf), 0o644)
+    with _all_or_nothing() as made:
+        _create(key_path, key_pem(key), 0o600, made)
+        _create(crt, cert_pem(leaf), 0o644, made)
     return crt
 
 
 def identity_exists(certs_dir: Path, cluster: str, name: str) -> bool:
+    """True when NAME.crt and NAME.key are both there, False when neither is; IdentityError
+    when only one is (a dangling symlink counts as missing), saying which and what to do."""
     folder = _folder(certs_dir, cluster)
-    return (folder / f"{name}.crt").exists() and (folder / f"{name}.key").exists()
+    _check_name(name, "name")
+    crt, key = folder / f"{name}.crt", folder / f"{name}.key"
+    _check_halves(crt, key)
+    return os.path.exists(crt)
 
 
 def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
@@ -113,7 +146,9 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
     folder = _folder(certs_dir, cluster)
     _check_name(name, "name")
     ca_path, crt_path, key_path = folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key"
-    ca = _load_cert(ca_path, cluster)
+    _check_folder(folder)
+    ca = _load_ca_cert(ca_path, cluster)
+    _check_halves(crt_path, key_path)
     cert = _load_cert(crt_path, cluster)
     key = _load_key(key_path, cluster)
     if _spki(cert.public_key()) != _spki(key.public_key()):
@@ -130,10 +165,7 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
         role = Role(subject_field(cert, NameOID.ORGANIZATIONAL_UNIT_NAME))
     except ValueError:
         raise IdentityError(f"{crt_path} has no valid role (subject OU)") from None
-    if dt.datetime.now(dt.UTC) > cert.not_valid_after_utc:
-        raise IdentityError(
-            f"{crt_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}: issue a new identity"
-        )
+    _check_dates(cert, crt_path, "issue a new identity")
     return Identity(
         cluster=cluster,
         name=name,
@@ -145,7 +177,7 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
     )
 
 
-# -- files -----------------------------------------------------------------------------------
+# -- checks ----------------------------------------------------------------------------------
 
 
 def _folder(certs_dir: Path, cluster: str) -> Path:
@@ -160,7 +192,103 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-def _create(path: Path, data: bytes, mode: int) -> None:
+def _check_folder(folder: Path) -> None:
+    """DIR/CLUSTER/ is a directory that nobody but its owner may write in: whoever can, can
+    put their own CA in place of ca.crt, or their own key pair in place of a node's."""
+    try:
+        mode = folder.stat().st_mode
+    except FileNotFoundError:
+        return  # reading ca.crt says what to do
+    except OSError as err:
+        blocker = _not_a_directory(folder)
+        if blocker:
+            raise IdentityError(f"{blocker} is not a directory") from None
+        raise IdentityError(f"cannot read {folder}: {err.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise IdentityError(f"{folder} is not a directory")
+    if mode & 0o022:
+        raise IdentityError(
+            f"{folder} is writable by other users (mode {oct(stat.S_IMODE(mode))}): "
+            f"chmod go-w {folder}"
+        )
+
+
+def _not_a_directory(path: Path) -> Path | None:
+    """The first of `path` and its parents that exists but is not a directory."""
+    for where in (path, *path.parents):
+        if os.path.lexists(where) and not where.is_dir():
+            return where
+    return None
+
+
+def _check_halves(crt: Path, key: Path) -> None:
+    """Refuse NAME.crt without NAME.key or the other way round: issuing a new identity would
+    mean deleting the half that is there, and a node key lost is an identity lost."""
+    if os.path.exists(crt) == os.path.exists(key):
+        return
+    missing, there = (key, crt) if os.path.exists(crt) else (crt, key)
+    what = "is a symlink to a missing file" if os.path.islink(missing) else "is missing"
+    raise IdentityError(
+        f"{missing} {what} ({there.name} is there): restore it from a backup, or delete "
+        f"{there} to issue a new identity"
+    )
+
+
+def _check_dates(cert: x509.Certificate, path: Path, expired_hint: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if now < cert.not_valid_before_utc:
+        raise IdentityError(
+            f"{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: "
+            "check this host's clock"
+        )
+    if now > cert.not_valid_after_utc:
+        expired = cert.not_valid_after_utc
+        raise IdentityError(f"{path} expired on {expired:%Y-%m-%d}: {expired_hint}")
+
+
+def _load_ca_cert(path: Path, cluster: str) -> x509.Certificate:
+    """The cluster's CA certificate: the one thing this node trusts, so nobody else may
+    change it, and it must be valid now (every leaf it signed fails with it)."""
+    ca, mode = _load_cert_and_mode(path, cluster)
+    if mode & 0o022:
+        raise IdentityError(
+            f"{path} is writable by other users (mode {oct(stat.S_IMODE(mode))}): chmod go-w it"
+        )
+    _check_dates(
+        ca, path, f"cluster {cluster!r} needs a new CA (quicraft certs init) and new identities"
+    )
+    return ca
+
+
+def _load_ca(folder: Path, cluster: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_path, key_path = folder / "ca.crt", folder / "ca.key"
+    ca = _load_ca_cert(ca_path, cluster)
+    key = _load_key(key_path, cluster)
+    if _spki(ca.public_key()) != _spki(key.public_key()):
+        raise IdentityError(
+            f"{key_path} is not the key of {ca_path}: put back the key made with that "
+            "certificate (nothing it signed would be trusted)"
+        )
+    return ca, key
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _all_or_nothing() -> Iterator[list[Path]]:
+    """Files created in the block (listed by _create) are removed again if it fails."""
+    made: list[Path] = []
+    try:
+        yield made
+    except BaseException:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def _create(path: Path, data: bytes, mode: int, made: list[Path]) -> None:
     """Write a new file that must not exist, with `mode` from its creation on."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -168,46 +296,89 @@ def _create(path: Path, data: bytes, mode: int) -> None:
         raise IdentityError(f"{path} already exists: refusing to overwrite it") from None
     except OSError as err:
         raise IdentityError(f"cannot create {path}: {err.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read(path: Path, cluster: str) -> bytes:
+    made.append(path)
     try:
-        return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise IdentityError(f"cannot write {path}: {err.strerror}") from None
+
+
+def _read(path: Path, cluster: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of a key or certificate file and its status, as of the open file.
+
+    O_NONBLOCK: opening a FIFO for reading would wait for a writer forever (deaf to Ctrl-C).
+    Only a regular file is read, and no more than MAX_PEM bytes of it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
-        if path.name == "ca.key" and path.with_name("ca.crt").exists():
-            # The CA exists, its key is kept elsewhere (as it may well be): certs init
-            # would refuse to make a second CA.
-            hint = (
-                "this folder has the cluster's CA certificate but not its key; issue keys "
-                "where ca.key is kept (`quicraft certs issue`) and copy them here"
-            )
-        elif path.name.startswith("ca."):
-            hint = f"create the cluster's CA with `quicraft certs init --cluster {cluster}`"
-        else:
-            hint = "issue it with `quicraft certs issue`"
-        raise IdentityError(f"{path} is missing: {hint}") from None
+        what = "is a symlink to a missing file" if os.path.islink(path) else "is missing"
+        raise IdentityError(f"{path} {what}: {_missing_hint(path, cluster)}") from None
     except OSError as err:
         raise IdentityError(f"cannot read {path}: {err.strerror}") from None
-
-
-def _load_cert(path: Path, cluster: str) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(_read(path, cluster))
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise IdentityError(f"cannot read {path}: it is a directory")
+        if not stat.S_ISREG(status.st_mode):
+            raise IdentityError(f"{path} is not a regular file")
+        data = os.read(fd, MAX_PEM + 1)
+    except OSError as err:
+        raise IdentityError(f"cannot read {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_PEM:
+        raise IdentityError(f"{path} is over {MAX_PEM // 1024} KiB: not a key or certificate")
+    return data, status
+
+
+def _missing_hint(path: Path, cluster: str) -> str:
+    if path.name == "ca.key" and os.path.exists(path.with_name("ca.crt")):
+        # The CA exists, its key is kept elsewhere (as it may well be): certs init
+        # would refuse to make a second CA.
+        return (
+            "this folder has the cluster's CA certificate but not its key; issue keys "
+            "where ca.key is kept (`quicraft certs issue`) and copy them here"
+        )
+    if path.name == "ca.crt" and os.path.exists(path.with_name("ca.key")):
+        # The CA's key without its certificate: the CA exists, certs init would refuse.
+        return (
+            "this folder has the cluster's CA key but not its certificate; restore ca.crt "
+            "from a backup, or copy it from another host of this cluster"
+        )
+    if path.name.startswith("ca."):
+        return f"create the cluster's CA with `quicraft certs init --cluster {cluster}`"
+    return "issue it with `quicraft certs issue`"
+
+
+def _load_cert_and_mode(path: Path, cluster: str) -> tuple[x509.Certificate, int]:
+    data, status = _read(path, cluster)
+    try:
+        return x509.load_pem_x509_certificate(data), status.st_mode
     except ValueError:
         raise IdentityError(f"{path} is not a PEM certificate") from None
 
 
+def _load_cert(path: Path, cluster: str) -> x509.Certificate:
+    return _load_cert_and_mode(path, cluster)[0]
+
+
 def _load_key(path: Path, cluster: str) -> ec.EllipticCurvePrivateKey:
-    """A private key, refused when other users may read it (the CA's key admits anyone)."""
-    if os.name == "posix" and path.is_file() and path.stat().st_mode & 0o077:
-        mode = oct(path.stat().st_mode & 0o777)
+    """A private key, refused when other users may read it (the CA's key admits anyone) or
+    when it is another user's (root excepted, on both sides: see docs/security.md)."""
+    data, status = _read(path, cluster)
+    if status.st_mode & 0o077:
+        mode = oct(stat.S_IMODE(status.st_mode))
         raise IdentityError(f"{path} is readable by other users (mode {mode}): chmod 600 it")
+    me = os.geteuid()
+    if me != 0 and status.st_uid not in (me, 0):
+        raise IdentityError(
+            f"{path} belongs to another user (uid {status.st_uid}): a key must be your own"
+        )
     try:
-        key = serialization.load_pem_private_key(_read(path, cluster), password=None)
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         raise IdentityError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):

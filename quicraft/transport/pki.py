@@ -120,10 +120,11 @@ def sign_leaf(
     """A leaf for `name` in `cluster` with `role`, usable as both TLS server and client.
 
     The dates are parameters so that tests can make expired or not-yet-valid certificates.
+    By default a leaf ends with its CA at the latest: no peer accepts it once the CA expired.
     """
     now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - BACKDATE
-    not_after = not_after or now + LEAF_LIFETIME
+    not_after = not_after or min(now + LEAF_LIFETIME, ca_cert.not_valid_after_utc)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, name),

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from cluster_harness import Cluster, free_base_port, run
 from quicraft import connect_sync
 from quicraft.client.bench import BenchResult, cpu_per_write
 from quicraft.node.local import cpu_seconds
+from quicraft.statemachine import KVStore, encode_command
 from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
 from quicraft.transport import connect as quic_connect
+from quicraft.wire import BackupInfo, write_backup
 
 
 def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,7 +48,9 @@ def test_certs_init_and_issue(tmp_path: Path) -> None:
         "certs", "issue", "--cluster", "c9", "--name", "web", "--role", "client", "--certs", certs
     )
     assert issued.returncode == 0, issued.stderr
-    assert load_identity(tmp_path / "certs", "c9", "web").role is Role.CLIENT
+    web = load_identity(tmp_path / "certs", "c9", "web")
+    assert web.role is Role.CLIENT
+    assert f"valid until {web.certificate().not_valid_after_utc:%Y-%m-%d}" in issued.stdout
     wrong = quicraft("certs", "issue", "--cluster", "c9", "--name", "x", "--role", "god")
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
     no_ca = quicraft(
@@ -271,3 +276,149 @@ def test_a_node_waiting_for_its_founding_peers_stops_on_sigint(tmp_path: Path) -
     finally:
         node.kill()
         node.wait()
+
+
+# -- identities on disk: a command that fails leaves nothing behind (found by audits) ------------
+
+
+def _held_port(kind: socket.SocketKind) -> socket.socket:
+    """A socket bound to a port of 127.0.0.7 in 7800-7999, held so that a node cannot."""
+    for port in range(7800, 8000):
+        held = socket.socket(socket.AF_INET, kind)
+        try:
+            held.bind(("127.0.0.7", port))
+        except OSError:
+            held.close()
+            continue
+        if kind == socket.SOCK_STREAM:
+            held.listen()
+        return held
+    raise RuntimeError("no free port in 7800-7999")
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_node_that_cannot_start_takes_back_the_key_it_issued(tmp_path: Path) -> None:
+    """It issued its key, then could not bind: the key and data directory stayed behind."""
+    certs = tmp_path / "certs"
+    assert quicraft("certs", "init", "--cluster", "c1", "--certs", str(certs)).returncode == 0
+    before = _names(certs / "c1")
+    (tmp_path / "empty").mkdir()
+    with _held_port(socket.SOCK_DGRAM) as udp, _held_port(socket.SOCK_STREAM) as tcp:
+        listen = f"127.0.0.7:{udp.getsockname()[1]}"
+        metrics = f"127.0.0.7:{tcp.getsockname()[1]}"
+        free = f"127.0.0.7:{tcp.getsockname()[1] + 1}"  # never bound: metrics fail first
+        for name, data, extra in (
+            ("n1", "data/c1/n1", ["--listen", listen]),  # the default layout, parents made
+            ("n2", "empty", ["--listen", listen]),  # an empty directory stays, empty
+            ("n3", "d3", ["--listen", free, "--metrics", metrics]),
+        ):
+            started = quicraft(
+                "node", "--cluster", "c1", "--name", name, "--data", data, "--no-mdns",
+                "--certs", str(certs), *extra, cwd=tmp_path,
+            )  # fmt: skip
+            assert started.returncode == 1, started.stderr
+            assert "address already in use" in started.stderr.lower()
+            assert "Traceback" not in started.stderr
+    assert _names(certs / "c1") == before
+    assert _names(tmp_path) == ["certs", "empty"] and _names(tmp_path / "empty") == []
+
+
+def test_a_node_with_half_an_identity_or_another_nodes_data_issues_nothing(
+    tmp_path: Path,
+) -> None:
+    certs = tmp_path / "certs"
+    assert quicraft("certs", "init", "--cluster", "c1", "--certs", str(certs)).returncode == 0
+    issue(certs, "c1", "n1", Role.NODE)
+    (certs / "c1" / "n1.key").unlink()
+    args = ["--cluster", "c1", "--listen", "127.0.0.7:7800", "--no-mdns", "--certs", str(certs)]
+    half = quicraft("node", "--name", "n1", "--data", "d1", *args, cwd=tmp_path)
+    assert half.returncode == 1
+    assert half.stderr.endswith(
+        f"{certs}/c1/n1.key is missing (n1.crt is there): restore it from a backup, or delete "
+        f"{certs}/c1/n1.crt to issue a new identity\n"
+    )
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "CURRENT").write_text("a node's data, whose key went missing\n")
+    lost = quicraft("node", "--name", "n2", "--data", "d2", *args, cwd=tmp_path)
+    assert lost.returncode == 1 and lost.stderr.count("\n") == 1
+    assert "d2 is not empty but node 'n2' has no key in" in lost.stderr
+    assert _names(certs / "c1") == ["admin.crt", "admin.key", "ca.crt", "ca.key", "n1.crt"]
+    assert _names(tmp_path) == ["certs", "d2"]
+
+
+def _backup_of(cluster: str, path: Path) -> Path:
+    store = KVStore()
+    store.apply(1, encode_command("set", {"key": "k", "value": b"v"}, 1000))
+    data = store.snapshot()
+    with path.open("wb") as fp:
+        write_backup(
+            fp, BackupInfo(cluster, None, 1, 1, frozenset({"n1"}), frozenset(), 0, len(data)),
+            [data],
+        )  # fmt: skip
+    return path
+
+
+def test_a_restore_refused_issues_no_key(tmp_path: Path) -> None:
+    """It issued NAME.key and NAME.crt before it looked at the backup or the data directory."""
+    certs = tmp_path / "certs"
+    assert quicraft("certs", "init", "--cluster", "c1", "--certs", str(certs)).returncode == 0
+    before = _names(certs / "c1")
+    (tmp_path / "a-dir").mkdir()
+    os.mkfifo(tmp_path / "a-fifo")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    good = _backup_of("c1", tmp_path / "good.qrbackup")
+    for backup, data, error in (
+        ("missing.qrbackup", "r", "cannot read missing.qrbackup: No such file"),
+        ("a-dir", "r", "cannot read a-dir: it is a directory"),
+        ("a-fifo", "r", "a-fifo is not a regular file"),  # did hang, waiting for a writer
+        (str(_backup_of("c2", tmp_path / "c2.qrbackup")), "r", "is a backup of cluster 'c2'"),
+        (str(good), "full", "full is not an empty directory"),
+    ):
+        refused = quicraft(
+            "mgmt", "restore", backup, "--data", data, "--cluster", "c1", "--name", "r1",
+            "--certs", str(certs), cwd=tmp_path,
+        )  # fmt: skip
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert _names(certs / "c1") == before, backup
+        assert error in refused.stderr
+    assert not (tmp_path / "r").exists()
+    done = quicraft(
+        "mgmt", "restore", str(good), "--data", "r", "--cluster", "c1", "--name", "r1",
+        "--certs", str(certs), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert load_identity(certs, "c1", "r1").role is Role.NODE and (tmp_path / "r").is_dir()
+
+
+def test_bad_ca_files_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    certs, other = tmp_path / "certs", tmp_path / "other"
+    for where in (certs, other):
+        assert quicraft("certs", "init", "--cluster", "c1", "--certs", str(where)).returncode == 0
+    (certs / "c1" / "ca.key").unlink()
+    (certs / "c1" / "ca.key").write_bytes((other / "c1" / "ca.key").read_bytes())
+    (certs / "c1" / "ca.key").chmod(0o600)
+    before = _names(certs / "c1")
+    issued = quicraft(
+        "certs", "issue", "--cluster", "c1", "--name", "n7", "--role", "node", "--certs", str(certs)
+    )
+    assert issued.returncode == 1
+    assert issued.stderr == (
+        f"quicraft: error: {certs}/c1/ca.key is not the key of {certs}/c1/ca.crt: put back "
+        "the key made with that certificate (nothing it signed would be trusted)\n"
+    )
+    started = quicraft(
+        "node", "--cluster", "c1", "--name", "n8", "--listen", "127.0.0.7:7800", "--no-mdns",
+        "--data", "d8", "--certs", str(certs), cwd=tmp_path,
+    )  # fmt: skip
+    assert started.returncode == 1 and "ca.key is not the key of" in started.stderr
+    assert _names(certs / "c1") == before and not (tmp_path / "d8").exists()
+    (tmp_path / "cd").mkdir()
+    (tmp_path / "cd" / "c1").write_text("")
+    on_a_file = quicraft("certs", "init", "--cluster", "c1", "--certs", str(tmp_path / "cd"))
+    assert on_a_file.stderr == (
+        f"quicraft: error: cannot write in {tmp_path}/cd/c1: {tmp_path}/cd/c1 is not a directory\n"
+    )

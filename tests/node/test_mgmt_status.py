@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
+from typing import Any, cast
 
 import pytest
 from cluster_harness import Cluster, run
 from mgmt_helpers import admin, mgmt, mgmt_json
 
-from quicraft.client import MgmtError, connect_mgmt
-from quicraft.transport import Role, issue
+from quicraft.client import MgmtClient, MgmtError, connect_mgmt
+from quicraft.transport import RefusedError, Role, issue
 
 
 def test_status_and_health_from_the_cli_and_python(cluster: Cluster) -> None:
@@ -175,3 +177,25 @@ def test_a_management_client_moves_on_from_a_node_killed_under_it(cluster: Clust
             assert m.current_endpoint != killed and after["node"] != before["node"]
 
     run(scenario())
+
+
+@pytest.mark.parametrize("reason", ["role_not_allowed", "tls_bad_certificate", "not_yet_valid"])
+def test_the_role_hint_is_given_only_when_the_role_was_refused(reason: str) -> None:
+    """Found by an audit: an admin whose certificate was out of date was told to get role admin."""
+
+    class Refusing:
+        current_endpoint = "127.0.0.1:9"
+
+        async def connected(self) -> None:
+            raise RefusedError(f"{reason}: as the server said", reason)
+
+    async def status() -> MgmtError:
+        client = MgmtClient([("127.0.0.1", 9)], cast(Any, None), "c1", timeout=1)
+        client._link = cast(Any, Refusing())
+        with pytest.raises(MgmtError) as caught:
+            await client.status()
+        return caught.value
+
+    refused = asyncio.run(status())
+    assert refused.code == "forbidden" and reason in str(refused)
+    assert ("role admin" in str(refused)) == (reason == "role_not_allowed")

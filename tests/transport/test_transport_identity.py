@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import errno
 import hashlib
 import os
 import shutil
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from quicraft.transport import (
@@ -22,6 +28,7 @@ from quicraft.transport import (
     load_identity,
     node_id_of,
 )
+from quicraft.transport.pki import CA_LIFETIME, cert_pem, make_ca, sign_leaf
 
 
 def mode(path: Path) -> int:
@@ -92,7 +99,7 @@ def test_nothing_is_ever_overwritten(fresh_dir: Path) -> None:
     assert (fresh_dir / "c1" / "n1.key").read_bytes() == key_before
     # a stray key alone also blocks issuing (it may be someone's only copy)
     (fresh_dir / "c1" / "n2.key").write_bytes(b"precious")
-    with pytest.raises(IdentityError, match="refusing to overwrite"):
+    with pytest.raises(IdentityError, match=r"n2\.crt is missing \(n2\.key is there\)"):
         issue(fresh_dir, "c1", "n2", Role.NODE)
     assert (fresh_dir / "c1" / "n2.key").read_bytes() == b"precious"
 
@@ -151,7 +158,7 @@ def test_load_errors_name_the_file_and_the_problem(fresh_dir: Path) -> None:
     # unreadable: a directory where the key should be (chmod 000 does not stop root)
     shutil.move(folder / "n1.key", folder / "n1.key.bak")
     (folder / "n1.key").mkdir()
-    with pytest.raises(IdentityError, match=r"cannot read .*n1\.key"):
+    with pytest.raises(IdentityError, match=r"cannot read .*n1\.key: it is a directory"):
         load_identity(fresh_dir, "c1", "n1")
     (folder / "n1.key").rmdir()
 
@@ -188,3 +195,269 @@ def test_a_certificate_from_another_ca_does_not_load(fresh_dir: Path, tmp_path: 
         shutil.copy(tmp_path / "elsewhere" / "c1" / f"n1{suffix}", fresh_dir / "c1")
     with pytest.raises(IdentityError, match="is not signed by the CA"):
         load_identity(fresh_dir, "c1", "n1")
+
+
+# -- bad files on disk: refused before anything is written, in one line ----------------------
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def replace_ca(folder: Path, now: dt.datetime) -> x509.Certificate:
+    """ca.crt made again for the same key, as if `certs init` had run at `now`."""
+    key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    ca = make_ca("c1", key, now=now)
+    (folder / "ca.crt").write_bytes(cert_pem(ca))
+    return ca
+
+
+def test_a_ca_key_of_another_ca_is_named_and_nothing_is_written(
+    fresh_dir: Path, tmp_path: Path
+) -> None:
+    """Found by an audit: issue wrote n7's files and then blamed n7.crt."""
+    init_cluster(fresh_dir, "c1")
+    init_cluster(tmp_path / "other", "c1")
+    folder = fresh_dir / "c1"
+    (folder / "ca.key").unlink()
+    shutil.copy(tmp_path / "other" / "c1" / "ca.key", folder / "ca.key")
+    before = listing(folder)
+    with pytest.raises(IdentityError, match=r"c1/ca\.key is not the key of .*c1/ca\.crt"):
+        issue(fresh_dir, "c1", "n7", Role.NODE)
+    assert listing(folder) == before
+
+
+def test_certificate_dates_are_checked_for_the_ca_and_the_leaf(fresh_dir: Path) -> None:
+    init_cluster(fresh_dir, "c1")
+    issue(fresh_dir, "c1", "n1", Role.NODE)
+    folder = fresh_dir / "c1"
+    now = dt.datetime.now(dt.UTC)
+    good_ca = (folder / "ca.crt").read_bytes()
+
+    # a leaf that is not valid yet: refused at load (peers would refuse it, blaming no one)
+    ca = x509.load_pem_x509_certificate(good_ca)
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    n1_key = serialization.load_pem_private_key((folder / "n1.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    assert isinstance(n1_key, ec.EllipticCurvePrivateKey)
+    good_n1 = (folder / "n1.crt").read_bytes()
+    tomorrow = now + dt.timedelta(days=1)
+    future = sign_leaf(
+        ca, ca_key, n1_key.public_key(), cluster="c1", name="n1", role=Role.NODE,
+        not_before=tomorrow, not_after=now + dt.timedelta(days=100),
+    )  # fmt: skip
+    (folder / "n1.crt").write_bytes(cert_pem(future))
+    with pytest.raises(IdentityError, match=rf"n1\.crt is not valid before {tomorrow:%Y-%m-%d}"):
+        load_identity(fresh_dir, "c1", "n1")
+    (folder / "n1.crt").write_bytes(good_n1)
+
+    # an expired CA: refused at load and when issuing, which wrote nothing
+    replace_ca(folder, now - dt.timedelta(days=3660))
+    with pytest.raises(IdentityError, match=r"ca\.crt expired on .*needs a new CA"):
+        load_identity(fresh_dir, "c1", "n1")
+    before = listing(folder)
+    with pytest.raises(IdentityError, match=r"ca\.crt expired on"):
+        issue(fresh_dir, "c1", "n2", Role.NODE)
+    assert listing(folder) == before
+
+    # a CA that is not valid yet (a clock that ran ahead when it was made)
+    replace_ca(folder, now + dt.timedelta(days=2))
+    with pytest.raises(IdentityError, match=r"ca\.crt is not valid before .*clock"):
+        load_identity(fresh_dir, "c1", "n1")
+    with pytest.raises(IdentityError, match=r"ca\.crt is not valid before"):
+        issue(fresh_dir, "c1", "n2", Role.NODE)
+
+    # a CA with 30 days left issues leaves that end with it, not two years later
+    ca = replace_ca(folder, now - CA_LIFETIME + dt.timedelta(days=30))
+    leaf = x509.load_pem_x509_certificate(issue(fresh_dir, "c1", "n3", Role.NODE).read_bytes())
+    assert leaf.not_valid_after_utc == ca.not_valid_after_utc
+
+
+@pytest.mark.parametrize("lost", ["n1.key", "n1.crt"])
+@pytest.mark.parametrize("how", ["deleted", "dangling symlink"])
+def test_half_an_identity_says_which_half_is_missing(fresh_dir: Path, lost: str, how: str) -> None:
+    """Found by an audit: 'n1.crt already exists', with n1.key gone."""
+    init_cluster(fresh_dir, "c1")
+    issue(fresh_dir, "c1", "n1", Role.NODE)
+    folder = fresh_dir / "c1"
+    (folder / lost).unlink()
+    if how == "dangling symlink":
+        (folder / lost).symlink_to(fresh_dir / "gone")
+    there = "n1.crt" if lost == "n1.key" else "n1.key"
+    what = "is missing" if how == "deleted" else "is a symlink to a missing file"
+    expected = (
+        rf"c1/{lost} {what} \({there} is there\): restore it from a backup, or delete "
+        rf".*c1/{there} to issue a new identity"
+    )
+    before = listing(folder)
+    for attempt in (
+        lambda: issue(fresh_dir, "c1", "n1", Role.NODE),
+        lambda: load_identity(fresh_dir, "c1", "n1"),
+        lambda: identity_exists(fresh_dir, "c1", "n1"),
+    ):
+        with pytest.raises(IdentityError, match=expected):
+            attempt()
+    assert listing(folder) == before
+
+
+def test_both_halves_dangling_are_named_as_such(fresh_dir: Path) -> None:
+    init_cluster(fresh_dir, "c1")
+    folder = fresh_dir / "c1"
+    for name in ("n1.crt", "n1.key"):
+        (folder / name).symlink_to(fresh_dir / "gone")
+    assert not identity_exists(fresh_dir, "c1", "n1")
+    with pytest.raises(IdentityError, match=r"n1\.crt is a symlink to a missing file"):
+        issue(fresh_dir, "c1", "n1", Role.NODE)
+    with pytest.raises(IdentityError, match=r"n1\.crt is a symlink to a missing file"):
+        load_identity(fresh_dir, "c1", "n1")
+    assert not (fresh_dir / "gone").exists()
+
+
+def test_init_over_a_dangling_ca_crt_leaves_no_orphan_ca_key(fresh_dir: Path) -> None:
+    """Found by an audit: ca.key was written, then ca.crt refused, and init could not rerun."""
+    folder = fresh_dir / "c1"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "ca.crt").symlink_to(fresh_dir / "gone")
+    with pytest.raises(IdentityError, match=r"ca\.crt already exists"):
+        init_cluster(fresh_dir, "c1")
+    assert listing(folder) == ["ca.crt"]
+
+
+def test_a_write_that_fails_takes_back_what_the_call_wrote(
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_cluster(fresh_dir, "c1")
+    folder = fresh_dir / "c1"
+    before = listing(folder)
+    real_fsync, calls = os.fsync, []
+
+    def fsync_fails_on_the_second_file(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fails_on_the_second_file)
+    with pytest.raises(IdentityError, match=r"cannot write .*n1\.crt: No space left"):
+        issue(fresh_dir, "c1", "n1", Role.NODE)
+    assert listing(folder) == before  # n1.key, written first, was taken back
+    calls.clear()
+    with pytest.raises(IdentityError, match=r"cannot write .*c2/ca\.crt"):
+        init_cluster(fresh_dir, "c2")
+    assert listing(fresh_dir / "c2") == []  # no orphan ca.key
+
+
+def test_a_missing_ca_certificate_next_to_its_key_must_be_restored(fresh_dir: Path) -> None:
+    """Found by an audit: the hint said `certs init`, which refuses (ca.key exists)."""
+    init_cluster(fresh_dir, "c1")
+    (fresh_dir / "c1" / "ca.crt").unlink()
+    with pytest.raises(IdentityError, match=r"ca\.crt is missing: .*restore ca\.crt from a backup"):
+        issue(fresh_dir, "c1", "n1", Role.NODE)
+
+
+def test_what_others_may_write_or_own_is_refused(
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_cluster(fresh_dir, "c1")
+    issue(fresh_dir, "c1", "n1", Role.NODE)
+    folder = fresh_dir / "c1"
+    assert load_identity(fresh_dir, "c1", "n1").name == "n1"  # the layout init makes is fine
+
+    # the folder: anyone who may write there can put their own CA or key pair in it
+    for bad in (0o777, 0o770, 0o1777):
+        os.chmod(folder, bad)
+        with pytest.raises(IdentityError, match=r"c1 is writable by other users .*chmod go-w"):
+            load_identity(fresh_dir, "c1", "n1")
+        with pytest.raises(IdentityError, match="writable by other users"):
+            issue(fresh_dir, "c1", "n2", Role.NODE)
+    os.chmod(folder, 0o755)  # readable by others is fine: the keys are 0600
+    assert load_identity(fresh_dir, "c1", "n1").name == "n1"
+
+    # the trust anchor itself
+    os.chmod(folder / "ca.crt", 0o666)
+    with pytest.raises(IdentityError, match=r"ca\.crt is writable by other users \(mode 0o666\)"):
+        load_identity(fresh_dir, "c1", "n1")
+    os.chmod(folder / "ca.crt", 0o644)
+
+    # init refuses to make a CA in such a folder, and writes nothing there
+    shared = fresh_dir / "c2"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    with pytest.raises(IdentityError, match="writable by other users"):
+        init_cluster(fresh_dir, "c2")
+    assert listing(shared) == []
+
+    # a key owned by another user: refused, unless that user is root, or we are
+    key = folder / "n1.key"
+    if os.geteuid() == 0:
+        os.chown(key, 4321, -1)
+    owner = key.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(IdentityError, match=rf"n1\.key belongs to another user \(uid {owner}\)"):
+        load_identity(fresh_dir, "c1", "n1")
+    for me in (owner, 0):
+        monkeypatch.setattr(os, "geteuid", lambda me=me: me)
+        assert load_identity(fresh_dir, "c1", "n1").name == "n1"
+    if owner != 0:
+        os.chown(key, 0, -1)  # root's key, read by a user (root may always read it anyway)
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+        assert load_identity(fresh_dir, "c1", "n1").name == "n1"
+
+
+def within(seconds: float, call: Callable[[], object]) -> BaseException | None:
+    """What `call` raised (None if nothing), failing if it takes longer than `seconds`."""
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("file", ["n1.key", "n1.crt", "ca.crt", "ca.key"])
+def test_special_files_are_refused_without_blocking(fresh_dir: Path, file: str) -> None:
+    """Found by an audit: a FIFO hung the node (deaf to Ctrl-C); /dev/zero would fill memory."""
+    init_cluster(fresh_dir, "c1")
+    issue(fresh_dir, "c1", "n1", Role.NODE)
+    path = fresh_dir / "c1" / file
+    use = (lambda: issue(fresh_dir, "c1", "n2", Role.NODE)) if file == "ca.key" else (
+        lambda: load_identity(fresh_dir, "c1", "n1")
+    )  # fmt: skip
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    try:
+        refused = within(5, use)
+    finally:
+        with contextlib.suppress(OSError):  # let a reader blocked on it go, if one is
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert isinstance(refused, IdentityError)
+    assert str(refused).endswith(f"c1/{file} is not a regular file")
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    refused = within(5, use)
+    assert isinstance(refused, IdentityError) and "is not a regular file" in str(refused)
+    path.unlink()
+    path.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (64 * 1024))
+    path.chmod(0o600)
+    with pytest.raises(IdentityError, match=rf"c1/{file} is over 64 KiB"):
+        use()
+
+
+def test_a_certs_folder_that_is_a_file_is_named(tmp_path: Path) -> None:
+    """Found by an audit: `cannot write in CD: File exists` named --certs, not CD/c1."""
+    (tmp_path / "c1").write_text("")
+    with pytest.raises(IdentityError, match=r"cannot write in .*/c1: .*/c1 is not a directory"):
+        init_cluster(tmp_path, "c1")
+    with pytest.raises(IdentityError, match=r"/c1 is not a directory"):
+        load_identity(tmp_path, "c1", "n1")
+    with pytest.raises(IdentityError, match=r"/c1 is not a directory"):
+        issue(tmp_path, "c1", "n1", Role.NODE)

@@ -22,9 +22,11 @@ from .common import (
     OK,
     add_certs,
     base_port,
+    cluster_name,
     endpoint_list,
     fail,
     freeze_what_is_loaded,
+    identity_name,
     int_in,
     seconds,
 )
@@ -55,9 +57,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     target.add_argument(
         "--endpoints", type=endpoint_list, metavar="HOST:PORT,...", help="an existing cluster"
     )
-    bench.add_argument("--cluster", default="bench", help="cluster name (default: bench)")
+    bench.add_argument(
+        "--cluster", default="bench", type=cluster_name, help="cluster name (default: bench)"
+    )
     add_certs(bench)
-    bench.add_argument("--name", default="admin", help="identity to use (default: admin)")
+    bench.add_argument(
+        "--name", default="admin", type=identity_name, help="identity to use (default: admin)"
+    )
     bench.add_argument(
         "--clients",
         type=int_in(1, MAX_IN_FLIGHT),

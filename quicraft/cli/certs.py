@@ -6,7 +6,7 @@ import argparse
 
 from quicraft.transport import IdentityError, Role, init_cluster, issue, load_identity
 
-from .common import OK, add_certs, fail
+from .common import OK, add_certs, cluster_name, fail, identity_name
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +23,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Create DIR/CLUSTER/ca.crt and ca.key (keep ca.key secret: whoever holds "
         "it can admit anyone) and an 'admin' client identity.",
     )
-    init.add_argument("--cluster", required=True, help="cluster name")
+    init.add_argument("--cluster", required=True, type=cluster_name, help="cluster name")
     add_certs(init)
     new = actions.add_parser(
         "issue",
@@ -32,8 +32,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Roles: node (a cluster member), admin (everything), client (key-value reads and "
         "writes, events), reader (reads, status, events).",
     )
-    new.add_argument("--cluster", required=True, help="cluster name")
-    new.add_argument("--name", required=True, help="name of the node or client")
+    new.add_argument("--cluster", required=True, type=cluster_name, help="cluster name")
+    new.add_argument("--name", required=True, type=identity_name, help="name of the node or client")
     new.add_argument("--role", required=True, choices=[r.value for r in Role], help="its role")
     add_certs(new)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, find_nodes
+from quicraft.transport import IdentityError, check_name
 from quicraft.transport.address import Address, format_address, parse_address
 
 #: Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
@@ -55,6 +56,24 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def cluster_name(text: str) -> str:
+    """An argument type: a name a cluster may have (it names a folder of keys)."""
+    return _checked(text, "cluster name")
+
+
+def identity_name(text: str) -> str:
+    """An argument type: a name a node or client identity may have (it names its files)."""
+    return _checked(text, "name")
+
+
+def _checked(text: str, what: str) -> str:
+    try:
+        check_name(text, what)
+    except IdentityError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 #: The port before a local cluster's first: its nodes listen on BASE+1 … BASE+9 at most.
 base_port = int_in(1024, 65535 - 9)
 
@@ -90,7 +109,7 @@ FIND_WAIT_S = 3.0
 def add_connection_arguments(parser: argparse.ArgumentParser, endpoints: str, role: str) -> None:
     """--cluster, --endpoints (help: `endpoints`), --mdns-interface, --certs and --name (an
     identity of `role`)."""
-    parser.add_argument("--cluster", required=True, help="cluster name")
+    parser.add_argument("--cluster", required=True, type=cluster_name, help="cluster name")
     parser.add_argument(
         "--endpoints",
         type=endpoint_list,
@@ -106,7 +125,12 @@ def add_connection_arguments(parser: argparse.ArgumentParser, endpoints: str, ro
         "every interface)",
     )
     add_certs(parser)
-    parser.add_argument("--name", default="admin", help=f"identity to use, {role} (default: admin)")
+    parser.add_argument(
+        "--name",
+        default="admin",
+        type=identity_name,
+        help=f"identity to use, {role} (default: admin)",
+    )
 
 
 def endpoints_of(args: argparse.Namespace) -> str:

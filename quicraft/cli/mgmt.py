@@ -32,8 +32,10 @@ from .common import (
     add_certs,
     add_connection_arguments,
     address,
+    cluster_name,
     endpoints_of,
     fail,
+    identity_name,
     seconds,
 )
 from .node import ensure_identity
@@ -96,10 +98,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     restore.add_argument("file", type=Path, metavar="FILE")
     restore.add_argument("--data", type=Path, required=True, metavar="DIR", help="new data dir")
-    restore.add_argument("--cluster", required=True, help="cluster name (for the node's key)")
+    restore.add_argument(
+        "--cluster", required=True, type=cluster_name, help="cluster name (for the node's key)"
+    )
     restore.add_argument(
         "--name",
         required=True,
+        type=identity_name,
         help="the node that will run on DIR; its key is issued if the CA is here and it has none",
     )
     add_certs(restore)

@@ -19,7 +19,17 @@ from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
 from quicraft.transport.address import is_loopback
 
-from .common import MISUSE, OK, add_certs, address, address_list, fail, freeze_what_is_loaded
+from .common import (
+    MISUSE,
+    OK,
+    add_certs,
+    address,
+    address_list,
+    cluster_name,
+    fail,
+    freeze_what_is_loaded,
+    identity_name,
+)
 from .telemetry import add_node_telemetry_arguments, telemetry_settings
 
 DEFAULT_PORT = 7400
@@ -43,10 +53,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def add_node_arguments(node: argparse.ArgumentParser) -> None:
-    node.add_argument("--cluster", required=True, help="cluster name (required)")
+    node.add_argument("--cluster", required=True, type=cluster_name, help="cluster name (required)")
     node.add_argument(
         "--name",
         default=socket.gethostname(),
+        type=identity_name,
         help="this node's name, which picks its key in the certs folder (default: host name)",
     )
     node.add_argument(

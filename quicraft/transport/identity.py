@@ -110,7 +110,7 @@ def issue(certs_dir: Path, cluster: str, name: str, role: Role) -> Path:
     Refused, with nothing written, unless ca.key is the key of ca.crt and the CA is valid
     now. The certificate ends no later than the CA (after that, no peer would accept it)."""
     folder = _folder(certs_dir, cluster)
-    _check_name(name, "name")
+    check_name(name, "name")
     crt, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     _check_halves(crt, key_path)
     for path in (crt, key_path):
@@ -135,7 +135,7 @@ def identity_exists(certs_dir: Path, cluster: str, name: str) -> bool:
     """True when NAME.crt and NAME.key are both there, False when neither is; IdentityError
     when only one is (a dangling symlink counts as missing), saying which and what to do."""
     folder = _folder(certs_dir, cluster)
-    _check_name(name, "name")
+    check_name(name, "name")
     crt, key = folder / f"{name}.crt", folder / f"{name}.key"
     _check_halves(crt, key)
     return os.path.exists(crt)
@@ -144,7 +144,7 @@ def identity_exists(certs_dir: Path, cluster: str, name: str) -> bool:
 def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
     """Read NAME's certificate and key and the cluster CA, and check that they belong together."""
     folder = _folder(certs_dir, cluster)
-    _check_name(name, "name")
+    check_name(name, "name")
     ca_path, crt_path, key_path = folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key"
     _check_folder(folder)
     ca = _load_ca_cert(ca_path, cluster)
@@ -181,11 +181,12 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
 
 
 def _folder(certs_dir: Path, cluster: str) -> Path:
-    _check_name(cluster, "cluster name")
+    check_name(cluster, "cluster name")
     return Path(certs_dir) / cluster
 
 
-def _check_name(name: str, what: str) -> None:
+def check_name(name: str, what: str) -> None:
+    """IdentityError unless `name` may name a cluster or an identity (a file name in DIR)."""
     if not _NAME.fullmatch(name) or name in _RESERVED:
         raise IdentityError(
             f"bad {what} {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not 'ca')"

@@ -215,3 +215,19 @@ def test_an_unknown_argument_is_told_with_the_usage_of_its_command(tmp_path: Pat
     refused = quicraft("certs", "init", "--cluster", "c1", "extra", cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.startswith("usage: quicraft certs init ")
     assert not (tmp_path / "certs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["certs", "issue", "--cluster", "c1", "--name", "../evil", "--role", "node"],
+        ["certs", "init", "--cluster", "a/b"],
+        ["node", "--cluster", "c1", "--name", "bad/name"],
+        ["kv", "get", "k", "--cluster", "..", "--endpoints", "127.0.0.1:9"],
+        ["mgmt", "restore", "f", "--data", "d", "--cluster", "c1", "--name", "ca"],
+    ],
+)
+def test_a_name_no_cluster_or_identity_may_have_is_misuse(tmp_path: Path, argv: list[str]) -> None:
+    refused = quicraft(*argv, cwd=tmp_path)
+    assert refused.returncode == 2 and "use 1-64 letters, digits" in refused.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made

@@ -17,7 +17,7 @@ from quicraft.node import PRESETS, FoundingError, Node, NodeSettings
 from quicraft.storage import StorageError
 from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
-from quicraft.transport.address import is_loopback
+from quicraft.transport.address import format_address, is_loopback
 
 from .common import (
     MISUSE,
@@ -185,6 +185,13 @@ def run(args: argparse.Namespace) -> int:
     if settings.expect > 1 and not settings.discovering and not settings.peers:
         print(
             "quicraft node: --expect needs mDNS (not --no-mdns, not on loopback) or --join",
+            file=sys.stderr,
+        )
+        return MISUSE
+    if args.listen in (args.peers or []):  # it would dial itself and found a cluster of one
+        print(
+            f"quicraft node: --peers names this node's own address "
+            f"{format_address(args.listen)}: give the others' only",
             file=sys.stderr,
         )
         return MISUSE

@@ -231,3 +231,14 @@ def test_a_name_no_cluster_or_identity_may_have_is_misuse(tmp_path: Path, argv: 
     refused = quicraft(*argv, cwd=tmp_path)
     assert refused.returncode == 2 and "use 1-64 letters, digits" in refused.stderr
     assert list(tmp_path.iterdir()) == []  # nothing made
+
+
+def test_peers_naming_the_node_itself_is_misuse(tmp_path: Path) -> None:
+    """It used to dial itself and found a cluster of one."""
+    refused = quicraft(
+        "node", "--cluster", "c1", "--name", "n1", "--listen", "127.0.0.1:7409",
+        "--peers", "127.0.0.1:7408,127.0.0.1:7409", "--no-mdns", cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--peers names this node's own address 127.0.0.1:7409" in refused.stderr
+    assert list(tmp_path.iterdir()) == []

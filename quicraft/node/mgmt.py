@@ -355,7 +355,9 @@ class MgmtService:
             pr = core.progress.get(node)
             silent = f"for {pr.silent_ticks * tick_ms} ms" if pr is not None else "yet"
             where = self._address_of(node) or "an unknown address"
-            problems.append(f"{what} {node} at {where} has not answered {silent}")
+            name = self._name(node)
+            who = f"{node} ({name})" if name else node
+            problems.append(f"{what} {who} at {where} has not answered {silent}")
         problems += self.extra_problems()
         return {
             "ok": not problems,

@@ -199,3 +199,22 @@ def test_the_role_hint_is_given_only_when_the_role_was_refused(reason: str) -> N
     refused = asyncio.run(status())
     assert refused.code == "forbidden" and reason in str(refused)
     assert ("role admin" in str(refused)) == (reason == "role_not_allowed")
+
+
+def test_health_names_the_member_that_has_not_answered(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    down = next(n for n in (1, 2, 3) if n != leader)
+    cluster.kill(down)
+    name = cluster.local.node(down).name
+    leader_address = cluster.local.node(leader).address
+    deadline = time.monotonic() + 30
+    while True:  # until the leader has missed it for an election timeout
+        health = mgmt(cluster, "health", "--json", endpoints=leader_address)
+        answer = json.loads(health.stdout) if health.stdout else {}
+        if answer.get("problems"):
+            break
+        assert time.monotonic() < deadline, f"{health.stdout}\n{health.stderr}"
+        time.sleep(0.2)
+    assert len(answer["problems"]) == 1, answer
+    assert f"({name}) at 127.0.0.1:" in answer["problems"][0]
+    assert "has not answered for" in answer["problems"][0]

@@ -31,6 +31,7 @@ __all__ = [
     "Identity",
     "IdentityError",
     "Role",
+    "check_name",
     "identity_exists",
     "init_cluster",
     "issue",
@@ -89,7 +90,7 @@ def init_cluster(certs_dir: Path, cluster: str) -> Path:
 def issue(certs_dir: Path, cluster: str, name: str, role: Role) -> Path:
     """Make a key for `name`, sign it with the cluster CA; returns the path of NAME.crt."""
     folder = _folder(certs_dir, cluster)
-    _check_name(name, "name")
+    check_name(name, "name")
     crt, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     for path in (crt, key_path):
         if path.exists():
@@ -111,7 +112,7 @@ def identity_exists(certs_dir: Path, cluster: str, name: str) -> bool:
 def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
     """Read NAME's certificate and key and the cluster CA, and check that they belong together."""
     folder = _folder(certs_dir, cluster)
-    _check_name(name, "name")
+    check_name(name, "name")
     ca_path, crt_path, key_path = folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key"
     ca = _load_cert(ca_path, cluster)
     cert = _load_cert(crt_path, cluster)
@@ -149,11 +150,12 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
 
 
 def _folder(certs_dir: Path, cluster: str) -> Path:
-    _check_name(cluster, "cluster name")
+    check_name(cluster, "cluster name")
     return Path(certs_dir) / cluster
 
 
-def _check_name(name: str, what: str) -> None:
+def check_name(name: str, what: str) -> None:
+    """Refuse a cluster or identity name that could not be a file name in --certs."""
     if not _NAME.fullmatch(name) or name in _RESERVED:
         raise IdentityError(
             f"bad {what} {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not 'ca')"

@@ -121,8 +121,7 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
     cluster: LocalCluster | None = None
     try:
         cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
-        for node in cluster.nodes:
-            cluster.start(node, _node_tracing_flags(args))
+        cluster.start_nodes(cluster.nodes, _node_tracing_flags(args))
         pids = {node.name: node.pid for node in cluster.nodes}
 
         def cpu() -> dict[str, float]:

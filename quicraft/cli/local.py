@@ -45,10 +45,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         actions,
         "start",
         "create N nodes and start them, or start a stopped cluster again",
-        "Create a cluster of N nodes in --dir and start them; in a folder that holds a "
-        "stopped cluster, start its nodes again on their data (N and any option given must "
-        "match it). Waits until every node listens: if one exits (its port is taken, say), "
-        "stops the others and fails with that node's error.",
+        "Create a cluster of N nodes in --dir (a new or empty folder) and start them; in a "
+        "folder that holds a stopped cluster, start its nodes again on their data (N and any "
+        "option given must match it). Waits until every node listens: if one exits (its port "
+        "is taken, say), stops the others and fails with that node's error.",
     )
     start.add_argument("size", type=int, metavar="N", help="number of nodes (1-9)")
     start.add_argument("--cluster", help=f"cluster name (default: {DEFAULT_CLUSTER})")
@@ -100,8 +100,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stop.add_argument(
         "--clean",
         action="store_true",
-        help="also delete the cluster's keys, data and logs, and the folder if nothing else "
-        "is in it",
+        help="also delete the cluster's keys, data and logs, and the folder if 'start' made "
+        "it and nothing else is in it",
     )
 
 

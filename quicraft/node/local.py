@@ -1,17 +1,24 @@
 """A development cluster of N node processes on loopback, kept under one folder.
 
-    FOLDER/cluster.json   cluster name, preset, and per node: name, port, pid
+    FOLDER/cluster.json   cluster name, preset, whether `create` made FOLDER, and per node:
+                          name, port, pid and the process's start time
     FOLDER/certs/         the cluster's CA and every node's key
     FOLDER/nI/            node I's data directory and its log (node.log)
 
 `quicraft local` and `quicraft bench --local` both use this. Processes are started in their
 own session, so they outlive the command that started them until `stop`.
 
+A pid in cluster.json may be stale (the node exited, the machine rebooted) and reused by any
+process, and a copied folder names the original's processes: a pid counts as a node of this
+folder only if /proc shows a process that started when that node did and whose command line
+names the node's data directory in this folder. Nothing else is ever signalled.
+
 Messages here say what is wrong; the command that calls this adds how to go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,10 +30,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from quicraft.transport import Role, init_cluster, issue
+from quicraft.node.settings import PRESETS
+from quicraft.transport import IdentityError, Role, check_name, init_cluster, issue
 from quicraft.transport.address import format_address
 
 STATE_FILE = "cluster.json"
+#: The largest pid_t.
+MAX_PID = 2**31 - 1
 
 #: How long `start_nodes` waits for a node to listen: a node takes a second or two (mostly
 #: imports), more on a busy machine.
@@ -52,7 +62,11 @@ class NoSuchNode(LocalClusterError):
 class LocalNode:
     name: str
     port: int
+    #: 0 when stopped.
     pid: int = 0
+    #: When the process started: field 22 of /proc/PID/stat, in clock ticks after boot; 0 when
+    #: stopped, or unknown (a cluster.json written before this was recorded).
+    start_time: int = 0
 
     @property
     def address(self) -> str:
@@ -65,8 +79,12 @@ class LocalCluster:
     cluster: str
     preset: str
     nodes: list[LocalNode]
+    #: Whether `create` made the folder, so that `delete` may remove it.
+    made_folder: bool = False
     #: Where each node's log stood when `start` last started it (not saved).
     _log_starts: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    #: Pids of the processes this object started and has not reaped (not saved).
+    _children: set[int] = field(default_factory=set, repr=False, compare=False)
 
     # -- the folder ------------------------------------------------------------------------
 
@@ -74,28 +92,34 @@ class LocalCluster:
     def create(
         cls, folder: Path, size: int, cluster: str, preset: str, base_port: int
     ) -> LocalCluster:
-        """Make the folder (unless it exists), the cluster's CA and a key per node, keeping
-        those already there. A folder it made is removed again if this fails."""
+        """Make the folder (or take an empty one), the cluster's CA and a key per node. If this
+        fails, what it made is removed again."""
         _check_folder(folder)
         if (folder / STATE_FILE).exists():
             raise LocalClusterError(f"{folder} already holds a local cluster")
+        if folder.exists() and any(folder.iterdir()):
+            raise LocalClusterError(f"{folder} holds other files; give an empty or new folder")
         if not 1 <= size <= 9:
             raise LocalClusterError("a local cluster has 1 to 9 nodes")
         made_folder = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
+        nodes = [LocalNode(f"n{i}", base_port + i) for i in range(1, size + 1)]
+        made = cls(folder, cluster, preset, nodes, made_folder)
+        certs = made.certs
         try:
-            certs = folder / "certs"
-            if not (certs / cluster / "ca.crt").exists():
-                init_cluster(certs, cluster)
-            nodes = [LocalNode(f"n{i}", base_port + i) for i in range(1, size + 1)]
+            init_cluster(certs, cluster)
             for node in nodes:
-                if not (certs / cluster / f"{node.name}.crt").exists():
-                    issue(certs, cluster, node.name, Role.NODE)
-            made = cls(folder, cluster, preset, nodes)
+                issue(certs, cluster, node.name, Role.NODE)
             made.save()
         except BaseException:
+            # The folder was new or empty: all of certs/ is ours (the cluster name may be bad,
+            # so build no path from it).
+            shutil.rmtree(certs, ignore_errors=True)
+            for name in (STATE_FILE, STATE_FILE + ".tmp"):
+                (folder / name).unlink(missing_ok=True)
             if made_folder:
-                shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise
         return made
 
@@ -104,17 +128,17 @@ class LocalCluster:
         _check_folder(folder)
         try:
             raw = json.loads((folder / STATE_FILE).read_text())
-            nodes = [LocalNode(**n) for n in raw["nodes"]]
-            return cls(folder, str(raw["cluster"]), str(raw["preset"]), nodes)
+            return _parse(folder, raw)
         except FileNotFoundError:
             raise NoLocalCluster(f"no local cluster in {folder}") from None
-        except (ValueError, KeyError, TypeError) as err:
+        except ValueError as err:
             raise LocalClusterError(f"{folder / STATE_FILE} is unreadable: {err}") from None
 
     def save(self) -> None:
         raw = {
             "cluster": self.cluster,
             "preset": self.preset,
+            "made_folder": self.made_folder,
             "nodes": [asdict(n) for n in self.nodes],
         }
         tmp = self.folder / (STATE_FILE + ".tmp")
@@ -122,14 +146,16 @@ class LocalCluster:
         tmp.replace(self.folder / STATE_FILE)
 
     def delete(self) -> None:
-        """Delete the cluster's keys, its nodes' data and logs and its state, then the folder
-        if nothing else is in it: whatever else a user keeps there stays."""
+        """Delete the cluster's keys, its nodes' data and logs and its state, then certs/ if
+        nothing else is in it, and the folder if `create` made it and nothing else is in it:
+        whatever else a user keeps there stays."""
         shutil.rmtree(self.certs / self.cluster, ignore_errors=True)
         for node in self.nodes:
             shutil.rmtree(self.folder / node.name, ignore_errors=True)
         for name in (STATE_FILE, STATE_FILE + ".tmp"):
             (self.folder / name).unlink(missing_ok=True)
-        for folder in (self.certs, self.folder):
+        empty = [self.certs, self.folder] if self.made_folder else [self.certs]
+        for folder in empty:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
@@ -152,6 +178,10 @@ class LocalCluster:
     def log_file(self, node: LocalNode) -> Path:
         return self.folder / node.name / "node.log"
 
+    def data_dir(self, node: LocalNode) -> Path:
+        """Absolute, so that a node's command line names this folder wherever it is run."""
+        return self.folder.resolve() / node.name / "data"
+
     # -- processes -------------------------------------------------------------------------
 
     def command(self, node: LocalNode, extra: list[str] | None = None) -> list[str]:
@@ -161,7 +191,7 @@ class LocalCluster:
             "--cluster", self.cluster,
             "--name", node.name,
             "--listen", node.address,
-            "--data", str(self.folder / node.name / "data"),
+            "--data", str(self.data_dir(node)),
             "--certs", str(self.certs),
             "--preset", self.preset,
         ]  # fmt: skip
@@ -182,25 +212,36 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._children.add(process.pid)
         node.pid = process.pid
+        node.start_time = _start_time(process.pid) or 0
         self.save()
 
     def running(self, node: LocalNode) -> bool:
+        """Whether node.pid is that node's process and has not exited (see the module's
+        docstring); a process /proc does not show is not."""
         if node.pid <= 0:
             return False
-        try:
-            waited, _ = os.waitpid(node.pid, os.WNOHANG)  # reap it if it is our child
-        except ChildProcessError:
-            pass  # not our child: ask /proc below
-        else:
-            # Our child, so the pid is not recycled; /proc would not do here: while the
-            # child is still exec-ing the node, its command line reads as empty.
-            return waited != node.pid
-        try:
-            os.kill(node.pid, 0)
-        except ProcessLookupError:
+        if node.pid in self._children:
+            # Started here and not reaped, so the pid is not recycled; /proc would not do here:
+            # while the child is still exec-ing the node, its command line reads as empty.
+            try:
+                waited, _ = os.waitpid(node.pid, os.WNOHANG)  # reap it if it exited
+            except ChildProcessError:
+                self._children.discard(node.pid)  # reaped elsewhere: ask /proc below
+            else:
+                if waited != node.pid:
+                    return True
+                self._children.discard(node.pid)
+                return False
+        argv = _command_line(node.pid)
+        started = _start_time(node.pid)  # read second: a pid reused in between fails this
+        if argv is None or started is None:
             return False
-        return _is_quicraft(node.pid)
+        if node.start_time and started != node.start_time:
+            return False
+        data = ["--data", str(self.data_dir(node))]
+        return any(argv[i : i + 2] == data for i in range(len(argv) - 1))
 
     def kill(self, node: LocalNode, sig: int = signal.SIGKILL) -> None:
         if self.running(node):
@@ -264,7 +305,7 @@ class LocalCluster:
         for node in nodes:
             self.kill(node, signal.SIGKILL)
             self.wait_stopped(node)
-            node.pid = 0
+            node.pid = node.start_time = 0
         self.save()
 
     def stop_all(self, grace_s: float = STOP_GRACE_S) -> None:
@@ -274,14 +315,11 @@ class LocalCluster:
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time a running process has used (all its threads), from /proc;
     None where there is no /proc or no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return None
-    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself;
-    # utime and stime are fields 14 and 15, counted in clock ticks.
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # utime and stime, counted in clock ticks
+    return (int(fields[14]) + int(fields[15])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds_of(pids: Mapping[str, int]) -> dict[str, float]:
@@ -304,10 +342,86 @@ def _last_line(log: str) -> str:
     return lines[-1].removeprefix("quicraft: error: ")
 
 
-def _is_quicraft(pid: int) -> bool:
-    """Guards against a recycled pid: only signal a process that runs a quicraft node."""
+def _stat(pid: int) -> dict[int, str] | None:
+    """The fields of /proc/PID/stat from field 3 on, by their numbers in proc(5); None where
+    there is no /proc or no such process."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True  # no /proc here: trust the pid
-    return b"quicraft" in cmdline
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    return dict(enumerate(stat.rpartition(")")[2].split(), start=3))
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return None if fields is None else int(fields[22])
+
+
+def _command_line(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")
+
+
+# -- cluster.json ------------------------------------------------------------------------------
+
+
+def _parse(folder: Path, raw: object) -> LocalCluster:
+    """A LocalCluster from cluster.json's content; ValueError says what is wrong with it.
+    Names become paths that `delete` removes: they must be what `create` makes."""
+    top = _fields(raw, "", {"cluster", "preset", "nodes"}, {"made_folder"})
+    cluster, preset, made_folder = top["cluster"], top["preset"], top.get("made_folder", False)
+    if not isinstance(cluster, str):
+        raise ValueError(f"cluster must be a name, not {_shown(cluster)}")
+    try:
+        check_name(cluster, "cluster name")
+    except IdentityError as err:
+        raise ValueError(str(err)) from None
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(
+            f"preset must be one of {', '.join(sorted(PRESETS))}, not {_shown(preset)}"
+        )
+    if not isinstance(made_folder, bool):
+        raise ValueError(f"made_folder must be true or false, not {_shown(made_folder)}")
+    listed = top["nodes"]
+    if not isinstance(listed, list) or not 1 <= len(listed) <= 9:
+        raise ValueError("nodes must be a list of 1 to 9 nodes")
+    nodes = []
+    for number, entry in enumerate(listed, start=1):
+        name = f"n{number}"
+        fields = _fields(entry, f"node {name}: ", {"name", "port", "pid"}, {"start_time"})
+        if fields["name"] != name:
+            raise ValueError(f'node {name}: name must be "{name}", not {_shown(fields["name"])}')
+        port = _whole(fields["port"], f"node {name}: port", 1, 65535)
+        pid = _whole(fields["pid"], f"node {name}: pid", 0, MAX_PID)
+        start_time = _whole(fields.get("start_time", 0), f"node {name}: start_time", 0, 2**64 - 1)
+        nodes.append(LocalNode(name, port, pid, start_time))
+    return LocalCluster(folder, cluster, preset, nodes, made_folder)
+
+
+def _fields(raw: object, where: str, required: set[str], optional: set[str]) -> dict[str, object]:
+    """`raw` as a JSON object with the `required` keys, and others only from `optional`."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}not a JSON object")
+    missing, unknown = sorted(required - raw.keys()), sorted(raw.keys() - required - optional)
+    if missing:
+        raise ValueError(f"{where}{missing[0]} is missing")
+    if unknown:
+        raise ValueError(f"{where}unknown field {_shown(unknown[0])}")
+    return raw
+
+
+def _whole(value: object, what: str, low: int, high: int) -> int:
+    # bool is an int in Python, but true is not a pid.
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{what} must be a whole number from {low} to {high}, not {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    """A value as cluster.json has it, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -40,6 +40,7 @@ __all__ = [
     "Identity",
     "IdentityError",
     "Role",
+    "check_name",
     "identity_exists",
     "init_cluster",
     "issue",

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cluster_harness import free_base_port
 
 from quicraft import connect_sync
+from quicraft.cli import main
 from quicraft.node.local import LocalCluster
+from quicraft.transport import init_cluster
 
 
 def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -195,3 +200,233 @@ def test_dir_goes_before_or_after_the_action(where: str, tmp_path: Path) -> None
     done = quicraft("local", *argv)
     assert done.returncode == 1
     assert done.stderr.startswith(f"quicraft: error: no local cluster in {tmp_path / 'x'}:")
+
+
+# -- processes and files the cluster did not make ------------------------------------------------
+
+
+@contextmanager
+def _process(*argv: str, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A process of the test's own, stopped by its pid at the end."""
+    process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _start_time(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+
+
+def _name_in_cluster_json(folder: Path, pid: int, start_time: int | None) -> None:
+    raw = json.loads((folder / "cluster.json").read_text())
+    raw["nodes"][0]["pid"] = pid
+    if start_time is None:  # as written before start times were recorded
+        raw["nodes"][0].pop("start_time", None)
+        raw.pop("made_folder", None)
+    else:
+        raw["nodes"][0]["start_time"] = start_time
+    (folder / "cluster.json").write_text(json.dumps(raw))
+
+
+def _sleeper(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import time; time.sleep(120)", *args]
+
+
+@pytest.mark.parametrize("decoy", ["a tail of its log", "another folder's node", "a later node"])
+def test_a_pid_that_is_not_this_folder_s_node_is_stopped_and_never_signalled(
+    decoy: str, tmp_path: Path
+) -> None:
+    """The audit's finding 2: any process with "quicraft" in its command line (or none that
+    could be read) was taken for the node, and stop SIGTERMed and SIGKILLed it."""
+    folder = tmp_path / ".quicraft-local"
+    cluster = LocalCluster.create(folder, 1, "local", "test", free_base_port(1))
+    (folder / "n1").mkdir()
+    (folder / "n1" / "node.log").write_text("")
+    data = str((folder / "n1" / "data").resolve())
+    argv = {
+        # its pid reused by a `tail -f` of the node's log
+        "a tail of its log": ["tail", "-f", ".quicraft-local/n1/node.log"],
+        # a copied folder: the original's node, same start time, but not this folder's
+        "another folder's node": _sleeper(
+            "quicraft.cli", "node", "--data", f"{tmp_path}/x/n1/data"
+        ),
+        # this folder's data directory, but not the process that was started then
+        "a later node": _sleeper("quicraft.cli", "node", "--data", data),
+    }[decoy]
+    with _process(*argv, cwd=tmp_path) as process:
+        start_time = _start_time(process.pid)
+        if decoy == "a later node":
+            start_time -= 1
+        _name_in_cluster_json(folder, process.pid, start_time)
+        d = ["--dir", str(folder)]
+        status = quicraft("local", *d, "status")
+        assert status.stdout.startswith(f"n1  {cluster.nodes[0].address:<16} stopped\n")
+        kill = quicraft("local", *d, "kill", "1")
+        assert kill.returncode == 1 and kill.stderr.startswith("quicraft: error: n1 is not running")
+        stop = quicraft("local", *d, "stop")
+        assert stop.returncode == 0, stop.stderr
+        assert process.poll() is None  # never signalled
+        assert _pids(folder) == [0]  # what it names is forgotten
+
+
+def test_a_cluster_json_without_start_times_trusts_the_command_line_alone(
+    tmp_path: Path,
+) -> None:
+    """The format before start times were recorded: a pid counts as the node if its command
+    line names the node's data directory in this folder, whenever it started."""
+    folder = tmp_path / "dev"
+    LocalCluster.create(folder, 1, "local", "test", free_base_port(1))
+    data = str((folder / "n1" / "data").resolve())
+    with (
+        _process(*_sleeper("quicraft.cli", "node", "--data", data)) as node,
+        _process(*_sleeper("quicraft.cli", "node", "--data", f"{tmp_path}/x/n1/data")) as other,
+    ):
+        _name_in_cluster_json(folder, node.pid, None)
+        legacy = LocalCluster.load(folder)
+        assert legacy.running(legacy.nodes[0])
+        _name_in_cluster_json(folder, other.pid, None)
+        legacy = LocalCluster.load(folder)
+        assert not legacy.running(legacy.nodes[0])
+        legacy.stop_all()
+        assert other.poll() is None and node.poll() is None
+        assert legacy.nodes[0].start_time == 0 and not legacy.made_folder
+
+
+def test_a_copy_of_a_folder_does_not_stop_the_original_s_nodes(tmp_path: Path) -> None:
+    original, copy = tmp_path / "dev", tmp_path / "copy"
+    cluster = LocalCluster.create(original, 1, "local", "test", free_base_port(1))
+    try:
+        cluster.start_nodes(cluster.nodes)
+        pid = cluster.nodes[0].pid
+        shutil.copytree(original, copy)
+        status = quicraft("local", "--dir", str(copy), "status")
+        assert status.stdout.startswith(f"n1  {cluster.nodes[0].address:<16} stopped\n")
+        cleaned = quicraft("local", "--dir", str(copy), "stop", "--clean")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert not copy.exists()
+        assert cluster.running(cluster.nodes[0]) and not _gone(pid)
+        status = quicraft("local", "--dir", str(original), "status")
+        assert status.stdout.startswith(f"n1  {cluster.nodes[0].address:<16} running (pid {pid})\n")
+    finally:
+        cluster.stop_all()
+    assert _gone(pid)
+
+
+_NODE = {"name": "n1", "port": 7901, "pid": 0}
+_PID = "node n1: pid must be a whole number from 0 to 2147483647, not "
+_PORT = "node n1: port must be a whole number from 1 to 65535, not "
+
+
+def _cluster_json(node: dict[str, object] = _NODE, **top: object) -> dict[str, object]:
+    return {"cluster": "local", "preset": "dev", "nodes": [node], **top}
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (_cluster_json({**_NODE, "pid": "abc"}), _PID + '"abc"'),
+        (_cluster_json({**_NODE, "pid": 1.5}), _PID + "1.5"),
+        (_cluster_json({**_NODE, "pid": None}), _PID + "null"),
+        (_cluster_json({**_NODE, "pid": True}), _PID + "true"),
+        (_cluster_json({**_NODE, "pid": 10**20}), _PID + "100000000000000000000"),
+        (_cluster_json({**_NODE, "pid": -1}), _PID + "-1"),
+        (_cluster_json({"name": "n1", "port": 7901}), "node n1: pid is missing"),
+        (_cluster_json({**_NODE, "port": "x"}), _PORT + '"x"'),
+        (_cluster_json({**_NODE, "port": 99999}), _PORT + "99999"),
+        (
+            _cluster_json({**_NODE, "start_time": [1]}),
+            "node n1: start_time must be a whole number from 0 to 18446744073709551615, not [1]",
+        ),
+        (_cluster_json({**_NODE, "name": "../.."}), 'node n1: name must be "n1", not "../.."'),
+        (_cluster_json({**_NODE, "extra": 1}), 'node n1: unknown field "extra"'),
+        (
+            _cluster_json(cluster="../.."),
+            "bad cluster name '../..': use 1-64 letters, digits, '.', '_' or '-' (not 'ca')",
+        ),
+        (_cluster_json(cluster=5), "cluster must be a name, not 5"),
+        (_cluster_json(preset=["dev"]), 'preset must be one of dev, prod, test, not ["dev"]'),
+        (_cluster_json(made_folder="yes"), 'made_folder must be true or false, not "yes"'),
+        (_cluster_json(nodes=[]), "nodes must be a list of 1 to 9 nodes"),
+        (_cluster_json(nodes=["n1"]), "node n1: not a JSON object"),
+        ([], "not a JSON object"),
+    ],
+)
+def test_a_damaged_cluster_json_is_one_line_for_every_command(
+    raw: object, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's finding 5: these were tracebacks, and "pid": true signalled PID 1."""
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    (folder / "cluster.json").write_text(json.dumps(raw))
+    for action in (
+        ["status"],
+        ["stop"],
+        ["stop", "--clean"],
+        ["kill", "1"],
+        ["restart", "1"],
+        ["logs"],
+        ["start", "1"],
+    ):
+        assert main(["local", "--dir", str(folder), *action]) == 1, action
+        out, err = capsys.readouterr()
+        assert out == "", action
+        assert err == f"quicraft: error: {folder}/cluster.json is unreadable: {said}\n", action
+    assert sorted(p.name for p in folder.iterdir()) == ["cluster.json"]
+
+
+@contextmanager
+def _port_taken(port: int) -> Iterator[None]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        yield
+
+
+def _contents(folder: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+        for p in folder.rglob("*")
+    }
+
+
+@pytest.mark.parametrize("holding", ["notes", "a CA", "the current directory"])
+def test_start_refuses_a_folder_of_other_files_and_changes_nothing(
+    holding: str, tmp_path: Path
+) -> None:
+    """The audit's finding 1: start mixed a cluster into any folder, and when it failed (here
+    its port is taken) deleted the cluster's keys there, a CA it had not made among them."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    if holding == "a CA":
+        init_cluster(folder / "certs", "local")
+    else:
+        (folder / "notes.txt").write_text("mine")
+    before = _contents(folder)
+    base = free_base_port(1)
+    where, cwd = (".", folder) if holding == "the current directory" else (str(folder), None)
+    with _port_taken(base + 1):
+        refused = quicraft("local", "--dir", where, "start", "1", "--base-port", str(base), cwd=cwd)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr
+        == f"quicraft: error: {where} holds other files; give an empty or new folder\n"
+    )
+    assert _contents(folder) == before
+
+
+def test_an_empty_folder_given_is_kept(tmp_path: Path) -> None:
+    """Start takes an empty folder; neither a failed start nor stop --clean removes it (with
+    --dir ., that failed with "Invalid argument: '.'")."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    base = free_base_port(1)
+    with _port_taken(base + 1):
+        failed = quicraft("local", "--dir", str(folder), "start", "1", "--base-port", str(base))
+    assert failed.returncode == 1 and "Address already in use" in failed.stderr
+    assert folder.is_dir() and not any(folder.iterdir())
+    LocalCluster.create(folder, 1, "local", "test", base)  # not started
+    cleaned = quicraft("local", "--dir", ".", "stop", "--clean", cwd=folder)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert folder.is_dir() and not any(folder.iterdir())

@@ -179,6 +179,19 @@ def test_bench_local_runs_and_cleans_up(tmp_path: Path) -> None:
         assert sorted(cpu) == ["bench", "n1", "n2", "n3"] and min(cpu.values()) > 0
 
 
+def test_bench_local_fails_with_the_node_s_error_when_its_port_is_taken() -> None:
+    """It started the nodes without waiting, and failed 30 s later: no leader."""
+    base = free_base_port(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", base + 1))
+        done = quicraft("bench", "--local", "1", "--duration", "1", "--base-port", str(base))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"quicraft: error: n1 exited: cannot listen on 127.0.0.1:{base + 1}: Address already "
+        "in use\n"
+    )
+
+
 def test_cpu_seconds_reads_any_process_and_none_for_a_gone_one(tmp_path: Path) -> None:
     if not Path("/proc/self/stat").exists():
         pytest.skip("reads /proc")

@@ -21,7 +21,7 @@ from quicraft.node.local import (
 from quicraft.node.settings import PRESETS
 from quicraft.transport import IdentityError
 
-from .common import FAILED, MISUSE, OK, base_port, fail
+from .common import FAILED, MISUSE, OK, base_port, cluster_name, fail, int_in
 
 DEFAULT_DIR = Path(".quicraft-local")
 DEFAULT_CLUSTER, DEFAULT_BASE_PORT, DEFAULT_PRESET = "local", 7400, "dev"
@@ -51,7 +51,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "is taken, say), stops the others and fails with that node's error.",
     )
     start.add_argument("size", type=int, metavar="N", help="number of nodes (1-9)")
-    start.add_argument("--cluster", help=f"cluster name (default: {DEFAULT_CLUSTER})")
+    start.add_argument(
+        "--cluster", type=cluster_name, help=f"cluster name (default: {DEFAULT_CLUSTER})"
+    )
     start.add_argument(
         "--base-port",
         type=base_port,
@@ -127,24 +129,9 @@ def _action(
     return parser
 
 
-def _node_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a node number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"nodes are numbered from 1, not {value}")
-    return value
-
-
-def _line_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+#: A node's number in its cluster (a cluster has at most 9), and a count of log lines.
+_node_number = int_in(1, 9)
+_line_count = int_in(1, 10**9)
 
 
 def run(args: argparse.Namespace) -> int:

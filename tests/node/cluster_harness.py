@@ -143,6 +143,18 @@ async def eventually_write(client: Client, key: str, value: bytes) -> int:
     raise AssertionError(f"could not write {key}")
 
 
+def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `quicraft` command as a user would, with no standard input."""
+    return subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     made = Cluster(tmp_path / "cluster")

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
-from cluster_harness import Cluster
+from cluster_harness import Cluster, quicraft
 
 from quicraft.client import Client, ClientError, events
 from quicraft.client.bench import run_bench, wait_until_serving
@@ -39,17 +39,6 @@ def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path)
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()  # it did its work, then printed
-
-
-def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "quicraft.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.mark.parametrize(

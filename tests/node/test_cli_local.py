@@ -13,23 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cluster_harness import free_base_port
+from cluster_harness import free_base_port, quicraft
 
 from quicraft import connect_sync
 from quicraft.cli import main
 from quicraft.node.local import LocalCluster
 from quicraft.transport import init_cluster
-
-
-def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "quicraft.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _pids(folder: Path) -> list[int]:
@@ -138,7 +127,7 @@ def test_node_numbers_and_line_counts_out_of_range_are_misuse(tmp_path: Path) ->
     seven = quicraft("local", "--dir", str(folder), "kill", "7")
     assert seven.stderr == "quicraft local: there is no node 7; nodes are 1 to 3\n"
     zero = quicraft("local", "--dir", str(folder), "logs", "0")
-    assert "argument I: nodes are numbered from 1, not 0" in zero.stderr
+    assert "argument I: must be from 1 to 9, not 0" in zero.stderr
 
 
 def test_status_fails_when_no_leader_serves(tmp_path: Path) -> None:
@@ -170,7 +159,7 @@ def test_a_folder_that_cannot_be_made_is_refused_and_nothing_is_left(tmp_path: P
         assert refused.stderr == f"quicraft: error: {a_file} is a file, not a folder\n"
     folder = tmp_path / "new"
     bad = quicraft("local", "--dir", str(folder), "start", "1", "--cluster", "bad/name")
-    assert bad.returncode == 1 and "bad cluster name 'bad/name'" in bad.stderr
+    assert bad.returncode == 2 and "bad cluster name 'bad/name'" in bad.stderr
     assert not folder.exists()
 
 

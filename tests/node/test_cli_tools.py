@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_harness import Cluster, free_base_port, run
+from cluster_harness import Cluster, free_base_port, quicraft, run
 
 from quicraft import connect_sync
 from quicraft.client.bench import BenchResult, cpu_per_write
@@ -23,17 +23,6 @@ from quicraft.statemachine import KVStore, encode_command
 from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
 from quicraft.transport import connect as quic_connect
 from quicraft.wire import BackupInfo, write_backup
-
-
-def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "quicraft.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_certs_init_and_issue(tmp_path: Path) -> None:

@@ -196,9 +196,9 @@ def test_kv_shell_runs_commands_and_help(cluster: Cluster) -> None:
 def test_a_node_started_on_another_nodes_data_directory_is_refused(cluster: Cluster) -> None:
     """Before, it ran as that store's node without a word (found by a review on 2026-12-02)."""
     cluster.kill(2)
-    argv = cluster.local.command(cluster.nodes[0])  # n1's key and peers ...
+    argv = cluster.local.command(cluster.nodes[0])  # n1's key ...
     n2 = cluster.local.command(cluster.nodes[1])
-    for flag in ("--data", "--listen"):  # ... n2's data, where n2 served
+    for flag in ("--data", "--listen", "--peers"):  # ... n2's data, where n2 served
         argv[argv.index(flag) + 1] = n2[n2.index(flag) + 1]
     refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1, refused.stderr

@@ -11,6 +11,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,11 @@ def open_store(path: Path) -> plyvel.DB:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StorageError(f"{path}: cannot create the directory: {e.strerror or e}") from None
+        if path.is_symlink():  # to nothing: exists() said no, mkdir finds the link
+            why = f"it is a symlink to {os.readlink(path)}, which does not exist"
+        else:
+            why = e.strerror or str(e)
+        raise StorageError(f"{path}: cannot create the directory: {why}") from None
     try:
         db = plyvel.DB(
             str(path), create_if_missing=True, paranoid_checks=True, write_buffer_size=32 << 20

@@ -304,7 +304,8 @@ def _info(data: bytes) -> BackupInfo:
             raise ProtocolError("header: trace context has no place in a file")
         info = check_fields(raw, _INFO, "header")
     except ProtocolError as exc:
-        raise BackupError(f"backup file: bad {exc}") from exc
+        # Read before the digest at the end can be checked: say what is likeliest.
+        raise BackupError(f"backup file corrupted, or not made by quicraft: {exc}") from exc
     membership = info["membership"]
     return BackupInfo(
         info["cluster"],

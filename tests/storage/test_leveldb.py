@@ -332,6 +332,15 @@ def test_a_directory_that_cannot_be_made_is_named_with_the_reason(tmp_path: Path
         LevelDBStorage(tmp_path / "file" / "data")
 
 
+def test_a_symlink_to_nothing_is_named_as_such(tmp_path: Path) -> None:
+    """Found by an audit: it said "cannot create the directory: File exists"."""
+    (tmp_path / "data").symlink_to(tmp_path / "gone")
+    with pytest.raises(
+        StorageError, match=r"data: cannot create the directory: it is a symlink to "
+    ):
+        LevelDBStorage(tmp_path / "data")
+
+
 def test_a_directory_this_user_may_not_enter_is_named_with_the_reason(tmp_path: Path) -> None:
     """Found by an audit: it said "[Errno 13] Permission denied: '…'"."""
     locked = tmp_path / "locked"

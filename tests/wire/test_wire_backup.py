@@ -359,7 +359,7 @@ GOOD_HEADER: dict[str, Any] = {
 @pytest.mark.parametrize(
     ("header", "error"),
     [
-        ({**GOOD_HEADER, "v": 2}, "bad header: unsupported version 2"),
+        ({**GOOD_HEADER, "v": 2}, "corrupted, or not made by quicraft: header: unsupported "),
         ({**GOOD_HEADER, "cluster": ""}, "'cluster' must be a str of 1"),
         ({**GOOD_HEADER, "index": -1}, "'index' must be an unsigned"),
         ({**GOOD_HEADER, "extra": 1}, "unknown field"),
@@ -372,6 +372,14 @@ GOOD_HEADER: dict[str, Any] = {
 def test_bad_headers_are_named(header: object, error: str) -> None:
     with pytest.raises(BackupError, match=error):
         verify_backup(io.BytesIO(_with_header(header)))
+
+
+def test_a_header_length_past_its_item_is_corruption() -> None:
+    """An audit flipped a byte of the length: it said "bad 256 trailing bytes"."""
+    body = cbor2.dumps(GOOD_HEADER) + bytes(256)
+    head = MAGIC + b"\x00\x01" + len(body).to_bytes(4, "big") + body
+    with pytest.raises(BackupError, match=r"^backup file corrupted, or not made by quicraft: "):
+        verify_backup(io.BytesIO(head + hashlib.sha256(head).digest()))
 
 
 def test_a_header_with_no_body_reads() -> None:

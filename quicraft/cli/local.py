@@ -50,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "option given must match it). Waits until every node listens: if one exits (its port "
         "is taken, say), stops the others and fails with that node's error.",
     )
-    start.add_argument("size", type=int, metavar="N", help="number of nodes (1-9)")
+    start.add_argument("size", type=_node_number, metavar="N", help="number of nodes (1-9)")
     start.add_argument(
         "--cluster", type=cluster_name, help=f"cluster name (default: {DEFAULT_CLUSTER})"
     )
@@ -129,7 +129,7 @@ def _action(
     return parser
 
 
-#: A node's number in its cluster (a cluster has at most 9), and a count of log lines.
+#: A node's number in its cluster, or a cluster's size (at most 9), and a count of log lines.
 _node_number = int_in(1, 9)
 _line_count = int_in(1, 10**9)
 
@@ -154,9 +154,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace, folder: Path, command: str) -> int:
-    if not 1 <= args.size <= 9:
-        print("quicraft local: a local cluster has 1 to 9 nodes", file=sys.stderr)
-        return MISUSE
     try:
         cluster = LocalCluster.load(folder)
     except NoLocalCluster:

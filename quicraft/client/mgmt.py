@@ -171,8 +171,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         appears only when complete, and an existing `path` is replaced only with `replace`
         (else FileExistsError, as for `path`.part)."""
         path = Path(path)
-        if not replace and os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "it exists already", str(path))
+        self._check_free(path, replace)
         part = path.with_name(path.name + ".part")
         loop = asyncio.get_running_loop()
         watch: asyncio.Task[None] | None = None
@@ -221,10 +220,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     writer.finish()
                     fp.flush()
                     await loop.run_in_executor(None, os.fsync, fp.fileno())
-            if replace:
-                part.replace(path)
-            else:
-                os.link(part, path)  # fails, rather than replaces, if `path` appeared meanwhile
+            self._check_free(path, replace)  # again: it may have appeared meanwhile
+            part.replace(path)
             return info
         except RefusedError as err:
             raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
@@ -238,6 +235,11 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             if made_part:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
+
+    @staticmethod
+    def _check_free(path: Path, replace: bool) -> None:
+        if not replace and os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "it exists already", str(path))
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, DiscoverySettings
-from quicraft.node import PRESETS, FoundingError, Node, NodeSettings
+from quicraft.node import PRESETS, FoundingError, Node, NodeSettings, RemovedFromCluster
 from quicraft.storage import StorageError
 from quicraft.telemetry import check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
@@ -209,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
         OSError,
     ) as err:
         return fail(str(err))
+    except RemovedFromCluster as err:
+        # Not a failure: what the operator asked for. Exit 0 so that a supervisor restarting
+        # failed nodes leaves it stopped.
+        print(f"quicraft: {err}", file=sys.stderr)
+        return OK
     except KeyboardInterrupt:
         return OK
 

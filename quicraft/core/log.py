@@ -118,6 +118,11 @@ class RaftLog:
         """Index of the newest configuration entry still in the log (0 if none)."""
         return self._changes[-1][0] if self._changes else 0
 
+    def membership_index(self) -> int:
+        """An index the newest membership holds from: its entry's, or (made before the
+        snapshot) the snapshot's, which is at or after the entry."""
+        return self._changes[-1][0] if self._changes else self.snapshot.meta.index
+
     # -- writing --------------------------------------------------------------------------
 
     def append(self, entries: list[Entry]) -> None:

@@ -1,6 +1,7 @@
 """The asyncio runtime of a quicraft node and its assembly with storage and transport."""
 
 from .forming import FoundingError
+from .removal import RemovedFromCluster
 from .runtime import NodeError, NodeStopped, ProposalLost, RaftNode, RequestTimeout
 from .server import Node
 from .settings import PRESETS, NodeSettings, Timings
@@ -14,6 +15,7 @@ __all__ = [
     "NodeStopped",
     "ProposalLost",
     "RaftNode",
+    "RemovedFromCluster",
     "RequestTimeout",
     "Timings",
 ]

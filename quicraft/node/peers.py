@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -37,7 +37,16 @@ from opentelemetry.trace import StatusCode
 
 from quicraft.core import Message, MessageType, NodeId
 from quicraft.telemetry import NO_METRICS, NO_TRACING, Readings, remote_parent, traceparent
-from quicraft.transport import ALPN_RAFT, Connection, Identity, Stream, TransportError, connect
+from quicraft.transport import (
+    ALPN_RAFT,
+    Connection,
+    Identity,
+    Refusal,
+    RefusedError,
+    Stream,
+    TransportError,
+    connect,
+)
 from quicraft.transport.address import Address, is_unspecified, parse_address
 from quicraft.wire import (
     Hello,
@@ -86,7 +95,10 @@ class PeerPool:
         self.hello: Callable[[NodeId], Hello] | None = None
         #: (id, name from its certificate, address, hello) of each peer that says hello.
         self.on_hello: Callable[[NodeId, str, Address, Hello], None] | None = None
-        self._hellos: set[asyncio.Task[None]] = set()  # in flight; kept so they are not lost
+        #: (id, what it said) of each member that refuses us, at a dial or by closing.
+        self.on_refused: Callable[[NodeId, RefusedError], None] | None = None
+        # In flight, kept so they are not lost: hellos being written, connections watched.
+        self._tasks: set[asyncio.Task[None]] = set()
         self.tracing, self.metrics = NO_TRACING, NO_METRICS
 
     # -- sending ---------------------------------------------------------------------------
@@ -118,6 +130,7 @@ class PeerPool:
         peer = conn.peer.node_id
         current = self.connection(peer)
         if current is not conn:
+            self._keep(self._watch(conn))
             self._say_hello(conn)
         if current is None or current is conn or self._silent(peer):
             # A silent current connection is most likely to a process that has since
@@ -139,11 +152,11 @@ class PeerPool:
         if link is not None:
             link.wake()
 
-    def forget(self, peer: NodeId) -> None:
-        """`peer` was removed from the cluster: close its connection, send it nothing more."""
+    def forget(self, peer: NodeId, refusal: Refusal) -> None:
+        """`peer` was removed from the cluster: refuse its connection, send it nothing more."""
         conn = self._connections.pop(peer, None)
         if conn is not None:
-            conn.close("removed from the cluster")
+            conn.refuse(refusal)
         link = self._links.pop(peer, None)
         if link is not None:
             link.stop()
@@ -162,14 +175,20 @@ class PeerPool:
 
     async def dial(self, address: Address, expect: NodeId | None = None) -> NodeId:
         """Connect to `address` and return the id of the node found there (for bootstrap)."""
-        conn = await connect(
-            address[0],
-            address[1],
-            self.identity,
-            ALPN_RAFT,
-            expect_node_id=expect,
-            handlers={ALPN_RAFT: self.handle_stream},
-        )
+        try:
+            conn = await connect(
+                address[0],
+                address[1],
+                self.identity,
+                ALPN_RAFT,
+                expect_node_id=expect,
+                handlers={ALPN_RAFT: self.handle_stream},
+            )
+        except RefusedError as err:
+            # Only a refusal after the handshake's checks (the server proved its key) counts.
+            if expect is not None and err.reason == "not_admitted":
+                self._refused(expect, err)
+            raise
         peer = conn.peer.node_id
         self.addresses[peer] = address
         self.adopt(conn)
@@ -184,10 +203,21 @@ class PeerPool:
     def _say_hello(self, conn: Connection) -> None:
         if self.hello is None or self._closed:
             return
-        hello = self.hello(conn.peer.node_id)
-        task = asyncio.get_running_loop().create_task(self._write_hello(conn, hello))
-        self._hellos.add(task)
-        task.add_done_callback(self._hellos.discard)
+        self._keep(self._write_hello(conn, self.hello(conn.peer.node_id)))
+
+    def _keep(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, conn: Connection) -> None:
+        await conn.wait_closed()
+        if isinstance(conn.failure, RefusedError):
+            self._refused(conn.peer.node_id, conn.failure)
+
+    def _refused(self, peer: NodeId, err: RefusedError) -> None:
+        if self.on_refused is not None and not self._closed:
+            self.on_refused(peer, err)
 
     async def _write_hello(self, conn: Connection, hello: Hello) -> None:
         try:
@@ -200,7 +230,7 @@ class PeerPool:
 
     async def close(self) -> None:
         self._closed = True
-        for task in self._hellos:
+        for task in self._tasks:
             task.cancel()
         for link in self._links.values():
             link.stop()

@@ -80,6 +80,8 @@ from quicraft.transport import (
     Connection,
     IdentityError,
     Peer,
+    Refusal,
+    RefusedError,
     Server,
     TransportError,
     load_identity,
@@ -98,6 +100,7 @@ from .forming import FoundingError, founders_agree
 from .lan import LanForming
 from .mgmt import MgmtService
 from .peers import PeerPool
+from .removal import Refusals, RemovedFromCluster, refusal_detail
 from .runtime import RaftNode, is_fresh
 from .service import ClientService
 from .settings import NodeSettings
@@ -137,6 +140,7 @@ class Node:
         self.kv = KVStore(session_timeout_ms=settings.timings.session_timeout_ms)
         self.pool = PeerPool(self.identity, self._deliver, self._unreachable, self._snapshot_sent)
         self.pool.hello, self.pool.on_hello = self._hello, self._heard_hello
+        self.pool.on_refused = self._refused_by
         self.raft = RaftNode(self.id, self.storage, self.kv, settings.timings, self.pool.send)
         timeout = max(5.0, 4 * settings.timings.election_timeout_s())
         self.service = ClientService(self.raft, self.kv, self.address_of, timeout)
@@ -181,6 +185,7 @@ class Node:
         self._started_fresh = False
         self._refusal: FoundingError | None = None  # found while starting: start() raises it
         self._news = asyncio.Event()  # a hello arrived
+        self._refused_us = Refusals(self.id)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -386,12 +391,14 @@ class Node:
 
     def _lost_data(self, peer: NodeId) -> bool:
         """Whether `peer`'s hello says this node lost its data: it remembers us as a member,
-        and we started with nothing and have not been made a member since."""
+        and we started with nothing and have not been made a member since. Our log says so:
+        founding writes its first entries, and a leader sends entries only to members. (Not
+        our membership: once we were removed, it leaves us out too.)"""
         hello, core = self._said[peer], self.raft.core
         return (
             hello.remembers_you
             and self._started_fresh
-            and (core is None or self.id not in core.membership.members())
+            and (core is None or core.log.last_index() == 0)
         )
 
     def _remember(self, m: Message) -> None:
@@ -483,8 +490,31 @@ class Node:
         if alpn != ALPN_RAFT or self.raft.core is None:
             return None
         if not self._heeded(peer.node_id) and self.lan is None:
-            return "not a member of this cluster"
+            return refusal_detail(self._committed_without(peer.node_id))
         return None
+
+    def _committed_without(self, peer: NodeId) -> int | None:
+        """Our commit index if the membership committed by then leaves `peer` out."""
+        core = self.raft.core
+        if core is None or not core.membership.members():
+            return None
+        committed = core.log.committed
+        return committed if peer not in core.log.membership_at(committed) else None
+
+    def _refused_by(self, peer: NodeId, refusal: RefusedError) -> None:
+        """A member refused us: stop once a quorum of them prove that we were removed."""
+        self._refused_us.heard(peer, refusal.detail)
+        core = self.raft.core
+        if core is None or self._stopping:
+            return
+        proof = self._refused_us.removed(core.membership, core.log.membership_index())
+        if proof:
+            names = ", ".join(self._names.get(p, p) for p in proof)
+            self.raft.fail(RemovedFromCluster(
+                f"this node ({self.settings.name}, {self.id}) was removed from cluster "
+                f"{self.settings.cluster!r}: {names} committed a membership without it; "
+                f"delete its data directory before starting it again (docs/operations.md)"
+            ))  # fmt: skip
 
     def _heeded(self, peer: NodeId) -> bool:
         """Whether Raft messages from `peer` count: it is a member, or there is no membership
@@ -619,8 +649,9 @@ class Node:
         # An entry replayed after a restart may be older than the node's return: only what
         # the newest configuration says counts.
         if change.node not in core.membership.members():
-            # Admission refuses it new connections; the open one is closed here.
-            self.pool.forget(change.node)
+            # Admission refuses it new connections; the open one is refused here, saying why.
+            detail = refusal_detail(self._committed_without(change.node))
+            self.pool.forget(change.node, Refusal("not_admitted", detail))
             self._forget_removed()
 
     def _snapshot(self, snapshot: Snapshot, installed: bool) -> None:

@@ -94,8 +94,17 @@ class Connection:
         """The smoothed round-trip time in seconds (None before the first sample)."""
         return private.smoothed_rtt(self._protocol._quic)
 
+    @property
+    def failure(self) -> TransportError | None:
+        """Why the connection ended (a RefusedError if the peer refused us); None while open."""
+        return self._protocol.failure()
+
     def close(self, reason: str = "") -> None:
         self._protocol.shut(reason)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Close as a refusal: the peer's end fails with RefusedError(refusal.reason)."""
+        self._protocol.shut(str(refusal), ErrorCode.REFUSED)
 
     async def wait_closed(self) -> None:
         await self._protocol.wait_closed()
@@ -138,12 +147,12 @@ class PeerProtocol(QuicConnectionProtocol):
         """Why this connection is closed or closing; None while it is usable."""
         return self._failure
 
-    def shut(self, reason: str) -> None:
+    def shut(self, reason: str, code: ErrorCode = ErrorCode.NO_ERROR) -> None:
         if self._failure is None:
             why = reason or "closed"
             self._failure = TransportError(f"connection with {_fmt(self.remote)} closed: {why}")
             self.streams.connection_lost(self._failure)
-        self.close(ErrorCode.NO_ERROR, _clip(reason))
+        self.close(code, _clip(reason))
 
     # -- asyncio / aioquic hooks ----------------------------------------------------------------
 
@@ -237,7 +246,7 @@ class PeerProtocol(QuicConnectionProtocol):
         if self._dialer:
             log.warning("refused the server at %s: %s", where, refusal)
             message = f"refused the server at {where}: {refusal}"
-            self._fail_establish(RefusedError(message, refusal.reason))
+            self._fail_establish(RefusedError(message, refusal.reason, refusal.detail))
         else:
             self._ep.refusals[refusal.reason] += 1
             log.warning("refused a connection from %s on %s: %s", where, self._alpn, refusal)
@@ -291,8 +300,9 @@ def termination_error(event: events.ConnectionTerminated, where: str) -> Transpo
     code, phrase = event.error_code, event.reason_phrase
     if event.frame_type is None:  # an application close, with one of our ErrorCodes
         if code == ErrorCode.REFUSED:
-            reason = phrase.partition(":")[0] or "refused"
-            return RefusedError(f"{where} refused the connection: {phrase}", reason)
+            reason, _, detail = phrase.partition(":")
+            message = f"{where} refused the connection: {phrase}"
+            return RefusedError(message, reason or "refused", detail.strip())
         return TransportError(f"connection with {where} closed: {phrase or 'no reason'}")
     if code in _CRYPTO_ERRORS:
         try:

@@ -16,11 +16,13 @@ class TransportError(Exception):
 
 
 class RefusedError(TransportError):
-    """The peer refused us, or we refused it; `reason` is the short refusal code."""
+    """The peer refused us, or we refused it; `reason` is the short refusal code, `detail`
+    what the refusing end said besides (verify.Refusal)."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, detail: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.detail = detail
 
 
 class ErrorCode(enum.IntEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect
 from quicraft.core import ConfChangeKind, Role
-from quicraft.node import PRESETS, NodeSettings
+from quicraft.node import PRESETS, NodeSettings, RemovedFromCluster
 from quicraft.node.server import Node
 from quicraft.transport import ALPN_RAFT, init_cluster, issue
 from quicraft.transport import Role as CertificateRole
@@ -143,7 +144,8 @@ def _add_and_change(cluster: Cluster, fourth: ExtraNode, fifth: ExtraNode) -> No
 
 def test_a_removed_members_open_connection_is_closed(tmp_path: Path) -> None:
     """Admission refuses a removed member new connections; the one it has open is closed once
-    its removal is applied (found by a review: it stayed open, and hellos still came in)."""
+    its removal is applied (found by a review: it stayed open, and hellos still came in),
+    saying why, and the removed node stops (quicraft/node/removal.py)."""
 
     def free_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -190,6 +192,9 @@ def test_a_removed_members_open_connection_is_closed(tmp_path: Path) -> None:
                     if not c.closed
                 ):
                     await asyncio.sleep(0.05)
+            with pytest.raises(RemovedFromCluster, match=f"{leader.settings.name} committed"):
+                async with asyncio.timeout(10):
+                    await removed.wait()
         finally:
             for node in nodes.values():
                 await node.stop(hand_over=False)
@@ -222,3 +227,44 @@ def test_a_member_that_failed_is_named_by_a_node_never_connected_to_it(cluster: 
     removed = mgmt(cluster, "remove-member", "n3", endpoints=cluster.local.node(1).address)
     assert removed.returncode == 0, removed.stderr
     assert set(_ids(cluster)) == {"n1", "n2"}
+
+
+def _exit_status(pid: int, timeout: float) -> int:
+    """The exit status of our child `pid`, waiting up to `timeout` seconds for it to end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs after {timeout} s")
+
+
+def test_a_removed_node_stops_by_itself_also_when_started_again(cluster: Cluster) -> None:
+    """Removed while it runs, a node is told by the members that close its connections; started
+    again on its data, by the members that refuse it. Either way it stops with exit status 0
+    and says what to do, instead of knocking on their doors for ever. The leader is removed
+    (followers are, in the test above and in tests/node/test_forming_lan.py): it leads until
+    its removal commits, and a member that has not applied it yet may say hello remembering
+    it (which once stopped it as a node that lost its data)."""
+    number = cluster.leader()
+    node = cluster.local.node(number)
+    other = cluster.local.node(1 if number != 1 else 2)
+    removed = mgmt(cluster, "remove-member", node.name, endpoints=other.address)
+    assert removed.returncode == 0, removed.stderr
+    for attempt in ("running", "started again"):
+        log = cluster.log(number)
+        assert _exit_status(node.pid, timeout=30) == 0, f"{attempt}: {log[-3000:]}"
+        log = cluster.log(number)
+        assert "was removed from cluster 't1'" in log.rsplit("\n", 3)[-2], log[-3000:]
+        assert "Traceback" not in log
+        if attempt == "running":
+            cluster.start(number)
+    rest = [n for n in (1, 2, 3) if n != number]
+    assert set(_ids(cluster)) == {f"n{n}" for n in rest}
+
+    async def still_serving() -> None:
+        async with cluster.client(*rest) as c:
+            await eventually_write(c, "after/removal", b"ok")
+
+    run(still_serving())

@@ -2,17 +2,22 @@
 
 This is a benchmark, not a test. It wires three `RaftCore`s with the smallest runtime that
 follows the Ready contract (quicraft/core/ready.py): messages go to an in-memory FIFO, "persisting"
-appends to an in-memory list, "applying" checks and counts the entries, then `advance()`. There
-are no ticks: the first node campaigns once, wins, and nothing else can disturb the leader.
+appends to an in-memory list, "applying" checks and counts the entries, then `advance()`. The
+first node campaigns once and wins; the leader is ticked only at the end (below), so nothing
+can disturb it.
 
 After the election the leader is given `--entries` proposals of `--payload` bytes, `--batch` of
 them at a time between two Ready cycles (the core packs everything proposed between two Ready
 calls into one AppendEntries per follower). Two ways of feeding it:
 
-- closed (default): propose one batch, run Ready cycles until the batch is committed on the
-  leader and applied on all three nodes, then propose the next. One client, no pipelining.
+- closed (default): propose one batch, run Ready cycles until nothing is left to do (the batch
+  committed and applied on the leader), then propose the next. One client, no pipelining.
 - pipelined: propose one batch before every Ready round while earlier batches are still in
-  flight, then drain. Commit indexes ride on the next batch's AppendEntries.
+  flight, then drain.
+
+Either way a new commit index reaches the followers on the next batch's AppendEntries, as in
+the runtime; the last one goes out with the leader's next tick (`settle`), as the runtime's
+ticker would send it.
 
 Reported rates are entries divided by the wall time from the first proposal until the last entry
 is committed on the leader, and until it is applied on all three nodes. The time includes this
@@ -183,6 +188,17 @@ class Cluster:
             raise AssertionError("election did not settle")
         return leader
 
+    def settle(self) -> None:
+        """Tick the leader until every follower knows its commit index: with nothing more to
+        append, the core sends the last commit with a tick (RaftCore._tick_leader)."""
+        leader = self.leader().core
+        for _ in range(leader.config.election_tick):
+            if all(n.core.log.committed == leader.log.committed for n in self.order):
+                return
+            leader.tick()
+            self.run_until_quiet()
+        raise AssertionError("the followers never learned the leader's commit index")
+
     def check_consistent(self, last: int) -> None:
         for node in self.order:
             log = node.core.log
@@ -234,6 +250,7 @@ def run_once(entries: int, batch: int, payload: int, mode: str, seed: int) -> Ru
         else:
             cluster.round()  # the next batch goes out while this one is in flight
     cluster.run_until_quiet()
+    cluster.settle()
     end = time.perf_counter()
     cpu_s = time.process_time() - cpu_start
 

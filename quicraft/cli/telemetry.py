@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 
@@ -13,6 +14,10 @@ from opentelemetry import trace
 from quicraft.telemetry import TelemetrySettings, node_tracing
 
 from .common import address
+
+#: A command waits for its last spans to be exported before it exits: with no collector
+#: listening, this long at most (OpenTelemetry's default would be 10 s of retries).
+EXPORT_TIMEOUT_S = 2.0
 
 
 def add_tracing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +72,7 @@ def telemetry_settings(args: argparse.Namespace) -> TelemetrySettings:
 @contextlib.contextmanager
 def client_tracing(args: argparse.Namespace) -> Iterator[None]:
     """Trace this client command as its flags ask, and export every span before it exits."""
-    settings = telemetry_settings(args)
+    settings = dataclasses.replace(telemetry_settings(args), export_timeout_s=EXPORT_TIMEOUT_S)
     if not settings.tracing:
         yield
         return

@@ -20,6 +20,10 @@ class TelemetrySettings:
     #: Serve Prometheus metrics at http://HOST:PORT/metrics.
     metrics: tuple[str, int] | None = None
     log_format: LogFormat = "text"
+    #: How long one export to the collector may take, retries included (None: OpenTelemetry's
+    #: default, 10 s, or OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT). A short-lived command sets less:
+    #: it waits for its last export before it exits.
+    export_timeout_s: float | None = None
 
     @property
     def tracing(self) -> bool:

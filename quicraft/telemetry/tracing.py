@@ -14,6 +14,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -132,7 +133,8 @@ def node_tracing(
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample)),
     )
     if settings.otlp_endpoint is not None:
-        provider.add_span_processor(BatchSpanProcessor(otlp_exporter(settings.otlp_endpoint)))
+        exporter = otlp_exporter(settings.otlp_endpoint, settings.export_timeout_s)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     if settings.trace_console:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
     for exporter in exporters:
@@ -160,15 +162,21 @@ def check(settings: TelemetrySettings) -> None:
         otlp_exporter(settings.otlp_endpoint).shutdown()
 
 
-def otlp_exporter(endpoint: str) -> SpanExporter:
+def otlp_exporter(endpoint: str, timeout_s: float | None = None) -> SpanExporter:
+    """An OTLP/HTTP exporter to `endpoint`; `timeout_s` unless the environment sets one."""
     url = traces_url(endpoint)
+    if any(os.environ.get(name) for name in _TIMEOUT_VARIABLES):
+        timeout_s = None
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError:
         raise TelemetryError(
             "--otlp-endpoint needs the OTLP exporter: pip install 'quicraft[otlp]'"
         ) from None
-    return OTLPSpanExporter(endpoint=url)
+    return OTLPSpanExporter(endpoint=url, timeout=timeout_s)
+
+
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
 
 
 def traces_url(endpoint: str) -> str:

@@ -27,6 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from prometheus_client.parser import text_string_to_metric_families
 
+from quicraft.transport import init_cluster
+
 
 @dataclass(frozen=True)
 class Received:
@@ -248,3 +250,44 @@ def test_a_cli_write_is_one_trace_across_three_node_processes_with_metrics_and_j
         assert any(line.get("term", 0) >= 1 for line in of_node)
     finally:
         made.stop()
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """A collector that is down: every export gets 503, which OTLP retries with backoff."""
+
+    server: ThreadingHTTPServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.attempts += 1  # type: ignore[attr-defined]
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_command_gives_up_on_a_collector_that_is_down_after_a_short_try(
+    tmp_path: Path,
+) -> None:
+    """A command exports its spans before it exits; with the collector down, OpenTelemetry's
+    default (10 s of retries: 4 attempts at 0, 1, 3 and 7 s) held `quicraft kv` for about 7 s
+    after its work was done. It tries for 2 s: 2 attempts."""
+    init_cluster(tmp_path / "certs", "t1")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    server.attempts = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "quicraft.cli", "kv", "get", "k", "--cluster", "t1",
+             "--certs", str(tmp_path / "certs"), "--endpoints", "127.0.0.1:1", "--timeout", "1",
+             "--otlp-endpoint", f"http://127.0.0.1:{server.server_address[1]}"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stderr
+    assert server.attempts == 2, (server.attempts, done.stderr)  # type: ignore[attr-defined]

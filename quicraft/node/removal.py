@@ -6,6 +6,8 @@ it committed. What it hears instead is its peers refusing it: each member that a
 removal closes its connection (server._applied), and admission refuses it new ones. A
 refusal says why in its detail, and when the refusing member's *committed* membership leaves
 the node out, also the index up to which that membership is committed (`refusal_detail`).
+On a LAN, members admit non-members (joiners must say hello) and say the same index in their
+hello instead (wire/hello.py, `committed_without_you`).
 
 Rules of this file (the node decides by `Refusals.removed`):
 - A committed membership without this node, as of index x, is a fact of the cluster's history
@@ -67,8 +69,14 @@ class Refusals:
         self.said: dict[NodeId, int] = {}
 
     def heard(self, peer: NodeId, detail: str) -> None:
+        """A refusal's detail."""
         index = committed_without(detail)
-        if index is not None and index > self.said.get(peer, 0):
+        if index is not None:
+            self.heard_index(peer, index)
+
+    def heard_index(self, peer: NodeId, index: int) -> None:
+        """`peer` said that its membership committed as of `index` leaves us out."""
+        if index > self.said.get(peer, 0):
             self.said[peer] = index
 
     def removed(self, membership: Membership, made_at: int) -> list[NodeId]:

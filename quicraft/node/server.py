@@ -246,6 +246,7 @@ class Node:
         self.raft.open(state, founders)
         self.events.opened()
         self._run_task = asyncio.create_task(self.raft.run(), name="raft")
+        self._stop_if_removed()  # hellos heard while starting may have said so already
         if self.lan is not None:
             self.lan.opened()
 
@@ -502,8 +503,11 @@ class Node:
         return committed if peer not in core.log.membership_at(committed) else None
 
     def _refused_by(self, peer: NodeId, refusal: RefusedError) -> None:
-        """A member refused us: stop once a quorum of them prove that we were removed."""
         self._refused_us.heard(peer, refusal.detail)
+        self._stop_if_removed()
+
+    def _stop_if_removed(self) -> None:
+        """Stop once members' refusals and hellos prove that we were removed (removal.py)."""
         core = self.raft.core
         if core is None or self._stopping:
             return
@@ -556,6 +560,7 @@ class Node:
             joining=lan is not None and lan.joining,
             awaits=lan.awaits if lan is not None else None,
             leader_id=leader_id,
+            committed_without_you=self._committed_without(peer) if formed else None,
         )  # fmt: skip
 
     def _our_leader(self) -> tuple[NodeId | None, str | None]:
@@ -591,6 +596,9 @@ class Node:
                     " with --no-bootstrap and add it back (`quicraft mgmt add-member`)"
                 )
             )
+        if hello.committed_without_you is not None:
+            self._refused_us.heard_index(peer, hello.committed_without_you)
+            self._stop_if_removed()
         if self.lan is not None:
             self.lan.heard_hello(peer, name, address, hello)
         self._name_our_leader()  # we may just have learned where our leader serves

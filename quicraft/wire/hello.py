@@ -6,7 +6,7 @@ it and ends it:
     {"v": 1, "hello": {"address": "host:port", "formed": bool, "cluster_id": str | null,
                        "leader": "host:port", "founders": [id], "remembers_you": bool,
                        "seen": [id], "seen_at": {id: "host:port"}, "joining": bool,
-                       "awaits": id, "leader_id": id}}
+                       "awaits": id, "leader_id": id, "committed_without_you": uint}}
 
 Rules:
 - `address` is where the sender serves QUIC (it may be a wildcard such as 0.0.0.0:7400: the
@@ -29,6 +29,10 @@ Rules:
   the receiver act as a member of its cluster (vote, lead or acknowledge entries) and has not
   seen it removed. A receiver with no stored state has then lost its data and must not found
   or join as if new.
+- `committed_without_you` (optional, only with `formed`; said per connection): the sender's
+  membership committed as of this log index leaves the receiver out. A node that was a member
+  learns from such hellos (with refusals, node/removal.py) that it was removed; on a LAN,
+  members admit non-members, so a removed node started again hears it only this way.
 - A first frame of a stream is a hello when its map has the key "hello" (peek_hello): Raft
   messages and snapshot headers have "type" and never "hello", so one look at the keys tells
   the three apart, and a malformed hello is reported as a hello, not as a bad Raft message.
@@ -58,6 +62,7 @@ from .errors import ProtocolError
 from .fields import (
     VERSION,
     as_map,
+    as_uint,
     decode_item,
     encode_item,
     get_bool,
@@ -82,6 +87,7 @@ _HELLO_FIELDS = frozenset(
         "joining",
         "awaits",
         "leader_id",
+        "committed_without_you",
     }
 )
 
@@ -99,6 +105,8 @@ class Hello:
     joining: bool = False  #: it waits to be added to a formed cluster
     awaits: str | None = None  #: it waits for this node to found the cluster
     leader_id: str | None = None  #: the id of the leader at `leader`
+    #: the sender's committed membership leaves the receiver out as of this index
+    committed_without_you: int | None = None
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -124,6 +132,8 @@ def encode_hello(hello: Hello) -> bytes:
         body["awaits"] = hello.awaits
     if hello.leader_id is not None:
         body["leader_id"] = hello.leader_id
+    if hello.committed_without_you is not None:
+        body["committed_without_you"] = hello.committed_without_you
     raw: dict[str, object] = {"v": VERSION, "hello": body}
     _hello(raw)  # refuse here what the other side would refuse
     return encode_item(raw)
@@ -173,6 +183,11 @@ def _hello(raw: dict[str, object]) -> Hello:
     remembers_you = get_bool(body, "remembers_you", _WHERE, default=False)
     if remembers_you and not formed:
         raise ProtocolError(f"{_WHERE}: 'remembers_you' without 'formed'")
+    without_you = None
+    if "committed_without_you" in body:
+        without_you = as_uint(body["committed_without_you"], _WHERE, "'committed_without_you'")
+        if not formed:
+            raise ProtocolError(f"{_WHERE}: 'committed_without_you' without 'formed'")
     seen = _optional_ids(body, "seen")
     seen_at = _seen_at(body["seen_at"], seen) if "seen_at" in body else None
     joining = get_bool(body, "joining", _WHERE, default=False)
@@ -185,7 +200,7 @@ def _hello(raw: dict[str, object]) -> Hello:
         raise ProtocolError(f"{_WHERE}: '{deciding[0]}' with '{deciding[1]}'")
     return Hello(
         address, formed, cluster_id, leader, founders, remembers_you, seen, seen_at, joining,
-        awaits, leader_id,
+        awaits, leader_id, without_you,
     )  # fmt: skip
 
 

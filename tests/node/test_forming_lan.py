@@ -91,9 +91,14 @@ def test_three_hosts_form_one_cluster_and_a_fourth_joins_as_a_standby(
 
     # The removed node stops by itself: on a LAN, members admit non-members (a joiner must say
     # hello), so it learns of its removal only from the connections they close at it.
-    gone = nodes[lan.host(int(victim.removeprefix("n")))]
+    victim_host = lan.host(int(victim.removeprefix("n")))
+    gone = nodes[victim_host]
     assert gone.popen.wait(timeout=WAIT_S) == 0, gone.describe()
     assert "was removed from cluster 'c1'" in gone.stderr_path.read_text(), gone.describe()
+    # Started again on its data, it hears it in the members' hellos, and stops again.
+    again = start_node(lan, victim_host, certs)
+    assert again.popen.wait(timeout=WAIT_S) == 0, again.describe()
+    assert "was removed from cluster 'c1'" in again.stderr_path.read_text(), again.describe()
     # The leader's subscriber saw n4 found, and the removed node lost once it stopped.
     found = watcher.wait_for(lambda e: e.get("kind") == "node_discovered", timeout=WAIT_S)
     assert found["data"]["name"] == "n4" and found["data"]["address"] == f"{fourth.address}:{PORT}"

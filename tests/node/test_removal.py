@@ -54,6 +54,7 @@ def test_the_highest_index_a_member_said_counts() -> None:
     refusals = refused({"a": 9, "b": 9})
     refusals.heard("a", refusal_detail(3))  # an older word does not undo a newer one
     refusals.heard("a", "not a member of this cluster")
+    refusals.heard_index("b", 2)  # a hello's committed_without_you, the same way
     assert refusals.removed(THREE, made_at=5) == ["a", "b"]
     # Our membership made later than what they said (we were added back): not removed.
     assert refusals.removed(THREE, made_at=9) == []

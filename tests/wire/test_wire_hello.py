@@ -64,6 +64,9 @@ def test_the_documented_layout() -> None:
     assert cbor2.loads(encode_hello(awaiting))["hello"]["awaits"] == "a1"
     remembering = Hello("10.0.0.2:7400", True, "ab12" * 8, remembers_you=True)
     assert cbor2.loads(encode_hello(remembering))["hello"] == {**GOOD, "remembers_you": True}
+    left_out = Hello("10.0.0.2:7400", True, "ab12" * 8, committed_without_you=41)
+    assert cbor2.loads(encode_hello(left_out))["hello"] == {**GOOD, "committed_without_you": 41}
+    assert decode_hello(encode_hello(left_out)) == left_out
 
 
 @pytest.mark.parametrize(
@@ -96,6 +99,10 @@ def test_the_documented_layout() -> None:
         (frame({**GOOD, "founders": [""]}), "'founders'"),
         (frame({**GOOD, "remembers_you": 1}), "'remembers_you'"),
         (frame({**GOOD, "formed": False, "cluster_id": None, "remembers_you": True}), "without"),
+        (frame({**GOOD, "committed_without_you": -1}), "'committed_without_you'"),
+        (frame({**GOOD, "committed_without_you": True}), "'committed_without_you'"),
+        (frame({**GOOD, "committed_without_you": "7"}), "'committed_without_you'"),
+        (frame({**UNFORMED, "committed_without_you": 7}), "without 'formed'"),
         (frame({**GOOD, "seen": ["a"]}), "with 'formed'"),
         (frame({**GOOD, "joining": True}), "with 'formed'"),
         (frame({**UNFORMED, "seen": ["a"], "joining": True}), "'seen' with 'joining'"),

@@ -589,6 +589,7 @@ hellos = st.one_of(
         st.none() | addresses,
         founder_sets,
         st.booleans(),
+        committed_without_you=st.none() | st.integers(0, 2**64 - 1),
     ),
     st.builds(
         Hello,

@@ -13,6 +13,9 @@ Rules of this file:
   `on_snapshot_sent` report, dropped ones included: until it comes, the leader's core sends
   that follower nothing more, so a snapshot dropped unreported would strand it for good.
 - A message is believed only if its sender is the authenticated peer of its connection.
+- A member that refuses us, at a dial that expected its id or by closing our connection as a
+  refusal, is reported (`on_refused`): node/removal.py decides from such reports whether this
+  node was removed from the cluster.
 - Hello: each side of every connection it adopts opens one more stream and writes one hello
   frame on it (wire/hello.py: the address it serves on, whether it is formed, its cluster id,
   and where its leader serves when that is another node).

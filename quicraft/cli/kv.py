@@ -50,6 +50,8 @@ OPS = {
     "keys": "list the keys starting with PREFIX",
     "cas": "set KEY to NEW only if it holds EXPECTED (--absent: only if KEY is unset)",
 }
+#: The shell's: its stdin holds its commands, so a value is only ever as typed ('-' is refused).
+SHELL_OPS = {**OPS, "set": "set KEY to VALUE, as typed; prints the revision"}
 
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
@@ -92,10 +94,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_connection_arguments(watch)
 
 
-def _op_parsers(ops: argparse._SubParsersAction[Parser]) -> list[Parser]:
+def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) -> list[Parser]:
+    """The parsers of the operations, as `quicraft kv OP` has them or (`shell`) its shell."""
+    helps = SHELL_OPS if shell else OPS
+
     def add(op: str, description: str = "") -> Parser:
-        summary = OPS[op][:1].upper() + OPS[op][1:] + "."
-        return ops.add_parser(op, help=OPS[op], description=description or summary)
+        summary = helps[op][:1].upper() + helps[op][1:] + "."
+        return ops.add_parser(op, help=helps[op], description=description or summary)
 
     get = add(
         "get",
@@ -104,14 +109,23 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser]) -> list[Parser]:
     )
     get.add_argument("key")
     get.add_argument("--stale", action="store_true", help="read the contacted node's state at once")
-    put = add(
-        "set",
-        "Set KEY to VALUE (the bytes given) and print the revision of the write. VALUE '-' "
-        "reads the value from stdin instead: its bytes exactly, a final newline included, "
-        f"up to {MAX_VALUE} bytes (1 MiB, the most a node stores).",
-    )
-    put.add_argument("key")
-    put.add_argument("value", help="the value, or '-' to read it from stdin")
+    if shell:
+        put = add(
+            "set",
+            "Set KEY to VALUE, as typed, and print the revision of the write. A value from "
+            "stdin ('-') is for 'quicraft kv set': the shell's stdin holds its commands.",
+        )
+        put.add_argument("key")
+        put.add_argument("value", help="the value")
+    else:
+        put = add(
+            "set",
+            "Set KEY to VALUE (the bytes given) and print the revision of the write. VALUE '-' "
+            "reads the value from stdin instead: its bytes exactly, a final newline included, "
+            f"up to {MAX_VALUE} bytes (1 MiB, the most a node stores).",
+        )
+        put.add_argument("key")
+        put.add_argument("value", help="the value, or '-' to read it from stdin")
     delete = add(
         "del",
         "Delete KEY. Deleting a key that is not set succeeds too (exit 0), and says so on stderr.",
@@ -331,7 +345,7 @@ class _Shell(cmd.Cmd):
             self.intro, self.prompt = "", ""
         self.runner = asyncio.Runner()  # Ctrl-C during a command cancels it
         ops = _ShellParser(prog="kv", add_help=False).add_subparsers()
-        self.ops = {p.prog.split()[-1]: p for p in _op_parsers(ops)}
+        self.ops = {p.prog.split()[-1]: p for p in _op_parsers(ops, shell=True)}
         for op, sub in self.ops.items():
             sub.prog = op  # "usage: set [-h] key value", as typed at this prompt
 
@@ -396,7 +410,7 @@ class _Shell(cmd.Cmd):
         if arg and arg not in ("help", "exit", "quit"):
             return self._error(f"unknown command {arg!r}; 'help' lists them")
         print("commands ('help OP' or 'OP -h' shows its usage):")
-        for op, summary in OPS.items():
+        for op, summary in SHELL_OPS.items():
             print(f"  {op:<5} {summary}")
         print("  exit  leave the shell (also 'quit', or Ctrl-D)")
 

@@ -47,8 +47,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "create N nodes and start them, or start a stopped cluster again",
         "Create a cluster of N nodes in --dir (a new or empty folder) and start them; in a "
         "folder that holds a stopped cluster, start its nodes again on their data (N and any "
-        "option given must match it). Waits until every node listens: if one exits (its port "
-        "is taken, say), stops the others and fails with that node's error.",
+        "option given must match it). Waits until every node listens and still runs a second "
+        "later: if one exits (its port is taken, or its peers refuse it), stops the others "
+        "and fails with that node's error.",
     )
     start.add_argument("size", type=_node_number, metavar="N", help="number of nodes (1-9)")
     start.add_argument(
@@ -77,7 +78,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         (
             "restart",
             f"stop node I if it runs (SIGTERM: a leader hands over first; SIGKILL after "
-            f"{STOP_GRACE_S:g} s), then start it again on its data",
+            f"{STOP_GRACE_S:g} s), then start it again on its data; fails with its error if it "
+            f"exits, as 'start' does",
         ),
     ):
         action = _action(actions, name, text)
@@ -192,18 +194,21 @@ def _resume(args: argparse.Namespace, cluster: LocalCluster, command: str) -> in
         "--base-port": (args.base_port, cluster.base_port),
         "--preset": (args.preset, cluster.preset),
     }
-    if any(given is not None and given != held for given, held in asked.values()):
-        return fail(
-            f"{cluster.folder} holds cluster {cluster.cluster!r} of {_nodes(size)} (base port "
-            f"{cluster.base_port}, preset {cluster.preset}): '{command} start {size}' starts "
-            f"it; '{command} stop --clean' deletes it; or pass another --dir"
-        )
+    other = any(given is not None and given != kept for given, kept in asked.values())
+    held = (
+        f"{cluster.folder} holds cluster {cluster.cluster!r} of {_nodes(size)} (base port "
+        f"{cluster.base_port}, preset {cluster.preset})"
+    )
+    elsewhere = f"'{command} stop --clean' deletes it; or pass another --dir"
     stopped = [node for node in cluster.nodes if not cluster.running(node)]
     if not stopped:
+        # Whatever was asked, there is nothing to start: say so first.
         return fail(
-            f"the cluster in {cluster.folder} is already running: see '{command} status', "
-            f"or pass another --dir"
+            f"{held}, which is already running: '{command} status' shows it"
+            + (f"; {elsewhere}" if other else "")
         )
+    if other:
+        return fail(f"{held}: '{command} start {size}' starts it; {elsewhere}")
     _start_nodes(cluster, stopped, "stop it first")
     names = ", ".join(node.name for node in stopped)
     print(f"started {names} of cluster {cluster.cluster!r} in {cluster.folder} again")

@@ -42,6 +42,11 @@ MAX_PID = 2**31 - 1
 #: imports), more on a busy machine.
 LISTEN_WAIT_S = 30.0
 
+#: How long a node must keep running after it listens for `start_nodes` to call it started:
+#: a node listens before it meets its peers, and one they refuse (its data was lost, say) exits
+#: a moment later (on loopback, tens of milliseconds after).
+SETTLE_S = 1.0
+
 #: How long `stop` waits for a node to exit after SIGTERM (a leader hands over first).
 STOP_GRACE_S = 10.0
 
@@ -253,9 +258,10 @@ class LocalCluster:
         extra: list[str] | None = None,
         timeout_s: float = LISTEN_WAIT_S,
     ) -> None:
-        """Start `nodes` and wait until each listens. If one exits first (its port is taken,
-        say), or does not listen within `timeout_s`, stop those this call started and raise
-        LocalClusterError with what that node said last."""
+        """Start `nodes` and wait until each listens and then still runs `SETTLE_S` later.
+        If one exits first (its port is taken, or its peers refuse it), or does not listen
+        within `timeout_s`, stop those this call started and raise LocalClusterError with
+        what that node said last."""
         started: list[LocalNode] = []
         try:
             for node in nodes:
@@ -264,6 +270,7 @@ class LocalCluster:
             deadline = time.monotonic() + timeout_s
             for node in nodes:
                 self._wait_listening(node, deadline, timeout_s)
+            self._check_still_running(nodes, SETTLE_S)
         except BaseException:
             self.stop(started)
             raise
@@ -273,14 +280,27 @@ class LocalCluster:
         listening = f" listening on {node.address}"
         while listening not in self._log_since_start(node):
             if not self.running(node):
-                # Read again: what it wrote just before exiting may not have been there.
-                said = _last_line(self._log_since_start(node))
-                raise LocalClusterError(f"{node.name} exited: {said}")
+                raise self._exited(node)
             if time.monotonic() > deadline:
                 raise LocalClusterError(
                     f"{node.name} was not listening on {node.address} after {timeout_s:g} s"
                 )
             time.sleep(0.05)
+
+    def _check_still_running(self, nodes: Sequence[LocalNode], settle_s: float) -> None:
+        """Raise for the first of `nodes` to exit within `settle_s`."""
+        until = time.monotonic() + settle_s
+        while True:
+            for node in nodes:
+                if not self.running(node):
+                    raise self._exited(node)
+            if time.monotonic() >= until:
+                return
+            time.sleep(0.05)
+
+    def _exited(self, node: LocalNode) -> LocalClusterError:
+        # Read the log once it has exited: what it wrote just before may not have been there.
+        return LocalClusterError(f"{node.name} exited: {_last_line(self._log_since_start(node))}")
 
     def _log_since_start(self, node: LocalNode) -> str:
         with self.log_file(node).open("rb") as log:

@@ -79,9 +79,20 @@ def test_a_stopped_cluster_starts_again_on_its_data(tmp_path: Path) -> None:
         assert again.stdout.startswith(f"started n1 of cluster 'local' in {folder} again\n")
         with connect_sync(cluster.endpoints(), "local", cluster.certs, timeout=20) as c:
             assert c.kv.get("kept") == b"yes"
+        # Already running: the advice to start it (item 12 of the docs audit) does not apply.
+        held = f"{folder} holds cluster 'local' of 1 node (base port {base}, preset test)"
+        running = (
+            f"{held}, which is already running: 'quicraft local --dir {folder} status' shows it"
+        )
         twice = quicraft("local", "start", "1", *d)
-        assert twice.returncode == 1
-        assert f"is already running: see 'quicraft local --dir {folder} status'" in twice.stderr
+        assert (twice.returncode, twice.stdout) == (1, "")
+        assert twice.stderr == f"quicraft: error: {running}\n"
+        other_running = quicraft("local", "start", "2", *d)
+        assert (other_running.returncode, other_running.stdout) == (1, "")
+        assert other_running.stderr == (
+            f"quicraft: error: {running}; 'quicraft local --dir {folder} stop --clean' deletes "
+            "it; or pass another --dir\n"
+        )
     finally:
         pids = _pids(folder)
         stopped = quicraft("local", *d, "stop", "--clean")
@@ -105,6 +116,39 @@ def test_restart_stops_a_running_node_gracefully(tmp_path: Path) -> None:
         runs = (folder / "n1" / "node.log").read_text().split(listening)
         assert len(runs) == 3  # before the first run, the first, the second
         assert " stopped\n" in runs[1]  # the first ended gracefully, not killed
+    finally:
+        assert quicraft("local", *d, "stop", "--clean").returncode == 0
+
+
+def test_restart_and_start_fail_for_a_node_its_peers_refuse_after_it_listens(
+    tmp_path: Path,
+) -> None:
+    """The docs audit's item 6: a node whose data was emptied listens, then its peer refuses
+    it and it exits; restart said "started n2 again" with exit 0, and the reason was only in
+    its log."""
+    folder = tmp_path / "dev"
+    d = ["--dir", str(folder)]
+    started = quicraft("local", *d, "start", "2", "--base-port", str(free_base_port(2)))
+    try:
+        assert started.returncode == 0, started.stderr
+        cluster = LocalCluster.load(folder)
+        # With two voters a write commits only once both have it, so n1 remembers n2 as a
+        # member (n2 led, or it acknowledged an entry).
+        with connect_sync(cluster.endpoints(), "local", cluster.certs, timeout=20) as c:
+            c.kv.set("k", "v")
+        n2 = cluster.nodes[1]
+        cluster.kill(n2)
+        cluster.wait_stopped(n2)
+        for action in (["restart", "2"], ["start", "2"]):
+            shutil.rmtree(cluster.data_dir(n2))
+            failed = quicraft("local", *d, *action)
+            assert failed.returncode == 1, (action, failed.stdout)
+            assert failed.stdout == "", action
+            assert failed.stderr.startswith("quicraft: error: n2 exited: n1 ("), failed.stderr
+            assert ") remembers this node as a member of the cluster" in failed.stderr
+            assert "then start it with --no-bootstrap" in failed.stderr
+            status = quicraft("local", *d, "status").stdout
+            assert f"n2  {n2.address:<16} stopped\n" in status, status
     finally:
         assert quicraft("local", *d, "stop", "--clean").returncode == 0
 

@@ -146,6 +146,14 @@ def test_shell_script_help_errors_and_exit_status(nowhere: list[str], tmp_path: 
         assert f"\n  {op:<5} " in listing, listing  # one line each
     assert "'quit'" in listing
     assert "usage: set [-h] key value\n" in shell.out
+    # The shell's stdin is its script, so its help offers no '-' (the docs audit's item 11).
+    set_line = next(line for line in listing.splitlines() if line.startswith("  set "))
+    assert set_line == "  set   set KEY to VALUE, as typed; prints the revision"
+    set_help = " ".join(shell.out.split("usage: set")[1].split("usage: cas")[0].split())
+    assert "or '-' to read it from stdin" not in set_help
+    assert "A value from stdin ('-') is for 'quicraft kv set'" in set_help
+    outside = " ".join(quicraft("kv", "set", "--help").out.split())
+    assert "the value, or '-' to read it from stdin" in outside
     assert "usage: cas [-h] key expected new\n       cas [-h] key new --absent\n" in shell.out
     assert not (tmp_path / "home" / ".quicraft_history").exists()  # only at a terminal
 

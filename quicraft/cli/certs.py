@@ -29,8 +29,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "issue",
         help="sign a new key for a node or a client",
         description="Create DIR/CLUSTER/NAME.crt and NAME.key, signed by the cluster's CA. "
-        "Roles: node (a cluster member), admin (everything), client (key-value reads and "
-        "writes, events), reader (reads, status, events).",
+        "Roles: node (a cluster member), admin (everything, management included), client "
+        "(key-value reads and writes, events), reader (key-value reads, events). Only admin "
+        "may manage the cluster (quicraft mgmt, status included).",
     )
     new.add_argument("--cluster", required=True, type=cluster_name, help="cluster name")
     new.add_argument("--name", required=True, type=identity_name, help="name of the node or client")

@@ -180,6 +180,7 @@ class Node:
         self._said: dict[NodeId, Hello] = {}  # each peer's latest hello
         self._leader_said: NodeId | None = None  # the leader our hellos name
         self._meeting: dict[NodeId, asyncio.Task[None]] = {}  # leaders we dial (_meet)
+        self._started = self._stopped = False
         self._stopping = False
         self._names: dict[NodeId, str] = {self.id: settings.name}
         self._started_fresh = False
@@ -190,6 +191,19 @@ class Node:
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Serve, found or join the cluster, and run Raft. A Node starts once: when start()
+        fails (or is cancelled), it stops the node again, so that the data directory, the
+        port and every task are free for a new Node."""
+        if self._started or self._stopped:
+            raise RuntimeError("a Node starts once: make a new Node(settings) to start again")
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(hand_over=False)
+            raise
+
+    async def _start(self) -> None:
         self.telemetry = start_telemetry(self.settings.telemetry, self.id, self._span_exporters)
         self._instrument()
         self.pool.addresses.update(self._stored_addresses())
@@ -251,8 +265,11 @@ class Node:
             self.lan.opened()
 
     async def stop(self, hand_over: bool = True) -> None:
-        """Stop serving; a leader first hands leadership to the most caught-up voter."""
-        self._stopping = True
+        """Stop serving; a leader first hands leadership to the most caught-up voter.
+        Only the first call does anything."""
+        if self._stopped:
+            return
+        self._stopped = self._stopping = True
         running = self._run_task is not None and not self._run_task.done()
         if hand_over and running and self.raft.core is not None:
             await self.raft.hand_over_leadership()

@@ -6,11 +6,13 @@ The core counts time in ticks; the runtime turns ticks into wall-clock time with
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from quicraft.discovery import DiscoverySettings
 from quicraft.telemetry import NO_TELEMETRY, TelemetrySettings
+from quicraft.transport.address import Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,24 @@ class NodeSettings:
     #: Traces, metrics and log format (quicraft/telemetry); all off by default.
     telemetry: TelemetrySettings = NO_TELEMETRY
 
+    def __post_init__(self) -> None:
+        """Refuse what a program may get wrong here, naming the field: start() would otherwise
+        fail obscurely, or dial each character of an address string for ever."""
+        for field in ("data_dir", "certs_dir"):
+            object.__setattr__(self, field, _path(field, getattr(self, field)))
+        object.__setattr__(self, "listen", _address("listen", self.listen))
+        if isinstance(self.peers, str) or not isinstance(self.peers, tuple | list):
+            raise TypeError(
+                f"NodeSettings.peers: expected a tuple of (host, port) tuples, not {self.peers!r}"
+            )
+        object.__setattr__(self, "peers", tuple(_address("peers", p) for p in self.peers))
+        for field in ("expect", "voters"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"NodeSettings.{field}: expected a whole number >= 1, not {value!r}"
+                )
+
     @property
     def discovering(self) -> bool:
         """Whether this node looks for peers itself: mDNS on, or --join addresses to dial."""
@@ -82,3 +102,31 @@ class NodeSettings:
 
     def with_timings(self, **changes: int) -> NodeSettings:
         return dataclasses.replace(self, timings=dataclasses.replace(self.timings, **changes))
+
+
+def _path(field: str, value: object) -> Path:
+    if isinstance(value, str | os.PathLike) and not isinstance(os.fspath(value), bytes):
+        return Path(value)
+    raise TypeError(f"NodeSettings.{field}: expected a path (str or Path), not {value!r}")
+
+
+def _address(field: str, value: object) -> Address:
+    """`value` as a (host, port) tuple, or an error that names `field`."""
+    if isinstance(value, str):
+        raise TypeError(
+            f"NodeSettings.{field}: {value!r} is a string; give a (host, port) tuple, or "
+            f"quicraft.transport.address.parse_address({value!r})"
+        )
+    if not (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and value[0]
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    ):
+        raise TypeError(f"NodeSettings.{field}: expected a (host, port) tuple, not {value!r}")
+    host, port = value
+    if not 0 < port < 65536:
+        raise ValueError(f"NodeSettings.{field}: port {port} is not in 1-65535 ({value!r})")
+    return host, port

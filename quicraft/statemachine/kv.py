@@ -2,7 +2,8 @@
 
 Rules:
 - Keys are text, values are bytes. Each key keeps the revision that last changed it: the log
-  index of that entry. A deleted key is gone (no tombstone): it reads as (None, 0).
+  index of that entry. A deleted key is gone (no tombstone): it reads as (None, 0), like a
+  key never set, so revision 0 does not tell the two apart.
 - Every write's result carries `revision`: the index it was applied at, even when it changed
   nothing (a delete of a missing key, a failed cas) — its place in the history.
 - `incr` treats the value as a signed 64-bit integer in ASCII decimal (a missing key is 0) and
@@ -138,7 +139,8 @@ class KVStore:
         return MappingProxyType(self._names)
 
     def get(self, key: str) -> tuple[bytes | None, int]:
-        """The key's value and revision, or (None, 0) if it does not exist."""
+        """The key's value and revision, or (None, 0) if it does not exist (never set, or
+        deleted: a delete keeps no revision)."""
         _, value, revision = self._data.get(key, _ABSENT)
         return value, revision
 

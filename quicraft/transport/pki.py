@@ -34,7 +34,7 @@ class Role(enum.Enum):
     NODE = "node"  # a cluster member: speaks Raft
     ADMIN = "admin"  # everything, management included
     CLIENT = "client"  # key-value reads and writes, events
-    READER = "reader"  # reads, status, events
+    READER = "reader"  # key-value reads, events (no writes, no management)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:

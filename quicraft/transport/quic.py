@@ -19,6 +19,7 @@ opens. Rules:
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections import Counter
@@ -40,6 +41,12 @@ from .errors import ErrorCode, RefusedError, TransportError
 from .identity import Identity
 from .stream import Stream
 from .verify import ALPN_CLIENT, ALPN_EVENTS, ALPN_MGMT, ALPN_RAFT, Peer
+
+# aioquic logs each failed handshake on its "quic" logger, which connect() and serve() also
+# report as errors. With no handler anywhere, Python's last-resort handler would print those
+# lines on stderr of a program that configured no logging; this one drops them (the usual
+# library practice). Configured logging still receives them: records propagate to the root.
+logging.getLogger("quic").addHandler(logging.NullHandler())
 
 __all__ = [
     "ALPN_CLIENT",

@@ -53,6 +53,14 @@ def test_certs_init_and_issue(tmp_path: Path) -> None:
     assert on_a_file.stderr.startswith("quicraft: error: cannot write in")
 
 
+def test_certs_issue_help_gives_each_role_what_it_may_do() -> None:
+    """It said a reader may see status; management takes admin keys only (docs/security.md)."""
+    shown = quicraft("certs", "issue", "--help")
+    text = " ".join(shown.stdout.split())
+    assert "reader (key-value reads, events)" in text
+    assert "Only admin may manage the cluster (quicraft mgmt, status included)" in text
+
+
 def test_numbers_out_of_range_are_misuse(tmp_path: Path) -> None:
     """Found by a review: these ran, and failed later or hung."""
     to_nowhere = ["--cluster", "c9", "--endpoints", "127.0.0.1:9", "--certs", str(tmp_path)]

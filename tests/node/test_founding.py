@@ -51,8 +51,10 @@ def test_founders_given_different_sets_found_nothing(tmp_path: Path) -> None:
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
             assert all(n.raft.core is None for n in founders)
-            for node in founders:
-                assert node.storage.load().entries == []
+            for node in founders:  # a failed or cancelled start has closed its storage
+                storage = LevelDBStorage(node.settings.data_dir)
+                assert storage.load().entries == []
+                storage.close()
 
     asyncio.run(scenario())
 

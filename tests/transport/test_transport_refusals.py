@@ -6,7 +6,10 @@ import asyncio
 import datetime as dt
 import logging
 import ssl
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,6 +193,54 @@ def test_a_dialer_that_does_not_trust_our_ca(certs: Certs, other_ca: Certs) -> N
 
     run(main())
     assert spy.calls == []
+
+
+#: A program that dials a server of another CA; argv: the certs folder of both CAs, and
+#: "configured" to set up logging first.
+DIAL_ANOTHER_CA = """
+import asyncio, logging, sys
+from pathlib import Path
+from quicraft.transport import ALPN_CLIENT, RefusedError, connect, load_identity, serve
+
+if sys.argv[2:] == ["configured"]:
+    logging.basicConfig(level=logging.WARNING)
+ours, theirs = Path(sys.argv[1]) / "ours", Path(sys.argv[1]) / "theirs"
+
+async def handle(conn, stream):
+    pass
+
+async def main():
+    server = await serve("127.0.0.1", 0, load_identity(ours, "c1", "n1"), {ALPN_CLIENT: handle})
+    try:
+        await connect("127.0.0.1", server.address[1], load_identity(theirs, "c1", "cl"),
+                      ALPN_CLIENT, timeout=10)
+    except RefusedError as err:
+        print(err.reason)
+    await asyncio.sleep(0.2)  # the server's side of the handshake ends too
+    server.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("logging_set_up", [False, True])
+def test_a_tls_refusal_prints_nothing_in_a_program_without_logging(
+    certs: Certs, other_ca: Certs, tmp_path: Path, logging_set_up: bool
+) -> None:
+    """aioquic's own line ("[...] Error: 298, reason: unable to get local issuer
+    certificate") reached stderr through Python's last-resort handler; the RefusedError
+    already says it. A program that configured logging still gets the line."""
+    (tmp_path / "ours").symlink_to(certs.root)
+    (tmp_path / "theirs").symlink_to(other_ca.root)
+    argv = [sys.executable, "-c", DIAL_ANOTHER_CA, str(tmp_path)]
+    done = subprocess.run(
+        [*argv, "configured"] if logging_set_up else argv, capture_output=True, text=True
+    )
+    assert done.stdout == "tls_bad_certificate\n", done.stderr
+    if logging_set_up:
+        assert "WARNING:quic:" in done.stderr and "Error: 298" in done.stderr
+    else:
+        assert done.stderr == ""
 
 
 class Recorder(QuicConnectionProtocol):

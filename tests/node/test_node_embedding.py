@@ -1,0 +1,112 @@
+"""A node embedded in a program: its settings are checked when made, a Node starts once, and a
+start that fails or is cancelled frees the data directory, the port and its tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from inprocess import nodes_in
+
+from quicraft.node import NodeSettings
+from quicraft.transport import TransportError
+
+
+def settings(**changes: Any) -> NodeSettings:
+    given: dict[str, Any] = {
+        "cluster": "c1",
+        "name": "n1",
+        "data_dir": "data",
+        "certs_dir": "certs",
+        "listen": ("127.0.0.1", 7400),
+    }
+    return NodeSettings(**(given | changes))
+
+
+def test_paths_given_as_strings_become_paths() -> None:
+    made = settings(peers=[("127.0.0.1", 7401)])
+    assert made.data_dir == Path("data") and made.certs_dir == Path("certs")
+    assert made.peers == (("127.0.0.1", 7401),)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "says"),
+    [
+        ({"listen": "127.0.0.1:7400"}, TypeError, "NodeSettings.listen: '127.0.0.1:7400' is a"),
+        ({"peers": ("127.0.0.1:7401",)}, TypeError, "NodeSettings.peers: '127.0.0.1:7401' is a"),
+        ({"peers": "127.0.0.1:7401"}, TypeError, "NodeSettings.peers: expected a tuple"),
+        ({"listen": ("127.0.0.1", "7400")}, TypeError, "expected a (host, port) tuple"),
+        ({"listen": ("127.0.0.1", 70000)}, ValueError, "port 70000 is not in 1-65535"),
+        ({"peers": (("127.0.0.1", 0),)}, ValueError, "NodeSettings.peers: port 0 is not in"),
+        ({"data_dir": None}, TypeError, "NodeSettings.data_dir: expected a path"),
+        ({"certs_dir": b"certs"}, TypeError, "NodeSettings.certs_dir: expected a path"),
+        ({"expect": 0}, ValueError, "NodeSettings.expect: expected a whole number"),
+    ],
+)
+def test_settings_a_program_got_wrong_are_refused_naming_the_field(
+    changes: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error) as caught:
+        settings(**changes)
+    assert says in str(caught.value)
+
+
+def test_an_address_string_suggests_parse_address() -> None:
+    with pytest.raises(TypeError, match=r"parse_address\('127.0.0.1:7400'\)"):
+        settings(listen="127.0.0.1:7400")
+
+
+def test_a_failed_start_frees_the_data_directory_for_a_new_node(tmp_path: Path) -> None:
+    """Before, the failed node kept its LevelDB open: the next Node on that directory got
+    LockedError ("already open in this process") unless the program called stop() first."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1"]) as nodes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+                taken.bind(nodes.address("n1"))
+                with pytest.raises(TransportError, match="cannot listen"):
+                    await nodes.node("n1").start()
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+            again = nodes.node("n1")
+            await again.start()
+            assert again.raft.core is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_start_frees_the_data_directory_and_the_port(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
+            waiting = nodes.node("n1", peers=["n2"])  # n2 never comes: start() waits
+            starting = asyncio.create_task(waiting.start())
+            while waiting.server is None:
+                await asyncio.sleep(0.05)
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            again = nodes.node("n1")  # same directory, same port
+            await again.start()
+            assert again.raft.core is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_node_starts_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
+            node = nodes.node("n1")
+            await node.start()
+            with pytest.raises(RuntimeError, match="a Node starts once"):
+                await node.start()
+            await node.stop()
+            await node.stop()  # a second stop does nothing
+            with pytest.raises(RuntimeError, match="a Node starts once"):
+                await node.start()
+            never_started = nodes.node("n2")
+            await never_started.stop()
+            with pytest.raises(RuntimeError, match="a Node starts once"):
+                await never_started.start()
+
+    asyncio.run(scenario())

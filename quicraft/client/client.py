@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ from quicraft.transport import (
     TransportError,
     load_identity,
 )
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
+from .arguments import checked_timeout, endpoint_addresses
 from .channel import Codec, Endpoints, EndpointsClient, UnsendableRequest
 from .kv import KV
 
@@ -97,10 +98,12 @@ class Client(EndpointsClient[Response]):
         `kinds` limits them (wire EVENT_KINDS); `prefix` limits kv events to those keys. It
         resumes across lost connections and nodes by itself (client/events.py) and ends only
         when the caller stops (use contextlib.aclosing to stop at once) or with a ClientError:
-        bad_request, forbidden, or compacted (EventsCompacted, with `oldest`).
+        bad_request, forbidden, or compacted (EventsCompacted, with `oldest`). Arguments every
+        node would refuse raise InvalidRequest here, at once.
         """
-        from .events import subscribe  # events.py imports ClientError from here
+        from .events import check_subscription, subscribe  # events.py imports from here
 
+        kinds = check_subscription(kinds, prefix, since).kinds  # an iterator is read once
         return subscribe(list(self.endpoints), self.identity, kinds, prefix, since)
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -179,15 +182,20 @@ class Client(EndpointsClient[Response]):
 
 
 def connect(
-    endpoints: list[str] | str,
+    endpoints: Sequence[str] | str,
     cluster: str,
     certs: str | Path = "certs",
     name: str = "admin",
     timeout: float = 10.0,
 ) -> Client:
-    """A client of `cluster` at `endpoints` ("HOST:PORT" strings), using the identity `name`
-    from `certs/<cluster>/`. Use it with `async with`; it connects on first use."""
-    if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e.strip()]
-    addresses = [parse_address(e) for e in endpoints]
+    """A client of `cluster` at `endpoints` ("HOST:PORT" strings, or one str of them with
+    commas), using the identity `name` from `certs/<cluster>/`. Use it with `async with`; it
+    connects on first use, and each call gives up after `timeout` seconds.
+
+    Raises ValueError at once for bad endpoints (a URL, a (host, port) tuple, none, the
+    wildcard 0.0.0.0) or a timeout that is not a number above 0, and IdentityError
+    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
+    under `certs`."""
+    addresses = endpoint_addresses(endpoints)
+    timeout = checked_timeout(timeout)
     return Client(addresses, load_identity(Path(certs), cluster, name), timeout)

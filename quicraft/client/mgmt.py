@@ -24,7 +24,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind
 
 from quicraft.telemetry import global_tracing, traceparent
 from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError, load_identity
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address
 from quicraft.wire import (
     BackupInfo,
     BackupReceiver,
@@ -46,6 +46,7 @@ from quicraft.wire import (
     encode_mgmt_request,
 )
 
+from .arguments import checked_timeout, endpoint_addresses
 from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
 
 CODEC: Codec[MgmtResponse] = Codec(
@@ -310,19 +311,27 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
 
 def connect_mgmt(
-    endpoints: list[str] | str,
+    endpoints: Sequence[str] | str,
     cluster: str,
     certs: str | Path = "certs",
     name: str = "admin",
     timeout: float = 10.0,
     follow_leader: bool = True,
 ) -> MgmtClient:
-    """A management client of `cluster` at `endpoints` ("HOST:PORT" strings), using identity
-    `name` (role admin) from `certs/<cluster>/`. Use it with `async with`; it connects on first
-    use. Raises ValueError for a bad address, IdentityError for a missing identity."""
-    if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e.strip()]
-    addresses = [parse_address(e) for e in endpoints]
+    """A management client of `cluster` at `endpoints` ("HOST:PORT" strings, or one str of
+    them with commas), using identity `name` (role admin) from `certs/<cluster>/`. Use it
+    with `async with`; it connects on first use.
+
+    Each call gives up after `timeout` seconds, except where an operation needs longer
+    whatever the timeout (OP_TIME_S): add_member waits up to 75 s (a learner may take a
+    minute to catch up), transfer 15 s (an election), backup 60 s.
+
+    Raises ValueError at once for bad endpoints (a URL, a (host, port) tuple, none, the
+    wildcard 0.0.0.0) or a timeout that is not a number above 0, and IdentityError
+    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
+    under `certs`."""
+    addresses = endpoint_addresses(endpoints)
+    timeout = checked_timeout(timeout)
     return MgmtClient(
         addresses, load_identity(Path(certs), cluster, name), cluster, timeout, follow_leader
     )

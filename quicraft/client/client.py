@@ -47,6 +47,8 @@ RETRYABLE = frozenset({"not_leader", "no_leader", "unavailable", "timeout"})
 #: node sends no goodbye, and QUIC would notice only at its idle timeout. Sessions make the
 #: retry of a write safe; it is well above a write's latency under load (tens of ms).
 ATTEMPT_S = 3.0
+#: Why a call that gave up after a node answered no_leader may have done so.
+NO_LEADER_HINT = "if it lasts, a majority of the voters may be down (quicraft mgmt health)"
 WRITES = frozenset({"set", "delete", "incr", "cas"})
 CODEC: Codec[Response] = Codec(
     ALPN_CLIENT,
@@ -142,7 +144,10 @@ class Client(EndpointsClient[Response]):
         deadline = loop.time() + self.timeout
         delay = 0.02
         last = "no endpoint answered"
-        answered = no_leader = False  # for the hint if it gives up
+        answered = False  # for the hint if it gives up
+        #: The last answer was no_leader: if it gives up, that says more than a node that
+        #: could not be reached since.
+        leaderless: str | None = None
         while loop.time() < deadline:
             channel = self._link.open_channel()
             attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, deadline - loop.time()))
@@ -162,7 +167,10 @@ class Client(EndpointsClient[Response]):
                 if response.ok:
                     return dict(response.result or {})
                 error = response.error
-                answered, no_leader = True, error is not None and error.code == "no_leader"
+                answered = True
+                leaderless = None
+                if error is not None and error.code == "no_leader":
+                    leaderless = f"no leader is known to {self._link.current_endpoint}"
                 if error is None or error.code not in RETRYABLE:
                     code = error.code if error else "internal"
                     raise ClientError(code, error.message if error else "no error information")
@@ -172,12 +180,12 @@ class Client(EndpointsClient[Response]):
                     continue
                 if error.code in ("not_leader", "no_leader"):
                     self._link.move_on(channel)  # this node may be cut off from a majority
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))  # not past it
             delay = min(delay * 2, 0.5)
-        if not answered:
+        if leaderless:
+            last = f"{leaderless}; {NO_LEADER_HINT}"
+        elif not answered:
             last += "; is the cluster running there?"
-        elif no_leader:
-            last += "; if it lasts, a majority of the voters may be down (quicraft mgmt health)"
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")
 
 

@@ -48,6 +48,7 @@ from quicraft.wire import (
 
 from .arguments import checked_timeout, endpoint_addresses
 from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
+from .client import NO_LEADER_HINT
 
 CODEC: Codec[MgmtResponse] = Codec(
     ALPN_MGMT,
@@ -263,6 +264,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         deadline = loop.time() + budget
         delay = 0.02
         last = "no endpoint answered"
+        #: The last answer was no_leader: if it gives up, that says more than a node that
+        #: could not be reached since (as in the KV client).
+        leaderless: str | None = None
         while loop.time() < deadline:
             channel: Channel[MgmtResponse] | None = None
             try:
@@ -291,6 +295,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 error = response.error
                 assert error is not None
                 last = error.message
+                leaderless = None
+                if error.code == "no_leader":
+                    leaderless = f"no leader is known to {self._link.current_endpoint}"
                 follow = error.code == "not_leader" and self.follow_leader
                 hint = error.leader_addr if follow else None
                 if hint and self._link.go_to(hint):
@@ -303,11 +310,13 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     self._link.move_on(channel)  # this node may be cut off, or stopping
                 else:
                     raise MgmtError.from_info(error)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))  # not past it
             delay = min(delay * 2, 0.5)
-        raise MgmtError(
-            "timeout", f"gave up after {budget:g}s: {last}", hint="is the cluster running?"
-        )
+        if leaderless:
+            last, hint = leaderless, NO_LEADER_HINT
+        else:
+            hint = "is the cluster running?"
+        raise MgmtError("timeout", f"gave up after {budget:g}s: {last}", hint=hint)
 
 
 def connect_mgmt(

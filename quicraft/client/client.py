@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ from quicraft.transport import (
     TransportError,
     load_identity,
 )
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
+from .arguments import checked_timeout, endpoint_addresses
 from .channel import Codec, Endpoints, EndpointsClient, UnsendableRequest
 from .kv import KV
 
@@ -46,6 +47,8 @@ RETRYABLE = frozenset({"not_leader", "no_leader", "unavailable", "timeout"})
 #: node sends no goodbye, and QUIC would notice only at its idle timeout. Sessions make the
 #: retry of a write safe; it is well above a write's latency under load (tens of ms).
 ATTEMPT_S = 3.0
+#: Why a call that gave up after a node answered no_leader may have done so.
+NO_LEADER_HINT = "if it lasts, a majority of the voters may be down (quicraft mgmt health)"
 WRITES = frozenset({"set", "delete", "incr", "cas"})
 CODEC: Codec[Response] = Codec(
     ALPN_CLIENT,
@@ -97,10 +100,12 @@ class Client(EndpointsClient[Response]):
         `kinds` limits them (wire EVENT_KINDS); `prefix` limits kv events to those keys. It
         resumes across lost connections and nodes by itself (client/events.py) and ends only
         when the caller stops (use contextlib.aclosing to stop at once) or with a ClientError:
-        bad_request, forbidden, or compacted (EventsCompacted, with `oldest`).
+        bad_request, forbidden, or compacted (EventsCompacted, with `oldest`). Arguments every
+        node would refuse raise InvalidRequest here, at once.
         """
-        from .events import subscribe  # events.py imports ClientError from here
+        from .events import check_subscription, subscribe  # events.py imports from here
 
+        kinds = check_subscription(kinds, prefix, since).kinds  # an iterator is read once
         return subscribe(list(self.endpoints), self.identity, kinds, prefix, since)
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +144,10 @@ class Client(EndpointsClient[Response]):
         deadline = loop.time() + self.timeout
         delay = 0.02
         last = "no endpoint answered"
-        answered = no_leader = False  # for the hint if it gives up
+        answered = False  # for the hint if it gives up
+        #: The last answer was no_leader: if it gives up, that says more than a node that
+        #: could not be reached since.
+        leaderless: str | None = None
         while loop.time() < deadline:
             channel = self._link.open_channel()
             attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, deadline - loop.time()))
@@ -159,7 +167,10 @@ class Client(EndpointsClient[Response]):
                 if response.ok:
                     return dict(response.result or {})
                 error = response.error
-                answered, no_leader = True, error is not None and error.code == "no_leader"
+                answered = True
+                leaderless = None
+                if error is not None and error.code == "no_leader":
+                    leaderless = f"no leader is known to {self._link.current_endpoint}"
                 if error is None or error.code not in RETRYABLE:
                     code = error.code if error else "internal"
                     raise ClientError(code, error.message if error else "no error information")
@@ -169,25 +180,30 @@ class Client(EndpointsClient[Response]):
                     continue
                 if error.code in ("not_leader", "no_leader"):
                     self._link.move_on(channel)  # this node may be cut off from a majority
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))  # not past it
             delay = min(delay * 2, 0.5)
-        if not answered:
+        if leaderless:
+            last = f"{leaderless}; {NO_LEADER_HINT}"
+        elif not answered:
             last += "; is the cluster running there?"
-        elif no_leader:
-            last += "; if it lasts, a majority of the voters may be down (quicraft mgmt health)"
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")
 
 
 def connect(
-    endpoints: list[str] | str,
+    endpoints: Sequence[str] | str,
     cluster: str,
     certs: str | Path = "certs",
     name: str = "admin",
     timeout: float = 10.0,
 ) -> Client:
-    """A client of `cluster` at `endpoints` ("HOST:PORT" strings), using the identity `name`
-    from `certs/<cluster>/`. Use it with `async with`; it connects on first use."""
-    if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e.strip()]
-    addresses = [parse_address(e) for e in endpoints]
+    """A client of `cluster` at `endpoints` ("HOST:PORT" strings, or one str of them with
+    commas), using the identity `name` from `certs/<cluster>/`. Use it with `async with`; it
+    connects on first use, and each call gives up after `timeout` seconds.
+
+    Raises ValueError at once for bad endpoints (a URL, a (host, port) tuple, none, the
+    wildcard 0.0.0.0) or a timeout that is not a number above 0, and IdentityError
+    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
+    under `certs`."""
+    addresses = endpoint_addresses(endpoints)
+    timeout = checked_timeout(timeout)
     return Client(addresses, load_identity(Path(certs), cluster, name), timeout)

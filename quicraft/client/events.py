@@ -43,11 +43,12 @@ from quicraft.wire import (
     EventStreamReader,
     ProtocolError,
     Subscription,
+    decode_subscribe,
     encode_subscribe,
 )
 
 from .channel import failure_at
-from .client import ClientError
+from .client import ClientError, InvalidRequest
 
 log = logging.getLogger("quicraft.client")
 
@@ -66,6 +67,28 @@ class EventsCompacted(ClientError):
         self.oldest = oldest
 
 
+def check_subscription(
+    kinds: Iterable[str] | None, prefix: str | None, since: int | None
+) -> Subscription:
+    """What these arguments subscribe to; InvalidRequest if a node would refuse them.
+    Client.events calls it, so that a mistake fails where it was made, not at the first
+    `async for` step."""
+    if isinstance(kinds, str | bytes):  # iterable, but of characters: "kv" is not {"k", "v"}
+        raise InvalidRequest(
+            "bad_request", f"kinds must be a list of event kinds, such as ['kv'], not {kinds!r}"
+        )
+    try:
+        listed = None if kinds is None else list(kinds)
+    except TypeError:
+        raise InvalidRequest(
+            "bad_request", f"kinds must be None or a list of event kinds, not {kinds!r}"
+        ) from None
+    try:
+        return decode_subscribe(encode_subscribe(listed, prefix, since))
+    except ProtocolError as err:
+        raise InvalidRequest("bad_request", str(err)) from None
+
+
 async def subscribe(
     endpoints: list[Address],
     identity: Identity,
@@ -77,13 +100,9 @@ async def subscribe(
 ) -> AsyncGenerator[Event, None]:
     """Every event after `since` that `kinds` and `prefix` select, across reconnections.
 
-    Raises ClientError("bad_request") at once if the node would refuse the subscription.
+    Raises InvalidRequest at its first step if the node would refuse the subscription.
     """
-    wanted = None if kinds is None else frozenset(kinds)
-    try:
-        encode_subscribe(wanted, prefix, since)
-    except ProtocolError as err:
-        raise ClientError("bad_request", str(err)) from None
+    wanted = check_subscription(kinds, prefix, since).kinds
     last = since
     current = start % len(endpoints)
     tracing = global_tracing("quicraft.client")

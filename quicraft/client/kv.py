@@ -8,8 +8,17 @@ if TYPE_CHECKING:
     from .client import Client
 
 
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
+def _bytes(value: bytes | str, field: str) -> bytes:
+    """`value` as sent: a str as its UTF-8. One that has none (a lone surrogate, as
+    os.fsdecode makes of undecodable bytes) is refused like a bad key: InvalidRequest."""
+    if not isinstance(value, str):
+        return value  # anything else is the wire's to check
+    try:
+        return value.encode()
+    except UnicodeEncodeError as err:
+        from .client import InvalidRequest  # client.py imports this module
+
+        raise InvalidRequest("bad_request", f"{field!r} cannot be sent as UTF-8: {err}") from None
 
 
 class KV:
@@ -18,7 +27,7 @@ class KV:
 
     async def set(self, key: str, value: bytes | str) -> int:
         """Store `value` under `key`; returns the revision (log index) of the write."""
-        result = await self._client.write("set", {"key": key, "value": _bytes(value)})
+        result = await self._client.write("set", {"key": key, "value": _bytes(value, "value")})
         return int(result["revision"])
 
     async def get(self, key: str, *, stale: bool = False) -> bytes | None:
@@ -53,8 +62,10 @@ class KV:
     ) -> tuple[bool, int]:
         """cas, and the revision of that write: when it swapped, a fencing token that grows
         with every later change of the key (examples/lock_and_election.py)."""
-        want = None if expected is None else _bytes(expected)
-        result = await self._client.write("cas", {"key": key, "expected": want, "new": _bytes(new)})
+        want = None if expected is None else _bytes(expected, "expected")
+        result = await self._client.write(
+            "cas", {"key": key, "expected": want, "new": _bytes(new, "new")}
+        )
         return bool(result["ok"]), int(result["revision"])
 
     async def keys(self, prefix: str = "", *, stale: bool = False) -> list[str]:

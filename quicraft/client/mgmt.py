@@ -24,7 +24,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind
 
 from quicraft.telemetry import global_tracing, traceparent
 from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError, load_identity
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address
 from quicraft.wire import (
     BackupInfo,
     BackupReceiver,
@@ -46,7 +46,9 @@ from quicraft.wire import (
     encode_mgmt_request,
 )
 
+from .arguments import checked_timeout, endpoint_addresses
 from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
+from .client import NO_LEADER_HINT
 
 CODEC: Codec[MgmtResponse] = Codec(
     ALPN_MGMT,
@@ -262,6 +264,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         deadline = loop.time() + budget
         delay = 0.02
         last = "no endpoint answered"
+        #: The last answer was no_leader: if it gives up, that says more than a node that
+        #: could not be reached since (as in the KV client).
+        leaderless: str | None = None
         while loop.time() < deadline:
             channel: Channel[MgmtResponse] | None = None
             try:
@@ -290,6 +295,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 error = response.error
                 assert error is not None
                 last = error.message
+                leaderless = None
+                if error.code == "no_leader":
+                    leaderless = f"no leader is known to {self._link.current_endpoint}"
                 follow = error.code == "not_leader" and self.follow_leader
                 hint = error.leader_addr if follow else None
                 if hint and self._link.go_to(hint):
@@ -302,27 +310,37 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     self._link.move_on(channel)  # this node may be cut off, or stopping
                 else:
                     raise MgmtError.from_info(error)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))  # not past it
             delay = min(delay * 2, 0.5)
-        raise MgmtError(
-            "timeout", f"gave up after {budget:g}s: {last}", hint="is the cluster running?"
-        )
+        if leaderless:
+            last, hint = leaderless, NO_LEADER_HINT
+        else:
+            hint = "is the cluster running?"
+        raise MgmtError("timeout", f"gave up after {budget:g}s: {last}", hint=hint)
 
 
 def connect_mgmt(
-    endpoints: list[str] | str,
+    endpoints: Sequence[str] | str,
     cluster: str,
     certs: str | Path = "certs",
     name: str = "admin",
     timeout: float = 10.0,
     follow_leader: bool = True,
 ) -> MgmtClient:
-    """A management client of `cluster` at `endpoints` ("HOST:PORT" strings), using identity
-    `name` (role admin) from `certs/<cluster>/`. Use it with `async with`; it connects on first
-    use. Raises ValueError for a bad address, IdentityError for a missing identity."""
-    if isinstance(endpoints, str):
-        endpoints = [e for e in endpoints.split(",") if e.strip()]
-    addresses = [parse_address(e) for e in endpoints]
+    """A management client of `cluster` at `endpoints` ("HOST:PORT" strings, or one str of
+    them with commas), using identity `name` (role admin) from `certs/<cluster>/`. Use it
+    with `async with`; it connects on first use.
+
+    Each call gives up after `timeout` seconds, except where an operation needs longer
+    whatever the timeout (OP_TIME_S): add_member waits up to 75 s (a learner may take a
+    minute to catch up), transfer 15 s (an election), backup 60 s.
+
+    Raises ValueError at once for bad endpoints (a URL, a (host, port) tuple, none, the
+    wildcard 0.0.0.0) or a timeout that is not a number above 0, and IdentityError
+    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
+    under `certs`."""
+    addresses = endpoint_addresses(endpoints)
+    timeout = checked_timeout(timeout)
     return MgmtClient(
         addresses, load_identity(Path(certs), cluster, name), cluster, timeout, follow_leader
     )

@@ -9,7 +9,7 @@ It owns a private event loop, so it must not be used from inside a running one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -70,13 +70,13 @@ class SyncClient:
 
 
 def connect_sync(
-    endpoints: list[str] | str,
+    endpoints: Sequence[str] | str,
     cluster: str,
     certs: str | Path = "certs",
     name: str = "admin",
     timeout: float = 10.0,
 ) -> SyncClient:
-    """Like `quicraft.connect`, for code without an event loop."""
+    """Like `quicraft.connect`, for code without an event loop; it raises the same errors."""
     return SyncClient(connect(endpoints, cluster, certs, name, timeout))
 
 

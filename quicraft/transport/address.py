@@ -10,6 +10,8 @@ Address = tuple[str, int]
 def parse_address(text: str, default_port: int | None = None) -> Address:
     """Parse `HOST:PORT` (IPv6 in brackets); raises ValueError with a message for people."""
     text = text.strip()
+    if "://" in text:  # a URL: its scheme's colon would read as an IPv6 address's
+        raise ValueError(f"bad address {text!r}: give HOST:PORT, without a scheme such as http://")
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""

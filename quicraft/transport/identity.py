@@ -50,6 +50,8 @@ __all__ = [
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RESERVED = {"ca"}  # would collide with the CA's own files
+#: Where `quicraft local` keeps its clusters' keys (cli/local.py), relative to where it runs.
+LOCAL_CERTS = Path(".quicraft-local/certs")
 #: A key or certificate is under 1 KiB: a bigger file is not one, so it is not read whole.
 MAX_PEM = 64 * 1024
 
@@ -147,6 +149,8 @@ def load_identity(certs_dir: Path, cluster: str, name: str) -> Identity:
     folder = _folder(certs_dir, cluster)
     check_name(name, "name")
     ca_path, crt_path, key_path = folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key"
+    if not os.path.lexists(folder):
+        raise IdentityError(_no_cluster(Path(certs_dir), cluster))
     _check_folder(folder)
     ca = _load_ca_cert(ca_path, cluster)
     _check_halves(crt_path, key_path)
@@ -334,6 +338,34 @@ def _read(path: Path, cluster: str) -> tuple[bytes, os.stat_result]:
     if len(data) > MAX_PEM:
         raise IdentityError(f"{path} is over {MAX_PEM // 1024} KiB: not a key or certificate")
     return data, status
+
+
+def _no_cluster(certs_dir: Path, cluster: str) -> str:
+    """Why DIR/CLUSTER/ is not there. Most often the cluster name or the certs folder is
+    wrong (a typo, or the default ./certs after `quicraft local`), rather than the cluster
+    having no CA yet: so the message names the clusters that are there first."""
+    try:
+        found = sorted(p.name for p in certs_dir.iterdir() if (p / "ca.crt").is_file())
+        there = f"found: {', '.join(found[:10])}" if found else "it holds none"
+    except FileNotFoundError:
+        found, there = [], "no such folder"
+    except NotADirectoryError:
+        found, there = [], "it is not a folder"
+    except OSError as err:
+        found, there = [], f"cannot read it: {err.strerror}"
+    problem = f"no cluster {cluster!r} under {certs_dir} ({there})"
+    local = LOCAL_CERTS / cluster
+    if local.is_dir() and local.resolve() != (certs_dir / cluster).resolve():
+        return (
+            f"{problem}: `quicraft local` keeps its keys in {LOCAL_CERTS}; give that folder "
+            "as the certs folder (--certs on the command line)"
+        )
+    if found:
+        return f"{problem}: check the cluster name and the certs folder"
+    return (
+        f"{problem}: give the certs folder that holds {cluster}/, or create the cluster's CA "
+        f"with `quicraft certs init --cluster {cluster}`"
+    )
 
 
 def _missing_hint(path: Path, cluster: str) -> str:

@@ -181,8 +181,10 @@ def _kinds(value: object, where: str) -> frozenset[str] | None:
             raise ProtocolError(f"{where}: unknown event kind {show(item)}")
         names.append(item)
     kinds = frozenset(names)
-    if not kinds or len(kinds) != len(names):
-        raise ProtocolError(f"{where}: 'kinds' must be null or kinds without repeats")
+    if not kinds:
+        raise ProtocolError(f"{where}: 'kinds' is empty: give at least one, or null for all")
+    if len(kinds) != len(names):
+        raise ProtocolError(f"{where}: 'kinds' must be kinds without repeats")
     return kinds
 
 

@@ -461,3 +461,36 @@ def test_a_certs_folder_that_is_a_file_is_named(tmp_path: Path) -> None:
         load_identity(tmp_path, "c1", "n1")
     with pytest.raises(IdentityError, match=r"/c1 is not a directory"):
         issue(tmp_path, "c1", "n1", Role.NODE)
+
+
+def test_a_cluster_not_under_the_certs_folder_is_named_with_those_that_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: a mistyped cluster name was told to create a new CA. A client and
+    a node both load their identity this way."""
+    monkeypatch.chdir(tmp_path)
+    init_cluster(Path("certs"), "local")
+    init_cluster(Path("certs"), "c2")
+    with pytest.raises(IdentityError) as typo:
+        load_identity(Path("certs"), "nosuch", "admin")
+    assert str(typo.value) == (
+        "no cluster 'nosuch' under certs (found: c2, local): check the cluster name and the "
+        "certs folder"
+    )
+    with pytest.raises(
+        IdentityError,
+        match=r"under nowhere \(no such folder\): give the certs "
+        r"folder that holds c1/, or create .* `quicraft certs init --cluster c1`",
+    ):
+        load_identity(Path("nowhere"), "c1", "admin")
+    # `quicraft local` keeps its keys in ./.quicraft-local/certs, not the default ./certs.
+    Path(".quicraft-local").mkdir()
+    Path("certs").rename(".quicraft-local/certs")
+    Path("certs").mkdir()
+    with pytest.raises(
+        IdentityError,
+        match=r"under certs \(it holds none\): `quicraft local` "
+        r"keeps its keys in \.quicraft-local/certs; give that folder",
+    ):
+        load_identity(Path("certs"), "local", "admin")
+    assert load_identity(Path(".quicraft-local/certs"), "local", "admin").cluster == "local"

@@ -179,7 +179,7 @@ def _sub(**fields: object) -> bytes:
     [
         (_sub(kinds=["weather"]), "unknown event kind 'weather'"),
         (_sub(kinds=["kv", "kv"]), "without repeats"),
-        (_sub(kinds=[]), "without repeats"),
+        (_sub(kinds=[]), "'kinds' is empty: give at least one, or null for all"),
         (_sub(kinds="kv"), "'kinds' must be a list"),
         (_sub(kinds=[1]), "unknown event kind 1"),
         (_sub(kinds=[*EVENT_KINDS, "kv"]), "'kinds' must be a list of at most"),

@@ -1,0 +1,70 @@
+"""Checks of what a program passes to `connect`, `connect_mgmt` and `connect_sync`: a mistake
+there fails at once with one ValueError that says what to write instead, not later, from
+deep inside a request, or after the whole timeout."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import TypeGuard
+
+from quicraft.transport.address import Address, format_address, is_unspecified, parse_address
+
+_FORM = "give 'HOST:PORT' strings, as a list or as one str with commas"
+
+
+def endpoint_addresses(endpoints: Sequence[str] | str) -> list[Address]:
+    """The addresses of `endpoints`: one str "HOST:PORT,HOST:PORT" or a list, tuple (or any
+    other iterable) of "HOST:PORT" strings. ValueError, naming the mistake, for anything
+    else."""
+    if isinstance(endpoints, str):
+        texts = [e for e in endpoints.split(",") if e.strip()]
+    elif _is_pair(endpoints):
+        raise ValueError(
+            f"endpoints {endpoints!r} is one (host, port) pair: write it "
+            f"{format_address(endpoints)!r}"
+        )
+    elif isinstance(endpoints, Iterable) and not isinstance(endpoints, bytes | bytearray):
+        texts = list(endpoints)
+    else:
+        raise ValueError(f"endpoints must be 'HOST:PORT' strings, not {endpoints!r}: {_FORM}")
+    if not texts:
+        raise ValueError(f"no endpoints given: {_FORM}, such as '127.0.0.1:7401'")
+    return [_address(text) for text in texts]
+
+
+def _address(text: object) -> Address:
+    if not isinstance(text, str):
+        like = format_address(text) if _is_pair(text) else "HOST:PORT"
+        raise ValueError(f"endpoint {text!r} is not a str: write it {like!r}")
+    address = parse_address(text)
+    if is_unspecified(address[0]):
+        # A node listens there, but a dialer reaches nothing: the answer would come from
+        # another address and be dropped, so it would wait out its whole timeout.
+        raise ValueError(
+            f"endpoint {text.strip()!r} is the wildcard address a node listens on, not one "
+            "to dial: give a real address of that host (127.0.0.1 for this one)"
+        )
+    return address
+
+
+def _is_pair(value: object) -> TypeGuard[Address]:
+    """(host, port), as a program may hold an address."""
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
+
+
+def checked_timeout(timeout: float) -> float:
+    """`timeout` if it is a number of seconds above 0; ValueError otherwise."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ValueError(f"timeout must be a number of seconds above 0, not {timeout!r}")
+    return float(timeout)

@@ -1,0 +1,127 @@
+"""Mistakes in what a program passes to the Python clients fail at once, with one error that
+says what to write instead (client/arguments.py, kv.py, events.py). Found by an audit: a URL
+was called a bad IPv6 address, a (host, port) tuple failed on `.strip`, `timeout="5"` failed
+at the first call and `timeout=-1` gave up without trying, a wildcard endpoint waited out the
+whole timeout, `kinds="kv"` was read as the kinds 'k' and 'v' (at the first `async for` step
+only), and a str value with a lone surrogate raised a bare UnicodeEncodeError."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from quicraft.client import Client, InvalidRequest, connect, connect_mgmt, connect_sync
+from quicraft.client.events import subscribe
+from quicraft.transport import IdentityError, init_cluster
+from quicraft.transport.address import parse_address
+
+CONNECTS: list[Callable[..., object]] = [connect, connect_mgmt, connect_sync]
+
+
+@pytest.mark.parametrize("connect_to", CONNECTS)
+@pytest.mark.parametrize(
+    ("endpoints", "error"),
+    [
+        ("http://127.0.0.1:7401", "give HOST:PORT, without a scheme such as http://"),
+        ([("127.0.0.1", 7401)], "('127.0.0.1', 7401) is not a str: write it '127.0.0.1:7401'"),
+        (("127.0.0.1", 7401), "is one (host, port) pair: write it '127.0.0.1:7401'"),
+        (None, "endpoints must be 'HOST:PORT' strings, not None"),
+        ([], "no endpoints given"),
+        (" , ", "no endpoints given"),
+        ("0.0.0.0:7401", "'0.0.0.0:7401' is the wildcard address a node listens on"),
+        (["127.0.0.1:7401", "[::]:7402"], "'[::]:7402' is the wildcard address"),
+    ],
+)  # fmt: skip
+def test_endpoint_mistakes_are_refused_at_connect(
+    tmp_path: Path, connect_to: Callable[..., object], endpoints: object, error: str
+) -> None:
+    init_cluster(tmp_path, "c1")
+    with pytest.raises(ValueError, match=re.escape(error)):
+        connect_to(endpoints, "c1", certs=tmp_path)
+
+
+@pytest.mark.parametrize("connect_to", CONNECTS)
+@pytest.mark.parametrize("timeout", ["5", -1, 0, math.nan, math.inf, True, None])
+def test_a_timeout_that_is_not_seconds_above_0_is_refused_at_connect(
+    tmp_path: Path, connect_to: Callable[..., object], timeout: object
+) -> None:
+    init_cluster(tmp_path, "c1")
+    with pytest.raises(ValueError, match="timeout must be a number of seconds above 0, not "):
+        connect_to("127.0.0.1:7401", "c1", certs=tmp_path, timeout=timeout)
+
+
+def test_endpoints_may_be_any_sequence_of_strings(tmp_path: Path) -> None:
+    init_cluster(tmp_path, "c1")
+    client = connect(("127.0.0.1:7401", "[::1]:7402"), "c1", certs=tmp_path, timeout=3)
+    assert client.endpoints == [("127.0.0.1", 7401), ("::1", 7402)]
+    assert client.timeout == 3.0
+
+
+def test_a_url_is_not_taken_for_an_ipv6_address() -> None:
+    with pytest.raises(ValueError, match="without a scheme"):
+        parse_address("quic://10.0.0.1:7400")
+
+
+def _client() -> Client:
+    return Client([("10.0.0.1", 7400)], cast(Any, None))  # never connects in these tests
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda kv: kv.set("k", "a\udc80"),
+        lambda kv: kv.cas("k", "a\udc80", "b"),
+        lambda kv: kv.cas("k", None, "b\udc80"),
+    ],
+)
+def test_a_str_value_that_is_not_unicode_text_is_an_invalid_request(write: Any) -> None:
+    with pytest.raises(InvalidRequest, match=r"cannot be sent as UTF-8: .* surrogates not allowed"):
+        asyncio.run(write(_client().kv))
+
+
+@pytest.mark.parametrize(
+    ("kinds", "error"),
+    [
+        ("kv", "kinds must be a list of event kinds, such as ['kv'], not 'kv'"),
+        (b"kv", "kinds must be a list of event kinds, such as ['kv'], not b'kv'"),
+        (5, "kinds must be None or a list of event kinds, not 5"),
+        ([], "'kinds' is empty: give at least one, or null for all"),
+        (["kv", "kv"], "'kinds' must be kinds without repeats"),
+        (iter(["kv", "nope"]), "unknown event kind 'nope'"),
+    ],
+)
+def test_bad_kinds_are_refused_by_events_itself(kinds: Any, error: str) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(error)):
+        _client().events(kinds=kinds)
+
+
+def test_events_reads_an_iterator_of_kinds_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[object] = []
+    monkeypatch.setattr(
+        "quicraft.client.events.subscribe", lambda _e, _i, kinds, *_: asked.append(kinds)
+    )
+    _client().events(kinds=iter(["kv"]))  # read twice, it would be empty the second time
+    assert asked == [frozenset({"kv"})]
+
+
+def test_subscribe_itself_refuses_a_str_of_kinds() -> None:
+    async def scenario() -> None:
+        events = subscribe([("10.0.0.1", 7400)], cast(Any, None), kinds="kv")
+        with pytest.raises(InvalidRequest, match=re.escape("such as ['kv'], not 'kv'")):
+            await anext(events)
+
+    asyncio.run(scenario())
+
+
+def test_a_cluster_not_in_the_certs_folder_is_an_identity_error_naming_those_there(
+    tmp_path: Path,
+) -> None:
+    init_cluster(tmp_path, "c1")
+    with pytest.raises(IdentityError, match=r"no cluster 'nosuch' under .* \(found: c1\)"):
+        connect("127.0.0.1:7401", "nosuch", certs=tmp_path)

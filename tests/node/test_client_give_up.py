@@ -1,0 +1,139 @@
+"""How a KV or management call gives up (client/client.py and client/mgmt.py `_call`): by its
+deadline, not after one more backoff sleep (which overran it by up to 0.5 s), and, when a
+node answered that it knows no leader, saying so rather than naming the last node that could
+not be reached (an audit found `transfer` with 2 of 3 nodes down asking "is the cluster
+running?" though a node had answered no_leader)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+
+from quicraft.client import Client, ClientError, MgmtClient, MgmtError
+from quicraft.client.channel import Channel
+from quicraft.client.mgmt import CODEC as MGMT_CODEC
+from quicraft.client.mgmt import OP_TIME_S
+from quicraft.transport import TransportError
+from quicraft.wire import decode_mgmt_request, encode_mgmt_response
+from quicraft.wire.client import decode_request, encode_response
+
+A, B = ("10.0.0.1", 7400), ("10.0.0.2", 7400)
+
+
+class FakeConnection:
+    closed = False
+
+    def silent_for(self) -> float:
+        return 0.0
+
+    def probe(self) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        self.closed = True
+
+
+class NoLeader:
+    """A request stream to a node that answers every request with no_leader at once."""
+
+    def __init__(self, mgmt: bool):
+        self.mgmt = mgmt
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.mgmt:
+            error = {"code": "no_leader", "message": "no leader is known"}
+            answer = encode_mgmt_response(id=decode_mgmt_request(frame).id, ok=False, error=error)
+        else:
+            error = {"code": "no_leader", "message": "no leader is known; retry shortly"}
+            answer = encode_response(ok=False, error=error, id=decode_request(frame).id)
+        self._inbox.put_nowait(answer)
+
+    async def read_frame(self) -> bytes | None:
+        return await self._inbox.get()
+
+
+def _client(kind: str) -> Client | MgmtClient:
+    if kind == "kv":
+        return Client([A, B], cast(Any, None), timeout=1.0)
+    return MgmtClient([A, B], cast(Any, None), "c1", timeout=1.0)
+
+
+async def _give_up(client: Client | MgmtClient) -> str:
+    """What a call says when it gives up: a read, or a transfer (which has a floor of its
+    own: set to 0 in these tests)."""
+    try:
+        if isinstance(client, Client):
+            await client.kv.get("k")
+        else:
+            await client.transfer()
+    except (ClientError, MgmtError) as err:
+        return str(err)
+    finally:
+        client._link.drop("test over")
+    raise AssertionError("it did not give up")
+
+
+@pytest.mark.parametrize("kind", ["kv", "mgmt"])
+def test_no_leader_is_what_a_call_gives_up_with(monkeypatch: Any, kind: str) -> None:
+    """A answers no_leader once, then neither A nor B can be reached until the deadline."""
+    opened: list[tuple[str, int]] = []
+
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        opened.append(address)
+        if address == A and opened.count(A) == 1:
+            stream = NoLeader(mgmt=codec is MGMT_CODEC)
+            return Channel(cast(Any, FakeConnection()), cast(Any, stream), codec)
+        raise TransportError(f"{address[0]}:{address[1]}: unreachable")
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+    monkeypatch.setitem(OP_TIME_S, "transfer", 0.0)
+    message = asyncio.run(asyncio.wait_for(_give_up(_client(kind)), 10.0))
+    assert opened.count(B) >= 2  # the unreachable nodes were tried after the answer
+    assert "no leader is known to 10.0.0.1:7400" in message
+    assert "a majority of the voters may be down (quicraft mgmt health)" in message
+    assert "unreachable" not in message and "is the cluster running" not in message
+
+
+class SleepsWatched:
+    """Stands for the asyncio module in the client's module: it notes, for each backoff
+    sleep, the loop time it would end at, and the loop time each call started at."""
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.sleeps_end: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    def get_running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        self.started.append(loop.time())  # _call asks for it first, to set its deadline
+        return loop
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps_end.append(asyncio.get_running_loop().time() + delay)
+        await asyncio.sleep(delay)
+
+
+@pytest.mark.parametrize("kind", ["kv", "mgmt"])
+def test_the_last_backoff_sleep_ends_by_the_deadline(monkeypatch: Any, kind: str) -> None:
+    """Every node answers no_leader at once: the call backs off 0.02, 0.04 ... 0.5 s between
+    tries. Before, the sleep after the last try ran past the 1 s deadline (to about 1.12 s)."""
+
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        stream = NoLeader(mgmt=codec is MGMT_CODEC)
+        return Channel(cast(Any, FakeConnection()), cast(Any, stream), codec)
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+    monkeypatch.setitem(OP_TIME_S, "transfer", 0.0)
+    watched = SleepsWatched()
+    module = "quicraft.client.client" if kind == "kv" else "quicraft.client.mgmt"
+    monkeypatch.setattr(f"{module}.asyncio", watched)
+    message = asyncio.run(asyncio.wait_for(_give_up(_client(kind)), 10.0))
+    assert "gave up after 1s: no leader is known" in message
+    assert len(watched.started) == 1 and len(watched.sleeps_end) >= 5
+    # The margin is for the few statements between the client's clock reading and ours.
+    assert max(watched.sleeps_end) <= watched.started[0] + 1.0 + 0.05

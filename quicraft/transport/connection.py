@@ -108,8 +108,8 @@ class Connection:
 
     @property
     def ended(self) -> bool:
-        """True once the connection is over: closed, its closing period past, and (dialed)
-        its UDP socket closed."""
+        """True once the connection is over: closed and its closing period past, or (dialed)
+        closed and its UDP socket freed."""
         return self._protocol.ended()
 
     async def wait_closed(self, within: float | None = None) -> None:
@@ -305,7 +305,9 @@ class PeerProtocol(QuicConnectionProtocol):
             self._udp.close()  # a dialer owns its UDP socket; nothing more will be sent on it
 
     def ended(self) -> bool:
-        return self._terminated and (not self._dialer or self._released.done())
+        if self._dialer:  # closed, and its socket too (at termination, or by release())
+            return self._failure is not None and self._released.done()
+        return self._terminated
 
     async def wait_ended(self) -> None:
         await self.wait_closed()  # aioquic's: until ConnectionTerminated

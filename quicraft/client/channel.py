@@ -12,6 +12,11 @@ Rules of this file:
   `asyncio.timeout()` around each.
 - Where to go next is the caller's decision (Endpoints.move_on / go_to); this file only keeps
   the endpoints, the current one and its channel.
+- A client belongs to the event loop it first runs in (its connections, timers and tasks live
+  there), and once closed it stays closed: both are checked before any request (Lifetime).
+  Closing closes every connection it opened, its subscriptions' too, and waits until each is
+  over and its UDP socket freed (at most CLOSE_WAIT_S): nothing is left open when the program
+  ends right after.
 - A node that died under a channel sends nothing, and QUIC would notice only at its idle
   timeout: while requests wait, a channel whose node has sent nothing for PROBE_S asks it
   for an acknowledgement, and fails them all (TransportError) if it stays silent for as
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
@@ -38,6 +43,16 @@ from quicraft.wire import ProtocolError
 
 PROBE_S = 0.5
 DOWN_S = 3.0
+#: The longest close() waits for the client's connections to end (three probe timeouts: tens
+#: of ms on a LAN); their sockets are freed at once after that.
+CLOSE_WAIT_S = 1.0
+CLOSED = "the client is closed; make a new one to go on"
+OTHER_LOOP = (
+    "this client belongs to the event loop it first ran in, and this is another one: make "
+    "one client per event loop (for instance in the coroutine that asyncio.run runs)"
+)
+
+T = TypeVar("T")
 
 
 class UnsendableRequest(Exception):
@@ -155,15 +170,88 @@ class Channel(Generic[R]):
                 waiter.set_exception(err)
 
 
+class Lifetime:
+    """Whether a client is open, the event loop it belongs to, and the connections it opened
+    that are not over yet (see the module rules). `closed_error` makes the error that a
+    closed client raises."""
+
+    def __init__(self, closed_error: Callable[[str], Exception] = RuntimeError):
+        self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._closed_error = closed_error
+        self._connections: set[Connection] = set()
+        self._closing: asyncio.Future[None] | None = None  # done once closed
+
+    def check(self) -> None:
+        """Raise unless the client may be used here and now."""
+        if self.closed:
+            raise self._closed_error(CLOSED)
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif loop is not self.loop:
+            raise RuntimeError(OTHER_LOOP)
+
+    def track(self, conn: Connection) -> None:
+        """Close `conn` with the client, and wait for it then."""
+        self._connections = {c for c in self._connections if not c.ended}
+        self._connections.add(conn)
+        if self.closed:  # it was being opened while the client closed
+            conn.close("client closed")
+
+    async def unless_closed(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """The result of `work`, or None if the client closes first (`work` is cancelled)."""
+        if self.closed:
+            work.close()
+            return None
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(work)
+        either: set[asyncio.Future[Any]] = {task, self._closing}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        return None if task.cancelled() else task.result()
+
+    async def close(self) -> None:
+        self.closed = True
+        owner = self.loop
+        if owner is not None and owner is not asyncio.get_running_loop():
+            # Its connections live in that loop, and only it can close them (if it still can).
+            if not owner.is_closed():
+                owner.call_soon_threadsafe(self._shut)
+            return
+        self._shut()
+        closing = list(self._connections)
+        await asyncio.gather(*(conn.wait_closed(CLOSE_WAIT_S) for conn in closing))
+        self._connections.difference_update(closing)
+
+    def _shut(self) -> None:
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        for conn in self._connections:
+            conn.close("client closed")
+
+
 class Endpoints(Generic[R]):
     """The nodes a client may talk to, the one it talks to now, and its channel there."""
 
-    def __init__(self, endpoints: list[Address], identity: Identity, codec: Codec[R]):
+    def __init__(
+        self,
+        endpoints: list[Address],
+        identity: Identity,
+        codec: Codec[R],
+        closed_error: Callable[[str], Exception] = RuntimeError,
+    ):
         if not endpoints:
             raise ValueError("give at least one endpoint")
         self.endpoints = list(endpoints)
         self.identity = identity
         self.codec = codec
+        self.life = Lifetime(closed_error)
         self.current = 0
         self.channel: Channel[R] | None = None
         self._opening = asyncio.Lock()  # one connection at a time, however many callers
@@ -179,7 +267,9 @@ class Endpoints(Generic[R]):
         return failure_at(self.current_endpoint, err)
 
     def open_channel(self) -> Channel[R] | None:
-        """The current channel if it can take requests now, without waiting."""
+        """The current channel if it can take requests now, without waiting. Raises if the
+        client is closed or runs in another event loop (Lifetime.check)."""
+        self.life.check()
         channel = self.channel
         return channel if channel is not None and channel.usable else None
 
@@ -192,7 +282,15 @@ class Endpoints(Generic[R]):
                 self.drop("reconnecting")
                 endpoint = self.endpoints[self.current]
                 self.channel = await Channel.open(endpoint, self.identity, self.codec)
+                self.life.track(self.channel.conn)
+                self.life.check()  # it may have closed meanwhile
             return self.channel
+
+    async def close(self) -> None:
+        """Close the channel, and every connection of the client (see Lifetime)."""
+        if self.life.loop in (None, asyncio.get_running_loop()):
+            self.drop("client closed")  # its reader and watchdog belong to this loop
+        await self.life.close()
 
     def drop(self, reason: str) -> None:
         if self.channel is not None:
@@ -261,4 +359,6 @@ class EndpointsClient(Generic[R]):
         return self._link.current_endpoint
 
     async def close(self) -> None:
-        self._link.drop("client closing")
+        """Close the client: its connections (and its subscriptions) end, and it is over in
+        at most a second. Calls made after it raise; closing twice is harmless."""
+        await self._link.close()

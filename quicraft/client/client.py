@@ -71,9 +71,13 @@ class InvalidRequest(ClientError):
     or empty, an increment beyond 64 bits...). Its code is bad_request."""
 
 
+def _closed(message: str) -> ClientError:
+    return ClientError("closed", message)
+
+
 class Client(EndpointsClient[Response]):
     def __init__(self, endpoints: list[Address], identity: Identity, timeout: float = 10.0):
-        self._link = Endpoints(endpoints, identity, CODEC)
+        self._link = Endpoints(endpoints, identity, CODEC, closed_error=_closed)
         self.identity = identity
         self.timeout = timeout
         self.kv = KV(self)
@@ -98,15 +102,18 @@ class Client(EndpointsClient[Response]):
         """The cluster's events after position `since` (None: from now), as they happen.
 
         `kinds` limits them (wire EVENT_KINDS); `prefix` limits kv events to those keys. It
-        resumes across lost connections and nodes by itself (client/events.py) and ends only
-        when the caller stops (use contextlib.aclosing to stop at once) or with a ClientError:
-        bad_request, forbidden, or compacted (EventsCompacted, with `oldest`). Arguments every
-        node would refuse raise InvalidRequest here, at once.
+        resumes across lost connections and nodes by itself (client/events.py) and ends
+        when the caller stops (use contextlib.aclosing to stop at once), when the client is
+        closed, or with a ClientError: bad_request, forbidden, or compacted (EventsCompacted,
+        with `oldest`). Arguments every node would refuse raise InvalidRequest here, at once;
+        started on a closed client, it raises ClientError("closed").
         """
         from .events import check_subscription, subscribe  # events.py imports from here
 
         kinds = check_subscription(kinds, prefix, since).kinds  # an iterator is read once
-        return subscribe(list(self.endpoints), self.identity, kinds, prefix, since)
+        return subscribe(
+            list(self.endpoints), self.identity, kinds, prefix, since, life=self._link.life
+        )
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A write, applied exactly once however often it must be retried."""

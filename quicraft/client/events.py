@@ -22,6 +22,8 @@ Rules:
   once a node answers again), so that a wrong address does not look like a quiet cluster.
 - The idle timeout is short (IDLE_TIMEOUT_S) so that a node that died without a word is
   noticed in seconds, not after the transport's default half minute.
+- It ends when its client closes (`life`, channel.py Lifetime): the client closes its
+  connection and wakes it from a connect or a backoff sleep.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from quicraft.wire import (
     encode_subscribe,
 )
 
-from .channel import failure_at
+from .channel import Lifetime, failure_at
 from .client import ClientError, InvalidRequest
 
 log = logging.getLogger("quicraft.client")
@@ -97,11 +99,15 @@ async def subscribe(
     since: int | None = None,
     *,
     start: int = 0,
+    life: Lifetime | None = None,
 ) -> AsyncGenerator[Event, None]:
-    """Every event after `since` that `kinds` and `prefix` select, across reconnections.
+    """Every event after `since` that `kinds` and `prefix` select, across reconnections,
+    until `life` (the client's) closes.
 
     Raises InvalidRequest at its first step if the node would refuse the subscription.
     """
+    life = life or Lifetime()
+    life.check()
     wanted = check_subscription(kinds, prefix, since).kinds
     last = since
     current = start % len(endpoints)
@@ -112,21 +118,26 @@ async def subscribe(
     loop = asyncio.get_running_loop()
     unreachable_since: float | None = None  # the first of the attempts in a row that failed
     warned = False
-    while True:
+    while not life.closed:
         address = endpoints[current]
         where = format_address(address)
         reader = EventStreamReader(Subscription(wanted, prefix, last))
         end: EventStreamEnd | None = None
         connected = False
         try:
-            conn = await quic_connect(
-                address[0],
-                address[1],
-                identity,
-                ALPN_EVENTS,
-                timeout=CONNECT_TIMEOUT_S,
-                idle_timeout=IDLE_TIMEOUT_S,
+            conn = await life.unless_closed(
+                quic_connect(
+                    address[0],
+                    address[1],
+                    identity,
+                    ALPN_EVENTS,
+                    timeout=CONNECT_TIMEOUT_S,
+                    idle_timeout=IDLE_TIMEOUT_S,
+                )
             )
+            if conn is None:
+                return  # the client closed
+            life.track(conn)
         except RefusedError as err:
             raise ClientError("forbidden", f"refused by {where}: {err}") from None
         except TransportError as err:
@@ -164,6 +175,8 @@ async def subscribe(
                 log.info("events: lost %s: %s", where, err)
             finally:
                 conn.close("subscription over")
+        if life.closed:
+            return
         if end is not None:
             if end.code in ("forbidden", "bad_request"):
                 raise ClientError(end.code, end.message)
@@ -178,5 +191,5 @@ async def subscribe(
             refusals = compacted = 0
         current = (current + 1) % len(endpoints)
         if end is None or end.code != "compacted":
-            await asyncio.sleep(delay)
+            await life.unless_closed(asyncio.sleep(delay))
             delay = min(delay * 2, RETRY_MAX_S)

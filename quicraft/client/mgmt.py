@@ -98,7 +98,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         timeout: float = 10.0,
         follow_leader: bool = True,
     ):
-        self._link = Endpoints(endpoints, identity, CODEC)
+        self._link = Endpoints(
+            endpoints, identity, CODEC, closed_error=lambda why: MgmtError("closed", why)
+        )
         self.cluster = cluster
         self.timeout = timeout
         self.follow_leader = follow_leader

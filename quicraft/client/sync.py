@@ -1,64 +1,140 @@
-"""A synchronous wrapper for scripts: the same operations, each run to completion.
+"""A synchronous wrapper for scripts: the same key-value operations, each run to completion.
 
     with quicraft.connect_sync(endpoints="127.0.0.1:7401", cluster="c1") as c:
         c.kv.set("greeting", "hello")
 
-It owns a private event loop, so it must not be used from inside a running one.
+Rules:
+- It runs its client in a private event loop (an asyncio.Runner), so it cannot be used from
+  inside a running loop: connect_sync and every call refuse at once there, pointing at
+  `await quicraft.connect(...)`.
+- Ctrl-C during a call cancels the call, which runs to its end before KeyboardInterrupt
+  goes on, as under asyncio.run; so does any other BaseException that stops the loop (a
+  signal handler's SystemExit). Nothing of an interrupted call runs later. (A write may have
+  been applied already, as with any cancelled write.)
+- Once closed, every call raises ClientError("closed"). close() works anywhere, twice too.
+- It has no events(): subscriptions need the async client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .client import Client, connect
+from .channel import CLOSED
+from .client import Client, ClientError, connect
 
 T = TypeVar("T")
 
+IN_A_LOOP = (
+    "the sync client cannot run inside a running event loop; there, use the async client: "
+    "`async with quicraft.connect(...) as c: await c.kv.get(...)`"
+)
+
 
 class SyncKV:
+    """The key-value operations of `quicraft.client.kv.KV`, each run to completion."""
+
     def __init__(self, owner: SyncClient):
         self._owner = owner
         self._kv = owner.client.kv
 
     def set(self, key: str, value: bytes | str) -> int:
+        """Store `value` under `key`; returns the revision (log index) of the write."""
         return self._owner.run(self._kv.set(key, value))
 
     def get(self, key: str, *, stale: bool = False) -> bytes | None:
+        """The value of `key`, or None. Linearizable unless `stale`, which reads the
+        contacted node's state at once (possibly behind the leader)."""
         return self._owner.run(self._kv.get(key, stale=stale))
 
+    def get_with_revision(self, key: str, *, stale: bool = False) -> tuple[bytes | None, int]:
+        """The value of `key` and the revision that last changed it (0 if never set)."""
+        return self._owner.run(self._kv.get_with_revision(key, stale=stale))
+
     def delete(self, key: str) -> bool:
+        """Remove `key`; True if it existed."""
         return self._owner.run(self._kv.delete(key))
 
     def incr(self, key: str, by: int = 1) -> int:
+        """Add `by` to the integer stored at `key` (0 if absent); returns the new value."""
         return self._owner.run(self._kv.incr(key, by))
 
     def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
+        """Set `key` to `new` only if it holds `expected` (None: only if absent)."""
         return self._owner.run(self._kv.cas(key, expected, new))
 
+    def cas_with_revision(
+        self, key: str, expected: bytes | str | None, new: bytes | str
+    ) -> tuple[bool, int]:
+        """cas, and the revision of that write: when it swapped, a fencing token that grows
+        with every later change of the key (examples/lock_and_election.py)."""
+        return self._owner.run(self._kv.cas_with_revision(key, expected, new))
+
     def keys(self, prefix: str = "", *, stale: bool = False) -> list[str]:
+        """The keys that start with `prefix`, sorted."""
         return self._owner.run(self._kv.keys(prefix, stale=stale))
 
 
 class SyncClient:
+    """A Client run in a private event loop (see the module rules)."""
+
     def __init__(self, client: Client):
         self.client = client
-        self._loop = asyncio.new_event_loop()
+        # Its own loop, made on first use and not set as the thread's current loop.
+        self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+        self._closed = False
         self.kv = SyncKV(self)
 
+    @property
+    def current_endpoint(self) -> str:
+        """The node this client talks to now ("HOST:PORT"); after a write, the leader."""
+        return self.client.current_endpoint
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(coroutine)
+        """Run one of the client's coroutines to its end in the private loop."""
+        try:
+            if self._closed:
+                raise ClientError("closed", CLOSED)
+            refuse_in_a_running_loop()
+        except BaseException:
+            coroutine.close()  # never started: no "never awaited" warning
+            raise
+        try:
+            return self._runner.run(coroutine)
+        except BaseException:
+            # The Runner cancels the call on Ctrl-C; anything else that stopped the loop
+            # (a signal handler's SystemExit, KeyboardInterrupt from a handler of the
+            # program's own) left it pending: cancel it and run it to its end here.
+            loop = self._runner.get_loop()
+            left = [t for t in asyncio.all_tasks(loop) if t.get_coro() is coroutine]
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left))
+            raise
 
     def close(self) -> None:
-        if not self._loop.is_closed():
-            self.run(self.client.close())
-            # Let the tasks the client leaves (a channel's reader and watchdog) see their
-            # cancellation, as asyncio.run does: a closed loop cannot, and says so on exit.
-            self.run(_cancel_left())
-            self._loop.close()
+        """Close the client and its loop; harmless twice, and inside a running event loop
+        (the private loop then finishes in a thread of its own)."""
+        if self._closed:
+            return
+        self._closed = True
+        if not _in_a_running_loop():
+            self._finish()
+            return
+        thread = threading.Thread(target=self._finish, name="quicraft-sync-close")
+        thread.start()
+        thread.join()
+
+    def _finish(self) -> None:
+        try:
+            self._runner.run(self.client.close())
+        finally:
+            self._runner.close()  # cancels what is left, as asyncio.run does
 
     def __enter__(self) -> SyncClient:
         return self
@@ -69,6 +145,19 @@ class SyncClient:
         self.close()
 
 
+def refuse_in_a_running_loop() -> None:
+    if _in_a_running_loop():
+        raise RuntimeError(IN_A_LOOP)
+
+
+def _in_a_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def connect_sync(
     endpoints: Sequence[str] | str,
     cluster: str,
@@ -76,13 +165,8 @@ def connect_sync(
     name: str = "admin",
     timeout: float = 10.0,
 ) -> SyncClient:
-    """Like `quicraft.connect`, for code without an event loop; it raises the same errors."""
+    """Like `quicraft.connect`, for code without an event loop; it raises the same errors. The
+    same `kv` operations and `current_endpoint`, each call run to completion (no `events()`).
+    Inside a running event loop it raises RuntimeError: use `await quicraft.connect(...)`."""
+    refuse_in_a_running_loop()
     return SyncClient(connect(endpoints, cluster, certs, name, timeout))
-
-
-async def _cancel_left() -> None:
-    """Cancel every other task of the running loop and wait until they have ended."""
-    left = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in left:
-        task.cancel()
-    await asyncio.gather(*left, return_exceptions=True)

@@ -106,8 +106,24 @@ class Connection:
         """Close as a refusal: the peer's end fails with RefusedError(refusal.reason)."""
         self._protocol.shut(str(refusal), ErrorCode.REFUSED)
 
-    async def wait_closed(self) -> None:
-        await self._protocol.wait_closed()
+    @property
+    def ended(self) -> bool:
+        """True once the connection is over: closed and its closing period past, or (dialed)
+        closed and its UDP socket freed."""
+        return self._protocol.ended()
+
+    async def wait_closed(self, within: float | None = None) -> None:
+        """Until the connection is over (see `ended`). The closing period after close() lasts
+        three probe timeouts (tens of ms on a LAN), in which a late packet of the peer gets
+        the close again. With `within`, at most that many seconds: a closed dialer's UDP
+        socket is then freed at once."""
+        try:
+            async with asyncio.timeout(within):
+                await self._protocol.wait_ended()
+        except TimeoutError:
+            if not self.closed:
+                raise
+            await self._protocol.release()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -141,6 +157,8 @@ class PeerProtocol(QuicConnectionProtocol):
         self._failure: TransportError | None = None
         self._udp: asyncio.BaseTransport | None = None
         self._heard_at = self._evloop.time()  # of the last datagram from the peer
+        self._terminated = False
+        self._released = self._evloop.create_future()  # a dialer's UDP socket is closed
         endpoint.protocols.add(self)
 
     def failure(self) -> TransportError | None:
@@ -159,6 +177,11 @@ class PeerProtocol(QuicConnectionProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._udp = transport
         super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A dialer's own UDP socket is closed (a server's is shared: it never gets here).
+        if not self._released.done():
+            self._released.set_result(None)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if not self.remote[0]:
@@ -277,8 +300,25 @@ class PeerProtocol(QuicConnectionProtocol):
         if self._ping_handle is not None:
             self._ping_handle.cancel()
         self._ep.protocols.discard(self)
+        self._terminated = True
         if self._dialer and self._udp is not None:
             self._udp.close()  # a dialer owns its UDP socket; nothing more will be sent on it
+
+    def ended(self) -> bool:
+        if self._dialer:  # closed, and its socket too (at termination, or by release())
+            return self._failure is not None and self._released.done()
+        return self._terminated
+
+    async def wait_ended(self) -> None:
+        await self.wait_closed()  # aioquic's: until ConnectionTerminated
+        if self._dialer:
+            await asyncio.shield(self._released)  # the socket closes in the next loop turn
+
+    async def release(self) -> None:
+        """Free a dialer's UDP socket now, before the closing period ends."""
+        if self._dialer and self._udp is not None:
+            self._udp.close()
+            await asyncio.shield(self._released)
 
     def silent_for(self) -> float:
         return self._evloop.time() - self._heard_at

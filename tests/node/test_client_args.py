@@ -104,7 +104,7 @@ def test_bad_kinds_are_refused_by_events_itself(kinds: Any, error: str) -> None:
 def test_events_reads_an_iterator_of_kinds_once(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[object] = []
     monkeypatch.setattr(
-        "quicraft.client.events.subscribe", lambda _e, _i, kinds, *_: asked.append(kinds)
+        "quicraft.client.events.subscribe", lambda _e, _i, kinds, *_, **_kw: asked.append(kinds)
     )
     _client().events(kinds=iter(["kv"]))  # read twice, it would be empty the second time
     assert asked == [frozenset({"kv"})]

@@ -24,6 +24,7 @@ A, B = ("10.0.0.1", 7400), ("10.0.0.2", 7400)
 
 class FakeConnection:
     closed = False
+    ended = False
 
     def silent_for(self) -> float:
         return 0.0

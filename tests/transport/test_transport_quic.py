@@ -288,3 +288,30 @@ def test_closing_either_end_is_seen_by_the_other(certs: Certs) -> None:
             stream.write_frame(b"two")
 
     run(main())
+
+
+def test_a_closed_dialer_frees_its_socket_before_wait_closed_returns(certs: Certs) -> None:
+    # A client that closes and ends right after must leave no socket open ("unclosed
+    # transport" warnings); within= bounds the wait, freeing the socket before the closing
+    # period ends.
+    n1, n2 = certs.load("n1"), certs.load("n2")
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        server = await serve("127.0.0.1", 0, n1, {ALPN_RAFT: echo})
+        try:
+            for within in (None, 0.0):
+                before = open_fds()
+                conn = await connect("127.0.0.1", server.address[1], n2, ALPN_RAFT)
+                with pytest.raises(TimeoutError):  # open: it is not freed, only waited for
+                    await conn.wait_closed(0.01)
+                assert open_fds() == before + 1 and not conn.ended
+                conn.close("done")
+                await conn.wait_closed(within)
+                assert conn.ended and open_fds() == before
+        finally:
+            server.close()
+
+    run(main())

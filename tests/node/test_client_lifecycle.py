@@ -1,0 +1,267 @@
+"""A client's life (client/channel.py Lifetime, client/sync.py): closing it leaves no socket
+open and ends its subscriptions, a closed client says so instead of reconnecting, a client
+stays in the event loop it first ran in, and the sync client refuses a running loop and
+cancels a call that Ctrl-C interrupts."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from cluster_harness import Cluster, free_base_port
+
+from quicraft.client import ClientError, MgmtError, connect, connect_mgmt, connect_sync
+from quicraft.wire import Event
+
+CLUSTER = "t1"
+
+
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    made = Cluster(tmp_path_factory.mktemp("lifecycle") / "cluster", size=1)
+    made.start()
+    try:
+        made.leader()  # serving
+        yield made
+    finally:
+        made.stop()
+
+
+def endpoint(cluster: Cluster) -> str:
+    return cluster.nodes[0].address
+
+
+def dead_endpoint() -> str:
+    """A loopback port nothing listens on: every attempt fails, until the timeout."""
+    return f"127.0.0.1:{free_base_port(1) + 1}"
+
+
+async def running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def run_script(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` as a user's script would be, with every ResourceWarning shown."""
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+README_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    import quicraft
+
+    endpoints, certs = sys.argv[1], sys.argv[2]
+
+    async def main():
+        async with quicraft.connect(endpoints=endpoints, cluster="t1", certs=certs) as c:
+            await c.kv.set("readme", b"1")
+            events = []
+
+            async def follow():
+                async for event in c.events(kinds=["kv"], prefix="readme"):
+                    events.append(event)
+
+            following = asyncio.create_task(follow())
+            while not events:
+                await c.kv.set("readme", b"2")
+                await asyncio.sleep(0.1)
+        await asyncio.wait_for(following, 10)
+        print("async done")
+
+    asyncio.run(main())
+    with quicraft.connect_sync(endpoints=endpoints, cluster="t1", certs=certs) as c:
+        c.kv.set("readme", "3")
+    print("sync done")
+    """
+)
+
+
+def test_a_readme_script_leaves_no_socket_open(one_node: Cluster) -> None:
+    # Before, each connection's UDP socket stayed open until aioquic's closing period ended,
+    # after the script did: "ResourceWarning: unclosed transport" at exit.
+    done = run_script(README_SCRIPT, endpoint(one_node), str(one_node.local.certs))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["async done", "sync done"]
+    assert "ResourceWarning" not in done.stderr and "unclosed" not in done.stderr, done.stderr
+
+
+def test_a_closed_client_raises_and_does_not_reconnect(one_node: Cluster) -> None:
+    async def scenario() -> None:
+        client = one_node.client()
+        async with client:
+            await client.kv.set("closed/a", b"1")
+        for use in (client.kv.get("closed/a"), client.kv.set("closed/a", b"2")):
+            with pytest.raises(ClientError, match="the client is closed") as raised:
+                await use
+            assert raised.value.code == "closed"
+        with pytest.raises(ClientError, match="the client is closed"):
+            await anext(client.events())
+        await client.close()  # twice: harmless
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no new connection lives on
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_management_client_raises_its_own_error(one_node: Cluster) -> None:
+    async def scenario() -> None:
+        admin = connect_mgmt(endpoint(one_node), CLUSTER, one_node.local.certs)
+        async with admin:
+            assert (await admin.status())["leader"]
+        with pytest.raises(MgmtError, match="the client is closed") as raised:
+            await admin.status()
+        assert raised.value.code == "closed"
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_sync_client_raises_the_same(one_node: Cluster) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs)
+        with client:
+            client.kv.set("closed/b", "1")
+        with pytest.raises(ClientError, match="the client is closed") as raised:
+            client.kv.get("closed/b")
+        assert raised.value.code == "closed"
+        client.close()
+        gc.collect()
+    assert [str(w.message) for w in caught] == []  # no "coroutine ... was never awaited"
+
+
+def test_the_sync_client_refuses_a_running_event_loop(one_node: Cluster) -> None:
+    made_outside = connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs)
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match=r"async with quicraft\.connect\(") as raised:
+            connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs)
+        assert "running event loop" in str(raised.value)
+        with pytest.raises(RuntimeError, match=r"async with quicraft\.connect\("):
+            made_outside.kv.get("k")
+        made_outside.close()  # works here too
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(inside())
+        gc.collect()
+    assert [str(w.message) for w in caught] == []  # no coroutine never awaited, no loop left
+    with pytest.raises(ClientError, match="the client is closed"):
+        made_outside.kv.get("k")
+
+
+def test_a_client_from_another_event_loop_says_so(one_node: Cluster) -> None:
+    client = one_node.client()
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(client.kv.set("loops/a", b"1"))
+
+        async def elsewhere() -> None:
+            with pytest.raises(RuntimeError, match="event loop it first ran in"):
+                await client.kv.get("loops/a")
+            with pytest.raises(RuntimeError, match="event loop it first ran in"):
+                await anext(client.events())
+            await client.close()  # does not crash; the first loop closes the connections
+
+        asyncio.run(asyncio.wait_for(elsewhere(), 20))
+        with pytest.raises(ClientError, match="the client is closed"):
+            first.run_until_complete(client.kv.get("loops/a"))
+        first.run_until_complete(client.close())  # waits for them, in their own loop
+        assert not asyncio.all_tasks(first)
+    finally:
+        first.close()
+
+
+def test_a_subscription_ends_when_its_client_closes(one_node: Cluster) -> None:
+    async def scenario() -> None:
+        client = one_node.client()
+        got: list[Event] = []
+
+        async def follow() -> None:
+            async for event in client.events(kinds=["kv"], prefix="subs/"):
+                got.append(event)
+
+        following = asyncio.create_task(follow())
+        while not got:
+            await client.kv.set("subs/a", b"1")
+            await asyncio.sleep(0.1)
+        await client.close()
+        await asyncio.wait_for(following, 10)  # before: it went on until cancelled
+
+    asyncio.run(scenario())
+
+
+def test_a_subscription_retrying_ends_when_its_client_closes(one_node: Cluster) -> None:
+    async def scenario() -> None:
+        client = connect(dead_endpoint(), CLUSTER, one_node.local.certs)
+        following = asyncio.create_task(anext(client.events()))
+        await asyncio.sleep(0.5)  # connecting and backing off, again and again
+        await client.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(following, 10)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_sync_call_is_cancelled(one_node: Cluster, stop: type) -> None:
+    # What a signal handler of the program's own does: raise out of the loop mid-call.
+    client = connect_sync(dead_endpoint(), CLUSTER, one_node.local.certs, timeout=30)
+    try:
+        loop = client.run(running_loop())
+
+        def interrupt() -> None:
+            raise stop()
+
+        loop.call_later(0.3, interrupt)
+        with pytest.raises(stop):
+            client.kv.set("orphan", "written by an interrupted call")
+        assert not asyncio.all_tasks(loop)  # before: KV.set went on, in the next call
+    finally:
+        client.close()
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, threading
+    import quicraft
+
+    async def running_loop():
+        return asyncio.get_running_loop()
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal gives
+    client = quicraft.connect_sync(sys.argv[1], "t1", certs=sys.argv[2], timeout=30)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        client.kv.set("orphan", "written by an interrupted call")
+    except KeyboardInterrupt:
+        loop = client.run(running_loop())  # the client's own
+        print("left:", sorted(t.get_name() for t in asyncio.all_tasks(loop)))
+    client.close()
+    """
+)
+
+
+def test_ctrl_c_during_a_sync_call_cancels_it(one_node: Cluster) -> None:
+    done = run_script(CTRL_C_SCRIPT, dead_endpoint(), str(one_node.local.certs))
+    assert done.stdout == "left: []\n", done.stdout + done.stderr
+    assert "never retrieved" not in done.stderr and "Warning" not in done.stderr, done.stderr
+
+
+def test_the_sync_client_has_what_the_async_one_has(one_node: Cluster) -> None:
+    with connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs) as client:
+        revision = client.kv.set("same/a", "1")
+        assert client.kv.get_with_revision("same/a") == (b"1", revision)
+        swapped, token = client.kv.cas_with_revision("same/a", "1", "2")
+        assert swapped and token > revision
+        assert client.current_endpoint == endpoint(one_node)

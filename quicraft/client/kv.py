@@ -37,7 +37,8 @@ class KV:
         return value
 
     async def get_with_revision(self, key: str, *, stale: bool = False) -> tuple[bytes | None, int]:
-        """The value of `key` and the revision that last changed it (0 if never set)."""
+        """The value of `key` and the revision that last changed it (0 if there is no such key:
+        never set, or deleted)."""
         result = await self._client.call("get", {"key": key, "stale": stale})
         value = result.get("value")
         return (bytes(value) if value is not None else None), int(result["revision"])

@@ -35,8 +35,11 @@ import threading
 import time
 from collections.abc import Iterable
 
-from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
-from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+try:  # not a dependency of quicraft: `--help` works without it, a run says what to install
+    from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
+    from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+except ImportError:
+    SyncObj = None
 
 
 def main() -> int:
@@ -63,6 +66,8 @@ def main() -> int:
         "(high latency); without it every command is sent at once (faster for this load)",
     )
     args = parser.parse_args()
+    if SyncObj is None:
+        parser.error("PySyncObj is not installed: pip install pysyncobj")
 
     store = ReplDict()
     conf = SyncObjConf(

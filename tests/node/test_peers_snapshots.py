@@ -16,7 +16,7 @@ import pytest
 from quicraft.core import Message, MessageType, NodeId, Snapshot
 from quicraft.node import peers
 from quicraft.node.peers import PeerPool
-from quicraft.transport import ALPN_RAFT, Role, init_cluster, issue, load_identity, serve
+from quicraft.transport import ALPN_RAFT, Refusal, Role, init_cluster, issue, load_identity, serve
 
 PEER = NodeId("peer0000peer0000")
 
@@ -100,7 +100,7 @@ def test_a_snapshot_queued_for_a_forgotten_peer_is_reported_unsent(tmp_path: Pat
         pool, reports = make_pool(tmp_path)
         try:
             pool.send(message(pool, MessageType.SNAPSHOT))
-            pool.forget(PEER)
+            pool.forget(PEER, Refusal("not_admitted", "removed"))
             await asyncio.sleep(0.3)
         finally:
             await pool.close()
@@ -127,7 +127,7 @@ def test_a_snapshot_whose_sending_is_cancelled_before_it_starts_is_reported_unse
             link = pool._links[peer]
             while not link._snapshots:
                 await asyncio.sleep(0)
-            pool.forget(peer)
+            pool.forget(peer, Refusal("not_admitted", "removed"))
             await asyncio.sleep(0.3)
         finally:
             await pool.close()

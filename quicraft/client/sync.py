@@ -52,7 +52,8 @@ class SyncKV:
         return self._owner.run(self._kv.get(key, stale=stale))
 
     def get_with_revision(self, key: str, *, stale: bool = False) -> tuple[bytes | None, int]:
-        """The value of `key` and the revision that last changed it (0 if never set)."""
+        """The value of `key` and the revision that last changed it (0 if there is no such key:
+        never set, or deleted)."""
         return self._owner.run(self._kv.get_with_revision(key, stale=stale))
 
     def delete(self, key: str) -> bool:

@@ -166,6 +166,8 @@ def test_a_subscription_says_when_a_node_answers_again(
     attempts = 0
 
     class Unusable:
+        ended = False
+
         async def open_stream(self) -> None:
             raise ConnectionError("gone again")
 

@@ -20,10 +20,13 @@ Rules of this file (the node decides by `Refusals.removed`):
   newest configuration (the membership that removed us, when it was the last change). A node
   removed and added again with the same key (after its data was deleted, docs/operations.md)
   may meet members that have not applied the addition; but once the addition is committed, a
-  majority of its voters hold it and refuse us no longer, which leaves fewer than a majority
-  of the others to say otherwise (floor(n/2) of n). Until then the new node hears from the
-  leader adding it, which never refuses it, and a node hearing from a leader does not
-  campaign, so it dials nobody else.
+  majority of its voters hold it, and a member that holds an addition of a node never says
+  it is left out (`left_out_at`), which leaves fewer than a majority of the
+  others to say otherwise (floor(n/2) of n). What the node heard before it was added (while
+  it had no membership) does not count: then every member said it was left out, and it is
+  about to hold old memberships of its log, with itself, while it catches up. Until the
+  addition commits the new node hears from the leader adding it, which never refuses it, and
+  a node hearing from a leader does not campaign, so it dials nobody else.
 - The evidence comes from authenticated members over QUIC (the refusal's connection proved
   the peer's key); a detail that does not parse is no evidence.
 """
@@ -54,6 +57,17 @@ def refusal_detail(committed_without: int | None) -> str:
     return f"{NOT_A_MEMBER} (membership committed at index {committed_without})"
 
 
+def left_out_at(
+    peer: NodeId, newest: Membership, committed: Membership, commit_index: int
+) -> int | None:
+    """What a member says of `peer` (refusal_detail, a hello): its commit index when both its
+    committed and its newest membership leave `peer` out; None otherwise. A member that holds
+    an addition of `peer`, committed or not, never says it; nor one with no membership."""
+    if not newest.members() or peer in newest or peer in committed:
+        return None
+    return commit_index
+
+
 def committed_without(detail: str) -> int | None:
     """The index a refusal's detail names (refusal_detail), or None."""
     found = _COMMITTED.search(detail)
@@ -68,14 +82,11 @@ class Refusals:
         self.me = me
         self.said: dict[NodeId, int] = {}
 
-    def heard(self, peer: NodeId, detail: str) -> None:
-        """A refusal's detail."""
-        index = committed_without(detail)
-        if index is not None:
-            self.heard_index(peer, index)
-
-    def heard_index(self, peer: NodeId, index: int) -> None:
-        """`peer` said that its membership committed as of `index` leaves us out."""
+    def heard(self, peer: NodeId, index: int, *, while_member: bool) -> None:
+        """`peer` said that its membership committed as of `index` leaves us out. It counts
+        only if we had a membership then (see the rules above)."""
+        if not while_member:
+            return
         if index > self.said.get(peer, 0):
             self.said[peer] = index
 

@@ -100,7 +100,13 @@ from .forming import FoundingError, founders_agree
 from .lan import LanForming
 from .mgmt import MgmtService
 from .peers import PeerPool
-from .removal import Refusals, RemovedFromCluster, refusal_detail
+from .removal import (
+    Refusals,
+    RemovedFromCluster,
+    committed_without,
+    left_out_at,
+    refusal_detail,
+)
 from .runtime import RaftNode, is_fresh
 from .service import ClientService
 from .settings import NodeSettings
@@ -512,15 +518,22 @@ class Node:
         return None
 
     def _committed_without(self, peer: NodeId) -> int | None:
-        """Our commit index if the membership committed by then leaves `peer` out."""
         core = self.raft.core
-        if core is None or not core.membership.members():
+        if core is None:
             return None
         committed = core.log.committed
-        return committed if peer not in core.log.membership_at(committed) else None
+        return left_out_at(peer, core.membership, core.log.membership_at(committed), committed)
 
     def _refused_by(self, peer: NodeId, refusal: RefusedError) -> None:
-        self._refused_us.heard(peer, refusal.detail)
+        self._heard_left_out(peer, committed_without(refusal.detail))
+
+    def _heard_left_out(self, peer: NodeId, index: int | None) -> None:
+        """`peer` said that its membership committed as of `index` leaves us out."""
+        if index is None:
+            return
+        core = self.raft.core
+        member = bool(core.membership.members()) if core is not None else not self._started_fresh
+        self._refused_us.heard(peer, index, while_member=member)
         self._stop_if_removed()
 
     def _stop_if_removed(self) -> None:
@@ -613,9 +626,7 @@ class Node:
                     " with --no-bootstrap and add it back (`quicraft mgmt add-member`)"
                 )
             )
-        if hello.committed_without_you is not None:
-            self._refused_us.heard_index(peer, hello.committed_without_you)
-            self._stop_if_removed()
+        self._heard_left_out(peer, hello.committed_without_you)
         if self.lan is not None:
             self.lan.heard_hello(peer, name, address, hello)
         self._name_our_leader()  # we may just have learned where our leader serves

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -268,3 +269,36 @@ def test_a_removed_node_stops_by_itself_also_when_started_again(cluster: Cluster
             await eventually_write(c, "after/removal", b"ok")
 
     run(still_serving())
+
+
+def test_a_removed_node_with_its_data_deleted_is_added_back_and_stays(cluster: Cluster) -> None:
+    """The way back that the stop message gives (docs/operations.md): delete the data, start
+    with --no-bootstrap, add-member. While it waits it hears every member say it is left out,
+    and added, it catches up through old memberships of its log that have it: neither may
+    stop it (quicraft/node/removal.py)."""
+    number = next(n for n in (1, 2, 3) if n != cluster.leader())
+    node = cluster.local.node(number)
+    other = cluster.local.node(1 if number != 1 else 2)
+    removed = mgmt(cluster, "remove-member", node.name, endpoints=other.address)
+    assert removed.returncode == 0, removed.stderr
+    assert _exit_status(node.pid, timeout=30) == 0, cluster.log(number)[-3000:]
+    shutil.rmtree(cluster.local.data_dir(node))
+    earlier = len(cluster.log(number))
+    cluster.local.start(node, [*cluster.extra, "--no-bootstrap"])
+    time.sleep(2)  # it dials its peers, which refuse it as left out
+    added = mgmt(cluster, "add-member", node.address, endpoints=other.address)
+    assert added.returncode == 0, added.stderr + cluster.log(number)[-3000:]
+
+    async def serves_again() -> None:
+        async with cluster.client() as c:
+            await eventually_write(c, "back/again", b"yes")
+        async with cluster.client(number) as c:
+            deadline = time.monotonic() + 20
+            while await c.kv.get("back/again", stale=True) != b"yes":
+                assert time.monotonic() < deadline, "the node added back never caught up"
+                await asyncio.sleep(0.1)
+
+    run(serves_again())
+    time.sleep(2)  # heartbeats and hellos of the members that have applied the addition
+    assert cluster.local.running(node), cluster.log(number)[-3000:]
+    assert "was removed from cluster" not in cluster.log(number)[earlier:]

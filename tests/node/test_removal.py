@@ -9,6 +9,7 @@ from quicraft.node.removal import (
     NOT_A_MEMBER,
     Refusals,
     committed_without,
+    left_out_at,
     refusal_detail,
 )
 
@@ -17,10 +18,10 @@ THREE = Membership(voters=frozenset({"a", "b", ME}))
 FIVE = Membership(voters=frozenset({"a", "b", "c", "d", ME}))
 
 
-def refused(said: dict[str, int | None]) -> Refusals:
+def refused(said: dict[str, int]) -> Refusals:
     refusals = Refusals(ME)
     for peer, index in said.items():
-        refusals.heard(peer, refusal_detail(index))
+        refusals.heard(peer, index, while_member=True)
     return refusals
 
 
@@ -46,15 +47,11 @@ def test_a_membership_committed_no_later_than_ours_proves_nothing() -> None:
     # us too: its committed index is not above the index of our membership.
     assert refused({"a": 5, "b": 4}).removed(THREE, made_at=5) == []
     assert refused({"a": 6, "b": 5}).removed(THREE, made_at=5) == []
-    # A refusal without an index (its committed membership still has us) proves nothing.
-    assert refused({"a": None, "b": None}).removed(THREE, made_at=5) == []
 
 
 def test_the_highest_index_a_member_said_counts() -> None:
     refusals = refused({"a": 9, "b": 9})
-    refusals.heard("a", refusal_detail(3))  # an older word does not undo a newer one
-    refusals.heard("a", "not a member of this cluster")
-    refusals.heard_index("b", 2)  # a hello's committed_without_you, the same way
+    refusals.heard("a", 3, while_member=True)  # an older word does not undo a newer one
     assert refusals.removed(THREE, made_at=5) == ["a", "b"]
     # Our membership made later than what they said (we were added back): not removed.
     assert refusals.removed(THREE, made_at=9) == []
@@ -89,3 +86,24 @@ def test_without_other_voters_nobody_can_prove_it(membership: Membership) -> Non
 
 def test_two_voters_the_other_one_suffices() -> None:
     assert refused({"a": 4}).removed(Membership(voters=frozenset({"a", ME})), made_at=2) == ["a"]
+
+
+def test_what_a_node_heard_before_it_was_a_member_does_not_count() -> None:
+    # Its data deleted after its removal, a node waits to be added again: every member says
+    # it is left out. Added, it catches up through old memberships of its log that have it
+    # (made at 5, say): those words must not stop it then.
+    refusals = Refusals(ME)
+    for peer in ("a", "b"):
+        refusals.heard(peer, 9, while_member=False)
+    assert refusals.removed(THREE, made_at=5) == []
+
+
+def test_a_member_says_a_node_is_left_out_only_when_both_memberships_leave_it_out() -> None:
+    without = Membership(voters=frozenset({"a", "b"}))
+    assert left_out_at(ME, without, without, 12) == 12
+    # An addition of the node appended, not yet committed: never said (a majority holds a
+    # committed addition, so fewer than a majority of the others can say it then).
+    assert left_out_at(ME, THREE, without, 12) is None
+    # A removal appended, not yet committed: not yet a fact.
+    assert left_out_at(ME, without, THREE, 12) is None
+    assert left_out_at(ME, Membership(), Membership(), 0) is None  # no membership yet

@@ -6,11 +6,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TypeGuard
 
+from quicraft.transport import Identity, load_identity
 from quicraft.transport.address import Address, format_address, is_unspecified, parse_address
 
 _FORM = "give 'HOST:PORT' strings, as a list or as one str with commas"
+
+
+def connection_arguments(
+    endpoints: Sequence[str] | str, cluster: str, certs: str | Path, name: str, timeout: float
+) -> tuple[list[Address], Identity, float]:
+    """What every `connect*` is given, checked: the endpoints' addresses, the identity `name`
+    of `cluster` from `certs`, and the timeout. Raises ValueError for bad endpoints (a URL, a
+    (host, port) tuple, none, the wildcard 0.0.0.0) or a timeout that is not a number above
+    0, and IdentityError (quicraft.transport) for a missing or bad certificate or key file,
+    or no such cluster under `certs`."""
+    addresses = endpoint_addresses(endpoints)
+    timeout = checked_timeout(timeout)
+    return addresses, load_identity(Path(certs), cluster, name), timeout
 
 
 def endpoint_addresses(endpoints: Sequence[str] | str) -> list[Address]:

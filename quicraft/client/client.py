@@ -30,12 +30,11 @@ from quicraft.transport import (
     Identity,
     RefusedError,
     TransportError,
-    load_identity,
 )
 from quicraft.transport.address import Address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
-from .arguments import checked_timeout, endpoint_addresses
+from .arguments import connection_arguments
 from .channel import Codec, Endpoints, EndpointsClient, UnsendableRequest
 from .kv import KV
 
@@ -207,10 +206,6 @@ def connect(
     commas), using the identity `name` from `certs/<cluster>/`. Use it with `async with`; it
     connects on first use, and each call gives up after `timeout` seconds.
 
-    Raises ValueError at once for bad endpoints (a URL, a (host, port) tuple, none, the
-    wildcard 0.0.0.0) or a timeout that is not a number above 0, and IdentityError
-    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
-    under `certs`."""
-    addresses = endpoint_addresses(endpoints)
-    timeout = checked_timeout(timeout)
-    return Client(addresses, load_identity(Path(certs), cluster, name), timeout)
+    Raises at once for bad arguments or key files: ValueError or IdentityError
+    (client/arguments.py, connection_arguments)."""
+    return Client(*connection_arguments(endpoints, cluster, certs, name, timeout))

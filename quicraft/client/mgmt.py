@@ -32,7 +32,7 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
 
 from quicraft.telemetry import global_tracing, traceparent
-from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError, load_identity
+from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError
 from quicraft.transport.address import Address
 from quicraft.wire import (
     BackupInfo,
@@ -46,7 +46,7 @@ from quicraft.wire import (
     encode_mgmt_request,
 )
 
-from .arguments import checked_timeout, endpoint_addresses
+from .arguments import connection_arguments
 from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
 from .client import NO_LEADER_HINT
 
@@ -337,12 +337,7 @@ def connect_mgmt(
     whatever the timeout (OP_TIME_S): add_member waits up to 75 s (a learner may take a
     minute to catch up), transfer 15 s (an election), backup 60 s.
 
-    Raises ValueError at once for bad endpoints (a URL, a (host, port) tuple, none, the
-    wildcard 0.0.0.0) or a timeout that is not a number above 0, and IdentityError
-    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
-    under `certs`."""
-    addresses = endpoint_addresses(endpoints)
-    timeout = checked_timeout(timeout)
-    return MgmtClient(
-        addresses, load_identity(Path(certs), cluster, name), cluster, timeout, follow_leader
-    )
+    Raises at once for bad arguments or key files: ValueError or IdentityError
+    (client/arguments.py, connection_arguments)."""
+    addresses, identity, timeout = connection_arguments(endpoints, cluster, certs, name, timeout)
+    return MgmtClient(addresses, identity, cluster, timeout, follow_leader)

@@ -12,17 +12,22 @@ Rules:
   signal handler's SystemExit). Nothing of an interrupted call runs later. (A write may have
   been applied already, as with any cancelled write.)
 - Once closed, every call raises ClientError("closed"). close() works anywhere, twice too.
-- It has no events(): subscriptions need the async client.
+- events() is the async subscription stepped one event at a time in the same private loop:
+  nothing runs between two steps (no reconnecting, no reading ahead), so a slow script may be
+  cut off as a slow subscriber and resume from its last position, missing nothing. Leaving
+  the `for` loop, Ctrl-C or closing the client ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+
+from quicraft.wire import Event
 
 from .channel import CLOSED
 from .client import Client, ClientError, connect
@@ -95,6 +100,33 @@ class SyncClient:
         """The node this client talks to now ("HOST:PORT"); after a write, the leader."""
         return self.client.current_endpoint
 
+    def events(
+        self,
+        kinds: Iterable[str] | None = None,
+        prefix: str | None = None,
+        since: int | None = None,
+    ) -> Iterator[Event]:
+        """The cluster's events after position `since` (None: from now), as they happen:
+        `Client.events` as a plain iterator. Arguments every node would refuse raise
+        InvalidRequest here, at once; it ends when the loop over it stops, when the client
+        is closed, or with a ClientError (bad_request, forbidden, compacted)."""
+        if self._closed:
+            raise ClientError("closed", CLOSED)
+        return self._step_through(self.client.events(kinds, prefix, since))
+
+    def _step_through(self, subscription: AsyncGenerator[Event, None]) -> Iterator[Event]:
+        try:
+            while not self._closed:
+                try:
+                    yield self.run(_next(subscription))
+                except StopAsyncIteration:
+                    return
+        finally:
+            # Left mid-way (a break, Ctrl-C, an error): end the subscription and its
+            # connection now rather than when the loop closes. A closed client ended it.
+            if not self._closed and not _in_a_running_loop():
+                self.run(_close(subscription))
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run one of the client's coroutines to its end in the private loop."""
         try:
@@ -146,6 +178,14 @@ class SyncClient:
         self.close()
 
 
+async def _next(subscription: AsyncIterator[T]) -> T:
+    return await anext(subscription)  # Runner.run takes a coroutine, not any awaitable
+
+
+async def _close(subscription: AsyncGenerator[Event, None]) -> None:
+    await subscription.aclose()
+
+
 def refuse_in_a_running_loop() -> None:
     if _in_a_running_loop():
         raise RuntimeError(IN_A_LOOP)
@@ -167,7 +207,7 @@ def connect_sync(
     timeout: float = 10.0,
 ) -> SyncClient:
     """Like `quicraft.connect`, for code without an event loop; it raises the same errors. The
-    same `kv` operations and `current_endpoint`, each call run to completion (no `events()`).
+    same `kv` operations, `events()` and `current_endpoint`, each call run to completion.
     Inside a running event loop it raises RuntimeError: use `await quicraft.connect(...)`."""
     refuse_in_a_running_loop()
     return SyncClient(connect(endpoints, cluster, certs, name, timeout))

@@ -10,13 +10,23 @@ import gc
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from collections.abc import Iterator
 
 import pytest
 from cluster_harness import Cluster, free_base_port
 
-from quicraft.client import ClientError, MgmtError, connect, connect_mgmt, connect_sync
+from quicraft.client import (
+    ClientError,
+    InvalidRequest,
+    MgmtError,
+    connect,
+    connect_mgmt,
+    connect_sync,
+)
+from quicraft.client.events import IDLE_TIMEOUT_S
+from quicraft.client.sync import SyncClient
 from quicraft.wire import Event
 
 CLUSTER = "t1"
@@ -265,3 +275,73 @@ def test_the_sync_client_has_what_the_async_one_has(one_node: Cluster) -> None:
         swapped, token = client.kv.cas_with_revision("same/a", "1", "2")
         assert swapped and token > revision
         assert client.current_endpoint == endpoint(one_node)
+
+
+def open_connections(client: SyncClient) -> int:
+    return sum(not c.closed for c in client.client._link.life._connections)
+
+
+def test_the_sync_client_follows_events_until_the_loop_stops(one_node: Cluster) -> None:
+    with connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs) as client:
+        with pytest.raises(InvalidRequest, match="list of event kinds"):
+            client.events(kinds="kv")  # at once, not at the first step
+        revisions = [client.kv.set("sync-events/a", "1"), client.kv.set("sync-events/b", "2")]
+        seen = []
+        for event in client.events(kinds=["kv"], prefix="sync-events/", since=0):
+            seen.append(event.data["revision"])
+            if len(seen) == 2:
+                break
+        assert seen == revisions
+        assert open_connections(client) == 1  # the client's own; the subscription's is closed
+
+
+def test_closing_the_sync_client_ends_its_events(one_node: Cluster) -> None:
+    client = connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs)
+    client.kv.set("sync-close/a", "1")
+    events = client.events(kinds=["kv"], prefix="sync-close/", since=0)
+    assert next(events).data["key"] == "sync-close/a"
+    client.close()
+    assert list(events) == []
+    with pytest.raises(ClientError, match="the client is closed"):
+        client.events()
+
+
+EVENTS_CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, threading
+    import quicraft
+
+    async def running_loop():
+        return asyncio.get_running_loop()
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal gives
+    client = quicraft.connect_sync(sys.argv[1], "t1", certs=sys.argv[2])
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        for event in client.events(prefix="nobody-writes-here/"):
+            print("event:", event)
+    except KeyboardInterrupt:
+        print("left:", sorted(t.get_name() for t in asyncio.all_tasks(client.run(running_loop()))))
+    client.close()
+    """
+)
+
+
+def test_ctrl_c_while_waiting_for_an_event_ends_the_subscription(one_node: Cluster) -> None:
+    done = run_script(EVENTS_CTRL_C_SCRIPT, endpoint(one_node), str(one_node.local.certs))
+    assert done.stdout == "left: []\n", done.stdout + done.stderr
+    assert "never retrieved" not in done.stderr and "Warning" not in done.stderr, done.stderr
+
+
+def test_a_slow_sync_subscriber_resumes_and_misses_nothing(one_node: Cluster) -> None:
+    with connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs) as client:
+        client.kv.set("sync-slow/0", "0")
+        events = client.events(kinds=["kv"], prefix="sync-slow/", since=0)
+        assert next(events).data["key"] == "sync-slow/0"
+        with connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs) as writer:
+            for n in range(1, 4):
+                writer.kv.set(f"sync-slow/{n}", str(n))
+        # Longer than the subscription's idle timeout, with its loop not running at all.
+        time.sleep(IDLE_TIMEOUT_S + 1)
+        rest = [next(events).data["key"] for _ in range(3)]
+        assert rest == ["sync-slow/1", "sync-slow/2", "sync-slow/3"]

@@ -32,6 +32,10 @@ from quicraft.wire import BackupError, BackupInfo, BackupReader
 
 from .data_owner import DataOwner, claim
 
+#: Above any index a log reaches; a header beyond it was not written by a node, and the
+#: restored node would fail on its first entry.
+MAX_INDEX = 1 << 63
+
 
 class RestoreError(Exception):
     """The restore cannot be done; the message says why, on one line."""
@@ -87,8 +91,10 @@ def check_backup(backup: Path, data_dir: Path, cluster: str) -> CheckedBackup:
     except ValueError as err:
         raise RestoreError(f"{backup} holds no state quicraft can restore: {err}") from None
     # The digest shows the file is as written, not that its writer was quicraft: the header
-    # must agree with the state it carries.
-    if info.index != applied or info.term < 1:
+    # must agree with the state it carries. Its index may be past the state's: entries the
+    # state machine does not apply (a new leader's empty entry, membership changes) move a
+    # snapshot's index but not the state's.
+    if not applied <= info.index < MAX_INDEX or info.term < 1:
         raise RestoreError(
             f"{backup} contradicts itself: its header says index {info.index} (term "
             f"{info.term}), its state was applied up to index {applied}"

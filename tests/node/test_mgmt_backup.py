@@ -269,21 +269,44 @@ def test_a_backup_whose_state_is_not_the_stores_is_refused(tmp_path: Path) -> No
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize(("index", "term"), [(3, 1), (5, 1), (4, 0), ((1 << 64) - 1, 1)])
+def backup_applied_to_4(path: Path, index: int, term: int) -> None:
+    """A backup file at `index` and `term` whose state was applied up to index 4."""
+    store = KVStore()
+    for at in range(1, 5):
+        store.apply(at, encode_command("set", {"key": f"k{at}", "value": b"v"}, 1000))
+    data = store.snapshot()
+    info = BackupInfo("c1", None, index, term, frozenset({"n1"}), frozenset(), 0, len(data))
+    with path.open("wb") as fp:
+        write_backup(fp, info, [data])
+
+
+@pytest.mark.parametrize(("index", "term"), [(3, 1), (4, 0), (1 << 63, 1), ((1 << 64) - 1, 1)])
 def test_a_backup_whose_header_contradicts_its_state_is_refused(
     tmp_path: Path, index: int, term: int
 ) -> None:
     """Its digest shows the file is as written, not that quicraft wrote it: a header made by
     hand must agree with the state (applied up to 4 here). Index 2^64-1 restored, and the
     node then stopped on a struct.error."""
-    store = KVStore()
-    for at in range(1, 5):
-        store.apply(at, encode_command("set", {"key": f"k{at}", "value": b"v"}, 1000))
-    data = store.snapshot()
-    info = BackupInfo("c1", None, index, term, frozenset({"n1"}), frozenset(), 0, len(data))
     backup = tmp_path / "c1.qrbackup"
-    with backup.open("wb") as fp:
-        write_backup(fp, info, [data])
+    backup_applied_to_4(backup, index, term)
     with pytest.raises(RestoreError, match="contradicts itself: its header says index"):
         restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
     assert not (tmp_path / "data").exists()
+
+
+def test_a_backup_taken_after_entries_the_state_does_not_apply_restores(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: a node restarted, and backed up before any write, made a backup at
+    its new leader's empty entry (index 5 here), past its state's last write (4): restore
+    refused it ("contradicts itself"), so a fresh backup of a quiet cluster was no backup."""
+    backup = tmp_path / "c1.qrbackup"
+    backup_applied_to_4(backup, 5, 2)
+    restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
+    with LevelDBStorage(tmp_path / "data") as storage:
+        state = storage.load()
+    assert state.snapshot.meta == SnapshotMeta(5, 2, Membership(frozenset({"r1id"})))
+    assert state.hard_state.commit == 5 and state.entries == []
+    store = KVStore()
+    store.restore(state.snapshot.data)
+    assert store.last_applied == 4 and store.get("k4") == (b"v", 4)

@@ -45,7 +45,9 @@ def open_store(path: Path) -> plyvel.DB:
     except OSError as e:  # a directory on the way that this user may not enter, say
         raise StorageError(f"{path}: cannot open: {e.strerror or e}") from None
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # 0700: the store holds every value (a backup file, 0600, too); LevelDB makes its
+        # files 0644. Parents are left to the umask, a directory that exists as it is.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         if path.is_symlink():  # to nothing or round a loop: exists() said no, mkdir finds it
             where = "the symlinks from there lead round in a loop" if _loops(path) else None

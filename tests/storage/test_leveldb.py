@@ -479,6 +479,18 @@ def test_missing_parent_directories_are_made(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b" / "CURRENT").exists()
 
 
+def test_a_new_data_directory_is_its_owners_alone(tmp_path: Path) -> None:
+    """Found by an audit: it was made 0755 (the umask's choice) and LevelDB's files 0644, so
+    every local user could read every value of the store, which a backup file (0600) keeps
+    from them."""
+    old = os.umask(0o022)
+    try:
+        LevelDBStorage(tmp_path / "a" / "data").close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "data").stat().st_mode & 0o777 == 0o700
+
+
 def test_an_unknown_format_version_is_refused(tmp_path: Path) -> None:
     LevelDBStorage(tmp_path).close()
     newer = rec.MAGIC + (FORMAT_VERSION + 1).to_bytes(4, "big")

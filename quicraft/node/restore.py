@@ -7,6 +7,7 @@ Rules of this file:
   every check and writes nothing, so that a command can check before it issues the node's
   key (cli/mgmt.py), then write_restored writes. Only a regular file is read.
 - Only an empty (or missing) directory is written: a restore never mixes with a node's data.
+  A restore that fails while writing (a full disk) leaves that directory empty again.
 - A backup is restored only into the cluster it was taken of (its name in the file).
 - The stored state is the backup's snapshot (its index and term) with the membership
   replaced by this node alone, and a hard state at that term with no vote: the node elects
@@ -19,6 +20,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ from quicraft.storage import LevelDBStorage
 from quicraft.wire import BackupError, BackupInfo, BackupReader
 
 from .data_owner import DataOwner, claim
+
+#: Above any index a log reaches; a header beyond it was not written by a node, and the
+#: restored node would fail on its first entry.
+MAX_INDEX = 1 << 63
 
 
 class RestoreError(Exception):
@@ -87,8 +93,10 @@ def check_backup(backup: Path, data_dir: Path, cluster: str) -> CheckedBackup:
     except ValueError as err:
         raise RestoreError(f"{backup} holds no state quicraft can restore: {err}") from None
     # The digest shows the file is as written, not that its writer was quicraft: the header
-    # must agree with the state it carries.
-    if info.index != applied or info.term < 1:
+    # must agree with the state it carries. Its index may be past the state's: entries the
+    # state machine does not apply (a new leader's empty entry, membership changes) move a
+    # snapshot's index but not the state's.
+    if not applied <= info.index < MAX_INDEX or info.term < 1:
         raise RestoreError(
             f"{backup} contradicts itself: its header says index {info.index} (term "
             f"{info.term}), its state was applied up to index {applied}"
@@ -102,14 +110,22 @@ def write_restored(backup: CheckedBackup, data_dir: Path, owner: DataOwner) -> R
     meta = SnapshotMeta(info.index, info.term, Membership(frozenset({owner.node_id})))
     storage = LevelDBStorage(data_dir)
     try:
-        claim(storage, owner, data_dir)
-        storage.save(
-            hard_state=HardState(term=info.term, vote=None, commit=info.index),
-            entries=[],
-            snapshot=Snapshot(meta, backup.data),
-        )
-    finally:
-        storage.close()
+        try:
+            claim(storage, owner, data_dir)
+            storage.save(
+                hard_state=HardState(term=info.term, vote=None, commit=info.index),
+                entries=[],
+                snapshot=Snapshot(meta, backup.data),
+            )
+        finally:
+            storage.close()
+    except BaseException:
+        # A store without the snapshot is a new node's: started, it would found an empty
+        # cluster. The directory was empty (check_backup), and is left so, to restore again.
+        with contextlib.suppress(OSError):
+            for child in data_dir.iterdir():
+                child.unlink()
+        raise
     return Restored(info, backup.cluster_id)
 
 

@@ -4,6 +4,9 @@ Rules of this module:
 - A directory is opened only if it is empty (a new store is made there), or already a quicraft
   store of a format version this code reads. A directory holding other files, or another
   program's LevelDB database, is refused with a StorageError: it is never written to.
+- A LevelDB database that lost files LevelDB does not miss (its write-ahead log, or every
+  record) is refused too: LevelDB would open it as it was before the writes they held, and
+  a store read as older or as new serves forgotten votes and entries, or founds anew.
 - LevelDB's LOCK is the only guard against two openers; a held lock becomes a LockedError.
 - Every plyvel error leaves this package as a StorageError (CorruptionError when LevelDB
   reports corruption) with the path in its one-line message.
@@ -11,9 +14,11 @@ Rules of this module:
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import plyvel  # type: ignore[import-untyped]  # no stubs; used through a few calls
@@ -25,24 +30,51 @@ from .base import CorruptionError, LockedError, StorageError
 #: this process, "...: Resource temporarily unavailable" from another one).
 _LOCK_ERROR = "IO error: lock "
 _HELD_HERE = "already held by process"
+#: LevelDB's write-ahead log files ("000003.log"); one is there from the moment the database
+#: is opened (LevelDB makes a new one before it forgets the old one).
+_WRITE_AHEAD_LOG = re.compile(r"[0-9]+\.log")
+#: Every file LevelDB makes in its directory.
+_LEVELDB_FILE = re.compile(r"LOCK|LOG|LOG\.old|CURRENT|MANIFEST-[0-9]+|[0-9]+\.(log|ldb|sst|dbtmp)")
+_LOST = "restore the directory from a backup (if this node never stored anything, remove it)"
 
 
 def open_store(path: Path) -> plyvel.DB:
     """The store at `path`, made there if the directory is empty or missing."""
     try:
-        _check_directory(path)
+        existing = _check_directory(path)
     except OSError as e:  # a directory on the way that this user may not enter, say
         raise StorageError(f"{path}: cannot open: {e.strerror or e}") from None
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # 0700: the store holds every value (a backup file, 0600, too); LevelDB makes its
+        # files 0644. Parents are left to the umask, a directory that exists as it is.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
-        if path.is_symlink():  # to nothing: exists() said no, mkdir finds the link
-            why = f"it is a symlink to {os.readlink(path)}, which does not exist"
+        if path.is_symlink():  # to nothing or round a loop: exists() said no, mkdir finds it
+            where = "the symlinks from there lead round in a loop" if _loops(path) else None
+            why = f"it is a symlink to {os.readlink(path)}, {where or 'which does not exist'}"
         else:
             why = e.strerror or str(e)
         raise StorageError(f"{path}: cannot create the directory: {why}") from None
     try:
-        db = plyvel.DB(
+        db = _open_leveldb(path)
+        try:
+            with translated(path):
+                _check_version(db, path, existing)
+        except BaseException:
+            db.close()
+            raise
+    except StorageError as e:
+        if not existing and not isinstance(e, LockedError):
+            # A store that could not be made (a full disk, say) is taken back: what LevelDB
+            # made of it would read as damage, and the start after space is freed would fail.
+            _remove_leveldb_files(path)
+        raise
+    return db
+
+
+def _open_leveldb(path: Path) -> plyvel.DB:
+    try:
+        return plyvel.DB(
             str(path), create_if_missing=True, paranoid_checks=True, write_buffer_size=32 << 20
         )
     except OSError as e:
@@ -58,37 +90,65 @@ def open_store(path: Path) -> plyvel.DB:
         raise CorruptionError(f"{path}: LevelDB: {text_of(e)}") from None
     except plyvel.Error as e:
         raise StorageError(f"{path}: cannot open: {text_of(e)}") from None
-    try:
-        with translated(path):
-            _check_version(db, path)
-    except BaseException:
-        db.close()
-        raise
-    return db
 
 
-def _check_directory(path: Path) -> None:
-    """Refuse a file, and a directory holding anything but a LevelDB database."""
+def _remove_leveldb_files(path: Path) -> None:
+    """Remove the files LevelDB makes from `path`, which was empty or missing before."""
+    with suppress(OSError):
+        for child in path.iterdir():
+            if _LEVELDB_FILE.fullmatch(child.name):
+                with suppress(OSError):
+                    child.unlink()
+
+
+def _check_directory(path: Path) -> bool:
+    """Refuse a file, and a directory holding anything but a whole LevelDB database; True
+    when it holds a database (False: missing or empty, a new store goes there)."""
     if path.exists() and not path.is_dir():
         raise StorageError(f"{path}: not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
-        if (path / "LOCK").exists() and any(path.glob("MANIFEST-*")):
-            # LevelDB writes CURRENT last when it makes a database: a first start cut short
-            # leaves this, and so does damage. Either way nothing here is touched.
+    if not path.is_dir() or not any(path.iterdir()):
+        return False
+    if (path / "CURRENT").exists():
+        names = [p.name for p in path.iterdir()]
+        manifest = any(name.startswith("MANIFEST-") for name in names)
+        if manifest and not any(_WRITE_AHEAD_LOG.fullmatch(name) for name in names):
+            # LevelDB would take the writes since its last table file for never made, and
+            # make a new log at once: refused before it opens, the loss stays visible.
             raise StorageError(
-                f"{path}: a LevelDB database without its CURRENT file (a first start cut "
-                "short, or damage); if this node never stored anything, remove the directory"
+                f"{path}: LevelDB's write-ahead log (NNNNNN.log) is missing, and with it "
+                f"the latest writes; {_LOST}"
             )
-        raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
+        return True
+    if (path / "LOCK").exists() and any(path.glob("MANIFEST-*")):
+        # LevelDB writes CURRENT last when it makes a database: a first start cut short
+        # leaves this, and so does damage. Either way nothing here is touched.
+        raise StorageError(
+            f"{path}: a LevelDB database without its CURRENT file (a first start cut "
+            "short, or damage); if this node never stored anything, remove the directory"
+        )
+    raise StorageError(f"{path}: not a quicraft data directory (it holds other files)")
 
 
-def _check_version(db: plyvel.DB, path: Path) -> None:
-    """Accept our own format, stamp an empty database as ours, refuse anything else."""
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
+def _check_version(db: plyvel.DB, path: Path, existing: bool) -> None:
+    """Accept our own format, stamp a database made just now as ours, refuse anything else."""
     raw = db.get(rec.VERSION_KEY, verify_checksums=True)
     if raw is None:
         if next(db.iterator(include_value=False, verify_checksums=True), None) is not None:
             raise StorageError(
                 f"{path}: not a quicraft data directory (a foreign LevelDB database)"
+            )
+        if existing:  # ours are stamped when made: this one is not, or lost every record
+            raise StorageError(
+                f"{path}: an empty LevelDB database, not a quicraft store (a first start cut "
+                f"short, another program's, or a store whose files were lost); {_LOST}"
             )
         db.put(rec.VERSION_KEY, rec.encode_version(), sync=True)
         return

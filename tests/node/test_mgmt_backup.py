@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import small_disks
 from cluster_harness import Cluster, eventually_write, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
@@ -23,7 +24,7 @@ from quicraft.node.mgmt import MgmtService
 from quicraft.node.restore import RestoreError, restore_backup
 from quicraft.node.runtime import RequestTimeout
 from quicraft.statemachine import FOUND_OP, KVStore, encode_command
-from quicraft.storage import LevelDBStorage
+from quicraft.storage import LevelDBStorage, StorageError
 from quicraft.wire import (
     BackupInfo,
     MgmtResponse,
@@ -269,21 +270,73 @@ def test_a_backup_whose_state_is_not_the_stores_is_refused(tmp_path: Path) -> No
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize(("index", "term"), [(3, 1), (5, 1), (4, 0), ((1 << 64) - 1, 1)])
+def backup_applied_to_4(path: Path, index: int, term: int) -> None:
+    """A backup file at `index` and `term` whose state was applied up to index 4."""
+    store = KVStore()
+    for at in range(1, 5):
+        store.apply(at, encode_command("set", {"key": f"k{at}", "value": b"v"}, 1000))
+    data = store.snapshot()
+    info = BackupInfo("c1", None, index, term, frozenset({"n1"}), frozenset(), 0, len(data))
+    with path.open("wb") as fp:
+        write_backup(fp, info, [data])
+
+
+@pytest.mark.parametrize(("index", "term"), [(3, 1), (4, 0), (1 << 63, 1), ((1 << 64) - 1, 1)])
 def test_a_backup_whose_header_contradicts_its_state_is_refused(
     tmp_path: Path, index: int, term: int
 ) -> None:
     """Its digest shows the file is as written, not that quicraft wrote it: a header made by
     hand must agree with the state (applied up to 4 here). Index 2^64-1 restored, and the
     node then stopped on a struct.error."""
-    store = KVStore()
-    for at in range(1, 5):
-        store.apply(at, encode_command("set", {"key": f"k{at}", "value": b"v"}, 1000))
-    data = store.snapshot()
-    info = BackupInfo("c1", None, index, term, frozenset({"n1"}), frozenset(), 0, len(data))
     backup = tmp_path / "c1.qrbackup"
-    with backup.open("wb") as fp:
-        write_backup(fp, info, [data])
+    backup_applied_to_4(backup, index, term)
     with pytest.raises(RestoreError, match="contradicts itself: its header says index"):
         restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
     assert not (tmp_path / "data").exists()
+
+
+def test_a_backup_taken_after_entries_the_state_does_not_apply_restores(
+    tmp_path: Path,
+) -> None:
+    """Found by an audit: a node restarted, and backed up before any write, made a backup at
+    its new leader's empty entry (index 5 here), past its state's last write (4): restore
+    refused it ("contradicts itself"), so a fresh backup of a quiet cluster was no backup."""
+    backup = tmp_path / "c1.qrbackup"
+    backup_applied_to_4(backup, 5, 2)
+    restore_backup(backup, tmp_path / "data", DataOwner("r1id", "r1", "c1"))
+    with LevelDBStorage(tmp_path / "data") as storage:
+        state = storage.load()
+    assert state.snapshot.meta == SnapshotMeta(5, 2, Membership(frozenset({"r1id"})))
+    assert state.hard_state.commit == 5 and state.entries == []
+    store = KVStore()
+    store.restore(state.snapshot.data)
+    assert store.last_applied == 4 and store.get("k4") == (b"v", 4)
+
+
+def test_a_restore_that_fails_to_write_leaves_the_directory_empty(tmp_path: Path) -> None:
+    """Found by an audit: a restore onto a disk that filled up failed ("write failed: … No
+    space left on device") but left a store holding only whose it was. Restoring again was
+    refused ("not an empty directory"), and a node started on it came up as a new node and
+    founded an empty cluster. On a tmpfs too small for the backup (root only)."""
+    if why := small_disks.why_not():
+        pytest.skip(why)
+    store = KVStore()
+    store.apply(1, encode_command("set", {"key": "big", "value": os.urandom(256 << 10)}, 1000))
+    data = store.snapshot()
+    info = BackupInfo("c1", None, 1, 1, frozenset({"n1"}), frozenset(), 0, len(data))
+    backup = tmp_path / "c1.qrbackup"
+    with backup.open("wb") as fp:
+        write_backup(fp, info, [data])
+    disk = tmp_path / "disk"
+    small_disks.mount(disk, 64 << 10)
+    try:
+        owner = DataOwner("r1id", "r1", "c1")
+        with pytest.raises(StorageError, match="No space left on device"):
+            restore_backup(backup, disk / "data", owner)
+        assert list((disk / "data").iterdir()) == []
+        small_disks.resize(disk, 4 << 20)
+        restore_backup(backup, disk / "data", owner)  # a directory left empty is one to use
+        with LevelDBStorage(disk / "data") as storage:
+            assert storage.load().snapshot.meta.index == 1
+    finally:
+        small_disks.unmount(disk)

@@ -319,6 +319,96 @@ def test_a_database_without_its_current_file_is_named_so_and_left_alone(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
+def write_ahead_logs(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.suffix == ".log"]
+
+
+@pytest.mark.parametrize("reopened", [False, True])
+def test_a_store_whose_write_ahead_log_is_gone_is_refused_and_left_alone(
+    tmp_path: Path, reopened: bool
+) -> None:
+    """Found by an audit: LevelDB opens a database whose log file was deleted as if the
+    writes it held had never been made, without a word. The store then read as new (the
+    node founded a new cluster) or, with reopened (its older writes in a table file), as it
+    was one session ago: votes and acknowledged entries forgotten."""
+    with LevelDBStorage(tmp_path) as store:
+        store.save(hard_state=HardState(2, "n1", 0), entries=log(1, 3), snapshot=None)
+    if reopened:
+        with LevelDBStorage(tmp_path) as store:  # opening moves the first writes to a table
+            store.save(hard_state=HardState(3, "n1", 3), entries=log(4, 5, 3), snapshot=None)
+    for path in write_ahead_logs(tmp_path):
+        path.unlink()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(StorageError) as caught:
+        LevelDBStorage(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: LevelDB's write-ahead log (NNNNNN.log) is missing, and with it the "
+        "latest writes; restore the directory from a backup (if this node never stored "
+        "anything, remove it)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+def test_a_leveldb_database_with_nothing_in_it_is_refused(tmp_path: Path) -> None:
+    """Found by an audit: an empty database was taken for a new store. A store is stamped
+    with its format version when it is made, so an empty one is a start cut short right
+    then, another program's, or a store whose log was cut to nothing: read as new, it made
+    the node found a new cluster in place of its own."""
+    plyvel.DB(str(tmp_path), create_if_missing=True).close()
+    with pytest.raises(StorageError, match="an empty LevelDB database, not a quicraft store"):
+        LevelDBStorage(tmp_path)
+    shutil.rmtree(tmp_path)
+    with LevelDBStorage(tmp_path) as store:
+        store.save(hard_state=HardState(2, "n1", 0), entries=log(1, 3), snapshot=None)
+    (only,) = write_ahead_logs(tmp_path)
+    only.write_bytes(b"")
+    with pytest.raises(StorageError) as caught:
+        LevelDBStorage(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: an empty LevelDB database, not a quicraft store (a first start cut "
+        "short, another program's, or a store whose files were lost); restore the directory "
+        "from a backup (if this node never stored anything, remove it)"
+    )
+
+
+def test_a_store_that_could_not_be_made_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Found by an audit: a node started on a full disk left LevelDB's first files (LOCK,
+    LOG, a MANIFEST) in its new data directory, and once given space it was refused for
+    good ("a LevelDB database without its CURRENT file"). On a tmpfs of one page, then two,
+    and so on: each failed start leaves the directory empty, and the first with room makes
+    the store."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("a tmpfs of its own needs root on Linux (CI runs the tests as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4096", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    data = disk / "data"
+    refused = 0
+    try:
+        for pages in range(1, 20):
+            size = f"remount,size={pages * 4096}"
+            subprocess.run(["mount", "-o", size, str(disk)], check=True, timeout=30)
+            try:
+                LevelDBStorage(data).close()
+                break
+            except StorageError as e:
+                assert str(e).startswith(f"{data}: cannot open: IO error: "), e
+                assert "No space left on device" in str(e)
+                assert list(data.iterdir()) == []
+                refused += 1
+        subprocess.run(["mount", "-o", "remount,size=1m", str(disk)], check=True, timeout=30)
+        with LevelDBStorage(data) as store:  # made, and stamped: a new store
+            state = store.load()
+        assert (state.hard_state, state.snapshot, state.entries) == (HardState(), Snapshot(), [])
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+    assert refused >= 2  # LevelDB failed at more than one point
+
+
 def test_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="not a directory"):
@@ -339,6 +429,18 @@ def test_a_symlink_to_nothing_is_named_as_such(tmp_path: Path) -> None:
         StorageError, match=r"data: cannot create the directory: it is a symlink to "
     ):
         LevelDBStorage(tmp_path / "data")
+
+
+def test_a_symlink_that_loops_is_named_as_such(tmp_path: Path) -> None:
+    """Found by an audit: it said the link's target "does not exist", and it does."""
+    (tmp_path / "data").symlink_to("other")
+    (tmp_path / "other").symlink_to("data")
+    with pytest.raises(StorageError) as caught:
+        LevelDBStorage(tmp_path / "data")
+    assert str(caught.value) == (
+        f"{tmp_path / 'data'}: cannot create the directory: it is a symlink to other, "
+        "the symlinks from there lead round in a loop"
+    )
 
 
 def test_a_directory_this_user_may_not_enter_is_named_with_the_reason(tmp_path: Path) -> None:
@@ -375,6 +477,18 @@ def test_missing_parent_directories_are_made(tmp_path: Path) -> None:
     with LevelDBStorage(tmp_path / "a" / "b") as store:
         store.put_meta("k", b"v")
     assert (tmp_path / "a" / "b" / "CURRENT").exists()
+
+
+def test_a_new_data_directory_is_its_owners_alone(tmp_path: Path) -> None:
+    """Found by an audit: it was made 0755 (the umask's choice) and LevelDB's files 0644, so
+    every local user could read every value of the store, which a backup file (0600) keeps
+    from them."""
+    old = os.umask(0o022)
+    try:
+        LevelDBStorage(tmp_path / "a" / "data").close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "data").stat().st_mode & 0o777 == 0o700
 
 
 def test_an_unknown_format_version_is_refused(tmp_path: Path) -> None:

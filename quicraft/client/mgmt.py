@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ OP_TIME_S = {"add_member": 75.0, "transfer": 15.0, "backup": 60.0}
 
 #: (bytes received, bytes in all) after each chunk of a backup.
 Progress = Callable[[int, int], None]
+#: Why a backup does not replace what its path names (replace=True replaces only a file).
+NOT_A_FILE = "it is not a regular file, and a backup replaces only a file"
 
 
 class MgmtError(Exception):
@@ -172,8 +175,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """Stream a consistent snapshot of the contacted node (everything committed before
         the call, when the cluster has a leader) into the backup file `path`, readable by
         its owner only. It is written as `path`.part first, which must not exist; `path`
-        appears only when complete, and an existing `path` is replaced only with `replace`
-        (else FileExistsError, as for `path`.part)."""
+        appears only when complete, and an existing `path` is replaced only with `replace`,
+        and only if it is a regular file (else FileExistsError, as for `path`.part)."""
         path = Path(path)
         self._check_free(path, replace)
         part = path.with_name(path.name + ".part")
@@ -226,6 +229,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     await loop.run_in_executor(None, os.fsync, fp.fileno())
             self._check_free(path, replace)  # again: it may have appeared meanwhile
             part.replace(path)
+            await loop.run_in_executor(None, _sync_directory, path.parent)  # the rename too
             return info
         except RefusedError as err:
             raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
@@ -242,8 +246,14 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     @staticmethod
     def _check_free(path: Path, replace: bool) -> None:
-        if not replace and os.path.lexists(path):
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not replace:
             raise FileExistsError(errno.EEXIST, "it exists already", str(path))
+        if not stat.S_ISREG(mode):  # a rename would replace a device, a FIFO or a link itself
+            raise FileExistsError(errno.EEXIST, NOT_A_FILE, str(path))
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -319,6 +329,14 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         else:
             hint = "is the cluster running?"
         raise MgmtError("timeout", f"gave up after {budget:g}s: {last}", hint=hint)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def connect_mgmt(

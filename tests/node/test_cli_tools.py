@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,14 @@ from quicraft.statemachine import KVStore, encode_command
 from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
 from quicraft.transport import connect as quic_connect
 from quicraft.wire import BackupInfo, write_backup
+
+
+def test_version_names_the_release_and_the_formats_it_keeps() -> None:
+    done = quicraft("--version")
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    release = project["project"]["version"]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"quicraft {release} (wire protocol 1, storage format 1)\n"
 
 
 def test_certs_init_and_issue(tmp_path: Path) -> None:

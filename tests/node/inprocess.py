@@ -43,7 +43,7 @@ class Nodes:
                 name,
                 self.folder / name,
                 self.certs,
-                self.address(name),
+                settings.pop("listen", self.address(name)),
                 peers=tuple(p if isinstance(p, tuple) else self.address(p) for p in peers),
                 timings=PRESETS["test"],
                 **settings,

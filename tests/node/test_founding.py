@@ -225,3 +225,18 @@ def test_a_learner_that_lost_its_data_is_refused_too(tmp_path: Path) -> None:
                 await asyncio.wait_for(back.wait(), 20)
 
     asyncio.run(scenario())
+
+
+def test_a_node_on_ipv6_says_where_it_listens_in_brackets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """'listening on ::1:7401' could be read as host ::1:7401 (found by an audit)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "a") as nodes:
+            node = nodes.node("a", listen=("::1", nodes.ports["a"]))
+            with caplog.at_level("INFO", logger="quicraft.node"):
+                await node.start()
+            assert f"listening on [::1]:{nodes.ports['a']}" in caplog.text
+
+    asyncio.run(scenario())

@@ -92,11 +92,15 @@ def endpoint_list(text: str) -> str:
     return ",".join(format_address(a) for a in address_list(text))
 
 
+#: Where the command line looks for cluster folders unless given --certs.
+DEFAULT_CERTS = Path("certs")
+
+
 def add_certs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--certs",
         type=Path,
-        default=Path("certs"),
+        default=DEFAULT_CERTS,
         metavar="DIR",
         help="folder holding one sub-folder of keys per cluster (default: ./certs)",
     )

@@ -173,7 +173,7 @@ def _create(args: argparse.Namespace, folder: Path, command: str) -> int:
     )
     try:
         _start_nodes(cluster, cluster.nodes, "try another --base-port")
-    except LocalClusterError:
+    except BaseException:  # Ctrl-C too: start_nodes has stopped the nodes it started
         cluster.delete()  # nothing is left of a cluster that never ran
         raise
     print(f"started {_nodes(args.size)} of cluster {cluster.cluster!r} in {folder}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +52,31 @@ def test_start_fails_with_the_node_s_error_when_its_port_is_taken(tmp_path: Path
     # n1 and n3 had started: they were stopped, and nothing of the cluster is left.
     assert _port_is_free(base + 1) and _port_is_free(base + 3)
     assert not folder.exists()
+
+
+def test_ctrl_c_while_a_new_cluster_starts_leaves_nothing(tmp_path: Path) -> None:
+    """It stopped the nodes but left their keys, data and cluster.json: a stopped cluster
+    that the next 'start' with other options refused (found by an audit)."""
+    base = free_base_port(3)
+    folder = tmp_path / "dev"
+    starting = subprocess.Popen(
+        [sys.executable, "-m", "quicraft.cli", "local", "start", "3", "--dir", str(folder),
+         "--base-port", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not (folder.is_dir() and (folder / "n3").is_dir()):  # every node started
+            assert starting.poll() is None, starting.communicate()
+            time.sleep(0.01)
+        starting.send_signal(signal.SIGINT)
+        _, err = starting.communicate(timeout=30)
+    finally:
+        starting.kill()
+        starting.wait()
+    assert starting.returncode == 130, err
+    assert err == "quicraft: interrupted\n"
+    assert not folder.exists()
+    assert all(_port_is_free(base + i) for i in (1, 2, 3))
 
 
 def test_a_stopped_cluster_starts_again_on_its_data(tmp_path: Path) -> None:

@@ -7,12 +7,13 @@ import argparse
 import asyncio
 import gc
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, find_nodes
-from quicraft.transport import IdentityError, check_name
+from quicraft.transport import IdentityError, check_name, load_identity
 from quicraft.transport.address import Address, format_address, parse_address
 
 #: Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
@@ -90,6 +91,15 @@ def address_list(text: str) -> list[Address]:
 def endpoint_list(text: str) -> str:
     """address_list, given back as the "HOST:PORT,..." that clients take."""
     return ",".join(format_address(a) for a in address_list(text))
+
+
+def check_cluster_folder(certs: Path, cluster: str) -> None:
+    """Before issuing a key: when CERTS/CLUSTER/ is missing, fail the way loading a key does,
+    naming the clusters that CERTS holds. Issuing into it said only "create the cluster's CA
+    with quicraft certs init", which for a mistyped --cluster makes a second cluster.
+    (The transport's `issue` could say this itself; until then, here.)"""
+    if not os.path.lexists(certs / cluster):
+        load_identity(certs, cluster, "admin")  # raises IdentityError: no such folder
 
 
 #: Where the command line looks for cluster folders unless given --certs.

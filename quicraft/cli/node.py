@@ -25,6 +25,7 @@ from .common import (
     add_certs,
     address,
     address_list,
+    check_cluster_folder,
     cluster_name,
     fail,
     freeze_what_is_loaded,
@@ -264,6 +265,7 @@ def ensure_identity(settings: NodeSettings) -> NewIdentity | None:
             f"{data} is not empty but node {name!r} has no key in {certs / cluster}: if this "
             f"is its data, restore {name}.key and {name}.crt; a new node needs an empty --data"
         )
+    check_cluster_folder(certs, cluster)
     crt = issue(certs, cluster, name, Role.NODE)
     log.info("issued a node key for %r", name)
     return NewIdentity((crt, crt.with_suffix(".key")), data, missing[-1] if missing else None)

@@ -101,6 +101,24 @@ def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:
     assert started.stderr.count("\n") == 1 and "Traceback" not in started.stderr
 
 
+def test_a_mistyped_cluster_name_names_the_clusters_there(tmp_path: Path) -> None:
+    """A node or 'certs issue' given a cluster the certs folder lacks said only to create its
+    CA with 'certs init': for a typo, that makes a second cluster (found by an audit)."""
+    certs = str(tmp_path / "certs")
+    assert quicraft("certs", "init", "--cluster", "c1", "--certs", certs).returncode == 0
+    for argv in (
+        ["node", "--cluster", "c2", "--name", "n1", "--listen", "127.0.0.1:7409", "--no-mdns"],
+        ["certs", "issue", "--cluster", "c2", "--name", "n1", "--role", "node"],
+    ):
+        refused = quicraft(*argv, "--certs", certs, cwd=tmp_path)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.splitlines()[-1] == (
+            f"quicraft: error: no cluster 'c2' under {certs} (found: c1): check the cluster "
+            "name and the certs folder"
+        )
+    assert _names(tmp_path) == ["certs"] and _names(tmp_path / "certs") == ["c1"]
+
+
 @pytest.mark.parametrize("command", [["mgmt", "status"], ["kv", "get", "k"], ["events"]])
 def test_a_client_without_endpoints_that_cannot_look_on_mdns_says_so(
     command: list[str], tmp_path: Path

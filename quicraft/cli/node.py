@@ -134,8 +134,20 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         help="timings: test (elections in 0.2-0.4 s), dev (0.5-1 s, the default), "
         "prod (1-2 s, rare snapshots); see docs/node.md",
     )
-    node.add_argument("--snapshot-every", type=int, metavar="N", help="entries between snapshots")
-    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.add_argument(
+        "--snapshot-every",
+        type=int,
+        metavar="N",
+        help="applied entries between snapshots (default: the preset's: "
+        + ", ".join(f"{t.snapshot_every:,} for {name}" for name, t in sorted(PRESETS.items()))
+        + ")",
+    )
+    node.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info; debug also logs aioquic's packets",
+    )
     add_node_telemetry_arguments(node)
 
 

@@ -424,6 +424,13 @@ def test_a_restore_refused_issues_no_key(tmp_path: Path) -> None:
     assert f"quicraft node --cluster c1 --name r1 --data r --certs {certs} " in done.stdout
 
 
+def test_node_help_gives_the_defaults_of_snapshots_and_logs() -> None:
+    """--snapshot-every and --log-level said no default (found by an audit)."""
+    text = " ".join(quicraft("node", "--help").stdout.split())
+    assert "(default: the preset's: 10,000 for dev, 50,000 for prod, 200 for test)" in text
+    assert "default: info; debug also logs aioquic's packets" in text
+
+
 def test_mgmt_timeout_help_says_which_operations_take_longer() -> None:
     """It said 'seconds (default: 10)' while add-member waited 75 s whatever it was given
     (found by an audit)."""

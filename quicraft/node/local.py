@@ -315,21 +315,24 @@ class LocalCluster:
                 raise LocalClusterError(f"{node.name} (pid {node.pid}) did not stop")
             time.sleep(0.02)
 
-    def stop(self, nodes: Sequence[LocalNode], grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM `nodes` (a leader hands over), then SIGKILL what is left after `grace_s`."""
+    def stop(self, nodes: Sequence[LocalNode], grace_s: float = STOP_GRACE_S) -> list[LocalNode]:
+        """SIGTERM `nodes` (a leader hands over), then SIGKILL what is left after `grace_s`;
+        returns those it had to SIGKILL."""
         for node in nodes:
             self.kill(node, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(self.running(n) for n in nodes):
             time.sleep(0.05)
+        killed = [node for node in nodes if self.running(node)]
         for node in nodes:
             self.kill(node, signal.SIGKILL)
             self.wait_stopped(node)
             node.pid = node.start_time = 0
         self.save()
+        return killed
 
-    def stop_all(self, grace_s: float = STOP_GRACE_S) -> None:
-        self.stop(self.nodes, grace_s)
+    def stop_all(self, grace_s: float = STOP_GRACE_S) -> list[LocalNode]:
+        return self.stop(self.nodes, grace_s)
 
 
 def cpu_seconds(pid: int) -> float | None:

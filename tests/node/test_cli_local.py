@@ -490,3 +490,20 @@ def test_an_empty_folder_given_is_kept(tmp_path: Path) -> None:
     cleaned = quicraft("local", "--dir", ".", "stop", "--clean", cwd=folder)
     assert cleaned.returncode == 0, cleaned.stderr
     assert folder.is_dir() and not any(folder.iterdir())
+
+
+def test_stop_says_which_nodes_it_had_to_kill(tmp_path: Path) -> None:
+    """A node that ignores SIGTERM (here: paused) is killed after the grace time; stop was
+    silent about it, so a 10-s wait and a leader that never handed over went unexplained
+    (found by an audit). The command prints what stop returns, one line each on stderr."""
+    cluster = LocalCluster.create(tmp_path / "dev", 2, "local", "test", free_base_port(2))
+    try:
+        cluster.start_nodes(cluster.nodes)
+        paused = cluster.nodes[1]
+        os.kill(paused.pid, signal.SIGSTOP)
+        assert cluster.stop(cluster.nodes, grace_s=0.5) == [paused]
+        assert not any(cluster.running(n) for n in cluster.nodes)
+        cluster.start_nodes(cluster.nodes)
+        assert cluster.stop_all(grace_s=5) == []  # both stop on SIGTERM
+    finally:
+        cluster.stop_all(grace_s=0)

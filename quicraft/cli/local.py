@@ -180,7 +180,7 @@ def _create(args: argparse.Namespace, folder: Path, command: str) -> int:
     print(f"endpoints: {cluster.endpoints()}")
     print(
         f"try: quicraft kv set hello world --cluster {cluster.cluster} "
-        f"--endpoints {cluster.endpoints()} --certs {cluster.certs}"
+        f"--endpoints {cluster.endpoints()} --certs {shlex.quote(str(cluster.certs))}"
     )
     return OK
 

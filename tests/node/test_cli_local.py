@@ -507,3 +507,17 @@ def test_stop_says_which_nodes_it_had_to_kill(tmp_path: Path) -> None:
         assert cluster.stop_all(grace_s=5) == []  # both stop on SIGTERM
     finally:
         cluster.stop_all(grace_s=0)
+
+
+def test_the_command_start_suggests_keeps_a_folder_with_spaces_whole(tmp_path: Path) -> None:
+    """'try: quicraft kv set ... --certs my dir/certs' split the folder in two when pasted
+    (found by an audit)."""
+    folder = tmp_path / "my dev"
+    started = quicraft(
+        "local", "--dir", str(folder), "start", "1", "--base-port", str(free_base_port(1))
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"--certs '{folder / 'certs'}'" in started.stdout
+    finally:
+        quicraft("local", "--dir", str(folder), "stop", "--clean")

@@ -8,6 +8,7 @@ import asyncio
 import gc
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,10 +83,29 @@ base_port = int_in(1024, 65535 - 9)
 def address_list(text: str) -> list[Address]:
     """One or more HOST:PORT, separated by commas: an empty list is a mistake (an unset shell
     variable, say), never "no peers" or "look on mDNS"."""
-    found = [address(part.strip()) for part in text.split(",") if part.strip()]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if any(_several(part) for part in parts):
+        # parse_address would take "A:1;B:2" or "A:1 B:2" for an IPv6 address without brackets
+        raise argparse.ArgumentTypeError(
+            f"separate the addresses with commas (HOST:PORT,HOST:PORT), not as in {text!r}"
+        )
+    found = [address(part) for part in parts]
     if not found:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT,..., not {text!r}")
     return found
+
+
+def _several(text: str) -> bool:
+    """Whether `text` is two or more addresses separated by semicolons or spaces."""
+    pieces = re.split(r"[;\s]+", text.strip(" ;"))
+    if len(pieces) < 2:
+        return False
+    try:
+        for piece in pieces:
+            parse_address(piece)
+    except ValueError:
+        return False
+    return True
 
 
 def endpoint_list(text: str) -> str:

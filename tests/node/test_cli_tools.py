@@ -95,6 +95,22 @@ def test_an_empty_address_list_is_misuse(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+def test_addresses_not_separated_by_commas_are_told_so(tmp_path: Path) -> None:
+    """'A:1;B:2' and 'A:1 B:2' were refused with "write IPv6 addresses as [ADDR]:PORT"
+    (found by an audit)."""
+    for given in ("127.0.0.1:7402;127.0.0.1:7403", "127.0.0.1:7402 127.0.0.1:7403"):
+        for argv in (
+            ["mgmt", "status", "--cluster", "c9", "--endpoints", given],
+            ["node", "--cluster", "c9", "--listen", "127.0.0.1:7401", "--peers", given],
+        ):
+            refused = quicraft(*argv, cwd=tmp_path)
+            assert refused.returncode == 2, (argv, refused.stderr)
+            assert "separate the addresses with commas (HOST:PORT,HOST:PORT)" in refused.stderr
+    spaced = quicraft("mgmt", "status", "--cluster", "c9", "--endpoints", "127.0.0.1: 7401")
+    assert spaced.returncode == 2 and "the port must be a number" in spaced.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:
     started = quicraft("node", "--cluster", "ghost", "--certs", str(tmp_path), cwd=tmp_path)
     assert started.returncode == 1

@@ -25,8 +25,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -208,7 +209,7 @@ class LocalCluster:
         if self.running(node):
             raise LocalClusterError(f"{node.name} is already running (pid {node.pid})")
         (self.folder / node.name).mkdir(parents=True, exist_ok=True)
-        with self.log_file(node).open("ab") as log:
+        with self.log_file(node).open("ab") as log, _ctrl_c_after():
             self._log_starts[node.name] = log.tell()
             process = subprocess.Popen(
                 self.command(node, extra),
@@ -217,10 +218,10 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._children.add(process.pid)
-        node.pid = process.pid
-        node.start_time = _start_time(process.pid) or 0
-        self.save()
+            self._children.add(process.pid)
+            node.pid = process.pid
+            node.start_time = _start_time(process.pid) or 0
+            self.save()
 
     def running(self, node: LocalNode) -> bool:
         """Whether node.pid is that node's process and has not exited (see the module's
@@ -262,17 +263,18 @@ class LocalCluster:
         If one exits first (its port is taken, or its peers refuse it), or does not listen
         within `timeout_s`, stop those this call started and raise LocalClusterError with
         what that node said last."""
-        started: list[LocalNode] = []
+        before = {node.name: node.pid for node in nodes}
         try:
             for node in nodes:
                 self.start(node, extra)
-                started.append(node)
             deadline = time.monotonic() + timeout_s
             for node in nodes:
                 self._wait_listening(node, deadline, timeout_s)
             self._check_still_running(nodes, SETTLE_S)
         except BaseException:
-            self.stop(started)
+            # By pid, not by start() having returned: a Ctrl-C while start() saved its state
+            # left a node running that nothing stopped.
+            self.stop([node for node in nodes if node.pid != before[node.name]])
             raise
 
     def _wait_listening(self, node: LocalNode, deadline: float, timeout_s: float) -> None:
@@ -349,6 +351,28 @@ def cpu_seconds_of(pids: Mapping[str, int]) -> dict[str, float]:
     """cpu_seconds of each named process, leaving out those it cannot read."""
     found = {name: cpu_seconds(pid) for name, pid in pids.items()}
     return {name: seconds for name, seconds in found.items() if seconds is not None}
+
+
+@contextlib.contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C (KeyboardInterrupt) that comes inside until the block is done: a process
+    started there is then recorded, so that whoever catches the interrupt can stop it (one
+    interrupted inside Popen, or before its pid was saved, was left running). Only where
+    Python's own handler is in place, in the main thread."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, _: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _check_folder(folder: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 
 from quicraft.transport import IdentityError, Role, init_cluster, issue, load_identity
 
-from .common import OK, add_certs, cluster_name, fail, identity_name
+from .common import OK, add_certs, check_cluster_folder, cluster_name, fail, identity_name
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             init_cluster(args.certs, args.cluster)
             done = f"created the CA of cluster {args.cluster!r} and an admin identity in {folder}"
         else:
+            check_cluster_folder(args.certs, args.cluster)
             issue(args.certs, args.cluster, args.name, Role(args.role))
             identity = load_identity(args.certs, args.cluster, args.name)
             until = identity.certificate().not_valid_after_utc  # the CA's end, if sooner

@@ -7,12 +7,14 @@ import argparse
 import asyncio
 import gc
 import math
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, find_nodes
-from quicraft.transport import IdentityError, check_name
+from quicraft.transport import IdentityError, check_name, load_identity
 from quicraft.transport.address import Address, format_address, parse_address
 
 #: Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
@@ -81,10 +83,29 @@ base_port = int_in(1024, 65535 - 9)
 def address_list(text: str) -> list[Address]:
     """One or more HOST:PORT, separated by commas: an empty list is a mistake (an unset shell
     variable, say), never "no peers" or "look on mDNS"."""
-    found = [address(part.strip()) for part in text.split(",") if part.strip()]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if any(_several(part) for part in parts):
+        # parse_address would take "A:1;B:2" or "A:1 B:2" for an IPv6 address without brackets
+        raise argparse.ArgumentTypeError(
+            f"separate the addresses with commas (HOST:PORT,HOST:PORT), not as in {text!r}"
+        )
+    found = [address(part) for part in parts]
     if not found:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT,..., not {text!r}")
     return found
+
+
+def _several(text: str) -> bool:
+    """Whether `text` is two or more addresses separated by semicolons or spaces."""
+    pieces = re.split(r"[;\s]+", text.strip(" ;"))
+    if len(pieces) < 2:
+        return False
+    try:
+        for piece in pieces:
+            parse_address(piece)
+    except ValueError:
+        return False
+    return True
 
 
 def endpoint_list(text: str) -> str:
@@ -92,11 +113,24 @@ def endpoint_list(text: str) -> str:
     return ",".join(format_address(a) for a in address_list(text))
 
 
+def check_cluster_folder(certs: Path, cluster: str) -> None:
+    """Before issuing a key: when CERTS/CLUSTER/ is missing, fail the way loading a key does,
+    naming the clusters that CERTS holds. Issuing into it said only "create the cluster's CA
+    with quicraft certs init", which for a mistyped --cluster makes a second cluster.
+    (The transport's `issue` could say this itself; until then, here.)"""
+    if not os.path.lexists(certs / cluster):
+        load_identity(certs, cluster, "admin")  # raises IdentityError: no such folder
+
+
+#: Where the command line looks for cluster folders unless given --certs.
+DEFAULT_CERTS = Path("certs")
+
+
 def add_certs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--certs",
         type=Path,
-        default=Path("certs"),
+        default=DEFAULT_CERTS,
         metavar="DIR",
         help="folder holding one sub-folder of keys per cluster (default: ./certs)",
     )

@@ -173,14 +173,14 @@ def _create(args: argparse.Namespace, folder: Path, command: str) -> int:
     )
     try:
         _start_nodes(cluster, cluster.nodes, "try another --base-port")
-    except LocalClusterError:
+    except BaseException:  # Ctrl-C too: start_nodes has stopped the nodes it started
         cluster.delete()  # nothing is left of a cluster that never ran
         raise
     print(f"started {_nodes(args.size)} of cluster {cluster.cluster!r} in {folder}")
     print(f"endpoints: {cluster.endpoints()}")
     print(
         f"try: quicraft kv set hello world --cluster {cluster.cluster} "
-        f"--endpoints {cluster.endpoints()} --certs {cluster.certs}"
+        f"--endpoints {cluster.endpoints()} --certs {shlex.quote(str(cluster.certs))}"
     )
     return OK
 
@@ -241,7 +241,7 @@ def _manage(args: argparse.Namespace, cluster: LocalCluster, command: str) -> in
         print(f"killed {node.name} (pid {node.pid})")
     elif args.action == "restart":
         node = cluster.node(args.number)
-        cluster.stop([node])
+        _say_killed(cluster.stop([node]))
         _start_nodes(cluster, [node], "stop it first")
         print(f"started {node.name} again (pid {node.pid})")
     elif args.action == "logs":
@@ -252,12 +252,21 @@ def _manage(args: argparse.Namespace, cluster: LocalCluster, command: str) -> in
             for line in lines[-args.lines :]:
                 print(f"{node.name} | {line}")
     else:
-        cluster.stop_all()
+        _say_killed(cluster.stop_all())
         if args.clean:
             cluster.delete()
         deleted = " and deleted the cluster" if args.clean else ""
         print(f"stopped the nodes of {cluster.folder}{deleted}")
     return OK
+
+
+def _say_killed(nodes: list[LocalNode]) -> None:
+    """Why stopping took STOP_GRACE_S, and that these did not hand over (a paused node)."""
+    for node in nodes:
+        print(
+            f"{node.name} did not stop within {STOP_GRACE_S:g} s of SIGTERM: killed it (SIGKILL)",
+            file=sys.stderr,
+        )
 
 
 def _status(cluster: LocalCluster) -> int:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from quicraft.client import MgmtClient, MgmtError, connect_mgmt
+from quicraft.client.mgmt import OP_TIME_S
 from quicraft.node import NodeSettings
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.restore import RestoreError, check_backup, write_restored
@@ -25,6 +27,7 @@ from quicraft.transport.address import format_address
 from quicraft.wire import BackupError, BackupInfo
 
 from .common import (
+    DEFAULT_CERTS,
     FAILED,
     MISUSE,
     OK,
@@ -66,9 +69,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add = ops.add_parser(
         "add-member",
-        help="add the node at ADDR (started with 'quicraft node --no-bootstrap')",
-        description="Add the node at ADDR: as a learner, then, once it has caught up, promoted "
-        "to voter (unless --learner).",
+        help="add the node at HOST:PORT (started with 'quicraft node --no-bootstrap')",
+        description="Add the node at HOST:PORT: as a learner, then, once it has caught up, "
+        "promoted to voter (unless --learner).",
     )
     add.add_argument("addr", type=address, metavar="HOST:PORT", help="where the new node listens")
     add.add_argument("--learner", action="store_true", help="leave it a learner (a standby)")
@@ -87,8 +90,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     backup.add_argument("file", type=Path, metavar="FILE")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    for parser in ops.choices.values():
-        _add_connection_arguments(parser)
+    for op, parser in ops.choices.items():
+        _add_connection_arguments(parser, op)
     restore = ops.add_parser(
         "restore",
         help="offline: make a data directory for a new one-node cluster from a backup",
@@ -111,12 +114,26 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     restore.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_connection_arguments(parser: argparse.ArgumentParser, op: str) -> None:
     add_tracing_arguments(parser)
     add_connection_arguments(
         parser, "nodes to contact; a follower points to the leader", "role admin"
     )
-    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds (default: 10)")
+    # Some operations get longer whatever the timeout (the client's OP_TIME_S): say so here.
+    least = OP_TIME_S.get(op.replace("-", "_"))
+    why = {
+        "add-member": "a new node may take a minute to catch up",
+        "backup": "for the whole backup: give more for a large store",
+    }
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up after SECONDS (default: 10"
+        + (f"; at least {least:g} s here" if least else "")
+        + (f", {why[op]})" if op in why else ")"),
+    )
     parser.add_argument(
         "--no-follow",
         action="store_true",
@@ -242,11 +259,20 @@ def _restore(args: argparse.Namespace) -> int:
             f"restored index {info.index} of cluster {info.cluster!r} into {args.data}: a new "
             f"cluster whose only member is {args.name} ({identity.node_id})"
             + (f", with the new cluster id {cluster_id}" if cluster_id else "")
-            + ".\nStart it with: "
-            f"quicraft node --cluster {args.cluster} --name {args.name} --data {args.data} "
-            "--listen HOST:PORT; then add members (quicraft mgmt add-member)."
+            + f".\nStart it with: {_node_command(args)} --listen HOST:PORT; then add members "
+            "(quicraft mgmt add-member)."
         )
     return OK
+
+
+def _node_command(args: argparse.Namespace) -> str:
+    """The `quicraft node` that runs a restored directory: with --certs too unless it is the
+    default (without it, the node would look for its key in ./certs and not find it)."""
+    argv = ["quicraft", "node", "--cluster", args.cluster, "--name", args.name]
+    argv += ["--data", str(args.data)]
+    if args.certs != DEFAULT_CERTS:
+        argv += ["--certs", str(args.certs)]
+    return shlex.join(argv)
 
 
 # -- printing --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .common import (
     add_certs,
     address,
     address_list,
+    check_cluster_folder,
     cluster_name,
     fail,
     freeze_what_is_loaded,
@@ -133,8 +134,20 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         help="timings: test (elections in 0.2-0.4 s), dev (0.5-1 s, the default), "
         "prod (1-2 s, rare snapshots); see docs/node.md",
     )
-    node.add_argument("--snapshot-every", type=int, metavar="N", help="entries between snapshots")
-    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.add_argument(
+        "--snapshot-every",
+        type=int,
+        metavar="N",
+        help="applied entries between snapshots (default: the preset's: "
+        + ", ".join(f"{t.snapshot_every:,} for {name}" for name, t in sorted(PRESETS.items()))
+        + ")",
+    )
+    node.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info; debug also logs aioquic's packets",
+    )
     add_node_telemetry_arguments(node)
 
 
@@ -264,6 +277,7 @@ def ensure_identity(settings: NodeSettings) -> NewIdentity | None:
             f"{data} is not empty but node {name!r} has no key in {certs / cluster}: if this "
             f"is its data, restore {name}.key and {name}.crt; a new node needs an empty --data"
         )
+    check_cluster_folder(certs, cluster)
     crt = issue(certs, cluster, name, Role.NODE)
     log.info("issued a node key for %r", name)
     return NewIdentity((crt, crt.with_suffix(".key")), data, missing[-1] if missing else None)

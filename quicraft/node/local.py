@@ -25,8 +25,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -208,7 +209,7 @@ class LocalCluster:
         if self.running(node):
             raise LocalClusterError(f"{node.name} is already running (pid {node.pid})")
         (self.folder / node.name).mkdir(parents=True, exist_ok=True)
-        with self.log_file(node).open("ab") as log:
+        with self.log_file(node).open("ab") as log, _ctrl_c_after():
             self._log_starts[node.name] = log.tell()
             process = subprocess.Popen(
                 self.command(node, extra),
@@ -217,10 +218,10 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._children.add(process.pid)
-        node.pid = process.pid
-        node.start_time = _start_time(process.pid) or 0
-        self.save()
+            self._children.add(process.pid)
+            node.pid = process.pid
+            node.start_time = _start_time(process.pid) or 0
+            self.save()
 
     def running(self, node: LocalNode) -> bool:
         """Whether node.pid is that node's process and has not exited (see the module's
@@ -262,17 +263,18 @@ class LocalCluster:
         If one exits first (its port is taken, or its peers refuse it), or does not listen
         within `timeout_s`, stop those this call started and raise LocalClusterError with
         what that node said last."""
-        started: list[LocalNode] = []
+        before = {node.name: node.pid for node in nodes}
         try:
             for node in nodes:
                 self.start(node, extra)
-                started.append(node)
             deadline = time.monotonic() + timeout_s
             for node in nodes:
                 self._wait_listening(node, deadline, timeout_s)
             self._check_still_running(nodes, SETTLE_S)
         except BaseException:
-            self.stop(started)
+            # By pid, not by start() having returned: a Ctrl-C while start() saved its state
+            # left a node running that nothing stopped.
+            self.stop([node for node in nodes if node.pid != before[node.name]])
             raise
 
     def _wait_listening(self, node: LocalNode, deadline: float, timeout_s: float) -> None:
@@ -315,21 +317,24 @@ class LocalCluster:
                 raise LocalClusterError(f"{node.name} (pid {node.pid}) did not stop")
             time.sleep(0.02)
 
-    def stop(self, nodes: Sequence[LocalNode], grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM `nodes` (a leader hands over), then SIGKILL what is left after `grace_s`."""
+    def stop(self, nodes: Sequence[LocalNode], grace_s: float = STOP_GRACE_S) -> list[LocalNode]:
+        """SIGTERM `nodes` (a leader hands over), then SIGKILL what is left after `grace_s`;
+        returns those it had to SIGKILL."""
         for node in nodes:
             self.kill(node, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(self.running(n) for n in nodes):
             time.sleep(0.05)
+        killed = [node for node in nodes if self.running(node)]
         for node in nodes:
             self.kill(node, signal.SIGKILL)
             self.wait_stopped(node)
             node.pid = node.start_time = 0
         self.save()
+        return killed
 
-    def stop_all(self, grace_s: float = STOP_GRACE_S) -> None:
-        self.stop(self.nodes, grace_s)
+    def stop_all(self, grace_s: float = STOP_GRACE_S) -> list[LocalNode]:
+        return self.stop(self.nodes, grace_s)
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -346,6 +351,28 @@ def cpu_seconds_of(pids: Mapping[str, int]) -> dict[str, float]:
     """cpu_seconds of each named process, leaving out those it cannot read."""
     found = {name: cpu_seconds(pid) for name, pid in pids.items()}
     return {name: seconds for name, seconds in found.items() if seconds is not None}
+
+
+@contextlib.contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold a Ctrl-C (KeyboardInterrupt) that comes inside until the block is done: a process
+    started there is then recorded, so that whoever catches the interrupt can stop it (one
+    interrupted inside Popen, or before its pid was saved, was left running). Only where
+    Python's own handler is in place, in the main thread."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, _: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _check_folder(folder: Path) -> None:

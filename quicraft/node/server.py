@@ -227,7 +227,12 @@ class Node:
             admit=self._admit,
             on_connection=self._on_connection,
         )
-        log.info("node %s (%s) listening on %s:%d", self.id, self.settings.name, host, port)
+        log.info(
+            "node %s (%s) listening on %s",
+            self.id,
+            self.settings.name,
+            format_address((host, port)),
+        )
         state = self.storage.load()
         check_commit_stored(state, self.settings.data_dir)
         self._started_fresh = is_fresh(state)
@@ -367,20 +372,31 @@ class Node:
         cluster, and each of them saying it founds the same set (forming.founders_agree)."""
         pending = list(self.settings.peers)
         found: list[NodeId] = []
+        ourselves: list[str] = []  # --peers that reached this very node (localhost, say)
         while pending and self._refusal is None:
             results = await asyncio.gather(
                 *(self.pool.dial(a) for a in pending), return_exceptions=True
             )
             waiting = []
             for address, result in zip(pending, results, strict=True):
-                if isinstance(result, str):
+                if result == self.id:
+                    ourselves.append(format_address(address))
+                elif isinstance(result, str):
                     found.append(result)
                 else:
                     waiting.append(address)
-                    log.info("waiting for founding peer %s:%d (%s)", *address, result)
+                    log.info("waiting for founding peer %s (%s)", format_address(address), result)
             pending = waiting
             if pending:
                 await asyncio.sleep(DIAL_RETRY_S)
+        if ourselves and not found and self._refusal is None:
+            # Founding {itself} alone is not what --peers asked for: a cluster of one.
+            raise FoundingError(
+                f"--peers {', '.join(ourselves)} reached this node itself ({self.id}), not "
+                "another node: give the other founding nodes' addresses"
+            )
+        if ourselves:  # among others (the same list given to every node): harmless
+            log.info("--peers %s: this node itself; founding with the others", ", ".join(ourselves))
         founders = frozenset({self.id, *found})
         self._founders = tuple(sorted(founders))
         self.pool.say_hello_again()  # our hellos so far said no set

@@ -34,16 +34,17 @@ class Nodes:
             issue(self.certs, CLUSTER, name, CertificateRole.NODE)
         self.running: list[Node] = []
 
-    def node(self, name: str, peers: Iterable[str] = (), **settings: Any) -> Node:
-        """Node `name` (not started) with --peers `peers`; `settings`: other NodeSettings."""
+    def node(self, name: str, peers: Iterable[str | tuple[str, int]] = (), **settings: Any) -> Node:
+        """Node `name` (not started) with --peers `peers` (names, or addresses as they are);
+        `settings`: other NodeSettings."""
         node = Node(
             NodeSettings(
                 CLUSTER,
                 name,
                 self.folder / name,
                 self.certs,
-                self.address(name),
-                peers=tuple(self.address(p) for p in peers),
+                settings.pop("listen", self.address(name)),
+                peers=tuple(p if isinstance(p, tuple) else self.address(p) for p in peers),
                 timings=PRESETS["test"],
                 **settings,
             )

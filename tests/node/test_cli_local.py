@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +52,46 @@ def test_start_fails_with_the_node_s_error_when_its_port_is_taken(tmp_path: Path
     # n1 and n3 had started: they were stopped, and nothing of the cluster is left.
     assert _port_is_free(base + 1) and _port_is_free(base + 3)
     assert not folder.exists()
+
+
+def test_ctrl_c_while_a_new_cluster_starts_leaves_nothing(tmp_path: Path) -> None:
+    """It stopped the nodes but left their keys, data and cluster.json: a stopped cluster
+    that the next 'start' with other options refused (found by an audit)."""
+    base = free_base_port(3)
+    folder = tmp_path / "dev"
+    starting = subprocess.Popen(
+        [sys.executable, "-m", "quicraft.cli", "local", "start", "3", "--dir", str(folder),
+         "--base-port", str(base)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not (folder.is_dir() and (folder / "n3").is_dir()):  # every node started
+            assert starting.poll() is None, starting.communicate()
+            time.sleep(0.01)
+        starting.send_signal(signal.SIGINT)
+        _, err = starting.communicate(timeout=30)
+    finally:
+        starting.kill()
+        starting.wait()
+    assert starting.returncode == 130, err
+    assert err == "quicraft: interrupted\n"
+    assert not folder.exists()
+    # No node of it runs: one whose start was under way when Ctrl-C came was left running.
+    assert _processes_naming(folder) == []
+    assert all(_port_is_free(base + i) for i in (1, 2, 3))
+
+
+def _processes_naming(folder: Path) -> list[int]:
+    """Pids of the processes whose command line names `folder` (a node's --data in it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(folder) in argv:
+            found.append(int(proc.name))
+    return found
 
 
 def test_a_stopped_cluster_starts_again_on_its_data(tmp_path: Path) -> None:
@@ -463,3 +505,34 @@ def test_an_empty_folder_given_is_kept(tmp_path: Path) -> None:
     cleaned = quicraft("local", "--dir", ".", "stop", "--clean", cwd=folder)
     assert cleaned.returncode == 0, cleaned.stderr
     assert folder.is_dir() and not any(folder.iterdir())
+
+
+def test_stop_says_which_nodes_it_had_to_kill(tmp_path: Path) -> None:
+    """A node that ignores SIGTERM (here: paused) is killed after the grace time; stop was
+    silent about it, so a 10-s wait and a leader that never handed over went unexplained
+    (found by an audit). The command prints what stop returns, one line each on stderr."""
+    cluster = LocalCluster.create(tmp_path / "dev", 2, "local", "test", free_base_port(2))
+    try:
+        cluster.start_nodes(cluster.nodes)
+        paused = cluster.nodes[1]
+        os.kill(paused.pid, signal.SIGSTOP)
+        assert cluster.stop(cluster.nodes, grace_s=0.5) == [paused]
+        assert not any(cluster.running(n) for n in cluster.nodes)
+        cluster.start_nodes(cluster.nodes)
+        assert cluster.stop_all(grace_s=5) == []  # both stop on SIGTERM
+    finally:
+        cluster.stop_all(grace_s=0)
+
+
+def test_the_command_start_suggests_keeps_a_folder_with_spaces_whole(tmp_path: Path) -> None:
+    """'try: quicraft kv set ... --certs my dir/certs' split the folder in two when pasted
+    (found by an audit)."""
+    folder = tmp_path / "my dev"
+    started = quicraft(
+        "local", "--dir", str(folder), "start", "1", "--base-port", str(free_base_port(1))
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"--certs '{folder / 'certs'}'" in started.stdout
+    finally:
+        quicraft("local", "--dir", str(folder), "stop", "--clean")

@@ -104,10 +104,44 @@ def test_an_empty_address_list_is_misuse(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+def test_addresses_not_separated_by_commas_are_told_so(tmp_path: Path) -> None:
+    """'A:1;B:2' and 'A:1 B:2' were refused with "write IPv6 addresses as [ADDR]:PORT"
+    (found by an audit)."""
+    for given in ("127.0.0.1:7402;127.0.0.1:7403", "127.0.0.1:7402 127.0.0.1:7403"):
+        for argv in (
+            ["mgmt", "status", "--cluster", "c9", "--endpoints", given],
+            ["node", "--cluster", "c9", "--listen", "127.0.0.1:7401", "--peers", given],
+        ):
+            refused = quicraft(*argv, cwd=tmp_path)
+            assert refused.returncode == 2, (argv, refused.stderr)
+            assert "separate the addresses with commas (HOST:PORT,HOST:PORT)" in refused.stderr
+    spaced = quicraft("mgmt", "status", "--cluster", "c9", "--endpoints", "127.0.0.1: 7401")
+    assert spaced.returncode == 2 and "the port must be a number" in spaced.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_node_without_a_ca_fails_with_one_line(tmp_path: Path) -> None:
     started = quicraft("node", "--cluster", "ghost", "--certs", str(tmp_path), cwd=tmp_path)
     assert started.returncode == 1
     assert started.stderr.count("\n") == 1 and "Traceback" not in started.stderr
+
+
+def test_a_mistyped_cluster_name_names_the_clusters_there(tmp_path: Path) -> None:
+    """A node or 'certs issue' given a cluster the certs folder lacks said only to create its
+    CA with 'certs init': for a typo, that makes a second cluster (found by an audit)."""
+    certs = str(tmp_path / "certs")
+    assert quicraft("certs", "init", "--cluster", "c1", "--certs", certs).returncode == 0
+    for argv in (
+        ["node", "--cluster", "c2", "--name", "n1", "--listen", "127.0.0.1:7409", "--no-mdns"],
+        ["certs", "issue", "--cluster", "c2", "--name", "n1", "--role", "node"],
+    ):
+        refused = quicraft(*argv, "--certs", certs, cwd=tmp_path)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.splitlines()[-1] == (
+            f"quicraft: error: no cluster 'c2' under {certs} (found: c1): check the cluster "
+            "name and the certs folder"
+        )
+    assert _names(tmp_path) == ["certs"] and _names(tmp_path / "certs") == ["c1"]
 
 
 @pytest.mark.parametrize("command", [["mgmt", "status"], ["kv", "get", "k"], ["events"]])
@@ -411,6 +445,25 @@ def test_a_restore_refused_issues_no_key(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert load_identity(certs, "c1", "r1").role is Role.NODE and (tmp_path / "r").is_dir()
+    # The command it suggests finds the key: it left out --certs (found by an audit).
+    assert f"quicraft node --cluster c1 --name r1 --data r --certs {certs} " in done.stdout
+
+
+def test_node_help_gives_the_defaults_of_snapshots_and_logs() -> None:
+    """--snapshot-every and --log-level said no default (found by an audit)."""
+    text = " ".join(quicraft("node", "--help").stdout.split())
+    assert "(default: the preset's: 10,000 for dev, 50,000 for prod, 200 for test)" in text
+    assert "default: info; debug also logs aioquic's packets" in text
+
+
+def test_mgmt_timeout_help_says_which_operations_take_longer() -> None:
+    """It said 'seconds (default: 10)' while add-member waited 75 s whatever it was given
+    (found by an audit)."""
+    for op, least in (("add-member", "75"), ("transfer", "15"), ("backup", "60")):
+        text = " ".join(quicraft("mgmt", op, "--help").stdout.split())
+        assert f"give up after SECONDS (default: 10; at least {least} s here" in text, op
+    text = " ".join(quicraft("mgmt", "status", "--help").stdout.split())
+    assert "give up after SECONDS (default: 10)" in text
 
 
 def test_bad_ca_files_are_one_line_and_write_nothing(tmp_path: Path) -> None:

@@ -59,6 +59,33 @@ def test_founders_given_different_sets_found_nothing(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_peers_that_reach_only_the_node_itself_found_nothing(tmp_path: Path) -> None:
+    """--listen 127.0.0.1:P --peers localhost:P passes the command line's check (another
+    spelling) and used to found a cluster of one, as if no --peers had been given (found by
+    an audit of the command line). The same list given to every node, itself included, still
+    founds (that worked and stays)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abc") as nodes:
+            itself = ("localhost", nodes.ports["a"])
+            alone = nodes.node("a", [itself])
+            with pytest.raises(FoundingError, match=r"--peers localhost:\d+ reached this node"):
+                await asyncio.wait_for(alone.start(), 10)
+            assert alone.raft.core is None
+            await nodes.stop(alone)
+            storage = LevelDBStorage(alone.settings.data_dir)
+            assert storage.load().entries == []  # nothing founded
+            storage.close()
+
+            every = tuple(("localhost", nodes.ports[name]) for name in "abc")
+            founders = [nodes.node(name, every) for name in "abc"]
+            await asyncio.wait_for(asyncio.gather(*(n.start() for n in founders)), 20)
+            await write_everywhere(nodes, "k")
+            assert all(n.raft.core and len(n.raft.core.membership.voters) == 3 for n in founders)
+
+    asyncio.run(scenario())
+
+
 def test_a_founder_whose_data_was_lost_is_refused_then_comes_back_as_a_new_member(
     tmp_path: Path,
 ) -> None:
@@ -196,5 +223,20 @@ def test_a_learner_that_lost_its_data_is_refused_too(tmp_path: Path) -> None:
             await back.start()
             with pytest.raises(FoundingError, match="remove-member d"):
                 await asyncio.wait_for(back.wait(), 20)
+
+    asyncio.run(scenario())
+
+
+def test_a_node_on_ipv6_says_where_it_listens_in_brackets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """'listening on ::1:7401' could be read as host ::1:7401 (found by an audit)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "a") as nodes:
+            node = nodes.node("a", listen=("::1", nodes.ports["a"]))
+            with caplog.at_level("INFO", logger="quicraft.node"):
+                await node.start()
+            assert f"listening on [::1]:{nodes.ports['a']}" in caplog.text
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from quicraft.client import MgmtClient, MgmtError, connect_mgmt
-from quicraft.client.mgmt import OP_TIME_S
+from quicraft.client.mgmt import NOT_A_FILE, OP_TIME_S
 from quicraft.node import NodeSettings
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.restore import RestoreError, check_backup, write_restored
@@ -153,9 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.op == "backup" and (args.file.is_dir() or not args.file.parent.is_dir()):
-        # Before anything is streamed: FILE is made in an existing directory.
-        why = "it is a directory" if args.file.is_dir() else "its directory does not exist"
+    if args.op == "backup" and (why := _unwritable(args.file)):
         print(f"quicraft mgmt backup: cannot write {args.file}: {why}", file=sys.stderr)
         return MISUSE
     try:
@@ -172,6 +170,18 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_once(client, args))
 
 
+def _unwritable(file: Path) -> str | None:
+    """Why a backup cannot be written as `file`, told before anything is streamed."""
+    if file.is_dir():
+        return "it is a directory"
+    if not file.parent.is_dir():
+        there = file.parent.exists()
+        return f"{file.parent} is not a directory" if there else "its directory does not exist"
+    if file.is_symlink() or (file.exists() and not file.is_file()):
+        return NOT_A_FILE
+    return None
+
+
 async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
     async with client:
         try:
@@ -180,7 +190,7 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
             return fail(str(err))
         except FileExistsError as err:
             if err.filename == str(args.file):
-                hint = "--force replaces it"
+                hint = err.strerror if args.force else "--force replaces it"
             else:
                 hint = "another backup may be writing it; remove it if none is"
             return fail(f"{err.filename} exists already ({hint})")

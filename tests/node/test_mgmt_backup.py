@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -79,11 +80,22 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     assert replaced.returncode == 0, replaced.stderr
     with backup.open("rb") as fp:
         assert verify_backup(fp).index >= info.index
-    # A destination that cannot be written is misuse, told before anything is streamed.
-    for where in (tmp_path / "no" / "such.qrbackup", tmp_path):
-        refused = mgmt(cluster, "backup", str(where))
-        assert refused.returncode == 2 and "cannot write" in refused.stderr, refused.stderr
-        assert "Traceback" not in refused.stderr
+    # A destination that cannot be written is misuse, told before anything is streamed;
+    # --force replaces only a file (a rename would replace a FIFO, a device, a link).
+    fifo, link = tmp_path / "fifo", tmp_path / "link"
+    os.mkfifo(fifo)
+    link.symlink_to(backup)
+    for where, why in [
+        (tmp_path / "no" / "such.qrbackup", "its directory does not exist"),
+        (backup / "under-a-file.qrbackup", f"{backup} is not a directory"),
+        (tmp_path, "it is a directory"),
+        (fifo, "it is not a regular file, and a backup replaces only a file"),
+        (link, "it is not a regular file, and a backup replaces only a file"),
+    ]:
+        refused = mgmt(cluster, "backup", str(where), "--force")
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr == f"quicraft mgmt backup: cannot write {where}: {why}\n"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
 
     # Python backup with progress: everything written before it is in it.
     seen: list[tuple[int, int]] = []
@@ -95,6 +107,8 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
             got = await m.backup(
                 tmp_path / "py.qrbackup", progress=lambda d, s: seen.append((d, s))
             )
+            with pytest.raises(FileExistsError, match="not a regular file"):
+                await m.backup(fifo, replace=True)
         assert got.index > info.index
 
     run(python_backup())

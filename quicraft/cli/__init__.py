@@ -8,16 +8,14 @@ Unix tool that SIGPIPE ends.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import logging
 import os
 import sys
 
+from quicraft.node.version import build_text
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.sim.__main__ import run as run_sim
-from quicraft.storage import FORMAT_VERSION
 from quicraft.telemetry import TelemetryError
-from quicraft.wire import VERSION as WIRE_VERSION
 
 from . import bench, certs, events, kv, local, mgmt, node
 from .common import MISUSE
@@ -28,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="quicraft",
         description="Raft consensus over QUIC. See 'quicraft COMMAND --help'.",
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action="version", version=build_text())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node.add_parser(commands)
     kv.add_parser(commands)
@@ -45,16 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_sim_arguments(sim)
     return parser
-
-
-def version_text() -> str:
-    """This build's release and the formats it keeps: nodes talk only with the same wire
-    protocol, and open only data of their storage format (docs/operations.md, "Upgrading")."""
-    try:
-        release = importlib.metadata.version("quicraft")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was not installed
-        release = "(not installed)"
-    return f"quicraft {release} (wire protocol {WIRE_VERSION}, storage format {FORMAT_VERSION})"
 
 
 def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

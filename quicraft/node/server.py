@@ -110,6 +110,7 @@ from .removal import (
 from .runtime import RaftNode, is_fresh
 from .service import ClientService
 from .settings import NodeSettings
+from .version import build_text
 
 log = logging.getLogger("quicraft.node")
 
@@ -228,10 +229,11 @@ class Node:
             on_connection=self._on_connection,
         )
         log.info(
-            "node %s (%s) listening on %s",
+            "node %s (%s) listening on %s; %s",
             self.id,
             self.settings.name,
             format_address((host, port)),
+            build_text(),
         )
         state = self.storage.load()
         check_commit_stored(state, self.settings.data_dir)

@@ -154,7 +154,7 @@ def test_restart_stops_a_running_node_gracefully(tmp_path: Path) -> None:
         restarted = quicraft("local", *d, "restart", "1")
         assert restarted.returncode == 0, restarted.stderr
         assert _pids(folder) != before
-        listening = f" listening on {LocalCluster.load(folder).nodes[0].address}\n"
+        listening = f" listening on {LocalCluster.load(folder).nodes[0].address}; quicraft "
         runs = (folder / "n1" / "node.log").read_text().split(listening)
         assert len(runs) == 3  # before the first run, the first, the second
         assert " stopped\n" in runs[1]  # the first ended gracefully, not killed

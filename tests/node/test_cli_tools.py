@@ -20,6 +20,7 @@ from cluster_harness import Cluster, free_base_port, quicraft, run
 from quicraft import connect_sync
 from quicraft.client.bench import BenchResult, cpu_per_write
 from quicraft.node.local import cpu_seconds
+from quicraft.node.version import build_text
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
 from quicraft.transport import connect as quic_connect
@@ -181,6 +182,7 @@ def test_local_cluster_commands(tmp_path: Path) -> None:
         assert resumed.stdout.startswith(f"started n3 of cluster 'local' in {folder} again\n")
         logs = quicraft("local", "--dir", folder, "logs", "1")
         assert "n1 | " in logs.stdout and "listening on" in logs.stdout
+        assert build_text() in logs.stdout  # which build runs, for an upgrade
         assert quicraft("local", "--dir", folder, "kill", "7").returncode == 2  # misuse
         twice = quicraft("local", "--dir", folder, "start", "3", "--base-port", base)
         assert twice.returncode == 1 and "is already running" in twice.stderr

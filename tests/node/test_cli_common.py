@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -39,6 +41,71 @@ def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path)
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()  # it did its work, then printed
+
+
+#: Runs `python -m quicraft.cli ARGS` as -m does (runpy), saying first that this interpreter
+#: has started: a Ctrl-C during Python's own start-up (its site module, before any of ours
+#: runs) prints a traceback no program can prevent, and on a loaded machine that start-up
+#: alone may outlast the moments the test picks.
+FROM_STARTED = (
+    "import runpy, sys\n"
+    "sys.stderr.write('started\\n')\n"
+    "sys.stderr.flush()\n"
+    "runpy.run_module('quicraft.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def test_ctrl_c_while_the_command_loads_ends_it_in_one_line(tmp_path: Path) -> None:
+    """A Ctrl-C in the first half second, while `quicraft` imported its modules, printed a
+    Python traceback (found by an audit). It ends the command as a later one does: the line
+    'quicraft: interrupted' and status 130, or, once the node runs, its clean stop (0)."""
+    assert quicraft("certs", "init", "--cluster", "c1", cwd=tmp_path).returncode == 0
+    issued = quicraft("certs", "issue", "--cluster", "c1", "--name", "n1", "--role", "node",
+                      cwd=tmp_path)  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    argv = ["node", "--cluster", "c1", "--name", "n1", "--listen", f"127.0.0.1:{port}"]
+    interrupted = 0
+    for moment in (0.05, 0.1, 0.2, 0.4):
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)  # each run starts a new node
+        child = subprocess.Popen(
+            [sys.executable, "-c", FROM_STARTED, *argv, "--no-mdns"],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stderr is not None
+            assert child.stderr.readline() == "started\n"
+            time.sleep(moment)
+            child.send_signal(signal.SIGINT)
+            _, err = child.communicate(timeout=60)
+        finally:
+            child.kill()
+            child.wait()
+        assert "Traceback" not in err, (moment, err)
+        if child.returncode == 0:  # the node had started, and stopped as asked
+            continue
+        # Killed by SIGINT is 130 too for a shell: Python 3.11 ends that way when the Ctrl-C
+        # came inside an exec() of a string (as dataclasses make their methods), even caught.
+        assert child.returncode in (130, -signal.SIGINT), (moment, child.returncode, err)
+        assert err == "quicraft: interrupted\n", (moment, err)
+        interrupted += 1
+    assert interrupted > 0  # at least the first moments came while it loaded
+
+
+def test_the_entry_point_loads_nothing_before_it_can_say_interrupted() -> None:
+    """main() in quicraft/cli/__init__.py imports the command line inside its try: importing
+    the package itself must not load it (nor asyncio and the rest) first."""
+    script = "import sys, quicraft.cli\nprint(*(m for m in sys.modules if m[:9] == 'quicraft.'))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["quicraft.cli"]
 
 
 @pytest.mark.parametrize(

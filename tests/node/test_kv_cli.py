@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pytest
 from cluster_harness import Cluster
 
-from quicraft.cli import build_parser
+from quicraft.cli.command import build_parser
 from quicraft.cli.kv import Misuse, _change, prepare, shown
 from quicraft.transport import init_cluster
 from quicraft.wire import MAX_VALUE, Event

@@ -1,0 +1,88 @@
+"""The `quicraft` command. It only parses arguments, calls the library and prints. It is
+run by main() in __init__.py, which loads it and says when it is interrupted (Ctrl-C).
+
+Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse, 130 interrupted
+(Ctrl-C, said by __init__.py), 141 the reader of the output went away (`quicraft events |
+head -n 1`), as for a Unix tool that SIGPIPE ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from quicraft.node.version import build_text
+from quicraft.sim.__main__ import add_arguments as add_sim_arguments
+from quicraft.sim.__main__ import run as run_sim
+from quicraft.telemetry import TelemetryError
+
+from . import bench, certs, events, kv, local, mgmt, node
+from .common import MISUSE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quicraft",
+        description="Raft consensus over QUIC. See 'quicraft COMMAND --help'.",
+    )
+    parser.add_argument("--version", action="version", version=build_text())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    node.add_parser(commands)
+    kv.add_parser(commands)
+    mgmt.add_parser(commands)
+    events.add_parser(commands)
+    local.add_parser(commands)
+    bench.add_parser(commands)
+    certs.add_parser(commands)
+    sim = commands.add_parser(
+        "sim",
+        help="run the deterministic cluster simulator (same as 'python -m quicraft.sim')",
+        description="Run seeded simulations of a Raft cluster under faults and check safety, "
+        "liveness and linearizability.",
+    )
+    add_sim_arguments(sim)
+    return parser
+
+
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the innermost command `args` name ("kv cas": kv's cas parser)."""
+    while True:
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not commands:
+            return parser
+        chosen = commands[0].choices.get(str(getattr(args, commands[0].dest, "")))
+        if not isinstance(chosen, argparse.ArgumentParser):
+            return parser
+        parser = chosen
+
+
+RUNNERS = {
+    "node": node.run,
+    "kv": kv.run,
+    "mgmt": mgmt.run,
+    "events": events.run,
+    "local": local.run,
+    "bench": bench.run,
+    "certs": certs.run,
+    "sim": run_sim,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # said by the command they were given to, with its usage, not quicraft's
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    # aioquic logs every failed handshake; the commands report failures in their own words.
+    logging.getLogger("quic").setLevel(logging.CRITICAL)
+    try:
+        return RUNNERS[args.command](args)
+    except TelemetryError as err:  # the tracing flags ask for what cannot work
+        print(f"quicraft {args.command}: {err}", file=sys.stderr)
+        return MISUSE
+    except BrokenPipeError:
+        # Python flushes stdout again on the way out, which would fail the same way.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

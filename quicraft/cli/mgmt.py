@@ -119,10 +119,11 @@ def _add_connection_arguments(parser: argparse.ArgumentParser, op: str) -> None:
     add_connection_arguments(
         parser, "nodes to contact; a follower points to the leader", "role admin"
     )
-    # Some operations get longer whatever the timeout (the client's OP_TIME_S): say so here.
+    # A node serving some operations gets longer whatever the timeout (the client's OP_TIME_S);
+    # finding it does not: say so here.
     least = OP_TIME_S.get(op.replace("-", "_"))
     why = {
-        "add-member": "a new node may take a minute to catch up",
+        "add-member": "as a new node may take a minute to catch up",
         "backup": "for the whole backup: give more for a large store",
     }
     parser.add_argument(
@@ -131,7 +132,7 @@ def _add_connection_arguments(parser: argparse.ArgumentParser, op: str) -> None:
         default=10.0,
         metavar="SECONDS",
         help="give up after SECONDS (default: 10"
-        + (f"; at least {least:g} s here" if least else "")
+        + (f"; once a node serves it, at least {least:g} s" if least else "")
         + (f", {why[op]})" if op in why else ")"),
     )
     parser.add_argument(

@@ -13,6 +13,11 @@ Rules of this file:
   opened (nothing was sent), after not_leader / no_leader (nothing was done), and for the
   reads (status, health, snapshot). A membership change whose connection fails once sent
   raises `unavailable`: its outcome is unknown, and status tells.
+- A call gives up after the client's timeout. An op of OP_TIME_S may take longer only while
+  a node serves it: its answer is waited for at least that floor, and the time nodes take
+  to answer is not counted against the timeout, which bounds the rest (connecting,
+  following the leader, backing off): with no leader, or no node reachable, it fails after
+  the timeout, not the floor.
 - A backup runs on a stream of its own and is written to FILE.part, renamed to FILE only once
   its SHA-256 has been checked: a FILE that exists is a whole backup.
 """
@@ -58,8 +63,10 @@ CODEC: Codec[MgmtResponse] = Codec(
 )
 #: Changes the membership: never sent twice (see the rules above).
 CHANGES = frozenset({"add_member", "remove_member", "promote"})
-#: The least time an op is given, whatever the client's timeout: add_member may wait for a
-#: learner to catch up (node/mgmt.py CATCH_UP_TIMEOUT_S), a transfer for an election.
+#: The least time a node is given to answer an op once sent, whatever the client's timeout
+#: (which still bounds finding a node and the leader): add_member may wait for a learner to
+#: catch up (node/mgmt.py CATCH_UP_TIMEOUT_S), a transfer for an election, a backup for its
+#: whole stream.
 OP_TIME_S = {"add_member": 75.0, "transfer": 15.0, "backup": 60.0}
 
 #: (bytes received, bytes in all) after each chunk of a backup.
@@ -184,8 +191,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         watch: asyncio.Task[None] | None = None
         made_part = False
         try:
-            async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
+            async with asyncio.timeout(self.timeout):  # reaching the node: not the floor's
                 channel = await self._link.connected()
+            async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
                 # The backup's stream is its own, not under the channel's watch of requests:
                 # a node that dies mid-backup would hold it for its whole budget.
                 watch = asyncio.create_task(channel.close_if_silent(lambda: True))
@@ -272,7 +280,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         self, op: str, args: dict[str, Any], timeout: float | None, tp: str | None
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        budget = timeout if timeout is not None else max(self.timeout, OP_TIME_S.get(op, 0.0))
+        budget = timeout if timeout is not None else self.timeout
+        floor = OP_TIME_S.get(op, 0.0) if timeout is None else 0.0  # see the rules
         deadline = loop.time() + budget
         delay = 0.02
         last = "no endpoint answered"
@@ -284,7 +293,13 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             try:
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     channel = await self._link.connected()
-                    response = await channel.request(op, args, tp)
+                sent = loop.time()
+                wait = max(0.1, deadline - sent, floor)
+                try:
+                    response = await channel.request(op, args, tp, timeout=wait)
+                finally:
+                    if floor:  # a node's time serving it, not the client's finding one
+                        deadline += loop.time() - sent
             except RefusedError as err:
                 hint = None
                 if err.reason == "role_not_allowed":  # not for another CA, an expired key...
@@ -351,9 +366,10 @@ def connect_mgmt(
     them with commas), using identity `name` (role admin) from `certs/<cluster>/`. Use it
     with `async with`; it connects on first use.
 
-    Each call gives up after `timeout` seconds, except where an operation needs longer
-    whatever the timeout (OP_TIME_S): add_member waits up to 75 s (a learner may take a
-    minute to catch up), transfer 15 s (an election), backup 60 s.
+    Each call gives up after `timeout` seconds, except that a node serving an operation that
+    needs longer (OP_TIME_S) is given that long to answer, whatever the timeout: add_member
+    up to 75 s (a learner may take a minute to catch up), transfer 15 s (an election),
+    backup 60 s. Finding a node and the leader is bounded by `timeout` all the same.
 
     Raises at once for bad arguments or key files: ValueError or IdentityError
     (client/arguments.py, connection_arguments)."""

@@ -7,6 +7,7 @@ running?" though a node had answered no_leader)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 import pytest
@@ -138,3 +139,77 @@ def test_the_last_backoff_sleep_ends_by_the_deadline(monkeypatch: Any, kind: str
     assert len(watched.started) == 1 and len(watched.sleeps_end) >= 5
     # The margin is for the few statements between the client's clock reading and ours.
     assert max(watched.sleeps_end) <= watched.started[0] + 1.0 + 0.05
+
+
+def _no_leader_anywhere(monkeypatch: Any) -> None:
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        stream = NoLeader(mgmt=codec is MGMT_CODEC)
+        return Channel(cast(Any, FakeConnection()), cast(Any, stream), codec)
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+
+
+@pytest.mark.parametrize("op", ["add_member", "transfer"])
+def test_with_no_leader_an_op_with_a_floor_gives_up_in_the_timeout(
+    monkeypatch: Any, op: str
+) -> None:
+    """The floors of OP_TIME_S (add_member 75 s, transfer 15 s) bounded finding a leader too:
+    with none, `mgmt add-member --timeout 1` waited 75 s (found by an audit)."""
+    _no_leader_anywhere(monkeypatch)
+    client = MgmtClient([A, B], cast(Any, None), "c1", timeout=1.0)
+
+    async def call() -> str:
+        try:
+            if op == "add_member":
+                await client.add_member("10.0.0.4:7400")
+            else:
+                await client.transfer()
+        except MgmtError as err:
+            return str(err)
+        finally:
+            client._link.drop("test over")
+        raise AssertionError("it did not give up")
+
+    started = time.monotonic()
+    message = asyncio.run(asyncio.wait_for(call(), 10.0))
+    assert time.monotonic() - started < 3.0
+    assert message.startswith("gave up after 1s: no leader is known to 10.0.0.")
+    assert OP_TIME_S[op] > 10.0  # the real floor, not one set for the test
+
+
+class AnswersLater:
+    """A request stream to a leader that answers add_member after `delay` seconds (a new node
+    catching up)."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def write_frame(self, frame: bytes) -> None:
+        request = decode_mgmt_request(frame)
+        result = {"node": "2649fe7bb6b555cf", "index": 7}
+        answer = encode_mgmt_response(id=request.id, ok=True, result=result, op=request.op)
+        asyncio.get_running_loop().call_later(self.delay, self._inbox.put_nowait, answer)
+
+    async def read_frame(self) -> bytes | None:
+        return await self._inbox.get()
+
+
+def test_a_leader_serving_an_op_is_given_its_floor_whatever_the_timeout(monkeypatch: Any) -> None:
+    """The floor still holds once a node serves the request: a catch-up longer than the
+    client's timeout is waited for."""
+
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        return Channel(cast(Any, FakeConnection()), cast(Any, AnswersLater(1.0)), codec)
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+    monkeypatch.setitem(OP_TIME_S, "add_member", 5.0)  # the test's own: 75 s is long to fail
+    client = MgmtClient([A, B], cast(Any, None), "c1", timeout=0.3)
+
+    async def call() -> dict[str, Any]:
+        try:
+            return await client.add_member("10.0.0.4:7400")
+        finally:
+            client._link.drop("test over")
+
+    assert asyncio.run(asyncio.wait_for(call(), 10.0)) == {"node": "2649fe7bb6b555cf", "index": 7}

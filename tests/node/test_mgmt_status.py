@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from cluster_harness import Cluster, run
+from cluster_harness import Cluster, quicraft, run
 from mgmt_helpers import admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtClient, MgmtError, connect_mgmt
+from quicraft.client.client import NO_LEADER_HINT
 from quicraft.transport import RefusedError, Role, issue
 
 
@@ -218,3 +221,55 @@ def test_health_names_the_member_that_has_not_answered(cluster: Cluster) -> None
     assert len(answer["problems"]) == 1, answer
     assert f"({name}) at 127.0.0.1:" in answer["problems"][0]
     assert "has not answered for" in answer["problems"][0]
+
+
+# -- the floors of add-member and transfer (client/mgmt.py OP_TIME_S) -----------------------------
+# They bounded finding a node and the leader too: with none, `mgmt add-member --timeout 2` took
+# 75 s and `transfer` 15 s before it said why (found by an audit). Only the leader's serving
+# the request may take longer than --timeout now.
+
+FLOORED = [["add-member", "127.0.0.1:9"], ["transfer"]]
+
+
+@pytest.mark.parametrize("op", FLOORED)
+def test_with_no_node_reachable_a_floored_op_gives_up_in_its_timeout(
+    tmp_path: Path, op: list[str]
+) -> None:
+    assert quicraft("certs", "init", "--cluster", "t1", cwd=tmp_path).returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:  # nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    done = quicraft(
+        "mgmt", *op, "--cluster", "t1", "--endpoints", f"127.0.0.1:{port}", "--timeout", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert done.returncode == 1 and took < 10, (took, done.stderr)
+    assert done.stderr.startswith(f"quicraft: error: gave up after 2s: 127.0.0.1:{port} is ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_with_no_leader_a_floored_op_gives_up_in_its_timeout(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    survivor = next(n for n in (1, 2, 3) if n != leader)
+    for number in (1, 2, 3):
+        if number != survivor:
+            cluster.kill(number)
+    address = cluster.local.node(survivor).address
+    deadline = time.monotonic() + 30
+    while True:  # until the survivor has given up on its leader
+        health = mgmt(cluster, "health", "--json", endpoints=address)
+        if health.returncode == 1 and health.stdout and json.loads(health.stdout)["leader"] is None:
+            break
+        assert time.monotonic() < deadline, f"{health.stdout}\n{health.stderr}"
+        time.sleep(0.2)
+    for op in FLOORED:
+        started = time.monotonic()
+        done = mgmt(cluster, *op, "--timeout", "2", endpoints=address)
+        took = time.monotonic() - started
+        assert done.returncode == 1 and took < 10, (op, took, done.stderr)
+        assert done.stderr == (
+            f"quicraft: error: gave up after 2s: no leader is known to {address}; "
+            f"{NO_LEADER_HINT}\n"
+        )

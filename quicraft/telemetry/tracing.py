@@ -163,6 +163,8 @@ def node_tracing(
     extra destinations, such as a test's in-memory exporter."""
     if not settings.tracing and not exporters:
         return NO_TRACING
+    if settings.tracing:
+        _check_sdk_enabled()
     provider = TracerProvider(
         resource=resource(instance_id),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample)),
@@ -203,8 +205,17 @@ def check(settings: TelemetrySettings) -> None:
     What the exporter would only find out at each export (a bad port, a timeout of 0) is
     refused here too: a node that starts and never exports a span is worse than one that
     does not start."""
+    if settings.tracing:
+        _check_sdk_enabled()
     if settings.otlp_endpoint is not None:
         batch_processor(otlp_exporter(settings.otlp_endpoint)).shutdown()  # type: ignore[no-untyped-call]
+
+
+def _check_sdk_enabled() -> None:
+    """With OTEL_SDK_DISABLED=true the SDK records nothing: the flags' tracing would be a node
+    that runs and never exports a span."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        raise TelemetryError("OTEL_SDK_DISABLED=true turns off the tracing the flags ask for")
 
 
 def otlp_exporter(endpoint: str, timeout_s: float | None = None) -> SpanExporter:

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -75,6 +76,13 @@ def test_otel_variables_that_would_fail_every_export_are_refused(
     monkeypatch.setenv(variable, value)
     with pytest.raises(TelemetryError, match=re.escape(message)):
         check(TelemetrySettings(otlp_endpoint="https://collector:4318"))
+
+
+@pytest.mark.parametrize("flags", [["--trace-console"], ["--otlp-endpoint", "http://c:4318"]])
+def test_tracing_with_the_sdk_disabled_is_misuse(flags: list[str], tmp_path: Path) -> None:
+    """Found by an audit: the node ran and exported nothing, without a word."""
+    argv = [*_node_on_loopback(tmp_path), *flags]
+    _assert_misuse(argv, "OTEL_SDK_DISABLED=true turns off", {"OTEL_SDK_DISABLED": "true"})
 
 
 def test_a_good_export_timeout_in_the_environment_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,16 +160,19 @@ def test_a_client_command_with_a_bad_collector_url_is_misuse(command: list[str])
     _assert_misuse([*command, "--otlp-endpoint", "ftp://collector"], "bad OTLP endpoint")
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["node", "--cluster", "c", "--otlp-endpoint", "http://127.0.0.1:9"],
-        ["kv", "get", "k", "--cluster", "c", "--endpoints", "127.0.0.1:9"],
-    ],
-)
-def test_bad_batch_variables_are_misuse_not_a_traceback(command: list[str]) -> None:
-    argv = [*command, "--otlp-endpoint", "http://127.0.0.1:9"]
+@pytest.mark.parametrize("command", ["node", "kv"])
+def test_bad_batch_variables_are_misuse_not_a_traceback(command: str, tmp_path: Path) -> None:
+    client = ["kv", "get", "k", "--cluster", "c", "--endpoints", "127.0.0.1:9"]
+    argv = [*(_node_on_loopback(tmp_path) if command == "node" else client)]
+    argv += ["--otlp-endpoint", "http://127.0.0.1:9"]
     _assert_misuse(argv, "OTEL_BSP_MAX_QUEUE_SIZE=0", {"OTEL_BSP_MAX_QUEUE_SIZE": "0"})
+
+
+def _node_on_loopback(tmp_path: Path) -> list[str]:
+    """A node that, should the flags be taken, fails for want of certificates (exit 1) rather
+    than serving on every interface."""
+    return ["node", "--cluster", "c", "--listen", "127.0.0.1:9", "--no-mdns",
+            "--data", str(tmp_path / "data"), "--certs", str(tmp_path / "certs")]  # fmt: skip
 
 
 def _assert_misuse(argv: list[str], message: str, env: dict[str, str] | None = None) -> None:

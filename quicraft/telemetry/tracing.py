@@ -113,21 +113,19 @@ class Tracing:
         return span if span.is_recording() else None
 
     def shutdown(self) -> None:
-        """Export what is still buffered, then stop: the exports to a collector that take
-        longer than the stop allows are given up (and said so, once)."""
+        """Export what is still buffered, then stop, waiting for the collector `stop_export_s`
+        at most: then the exports are given up (and said so, once). The flush goes on in a
+        thread of its own because an export in flight to a collector that does not answer
+        ends only with its own timeout, which nothing can cut short."""
         if self.provider is None:
             return
-        give_up = threading.Timer(self._stop_export_s, self._give_up)
-        give_up.daemon = True
-        give_up.start()
-        try:
-            self.provider.shutdown()
-        finally:
-            give_up.cancel()
-
-    def _give_up(self) -> None:
+        flushing = threading.Thread(target=self.provider.shutdown, name="span-flush", daemon=True)
+        flushing.start()
+        flushing.join(self._stop_export_s)
+        if not flushing.is_alive():
+            return
         for exporter in self._exporters:
-            exporter.stop()
+            exporter.stop()  # no more retries: the thread ends with the export in flight
         log.warning(
             "gave up exporting the last spans after %g s: is the collector up?",
             self._stop_export_s,

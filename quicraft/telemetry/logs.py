@@ -58,7 +58,9 @@ class RepeatFilter(logging.Filter):
     attempt would otherwise log the same line twice a second for as long as it lasts.
 
     Lines that differ only in port numbers count as the same (a peer dials from a new port
-    each time). Debug lines are never held back: whoever asks for them wants every one.
+    each time), and so do OpenTelemetry's lines that differ only in numbers (its exporter
+    says "retrying in 0.95s", a new delay each time, while a collector is down). Debug lines
+    are never held back: whoever asks for them wants every one.
     """
 
     def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
@@ -72,7 +74,10 @@ class RepeatFilter(logging.Filter):
         if record.levelno < logging.INFO:
             return True
         line = record.getMessage()
-        key = (record.name, record.levelno, _PORT.sub(":*", line))
+        masked = _PORT.sub(":*", line)
+        if record.name.startswith("opentelemetry"):
+            masked = _NUMBER.sub("#", masked)
+        key = (record.name, record.levelno, masked)
         now = self.clock()
         shown_at, held = self._seen.get(key, (-math.inf, 0))
         if now - shown_at < self.window_s:
@@ -88,6 +93,7 @@ class RepeatFilter(logging.Filter):
 
 
 _PORT = re.compile(r"(?<=[0-9\]]):[0-9]{1,5}\b")
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 _MAX_LINES_SEEN = 1000
 
 

@@ -30,6 +30,7 @@ _DURATION_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     0.5, 1.0, 2.5,
 )  # fmt: skip
+SNAPSHOT_KINDS = ("taken", "sent", "received", "installed")
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -71,6 +72,15 @@ class NodeMetrics:
         self.snapshot_bytes = meter.create_counter(
             "quicraft.snapshot.bytes", "By", "bytes of snapshots by kind: sent, received"
         )
+        # Every counter whose labels are known is exported from 0: a series that appears only
+        # with its first count hides that count from increase() and rate() (and so from
+        # the alerts built on them).
+        for counter in (self.leader_changes, self.proposals_committed, self.proposals_failed):
+            counter.add(0)
+        for kind in SNAPSHOT_KINDS:
+            self.snapshots.add(0, {"kind": kind})
+        for kind in ("sent", "received"):
+            self.snapshot_bytes.add(0, {"kind": kind})
 
     def gauge(
         self, name: str, description: str, read: Callable[[], Readings], unit: str = ""

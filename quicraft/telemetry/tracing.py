@@ -14,20 +14,24 @@ Rules of this file:
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, Span, SpanKind
@@ -38,6 +42,13 @@ from .settings import TelemetrySettings
 
 SERVICE_NAME = "quicraft"
 TRACES_PATH = "/v1/traces"
+
+#: A stopping process gives its last spans this long to reach the collector (unless
+#: OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT says otherwise), then drops them: with the collector
+#: down, a node would otherwise take two export timeouts (20 s) to stop.
+STOP_EXPORT_S = 2.0
+
+log = logging.getLogger(__name__)
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -50,10 +61,18 @@ class TelemetryError(Exception):
 
 
 class Tracing:
-    def __init__(self, tracer: trace.Tracer | None = None, provider: TracerProvider | None = None):
+    def __init__(
+        self,
+        tracer: trace.Tracer | None = None,
+        provider: TracerProvider | None = None,
+        exporters: Sequence[StoppableExporter] = (),
+        stop_export_s: float = STOP_EXPORT_S,
+    ):
         self.on = tracer is not None
         self.tracer: trace.Tracer = tracer or trace.NoOpTracer()
         self.provider = provider
+        self._exporters = exporters  # those to a collector, which shutdown() may give up on
+        self._stop_export_s = stop_export_s
 
     def span(
         self,
@@ -94,9 +113,23 @@ class Tracing:
         return span if span.is_recording() else None
 
     def shutdown(self) -> None:
-        """Export what is still buffered, then stop."""
-        if self.provider is not None:
-            self.provider.shutdown()
+        """Export what is still buffered, then stop, waiting for the collector `stop_export_s`
+        at most: then the exports are given up (and said so, once). The flush goes on in a
+        thread of its own because an export in flight to a collector that does not answer
+        ends only with its own timeout, which nothing can cut short."""
+        if self.provider is None:
+            return
+        flushing = threading.Thread(target=self.provider.shutdown, name="span-flush", daemon=True)
+        flushing.start()
+        flushing.join(self._stop_export_s)
+        if not flushing.is_alive():
+            return
+        for exporter in self._exporters:
+            exporter.stop()  # no more retries: the thread ends with the export in flight
+        log.warning(
+            "gave up exporting the last spans after %g s: is the collector up?",
+            self._stop_export_s,
+        )
 
 
 NO_TRACING = Tracing()
@@ -128,18 +161,27 @@ def node_tracing(
     extra destinations, such as a test's in-memory exporter."""
     if not settings.tracing and not exporters:
         return NO_TRACING
+    if settings.tracing:
+        _check_sdk_enabled()
     provider = TracerProvider(
         resource=resource(instance_id),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample)),
     )
+    collectors: list[StoppableExporter] = []
     if settings.otlp_endpoint is not None:
-        exporter = otlp_exporter(settings.otlp_endpoint, settings.export_timeout_s)
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        collector = StoppableExporter(
+            otlp_exporter(settings.otlp_endpoint, settings.export_timeout_s)
+        )
+        provider.add_span_processor(batch_processor(collector))
+        collectors.append(collector)
     if settings.trace_console:
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
-    for exporter in exporters:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return Tracing(provider.get_tracer("quicraft"), provider)
+        # One span a line, like the JSON log lines it is interleaved with on stderr.
+        console = ConsoleSpanExporter(out=sys.stderr, formatter=_one_line)
+        provider.add_span_processor(SimpleSpanProcessor(console))
+    for extra in exporters:
+        provider.add_span_processor(SimpleSpanProcessor(extra))
+    stop_export_s = _exporter_timeout() or settings.export_timeout_s or STOP_EXPORT_S
+    return Tracing(provider.get_tracer("quicraft"), provider, collectors, stop_export_s)
 
 
 def global_tracing(scope: str) -> Tracing:
@@ -157,16 +199,30 @@ def resource(instance_id: str) -> Resource:
 
 
 def check(settings: TelemetrySettings) -> None:
-    """Raise TelemetryError now, rather than when the node starts, if `settings` cannot work."""
+    """Raise TelemetryError now, rather than when the node starts, if `settings` cannot work.
+    What the exporter would only find out at each export (a bad port, a timeout of 0) is
+    refused here too: a node that starts and never exports a span is worse than one that
+    does not start."""
+    if settings.tracing:
+        _check_sdk_enabled()
     if settings.otlp_endpoint is not None:
-        otlp_exporter(settings.otlp_endpoint).shutdown()
+        batch_processor(otlp_exporter(settings.otlp_endpoint)).shutdown()  # type: ignore[no-untyped-call]
+
+
+def _check_sdk_enabled() -> None:
+    """With OTEL_SDK_DISABLED=true the SDK records nothing: the flags' tracing would be a node
+    that runs and never exports a span."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        raise TelemetryError("OTEL_SDK_DISABLED=true turns off the tracing the flags ask for")
 
 
 def otlp_exporter(endpoint: str, timeout_s: float | None = None) -> SpanExporter:
     """An OTLP/HTTP exporter to `endpoint`; `timeout_s` unless the environment sets one."""
     url = traces_url(endpoint)
-    if any(os.environ.get(name) for name in _TIMEOUT_VARIABLES):
+    if _exporter_timeout() is not None:
         timeout_s = None
+    if url.startswith("https:"):
+        _check_tls_files()
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError:
@@ -176,19 +232,103 @@ def otlp_exporter(endpoint: str, timeout_s: float | None = None) -> SpanExporter
     return OTLPSpanExporter(endpoint=url, timeout=timeout_s)
 
 
-_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+def batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
+    """The processor that batches spans for `exporter`, as the OTEL_BSP_* variables say."""
+    try:
+        return BatchSpanProcessor(exporter)
+    except ValueError as err:  # the SDK checks the sizes and delay it read
+        exporter.shutdown()
+        given = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OTEL_BSP_")]
+        raise TelemetryError(f"bad span batch settings ({', '.join(given)}): {err}") from None
+
+
+class StoppableExporter(SpanExporter):
+    """An exporter that a stopping process can stop mid-export: the exporter's retries end,
+    and what is left is dropped (the SDK would wait for them, and the last batch after)."""
+
+    def __init__(self, exporter: SpanExporter):
+        self._exporter = exporter
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped:
+            return SpanExportResult.FAILURE
+        return self._exporter.export(spans)
+
+    def stop(self) -> None:
+        with self._lock:  # the timer's thread and the processor's may both ask
+            stopping, self._stopped = not self._stopped, True
+        if stopping:
+            self._exporter.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+def _exporter_variable(setting: str) -> tuple[str, str] | None:
+    """The variable the exporter reads `setting` from, and its value: the traces one, else
+    the general one (OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, else OTEL_EXPORTER_OTLP_TIMEOUT)."""
+    for variable in (f"OTEL_EXPORTER_OTLP_TRACES_{setting}", f"OTEL_EXPORTER_OTLP_{setting}"):
+        value = os.environ.get(variable)
+        if value:
+            return variable, value
+    return None
+
+
+def _exporter_timeout() -> float | None:
+    """The export timeout the environment sets, in seconds (the SDK's unit), if any. The
+    exporter would take a negative one and fail every export, or ignore a word."""
+    given = _exporter_variable("TIMEOUT")
+    if given is None:
+        return None
+    variable, value = given
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise TelemetryError(f"bad {variable} {value!r}: expected seconds, a number above 0")
+    return seconds
+
+
+def _check_tls_files() -> None:
+    """The CA and client certificate files the environment names exist (an HTTPS export
+    to a collector would otherwise fail every time, one log line a batch)."""
+    for setting in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"):
+        given = _exporter_variable(setting)
+        if given is not None and not os.path.isfile(given[1]):
+            raise TelemetryError(f"bad {given[0]}: no file {given[1]!r}")
 
 
 def traces_url(endpoint: str) -> str:
     """The collector's traces URL: a base URL gets OTLP's /v1/traces, a full one is kept."""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # an unclosed [IPv6 address
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TelemetryError(
             f"bad OTLP endpoint {endpoint!r}: expected an http(s) URL (http://localhost:4318)"
         )
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        raise TelemetryError(
+            f"bad OTLP endpoint {endpoint!r}: the port must be a number from 1 to 65535"
+        )
     if parts.path in ("", "/"):
         parts = parts._replace(path=TRACES_PATH)
     return urlunsplit(parts)
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return f"{span.to_json(indent=None)}\n"
 
 
 def _unsampled(traceparent: str | None) -> bool:

@@ -76,6 +76,18 @@ async def _run(scenario: Callable[[Cluster, Traced], object]) -> Traced:
     return traced
 
 
+async def _noop_everywhere(leader: RaftNode, traced: Traced) -> None:
+    """Both followers hold the leader's no-op. A follower still without it gets the next entry
+    only after its answer, which may come after that entry was applied and its trace closed;
+    and the no-op would ride in the same appends as the entry."""
+    core = leader.core
+    assert core is not None
+    last = core.log.last_index()
+    await traced.until(
+        lambda: all(pr.match >= last for pr in core.progress.values()), "the no-op everywhere"
+    )
+
+
 def _client(traced: Traced, name: str = "request") -> Tracing:
     return traced.tracings["client"]
 
@@ -86,6 +98,7 @@ def test_one_write_is_one_trace_across_the_leader_and_both_followers() -> None:
     async def scenario(cluster: Cluster, traced: Traced) -> None:
         leader = await cluster.leader()
         leader_id.append(leader.id)
+        await _noop_everywhere(leader, traced)
         request = _client(traced).span("request", kind=SpanKind.SERVER)
         await leader.start_proposal(command("set", key="k", value=b"v"), 5, request)
         request.end()
@@ -131,13 +144,7 @@ def test_one_write_is_one_trace_across_the_leader_and_both_followers() -> None:
 def test_a_batch_is_the_child_of_its_first_request_and_links_the_others() -> None:
     async def scenario(cluster: Cluster, traced: Traced) -> None:
         leader = await cluster.leader()
-        core = leader.core
-        assert core is not None
-        # Both followers hold the leader's no-op first, or it would ride in the same appends.
-        last = core.log.last_index()
-        await traced.until(
-            lambda: all(pr.match >= last for pr in core.progress.values()), "the no-op everywhere"
-        )
+        await _noop_everywhere(leader, traced)
         first, second = (_client(traced).span(n) for n in ("first", "second"))
         # Proposed in the same loop turn: one Ready, one write, one append per follower.
         writes = [
@@ -178,8 +185,10 @@ def test_the_first_election_is_traced_on_the_candidate_and_its_voters() -> None:
             a for n in IDS if n != leader.id for a in traced.spans(n, "raft.vote.answer")
             if _parent(a) == _id(phases["raft.vote"])
         ]  # fmt: skip
-        assert answers, "no voter answered the winning vote with a traced answer"
-        assert all(a.attributes and a.attributes["raft.granted"] is True for a in answers)
+        # Under load a voter may have voted for another candidate of the same term first; the
+        # vote was still won, so at least one answer to it granted it.
+        granted = [a.attributes["raft.granted"] for a in answers if a.attributes]
+        assert len(granted) == len(answers) and True in granted, granted
 
     asyncio.run(_run(scenario))
 
@@ -212,4 +221,3 @@ def test_an_uninstrumented_node_records_nothing() -> None:
             await cluster.stop()
 
     asyncio.run(run())
-    assert RaftNode.instrument  # the way in, used above with Traced

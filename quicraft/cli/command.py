@@ -58,6 +58,19 @@ def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argp
         parser = chosen
 
 
+def check_order(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`quicraft kv --cluster X get k`: an operation's options given before the operation.
+    argparse would take X for the operation ("invalid choice: 'X'"); say the order instead."""
+    if len(argv) < 2 or not argv[1].startswith("-"):
+        return
+    group = innermost(parser, argparse.Namespace(command=argv[0]))
+    ops = [a for a in group._actions if isinstance(a, argparse._SubParsersAction)]
+    if group is parser or not ops or argv[1].split("=")[0] in group._option_string_actions:
+        return  # not a command with operations, or an option of the command itself (local --dir)
+    op = ops[0].metavar
+    group.error(f"{op} comes first, then its options: 'quicraft {argv[0]} {op} {argv[1]} ...'")
+
+
 RUNNERS = {
     "node": node.run,
     "kv": kv.run,
@@ -72,6 +85,7 @@ RUNNERS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    check_order(parser, sys.argv[1:] if argv is None else argv)
     args, extras = parser.parse_known_args(argv)
     if extras:  # said by the command they were given to, with its usage, not quicraft's
         innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")

@@ -275,6 +275,20 @@ def test_an_unknown_argument_is_told_with_the_usage_of_its_command(tmp_path: Pat
     assert not (tmp_path / "certs").exists()
 
 
+def test_options_given_before_the_operation_are_told_the_order(tmp_path: Path) -> None:
+    refused = quicraft("kv", "--cluster", "c1", "get", "k", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.endswith(
+        "quicraft kv: error: OP comes first, then its options: 'quicraft kv OP --cluster ...'\n"
+    )
+    refused = quicraft("certs", "--cluster=c1", "init", cwd=tmp_path)
+    assert refused.returncode == 2 and "ACTION comes first" in refused.stderr
+    assert not (tmp_path / "certs").exists()
+    # local's own --dir may come before its action.
+    told = quicraft("local", "--dir", str(tmp_path / "none"), "status", cwd=tmp_path)
+    assert told.returncode == 1 and "no local cluster in" in told.stderr
+
+
 @pytest.mark.parametrize(
     "argv",
     [

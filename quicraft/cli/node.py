@@ -15,11 +15,12 @@ from pathlib import Path
 from quicraft.discovery import DiscoveryError, DiscoverySettings
 from quicraft.node import PRESETS, FoundingError, Node, NodeSettings, RemovedFromCluster
 from quicraft.storage import StorageError
-from quicraft.telemetry import check, configure_logging, set_log_context
+from quicraft.telemetry import TelemetryError, check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
 from quicraft.transport.address import format_address, is_loopback
 
 from .common import (
+    FAILED,
     MISUSE,
     OK,
     add_certs,
@@ -27,7 +28,6 @@ from .common import (
     address_list,
     check_cluster_folder,
     cluster_name,
-    fail,
     freeze_what_is_loaded,
     identity_name,
 )
@@ -190,22 +190,32 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     if args.log_level == "debug":
         logging.getLogger("quic").setLevel(logging.DEBUG)
+
+    def say(prefix: str, message: str, level: int = logging.ERROR) -> None:
+        """A line for the operator. Under --log-format json it is a JSON log line like every
+        other the node writes, so that whatever reads them parses this one too."""
+        if args.log_format == "json":
+            log.log(level, "%s", message)
+        else:
+            print(f"{prefix}{message}", file=sys.stderr)
+
     if args.snapshot_every is not None and args.snapshot_every < 1:
-        print("quicraft node: --snapshot-every must be at least 1", file=sys.stderr)
+        say("quicraft node: ", "--snapshot-every must be at least 1")
         return MISUSE
     settings = settings_from(args)
-    check(settings.telemetry)  # before anything starts: a TelemetryError is misuse
+    try:
+        check(settings.telemetry)  # before anything starts
+    except TelemetryError as err:
+        say("quicraft node: ", str(err))
+        return MISUSE
     if settings.expect > 1 and not settings.discovering and not settings.peers:
-        print(
-            "quicraft node: --expect needs mDNS (not --no-mdns, not on loopback) or --join",
-            file=sys.stderr,
-        )
+        say("quicraft node: ", "--expect needs mDNS (not --no-mdns, not on loopback) or --join")
         return MISUSE
     if args.listen in (args.peers or []):  # it would dial itself and found a cluster of one
-        print(
-            f"quicraft node: --peers names this node's own address "
-            f"{format_address(args.listen)}: give the others' only",
-            file=sys.stderr,
+        say(
+            "quicraft node: ",
+            f"--peers names this node's own address {format_address(args.listen)}: "
+            "give the others' only",
         )
         return MISUSE
     if not settings.discovery.enabled and not args.no_mdns and not args.mdns_interface:
@@ -221,11 +231,12 @@ def run(args: argparse.Namespace) -> int:
         FoundingError,
         OSError,
     ) as err:
-        return fail(str(err))
+        say("quicraft: error: ", str(err))
+        return FAILED
     except RemovedFromCluster as err:
         # Not a failure: what the operator asked for. Exit 0 so that a supervisor restarting
         # failed nodes leaves it stopped.
-        print(f"quicraft: {err}", file=sys.stderr)
+        say("quicraft: ", str(err), logging.INFO)
         return OK
     except KeyboardInterrupt:
         return OK

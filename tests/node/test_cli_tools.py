@@ -145,6 +145,21 @@ def test_a_mistyped_cluster_name_names_the_clusters_there(tmp_path: Path) -> Non
     assert _names(tmp_path) == ["certs"] and _names(tmp_path / "certs") == ["c1"]
 
 
+def test_a_node_that_logs_json_says_why_it_did_not_start_in_json(tmp_path: Path) -> None:
+    """A collector that parses every line of a node's --log-format json output got one plain
+    line, the one that said why the node stopped."""
+    node = ["node", "--cluster", "c1", "--listen", "127.0.0.1:7409", "--log-format", "json"]
+    for extra, status, message in (
+        (["--snapshot-every", "0"], 2, "--snapshot-every must be at least 1"),
+        ([], 1, "no cluster 'c1' under certs (no such folder)"),
+    ):
+        refused = quicraft(*node, *extra, cwd=tmp_path)
+        assert refused.returncode == status, refused.stderr
+        lines = [json.loads(line) for line in refused.stderr.splitlines()]
+        assert lines[-1]["level"] == "error" and lines[-1]["message"].startswith(message)
+    assert _names(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", [["mgmt", "status"], ["kv", "get", "k"], ["events"]])
 def test_a_client_without_endpoints_that_cannot_look_on_mdns_says_so(
     command: list[str], tmp_path: Path

@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 
 from quicraft.core import NodeId, NotLeader, ProposalDropped
-from quicraft.statemachine import KVStore, checked_command
+from quicraft.statemachine import Command, KVStore, checked_command
 from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Role, Stream, TransportError
 from quicraft.wire import BadRequest, Request, decode_request, encode_response
@@ -148,21 +148,32 @@ class ClientService:
     def _start_write(self, request: Request, replies: _Replies, span: Span | None) -> None:
         propose = self.tracing.span("raft.propose", span) if span is not None else None
         try:
+            data, command, proposal = self._propose(request, span)
+        except RequestFailed as err:
+            if propose is not None:  # not taken here: a follower's not_leader, for one
+                propose.set_status(Status(StatusCode.ERROR, f"{err.code}: {err}"))
+            raise
+        finally:
+            if propose is not None:
+                propose.end()
+        self.kv.proposed(data, command)  # the leader applies it without decoding it again
+        proposal.add_done_callback(partial(self._write_done, request.id, replies, span))
+
+    def _propose(
+        self, request: Request, span: Span | None
+    ) -> tuple[bytes, Command, asyncio.Future[Any]]:
+        """Append the write to this leader's log: its command, encoded, and its proposal."""
+        try:
             # decode_request checked the args by the command's rules: not checked again.
             command = checked_command(request.op, request.args, ts_ms=int(time.time() * 1000))
             data = command.encode()
-            proposal = self.node.start_proposal(data, self.request_timeout, span)
+            return data, command, self.node.start_proposal(data, self.request_timeout, span)
         except NotLeader as err:
             raise self._not_leader(err.leader) from None
         except ProposalDropped as err:
             raise RequestFailed("unavailable", f"{err}; retry") from None
         except NodeStopped as err:
             raise RequestFailed("unavailable", str(err)) from None
-        finally:
-            if propose is not None:
-                propose.end()
-        self.kv.proposed(data, command)  # the leader applies it without decoding it again
-        proposal.add_done_callback(partial(self._write_done, request.id, replies, span))
 
     def _write_done(
         self,

@@ -9,11 +9,15 @@ from collections.abc import Callable
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from test_runtime import IDS, Cluster, command
 
 from quicraft.node import RaftNode
+from quicraft.node.service import ClientService, RequestFailed
+from quicraft.statemachine import KVStore
 from quicraft.telemetry import NO_TELEMETRY, Telemetry, Tracing, node_tracing
+from quicraft.transport import Role
+from quicraft.wire.client import decode_request, encode_request
 
 
 class Recorder(SpanProcessor):
@@ -205,6 +209,39 @@ def test_no_span_is_left_open_when_a_follower_never_answers_and_the_nodes_stop()
     traced = asyncio.run(_run(scenario))
     assert traced.recorder.started
     assert traced.recorder.started == traced.recorder.ended
+
+
+class Replies:
+    """What a client stream would send back, kept."""
+
+    def __init__(self) -> None:
+        self.failed: list[RequestFailed] = []
+
+    def ok(self, request_id: int, result: dict[str, object]) -> None:
+        raise AssertionError(f"a follower took the write: {result}")
+
+    def fail(self, request_id: int, err: RequestFailed) -> None:
+        self.failed.append(err)
+
+
+def test_a_write_refused_by_a_follower_ends_its_propose_span_with_an_error() -> None:
+    async def scenario(cluster: Cluster, traced: Traced) -> None:
+        leader = await cluster.leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        service = ClientService(follower, KVStore(), lambda _: None, 5)
+        service.tracing = traced.tracings[follower.id]
+        replies = Replies()
+        set_k = decode_request(encode_request("set", {"key": "k", "value": b"v"}, id=1))
+        service.start(Role.CLIENT, set_k, replies)  # type: ignore[arg-type]
+        assert [err.code for err in replies.failed] == ["not_leader"]
+        (propose,) = traced.spans(follower.id, "raft.propose")
+        (request,) = traced.spans(follower.id, "quicraft.kv/set")
+        assert _parent(propose) == _id(request)
+        for span in (propose, request):
+            assert span.status.status_code is StatusCode.ERROR
+            assert span.status.description and span.status.description.startswith("not_leader")
+
+    asyncio.run(_run(scenario))
 
 
 def test_an_uninstrumented_node_records_nothing() -> None:

@@ -347,6 +347,11 @@ class Node:
             self.pool.round_trip_times,
             unit="s",
         )
+        metrics.gauge(
+            "quicraft.follower.lag",
+            "on the leader: entries of its log each other member does not hold yet",
+            self._follower_lag,
+        )
         metrics.counter(
             "quicraft.refused_connections",
             "connections refused, by reason",
@@ -362,6 +367,14 @@ class Node:
             "peers found by mDNS or --join and verified as nodes of this cluster",
             lambda: [(len(self.lan.verified) if self.lan is not None else 0, {})],
         )
+
+    def _follower_lag(self) -> Readings:
+        core = self.raft.core
+        if core is None or core.role is not Role.LEADER:
+            return []  # only the leader knows what each member holds
+        last = core.log.last_index()
+        members = list(core.progress.items())  # one C call: the loop thread may change it
+        return [(max(0, last - pr.match), {"peer": n}) for n, pr in members if n != self.id]
 
     def _refusals(self) -> Readings:
         refusals = self.server.refusals if self.server is not None else {}

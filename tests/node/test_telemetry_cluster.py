@@ -213,6 +213,14 @@ def test_a_cli_write_is_one_trace_across_three_node_processes_with_metrics_and_j
             "the leader reports the write applied",
         )
         on_leader = scraped[leader]
+        lags = on_leader["quicraft_follower_lag"]
+        assert {labels["peer"] for labels, _ in lags} == followers
+        _until(
+            lambda: {v for _, v in _scrape(ports[leader - 1])["quicraft_follower_lag"]} == {0},
+            "the leader reports both followers holding its whole log",
+        )
+        for number, samples in scraped.items():  # only the leader knows: nothing elsewhere
+            assert number == leader or "quicraft_follower_lag" not in samples, number
         assert on_leader["quicraft_proposals_committed_total"][0][1] >= 2  # probe and ours
         assert on_leader["quicraft_append_entries_batch_size_count"][0][1] > 0
         assert on_leader["quicraft_apply_duration_seconds_count"][0][1] > 0

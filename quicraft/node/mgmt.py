@@ -628,7 +628,13 @@ class MgmtService:
             await stream.drain()  # flow control: never queue the whole snapshot
         stream.write_frame(sender.trailer())
         stream.end()
-        await stream.drain()
+        try:
+            await stream.drain()
+        except (TransportError, ConnectionError) as err:
+            # The client closes as soon as it has read the trailer, often before it has
+            # acknowledged the last packets: that is the end of a backup, not a failure (a
+            # client that failed says so itself).
+            log.debug("backup stream closed by the client at its end: %s", err)
         log.info("sent a backup at index %d (%d bytes)", snap.meta.index, len(snap.data))
 
 

@@ -63,6 +63,8 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     assert info.cluster == "t1" and info.index >= snapped["index"] and len(info.voters) == 3
     assert not (tmp_path / "t1.qrbackup.part").exists()
     assert backup.stat().st_mode & 0o777 == 0o600  # it holds every value of the store
+    sent = f"sent a backup at index {info.index} ("
+    assert any(sent in cluster.log(n) for n in (1, 2, 3)), "no node logged the backup it sent"
     # An existing file is not replaced without --force; a .part file that is not ours
     # (another backup's, or a link to elsewhere) is neither written nor removed.
     before = backup.read_bytes()

@@ -228,6 +228,8 @@ def test_a_write_refused_by_a_follower_ends_its_propose_span_with_an_error() -> 
     async def scenario(cluster: Cluster, traced: Traced) -> None:
         leader = await cluster.leader()
         follower = next(n for n in cluster.nodes.values() if n is not leader)
+        await traced.until(lambda: follower.core is not None and follower.core.leader == leader.id,
+                           "the follower knows its leader")  # fmt: skip
         service = ClientService(follower, KVStore(), lambda _: None, 5)
         service.tracing = traced.tracings[follower.id]
         replies = Replies()

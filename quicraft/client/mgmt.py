@@ -191,8 +191,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         watch: asyncio.Task[None] | None = None
         made_part = False
         try:
-            async with asyncio.timeout(self.timeout):  # reaching the node: not the floor's
-                channel = await self._link.connected()
+            channel = await self._reach()
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
                 # The backup's stream is its own, not under the channel's watch of requests:
                 # a node that dies mid-backup would hold it for its whole budget.
@@ -243,7 +242,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
         except (TransportError, ProtocolError, ConnectionError, TimeoutError) as err:
             raise MgmtError(
-                "unavailable", f"backup from {self.current_endpoint} failed: {err or 'timed out'}"
+                "unavailable",
+                f"backup from {self.current_endpoint} failed: {str(err) or 'timed out'}",
             ) from None
         finally:
             if watch is not None:
@@ -251,6 +251,28 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             if made_part:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
+
+    async def _reach(self) -> Channel[MgmtResponse]:
+        """A channel to the first endpoint that answers, tried in turn for `timeout` (any
+        node can take a backup); MgmtError("timeout") if none does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.02
+        last = "no endpoint answered"
+        while loop.time() < deadline:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    return await self._link.connected()
+            except RefusedError:
+                raise
+            except (TransportError, ConnectionError, TimeoutError) as err:
+                last = self._link.failure(err)
+                self._link.move_on(None)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.5)
+        raise MgmtError(
+            "timeout", f"gave up after {self.timeout:g}s: {last}", "is the cluster running?"
+        )
 
     @staticmethod
     def _check_free(path: Path, replace: bool) -> None:

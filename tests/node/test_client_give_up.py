@@ -213,3 +213,52 @@ def test_a_leader_serving_an_op_is_given_its_floor_whatever_the_timeout(monkeypa
             client._link.drop("test over")
 
     assert asyncio.run(asyncio.wait_for(call(), 10.0)) == {"node": "2649fe7bb6b555cf", "index": 7}
+
+
+class RegistersLate:
+    """A request stream to a node that knows no leader: register succeeds only after
+    `after` seconds (an election ends), and writes go on answering no_leader."""
+
+    def __init__(self, after: float):
+        self.after = asyncio.get_running_loop().time() + after
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def write_frame(self, frame: bytes) -> None:
+        request = decode_request(frame)
+        if request.op == "register" and asyncio.get_running_loop().time() >= self.after:
+            answer = encode_response(ok=True, result={"session": 3}, op="register", id=request.id)
+        else:
+            error = {"code": "no_leader", "message": "no leader is known; retry shortly"}
+            answer = encode_response(ok=False, error=error, id=request.id)
+        self._inbox.put_nowait(answer)
+
+    async def read_frame(self) -> bytes | None:
+        return await self._inbox.get()
+
+
+def test_a_first_write_gives_up_in_the_timeout_registering_included(monkeypatch: Any) -> None:
+    """A write first registers its client's session. Each had a whole timeout of its own,
+    so a first write could take twice the timeout before it gave up (found by an audit)."""
+    streams: list[RegistersLate] = []
+
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        if not streams:
+            streams.append(RegistersLate(after=1.5))
+        return Channel(cast(Any, FakeConnection()), cast(Any, streams[0]), codec)
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+    client = Client([A, B], cast(Any, None), timeout=2.0)
+
+    async def write() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with pytest.raises(ClientError, match="gave up after 2s: no leader is known"):
+                await client.kv.set("k", b"v")
+            return loop.time() - started
+        finally:
+            client._link.drop("test over")
+
+    took = asyncio.run(asyncio.wait_for(write(), 10.0))
+    assert client._session == 3  # it did register, late
+    assert took < 2.0 + 0.5  # before: 1.5 s registering, then 2 s more for the write

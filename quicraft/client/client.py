@@ -64,6 +64,11 @@ class ClientError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Made again from its own arguments (Exception's default passes only the text):
+        # raised in a process pool's worker, it reaches the caller, not a broken pool.
+        return type(self), (self.code, self.message), self.__dict__
+
 
 class InvalidRequest(ClientError):
     """The request was not sent: its arguments are ones every node refuses (a key too long

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Iterable
+from typing import Any
 
 from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
@@ -67,6 +68,9 @@ class EventsCompacted(ClientError):
     def __init__(self, message: str, oldest: int | None):
         super().__init__("compacted", message)
         self.oldest = oldest
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.oldest), self.__dict__
 
 
 def check_subscription(

@@ -94,6 +94,11 @@ class MgmtError(Exception):
         self.leader = leader
         self.leader_addr = leader_addr
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As ClientError's: a pickled copy (a process pool's) is made from its own arguments.
+        arguments = (self.code, self.message, self.hint, self.leader, self.leader_addr)
+        return type(self), arguments, self.__dict__
+
     @classmethod
     def from_info(cls, info: MgmtErrorInfo) -> MgmtError:
         return cls(info.code, info.message, info.hint, info.leader, info.leader_addr)

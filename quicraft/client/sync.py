@@ -6,7 +6,7 @@
 Rules:
 - It runs its client in a private event loop (an asyncio.Runner), so it cannot be used from
   inside a running loop: connect_sync and every call refuse at once there, pointing at
-  `await quicraft.connect(...)`.
+  `async with quicraft.connect(...)`.
 - Ctrl-C during a call cancels the call, which runs to its end before KeyboardInterrupt
   goes on, as under asyncio.run; so does any other BaseException that stops the loop (a
   signal handler's SystemExit). Nothing of an interrupted call runs later. (A write may have
@@ -267,6 +267,6 @@ def connect_sync(
 ) -> SyncClient:
     """Like `quicraft.connect`, for code without an event loop; it raises the same errors. The
     same `kv` operations, `events()` and `current_endpoint`, each call run to completion.
-    Inside a running event loop it raises RuntimeError: use `await quicraft.connect(...)`."""
+    Inside a running event loop it raises RuntimeError: use `async with quicraft.connect(...)`."""
     refuse_in_a_running_loop()
     return SyncClient(connect(endpoints, cluster, certs, name, timeout))

@@ -127,7 +127,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """Every member with its role, match and lag, the term, commit and leader. With
         `follow_leader`, asked of the leader (which alone knows the others' progress) when
         the first node answering knows where it is; otherwise that node's own view."""
-        first = await self.call("status")
+        return await self._status(self._deadline())
+
+    async def _status(self, deadline: float) -> dict[str, Any]:
+        first = await self.call("status", deadline=deadline)
         leader = first["leader"]
         if not self.follow_leader or leader is None or leader == first["node"]:
             return first
@@ -137,7 +140,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         if not self._link.go_to(where):
             return first
         try:
-            return await self.call("status", timeout=min(self.timeout, 3.0))
+            return await self.call("status", timeout=3.0, deadline=deadline)
         except MgmtError:
             return first  # the leader cannot be reached from here: say what we know
 
@@ -149,7 +152,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """The id of member `node`, given its id or its name (names are for people; ids are
         what Raft uses). Anything else comes back as it is: the node then answers
         unknown_member."""
-        members = (await self.status())["members"]
+        return await self._member_id(node, self._deadline())
+
+    async def _member_id(self, node: str, deadline: float) -> str:
+        members = (await self._status(deadline))["members"]
         if any(m["id"] == node for m in members):
             return node
         named = [m["id"] for m in members if m["name"] == node]
@@ -158,9 +164,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def transfer(self, target: str = "auto") -> str:
         """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);
         the new leader's id."""
+        deadline = self._deadline()  # finding the id and the leader: one timeout for both
         if target != "auto":
-            target = await self.member_id(target)
-        return str((await self.call("transfer", {"target": target}))["leader"])
+            target = await self._member_id(target, deadline)
+        return str((await self.call("transfer", {"target": target}, deadline=deadline))["leader"])
 
     async def add_member(self, address: str, learner: bool = False) -> dict[str, Any]:
         """Add the node at `address` ("HOST:PORT", started with --no-bootstrap): as a learner,
@@ -169,13 +176,15 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     async def remove_member(self, node: str) -> int:
         """Remove member `node` (id or name); the log index of the change."""
-        node = await self.member_id(node)
-        return int((await self.call("remove_member", {"node": node}))["index"])
+        deadline = self._deadline()
+        node = await self._member_id(node, deadline)
+        return int((await self.call("remove_member", {"node": node}, deadline=deadline))["index"])
 
     async def promote(self, node: str) -> int:
         """Make learner `node` (id or name) a voter; the log index of the change."""
-        node = await self.member_id(node)
-        return int((await self.call("promote", {"node": node}))["index"])
+        deadline = self._deadline()
+        node = await self._member_id(node, deadline)
+        return int((await self.call("promote", {"node": node}, deadline=deadline))["index"])
 
     async def snapshot(self) -> int:
         """Snapshot the contacted node's state machine now; the snapshot's index."""
@@ -292,24 +301,42 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     # -- requests ------------------------------------------------------------------------------
 
+    def _deadline(self) -> float:
+        """The loop time by which a call made now gives up (floors aside, see the rules)."""
+        return asyncio.get_running_loop().time() + self.timeout
+
     async def call(
-        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        *,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """Send one request, following the leader and retrying where safe (see the rules).
-        Traced, it is one client span (of the caller's trace), whatever the retries."""
+        `timeout` replaces the client's, floor included; `deadline` (a loop time) ends it
+        sooner, when it is one step of an operation. Traced, it is one client span (of the
+        caller's trace), whatever the retries."""
         args = args or {}
         if not self.tracing.on:
-            return await self._call(op, args, timeout, None)
+            return await self._call(op, args, timeout, deadline, None)
         with self.tracing.rpc("quicraft.mgmt", op, SpanKind.CLIENT, get_current()) as span:
-            return await self._call(op, args, timeout, traceparent(span))
+            return await self._call(op, args, timeout, deadline, traceparent(span))
 
     async def _call(
-        self, op: str, args: dict[str, Any], timeout: float | None, tp: str | None
+        self,
+        op: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        ends: float | None,
+        tp: str | None,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         budget = timeout if timeout is not None else self.timeout
         floor = OP_TIME_S.get(op, 0.0) if timeout is None else 0.0  # see the rules
         deadline = loop.time() + budget
+        if ends is not None:
+            deadline = min(deadline, ends)
         delay = 0.02
         last = "no endpoint answered"
         #: The last answer was no_leader: if it gives up, that says more than a node that

@@ -1,6 +1,8 @@
 """Talk to a quicraft cluster from Python: `connect(...)` (async) or `connect_sync(...)`;
 manage it with `connect_mgmt(...)` (async, admin role)."""
 
+from quicraft.transport import IdentityError  # what connect* raise for a bad certs folder
+
 from .client import Client, ClientError, InvalidRequest, connect
 from .events import EventsCompacted
 from .kv import KV
@@ -12,6 +14,7 @@ __all__ = [
     "Client",
     "ClientError",
     "EventsCompacted",
+    "IdentityError",
     "InvalidRequest",
     "MgmtClient",
     "MgmtError",

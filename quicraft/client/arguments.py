@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from os import PathLike
 from pathlib import Path
 from typing import TypeGuard
 
@@ -20,11 +21,21 @@ def connection_arguments(
 ) -> tuple[list[Address], Identity, float]:
     """What every `connect*` is given, checked: the endpoints' addresses, the identity `name`
     of `cluster` from `certs`, and the timeout. Raises ValueError for bad endpoints (a URL, a
-    (host, port) tuple, none, the wildcard 0.0.0.0) or a timeout that is not a number above
-    0, and IdentityError (quicraft.transport) for a missing or bad certificate or key file,
-    or no such cluster under `certs`."""
+    (host, port) tuple, none, the wildcard 0.0.0.0), a timeout that is not a number above
+    0, or a cluster, name or certs that is not a str (certs: or a path), and IdentityError
+    (quicraft.transport) for a missing or bad certificate or key file, or no such cluster
+    under `certs`."""
     addresses = endpoint_addresses(endpoints)
     timeout = checked_timeout(timeout)
+    if not isinstance(cluster, str):
+        raise ValueError(f"cluster must be the cluster's name (a str), not {cluster!r}")
+    if not isinstance(name, str):
+        raise ValueError(
+            f"name must be the name of an identity in {certs}/{cluster}/ (a str, such as "
+            f"'admin'), not {name!r}"
+        )
+    if not isinstance(certs, str | PathLike):
+        raise ValueError(f"certs must be a folder (a str or a Path), not {certs!r}")
     return addresses, load_identity(Path(certs), cluster, name), timeout
 
 
@@ -52,6 +63,11 @@ def _address(text: object) -> Address:
     if not isinstance(text, str):
         like = format_address(text) if _is_pair(text) else "HOST:PORT"
         raise ValueError(f"endpoint {text!r} is not a str: write it {like!r}")
+    if any(mark in text.strip() for mark in (" ", "\t", ";")):  # no host name holds one
+        raise ValueError(
+            f"bad endpoint {text.strip()!r}: write each as HOST:PORT, without spaces, and "
+            "separate them with commas"
+        )
     address = parse_address(text)
     if is_unspecified(address[0]):
         # A node listens there, but a dialer reaches nothing: the answer would come from

@@ -24,6 +24,10 @@ Rules of this file:
   node, however long an operation takes, acknowledges at once. For DOWN_S after that, a
   leader hint naming that node is not followed, and moving on passes it by: the other nodes
   go on naming their old leader until they have elected another.
+- A node that answers nothing at all (frozen, its host gone, packets dropped) would hold a
+  connect for the handshake's whole 5 s: an attempt to connect waits CONNECT_S, then the
+  caller tries the next node. Attempts in a row that get no answer wait twice as long each
+  (ConnectPace), so that nodes slow to answer are reached all the same.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ DOWN_S = 3.0
 #: The longest close() waits for the client's connections to end (three probe timeouts: tens
 #: of ms on a LAN); their sockets are freed at once after that.
 CLOSE_WAIT_S = 1.0
+#: How long a first attempt to connect waits for the node's handshake: tens of ms on a LAN,
+#: even for a busy node. Doubled after each attempt in a row that got no answer, up to
+#: CONNECT_MAX_S (below the transport's own 5 s, which would otherwise say it first).
+CONNECT_S = 1.0
+CONNECT_MAX_S = 4.0
 CLOSED = "the client is closed; make a new one to go on"
 OTHER_LOOP = (
     "this client belongs to the event loop it first ran in, and this is another one: make "
@@ -170,6 +179,26 @@ class Channel(Generic[R]):
                 waiter.set_exception(err)
 
 
+class ConnectPace:
+    """How long the next attempt to connect may wait for an answer (see the module rules)."""
+
+    def __init__(self) -> None:
+        self.unanswered = 0  #: attempts in a row that got no answer in their time
+
+    async def connect(self, attempt: Coroutine[Any, Any, T], where: str) -> T:
+        """The result of `attempt` (a connect to `where`), or TransportError if it takes
+        longer than this attempt's time."""
+        limit = min(CONNECT_S * 2**self.unanswered, CONNECT_MAX_S)
+        try:
+            async with asyncio.timeout(limit):
+                result = await attempt
+        except TimeoutError:
+            self.unanswered += 1
+            raise TransportError(f"{where} did not answer in {limit:g}s") from None
+        self.unanswered = 0
+        return result
+
+
 class Lifetime:
     """Whether a client is open, the event loop it belongs to, and the connections it opened
     that are not over yet (see the module rules). `closed_error` makes the error that a
@@ -256,6 +285,7 @@ class Endpoints(Generic[R]):
         self.channel: Channel[R] | None = None
         self._opening = asyncio.Lock()  # one connection at a time, however many callers
         self._down: dict[Address, float] = {}  # endpoint -> loop time its node went silent
+        self._pace = ConnectPace()
 
     @property
     def current_endpoint(self) -> str:
@@ -281,7 +311,9 @@ class Endpoints(Generic[R]):
             if self.channel is None or not self.channel.usable:
                 self.drop("reconnecting")
                 endpoint = self.endpoints[self.current]
-                self.channel = await Channel.open(endpoint, self.identity, self.codec)
+                self.channel = await self._pace.connect(
+                    Channel.open(endpoint, self.identity, self.codec), format_address(endpoint)
+                )
                 self.life.track(self.channel.conn)
                 self.life.check()  # it may have closed meanwhile
             return self.channel

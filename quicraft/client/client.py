@@ -64,6 +64,11 @@ class ClientError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Made again from its own arguments (Exception's default passes only the text):
+        # raised in a process pool's worker, it reaches the caller, not a broken pool.
+        return type(self), (self.code, self.message), self.__dict__
+
 
 class InvalidRequest(ClientError):
     """The request was not sent: its arguments are ones every node refuses (a key too long
@@ -115,10 +120,12 @@ class Client(EndpointsClient[Response]):
         )
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """A write, applied exactly once however often it must be retried."""
+        """A write, applied exactly once however often it must be retried. Registering the
+        session first (once per client) counts against the same timeout."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
         async with self._registering:
             if self._session is None:
-                result = await self.call("register", {})
+                result = await self.call("register", {}, deadline)
                 self._session = int(result["session"])
         self._seq += 1
         seq = self._seq
@@ -127,7 +134,8 @@ class Client(EndpointsClient[Response]):
             # `ack`: the node may forget our results below the oldest write still waiting.
             session = self._session
             oldest = next(iter(self._in_flight))
-            return await self.call(op, {**args, "session": session, "seq": seq, "ack": oldest})
+            request = {**args, "session": session, "seq": seq, "ack": oldest}
+            return await self.call(op, request, deadline)
         except ClientError as err:
             if err.code == "session_expired" and self._session == session:
                 # The next write registers a new session. This one is not retried: if it was
@@ -137,17 +145,23 @@ class Client(EndpointsClient[Response]):
         finally:
             del self._in_flight[seq]
 
-    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Send one request, following the leader and retrying until `timeout` has passed.
-        Traced, it is one client span (of the caller's trace), whatever the retries."""
+    async def call(
+        self, op: str, args: dict[str, Any], deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request, following the leader and retrying until `timeout` has passed
+        (or the loop time `deadline`). Traced, it is one client span (of the caller's
+        trace), whatever the retries."""
         if not self.tracing.on:
-            return await self._call(op, args, None)
+            return await self._call(op, args, None, deadline)
         with self.tracing.rpc("quicraft.kv", op, SpanKind.CLIENT, get_current()) as span:
-            return await self._call(op, args, traceparent(span))
+            return await self._call(op, args, traceparent(span), deadline)
 
-    async def _call(self, op: str, args: dict[str, Any], tp: str | None) -> dict[str, Any]:
+    async def _call(
+        self, op: str, args: dict[str, Any], tp: str | None, deadline: float | None
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        if deadline is None:
+            deadline = loop.time() + self.timeout
         delay = 0.02
         last = "no endpoint answered"
         answered = False  # for the hint if it gives up

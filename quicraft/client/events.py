@@ -21,7 +21,8 @@ Rules:
 - When no node could be reached for UNREACHABLE_WARN_S, it logs one warning (and one more
   once a node answers again), so that a wrong address does not look like a quiet cluster.
 - The idle timeout is short (IDLE_TIMEOUT_S) so that a node that died without a word is
-  noticed in seconds, not after the transport's default half minute.
+  noticed in seconds, not after the transport's default half minute; a node that does not
+  answer a connect is left as the request clients leave it (channel.py ConnectPace).
 - It ends when its client closes (`life`, channel.py Lifetime): the client closes its
   connection and wakes it from a connect or a backoff sleep.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Iterable
+from typing import Any
 
 from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
@@ -49,13 +51,12 @@ from quicraft.wire import (
     encode_subscribe,
 )
 
-from .channel import Lifetime, failure_at
+from .channel import ConnectPace, Lifetime, failure_at
 from .client import ClientError, InvalidRequest
 
 log = logging.getLogger("quicraft.client")
 
 IDLE_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 5.0
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
 UNREACHABLE_WARN_S = 3.0
@@ -67,6 +68,9 @@ class EventsCompacted(ClientError):
     def __init__(self, message: str, oldest: int | None):
         super().__init__("compacted", message)
         self.oldest = oldest
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.oldest), self.__dict__
 
 
 def check_subscription(
@@ -118,6 +122,7 @@ async def subscribe(
     loop = asyncio.get_running_loop()
     unreachable_since: float | None = None  # the first of the attempts in a row that failed
     warned = False
+    pace = ConnectPace()  # a node that answers nothing is left after a second, not five
     while not life.closed:
         address = endpoints[current]
         where = format_address(address)
@@ -125,16 +130,10 @@ async def subscribe(
         end: EventStreamEnd | None = None
         connected = False
         try:
-            conn = await life.unless_closed(
-                quic_connect(
-                    address[0],
-                    address[1],
-                    identity,
-                    ALPN_EVENTS,
-                    timeout=CONNECT_TIMEOUT_S,
-                    idle_timeout=IDLE_TIMEOUT_S,
-                )
+            dial = quic_connect(
+                address[0], address[1], identity, ALPN_EVENTS, idle_timeout=IDLE_TIMEOUT_S
             )
+            conn = await life.unless_closed(pace.connect(dial, where))
             if conn is None:
                 return  # the client closed
             life.track(conn)

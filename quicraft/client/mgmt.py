@@ -94,6 +94,11 @@ class MgmtError(Exception):
         self.leader = leader
         self.leader_addr = leader_addr
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As ClientError's: a pickled copy (a process pool's) is made from its own arguments.
+        arguments = (self.code, self.message, self.hint, self.leader, self.leader_addr)
+        return type(self), arguments, self.__dict__
+
     @classmethod
     def from_info(cls, info: MgmtErrorInfo) -> MgmtError:
         return cls(info.code, info.message, info.hint, info.leader, info.leader_addr)
@@ -122,7 +127,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """Every member with its role, match and lag, the term, commit and leader. With
         `follow_leader`, asked of the leader (which alone knows the others' progress) when
         the first node answering knows where it is; otherwise that node's own view."""
-        first = await self.call("status")
+        return await self._status(self._deadline())
+
+    async def _status(self, deadline: float) -> dict[str, Any]:
+        first = await self.call("status", deadline=deadline)
         leader = first["leader"]
         if not self.follow_leader or leader is None or leader == first["node"]:
             return first
@@ -132,7 +140,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         if not self._link.go_to(where):
             return first
         try:
-            return await self.call("status", timeout=min(self.timeout, 3.0))
+            return await self.call("status", timeout=3.0, deadline=deadline)
         except MgmtError:
             return first  # the leader cannot be reached from here: say what we know
 
@@ -144,7 +152,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """The id of member `node`, given its id or its name (names are for people; ids are
         what Raft uses). Anything else comes back as it is: the node then answers
         unknown_member."""
-        members = (await self.status())["members"]
+        return await self._member_id(node, self._deadline())
+
+    async def _member_id(self, node: str, deadline: float) -> str:
+        members = (await self._status(deadline))["members"]
         if any(m["id"] == node for m in members):
             return node
         named = [m["id"] for m in members if m["name"] == node]
@@ -153,9 +164,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def transfer(self, target: str = "auto") -> str:
         """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);
         the new leader's id."""
+        deadline = self._deadline()  # finding the id and the leader: one timeout for both
         if target != "auto":
-            target = await self.member_id(target)
-        return str((await self.call("transfer", {"target": target}))["leader"])
+            target = await self._member_id(target, deadline)
+        return str((await self.call("transfer", {"target": target}, deadline=deadline))["leader"])
 
     async def add_member(self, address: str, learner: bool = False) -> dict[str, Any]:
         """Add the node at `address` ("HOST:PORT", started with --no-bootstrap): as a learner,
@@ -164,13 +176,15 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     async def remove_member(self, node: str) -> int:
         """Remove member `node` (id or name); the log index of the change."""
-        node = await self.member_id(node)
-        return int((await self.call("remove_member", {"node": node}))["index"])
+        deadline = self._deadline()
+        node = await self._member_id(node, deadline)
+        return int((await self.call("remove_member", {"node": node}, deadline=deadline))["index"])
 
     async def promote(self, node: str) -> int:
         """Make learner `node` (id or name) a voter; the log index of the change."""
-        node = await self.member_id(node)
-        return int((await self.call("promote", {"node": node}))["index"])
+        deadline = self._deadline()
+        node = await self._member_id(node, deadline)
+        return int((await self.call("promote", {"node": node}, deadline=deadline))["index"])
 
     async def snapshot(self) -> int:
         """Snapshot the contacted node's state machine now; the snapshot's index."""
@@ -191,8 +205,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         watch: asyncio.Task[None] | None = None
         made_part = False
         try:
-            async with asyncio.timeout(self.timeout):  # reaching the node: not the floor's
-                channel = await self._link.connected()
+            channel = await self._reach()
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
                 # The backup's stream is its own, not under the channel's watch of requests:
                 # a node that dies mid-backup would hold it for its whole budget.
@@ -243,7 +256,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
         except (TransportError, ProtocolError, ConnectionError, TimeoutError) as err:
             raise MgmtError(
-                "unavailable", f"backup from {self.current_endpoint} failed: {err or 'timed out'}"
+                "unavailable",
+                f"backup from {self.current_endpoint} failed: {str(err) or 'timed out'}",
             ) from None
         finally:
             if watch is not None:
@@ -251,6 +265,28 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             if made_part:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
+
+    async def _reach(self) -> Channel[MgmtResponse]:
+        """A channel to the first endpoint that answers, tried in turn for `timeout` (any
+        node can take a backup); MgmtError("timeout") if none does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.02
+        last = "no endpoint answered"
+        while loop.time() < deadline:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    return await self._link.connected()
+            except RefusedError:
+                raise
+            except (TransportError, ConnectionError, TimeoutError) as err:
+                last = self._link.failure(err)
+                self._link.move_on(None)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.5)
+        raise MgmtError(
+            "timeout", f"gave up after {self.timeout:g}s: {last}", "is the cluster running?"
+        )
 
     @staticmethod
     def _check_free(path: Path, replace: bool) -> None:
@@ -265,24 +301,42 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     # -- requests ------------------------------------------------------------------------------
 
+    def _deadline(self) -> float:
+        """The loop time by which a call made now gives up (floors aside, see the rules)."""
+        return asyncio.get_running_loop().time() + self.timeout
+
     async def call(
-        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        *,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """Send one request, following the leader and retrying where safe (see the rules).
-        Traced, it is one client span (of the caller's trace), whatever the retries."""
+        `timeout` replaces the client's, floor included; `deadline` (a loop time) ends it
+        sooner, when it is one step of an operation. Traced, it is one client span (of the
+        caller's trace), whatever the retries."""
         args = args or {}
         if not self.tracing.on:
-            return await self._call(op, args, timeout, None)
+            return await self._call(op, args, timeout, deadline, None)
         with self.tracing.rpc("quicraft.mgmt", op, SpanKind.CLIENT, get_current()) as span:
-            return await self._call(op, args, timeout, traceparent(span))
+            return await self._call(op, args, timeout, deadline, traceparent(span))
 
     async def _call(
-        self, op: str, args: dict[str, Any], timeout: float | None, tp: str | None
+        self,
+        op: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        ends: float | None,
+        tp: str | None,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         budget = timeout if timeout is not None else self.timeout
         floor = OP_TIME_S.get(op, 0.0) if timeout is None else 0.0  # see the rules
         deadline = loop.time() + budget
+        if ends is not None:
+            deadline = min(deadline, ends)
         delay = 0.02
         last = "no endpoint answered"
         #: The last answer was no_leader: if it gives up, that says more than a node that

@@ -6,12 +6,18 @@
 Rules:
 - It runs its client in a private event loop (an asyncio.Runner), so it cannot be used from
   inside a running loop: connect_sync and every call refuse at once there, pointing at
-  `await quicraft.connect(...)`.
+  `async with quicraft.connect(...)`.
 - Ctrl-C during a call cancels the call, which runs to its end before KeyboardInterrupt
   goes on, as under asyncio.run; so does any other BaseException that stops the loop (a
   signal handler's SystemExit). Nothing of an interrupted call runs later. (A write may have
   been applied already, as with any cancelled write.)
-- Once closed, every call raises ClientError("closed"). close() works anywhere, twice too.
+- Calls from several threads take turns: one runs in the private loop at a time (a lock),
+  so a thread waiting in events() for its next event holds the others up until it comes.
+- Once closed, every call raises ClientError("closed"). close() works anywhere, twice too,
+  and from another thread while a call runs: it closes the client in the running loop,
+  which ends that call (an events() loop finishes), then the loop.
+- A client dropped or left open at exit is closed by a finalizer (its tasks would be
+  "destroyed but pending"), with a ResourceWarning as for an unclosed file.
 - events() is the async subscription stepped one event at a time in the same private loop:
   nothing runs between two steps (no reconnecting, no reading ahead), so a slow script may be
   cut off as a slow subscriber and resume from its last position, missing nothing. Leaving
@@ -21,12 +27,16 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import warnings
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from quicraft.transport.address import format_address
 from quicraft.wire import Event
 
 from .channel import CLOSED
@@ -90,9 +100,13 @@ class SyncClient:
 
     def __init__(self, client: Client):
         self.client = client
-        # Its own loop, made on first use and not set as the thread's current loop.
+        # Its own loop, not set as the thread's current loop. Made now, not on first use:
+        # a thread closing the client must find the loop another thread's call runs.
         self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+        self._runner.get_loop()
         self._closed = False
+        self._turn = threading.Lock()  # held by the thread whose call runs the loop
+        self._finalizer = weakref.finalize(self, _close_unclosed, self._runner, client)
         self.kv = SyncKV(self)
 
     @property
@@ -123,9 +137,11 @@ class SyncClient:
                     return
         finally:
             # Left mid-way (a break, Ctrl-C, an error): end the subscription and its
-            # connection now rather than when the loop closes. A closed client ended it.
+            # connection now rather than when the loop closes. A closed client ended it
+            # (closed meanwhile by another thread, `run` says so: nothing is left to do).
             if not self._closed and not _in_a_running_loop():
-                self.run(_close(subscription))
+                with contextlib.suppress(ClientError):
+                    self.run(_close(subscription))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run one of the client's coroutines to its end in the private loop."""
@@ -133,9 +149,19 @@ class SyncClient:
             if self._closed:
                 raise ClientError("closed", CLOSED)
             refuse_in_a_running_loop()
+            self._turn.acquire()  # another thread's call first (Ctrl-C interrupts the wait)
         except BaseException:
             coroutine.close()  # never started: no "never awaited" warning
             raise
+        try:
+            if self._closed:  # by another thread, while this one waited
+                coroutine.close()
+                raise ClientError("closed", CLOSED)
+            return self._run(coroutine)
+        finally:
+            self._turn.release()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         try:
             return self._runner.run(coroutine)
         except BaseException:
@@ -151,23 +177,24 @@ class SyncClient:
             raise
 
     def close(self) -> None:
-        """Close the client and its loop; harmless twice, and inside a running event loop
-        (the private loop then finishes in a thread of its own)."""
+        """Close the client and its loop; harmless twice, inside a running event loop (the
+        private loop then finishes in a thread of its own), and while another thread's
+        call runs (which it ends)."""
         if self._closed:
             return
         self._closed = True
-        if not _in_a_running_loop():
-            self._finish()
-            return
-        thread = threading.Thread(target=self._finish, name="quicraft-sync-close")
-        thread.start()
-        thread.join()
-
-    def _finish(self) -> None:
+        self._finalizer.detach()
+        if not self._turn.acquire(blocking=False):
+            # Another thread's call runs the loop: closing the client there ends that call
+            # (an events() step returns, a request fails with closed); the loop is ours next.
+            loop, client = self._runner.get_loop(), self.client
+            closing: list[asyncio.Task[None]] = []  # a reference, until it is over
+            loop.call_soon_threadsafe(lambda: closing.append(loop.create_task(client.close())))
+            self._turn.acquire()
         try:
-            self._runner.run(self.client.close())
+            _finish(self._runner, self.client)
         finally:
-            self._runner.close()  # cancels what is left, as asyncio.run does
+            self._turn.release()
 
     def __enter__(self) -> SyncClient:
         return self
@@ -176,6 +203,38 @@ class SyncClient:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _finish(runner: asyncio.Runner, client: Client) -> None:
+    """Close `client` in its private loop, then the loop; in a thread of its own if this one
+    runs an event loop (the private one cannot run inside it)."""
+
+    def finish() -> None:
+        try:
+            runner.run(client.close())
+        finally:
+            runner.close()  # cancels what is left, as asyncio.run does
+
+    if not _in_a_running_loop():
+        finish()
+        return
+    thread = threading.Thread(target=finish, name="quicraft-sync-close")
+    thread.start()
+    thread.join()
+
+
+def _close_unclosed(runner: asyncio.Runner, client: Client) -> None:
+    """A SyncClient's finalizer: it was not closed. Warn after closing, so that a filter
+    that makes the warning an error cannot leave it open."""
+    try:
+        _finish(runner, client)
+    finally:
+        where = ",".join(format_address(a) for a in client.endpoints)
+        warnings.warn(
+            f"unclosed quicraft SyncClient of {where}: close it, or use `with`",
+            ResourceWarning,
+            stacklevel=1,
+        )
 
 
 async def _next(subscription: AsyncIterator[T]) -> T:
@@ -208,6 +267,6 @@ def connect_sync(
 ) -> SyncClient:
     """Like `quicraft.connect`, for code without an event loop; it raises the same errors. The
     same `kv` operations, `events()` and `current_endpoint`, each call run to completion.
-    Inside a running event loop it raises RuntimeError: use `await quicraft.connect(...)`."""
+    Inside a running event loop it raises RuntimeError: use `async with quicraft.connect(...)`."""
     refuse_in_a_running_loop()
     return SyncClient(connect(endpoints, cluster, certs, name, timeout))

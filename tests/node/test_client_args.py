@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import pytest
 
+import quicraft
 from quicraft.client import Client, InvalidRequest, connect, connect_mgmt, connect_sync
 from quicraft.client.events import subscribe
 from quicraft.transport import IdentityError, init_cluster
@@ -36,6 +37,9 @@ CONNECTS: list[Callable[..., object]] = [connect, connect_mgmt, connect_sync]
         (" , ", "no endpoints given"),
         ("0.0.0.0:7401", "'0.0.0.0:7401' is the wildcard address a node listens on"),
         (["127.0.0.1:7401", "[::]:7402"], "'[::]:7402' is the wildcard address"),
+        ("127.0.0.1:7401 127.0.0.1:7402", "without spaces, and separate them with commas"),
+        ("127.0.0.1:7401;127.0.0.1:7402", "without spaces, and separate them with commas"),
+        ("node1 node2:7402", "without spaces, and separate them with commas"),
     ],
 )  # fmt: skip
 def test_endpoint_mistakes_are_refused_at_connect(
@@ -125,3 +129,68 @@ def test_a_cluster_not_in_the_certs_folder_is_an_identity_error_naming_those_the
     init_cluster(tmp_path, "c1")
     with pytest.raises(IdentityError, match=r"no cluster 'nosuch' under .* \(found: c1\)"):
         connect("127.0.0.1:7401", "nosuch", certs=tmp_path)
+
+
+@pytest.mark.parametrize("connect_to", CONNECTS)
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ({"cluster": None}, "cluster must be the cluster's name (a str), not None"),
+        ({"name": None}, "name must be the name of an identity in "),
+        ({"name": b"admin"}, "(a str, such as 'admin'), not b'admin'"),
+        ({"certs": 5}, "certs must be a folder (a str or a Path), not 5"),
+    ],
+)
+def test_a_cluster_name_or_certs_of_another_type_is_refused_at_connect(
+    tmp_path: Path, connect_to: Callable[..., object], given: dict[str, Any], error: str
+) -> None:
+    """Before: a TypeError from deep inside ("expected string or bytes-like object")."""
+    init_cluster(tmp_path, "c1")
+    arguments = {"cluster": "c1", "certs": tmp_path, **given}
+    with pytest.raises(ValueError, match=re.escape(error)):
+        connect_to("127.0.0.1:7401", **arguments)
+
+
+def test_the_identity_error_of_connect_is_exported_with_the_client(tmp_path: Path) -> None:
+    assert quicraft.IdentityError is quicraft.client.IdentityError is IdentityError
+    with pytest.raises(quicraft.IdentityError, match="no cluster 'c1' under"):
+        connect("127.0.0.1:7401", "c1", certs=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda kv: kv.set("k\udc80", b"v"), "key"),
+        (lambda kv: kv.get("k\udc80"), "key"),
+        (lambda kv: kv.incr("k\udc80"), "key"),
+        (lambda kv: kv.keys("p\udc80"), "prefix"),
+    ],
+)
+def test_a_key_that_is_not_unicode_text_is_an_invalid_request_naming_it(
+    call: Any, field: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=f"^'{field}' cannot be sent as UTF-8: "):
+        asyncio.run(call(_client().kv))
+
+
+def test_a_bytearray_or_memoryview_value_is_sent_as_its_bytes() -> None:
+    """Type checkers let them pass for bytes; the wire refused them."""
+    client = _client()
+    sent: list[dict[str, Any]] = []
+
+    async def write(op: str, args: dict[str, Any]) -> dict[str, Any]:
+        sent.append(args)
+        return {"revision": 1, "ok": True}
+
+    client.write = write  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await client.kv.set("k", bytearray(b"ab"))
+        await client.kv.cas("k", memoryview(b"ab"), bytearray(b"cd"))
+
+    asyncio.run(scenario())
+    assert sent == [
+        {"key": "k", "value": b"ab"},
+        {"key": "k", "expected": b"ab", "new": b"cd"},
+    ]
+    assert all(type(v) is bytes for args in sent for k, v in args.items() if k != "key")

@@ -112,7 +112,7 @@ class SleepsWatched:
 
     def get_running_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        self.started.append(loop.time())  # _call asks for it first, to set its deadline
+        self.started.append(loop.time())  # a call asks for it first, to set its deadline
         return loop
 
     async def sleep(self, delay: float) -> None:
@@ -136,7 +136,7 @@ def test_the_last_backoff_sleep_ends_by_the_deadline(monkeypatch: Any, kind: str
     monkeypatch.setattr(f"{module}.asyncio", watched)
     message = asyncio.run(asyncio.wait_for(_give_up(_client(kind)), 10.0))
     assert "gave up after 1s: no leader is known" in message
-    assert len(watched.started) == 1 and len(watched.sleeps_end) >= 5
+    assert watched.started and len(watched.sleeps_end) >= 5
     # The margin is for the few statements between the client's clock reading and ours.
     assert max(watched.sleeps_end) <= watched.started[0] + 1.0 + 0.05
 
@@ -213,3 +213,132 @@ def test_a_leader_serving_an_op_is_given_its_floor_whatever_the_timeout(monkeypa
             client._link.drop("test over")
 
     assert asyncio.run(asyncio.wait_for(call(), 10.0)) == {"node": "2649fe7bb6b555cf", "index": 7}
+
+
+class RegistersLate:
+    """A request stream to a node that knows no leader: register succeeds only after
+    `after` seconds (an election ends), and writes go on answering no_leader."""
+
+    def __init__(self, after: float):
+        self.after = asyncio.get_running_loop().time() + after
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def write_frame(self, frame: bytes) -> None:
+        request = decode_request(frame)
+        if request.op == "register" and asyncio.get_running_loop().time() >= self.after:
+            answer = encode_response(ok=True, result={"session": 3}, op="register", id=request.id)
+        else:
+            error = {"code": "no_leader", "message": "no leader is known; retry shortly"}
+            answer = encode_response(ok=False, error=error, id=request.id)
+        self._inbox.put_nowait(answer)
+
+    async def read_frame(self) -> bytes | None:
+        return await self._inbox.get()
+
+
+def test_a_first_write_gives_up_in_the_timeout_registering_included(monkeypatch: Any) -> None:
+    """A write first registers its client's session. Each had a whole timeout of its own,
+    so a first write could take twice the timeout before it gave up (found by an audit)."""
+    streams: list[RegistersLate] = []
+
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        if not streams:
+            streams.append(RegistersLate(after=1.5))
+        return Channel(cast(Any, FakeConnection()), cast(Any, streams[0]), codec)
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+    client = Client([A, B], cast(Any, None), timeout=2.0)
+
+    async def write() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with pytest.raises(ClientError, match="gave up after 2s: no leader is known"):
+                await client.kv.set("k", b"v")
+            return loop.time() - started
+        finally:
+            client._link.drop("test over")
+
+    took = asyncio.run(asyncio.wait_for(write(), 10.0))
+    assert client._session == 3  # it did register, late
+    assert took < 2.0 + 0.5  # before: 1.5 s registering, then 2 s more for the write
+
+
+def _member(id: str, name: str, address: str) -> dict[str, Any]:
+    return {
+        "id": id, "name": name, "address": address, "voter": True, "role": "follower",
+        "match": 5, "lag": 0, "last_contact_ms": 0, "term": None, "commit": None,
+        "applied": None,
+    }  # fmt: skip
+
+
+class StatusLate:
+    """A request stream to a follower that answers status after `delay` seconds, naming as
+    its leader a node at B, and no_leader to anything else."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def write_frame(self, frame: bytes) -> None:
+        request = decode_mgmt_request(frame)
+        if request.op == "status":
+            members = [_member("aa", "n1", "10.0.0.1:7400"), _member("bb", "n2", "10.0.0.2:7400")]
+            result = {
+                "cluster_id": None, "leader": "bb", "term": 2, "commit": 5, "applied": 5,
+                "node": "aa", "members": members,
+            }  # fmt: skip
+            answer = encode_mgmt_response(id=request.id, ok=True, result=result, op="status")
+            asyncio.get_running_loop().call_later(self.delay, self._inbox.put_nowait, answer)
+        else:
+            error = {"code": "no_leader", "message": "no leader is known"}
+            self._inbox.put_nowait(encode_mgmt_response(id=request.id, ok=False, error=error))
+
+    async def read_frame(self) -> bytes | None:
+        return await self._inbox.get()
+
+
+class Silent:
+    """A request stream to a node that takes requests and never answers (its connection
+    still acknowledges: the watch over silent nodes leaves it alone)."""
+
+    async def read_frame(self) -> bytes | None:
+        await asyncio.Event().wait()
+        return None
+
+    def write_frame(self, frame: bytes) -> None:
+        pass
+
+
+@pytest.mark.parametrize("op", ["status", "remove_member"])
+def test_an_operation_of_several_requests_gives_up_in_one_timeout(
+    monkeypatch: Any, op: str
+) -> None:
+    """status() asks the leader again after the first node answers, and remove_member (like
+    transfer and promote) first finds a name's id with status(): each request had a timeout
+    of its own (the leader's status 3 s), so with a first answer late and the leader silent,
+    status took up to the timeout and 3 s more, remove_member twice the timeout and more
+    (found by an audit)."""
+
+    async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
+        stream = StatusLate(0.8) if address == A else Silent()
+        return Channel(cast(Any, FakeConnection()), cast(Any, stream), codec)
+
+    monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
+    client = MgmtClient([A, B], cast(Any, None), "c1", timeout=1.0)
+
+    async def call() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            if op == "status":
+                assert (await client.status())["node"] == "aa"  # the leader's never came
+            else:
+                with pytest.raises(MgmtError):
+                    await client.remove_member("n2")
+            return loop.time() - started
+        finally:
+            client._link.drop("test over")
+
+    took = asyncio.run(asyncio.wait_for(call(), 10.0))
+    assert took < 1.0 + 0.3  # before: 1.8 s (status), 2.8 s (remove_member)

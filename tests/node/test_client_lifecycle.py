@@ -10,6 +10,7 @@ import gc
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -345,3 +346,77 @@ def test_a_slow_sync_subscriber_resumes_and_misses_nothing(one_node: Cluster) ->
         time.sleep(IDLE_TIMEOUT_S + 1)
         rest = [next(events).data["key"] for _ in range(3)]
         assert rest == ["sync-slow/1", "sync-slow/2", "sync-slow/3"]
+
+
+def test_the_sync_client_takes_calls_from_several_threads_in_turn(one_node: Cluster) -> None:
+    """Before, a call made while another thread's ran failed with "This event loop is already
+    running", leaving a coroutine never awaited and a task destroyed pending."""
+    failures: list[BaseException] = []
+
+    def count(client: SyncClient) -> None:
+        try:
+            for _ in range(10):
+                client.kv.incr("threads/n")
+        except BaseException as err:  # the test's thread: hand it over
+            failures.append(err)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs) as client:
+            client.kv.delete("threads/n")
+            threads = [threading.Thread(target=count, args=(client,)) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+            assert client.kv.get("threads/n") == b"40"
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+
+
+def test_closing_the_sync_client_from_another_thread_ends_its_events(one_node: Cluster) -> None:
+    """Before, close() from another thread than the one waiting for an event failed with
+    "This event loop is already running" and the subscription went on."""
+    client = connect_sync(endpoint(one_node), CLUSTER, one_node.local.certs)
+    since = client.kv.set("other-thread/a", "1") - 1
+    events = client.events(kinds=["kv"], prefix="other-thread/", since=since * 1024)
+    first, ended = threading.Event(), threading.Event()
+
+    def follow() -> None:
+        for _ in events:
+            first.set()  # then it waits for the next, which never comes
+        ended.set()
+
+    following = threading.Thread(target=follow, daemon=True)  # should it never end
+    following.start()
+    try:
+        assert first.wait(10)
+        client.close()
+        assert ended.wait(10)
+    finally:
+        following.join(10)
+    with pytest.raises(ClientError, match="the client is closed"):
+        client.kv.get("k")
+
+
+UNCLOSED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import quicraft
+
+    client = quicraft.connect_sync(sys.argv[1], "t1", certs=sys.argv[2])
+    client.kv.set("unclosed", "1")
+    print("done")
+    """
+)
+
+
+def test_a_sync_client_left_open_is_closed_at_exit(one_node: Cluster) -> None:
+    """Before, a script that did not close its client ended with "Task was destroyed but it
+    is pending!" twice, even without -X dev; now it gets a ResourceWarning, as for a file."""
+    done = run_script(UNCLOSED_SCRIPT, endpoint(one_node), str(one_node.local.certs))
+    assert done.stdout == "done\n", done.stderr
+    assert "Task was destroyed" not in done.stderr, done.stderr
+    assert "unclosed transport" not in done.stderr and "event loop" not in done.stderr
+    assert "ResourceWarning: unclosed quicraft SyncClient of 127.0.0.1:" in done.stderr

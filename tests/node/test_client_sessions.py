@@ -16,7 +16,7 @@ def test_each_write_acknowledges_below_the_oldest_write_still_waiting() -> None:
         sent: list[dict[str, Any]] = []
         answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
-        async def call(op: str, args: dict[str, Any]) -> dict[str, Any]:
+        async def call(op: str, args: dict[str, Any], deadline: float) -> dict[str, Any]:
             sent.append(args)
             answer = answers[args["seq"]] = asyncio.get_running_loop().create_future()
             return await answer

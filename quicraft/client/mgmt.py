@@ -191,8 +191,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         watch: asyncio.Task[None] | None = None
         made_part = False
         try:
-            async with asyncio.timeout(self.timeout):  # reaching the node: not the floor's
-                channel = await self._link.connected()
+            channel = await self._reach()  # within the timeout: not the floor's
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
                 # The backup's stream is its own, not under the channel's watch of requests:
                 # a node that dies mid-backup would hold it for its whole budget.
@@ -251,6 +250,29 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             if made_part:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
+
+    async def _reach(self) -> Channel[MgmtResponse]:
+        """A channel to a node, trying the endpoints in turn until the timeout, as a request
+        does: nothing is sent before one answers, so trying the next is safe."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        delay = 0.02
+        while True:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    return await self._link.connected()
+            except RefusedError:
+                raise  # the cluster said no: another node would say the same
+            except (TransportError, TimeoutError, ConnectionError) as err:
+                last = self._link.failure(err)
+                self._link.move_on(None)
+            if loop.time() >= deadline:
+                raise MgmtError(
+                    "timeout", f"gave up after {self.timeout:g}s: {last}",
+                    hint="is the cluster running?",
+                )  # fmt: skip
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.5)
 
     @staticmethod
     def _check_free(path: Path, replace: bool) -> None:

@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         return MISUSE
     except NoLocalCluster as err:
         return fail(f"{err}: start one with '{command} start 3'")
+    except BrokenPipeError:
+        raise  # the reader of our output went away (`logs | head`): exit 141, quietly
     except (LocalClusterError, IdentityError, OSError) as err:
         return fail(str(err))
 

@@ -268,7 +268,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     async def _reach(self) -> Channel[MgmtResponse]:
         """A channel to the first endpoint that answers, tried in turn for `timeout` (any
-        node can take a backup); MgmtError("timeout") if none does."""
+        node can take a backup, and nothing is sent before one answers, so trying the next
+        is safe); MgmtError("timeout") if none does."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         delay = 0.02
@@ -278,7 +279,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     return await self._link.connected()
             except RefusedError:
-                raise
+                raise  # the cluster said no: another node would say the same
             except (TransportError, ConnectionError, TimeoutError) as err:
                 last = self._link.failure(err)
                 self._link.move_on(None)

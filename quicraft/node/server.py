@@ -574,7 +574,9 @@ class Node:
             return
         proof = self._refused_us.removed(core.membership, core.log.membership_index())
         if proof:
-            names = ", ".join(self._names.get(p, p) for p in proof)
+            # A name from a hello, else from the replicated address book: a node started
+            # again is refused before any member says hello to it.
+            names = ", ".join(self._names.get(p) or self.kv.names.get(p) or p for p in proof)
             self.raft.fail(RemovedFromCluster(
                 f"this node ({self.settings.name}, {self.id}) was removed from cluster "
                 f"{self.settings.cluster!r}: {names} committed a membership without it; "

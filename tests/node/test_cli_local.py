@@ -536,3 +536,25 @@ def test_the_command_start_suggests_keeps_a_folder_with_spaces_whole(tmp_path: P
         assert f"--certs '{folder / 'certs'}'" in started.stdout
     finally:
         quicraft("local", "--dir", str(folder), "stop", "--clean")
+
+
+def test_logs_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -> None:
+    """`quicraft local logs | head -n 1` said "quicraft: error: [Errno 32] Broken pipe" and
+    exited 1: the reader going away was taken for a failure of the cluster's folder."""
+    folder = tmp_path / "dev"
+    (folder / "n1").mkdir(parents=True)
+    (folder / "cluster.json").write_text(json.dumps(_cluster_json()))
+    (folder / "n1" / "node.log").write_text("a line of the node's log\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "quicraft.cli", "local", "--dir", str(folder), "logs"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import small_disks
-from cluster_harness import Cluster, eventually_write, run
+from cluster_harness import Cluster, eventually_write, free_base_port, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect, connect_mgmt
@@ -26,6 +26,7 @@ from quicraft.node.restore import RestoreError, restore_backup
 from quicraft.node.runtime import RequestTimeout
 from quicraft.statemachine import FOUND_OP, KVStore, encode_command
 from quicraft.storage import LevelDBStorage, StorageError
+from quicraft.transport import init_cluster
 from quicraft.wire import (
     BackupInfo,
     MgmtResponse,
@@ -179,6 +180,41 @@ def test_a_backup_from_a_node_that_stops_answering_fails_within_seconds(
 
     run(scenario())
     assert not backup.exists() and not backup.with_name("b.qrbackup.part").exists()
+
+
+def test_a_backup_whose_first_endpoint_is_down_is_taken_from_the_next(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`mgmt backup --endpoints DOWN,UP` failed at once ("DOWN is unreachable") where every
+    other operation goes on to the next endpoint: any live node will do (operations.md)."""
+    down = ("127.0.0.1", free_base_port(1) + 1)  # nothing listens there
+    backup = tmp_path / "b.qrbackup"
+
+    async def scenario() -> BackupInfo:
+        endpoints = [f"{down[0]}:{down[1]}", cluster.local.node(1).address]
+        async with connect_mgmt(endpoints, "t1", cluster.local.certs, timeout=20) as m:
+            return await m.backup(backup)
+
+    info = run(scenario())
+    assert backup.exists() and info.index >= 1
+
+
+def test_a_backup_with_no_node_reachable_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    """As a request does: it tries the endpoints until its timeout, then says it gave up."""
+    certs = tmp_path / "certs"
+    init_cluster(certs, "t1")
+    down = f"127.0.0.1:{free_base_port(1) + 1}"
+
+    async def scenario() -> None:
+        async with connect_mgmt(down, "t1", certs, timeout=1.5) as m:
+            started = time.monotonic()
+            with pytest.raises(MgmtError, match=r"gave up after 1\.5s") as failed:
+                await m.backup(tmp_path / "b.qrbackup")
+            assert failed.value.code == "timeout"
+            assert 1.4 < time.monotonic() - started < 5
+
+    run(scenario())
+    assert list(tmp_path.iterdir()) == [certs]
 
 
 def test_the_progress_bar_redraws_one_line() -> None:

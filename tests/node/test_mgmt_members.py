@@ -251,17 +251,22 @@ def test_a_removed_node_stops_by_itself_also_when_started_again(cluster: Cluster
     number = cluster.leader()
     node = cluster.local.node(number)
     other = cluster.local.node(1 if number != 1 else 2)
+    rest = [n for n in (1, 2, 3) if n != number]
     removed = mgmt(cluster, "remove-member", node.name, endpoints=other.address)
     assert removed.returncode == 0, removed.stderr
     for attempt in ("running", "started again"):
         log = cluster.log(number)
         assert _exit_status(node.pid, timeout=30) == 0, f"{attempt}: {log[-3000:]}"
         log = cluster.log(number)
-        assert "was removed from cluster 't1'" in log.rsplit("\n", 3)[-2], log[-3000:]
+        line = log.rsplit("\n", 3)[-2]
+        assert "was removed from cluster 't1'" in line, log[-3000:]
+        # The members that said so, by name as operations.md shows it; started again, the
+        # node is connected to none of them, and it named them by id.
+        said = line.split(": ", 2)[2].split(" committed")[0]
+        assert sorted(said.split(", ")) == [f"n{n}" for n in rest], line
         assert "Traceback" not in log
         if attempt == "running":
             cluster.start(number)
-    rest = [n for n in (1, 2, 3) if n != number]
     assert set(_ids(cluster)) == {f"n{n}" for n in rest}
 
     async def still_serving() -> None:

@@ -253,7 +253,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             await loop.run_in_executor(None, _sync_directory, path.parent)  # the rename too
             return info
         except RefusedError as err:
-            raise MgmtError("forbidden", f"refused by the cluster: {err}") from None
+            raise _forbidden(err) from None
         except (TransportError, ProtocolError, ConnectionError, TimeoutError) as err:
             raise MgmtError(
                 "unavailable",
@@ -356,10 +356,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     if floor:  # a node's time serving it, not the client's finding one
                         deadline += loop.time() - sent
             except RefusedError as err:
-                hint = None
-                if err.reason == "role_not_allowed":  # not for another CA, an expired key...
-                    hint = "management needs an identity of role admin (quicraft certs issue)"
-                raise MgmtError("forbidden", f"refused by the cluster: {err}", hint) from None
+                raise _forbidden(err) from None
             except UnsendableRequest as err:
                 raise MgmtError("bad_request", f"not sent: {err}") from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
@@ -430,3 +427,10 @@ def connect_mgmt(
     (client/arguments.py, connection_arguments)."""
     addresses, identity, timeout = connection_arguments(endpoints, cluster, certs, name, timeout)
     return MgmtClient(addresses, identity, cluster, timeout, follow_leader)
+
+
+def _forbidden(refusal: RefusedError) -> MgmtError:
+    hint = None
+    if refusal.reason == "role_not_allowed":  # not for another CA, an expired key...
+        hint = "management needs an identity of role admin (quicraft certs issue)"
+    return MgmtError("forbidden", f"refused by the cluster: {refusal}", hint)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -183,8 +184,11 @@ def test_a_management_client_moves_on_from_a_node_killed_under_it(cluster: Clust
 
 
 @pytest.mark.parametrize("reason", ["role_not_allowed", "tls_bad_certificate", "not_yet_valid"])
-def test_the_role_hint_is_given_only_when_the_role_was_refused(reason: str) -> None:
-    """Found by an audit: an admin whose certificate was out of date was told to get role admin."""
+def test_the_role_hint_is_given_only_when_the_role_was_refused(
+    reason: str, tmp_path: Path
+) -> None:
+    """Found by an audit: an admin whose certificate was out of date was told to get role
+    admin. A backup refused for its role gave no hint at all (found by another)."""
 
     class Refusing:
         current_endpoint = "127.0.0.1:9"
@@ -192,16 +196,18 @@ def test_the_role_hint_is_given_only_when_the_role_was_refused(reason: str) -> N
         async def connected(self) -> None:
             raise RefusedError(f"{reason}: as the server said", reason)
 
-    async def status() -> MgmtError:
+    async def refusal(operation: Callable[[MgmtClient], Awaitable[object]]) -> MgmtError:
         client = MgmtClient([("127.0.0.1", 9)], cast(Any, None), "c1", timeout=1)
         client._link = cast(Any, Refusing())
         with pytest.raises(MgmtError) as caught:
-            await client.status()
+            await operation(client)
         return caught.value
 
-    refused = asyncio.run(status())
-    assert refused.code == "forbidden" and reason in str(refused)
-    assert ("role admin" in str(refused)) == (reason == "role_not_allowed")
+    for operation in (lambda m: m.status(), lambda m: m.backup(tmp_path / "b.qrbackup")):
+        refused = asyncio.run(refusal(operation))
+        assert refused.code == "forbidden" and reason in str(refused)
+        assert ("role admin" in str(refused)) == (reason == "role_not_allowed")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_health_names_the_member_that_has_not_answered(cluster: Cluster) -> None:

@@ -155,6 +155,37 @@ def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     )
 
 
+def quicraft_into_closed_pipe(*args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """Run `quicraft ARGS` with its stdout a pipe whose reader went away (`... | head -n 1`):
+    every write fails with EPIPE. Its exit status and stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "quicraft.cli", *args],
+            cwd=cwd,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
+def one_node_cluster(folder: Path) -> Iterator[Cluster]:
+    """A serving cluster of one node, for a module's tests to share (a module fixture)."""
+    made = Cluster(folder, size=1)
+    made.start()
+    try:
+        made.leader()  # serving
+        yield made
+    finally:
+        made.stop()
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     made = Cluster(tmp_path / "cluster")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
-from cluster_harness import Cluster, quicraft
+from cluster_harness import Cluster, quicraft, quicraft_into_closed_pipe
 
 from quicraft.client import Client, ClientError, events
 from quicraft.client.bench import run_bench, wait_until_serving
@@ -26,20 +25,8 @@ from quicraft.transport import Identity, Role, TransportError, issue
 
 def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -> None:
     """`quicraft events | head -n 1`: the reader closes the pipe; no traceback follows."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # every write to the pipe now fails with EPIPE
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "quicraft.cli", "certs", "init", "--cluster", "c1"],
-            cwd=tmp_path,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(write_end)
-    assert (done.returncode, done.stderr) == (141, "")
+    done = quicraft_into_closed_pipe("certs", "init", "--cluster", "c1", cwd=tmp_path)
+    assert done == (141, "")
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()  # it did its work, then printed
 
 

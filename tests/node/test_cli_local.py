@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cluster_harness import free_base_port, quicraft
+from cluster_harness import free_base_port, quicraft, quicraft_into_closed_pipe
 
 from quicraft import connect_sync
 from quicraft.cli import main
@@ -545,16 +545,4 @@ def test_logs_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -
     (folder / "n1").mkdir(parents=True)
     (folder / "cluster.json").write_text(json.dumps(_cluster_json()))
     (folder / "n1" / "node.log").write_text("a line of the node's log\n")
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # every write to the pipe now fails with EPIPE
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "quicraft.cli", "local", "--dir", str(folder), "logs"],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(write_end)
-    assert (done.returncode, done.stderr) == (141, "")
+    assert quicraft_into_closed_pipe("local", "--dir", str(folder), "logs") == (141, "")

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from cluster_harness import Cluster, free_base_port
+from cluster_harness import Cluster, free_base_port, one_node_cluster
 
 from quicraft.client import (
     ClientError,
@@ -35,13 +35,7 @@ CLUSTER = "t1"
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("lifecycle") / "cluster", size=1)
-    made.start()
-    try:
-        made.leader()  # serving
-        yield made
-    finally:
-        made.stop()
+    yield from one_node_cluster(tmp_path_factory.mktemp("lifecycle") / "cluster")
 
 
 def endpoint(cluster: Cluster) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_harness import Cluster
+from cluster_harness import Cluster, one_node_cluster
 
 from quicraft.client import MgmtError, connect, connect_mgmt
 
@@ -21,13 +21,7 @@ CLUSTER = "t1"
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    made = Cluster(tmp_path_factory.mktemp("silent") / "cluster", size=1)
-    made.start()
-    try:
-        made.leader()  # serving
-        yield made
-    finally:
-        made.stop()
+    yield from one_node_cluster(tmp_path_factory.mktemp("silent") / "cluster")
 
 
 @pytest.fixture

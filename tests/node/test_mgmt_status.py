@@ -184,9 +184,7 @@ def test_a_management_client_moves_on_from_a_node_killed_under_it(cluster: Clust
 
 
 @pytest.mark.parametrize("reason", ["role_not_allowed", "tls_bad_certificate", "not_yet_valid"])
-def test_the_role_hint_is_given_only_when_the_role_was_refused(
-    reason: str, tmp_path: Path
-) -> None:
+def test_the_role_hint_is_given_only_when_the_role_was_refused(reason: str, tmp_path: Path) -> None:
     """Found by an audit: an admin whose certificate was out of date was told to get role
     admin. A backup refused for its role gave no hint at all (found by another)."""
 

@@ -55,6 +55,10 @@ CLOSE_WAIT_S = 1.0
 #: CONNECT_MAX_S (below the transport's own 5 s, which would otherwise say it first).
 CONNECT_S = 1.0
 CONNECT_MAX_S = 4.0
+#: The pauses between a call's attempts (Retry): short at first, as a leader hint or a new
+#: leader is usually a moment away, and no shorter than this once a node stays down.
+RETRY_FIRST_S = 0.02
+RETRY_MAX_S = 0.5
 CLOSED = "the client is closed; make a new one to go on"
 OTHER_LOOP = (
     "this client belongs to the event loop it first ran in, and this is another one: make "
@@ -177,6 +181,25 @@ class Channel(Generic[R]):
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(err)
+
+
+class Retry:
+    """The attempts of one call until its deadline (a loop time, which the caller may move):
+    between two attempts a pause of RETRY_FIRST_S, doubling up to RETRY_MAX_S, that never
+    ends past the deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._delay = RETRY_FIRST_S
+
+    def left(self) -> float:
+        """Seconds until the deadline (0 or less once it has passed)."""
+        return self.deadline - self._loop.time()
+
+    async def pause(self) -> None:
+        await asyncio.sleep(min(self._delay, max(0.0, self.left())))
+        self._delay = min(self._delay * 2, RETRY_MAX_S)
 
 
 class ConnectPace:

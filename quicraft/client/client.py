@@ -35,7 +35,7 @@ from quicraft.transport.address import Address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
 from .arguments import connection_arguments
-from .channel import Codec, Endpoints, EndpointsClient, UnsendableRequest
+from .channel import Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
 from .kv import KV
 
 log = logging.getLogger("quicraft.client")
@@ -160,17 +160,15 @@ class Client(EndpointsClient[Response]):
         self, op: str, args: dict[str, Any], tp: str | None, deadline: float | None
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + self.timeout
-        delay = 0.02
+        retry = Retry(loop.time() + self.timeout if deadline is None else deadline)
         last = "no endpoint answered"
         answered = False  # for the hint if it gives up
         #: The last answer was no_leader: if it gives up, that says more than a node that
         #: could not be reached since.
         leaderless: str | None = None
-        while loop.time() < deadline:
+        while retry.left() > 0:
             channel = self._link.open_channel()
-            attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, deadline - loop.time()))
+            attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, retry.left()))
             try:
                 if channel is None:
                     async with asyncio.timeout_at(attempt_ends):
@@ -200,8 +198,7 @@ class Client(EndpointsClient[Response]):
                     continue
                 if error.code in ("not_leader", "no_leader"):
                     self._link.move_on(channel)  # this node may be cut off from a majority
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))  # not past it
-            delay = min(delay * 2, 0.5)
+            await retry.pause()
         if leaderless:
             last = f"{leaderless}; {NO_LEADER_HINT}"
         elif not answered:

@@ -53,7 +53,7 @@ from quicraft.wire import (
 )
 
 from .arguments import connection_arguments
-from .channel import Channel, Codec, Endpoints, EndpointsClient, UnsendableRequest
+from .channel import Channel, Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
 from .client import NO_LEADER_HINT
 
 CODEC: Codec[MgmtResponse] = Codec(
@@ -270,21 +270,18 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """A channel to the first endpoint that answers, tried in turn for `timeout` (any
         node can take a backup, and nothing is sent before one answers, so trying the next
         is safe); MgmtError("timeout") if none does."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        delay = 0.02
+        retry = Retry(asyncio.get_running_loop().time() + self.timeout)
         last = "no endpoint answered"
-        while loop.time() < deadline:
+        while retry.left() > 0:
             try:
-                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                async with asyncio.timeout(max(0.1, retry.left())):
                     return await self._link.connected()
             except RefusedError:
                 raise  # the cluster said no: another node would say the same
             except (TransportError, ConnectionError, TimeoutError) as err:
                 last = self._link.failure(err)
                 self._link.move_on(None)
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-            delay = min(delay * 2, 0.5)
+            await retry.pause()
         raise MgmtError(
             "timeout", f"gave up after {self.timeout:g}s: {last}", "is the cluster running?"
         )
@@ -335,26 +332,23 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         loop = asyncio.get_running_loop()
         budget = timeout if timeout is not None else self.timeout
         floor = OP_TIME_S.get(op, 0.0) if timeout is None else 0.0  # see the rules
-        deadline = loop.time() + budget
-        if ends is not None:
-            deadline = min(deadline, ends)
-        delay = 0.02
+        retry = Retry(loop.time() + budget if ends is None else min(loop.time() + budget, ends))
         last = "no endpoint answered"
         #: The last answer was no_leader: if it gives up, that says more than a node that
         #: could not be reached since (as in the KV client).
         leaderless: str | None = None
-        while loop.time() < deadline:
+        while retry.left() > 0:
             channel: Channel[MgmtResponse] | None = None
             try:
-                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                async with asyncio.timeout(max(0.1, retry.left())):
                     channel = await self._link.connected()
                 sent = loop.time()
-                wait = max(0.1, deadline - sent, floor)
+                wait = max(0.1, retry.left(), floor)
                 try:
                     response = await channel.request(op, args, tp, timeout=wait)
                 finally:
                     if floor:  # a node's time serving it, not the client's finding one
-                        deadline += loop.time() - sent
+                        retry.deadline += loop.time() - sent
             except RefusedError as err:
                 raise _forbidden(err) from None
             except UnsendableRequest as err:
@@ -389,8 +383,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     self._link.move_on(channel)  # this node may be cut off, or stopping
                 else:
                     raise MgmtError.from_info(error)
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))  # not past it
-            delay = min(delay * 2, 0.5)
+            await retry.pause()
         if leaderless:
             last, hint = leaderless, NO_LEADER_HINT
         else:

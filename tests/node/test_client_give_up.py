@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from quicraft.client import Client, ClientError, MgmtClient, MgmtError
-from quicraft.client.channel import Channel
+from quicraft.client.channel import Channel, Retry
 from quicraft.client.mgmt import CODEC as MGMT_CODEC
 from quicraft.client.mgmt import OP_TIME_S
 from quicraft.transport import TransportError
@@ -99,25 +99,18 @@ def test_no_leader_is_what_a_call_gives_up_with(monkeypatch: Any, kind: str) -> 
     assert "unreachable" not in message and "is the cluster running" not in message
 
 
-class SleepsWatched:
-    """Stands for the asyncio module in the client's module: it notes, for each backoff
-    sleep, the loop time it would end at, and the loop time each call started at."""
+class PausesWatched:
+    """Notes the loop time at which each of a call's backoff pauses (Retry.pause) ends."""
 
-    def __init__(self) -> None:
-        self.started: list[float] = []
-        self.sleeps_end: list[float] = []
+    def __init__(self, monkeypatch: Any) -> None:
+        self.ends: list[float] = []
+        pause = Retry.pause
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
+        async def watched(retry: Retry) -> None:
+            await pause(retry)
+            self.ends.append(asyncio.get_running_loop().time())
 
-    def get_running_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        self.started.append(loop.time())  # a call asks for it first, to set its deadline
-        return loop
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps_end.append(asyncio.get_running_loop().time() + delay)
-        await asyncio.sleep(delay)
+        monkeypatch.setattr(Retry, "pause", watched)
 
 
 @pytest.mark.parametrize("kind", ["kv", "mgmt"])
@@ -131,14 +124,17 @@ def test_the_last_backoff_sleep_ends_by_the_deadline(monkeypatch: Any, kind: str
 
     monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
     monkeypatch.setitem(OP_TIME_S, "transfer", 0.0)
-    watched = SleepsWatched()
-    module = "quicraft.client.client" if kind == "kv" else "quicraft.client.mgmt"
-    monkeypatch.setattr(f"{module}.asyncio", watched)
-    message = asyncio.run(asyncio.wait_for(_give_up(_client(kind)), 10.0))
+    pauses = PausesWatched(monkeypatch)
+
+    async def timed() -> tuple[float, str]:
+        started = asyncio.get_running_loop().time()
+        return started, await _give_up(_client(kind))
+
+    started, message = asyncio.run(asyncio.wait_for(timed(), 10.0))
     assert "gave up after 1s: no leader is known" in message
-    assert watched.started and len(watched.sleeps_end) >= 5
-    # The margin is for the few statements between the client's clock reading and ours.
-    assert max(watched.sleeps_end) <= watched.started[0] + 1.0 + 0.05
+    assert len(pauses.ends) >= 5
+    # The margin is for the few statements between our clock reading and the client's.
+    assert max(pauses.ends) <= started + 1.0 + 0.05
 
 
 def _no_leader_anywhere(monkeypatch: Any) -> None:

@@ -144,6 +144,16 @@ class FormingRule:
         return Verdict.JOIN
 
 
+def waiting_for(seen: int, expect: int) -> str:
+    """What a fresh node still deciding waits for, `seen` unformed nodes counted."""
+    if seen < expect:
+        return f"{seen} of {expect} nodes seen and verified; waiting for the others"
+    return (
+        f"{seen} nodes seen and verified (--expect {expect}); deciding once no other node "
+        "or cluster has appeared for a few seconds"
+    )
+
+
 def next_change(
     voters: Set[NodeId],
     learners: Set[NodeId],

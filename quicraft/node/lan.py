@@ -72,7 +72,14 @@ from quicraft.transport.address import (
 from quicraft.wire import Hello
 
 from .event_feed import EventFeed
-from .forming import UNKNOWN_CLUSTER, FormingRule, Verdict, next_change, other_clusters
+from .forming import (
+    UNKNOWN_CLUSTER,
+    FormingRule,
+    Verdict,
+    next_change,
+    other_clusters,
+    waiting_for,
+)
 from .mgmt import MgmtFailed, MgmtService, caught_up
 from .peers import PeerPool
 from .runtime import NodeError, RaftNode
@@ -215,9 +222,8 @@ class LanForming:
             seen = len(rule.unformed(view, self._seen_by))
             if seen != last:
                 log.info(
-                    "forming %s: %d of %d nodes seen and verified; waiting",
-                    self.settings.cluster, seen, self.settings.expect,
-                )  # fmt: skip
+                    "forming %s: %s", self.settings.cluster, waiting_for(seen, self.settings.expect)
+                )
                 last = seen
             await asyncio.sleep(0.2)
         others = sorted(rule.unformed(self._connected_view(), self._seen_by) - {self.id})

@@ -16,6 +16,7 @@ from quicraft.node.forming import (
     founders_agree,
     next_change,
     other_clusters,
+    waiting_for,
 )
 from quicraft.statemachine import FOUND_OP, CommandError, KVStore, decode_command, encode_command
 from quicraft.wire import OPS as CLIENT_OPS
@@ -221,3 +222,11 @@ def test_a_founder_with_another_set_or_a_cluster_founded_otherwise_stops_foundin
         founders_agree(A, ours, {B: said(None, formed=True)}, names)
     # A peer that is not a founder at all never agrees: the node waits (and logs who).
     assert not founders_agree(A, {A, B}, {B: said(None)}, names)
+
+
+def test_the_waiting_line_says_what_a_deciding_node_waits_for() -> None:
+    assert waiting_for(1, 3) == "1 of 3 nodes seen and verified; waiting for the others"
+    # More nodes than --expect (a LAN with the default of 1): not "2 of 1 seen; waiting".
+    enough = waiting_for(2, 1)
+    assert enough.startswith("2 nodes seen and verified (--expect 1); deciding once")
+    assert waiting_for(3, 3).startswith("3 nodes seen and verified (--expect 3)")

@@ -9,6 +9,9 @@ head -n 1`), as for a Unix tool that SIGPIPE ends.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import itertools
 import logging
 import os
 import sys
@@ -16,7 +19,7 @@ import sys
 from quicraft.node.version import build_text
 from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.sim.__main__ import run as run_sim
-from quicraft.telemetry import TelemetryError
+from quicraft.telemetry import TelemetryError, configure_logging
 
 from . import bench, certs, events, kv, local, mgmt, node
 from .common import MISUSE
@@ -83,12 +86,43 @@ RUNNERS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The arguments of `argv`; SystemExit(MISUSE) with argparse's usage and error if they
+    do not parse."""
     parser = build_parser()
-    check_order(parser, sys.argv[1:] if argv is None else argv)
+    check_order(parser, argv)
     args, extras = parser.parse_known_args(argv)
     if extras:  # said by the command they were given to, with its usage, not quicraft's
         innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def json_logs_asked(argv: list[str]) -> bool:
+    """Whether `argv` asks for JSON logs (`quicraft node ... --log-format json`), in the
+    two spellings a supervisor's unit file would use."""
+    if "--log-format=json" in argv:
+        return True
+    return any(a == "--log-format" and b == "json" for a, b in itertools.pairwise(argv))
+
+
+def parse_for_json_logs(argv: list[str]) -> argparse.Namespace:
+    """parse(), but a refusal is one JSON log line, as the node would have written, rather
+    than usage text: whatever reads its standard error parses every line."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return parse(argv)
+    except SystemExit as refused:
+        if refused.code != MISUSE:
+            raise
+        configure_logging("error", "json")
+        logging.getLogger("quicraft.cli").error("%s", said.getvalue().strip().splitlines()[-1])
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_for_json_logs(argv) if json_logs_asked(argv) else parse(argv)
     # aioquic logs every failed handshake; the commands report failures in their own words.
     logging.getLogger("quic").setLevel(logging.CRITICAL)
     try:

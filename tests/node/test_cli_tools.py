@@ -147,11 +147,14 @@ def test_a_mistyped_cluster_name_names_the_clusters_there(tmp_path: Path) -> Non
 
 def test_a_node_that_logs_json_says_why_it_did_not_start_in_json(tmp_path: Path) -> None:
     """A collector that parses every line of a node's --log-format json output got one plain
-    line, the one that said why the node stopped."""
+    line, the one that said why the node stopped; and argparse's refusals were usage text."""
     node = ["node", "--cluster", "c1", "--listen", "127.0.0.1:7409", "--log-format", "json"]
     for extra, status, message in (
         (["--snapshot-every", "0"], 2, "--snapshot-every must be at least 1"),
         ([], 1, "no cluster 'c1' under certs (no such folder)"),
+        (["--snapshot-every", "x"], 2, "quicraft node: error: argument --snapshot-every"),
+        (["--heartbeat-ms", "9"], 2, "quicraft node: error: unrecognized arguments"),
+        (["--log-format=json", "--expect"], 2, "quicraft node: error: argument --expect"),
     ):
         refused = quicraft(*node, *extra, cwd=tmp_path)
         assert refused.returncode == status, refused.stderr

@@ -1,23 +1,32 @@
 """A LAN made of Linux network namespaces, for tests: hosts on one bridge, and nothing of it on
 the machine's real network.
 
-Layout, for a LAN of N hosts (TAG is "qr" + this process's pid in base 36 + a counter, so names
-are unique per test run and per xdist worker):
+Layout, for a LAN of N hosts (TAG is "qr" + this process's pid in base 36 + "-" + a counter in
+base 36, e.g. "qr2n9c-0", so names are unique per test run and per xdist worker, and the pid that
+made a namespace can be read back from its name):
 
-    TAGb      a namespace holding the bridge br0 (multicast snooping off: it floods mDNS) and,
+    TAG-b     a namespace holding the bridge br0 (multicast snooping off: it floods mDNS) and,
               for each host i, the port vh<i>
-    TAGh<i>   host i: lo up, and eth0 (the other end of vh<i>) with 10.77.0.<i>/24 and a route
+    TAG-h<i>  host i: lo up, and eth0 (the other end of vh<i>) with 10.77.0.<i>/24 and a route
               for 224.0.0.0/4, so multicast such as mDNS (224.0.0.251:5353) goes out on eth0
 
 Rules:
 
 - Nothing is created in the root namespace, not even for a moment: each veth pair is created
-  with its two ends already in their namespaces (`ip link add vh1 netns TAGb type veth peer
-  name eth0 netns TAGh1`), so interface names (at most 15 characters) only need to be unique
-  inside one namespace.
+  with its two ends already in their namespaces (`ip link add vh1 netns TAG-b type veth peer
+  name eth0 netns TAG-h1`), so interface names (at most 15 characters) only need to be unique
+  inside one namespace; they do not contain TAG.
 - A Lan removes all it made in close(): first the processes it started (by pid: SIGTERM, then
   SIGKILL), then any process left in its namespaces (they can only be ours), then the
   namespaces. close() never raises, and the fixtures call it even when the test failed.
+- What a test process that died without teardown (SIGKILL, a crash) left is removed when the
+  next Lan is made: a namespace whose whole name is ours (`qr<pid>-<counter>-<role>`, see
+  owner_pid) and whose pid no longer runs (no /proc/<pid>) is stale: its processes are killed,
+  then it is deleted. No other namespace is ever touched; one whose pid was since reused by a
+  running process is left until that process ends. (Pids are those of this pid namespace: test
+  runs in containers sharing /run/netns with separate pid namespaces are not supported.)
+- A SIGTERM to pytest unwinds it as Ctrl-C does (tests/conftest.py), so the fixtures' teardown
+  runs then too.
 - Where namespaces cannot be made (not root, no iproute2, a kernel or container that refuses),
   the test is skipped with the reason.
 - Waits poll with deadlines; nothing sleeps for a fixed long time.
@@ -29,13 +38,14 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +71,49 @@ def _base36(n: int) -> str:
 
 
 def new_tag() -> str:
-    return f"qr{_base36(os.getpid())}{_base36(next(_counter))}"
+    return f"qr{_base36(os.getpid())}-{_base36(next(_counter))}"
+
+
+#: Every namespace name we make: TAG, then "-" and the role: b (bridge), h<i> (host), p or q
+#: (the probe of _why_not). Base 36 without leading zeros, as _base36 writes it.
+_OUR_NAME = re.compile(r"qr([1-9a-z][0-9a-z]*)-(?:0|[1-9a-z][0-9a-z]*)-(?:b|h[1-9][0-9]*|p|q)")
+
+
+def owner_pid(name: str) -> int | None:
+    """The pid of the test process that made namespace `name`, or None if it is not ours."""
+    match = _OUR_NAME.fullmatch(name)
+    return int(match[1], 36) if match else None
+
+
+def stale_namespaces(names: Iterable[str], running: Callable[[int], bool]) -> list[str]:
+    """Those of `names` that are ours and whose maker no longer runs."""
+    return [name for name in names if (pid := owner_pid(name)) is not None and not running(pid)]
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def list_namespaces() -> list[str]:
+    # Lines are "NAME" or "NAME (id: N)".
+    return [line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()]
+
+
+def remove_stale_namespaces() -> list[str]:
+    """Remove what test processes that died without teardown left; returns the names removed."""
+    stale = stale_namespaces(list_namespaces(), _running)
+    for name in stale:
+        remove_namespace(name)
+    return stale
+
+
+def remove_namespace(name: str) -> None:
+    """Kill every process left in namespace `name` (by pid), then delete it; failures of `ip`
+    (e.g. the namespace is already gone) are ignored."""
+    for pid in ip("netns", "pids", name, check=False).stdout.split():
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    ip("netns", "del", name, check=False)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -90,20 +142,20 @@ def _why_not() -> str:
     if shutil.which("ip") is None:
         return "iproute2 (`ip`) is not installed"
     tag = new_tag()
+    p, q = f"{tag}-p", f"{tag}-q"
     try:
-        ip("netns", "add", f"{tag}p")
+        ip("netns", "add", p)
     except RuntimeError as err:
         return f"cannot make a network namespace: {err}"
     try:
-        ip("netns", "add", f"{tag}q")
-        ip("-n", f"{tag}p", "link", "add", "br0", "type", "bridge")
-        ip("link", "add", "v0", "netns", f"{tag}p", "type", "veth", "peer", "name", "v1",
-           "netns", f"{tag}q")  # fmt: skip
+        ip("netns", "add", q)
+        ip("-n", p, "link", "add", "br0", "type", "bridge")
+        ip("link", "add", "v0", "netns", p, "type", "veth", "peer", "name", "v1", "netns", q)
     except RuntimeError as err:
         return f"cannot make a bridge or veth pair in a namespace: {err}"
     finally:
-        ip("netns", "del", f"{tag}p", check=False)
-        ip("netns", "del", f"{tag}q", check=False)
+        ip("netns", "del", p, check=False)
+        ip("netns", "del", q, check=False)
     return ""
 
 
@@ -209,9 +261,9 @@ class Lan:
     def __init__(self, size: int, folder: Path):
         self.tag = new_tag()
         self.folder = folder
-        self.bridge_ns = f"{self.tag}b"
+        self.bridge_ns = f"{self.tag}-b"
         self.hosts = [
-            Host(i, f"{self.tag}h{i}", f"{SUBNET}.{i}", port=f"vh{i}") for i in range(1, size + 1)
+            Host(i, f"{self.tag}-h{i}", f"{SUBNET}.{i}", port=f"vh{i}") for i in range(1, size + 1)
         ]
         self.processes: list[HostProcess] = []
         self._made: list[str] = []
@@ -222,6 +274,7 @@ class Lan:
         if not 1 <= size <= 200:
             raise ValueError("a Lan has 1 to 200 hosts")
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_namespaces()
         lan = cls(size, folder)
         try:
             lan._build()
@@ -334,13 +387,9 @@ class Lan:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 process.stop(grace_s=5)
         for name in reversed(self._made):
-            # Only processes of this test can be in these namespaces; stop any stragglers
-            # (children of the processes above) by pid before the namespace goes.
-            pids = ip("netns", "pids", name, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            ip("netns", "del", name, check=False)
+            # Only processes of this test can be in these namespaces; stragglers (children of
+            # the processes above) are killed by pid before the namespace goes.
+            remove_namespace(name)
         self._made.clear()
 
 

@@ -1,15 +1,20 @@
 """The netns LAN harness itself: hosts reach each other (unicast and mDNS multicast), an
-unplugged cable cuts a host off, a new address is reachable, and nothing is left behind."""
+unplugged cable cuts a host off, a new address is reachable, and nothing is left behind, not even
+by a test process that died without teardown."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import netns_harness
 import pytest
-from netns_harness import Lan, ip
+from netns_harness import Lan, ip, list_namespaces, new_tag, owner_pid, stale_namespaces
 
 
 def test_hosts_ping_each_other_and_an_unplugged_host_is_cut_off(
@@ -50,16 +55,71 @@ def test_close_removes_every_namespace_and_process(lan_factory: Callable[[int], 
     lan = lan_factory(2)
     sleeper = lan.start(lan.host(1), "sleep", "600")
     names = [lan.bridge_ns, *(h.netns for h in lan.hosts)]
-    assert set(names) <= _namespaces()
+    assert set(names) <= set(list_namespaces())
+    assert {owner_pid(name) for name in names} == {os.getpid()}
 
     lan.close()
     assert sleeper.popen.poll() is not None
-    assert not set(names) & _namespaces()
+    assert not set(names) & set(list_namespaces())
     lan.close()  # twice is harmless
 
 
-def _namespaces() -> set[str]:
-    return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
+def test_the_pid_that_made_a_namespace_is_read_back_from_its_name() -> None:
+    """Runs everywhere: only names of the exact form we make are ours."""
+    tag = new_tag()
+    for role in ("b", "h1", "h12", "p", "q"):
+        assert owner_pid(f"{tag}-{role}") == os.getpid()
+    # Without the "-", these three were one name, "qrzzzzb".
+    assert owner_pid("qrzzz-z-b") == 46655
+    assert owner_pid("qrzz-zz-b") == 1295
+    assert owner_pid("qrz-zzz-b") == 35
+    assert owner_pid("qr10-0-h3") == 36
+    not_ours = ["qr", "qrzzz-0", "qrzzz-0-x", "qrzzz-0-h", "qrzzz-0-h0", "qrZZ-0-b", "qr0-0-b"]
+    not_ours += ["qr1-00-b", "qrzzz-0-b-1", "xqrzzz-0-b", "qrzzzzb", "docker0", "cni-1234"]
+    for name in not_ours:
+        assert owner_pid(name) is None, name
+
+
+def test_only_ours_of_a_process_that_no_longer_runs_are_stale() -> None:
+    alive = {7, 8}
+    names = ["qr7-0-b", "qr7-0-h1", "qr9-0-b", "qr9-3-h2", "qr9-0-p", "qr9-x", "other", "qr8-1-b"]
+    assert stale_namespaces(names, alive.__contains__) == ["qr9-0-b", "qr9-3-h2", "qr9-0-p"]
+
+
+def test_a_new_lan_removes_what_a_dead_test_process_left_and_nothing_else(
+    lan_factory: Callable[[int], Lan],
+) -> None:
+    """A test process killed without teardown left a namespace with a process in it; the next
+    Lan kills that process and deletes the namespace. A namespace of a running process, or
+    with a name not quite ours, stays."""
+    netns_harness.require_netns()
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # reaped: its pid no longer runs
+    assert not Path(f"/proc/{finished.pid}").exists()
+    dead, ours = netns_harness._base36(finished.pid), netns_harness._base36(os.getpid())
+    stale = f"qr{dead}-0-h1"
+    live = f"qr{ours}-zzzz-b"  # this process runs (its Lans never count that far)
+    odd = f"qr{dead}-0-x"
+    for name in (stale, live, odd):
+        ip("netns", "del", name, check=False)
+        ip("netns", "add", name)
+    left = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 10
+        while str(left.pid) not in ip("netns", "pids", stale).stdout.split():
+            assert time.monotonic() < deadline, "the sleeper did not start"
+            time.sleep(0.05)
+
+        lan_factory(1)
+        assert left.wait(timeout=10) == -signal.SIGKILL
+        names = set(list_namespaces())
+        assert stale not in names
+        assert {live, odd} <= names
+    finally:
+        left.kill()
+        left.wait()
+        for name in (stale, live, odd):
+            ip("netns", "del", name, check=False)
 
 
 def test_the_reason_to_skip_is_given(monkeypatch: pytest.MonkeyPatch) -> None:

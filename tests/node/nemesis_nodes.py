@@ -170,7 +170,7 @@ class LoopbackNodes(Nodes):
 
 
 class LanNodes(Nodes):
-    """Node I in namespace `{tag}h{I}` at 10.77.0.I (the Lan's layout, tests/netns)."""
+    """Node I in namespace `{tag}-h{I}` at 10.77.0.I (the Lan's layout, tests/netns)."""
 
     PORT = 7400
     partitionable = True
@@ -192,7 +192,7 @@ class LanNodes(Nodes):
         return f"10.77.0.{number}"
 
     def _netns(self, number: int) -> str:
-        return f"{self.tag}h{number}"
+        return f"{self.tag}-h{number}"
 
     def name(self, number: int) -> str:
         return self.names[number]

@@ -54,7 +54,7 @@ from quicraft.wire import (
 
 from .arguments import connection_arguments
 from .channel import Channel, Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
-from .client import NO_LEADER_HINT
+from .client import NO_LEADER_HINT, ClientError
 
 CODEC: Codec[MgmtResponse] = Codec(
     ALPN_MGMT,
@@ -75,9 +75,10 @@ Progress = Callable[[int, int], None]
 NOT_A_FILE = "it is not a regular file, and a backup replaces only a file"
 
 
-class MgmtError(Exception):
+class MgmtError(ClientError):
     """A management request failed: `code` is one of wire MGMT_ERROR_CODES, `hint` one line
-    for a person ("leader is n2 at 10.0.0.2:7400"), `leader` / `leader_addr` when known."""
+    for a person ("leader is n2 at 10.0.0.2:7400"), `leader` / `leader_addr` when known. A
+    ClientError, so that one `except` catches what any of the clients raises."""
 
     def __init__(
         self,
@@ -87,12 +88,13 @@ class MgmtError(Exception):
         leader: str | None = None,
         leader_addr: str | None = None,
     ):
-        super().__init__(f"{message}; {hint}" if hint else message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.hint = hint
         self.leader = leader
         self.leader_addr = leader_addr
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
         # As ClientError's: a pickled copy (a process pool's) is made from its own arguments.

@@ -26,3 +26,16 @@ def test_an_error_survives_pickle_and_copy_whole(error: Exception) -> None:
         assert type(again) is type(error)
         assert str(again) == str(error)
         assert vars(again) == vars(error)  # code, message, oldest, hint, leader...
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
+def test_one_except_catches_what_any_client_raises(error: Exception) -> None:
+    """A program using the KV, events and management clients catches ClientError once."""
+    assert isinstance(error, ClientError)
+
+
+def test_a_management_error_reads_as_its_message_and_hint() -> None:
+    assert str(MgmtError("timeout", "gave up after 1s", "is the cluster running?")) == (
+        "gave up after 1s; is the cluster running?"
+    )
+    assert str(MgmtError("busy", "a change is in progress")) == "a change is in progress"

@@ -28,7 +28,8 @@ import logging
 import signal
 import sys
 
-from zeroconf import DNSOutgoing, DNSText, IPVersion
+# Exported at run time, left out of zeroconf's __all__: mypy sees no export.
+from zeroconf import DNSOutgoing, DNSText, IPVersion  # type: ignore[attr-defined]
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from quicraft.discovery import (

@@ -27,7 +27,7 @@ from quicraft.statemachine import (
 )
 from quicraft.wire import ProtocolError, decode_request
 
-VALID = [
+VALID: list[tuple[str, dict[str, object]]] = [
     ("register", {}),
     ("set", {"key": "a", "value": b"1"}),
     ("set", {"key": "a/b", "value": b"", "session": 3, "seq": 0}),
@@ -71,7 +71,7 @@ def test_encoding_is_canonical(op: str, args: dict[str, object]) -> None:
     assert data == cbor2.dumps(cbor2.loads(data), canonical=True)
 
 
-INVALID = [
+INVALID: list[tuple[str, dict[str, object], str]] = [
     ("get", {"key": "a"}, "unknown op"),
     ("keys", {}, "unknown op"),
     ("set", {"key": "a"}, "needs the arg 'value'"),
@@ -232,7 +232,7 @@ _EDGE_TEXT += ["é" * (MAX_KEY_BYTES // 2 + 1), "😀" * (MAX_KEY_BYTES // 4), "
 _EDGE_BYTES = [b"", b"x", b"x" * MAX_VALUE_BYTES, b"x" * (MAX_VALUE_BYTES + 1)]
 _EDGE_INTS = [0, 1, 2, -1, (1 << 63) - 1, 1 << 63, -(1 << 63), -(1 << 63) - 1, (1 << 64) - 1]
 _EDGE_INTS += [1 << 64]
-_EDGE_VALUES = [*_EDGE_TEXT, *_EDGE_BYTES, *_EDGE_INTS, None, True, 1.0, [], {}]
+_EDGE_VALUES: list[object] = [*_EDGE_TEXT, *_EDGE_BYTES, *_EDGE_INTS, None, True, 1.0, [], {}]
 _ARG_NAMES = ["key", "value", "by", "expected", "new", "session", "seq", "ack", "x"]
 
 
@@ -270,7 +270,7 @@ def test_a_write_the_command_refuses_is_refused_by_the_client_protocol(
     assert _leader_command(op, args) is None
 
 
-_GOOD_ARGS = {
+_GOOD_ARGS: dict[str, dict[str, object]] = {
     "register": {},
     "set": {"key": "k", "value": b"v"},
     "delete": {"key": "k"},

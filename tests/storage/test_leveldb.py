@@ -42,7 +42,7 @@ def make_store(path: Path) -> None:
         store.save(hard_state=HardState(3, "n1", 12), entries=log(11, 15, 3), snapshot=snap)
 
 
-def tamper(path: Path, change: Callable[[plyvel.DB], None]) -> None:
+def tamper(path: Path, change: Callable[[plyvel.DB], object]) -> None:
     db = plyvel.DB(str(path))
     try:
         change(db)

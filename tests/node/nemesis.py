@@ -407,7 +407,7 @@ async def _converged(nodes: Nodes, final: dict[str, int | None]) -> list[str]:
 
 def fault_kinds(nodes: Nodes) -> tuple[str, ...]:
     """The kinds of fault a run on `nodes` deals."""
-    kinds = FAULTS
+    kinds: tuple[str, ...] = FAULTS
     if nodes.partitionable:
         kinds += PARTITIONS
     if nodes.disks:

@@ -16,9 +16,12 @@ def test_each_write_acknowledges_below_the_oldest_write_still_waiting() -> None:
         sent: list[dict[str, Any]] = []
         answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
-        async def call(op: str, args: dict[str, Any], deadline: float) -> dict[str, Any]:
+        async def call(
+            op: str, args: dict[str, Any], deadline: float | None = None
+        ) -> dict[str, Any]:
             sent.append(args)
-            answer = answers[args["seq"]] = asyncio.get_running_loop().create_future()
+            answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            answers[args["seq"]] = answer
             return await answer
 
         client.call = call  # type: ignore[method-assign]

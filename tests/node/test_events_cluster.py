@@ -110,7 +110,12 @@ class Lines:
         self.queue: queue.Queue[str] = queue.Queue()
         assert process.stdout is not None
         stdout = process.stdout
-        threading.Thread(target=lambda: [self.queue.put(x) for x in stdout], daemon=True).start()
+
+        def pump() -> None:
+            for line in stdout:
+                self.queue.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
 
     def next(self, timeout: float) -> str | None:
         try:

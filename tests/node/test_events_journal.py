@@ -244,7 +244,7 @@ def test_the_kv_store_reports_changes_only() -> None:
     store = KVStore()
     seen: list[KVChange] = []
     store.observer = seen.append
-    commands = [
+    commands: list[tuple[str, dict[str, object]]] = [
         ("set", {"key": "a", "value": b"1"}),
         ("incr", {"key": "a", "by": 2}),
         ("cas", {"key": "a", "expected": b"3", "new": b"x"}),

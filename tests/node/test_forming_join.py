@@ -90,8 +90,9 @@ def test_a_node_given_join_is_added_with_mdns_off(lan_factory: Callable[[int], L
             return None
         members = {m["name"]: m for m in state["members"]}
         n2 = members.get("n2")
-        ok = len(members) == 2 and n2 is not None and n2["voter"]
-        return state if ok and n2["address"] == f"{h2.address}:{PORT}" else None
+        if len(members) != 2 or n2 is None or not n2["voter"]:
+            return None
+        return state if n2["address"] == f"{h2.address}:{PORT}" else None
 
     state = wait_until(lan, two_voters)
     assert state["cluster_id"] == cluster_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -33,7 +33,7 @@ def relaying(sender: str, seen: set[str], seen_at: dict[str, str]) -> Hello:
     return Hello(sender, False, None, seen=tuple(sorted(seen)), seen_at=seen_at)
 
 
-async def stop_waiting(starting: list[asyncio.Future[None]]) -> None:
+async def stop_waiting(starting: Sequence[asyncio.Future[None]]) -> None:
     for start in starting:
         start.cancel()  # a start waits for a forming verdict that expect=5 never gives
     await asyncio.gather(*starting, return_exceptions=True)

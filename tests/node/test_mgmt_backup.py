@@ -278,7 +278,7 @@ def test_a_restored_cluster_gets_a_new_cluster_id(tmp_path: Path) -> None:
     cluster and must not pass for it (both running, the name's split is then reported).
     Everything else in the state, sessions included, is restored as it was."""
     store = KVStore()
-    commands = [
+    commands: list[tuple[str, dict[str, object]]] = [
         (FOUND_OP, {"cluster_id": "ab12" * 8}),
         ("register", {}),
         ("set", {"key": "k", "value": b"v", "session": 2, "seq": 0}),

@@ -185,6 +185,7 @@ def test_a_removed_members_open_connection_is_closed(tmp_path: Path) -> None:
             )
             removed = next(n for n in nodes.values() if n is not leader)
             assert leader.pool.connection(removed.id) is not None
+            assert leader.server is not None
             await leader.mgmt.change(ConfChangeKind.REMOVE, removed.id)
             async with asyncio.timeout(10):
                 while leader.pool.connection(removed.id) is not None or any(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from opentelemetry.context import Context
+
 from quicraft.core import Message, NodeId
 from quicraft.node.peers import PeerPool
 from quicraft.transport import ALPN_RAFT, Role, init_cluster, issue, load_identity, serve
@@ -19,7 +21,7 @@ def pool(certs: Path, name: str, says: Hello, heard: Heard) -> PeerPool:
     def ignore(*_args: object) -> None:
         pass
 
-    def deliver(_m: Message) -> None:
+    def deliver(_m: Message, _context: Context | None) -> None:
         pass
 
     p = PeerPool(load_identity(certs, "c1", name), deliver, ignore, ignore)

@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -81,6 +81,11 @@ def command(op: str, **args: object) -> bytes:
     return encode_command(op, args, ts_ms=1)
 
 
+def kv(node: RaftNode) -> KVStore:
+    """A node's state machine: a KVStore in these clusters (RaftNode knows only a StateMachine)."""
+    return cast(KVStore, node.state_machine)
+
+
 async def with_cluster(scenario: Callable[[Cluster], Awaitable[None]]) -> None:
     cluster = Cluster()
     try:
@@ -95,10 +100,11 @@ def test_proposals_are_applied_everywhere_and_answered_with_their_result() -> No
         results = await asyncio.gather(
             *(leader.propose(command("incr", key="n", by=1), 5) for _ in range(30))
         )
-        assert sorted(r["value"] for r in results) == list(range(1, 31))
+        answers = cast(list[dict[str, Any]], results)  # what a KVStore answers
+        assert sorted(r["value"] for r in answers) == list(range(1, 31))
         follower = next(n for n in cluster.nodes.values() if n is not leader)
         await follower.read_barrier(5)  # linearizable read through the leader
-        assert follower.state_machine.get("n") == (b"30", results[-1]["revision"])
+        assert kv(follower).get("n") == (b"30", answers[-1]["revision"])
         with pytest.raises(NotLeader):
             await follower.propose(command("set", key="k", value=b"v"), 5)
 
@@ -108,6 +114,7 @@ def test_proposals_are_applied_everywhere_and_answered_with_their_result() -> No
 def test_snapshots_are_taken_every_n_entries_and_on_demand() -> None:
     async def scenario(cluster: Cluster) -> None:
         leader = await cluster.leader()
+        assert leader.core is not None
         # A node's first snapshot comes up to 2/3 of a period late (by its rank).
         for i in range(2 * FAST.snapshot_every):
             await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
@@ -118,7 +125,7 @@ def test_snapshots_are_taken_every_n_entries_and_on_demand() -> None:
         assert stored.snapshot.meta.index == index and not is_fresh(stored)
         restored = KVStore()
         restored.restore(stored.snapshot.data)
-        assert restored.keys("k") == leader.state_machine.keys("k")
+        assert restored.keys("k") == kv(leader).keys("k")
 
     asyncio.run(with_cluster(scenario))
 
@@ -128,7 +135,11 @@ def test_the_nodes_of_a_cluster_take_their_first_snapshots_at_points_spread_by_r
 
     async def scenario(cluster: Cluster) -> None:
         for node_id, node in cluster.nodes.items():
-            node.on_snapshot = lambda snap, _, at=node_id: firsts.setdefault(at, snap.meta.index)
+
+            def first(snap: Snapshot, _: bool, at: str = node_id) -> None:
+                firsts.setdefault(at, snap.meta.index)
+
+            node.on_snapshot = first
         leader = await cluster.leader()
         for i in range(2 * FAST.snapshot_every):
             await leader.propose(command("set", key=f"k{i}", value=b"v"), 5)
@@ -175,6 +186,7 @@ def test_writes_go_on_while_a_snapshot_is_encoded_and_it_holds_the_state_it_bega
         leader = await cluster.leader()
         slow = SlowToEncode(leader.state_machine)  # type: ignore[arg-type]
         leader.state_machine = slow
+        assert leader.core is not None
         await leader.propose(command("set", key="a", value=b"1"), 5)
         taking = asyncio.create_task(leader.snapshot())
         while not slow.encoding.is_set():
@@ -236,7 +248,7 @@ def test_a_proposal_on_a_cut_off_leader_times_out_or_is_lost() -> None:
         with pytest.raises((ProposalLost, RequestTimeout)):
             await pending
         await old.read_barrier(5)
-        assert old.state_machine.get("k")[0] == b"new"
+        assert kv(old).get("k")[0] == b"new"
 
     asyncio.run(with_cluster(scenario))
 
@@ -270,7 +282,7 @@ def test_a_change_of_the_commit_index_alone_is_never_written() -> None:
             assert written, f"{node_id} wrote the proposals"
             # A write without entries or a snapshot is there for a new term or vote, never
             # for a new commit index alone.
-            term_vote = (0, None)
+            term_vote: tuple[int, str | None] = (0, None)
             for hard_state, entries, snapshot in written:
                 if hard_state is not None:
                     changed = (hard_state.term, hard_state.vote) != term_vote
@@ -300,14 +312,23 @@ def test_a_follower_acknowledges_new_entries_before_it_applies_committed_ones() 
         for node in cluster.nodes.values():
             if node is leader:
                 continue
-            node._send = recording_send  # type: ignore[method-assign]
+            node._send = recording_send
             handle, apply = node._handle, node.state_machine.apply
 
-            async def counting(rd: Ready, node_id: str = node.id, handle=handle) -> None:
+            async def counting(
+                rd: Ready,
+                node_id: str = node.id,
+                handle: Callable[[Ready], Awaitable[None]] = handle,
+            ) -> None:
                 readies[node_id] += 1
                 await handle(rd)
 
-            def applying(index: int, data: bytes, node_id: str = node.id, apply=apply) -> object:
+            def applying(
+                index: int,
+                data: bytes,
+                node_id: str = node.id,
+                apply: Callable[[int, bytes], object] = apply,
+            ) -> object:
                 events.append((node_id, readies[node_id], "apply"))
                 return apply(index, data)
 

@@ -53,7 +53,7 @@ class Traced:
         found = self.exporters[node].get_finished_spans()
         return [s for s in found if name is None or s.name == name]
 
-    async def until(self, check: Callable[[], bool], what: str) -> None:
+    async def until(self, check: Callable[[], object], what: str) -> None:
         for _ in range(500):
             if check():
                 return
@@ -62,8 +62,9 @@ class Traced:
 
 
 def _id(span: ReadableSpan) -> int:
-    assert span.context is not None
-    return span.context.span_id
+    context = span.get_span_context()  # typed, unlike span.context
+    assert context is not None
+    return context.span_id
 
 
 def _parent(span: ReadableSpan) -> int | None:

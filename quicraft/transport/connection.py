@@ -93,7 +93,7 @@ class Connection:
     @property
     def rtt(self) -> float | None:
         """The smoothed round-trip time in seconds (None before the first sample)."""
-        return private.smoothed_rtt(self._protocol._quic)
+        return private.smoothed_rtt(self._protocol._q)
 
     @property
     def failure(self) -> TransportError | None:

@@ -9,6 +9,7 @@ Connection is the small public face of an authenticated one; its streams live in
   that arrive before it (none should: the server cannot decrypt 1-RTT data before the client's
   Finished) are held and replayed only if the peer is accepted. A refused peer is closed with
   ErrorCode.REFUSED and the refusal as reason, logged, and (on a server) counted by reason.
+  A check that raises refuses too (fail closed): every peer is refused or accepted at once.
 - A dialer learns that the server accepted it from the ACK of a PING sent after the handshake:
   the server verifies in the same step in which it first can decrypt that PING, and a refused
   connection only ever sends CONNECTION_CLOSE, so the ACK means "accepted".
@@ -92,7 +93,7 @@ class Connection:
     @property
     def rtt(self) -> float | None:
         """The smoothed round-trip time in seconds (None before the first sample)."""
-        return private.smoothed_rtt(self._protocol._quic)
+        return private.smoothed_rtt(self._protocol._q)
 
     @property
     def failure(self) -> TransportError | None:
@@ -224,15 +225,21 @@ class PeerProtocol(QuicConnectionProtocol):
     def _on_handshake(self, alpn: str | None) -> None:
         self._alpn = alpn or ""
         ep = self._ep
-        verdict = verify_peer(
-            ca=ep.ca,
-            certificate=private.peer_certificate(self._q),
-            cluster=ep.identity.cluster,
-            alpn=alpn,
-            peer_is_server=self._dialer,
-            address=self.remote,
-            expect_node_id=ep.expect_node_id if self._dialer else None,
-        )
+        try:
+            verdict: Peer | Refusal = verify_peer(
+                ca=ep.ca,
+                certificate=private.peer_certificate(self._q),
+                cluster=ep.identity.cluster,
+                alpn=alpn,
+                peer_is_server=self._dialer,
+                address=self.remote,
+                expect_node_id=ep.expect_node_id if self._dialer else None,
+            )
+        except Exception:
+            # Fail closed: escaping here would leave the peer neither refused nor accepted,
+            # its streams held (unbounded) and its dialer's PING acknowledged.
+            log.exception("checking the certificate of %s failed", _fmt(self.remote))
+            verdict = Refusal("bad_certificate", "its certificate could not be checked")
         if isinstance(verdict, Peer) and not self._dialer and ep.admit is not None:
             try:
                 reason = ep.admit(verdict, self._alpn)

@@ -11,8 +11,8 @@ NAME.crt + NAME.key per node or client (`init_cluster` also issues "admin"). Rul
   a write failed are removed again (no half an identity, no orphan ca.key).
 - Only regular files are read (a FIFO would hang, /dev/zero never end), at most MAX_PEM bytes.
 - What decides whom this node trusts and who it is must be this user's alone: DIR/CLUSTER/ and
-  ca.crt writable by nobody else, a key readable by nobody else and owned by this user or
-  root (docs/security.md says why, and why root may use another user's keys).
+  ca.crt writable by nobody else, a key readable by nobody else, and all three owned by this
+  user or root (docs/security.md says why, and why root may use another user's files).
 - Keys are never logged or put in a repr.
 - Every failure is an IdentityError whose message is one line an operator can act on.
 """
@@ -199,10 +199,11 @@ def check_name(name: str, what: str) -> None:
 
 
 def _check_folder(folder: Path) -> None:
-    """DIR/CLUSTER/ is a directory that nobody but its owner may write in: whoever can, can
-    put their own CA in place of ca.crt, or their own key pair in place of a node's."""
+    """DIR/CLUSTER/ is a directory that is ours (or root's) and that nobody else may write in:
+    whoever can, can put their own CA in place of ca.crt, or their own key pair in place of a
+    node's."""
     try:
-        mode = folder.stat().st_mode
+        status = folder.stat()
     except FileNotFoundError:
         return  # reading ca.crt says what to do
     except OSError as err:
@@ -210,6 +211,7 @@ def _check_folder(folder: Path) -> None:
         if blocker:
             raise IdentityError(f"{blocker} is not a directory") from None
         raise IdentityError(f"cannot read {folder}: {err.strerror}") from None
+    mode = status.st_mode
     if not stat.S_ISDIR(mode):
         raise IdentityError(f"{folder} is not a directory")
     if mode & 0o022:
@@ -217,6 +219,15 @@ def _check_folder(folder: Path) -> None:
             f"{folder} is writable by other users (mode {oct(stat.S_IMODE(mode))}): "
             f"chmod go-w {folder}"
         )
+    _check_owner(folder, status.st_uid, "its owner can put another CA or key pair in it")
+
+
+def _check_owner(path: Path, owner: int, why: str) -> None:
+    """Refuse `path` when another user than us or root owns it: its owner may change it,
+    whatever its mode. Root may use anyone's files (it can change them all anyway)."""
+    me = os.geteuid()
+    if me != 0 and owner not in (me, 0):
+        raise IdentityError(f"{path} belongs to another user (uid {owner}): {why}")
 
 
 def _not_a_directory(path: Path) -> Path | None:
@@ -255,11 +266,11 @@ def _check_dates(cert: x509.Certificate, path: Path, expired_hint: str) -> None:
 def _load_ca_cert(path: Path, cluster: str) -> x509.Certificate:
     """The cluster's CA certificate: the one thing this node trusts, so nobody else may
     change it, and it must be valid now (every leaf it signed fails with it)."""
-    ca, mode = _load_cert_and_mode(path, cluster)
-    if mode & 0o022:
-        raise IdentityError(
-            f"{path} is writable by other users (mode {oct(stat.S_IMODE(mode))}): chmod go-w it"
-        )
+    ca, status = _load_cert_and_status(path, cluster)
+    if status.st_mode & 0o022:
+        mode = oct(stat.S_IMODE(status.st_mode))
+        raise IdentityError(f"{path} is writable by other users (mode {mode}): chmod go-w it")
+    _check_owner(path, status.st_uid, "its owner can choose whom this node trusts")
     _check_dates(
         ca, path, f"cluster {cluster!r} needs a new CA (quicraft certs init) and new identities"
     )
@@ -387,16 +398,16 @@ def _missing_hint(path: Path, cluster: str) -> str:
     return "issue it with `quicraft certs issue`"
 
 
-def _load_cert_and_mode(path: Path, cluster: str) -> tuple[x509.Certificate, int]:
+def _load_cert_and_status(path: Path, cluster: str) -> tuple[x509.Certificate, os.stat_result]:
     data, status = _read(path, cluster)
     try:
-        return x509.load_pem_x509_certificate(data), status.st_mode
+        return x509.load_pem_x509_certificate(data), status
     except ValueError:
         raise IdentityError(f"{path} is not a PEM certificate") from None
 
 
 def _load_cert(path: Path, cluster: str) -> x509.Certificate:
-    return _load_cert_and_mode(path, cluster)[0]
+    return _load_cert_and_status(path, cluster)[0]
 
 
 def _load_key(path: Path, cluster: str) -> ec.EllipticCurvePrivateKey:
@@ -406,11 +417,7 @@ def _load_key(path: Path, cluster: str) -> ec.EllipticCurvePrivateKey:
     if status.st_mode & 0o077:
         mode = oct(stat.S_IMODE(status.st_mode))
         raise IdentityError(f"{path} is readable by other users (mode {mode}): chmod 600 it")
-    me = os.geteuid()
-    if me != 0 and status.st_uid not in (me, 0):
-        raise IdentityError(
-            f"{path} belongs to another user (uid {status.st_uid}): a key must be your own"
-        )
+    _check_owner(path, status.st_uid, "a key must be your own")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):

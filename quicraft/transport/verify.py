@@ -8,7 +8,7 @@ Rules, in the order they are checked (the first failure is the refusal):
 
 1. the peer presented a certificate                              no_certificate
 2. the ALPN is one of ours                                       unknown_alpn
-3. it is a leaf signed directly by our cluster CA                unknown_ca, bad_certificate
+3. it parses, and is a leaf signed directly by our cluster CA    bad_certificate, unknown_ca
 4. it and our CA are valid now                                   not_yet_valid, expired
 5. its subject O is our cluster, it has a CN and a known OU role  wrong_cluster, bad_certificate
 6. a server is role node; a client has a role the ALPN allows     not_a_node, role_not_allowed
@@ -81,8 +81,11 @@ def verify_peer(
         return Refusal("no_certificate", "the peer presented no certificate")
     if alpn not in ALLOWED_ROLES:
         return Refusal("unknown_alpn", f"no service for ALPN {alpn!r}")
-    name = subject_field(certificate, NameOID.COMMON_NAME)
-    who = f"{name!r} (id {node_id_of(certificate)})"
+    try:
+        name = subject_field(certificate, NameOID.COMMON_NAME)
+        who = f"{name!r} (id {node_id_of(certificate)})"
+    except ValueError:  # cryptography parses the subject when asked: anyone may send junk
+        return Refusal("bad_certificate", "the peer's certificate cannot be parsed")
     try:
         certificate.verify_directly_issued_by(ca)
     except Exception:  # ValueError (issuer), InvalidSignature, TypeError (key type): not ours

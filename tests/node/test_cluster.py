@@ -77,6 +77,25 @@ def test_serves_the_cli_and_the_python_client(cluster: Cluster) -> None:
     assert cluster.cli("kv", "frobnicate").returncode == 2
 
 
+#: Every write op of the client protocol, with args a writer may send.
+READER_MAY_NOT: dict[str, dict[str, object]] = {
+    "register": {},
+    "set": {"key": "k", "value": b"changed"},
+    "delete": {"key": "k"},
+    "incr": {"key": "n", "by": 1},
+    "cas": {"key": "k", "expected": b"v", "new": b"changed"},
+}
+
+
+def test_every_op_is_a_read_or_a_write_a_reader_may_not_make() -> None:
+    """The client service lets a reader make any op it does not list as a write."""
+    from quicraft.node.service import READS, WRITES
+    from quicraft.wire.ops import OPS
+
+    assert set(OPS) == READS | WRITES and not READS & WRITES
+    assert set(READER_MAY_NOT) == WRITES
+
+
 def test_a_reader_may_read_but_not_write(cluster: Cluster) -> None:
     from quicraft.transport import Role, issue
 
@@ -93,8 +112,15 @@ def test_a_reader_may_read_but_not_write(cluster: Cluster) -> None:
                 assert err.code == "forbidden"
             else:
                 raise AssertionError("a reader wrote")
+            # The client library registers a session before its first write, and that was
+            # all a reader's write tried: send each write op as is, with no session.
+            for op, args in READER_MAY_NOT.items():
+                with pytest.raises(ClientError) as refused:
+                    await viewer.call(op, args)
+                assert refused.value.code == "forbidden", op
         async with cluster.client() as admin:
             assert await admin.kv.get("k") == b"v"
+            assert await admin.kv.get("n") is None
 
     run(scenario())
 

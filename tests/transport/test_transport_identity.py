@@ -405,6 +405,37 @@ def test_what_others_may_write_or_own_is_refused(
         assert load_identity(fresh_dir, "c1", "n1").name == "n1"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_folder_or_ca_certificate_of_another_user_is_refused(
+    fresh_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: only a key's owner was looked at. Another user owning DIR/CLUSTER/
+    or ca.crt, with modes that let nobody else write (0755, 0644), could put their own CA
+    there and so choose whom the node trusts."""
+    init_cluster(fresh_dir, "c1")
+    issue(fresh_dir, "c1", "n1", Role.NODE)
+    folder, stranger = fresh_dir / "c1", 4321
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a user; the files are root's: fine
+    assert load_identity(fresh_dir, "c1", "n1").name == "n1"
+    for path, why in (
+        (folder, "its owner can put another CA or key pair in it"),
+        (folder / "ca.crt", "its owner can choose whom this node trusts"),
+    ):
+        os.chown(path, stranger, -1)
+        refusal = rf"{path.name} belongs to another user \(uid {stranger}\): {why}"
+        with pytest.raises(IdentityError, match=refusal):
+            load_identity(fresh_dir, "c1", "n1")
+        with pytest.raises(IdentityError, match=refusal):
+            issue(fresh_dir, "c1", "n2", Role.NODE)
+        monkeypatch.setattr(os, "geteuid", lambda: stranger)  # its owner may use it
+        assert load_identity(fresh_dir, "c1", "n1").name == "n1"
+        monkeypatch.setattr(os, "geteuid", lambda: 0)  # and so may root
+        assert load_identity(fresh_dir, "c1", "n1").name == "n1"
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+        os.chown(path, 0, -1)
+    assert not (folder / "n2.key").exists()
+
+
 def within(seconds: float, call: Callable[[], object]) -> BaseException | None:
     """What `call` raised (None if nothing), failing if it takes longer than `seconds`."""
     outcome: list[BaseException | None] = []

@@ -17,7 +17,7 @@ from aioquic.asyncio.client import connect as aioquic_connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from transport_helpers import Certs, eventually, run, trusting
+from transport_helpers import Certs, eventually, garbled, run, trusting
 
 from quicraft.transport import (
     ALPN_CLIENT,
@@ -91,6 +91,12 @@ CASES: dict[str, tuple[Any, str, str]] = {
     "client on mgmt": (lambda c, o: c.load("cl"), ALPN_MGMT, "role_not_allowed"),
     "expired certificate": (lambda c, o: expired(c), ALPN_RAFT, "expired"),
     "certificate without its key": (lambda c, o: mismatched(c), ALPN_RAFT, "tls_decrypt_error"),
+    # found by an audit: verify_peer raised, so the peer was neither refused nor counted
+    "certificate that does not parse": (
+        lambda c, o: garbled(c.load("cl")),
+        ALPN_CLIENT,
+        "bad_certificate",
+    ),
 }
 
 
@@ -176,6 +182,36 @@ def test_the_dialer_refuses_a_wrong_server(certs: Certs, caplog: pytest.LogCaptu
     assert spy.calls == []
     messages = [r.getMessage() for r in caplog.records]
     assert any("refused the server" in m and "wrong_node_id" in m for m in messages)
+
+
+def test_a_check_that_raises_refuses(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail closed. Found by an audit: a certificate whose subject did not parse made
+    verify_peer raise, and the client was neither refused nor accepted. Its dialer's PING was
+    acknowledged (so connect() returned) and the server held its streams without bound."""
+    from quicraft.transport import verify_peer
+
+    def failing(**kwargs: Any) -> Any:
+        if not kwargs["peer_is_server"]:
+            raise RuntimeError("a bug in a check")
+        return verify_peer(**kwargs)
+
+    monkeypatch.setattr("quicraft.transport.connection.verify_peer", failing)
+    spy = Spy()
+
+    async def main() -> None:
+        server = await serve("127.0.0.1", 0, certs.load("n1"), spy.handlers())
+        error = await refused(server, certs.load("cl"), ALPN_CLIENT)
+        assert error.reason == "bad_certificate"
+        assert error.detail == "its certificate could not be checked"
+        await eventually(lambda: server.refusals == {"bad_certificate": 1})
+        server.close()
+
+    with caplog.at_level(logging.ERROR, logger="quicraft.transport"):
+        run(main())
+    assert spy.calls == []
+    assert any("checking the certificate of" in r.getMessage() for r in caplog.records)
 
 
 def test_a_dialer_that_does_not_trust_our_ca(certs: Certs, other_ca: Certs) -> None:

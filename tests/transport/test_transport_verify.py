@@ -8,7 +8,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from transport_helpers import Certs
+from transport_helpers import Certs, garbled
 
 from quicraft.transport import (
     ALLOWED_ROLES,
@@ -83,6 +83,13 @@ def test_a_self_signed_look_alike_of_our_ca(certs: Certs) -> None:
     fake = make_ca("c1", new_key())
     assert fake.subject == certs.ca()[0].subject
     assert reason(check(certs, fake)) == "unknown_ca"
+
+
+def test_a_certificate_that_does_not_parse(certs: Certs) -> None:
+    """Found by an audit: it raised ValueError (the subject is parsed when read), which the
+    server's handshake did not expect: no refusal, no count, a traceback in the log."""
+    result = check(certs, garbled(certs.load("n1")).certificate())
+    assert result == Refusal("bad_certificate", "the peer's certificate cannot be parsed")
 
 
 def test_our_ca_certificate_itself_is_not_an_identity(certs: Certs) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from quicraft.transport import Identity, Role, init_cluster, issue, load_identity, node_id_of
 from quicraft.transport.pki import cert_pem, key_pem, new_key, sign_leaf
@@ -104,3 +105,27 @@ class Certs:
 def trusting(identity: Identity, other: Identity) -> Identity:
     """`identity`'s own key and certificate, but trusting `other`'s CA (an impostor's view)."""
     return replace(identity, ca_pem=other.ca_pem, cluster=other.cluster)
+
+
+def garbled(identity: Identity) -> Identity:
+    """`identity` with a key of its own and a certificate whose subject does not parse (a CN
+    that is not UTF-8): what anyone may send, since the server checks the signature later."""
+    key = new_key()
+    placeholder = "QUICRAFT-GARBLED"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, placeholder)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    assert der.count(placeholder.encode()) == 2  # the subject and the issuer
+    der = der.replace(placeholder.encode(), b"\xff" * len(placeholder))
+    pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+    return replace(identity, cert_pem=pem, key_pem=key_pem(key))

@@ -49,7 +49,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -111,6 +111,7 @@ class LanForming:
         events: EventFeed,
         *,
         cluster_id: Callable[[], str | None],
+        removed: Callable[[], Set[str]],
         save_addresses: Callable[[], None],
         addresses: list[str],
         tracing: Tracing,
@@ -122,6 +123,7 @@ class LanForming:
         self.mgmt = mgmt
         self.events = events
         self._cluster_id = cluster_id
+        self._removed = removed
         self._save_addresses = save_addresses
         self.discovery: Discovery | None = None
         if settings.discovery.enabled:
@@ -147,6 +149,7 @@ class LanForming:
         self._splits: dict[str, list[str]] = {}
         self._warned: set[str] = set()
         self._complained: set[str] = set()
+        self._passed_over: set[str] = set()  #: removed nodes the autopilot said it leaves out
         self.tracing = tracing
         #: forming.join: from the verdict "join" until a leader has added this node.
         self._joining: Span | None = None
@@ -513,6 +516,7 @@ class LanForming:
             if c is None and not n.startswith("join@")
             and not self.mgmt.being_added(n, self.verified[n].address)
         }  # fmt: skip
+        candidates -= self._left_out(candidates)
         heard = {n for n, pr in core.progress.items()
                  if pr.silent_ticks < core.config.election_tick}  # fmt: skip
         ready = {n for n in core.membership.learners if n in heard and caught_up(core, n)}
@@ -522,6 +526,22 @@ class LanForming:
         )  # fmt: skip
         if change is not None:
             self._change = asyncio.create_task(self._apply(change))
+
+    def _left_out(self, candidates: Set[str]) -> set[str]:
+        """The candidates that were removed from the cluster: a node key is no less valid for
+        its node's removal, and one that forgets its data must not be taken back by itself.
+        An operator adds it back (mgmt add-member), which takes it off the list."""
+        removed = set(candidates & self._removed())
+        for node in sorted(removed - self._passed_over):
+            peer = self.verified[node]
+            log.warning(
+                "not adding %s (%s) at %s: it was removed from cluster %s; to take it back: "
+                "quicraft mgmt add-member %s",
+                node, peer.name or "no name", format_address(peer.address),
+                self.settings.cluster, format_address(peer.address),
+            )  # fmt: skip
+        self._passed_over = removed
+        return removed
 
     async def _found(self) -> None:
         """Give the cluster its id: the first `found` applied wins, on every member."""

@@ -246,7 +246,8 @@ class Node:
             self.advertised = (announced[0], port)
             self.lan = LanForming(
                 self.settings, self.pool, self.raft, self.mgmt, self.events,
-                cluster_id=self.cluster_id, save_addresses=self._save_addresses,
+                cluster_id=self.cluster_id, removed=lambda: self.kv.removed,
+                save_addresses=self._save_addresses,
                 addresses=announced, tracing=self.telemetry.tracing,
             )  # fmt: skip
             await self.lan.start()
@@ -712,6 +713,8 @@ class Node:
             change = ConfChange.decode(entry.data)
         except (ValueError, KeyError, TypeError):
             return  # changes nothing in the core either (core.types.membership_of)
+        if change.kind is not ConfChangeKind.PROMOTE:
+            self.kv.membership_changed(change.node, change.kind is ConfChangeKind.REMOVE)
         core = self.raft.core
         if change.kind is not ConfChangeKind.REMOVE or change.node == self.id or core is None:
             return

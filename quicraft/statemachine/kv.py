@@ -107,6 +107,7 @@ class KVStore:
         self._cluster_id: str | None = None
         self._addresses: dict[str, str] = {}
         self._names: dict[str, str] = {}  #: from the `address` command, like _addresses
+        self._removed: set[str] = set()  #: see `removed`
         self._proposed: dict[bytes, Command] = {}  # see `proposed`
         #: Told of every change as it is applied; see the module rules.
         self.observer: Callable[[KVChange], None] | None = None
@@ -137,6 +138,21 @@ class KVStore:
     def names(self) -> Mapping[str, str]:
         """Each member's name, as the leaders published it with its address."""
         return MappingProxyType(self._names)
+
+    @property
+    def removed(self) -> frozenset[str]:
+        """The nodes removed from the membership and not added back since, as the node told
+        the store with `membership_changed`: a LAN leader adds none of them by itself."""
+        return frozenset(self._removed)
+
+    def membership_changed(self, node: str, removed: bool) -> None:
+        """Note that a committed membership change removed `node` (`removed`), or added it.
+        The node calls it as it applies the change, in log order like `apply`, so every
+        replica holds the same set, and snapshots carry it."""
+        if removed:
+            self._removed.add(node)
+        else:
+            self._removed.discard(node)
 
     def get(self, key: str) -> tuple[bytes | None, int]:
         """The key's value and revision, or (None, 0) if it does not exist (never set, or
@@ -288,11 +304,13 @@ class KVStore:
         data, keys = dict(self._data), list(self._ordered())
         now_ms, sessions = self._sessions.now_ms, session_rows(self._sessions.items())
         applied, cluster_id = self._last_applied, self._cluster_id
-        addresses, names = dict(self._addresses), dict(self._names)
+        addresses, names, removed = dict(self._addresses), dict(self._names), self.removed
 
         def encode() -> bytes:
             entries = [data[key] for key in keys]
-            return encode_snapshot(applied, entries, now_ms, sessions, cluster_id, addresses, names)
+            return encode_snapshot(
+                applied, entries, now_ms, sessions, cluster_id, addresses, names, removed
+            )
 
         return encode
 
@@ -307,3 +325,4 @@ class KVStore:
         self._cluster_id = state.cluster_id
         self._addresses = dict(state.addresses)
         self._names = dict(state.names)
+        self._removed = set(state.removed)

@@ -8,8 +8,10 @@ Rules:
   (sessions least recently active first, results in the order they were stored), plus
   `"cid": str` (the cluster id, lowercase hex) once the store has one: a snapshot without it
   is what a store without an id writes, so older snapshots still read; `"addr": {node:
-  address}` (where members serve, see the `address` command) once the store knows any; and
-  `"names": {node: name}` (the members' names, from the same command) once it knows any.
+  address}` (where members serve, see the `address` command) once the store knows any;
+  `"names": {node: name}` (the members' names, from the same command) once it knows any; and
+  `"removed": [node, ...]` (sorted: the nodes removed from the membership and not added
+  back since) once there is one.
 - Everything is written in a deterministic order, so replicas that applied the same entries
   produce the same bytes.
 - The keys are encoded a slice per cbor2 call, spliced into the same bytes one call gives:
@@ -37,7 +39,7 @@ from .sessions import Session
 VERSION = 1
 KIND = "quicraft.kv"
 _FIELDS = {"v", "kind", "applied", "now", "keys", "sessions"}
-_OPTIONAL = {"cid", "addr", "names"}
+_OPTIONAL = {"cid", "addr", "names", "removed"}
 _CLUSTER_ID = re.compile(r"[0-9a-f]{8,64}")
 #: Keys per cbor2 call (about 120 KB, a millisecond of holding the GIL, at 100-byte values).
 _KEYS_PER_CALL = 1000
@@ -52,6 +54,7 @@ class SnapshotState:
     cluster_id: str | None = None
     addresses: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
 
 
 def session_rows(sessions: Iterable[tuple[int, Session]]) -> list[list[object]]:
@@ -72,6 +75,7 @@ def encode_snapshot(
     cluster_id: str | None = None,
     addresses: Mapping[str, str] | None = None,
     names: Mapping[str, str] | None = None,
+    removed: Iterable[str] = (),
 ) -> bytes:
     """Encode the store's state; `entries` must already be sorted by key, `sessions` come
     from session_rows()."""
@@ -89,6 +93,8 @@ def encode_snapshot(
         state["addr"] = dict(addresses)
     if names:
         state["names"] = dict(names)
+    if removed:
+        state["removed"] = sorted(removed)
     parts = [_head(_MAP, len(state))]
     for name in canonical_order(state):
         parts.append(cbor2.dumps(name))
@@ -133,8 +139,9 @@ def with_new_cluster_id(data: bytes) -> tuple[bytes, str | None, int]:
     cluster_id = secrets.token_hex(16)
     rows = session_rows(state.sessions)
     new = encode_snapshot(
-        state.applied, state.entries, state.now_ms, rows, cluster_id, state.addresses, state.names
-    )
+        state.applied, state.entries, state.now_ms, rows, cluster_id, state.addresses,
+        state.names, state.removed,
+    )  # fmt: skip
     return new, cluster_id, state.applied
 
 
@@ -171,6 +178,7 @@ def _decode(data: bytes) -> SnapshotState:
         cluster_id,
         _node_texts(state.get("addr", {}), "addr", "addresses", MAX_ADDRESS),
         _node_texts(state.get("names", {}), "names", "names", MAX_NAME),
+        _node_ids(state.get("removed", [])),
     )
 
 
@@ -211,6 +219,16 @@ def _node_texts(raw: object, field_name: str, what: str, longest: int) -> dict[s
     ):  # fmt: skip
         raise ValueError(f"{field_name} must map node ids to {what} (text)")
     return dict(raw)
+
+
+def _node_ids(raw: object) -> frozenset[str]:
+    listed = _list(raw, "removed")
+    ids = [n for n in listed if isinstance(n, str) and 1 <= len(n) <= MAX_NODE_ID]
+    if len(ids) != len(listed):
+        raise ValueError("removed must list node ids (text)")
+    if ids != sorted(set(ids)):
+        raise ValueError("removed must be sorted, without repeats")
+    return frozenset(ids)
 
 
 def _sessions(raw: object, applied: int, now: int) -> list[tuple[int, Session]]:

@@ -90,9 +90,10 @@ def test_keys_encoded_in_slices_give_the_bytes_of_one_call(monkeypatch: pytest.M
     store.apply(11, encode_command("found", {"cluster_id": "0123abcd"}, 110))
     address = {"node": "n1", "address": "10.0.0.1:7400", "name": "n1"}
     store.apply(12, encode_command("address", address, 120))
+    store.membership_changed("n9", removed=True)
     data = store.snapshot()
     state = cbor2.loads(data)
-    assert len(state["keys"]) == 5 and {"cid", "addr", "names"} <= state.keys()
+    assert len(state["keys"]) == 5 and {"cid", "addr", "names", "removed"} <= state.keys()
     assert cbor2.dumps(state, canonical=True) == data
 
 
@@ -105,6 +106,28 @@ def test_a_cbor_head_is_the_one_cbor2_writes(length: int) -> None:
     head = snapshot_format._head(4, length)
     assert cbor2.dumps(Sized()) == head
     assert snapshot_format._head(5, length)[1:] == head[1:]
+
+
+def test_the_removed_nodes_are_noted_in_order_and_kept_in_snapshots() -> None:
+    """The nodes removed and not added back (node/server.py tells the store as it applies each
+    membership change; node/lan.py's autopilot adds none of them)."""
+    store = _busy_store()
+    for node, removed in [("n3", True), ("n2", True), ("n3", False), ("n5", True)]:
+        store.membership_changed(node, removed)
+    assert store.removed == {"n2", "n5"}
+    data = store.snapshot()
+    assert cbor2.loads(data)["removed"] == ["n2", "n5"]  # sorted: equal states, equal bytes
+    copy = KVStore()
+    copy.restore(data)
+    assert copy.removed == {"n2", "n5"} and copy.snapshot() == data
+    # A capture holds the set it was taken with.
+    encode = store.capture()
+    store.membership_changed("n2", removed=False)
+    assert cbor2.loads(encode())["removed"] == ["n2", "n5"]
+    assert cbor2.loads(store.snapshot())["removed"] == ["n5"]
+    # A restore replaces it, with nothing when the snapshot lists none (as older ones).
+    copy.restore(_busy_store().snapshot())
+    assert copy.removed == frozenset()
 
 
 def test_empty_store_round_trip() -> None:
@@ -153,6 +176,11 @@ BAD = [
     (cbor2.dumps({**_good(), "names": {"n1": ""}}), "names"),
     (cbor2.dumps({**_good(), "names": {"n1": "n" * 65}}), "names"),
     (cbor2.dumps({**_good(), "names": {"": "n1"}}), "names"),
+    (cbor2.dumps({**_good(), "removed": {"n1": 1}}), "removed must be a list"),
+    (cbor2.dumps({**_good(), "removed": ["n1", 7]}), "removed must list node ids"),
+    (cbor2.dumps({**_good(), "removed": [""]}), "removed must list node ids"),
+    (cbor2.dumps({**_good(), "removed": ["n2", "n1"]}), "sorted, without repeats"),
+    (cbor2.dumps({**_good(), "removed": ["n1", "n1"]}), "sorted, without repeats"),
     (cbor2.dumps(_good()) + b"\x00", "trailing"),
 ]
 

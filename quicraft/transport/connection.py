@@ -344,7 +344,7 @@ class PeerProtocol(QuicConnectionProtocol):
 
 def termination_error(event: events.ConnectionTerminated, where: str) -> TransportError:
     """What a ConnectionTerminated means for whoever was using the connection."""
-    code, phrase = event.error_code, event.reason_phrase
+    code, phrase = event.error_code, _shown(event.reason_phrase)
     if event.frame_type is None:  # an application close, with one of our ErrorCodes
         if code == ErrorCode.REFUSED:
             reason, _, detail = phrase.partition(":")
@@ -368,6 +368,13 @@ def termination_error(event: events.ConnectionTerminated, where: str) -> Transpo
 _NO_COMMON_CA = frozenset(
     {"unable to get local issuer certificate", "certificate signature failure"}
 )
+
+
+def _shown(phrase: str) -> str:
+    """A peer's reason phrase as we repeat it in errors and logs. Anyone may send one (in an
+    Initial packet, before any check), so it is cut short and its control and format
+    characters (escape sequences, newlines, bidi overrides) are replaced."""
+    return "".join(c if c.isprintable() else "?" for c in phrase[:_MAX_REASON])
 
 
 def _clip(reason: str) -> str:

@@ -35,6 +35,7 @@ from quicraft.transport import (
     connect,
     serve,
 )
+from quicraft.transport.connection import termination_error
 from quicraft.wire import encode_frame
 
 NOW = dt.datetime.now(dt.UTC)
@@ -340,3 +341,24 @@ def test_an_alpn_the_server_does_not_serve(certs: Certs) -> None:
         server.close()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "code"),
+    [(None, ErrorCode.REFUSED), (None, 0x7), (0x0, 0x0A), (0x0, 0x100 + 42)],
+    ids=["refused", "app-close", "transport-close", "tls-alert"],
+)
+def test_a_peers_close_reason_reaches_errors_without_control_characters(
+    frame_type: int | None, code: int
+) -> None:
+    """Anyone may close a connection with any reason phrase, even in its first Initial packet
+    (found by an audit): errors repeat it, and the CLI prints errors, so an escape sequence or
+    a newline in it would reach a terminal or forge a log line."""
+    hostile = "\x1b[2J\x1b[31mpwned\nquicraft: fake line\u202e" + "x" * 1000
+    event = events.ConnectionTerminated(
+        error_code=code, frame_type=frame_type, reason_phrase=hostile
+    )
+    message = str(termination_error(event, "10.0.0.1:7400"))
+    assert "pwned" in message  # the reason is still shown ...
+    assert message.isprintable() and "\x1b" not in message  # ... but only as text
+    assert len(message) < 400

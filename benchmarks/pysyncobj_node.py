@@ -36,8 +36,8 @@ import time
 from collections.abc import Iterable
 
 try:  # not a dependency of quicraft: `--help` works without it, a run says what to install
-    from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
-    from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+    from pysyncobj import SyncObj, SyncObjConf
+    from pysyncobj.batteries import ReplDict
 except ImportError:
     SyncObj = None
 

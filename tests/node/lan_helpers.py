@@ -47,16 +47,19 @@ def start_node(lan: Lan, host: Host, certs: Path, *extra: str) -> HostProcess:
     )  # fmt: skip
 
 
-def status(lan: Lan, host: Host, certs: Path, *extra: str) -> dict[str, Any] | None:
-    """`quicraft mgmt status --json`, run on `host` against its own node; None on failure."""
-    result = lan.run(
+def ask(lan: Lan, host: Host, certs: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """`quicraft COMMAND` of cluster c1 run on `host`, asking the node there."""
+    return lan.run(
         host,
-        *quicraft(
-            "mgmt", "status", "--json", "--cluster", "c1", "--certs", str(certs),
-            "--endpoints", f"{host.address}:{PORT}", "--timeout", "5", *extra,
-        ),
+        *quicraft(*command, "--cluster", "c1", "--certs", str(certs),
+                  "--endpoints", f"{host.address}:{PORT}"),
         check=False,
     )  # fmt: skip
+
+
+def status(lan: Lan, host: Host, certs: Path, *extra: str) -> dict[str, Any] | None:
+    """`quicraft mgmt status --json`, run on `host` against its own node; None on failure."""
+    result = ask(lan, host, certs, "mgmt", "status", "--json", "--timeout", "5", *extra)
     if result.returncode != 0:
         return None
     parsed: dict[str, Any] = json.loads(result.stdout)

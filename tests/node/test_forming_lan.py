@@ -15,6 +15,7 @@ from lan_helpers import (
     PORT,
     WAIT_S,
     Lan,
+    ask,
     form,
     formed_of_three,
     lan_factory,
@@ -80,12 +81,7 @@ def test_three_hosts_form_one_cluster_and_a_fourth_joins_as_a_standby(
     victim = next(n for n, (voter, role) in roles(joined).items()
                   if voter and role != "leader" and n != "n1")  # fmt: skip
     victim_id = next(m["id"] for m in joined["members"] if m["name"] == victim)
-    removed = lan.run(
-        lan.hosts[0],
-        *quicraft("mgmt", "remove-member", victim_id, "--cluster", "c1", "--certs", str(certs),
-                  "--endpoints", f"{lan.hosts[0].address}:{PORT}"),
-        check=False,
-    )  # fmt: skip
+    removed = ask(lan, lan.hosts[0], certs, "mgmt", "remove-member", victim_id)
     assert removed.returncode == 0, removed.stderr
     promoted = wait_status(lan, lan.hosts[0], certs, lambda s: roles(s).get("n4", (0,))[0] is True)
     assert victim not in roles(promoted) and len(promoted["members"]) == 3
@@ -115,12 +111,7 @@ def test_three_hosts_form_one_cluster_and_a_fourth_joins_as_a_standby(
     time.sleep(1)  # more autopilot rounds: still left out
     assert victim not in roles(wait_status(lan, lan.hosts[0], certs, lambda s: True))
     address = f"{victim_host.address}:{PORT}"
-    added = lan.run(
-        lan.hosts[0],
-        *quicraft("mgmt", "add-member", address, "--cluster", "c1", "--certs", str(certs),
-                  "--endpoints", f"{lan.hosts[0].address}:{PORT}"),
-        check=False,
-    )  # fmt: skip
+    added = ask(lan, lan.hosts[0], certs, "mgmt", "add-member", address)
     assert added.returncode == 0, added.stderr
     wait_status(lan, lan.hosts[0], certs, lambda s: victim in roles(s))
     assert fresh.popen.poll() is None, fresh.describe()
@@ -154,12 +145,7 @@ def test_a_member_back_on_a_new_address_is_the_same_member(
     assert "founding it" not in restarted.describe()
 
     # Writes still reach it at its new address.
-    written = lan.run(
-        lan.hosts[0],
-        *quicraft("kv", "set", "probe", "after-move", "--cluster", "c1", "--certs", str(certs),
-                  "--endpoints", f"{lan.hosts[0].address}:{PORT}", "--json"),
-        check=False,
-    )  # fmt: skip
+    written = ask(lan, lan.hosts[0], certs, "kv", "set", "probe", "after-move", "--json")
     assert written.returncode == 0, written.stderr
     revision = json.loads(written.stdout)["revision"]
     wait_status(
@@ -195,12 +181,7 @@ def test_two_clusters_formed_apart_with_one_name_are_reported(
     back.wait_for_stderr("cluster split:", timeout=WAIT_S)
     deadline = time.monotonic() + WAIT_S
     while True:
-        health = lan.run(
-            h2,
-            *quicraft("mgmt", "health", "--json", "--cluster", "c1", "--certs", str(certs),
-                      "--endpoints", f"{h2.address}:{PORT}"),
-            check=False,
-        )  # fmt: skip
+        health = ask(lan, h2, certs, "mgmt", "health", "--json")
         problems = json.loads(health.stdout)["problems"] if health.stdout.strip() else []
         if any(one["cluster_id"] in p and "split" in p for p in problems):
             break

@@ -72,6 +72,8 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
 DUPLICATE_GRACE_S = 2.0
 #: A connection that carried nothing for this long gives way to a new one from the same peer.
 SILENT_S = 1.0
+#: The longest close() waits for a dialed connection to end; its UDP socket is freed then.
+CLOSE_WAIT_S = 1.0
 
 
 class PeerPool:
@@ -90,6 +92,8 @@ class PeerPool:
         #: Where to dial each member: a hint learned from --peers or from its connections.
         self.addresses: dict[NodeId, Address] = {}
         self._connections: dict[NodeId, Connection] = {}
+        #: Every connection adopted and not over yet: duplicates and replaced ones included.
+        self._adopted: set[Connection] = set()
         self._heard: dict[NodeId, float] = {}  # when the current connection last carried a frame
         self._links: dict[NodeId, _Link] = {}
         self._closed = False
@@ -133,6 +137,7 @@ class PeerPool:
         peer = conn.peer.node_id
         current = self.connection(peer)
         if current is not conn:
+            self._adopted.add(conn)
             self._keep(self._watch(conn))
             self._say_hello(conn)
         if current is None or current is conn or self._silent(peer):
@@ -215,6 +220,7 @@ class PeerPool:
 
     async def _watch(self, conn: Connection) -> None:
         await conn.wait_closed()
+        self._adopted.discard(conn)
         if isinstance(conn.failure, RefusedError):
             self._refused(conn.peer.node_id, conn.failure)
 
@@ -237,9 +243,13 @@ class PeerPool:
             task.cancel()
         for link in self._links.values():
             link.stop()
-        for conn in list(self._connections.values()):
+        adopted, self._adopted = list(self._adopted), set()
+        for conn in adopted:
             conn.close("node stopping")
         self._connections.clear()
+        # A dialed connection has a UDP socket of its own, which must not outlive the node
+        # (nor the event loop, when the program ends right after stop()).
+        await asyncio.gather(*(c.wait_closed(CLOSE_WAIT_S) for c in adopted if c.dialed))
 
     # -- receiving -------------------------------------------------------------------------
 

@@ -107,7 +107,7 @@ from .removal import (
     left_out_at,
     refusal_detail,
 )
-from .runtime import RaftNode, is_fresh
+from .runtime import NodeStopped, RaftNode, is_fresh
 from .service import ClientService
 from .settings import NodeSettings
 from .version import build_text
@@ -125,6 +125,9 @@ AGREE_RETRY_S = 2.0
 
 
 class Node:
+    """One member of a cluster, run in the caller's event loop: start(), then wait() or
+    stop(). It runs the built-in key-value store (docs/node.md, "Embedding a node")."""
+
     def __init__(self, settings: NodeSettings, span_exporters: Sequence[SpanExporter] = ()):
         """`span_exporters`: where spans go besides what settings.telemetry names (tests)."""
         self.settings = settings
@@ -188,6 +191,7 @@ class Node:
         self._leader_said: NodeId | None = None  # the leader our hellos name
         self._meeting: dict[NodeId, asyncio.Task[None]] = {}  # leaders we dial (_meet)
         self._started = self._stopped = False
+        self._starting: asyncio.Task[None] | None = None  # start()'s work (stop() may cancel it)
         self._stopping = False
         self._names: dict[NodeId, str] = {self.id: settings.name}
         self._started_fresh = False
@@ -204,8 +208,16 @@ class Node:
         if self._started or self._stopped:
             raise RuntimeError("a Node starts once: make a new Node(settings) to start again")
         self._started = True
+        # A task of its own, which stop() may cancel without cancelling our caller.
+        self._starting = asyncio.create_task(self._start(), name=f"{self.id}-start")
         try:
-            await self._start()
+            await self._starting
+        except asyncio.CancelledError:
+            await self.stop(hand_over=False)
+            caller = asyncio.current_task()
+            if caller is not None and caller.cancelling():
+                raise
+            raise NodeStopped("stop() was called while the node was starting") from None
         except BaseException:
             await self.stop(hand_over=False)
             raise
@@ -284,6 +296,11 @@ class Node:
         if self._stopped:
             return
         self._stopped = self._stopping = True
+        if self._starting is not None and not self._starting.done():
+            # start() may wait for founding peers for ever, and must not go on once the
+            # storage below is closed: it ends with NodeStopped.
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         running = self._run_task is not None and not self._run_task.done()
         if hand_over and running and self.raft.core is not None:
             await self.raft.hand_over_leadership()

@@ -4,6 +4,7 @@ start that fails or is cancelled frees the data directory, the port and its task
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from inprocess import nodes_in
 
-from quicraft.node import NodeSettings
+from quicraft.node import NodeSettings, NodeStopped
 from quicraft.transport import TransportError
 
 
@@ -108,5 +109,54 @@ def test_a_node_starts_once(tmp_path: Path) -> None:
             await never_started.stop()
             with pytest.raises(RuntimeError, match="a Node starts once"):
                 await never_started.start()
+
+    asyncio.run(scenario())
+
+
+def test_stop_while_starting_ends_start_and_frees_everything(tmp_path: Path) -> None:
+    """Before, start() went on waiting for its founding peers after stop() had closed the
+    storage: it never returned, and would have founded on a closed data directory."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
+            waiting = nodes.node("n1", peers=["n2"])  # n2 never comes: start() waits
+            starting = asyncio.create_task(waiting.start())
+            while waiting.server is None:
+                await asyncio.sleep(0.05)
+            await nodes.stop(waiting)
+            with pytest.raises(NodeStopped, match="stop\\(\\) was called while the node was"):
+                await asyncio.wait_for(starting, 5)
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+            again = nodes.node("n1")  # same directory, same port
+            await again.start()
+            assert again.raft.core is not None
+
+    asyncio.run(scenario())
+
+
+def open_sockets() -> set[str]:
+    """This process's sockets, as /proc names them."""
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor)
+    return {name for name in names if name.startswith("socket:")}
+
+
+def test_stopped_nodes_leave_no_socket_open(tmp_path: Path) -> None:
+    """Before, the UDP sockets of the connections a node had dialed were freed only at the end
+    of their closing period, after stop() had returned: a program that ended its event loop
+    then leaked them (ResourceWarning: unclosed transport)."""
+
+    async def scenario() -> None:
+        before = open_sockets()
+        async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
+            founders = [nodes.node("n1", peers=["n2"]), nodes.node("n2", peers=["n1"])]
+            await asyncio.gather(*(node.start() for node in founders))
+            for node in founders:
+                await nodes.stop(node)
+            assert open_sockets() <= before
 
     asyncio.run(scenario())

@@ -106,6 +106,9 @@ class _Proposal:
 
 
 class RaftNode:
+    """One Raft core driven by the event loop: it persists to `storage`, sends through `send`
+    and applies committed entries to `state_machine` (see this module's rules)."""
+
     def __init__(
         self,
         node_id: NodeId,

@@ -47,6 +47,9 @@ _QUIET = DiscoverySettings(enabled=False)
 
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
+    """What a Node needs to run; checked when made (a wrong field raises TypeError or
+    ValueError naming it). Addresses are (host, port) tuples (transport.address.parse_address)."""
+
     cluster: str
     name: str
     data_dir: Path

@@ -33,6 +33,8 @@ class RaftLog:
         self.stable = self.last_index()
         # A snapshot received from the leader, handed to the runtime in the next Ready.
         self.pending_snapshot: Snapshot | None = None
+        #: How many times a leader's entries replaced some of ours (see RaftCore._ack).
+        self.truncations = 0
         if self.committed > self.last_index():
             raise ValueError(f"commit index {committed} is beyond the log ({self.last_index()})")
 
@@ -164,6 +166,7 @@ class RaftLog:
         return last_new
 
     def _truncate_from(self, index: int) -> None:
+        self.truncations += 1
         del self.entries[index - self.offset - 1 :]
         self.stable = min(self.stable, index - 1)
         while self._changes and self._changes[-1][0] >= index:

@@ -448,8 +448,11 @@ class RaftCore:
             # Everything up to our commit index matches the leader already (§5.3).
             self._ack(m.frm, self.log.committed)
             return
+        truncations = self.log.truncations
         last = self.log.maybe_append(m.index, m.log_term, m.entries)
         if last is not None:
+            if self.log.truncations != truncations:
+                self._take_back_acks()
             self.log.commit_to(min(m.commit, last))
             self._ack(m.frm, last)
             return
@@ -469,7 +472,23 @@ class RaftCore:
         )
 
     def _ack(self, to: NodeId, index: int) -> None:
-        self._send(Message(MessageType.APPEND_RESP, to, self.id, self.term, index=index))
+        # `log_term` names the entry acknowledged (index alone names whatever is there when
+        # the ack is read), so that _take_back_acks, and checkers, can tell it.
+        term = self.log.term(index)
+        assert term is not None  # an ack names the last entry appended, or the commit index
+        self._send(Message(MessageType.APPEND_RESP, to, self.id, self.term, index=index,
+                           log_term=term))  # fmt: skip
+
+    def _take_back_acks(self) -> None:
+        """A leader's entries replaced some of ours: an ack still waiting for the write that
+        stores what it names must not leave if that entry is gone, for the next write stores
+        the replacement instead (an ack promises what is durable: ready.py). Acks already
+        handed out in a Ready are true: that Ready's write stores what they name."""
+        self._msgs_after_persist = [
+            m for m in self._msgs_after_persist
+            if m.type is not MessageType.APPEND_RESP or m.reject
+            or self.log.matches(m.index, m.log_term)
+        ]  # fmt: skip
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot

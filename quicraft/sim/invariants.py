@@ -137,18 +137,21 @@ class SafetyChecker:
                     f"{m.frm} sent {m.type.name} of term {m.term} with term {durable_term} stored",
                 )
             # An acknowledgement promises that its sender stored the log up to its index: the
-            # entry there as the sender holds it (which vouches for all before it).
+            # entry it names (index, log_term), which vouches for all before it. (Not the
+            # entry the sender holds there now: a newer leader may have replaced it in memory
+            # while the write that stores the named one went on.)
             if m.type is MessageType.APPEND_RESP and not m.reject:
                 if m.index > stored:
                     raise Violation(
                         "durable ack",
                         f"{m.frm} acknowledged {m.index} with its log stored to {stored}",
                     )
-                held, kept = node.core.log.term(m.index), node.durable.term_at(m.index)
-                if None not in (held, kept) and held != kept:
+                kept = node.durable.term_at(m.index)
+                if kept is not None and kept != m.log_term:
                     raise Violation(
                         "durable ack",
-                        f"{m.frm} acknowledged {m.index} of term {held}, stored of term {kept}",
+                        f"{m.frm} acknowledged {m.index} of term {m.log_term}, stored of term "
+                        f"{kept}",
                     )
             # A candidate asking for votes has voted for itself in that term.
             chosen = m.frm if m.type is MessageType.VOTE else m.to

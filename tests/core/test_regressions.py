@@ -230,3 +230,39 @@ def test_a_pre_candidate_takes_over_when_the_leader_hands_over_to_it() -> None:
     net.deliver()
     # mypy keeps the narrowing of the assert above across the calls (python/mypy#17537)
     assert c.role is Role.LEADER and c.term == a.term  # type: ignore[comparison-overlap]
+
+
+def test_an_ack_for_an_entry_a_newer_leader_replaced_is_taken_back() -> None:
+    """Two appends between two Readies: entry 4 of term 2, acknowledged, then a leader of
+    term 3 replaces it before any write. The Ready stores 4 of term 3; the ack of term 2 for
+    index 4 would tell the old leader that 4 of term 2 is stored, which it never is (found by
+    the simulator's durable-ack check, which now compares what an ack names with the disk)."""
+    core = RaftCore(Config("b"), random.Random(0), bootstrap_state(["a", "b", "c"]))
+    core.advance(core.ready())  # the three founding entries, of term 1, stored
+    old = Entry(2, 4, EntryType.NORMAL, b"old")
+    core.step(Message(MessageType.APPEND, "b", "a", 2, index=3, log_term=1, entries=[old]))
+    new = Entry(3, 4, EntryType.NORMAL, b"new")
+    core.step(Message(MessageType.APPEND, "b", "c", 3, index=3, log_term=1, entries=[new]))
+    rd = core.ready()
+    assert [(e.index, e.term) for e in rd.entries] == [(4, 3)]
+    acks = [m for m in rd.persisted_messages if m.type is MessageType.APPEND_RESP]
+    assert [(m.to, m.index, m.log_term) for m in acks] == [("c", 4, 3)]
+
+
+def test_an_ack_already_handed_out_stays_true() -> None:
+    """The same, with the first ack's Ready taken before the newer leader's entries came:
+    that Ready's write stores 4 of term 2, so its ack says so, and leaves."""
+    core = RaftCore(Config("b"), random.Random(0), bootstrap_state(["a", "b", "c"]))
+    core.advance(core.ready())
+    old = Entry(2, 4, EntryType.NORMAL, b"old")
+    core.step(Message(MessageType.APPEND, "b", "a", 2, index=3, log_term=1, entries=[old]))
+    first = core.ready()
+    new = Entry(3, 4, EntryType.NORMAL, b"new")
+    core.step(Message(MessageType.APPEND, "b", "c", 3, index=3, log_term=1, entries=[new]))
+    acks = [m for m in first.persisted_messages if m.type is MessageType.APPEND_RESP]
+    assert [(m.to, m.index, m.log_term) for m in acks] == [("a", 4, 2)]
+    core.advance(first)
+    second = core.ready()
+    assert [(e.index, e.term) for e in second.entries] == [(4, 3)]  # written again, replaced
+    acks = [m for m in second.persisted_messages if m.type is MessageType.APPEND_RESP]
+    assert [(m.to, m.index, m.log_term) for m in acks] == [("c", 4, 3)]

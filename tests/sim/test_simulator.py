@@ -123,3 +123,41 @@ def test_cli_prints_seed_property_trace_and_command_for_a_failure(
     assert "last events:" in out
     assert f"reproduce: python -m quicraft.sim --seeds 1 --start {seed}" in out
     assert "0 passed, 1 failed" in out
+
+
+def test_the_durable_ack_check_compares_what_an_ack_names_with_the_disk() -> None:
+    """An ack names (index, log_term). The check once compared the disk with the entry the
+    sender held in memory when the ack left; a write with an ack of term 2 for index 4 could
+    still be going on while a leader of term 3 replaced entry 4 in memory, and that true ack
+    was reported as a violation (seeds 7201560 and 7203983 of leader-faults)."""
+    from quicraft.core import (
+        Config,
+        Entry,
+        EntryType,
+        HardState,
+        Message,
+        MessageType,
+        bootstrap_state,
+    )
+    from quicraft.sim.invariants import SafetyChecker, Violation
+    from quicraft.sim.node import Durable, SimNode
+
+    founding = bootstrap_state(["a", "b", "c"])
+    durable = Durable(founding.hard_state, founding.snapshot, list(founding.entries))
+    node = SimNode(Config("b"), 0, durable, snapshot_every=100)
+    durable.entries.append(Entry(2, 4, EntryType.NORMAL, b"old"))  # 4 of term 2 stored
+    durable.hard_state = HardState(term=2, vote="a")
+    node.core.step(
+        Message(MessageType.APPEND, "b", "c", 3, index=3, log_term=1,
+                entries=[Entry(3, 4, EntryType.NORMAL, b"new")])
+    )  # fmt: skip
+    checker = SafetyChecker()
+
+    def ack(term: int) -> Message:
+        return Message(MessageType.APPEND_RESP, "a", "b", 2, index=4, log_term=term)
+
+    checker.on_send(node, [ack(2)])  # true: 4 of term 2 is on disk, whatever memory holds
+    with pytest.raises(Violation, match="acknowledged 4 of term 3, stored of term 2"):
+        checker.on_send(node, [ack(3)])
+    with pytest.raises(Violation, match="acknowledged 5 with its log stored to 4"):
+        checker.on_send(node, [Message(MessageType.APPEND_RESP, "a", "b", 2, index=5)])

@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from quicraft.client import Client, ClientError, EventsCompacted, connect
+from quicraft.client import Client, ClientError, EventsCompacted, InvalidRequest, connect
+from quicraft.client.events import check_subscription
 from quicraft.transport import IdentityError
 from quicraft.wire import EVENT_KINDS, Event
 
@@ -81,7 +82,7 @@ def position(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a position: {text!r}") from None
     if not 0 <= value < 1 << 64:
-        raise argparse.ArgumentTypeError(f"a position is 0 or more: {text!r}")
+        raise argparse.ArgumentTypeError(f"a position is 0 to 2**64 - 1: {text!r}")
     return value
 
 
@@ -120,6 +121,11 @@ def follow(
 ) -> int:
     """Print show(event) for each event until interrupted; ClientError is one line, exit 1.
     The subscription's warnings (no node answers) go to stderr as they happen."""
+    try:  # a prefix no node would take (too long, not UTF-8) is misuse: exit 2, as kv get
+        check_subscription(wanted, prefix, since)
+    except InvalidRequest as err:
+        fail(err.message)
+        return MISUSE
     warnings = logging.StreamHandler(sys.stderr)
     warnings.setFormatter(logging.Formatter("quicraft: %(message)s"))
     client_log = logging.getLogger("quicraft.client")

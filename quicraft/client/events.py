@@ -53,6 +53,7 @@ from quicraft.wire import (
 
 from .channel import ConnectPace, Lifetime, failure_at
 from .client import ClientError, InvalidRequest
+from .kv import sendable_text
 
 log = logging.getLogger("quicraft.client")
 
@@ -89,6 +90,8 @@ def check_subscription(
         raise InvalidRequest(
             "bad_request", f"kinds must be None or a list of event kinds, not {kinds!r}"
         ) from None
+    if prefix is not None:
+        prefix = sendable_text(prefix, "prefix")  # not UTF-8: say so, as kv calls do
     try:
         return decode_subscribe(encode_subscribe(listed, prefix, since))
     except ProtocolError as err:

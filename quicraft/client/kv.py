@@ -20,7 +20,7 @@ def _bytes(value: bytes | str, field: str) -> bytes:
     return value.encode()
 
 
-def _text(value: str, field: str) -> str:
+def sendable_text(value: str, field: str) -> str:
     """`value` (a key or prefix) if it can be sent; InvalidRequest naming `field` if it is a
     str with no UTF-8 form. Anything else is the wire's to check."""
     if isinstance(value, str) and not value.isascii():
@@ -44,7 +44,7 @@ class KV:
     async def set(self, key: str, value: bytes | str) -> int:
         """Store `value` under `key`; returns the revision (log index) of the write."""
         result = await self._client.write(
-            "set", {"key": _text(key, "key"), "value": _bytes(value, "value")}
+            "set", {"key": sendable_text(key, "key"), "value": _bytes(value, "value")}
         )
         return int(result["revision"])
 
@@ -57,18 +57,18 @@ class KV:
     async def get_with_revision(self, key: str, *, stale: bool = False) -> tuple[bytes | None, int]:
         """The value of `key` and the revision that last changed it (0 if there is no such key:
         never set, or deleted)."""
-        result = await self._client.call("get", {"key": _text(key, "key"), "stale": stale})
+        result = await self._client.call("get", {"key": sendable_text(key, "key"), "stale": stale})
         value = result.get("value")
         return (bytes(value) if value is not None else None), int(result["revision"])
 
     async def delete(self, key: str) -> bool:
         """Remove `key`; True if it existed."""
-        result = await self._client.write("delete", {"key": _text(key, "key")})
+        result = await self._client.write("delete", {"key": sendable_text(key, "key")})
         return bool(result["deleted"])
 
     async def incr(self, key: str, by: int = 1) -> int:
         """Add `by` to the integer stored at `key` (0 if absent); returns the new value."""
-        result = await self._client.write("incr", {"key": _text(key, "key"), "by": by})
+        result = await self._client.write("incr", {"key": sendable_text(key, "key"), "by": by})
         return int(result["value"])
 
     async def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
@@ -83,13 +83,13 @@ class KV:
         with every later change of the key (examples/lock_and_election.py)."""
         want = None if expected is None else _bytes(expected, "expected")
         result = await self._client.write(
-            "cas", {"key": _text(key, "key"), "expected": want, "new": _bytes(new, "new")}
+            "cas", {"key": sendable_text(key, "key"), "expected": want, "new": _bytes(new, "new")}
         )
         return bool(result["ok"]), int(result["revision"])
 
     async def keys(self, prefix: str = "", *, stale: bool = False) -> list[str]:
         """The keys that start with `prefix`, sorted."""
         result = await self._client.call(
-            "keys", {"prefix": _text(prefix, "prefix"), "stale": stale}
+            "keys", {"prefix": sendable_text(prefix, "prefix"), "stale": stale}
         )
         return [str(k) for k in result["keys"]]

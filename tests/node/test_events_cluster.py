@@ -193,6 +193,19 @@ def test_events_cli_refuses_unknown_kinds(shared: Cluster) -> None:
     assert done.returncode == 2 and "unknown event kind nope" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["events", "--prefix", "p" * 5000, "--cluster", "t1", "--endpoints", "x:1"],
+        ["kv", "watch", "\udcff"],  # the byte 0xff on the command line: not UTF-8
+    ],
+)
+def test_a_prefix_no_node_would_take_is_misuse(shared: Cluster, argv: list[str]) -> None:
+    """It used to be exit 1, as if a node had refused it, and said nothing of --prefix."""
+    done = shared.cli(*argv)  # (cli adds kv's connection arguments)
+    assert done.returncode == 2 and "prefix" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_the_watch_example_prints_events(shared: Cluster) -> None:
     example = spawn(shared, str(EXAMPLES / "watch_events.py"), "--since", "0", "--count", "3")
     assert example.process.wait(timeout=30) == 0

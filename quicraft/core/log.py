@@ -33,7 +33,7 @@ class RaftLog:
         self.stable = self.last_index()
         # A snapshot received from the leader, handed to the runtime in the next Ready.
         self.pending_snapshot: Snapshot | None = None
-        #: How many times a leader's entries replaced some of ours (see RaftCore._ack).
+        #: How many times a leader's entries replaced some of ours (RaftCore._take_back_acks).
         self.truncations = 0
         if self.committed > self.last_index():
             raise ValueError(f"commit index {committed} is beyond the log ({self.last_index()})")

@@ -45,6 +45,8 @@ from .node import ensure_identity
 from .telemetry import add_tracing_arguments, client_tracing
 
 Result = tuple[int, dict[str, Any], str]
+#: How long a transfer's output waits to name the new leader (its id is printed without).
+NAME_LOOKUP_S = 1.0
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -201,6 +203,17 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
     return code
 
 
+async def _named(client: MgmtClient, node: str) -> str:
+    """`node` as people know it, "n2 (ab12…)": a transfer answers with the id alone. A
+    status of one short try says the name; without one, the id stands alone."""
+    try:
+        status = await client.call("status", timeout=NAME_LOOKUP_S)
+    except MgmtError:
+        return node
+    name = next((m.get("name") for m in status.get("members", []) if m.get("id") == node), None)
+    return f"{name} ({node})" if name else node
+
+
 async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
     """Run one operation: (exit code, JSON result, text for people)."""
     if args.op == "status":
@@ -211,7 +224,7 @@ async def execute(client: MgmtClient, args: argparse.Namespace) -> Result:
         return (OK if health["ok"] else FAILED), health, health_text(health)
     if args.op == "transfer":
         leader = await client.transfer(args.target)
-        return OK, {"leader": leader}, f"leader is now {leader}"
+        return OK, {"leader": leader}, f"leader is now {await _named(client, leader)}"
     if args.op == "add-member":
         added = await client.add_member(format_address(args.addr), learner=args.learner)
         what = "a learner" if args.learner else "a voter"

@@ -32,7 +32,8 @@ def test_transfer_to_a_named_node_and_auto(cluster: Cluster) -> None:
     target = next(n for n in (1, 2, 3) if n != leader)
     done = mgmt(cluster, "transfer", f"n{target}")  # by name
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"leader is now {ids[f'n{target}']}"
+    # Named as people know it, with its id (the answer has only the id: a status names it).
+    assert done.stdout.strip() == f"leader is now n{target} ({ids[f'n{target}']})"
     assert mgmt_json(cluster, "status")["leader"] == ids[f"n{target}"]
 
     async def python() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import nodes_in
+from inprocess import Nodes, nodes_in
 
-from quicraft.node import NodeSettings, NodeStopped
+from quicraft.node import Node, NodeSettings, NodeStopped
 from quicraft.transport import TransportError
 
 
@@ -78,13 +78,19 @@ def test_a_failed_start_frees_the_data_directory_for_a_new_node(tmp_path: Path) 
     asyncio.run(scenario())
 
 
+async def _start_waiting_for_a_peer(nodes: Nodes) -> tuple[Node, asyncio.Task[None]]:
+    """n1 starting with --peers n2, which never comes: start() waits (serving already)."""
+    waiting = nodes.node("n1", peers=["n2"])
+    starting = asyncio.create_task(waiting.start())
+    while waiting.server is None:
+        await asyncio.sleep(0.05)
+    return waiting, starting
+
+
 def test_a_cancelled_start_frees_the_data_directory_and_the_port(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
-            waiting = nodes.node("n1", peers=["n2"])  # n2 never comes: start() waits
-            starting = asyncio.create_task(waiting.start())
-            while waiting.server is None:
-                await asyncio.sleep(0.05)
+            _, starting = await _start_waiting_for_a_peer(nodes)
             starting.cancel()
             await asyncio.gather(starting, return_exceptions=True)
             again = nodes.node("n1")  # same directory, same port
@@ -119,10 +125,7 @@ def test_stop_while_starting_ends_start_and_frees_everything(tmp_path: Path) -> 
 
     async def scenario() -> None:
         async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
-            waiting = nodes.node("n1", peers=["n2"])  # n2 never comes: start() waits
-            starting = asyncio.create_task(waiting.start())
-            while waiting.server is None:
-                await asyncio.sleep(0.05)
+            waiting, starting = await _start_waiting_for_a_peer(nodes)
             await nodes.stop(waiting)
             with pytest.raises(NodeStopped, match="stop\\(\\) was called while the node was"):
                 await asyncio.wait_for(starting, 5)

@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
+from quicraft.core import (
+    Config,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    bootstrap_state,
+)
 from quicraft.sim.__main__ import main as sim_main
+from quicraft.sim.invariants import SafetyChecker, Violation
+from quicraft.sim.node import Durable, SimNode
 from quicraft.sim.simulation import SimOptions, SimResult, run_seed
 
 CI_SEEDS = int(os.environ.get("QUICRAFT_SIM_SEEDS", "2000"))
@@ -130,18 +141,6 @@ def test_the_durable_ack_check_compares_what_an_ack_names_with_the_disk() -> Non
     sender held in memory when the ack left; a write with an ack of term 2 for index 4 could
     still be going on while a leader of term 3 replaced entry 4 in memory, and that true ack
     was reported as a violation (seeds 7201560 and 7203983 of leader-faults)."""
-    from quicraft.core import (
-        Config,
-        Entry,
-        EntryType,
-        HardState,
-        Message,
-        MessageType,
-        bootstrap_state,
-    )
-    from quicraft.sim.invariants import SafetyChecker, Violation
-    from quicraft.sim.node import Durable, SimNode
-
     founding = bootstrap_state(["a", "b", "c"])
     durable = Durable(founding.hard_state, founding.snapshot, list(founding.entries))
     node = SimNode(Config("b"), 0, durable, snapshot_every=100)

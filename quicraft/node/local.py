@@ -222,6 +222,10 @@ class LocalCluster:
             node.pid = process.pid
             node.start_time = _start_time(process.pid) or 0
             self.save()
+            # The Popen object is finalized here, not on return: a KeyboardInterrupt raised
+            # inside a finalizer (its "still running" warning) is printed and dropped, and
+            # the Ctrl-C with it; held here, it is raised when the block ends.
+            del process
 
     def running(self, node: LocalNode) -> bool:
         """Whether node.pid is that node's process and has not exited (see the module's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -546,3 +547,31 @@ def test_logs_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -
     (folder / "cluster.json").write_text(json.dumps(_cluster_json()))
     (folder / "n1" / "node.log").write_text("a line of the node's log\n")
     assert quicraft_into_closed_pipe("local", "--dir", str(folder), "logs") == (141, "")
+
+
+class _PopenThatIsInterruptedWhenFinalized(subprocess.Popen[bytes]):
+    """A Ctrl-C that comes while the Popen object of a node is finalized."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        super().__del__()
+
+
+def test_a_ctrl_c_while_start_drops_its_popen_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI saw `local start` exit 0 after a Ctrl-C: the KeyboardInterrupt was raised inside
+    Popen.__del__, where Python prints it and goes on."""
+    cluster = LocalCluster.create(tmp_path / "dev", 1, "local", "test", free_base_port(1))
+    monkeypatch.setattr(LocalCluster, "command", lambda self, node, extra=None: _sleeper())
+    monkeypatch.setattr(subprocess, "Popen", _PopenThatIsInterruptedWhenFinalized)
+    node = cluster.nodes[0]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cluster.start(node)
+        assert node.pid > 0 and _pids(tmp_path / "dev") == [node.pid]  # recorded, to be stopped
+    finally:
+        if node.pid > 0:
+            os.kill(node.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # unless Popen's own cleanup reaped it
+                os.waitpid(node.pid, 0)

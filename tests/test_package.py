@@ -104,3 +104,45 @@ def test_the_wheel_ships_py_typed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     [wheel] = tmp_path.glob("quicraft-*.whl")
     assert "quicraft/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_every_exported_class_and_its_public_methods_say_what_they_do() -> None:
+    """`help(quicraft.Client)` and the like document each class and each public method and
+    property (their own or what they inherit from quicraft); the clients' methods say what
+    they raise too (the exceptions' own from_info aside)."""
+    script = """
+import inspect
+import quicraft
+missing, silent = [], []
+for name in quicraft.__all__:
+    cls = getattr(quicraft, name)
+    if not inspect.isclass(cls):
+        continue
+    if not cls.__dict__.get("__doc__"):
+        missing.append(name)
+    for base in cls.__mro__:
+        if not base.__module__.startswith("quicraft"):
+            continue
+        for attr, value in vars(base).items():
+            if attr.startswith("_"):
+                continue
+            function = value.fget if isinstance(value, property) else value
+            function = getattr(function, "__func__", function)
+            if not callable(function):
+                continue
+            doc = function.__doc__ or ""
+            if not doc:
+                missing.append(f"{name}.{attr}")
+            elif (
+                not isinstance(value, property)
+                and not issubclass(cls, Exception)
+                and attr != "close"
+                and "raise" not in doc.lower()
+                and "Error" not in doc
+            ):
+                silent.append(f"{name}.{attr}")
+assert not missing, f"no docstring: {sorted(set(missing))}"
+assert not silent, f"no word of what they raise: {sorted(set(silent))}"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -80,6 +80,11 @@ def _closed(message: str) -> ClientError:
 
 
 class Client(EndpointsClient[Response]):
+    """A client of a cluster's key-value service; `quicraft.connect` makes one. `kv` holds
+    the operations (KV), `events()` subscribes to the cluster's events. It connects on first
+    use, follows the leader and retries over its endpoints until `timeout`. Use it with
+    `async with` (or close() it), in one event loop. Failures raise ClientError (see KV)."""
+
     def __init__(self, endpoints: list[Address], identity: Identity, timeout: float = 10.0):
         self._link = Endpoints(endpoints, identity, CODEC, closed_error=_closed)
         self.identity = identity
@@ -95,6 +100,8 @@ class Client(EndpointsClient[Response]):
 
     @property
     def endpoints(self) -> list[Address]:
+        """The (host, port) addresses this client tries: those it was given, then any leader
+        a node named since."""
         return self._link.endpoints
 
     def events(
@@ -120,8 +127,10 @@ class Client(EndpointsClient[Response]):
         )
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """A write, applied exactly once however often it must be retried. Registering the
-        session first (once per client) counts against the same timeout."""
+        """A write, applied exactly once however often it must be retried; the node's
+        result. Registering the session first (once per client) counts against the same
+        timeout. Raises as `call`, and ClientError session_expired (the next write starts a
+        new session; this one may or may not have been applied)."""
         deadline = asyncio.get_running_loop().time() + self.timeout
         async with self._registering:
             if self._session is None:
@@ -149,8 +158,10 @@ class Client(EndpointsClient[Response]):
         self, op: str, args: dict[str, Any], deadline: float | None = None
     ) -> dict[str, Any]:
         """Send one request, following the leader and retrying until `timeout` has passed
-        (or the loop time `deadline`). Traced, it is one client span (of the caller's
-        trace), whatever the retries."""
+        (or the loop time `deadline`); the node's result. Traced, it is one client span (of
+        the caller's trace), whatever the retries. Raises ClientError: timeout (gave up),
+        forbidden, bad_request, internal, closed, or another code a node answered with;
+        InvalidRequest for a request that cannot be sent."""
         if not self.tracing.on:
             return await self._call(op, args, None, deadline)
         with self.tracing.rpc("quicraft.kv", op, SpanKind.CLIENT, get_current()) as span:

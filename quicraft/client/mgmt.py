@@ -103,10 +103,22 @@ class MgmtError(ClientError):
 
     @classmethod
     def from_info(cls, info: MgmtErrorInfo) -> MgmtError:
+        """The error a node's answer `info` describes."""
         return cls(info.code, info.message, info.hint, info.leader, info.leader_addr)
 
 
 class MgmtClient(EndpointsClient[MgmtResponse]):
+    """A management client of a cluster (identity of role admin); `quicraft.connect_mgmt`
+    makes one. Status and health, membership changes, leadership transfer, snapshots and
+    backups: what `quicraft mgmt` does. Use it with `async with` (or close() it), in one
+    event loop.
+
+    Every call raises MgmtError (a ClientError) when it fails, with a `hint` for a person:
+    timeout (no node, or no leader, answered in time), forbidden (not an admin identity),
+    unavailable (a membership change whose answer was lost: its outcome is unknown), closed,
+    internal, not_leader (from a follower, when `follow_leader` is off), and the codes its
+    method names."""
+
     def __init__(
         self,
         endpoints: list[Address],
@@ -128,7 +140,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def status(self) -> dict[str, Any]:
         """Every member with its role, match and lag, the term, commit and leader. With
         `follow_leader`, asked of the leader (which alone knows the others' progress) when
-        the first node answering knows where it is; otherwise that node's own view."""
+        the first node answering knows where it is; otherwise that node's own view. Raises
+        as every call does (see MgmtClient)."""
         return await self._status(self._deadline())
 
     async def _status(self, deadline: float) -> dict[str, Any]:
@@ -147,13 +160,15 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             return first  # the leader cannot be reached from here: say what we know
 
     async def health(self) -> dict[str, Any]:
-        """ok, leader, voters, reachable and problems, as the leader sees them."""
+        """{"ok", "leader", "voters", "reachable", "problems"}, as the leader sees them; with
+        no leader, ok is False and `problems` say why (a node's own view). Raises as every
+        call does (see MgmtClient)."""
         return await self.call("health")
 
     async def member_id(self, node: str) -> str:
         """The id of member `node`, given its id or its name (names are for people; ids are
         what Raft uses). Anything else comes back as it is: the node then answers
-        unknown_member."""
+        unknown_member. Raises as `status`."""
         return await self._member_id(node, self._deadline())
 
     async def _member_id(self, node: str, deadline: float) -> str:
@@ -165,7 +180,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     async def transfer(self, target: str = "auto") -> str:
         """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);
-        the new leader's id."""
+        the new leader's id. MgmtError unknown_member, bad_request (a learner, or no other
+        voter), or timeout (it did not take over in time)."""
         deadline = self._deadline()  # finding the id and the leader: one timeout for both
         if target != "auto":
             target = await self._member_id(target, deadline)
@@ -173,23 +189,29 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
 
     async def add_member(self, address: str, learner: bool = False) -> dict[str, Any]:
         """Add the node at `address` ("HOST:PORT", started with --no-bootstrap): as a learner,
-        then, once caught up, promoted to voter unless `learner`. {"node": id, "index"}."""
+        then, once caught up, promoted to voter unless `learner`. {"node": id, "index"}.
+        MgmtError unreachable (no node of this cluster there), already_member, busy (another
+        change is under way), no_quorum, or timeout (added, but it did not catch up: it stays
+        a learner)."""
         return await self.call("add_member", {"address": address, "learner": learner})
 
     async def remove_member(self, node: str) -> int:
-        """Remove member `node` (id or name); the log index of the change."""
+        """Remove member `node` (id or name); the log index of the change. MgmtError
+        unknown_member, busy, or no_quorum."""
         deadline = self._deadline()
         node = await self._member_id(node, deadline)
         return int((await self.call("remove_member", {"node": node}, deadline=deadline))["index"])
 
     async def promote(self, node: str) -> int:
-        """Make learner `node` (id or name) a voter; the log index of the change."""
+        """Make learner `node` (id or name) a voter; the log index of the change. MgmtError
+        unknown_member, already_member (a voter already), busy, or no_quorum."""
         deadline = self._deadline()
         node = await self._member_id(node, deadline)
         return int((await self.call("promote", {"node": node}, deadline=deadline))["index"])
 
     async def snapshot(self) -> int:
-        """Snapshot the contacted node's state machine now; the snapshot's index."""
+        """Snapshot the contacted node's state machine now; the snapshot's index. MgmtError
+        unavailable if the node cannot take one now."""
         return int((await self.call("snapshot"))["index"])
 
     async def backup(
@@ -199,7 +221,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         the call, when the cluster has a leader) into the backup file `path`, readable by
         its owner only. It is written as `path`.part first, which must not exist; `path`
         appears only when complete, and an existing `path` is replaced only with `replace`,
-        and only if it is a regular file (else FileExistsError, as for `path`.part)."""
+        and only if it is a regular file (else FileExistsError, as for `path`.part).
+        Returns what the backup holds (BackupInfo). MgmtError timeout (no node answered) or
+        unavailable (the stream failed or ended early; nothing is left at `path`)."""
         path = Path(path)
         self._check_free(path, replace)
         part = path.with_name(path.name + ".part")
@@ -316,7 +340,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         """Send one request, following the leader and retrying where safe (see the rules).
         `timeout` replaces the client's, floor included; `deadline` (a loop time) ends it
         sooner, when it is one step of an operation. Traced, it is one client span (of the
-        caller's trace), whatever the retries."""
+        caller's trace), whatever the retries. The node's result; raises MgmtError (see
+        MgmtClient)."""
         args = args or {}
         if not self.tracing.on:
             return await self._call(op, args, timeout, deadline, None)

@@ -51,52 +51,59 @@ IN_A_LOOP = (
 
 
 class SyncKV:
-    """The key-value operations of `quicraft.client.kv.KV`, each run to completion."""
+    """The key-value operations of `quicraft.client.kv.KV`, each run to completion: each
+    raises what its KV method raises, RuntimeError inside a running event loop, and
+    ClientError closed once the client is closed."""
 
     def __init__(self, owner: SyncClient):
         self._owner = owner
         self._kv = owner.client.kv
 
     def set(self, key: str, value: bytes | str) -> int:
-        """Store `value` under `key`; returns the revision (log index) of the write."""
+        """Store `value` under `key`; returns the revision (log index) of the write. Raises
+        as KV.set."""
         return self._owner.run(self._kv.set(key, value))
 
     def get(self, key: str, *, stale: bool = False) -> bytes | None:
         """The value of `key`, or None. Linearizable unless `stale`, which reads the
-        contacted node's state at once (possibly behind the leader)."""
+        contacted node's state at once (possibly behind the leader). Raises as KV.get."""
         return self._owner.run(self._kv.get(key, stale=stale))
 
     def get_with_revision(self, key: str, *, stale: bool = False) -> tuple[bytes | None, int]:
         """The value of `key` and the revision that last changed it (0 if there is no such key:
-        never set, or deleted)."""
+        never set, or deleted). Raises as KV.get_with_revision."""
         return self._owner.run(self._kv.get_with_revision(key, stale=stale))
 
     def delete(self, key: str) -> bool:
-        """Remove `key`; True if it existed."""
+        """Remove `key`; True if it existed. Raises as KV.delete."""
         return self._owner.run(self._kv.delete(key))
 
     def incr(self, key: str, by: int = 1) -> int:
-        """Add `by` to the integer stored at `key` (0 if absent); returns the new value."""
+        """Add `by` to the integer stored at `key` (0 if absent); returns the new value.
+        Raises as KV.incr."""
         return self._owner.run(self._kv.incr(key, by))
 
     def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
-        """Set `key` to `new` only if it holds `expected` (None: only if absent)."""
+        """Set `key` to `new` only if it holds `expected` (None: only if absent); True if it
+        did. Raises as KV.cas."""
         return self._owner.run(self._kv.cas(key, expected, new))
 
     def cas_with_revision(
         self, key: str, expected: bytes | str | None, new: bytes | str
     ) -> tuple[bool, int]:
         """cas, and the revision of that write: when it swapped, a fencing token that grows
-        with every later change of the key (examples/lock_and_election.py)."""
+        with every later change of the key (examples/lock_and_election.py). Raises as
+        KV.cas_with_revision."""
         return self._owner.run(self._kv.cas_with_revision(key, expected, new))
 
     def keys(self, prefix: str = "", *, stale: bool = False) -> list[str]:
-        """The keys that start with `prefix`, sorted."""
+        """The keys that start with `prefix`, sorted. Raises as KV.keys."""
         return self._owner.run(self._kv.keys(prefix, stale=stale))
 
 
 class SyncClient:
-    """A Client run in a private event loop (see the module rules)."""
+    """A Client run in a private event loop (see the module rules); `quicraft.connect_sync`
+    makes one. `kv` holds the operations (SyncKV); use it with `with` (or close() it)."""
 
     def __init__(self, client: Client):
         self.client = client
@@ -144,7 +151,9 @@ class SyncClient:
                     self.run(_close(subscription))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run one of the client's coroutines to its end in the private loop."""
+        """Run one of the client's coroutines to its end in the private loop; its result.
+        Raises what it raises, ClientError closed once closed, and RuntimeError inside a
+        running event loop."""
         try:
             if self._closed:
                 raise ClientError("closed", CLOSED)

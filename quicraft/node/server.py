@@ -326,6 +326,13 @@ class Node:
         if self._run_task is not None:
             await self._run_task
 
+    @property
+    def leader(self) -> NodeId | None:
+        """The id of the leader as this node sees it now (its own `id` while it leads), or
+        None: not started, stopped, or no leader known (an election is under way)."""
+        core = self.raft.core
+        return core.leader if core is not None and not self._stopping else None
+
     # -- telemetry -------------------------------------------------------------------------
 
     def log_context(self) -> dict[str, object]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess import Nodes, nodes_in
+from inprocess import Nodes, nodes_in, until
 
 from quicraft.node import Node, NodeSettings, NodeStopped
 from quicraft.transport import TransportError
@@ -161,5 +161,23 @@ def test_stopped_nodes_leave_no_socket_open(tmp_path: Path) -> None:
             for node in founders:
                 await nodes.stop(node)
             assert open_sockets() <= before
+
+    asyncio.run(scenario())
+
+
+def test_leader_says_which_node_leads_as_each_node_sees_it(tmp_path: Path) -> None:
+    """A program embedding nodes can tell which one leads without reaching into the Raft
+    core (examples/embedded_node.py waits for a leader with it)."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
+            founders = [nodes.node("n1", peers=["n2"]), nodes.node("n2", peers=["n1"])]
+            assert [node.leader for node in founders] == [None, None]  # not started
+            await asyncio.gather(*(node.start() for node in founders))
+            await until(lambda: any(node.leader == node.id for node in founders))
+            leader = next(node for node in founders if node.leader == node.id)
+            await until(lambda: all(node.leader == leader.id for node in founders))
+            await nodes.stop(leader)
+            assert leader.leader is None  # a stopped node knows no leader
 
     asyncio.run(scenario())

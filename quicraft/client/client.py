@@ -101,8 +101,8 @@ class Client(EndpointsClient[Response]):
     @property
     def endpoints(self) -> list[Address]:
         """The (host, port) addresses this client tries: those it was given, then any leader
-        a node named since."""
-        return self._link.endpoints
+        a node named since. A copy: changing it changes nothing."""
+        return list(self._link.endpoints)
 
     def events(
         self,
@@ -122,9 +122,7 @@ class Client(EndpointsClient[Response]):
         from .events import check_subscription, subscribe  # events.py imports from here
 
         kinds = check_subscription(kinds, prefix, since).kinds  # an iterator is read once
-        return subscribe(
-            list(self.endpoints), self.identity, kinds, prefix, since, life=self._link.life
-        )
+        return subscribe(self.endpoints, self.identity, kinds, prefix, since, life=self._link.life)
 
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A write, applied exactly once however often it must be retried; the node's

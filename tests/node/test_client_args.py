@@ -195,3 +195,10 @@ def test_a_bytearray_or_memoryview_value_is_sent_as_its_bytes() -> None:
         {"key": "k", "expected": b"ab", "new": b"cd"},
     ]
     assert all(type(v) is bytes for args in sent for k, v in args.items() if k != "key")
+
+
+def test_endpoints_is_a_copy_the_caller_may_change() -> None:
+    client = _client()
+    client.endpoints.append(("10.0.0.9", 7400))
+    client.endpoints.clear()
+    assert client.endpoints == [("10.0.0.1", 7400)]

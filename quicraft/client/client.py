@@ -49,6 +49,11 @@ ATTEMPT_S = 3.0
 #: Why a call that gave up after a node answered no_leader may have done so.
 NO_LEADER_HINT = "if it lasts, a majority of the voters may be down (quicraft mgmt health)"
 WRITES = frozenset({"set", "delete", "incr", "cas"})
+#: A write is sent only while its seq is less than this above the client's oldest write still
+#: waiting: the results a node keeps per session (statemachine DEFAULT_MAX_RESULTS, which this
+#: layer may not import; a test holds them equal). So no newer write can push the result of
+#: a write still awaited out of the node's table (client.write).
+SEQ_WINDOW = 1024
 CODEC: Codec[Response] = Codec(
     ALPN_CLIENT,
     lambda op, args, id, tp: encode_request(op, args, id=id, traceparent=tp),
@@ -91,6 +96,8 @@ class Client(EndpointsClient[Response]):
         #: they were added in, which is theirs: the oldest is the first key, found in O(1)).
         self._in_flight: dict[int, None] = {}
         self._registering = asyncio.Lock()
+        #: Set (and replaced) whenever a write ends: see _within_window.
+        self._window_moved = asyncio.Event()
         self.tracing = global_tracing("quicraft.client")
 
     @property
@@ -127,12 +134,13 @@ class Client(EndpointsClient[Response]):
             if self._session is None:
                 result = await self.call("register", {}, deadline)
                 self._session = int(result["session"])
+        session = self._session
         self._seq += 1
         seq = self._seq
         self._in_flight[seq] = None
         try:
+            await self._within_window(seq, deadline)
             # `ack`: the node may forget our results below the oldest write still waiting.
-            session = self._session
             oldest = next(iter(self._in_flight))
             request = {**args, "session": session, "seq": seq, "ack": oldest}
             return await self.call(op, request, deadline)
@@ -144,6 +152,28 @@ class Client(EndpointsClient[Response]):
             raise
         finally:
             del self._in_flight[seq]
+            self._window_moved.set()  # the writes waiting for the window look again
+            self._window_moved = asyncio.Event()
+
+    async def _within_window(self, seq: int, deadline: float) -> None:
+        """Wait until `seq` is less than SEQ_WINDOW above the oldest write still waiting.
+
+        A node keeps at most SEQ_WINDOW results per session and drops the lowest beyond
+        that, refusing a later retry of its seq: without this wait, a write whose answer was
+        lost could have its result dropped by newer writes before its retry reached the
+        node, and the caller would get bad_request for a write that was applied."""
+        if seq - next(iter(self._in_flight)) < SEQ_WINDOW:
+            return  # the usual case: no timer to set
+        try:
+            async with asyncio.timeout_at(deadline):
+                while seq - next(iter(self._in_flight)) >= SEQ_WINDOW:
+                    await self._window_moved.wait()
+        except TimeoutError:
+            raise ClientError(
+                "timeout",
+                f"gave up after {self.timeout:g}s: {SEQ_WINDOW} older writes of this client "
+                "were still unanswered (this one was not sent)",
+            ) from None
 
     async def call(
         self, op: str, args: dict[str, Any], deadline: float | None = None

@@ -61,6 +61,16 @@ CODEC: Codec[Response] = Codec(
 )
 
 
+class Attempts:
+    """How many attempts of one request may have been proposed: all that were sent, but
+    those a node answered with not_leader or no_leader (nodes never forward writes)."""
+
+    __slots__ = ("maybe_proposed",)
+
+    def __init__(self) -> None:
+        self.maybe_proposed = 0
+
+
 class ClientError(Exception):
     """A request failed; `code` is the protocol's error code (see docs/client.md)."""
 
@@ -130,6 +140,22 @@ class Client(EndpointsClient[Response]):
         """A write, applied exactly once however often it must be retried. Registering the
         session first (once per client) counts against the same timeout."""
         deadline = asyncio.get_running_loop().time() + self.timeout
+        attempts = Attempts()
+        try:
+            return await self._write(op, args, deadline, attempts)
+        except ClientError as err:
+            if err.code != "session_expired" or attempts.maybe_proposed != 1:
+                raise
+        # The log refused the one attempt that can have reached it (a session expires after
+        # idling, or is dropped when too many are open): the write was not applied, so it
+        # is sent again, once, under a new session. One refused after an attempt of unknown
+        # outcome is not: that attempt may have been applied before the session went.
+        return await self._write(op, args, deadline, Attempts())
+
+    async def _write(
+        self, op: str, args: dict[str, Any], deadline: float, attempts: Attempts
+    ) -> dict[str, Any]:
+        """Send the write under the client's session (registering one if it has none)."""
         async with self._registering:
             if self._session is None:
                 result = await self.call("register", {}, deadline)
@@ -143,12 +169,10 @@ class Client(EndpointsClient[Response]):
             # `ack`: the node may forget our results below the oldest write still waiting.
             oldest = next(iter(self._in_flight))
             request = {**args, "session": session, "seq": seq, "ack": oldest}
-            return await self.call(op, request, deadline)
+            return await self.call(op, request, deadline, attempts)
         except ClientError as err:
             if err.code == "session_expired" and self._session == session:
-                # The next write registers a new session. This one is not retried: if it was
-                # itself a retry, it may have been applied before the session expired.
-                self._session = None
+                self._session = None  # the next write registers a new session
             raise
         finally:
             del self._in_flight[seq]
@@ -176,19 +200,29 @@ class Client(EndpointsClient[Response]):
             ) from None
 
     async def call(
-        self, op: str, args: dict[str, Any], deadline: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any],
+        deadline: float | None = None,
+        attempts: Attempts | None = None,
     ) -> dict[str, Any]:
         """Send one request, following the leader and retrying until `timeout` has passed
-        (or the loop time `deadline`). Traced, it is one client span (of the caller's
-        trace), whatever the retries."""
+        (or the loop time `deadline`); `attempts` counts those that may have been proposed.
+        Traced, it is one client span (of the caller's trace), whatever the retries."""
         if not self.tracing.on:
-            return await self._call(op, args, None, deadline)
+            return await self._call(op, args, None, deadline, attempts)
         with self.tracing.rpc("quicraft.kv", op, SpanKind.CLIENT, get_current()) as span:
-            return await self._call(op, args, traceparent(span), deadline)
+            return await self._call(op, args, traceparent(span), deadline, attempts)
 
     async def _call(
-        self, op: str, args: dict[str, Any], tp: str | None, deadline: float | None
+        self,
+        op: str,
+        args: dict[str, Any],
+        tp: str | None,
+        deadline: float | None,
+        attempts: Attempts | None,
     ) -> dict[str, Any]:
+        attempts = Attempts() if attempts is None else attempts
         loop = asyncio.get_running_loop()
         retry = Retry(loop.time() + self.timeout if deadline is None else deadline)
         last = "no endpoint answered"
@@ -203,6 +237,7 @@ class Client(EndpointsClient[Response]):
                 if channel is None:
                     async with asyncio.timeout_at(attempt_ends):
                         channel = await self._link.connected()
+                attempts.maybe_proposed += 1
                 response = await channel.request(op, args, tp, attempt_ends - loop.time())
             except UnsendableRequest as err:
                 raise InvalidRequest("bad_request", str(err)) from None
@@ -223,6 +258,8 @@ class Client(EndpointsClient[Response]):
                     code = error.code if error else "internal"
                     raise ClientError(code, error.message if error else "no error information")
                 last = error.message
+                if error.code in ("not_leader", "no_leader"):
+                    attempts.maybe_proposed -= 1  # a node that is not the leader proposes nothing
                 hint = error.leader_addr if error.code == "not_leader" else None
                 if hint and self._link.go_to(hint):
                     continue

@@ -49,11 +49,26 @@ ATTEMPT_S = 3.0
 #: Why a call that gave up after a node answered no_leader may have done so.
 NO_LEADER_HINT = "if it lasts, a majority of the voters may be down (quicraft mgmt health)"
 WRITES = frozenset({"set", "delete", "incr", "cas"})
+#: A write is sent only while its seq is less than this above the client's oldest write still
+#: waiting: the results a node keeps per session (statemachine DEFAULT_MAX_RESULTS, which this
+#: layer may not import; a test holds them equal). So no newer write can push the result of
+#: a write still awaited out of the node's table (client.write).
+SEQ_WINDOW = 1024
 CODEC: Codec[Response] = Codec(
     ALPN_CLIENT,
     lambda op, args, id, tp: encode_request(op, args, id=id, traceparent=tp),
     decode_response,
 )
+
+
+class Attempts:
+    """How many attempts of one request may have been proposed: all that were sent, but
+    those a node answered with not_leader or no_leader (nodes never forward writes)."""
+
+    __slots__ = ("maybe_proposed",)
+
+    def __init__(self) -> None:
+        self.maybe_proposed = 0
 
 
 class ClientError(Exception):
@@ -96,6 +111,8 @@ class Client(EndpointsClient[Response]):
         #: they were added in, which is theirs: the oldest is the first key, found in O(1)).
         self._in_flight: dict[int, None] = {}
         self._registering = asyncio.Lock()
+        #: Set (and replaced) whenever a write ends: see _within_window.
+        self._window_moved = asyncio.Event()
         self.tracing = global_tracing("quicraft.client")
 
     @property
@@ -127,47 +144,96 @@ class Client(EndpointsClient[Response]):
     async def write(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A write, applied exactly once however often it must be retried; the node's
         result. Registering the session first (once per client) counts against the same
-        timeout. Raises as `call`, and ClientError session_expired (the next write starts a
-        new session; this one may or may not have been applied)."""
+        timeout. Raises as `call`, and ClientError session_expired when the session ended
+        while an attempt of unknown outcome was out: this write may or may not have been
+        applied (the next write starts a new session)."""
         deadline = asyncio.get_running_loop().time() + self.timeout
+        attempts = Attempts()
+        try:
+            return await self._write(op, args, deadline, attempts)
+        except ClientError as err:
+            if err.code != "session_expired" or attempts.maybe_proposed != 1:
+                raise
+        # The log refused the one attempt that can have reached it (a session expires after
+        # idling, or is dropped when too many are open): the write was not applied, so it
+        # is sent again, once, under a new session. One refused after an attempt of unknown
+        # outcome is not: that attempt may have been applied before the session went.
+        return await self._write(op, args, deadline, Attempts())
+
+    async def _write(
+        self, op: str, args: dict[str, Any], deadline: float, attempts: Attempts
+    ) -> dict[str, Any]:
+        """Send the write under the client's session (registering one if it has none)."""
         async with self._registering:
             if self._session is None:
                 result = await self.call("register", {}, deadline)
                 self._session = int(result["session"])
+        session = self._session
         self._seq += 1
         seq = self._seq
         self._in_flight[seq] = None
         try:
+            await self._within_window(seq, deadline)
             # `ack`: the node may forget our results below the oldest write still waiting.
-            session = self._session
             oldest = next(iter(self._in_flight))
             request = {**args, "session": session, "seq": seq, "ack": oldest}
-            return await self.call(op, request, deadline)
+            return await self.call(op, request, deadline, attempts)
         except ClientError as err:
             if err.code == "session_expired" and self._session == session:
-                # The next write registers a new session. This one is not retried: if it was
-                # itself a retry, it may have been applied before the session expired.
-                self._session = None
+                self._session = None  # the next write registers a new session
             raise
         finally:
             del self._in_flight[seq]
+            self._window_moved.set()  # the writes waiting for the window look again
+            self._window_moved = asyncio.Event()
+
+    async def _within_window(self, seq: int, deadline: float) -> None:
+        """Wait until `seq` is less than SEQ_WINDOW above the oldest write still waiting.
+
+        A node keeps at most SEQ_WINDOW results per session and drops the lowest beyond
+        that, refusing a later retry of its seq: without this wait, a write whose answer was
+        lost could have its result dropped by newer writes before its retry reached the
+        node, and the caller would get bad_request for a write that was applied."""
+        if seq - next(iter(self._in_flight)) < SEQ_WINDOW:
+            return  # the usual case: no timer to set
+        try:
+            async with asyncio.timeout_at(deadline):
+                while seq - next(iter(self._in_flight)) >= SEQ_WINDOW:
+                    await self._window_moved.wait()
+        except TimeoutError:
+            raise ClientError(
+                "timeout",
+                f"gave up after {self.timeout:g}s: {SEQ_WINDOW} older writes of this client "
+                "were still unanswered (this one was not sent)",
+            ) from None
 
     async def call(
-        self, op: str, args: dict[str, Any], deadline: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any],
+        deadline: float | None = None,
+        attempts: Attempts | None = None,
     ) -> dict[str, Any]:
         """Send one request, following the leader and retrying until `timeout` has passed
-        (or the loop time `deadline`); the node's result. Traced, it is one client span (of
-        the caller's trace), whatever the retries. Raises ClientError: timeout (gave up),
-        forbidden, bad_request, internal, closed, or another code a node answered with;
-        InvalidRequest for a request that cannot be sent."""
+        (or the loop time `deadline`); the node's result. `attempts` counts those that may
+        have been proposed. Traced, it is one client span (of the caller's trace), whatever
+        the retries. Raises ClientError: timeout (gave up), forbidden, bad_request, internal,
+        closed, or another code a node answered with; InvalidRequest for a request that
+        cannot be sent."""
         if not self.tracing.on:
-            return await self._call(op, args, None, deadline)
+            return await self._call(op, args, None, deadline, attempts)
         with self.tracing.rpc("quicraft.kv", op, SpanKind.CLIENT, get_current()) as span:
-            return await self._call(op, args, traceparent(span), deadline)
+            return await self._call(op, args, traceparent(span), deadline, attempts)
 
     async def _call(
-        self, op: str, args: dict[str, Any], tp: str | None, deadline: float | None
+        self,
+        op: str,
+        args: dict[str, Any],
+        tp: str | None,
+        deadline: float | None,
+        attempts: Attempts | None,
     ) -> dict[str, Any]:
+        attempts = Attempts() if attempts is None else attempts
         loop = asyncio.get_running_loop()
         retry = Retry(loop.time() + self.timeout if deadline is None else deadline)
         last = "no endpoint answered"
@@ -182,6 +248,7 @@ class Client(EndpointsClient[Response]):
                 if channel is None:
                     async with asyncio.timeout_at(attempt_ends):
                         channel = await self._link.connected()
+                attempts.maybe_proposed += 1
                 response = await channel.request(op, args, tp, attempt_ends - loop.time())
             except UnsendableRequest as err:
                 raise InvalidRequest("bad_request", str(err)) from None
@@ -202,6 +269,8 @@ class Client(EndpointsClient[Response]):
                     code = error.code if error else "internal"
                     raise ClientError(code, error.message if error else "no error information")
                 last = error.message
+                if error.code in ("not_leader", "no_leader"):
+                    attempts.maybe_proposed -= 1  # a node that is not the leader proposes nothing
                 hint = error.leader_addr if error.code == "not_leader" else None
                 if hint and self._link.go_to(hint):
                     continue

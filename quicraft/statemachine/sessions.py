@@ -119,8 +119,8 @@ class SessionTable:
         if seq < session.floor:
             return error_result(
                 "bad_request",
-                f"seq {seq} of session {session_id} is below {session.floor}: "
-                "its result was discarded and it will not be applied again",
+                f"seq {seq} of session {session_id} is below {session.floor}, where its "
+                "results were discarded: refused, since it may have been applied already",
             )
         return None
 

@@ -180,6 +180,18 @@ def test_ack_drops_older_results_and_refuses_their_replay() -> None:
     assert session.floor == 3
 
 
+def test_a_seq_below_the_floor_never_applied_is_refused_without_saying_it_was() -> None:
+    """Seq 1 comes late (sent to a leader that lost it, say), after seq 2 acknowledged 2: it
+    was never applied, and is not now; the answer does not claim it had been."""
+    log = Log()
+    s = log.register()
+    log("incr", key="n", session=s, seq=2, ack=2)
+    late = log("incr", key="n", session=s, seq=1)
+    assert late["error"] == "bad_request"
+    assert "may have been applied" in str(late["message"])
+    assert log.store.get("n")[0] == b"1"
+
+
 def test_results_per_session_are_capped() -> None:
     log = Log(max_results_per_session=3)
     s = log.register()

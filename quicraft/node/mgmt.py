@@ -486,37 +486,87 @@ class MgmtService:
         log.info("adding %s at %s as a learner", node, address)
         index = await self._propose(ConfChange(ConfChangeKind.ADD_LEARNER, node))
         if not learner:
-            await self._catch_up(core, node)
+            if not await self._catch_up(core, node, CATCH_UP_TIMEOUT_S):
+                raise MgmtFailed(
+                    "timeout",
+                    f"{node} was added as a learner but did not catch up in "
+                    f"{CATCH_UP_TIMEOUT_S:g}s",
+                    hint=f"it stays a learner; promote it later: quicraft mgmt promote {node}",
+                )
             log.info("promoting %s: caught up", node)
             index = await self._propose(ConfChange(ConfChangeKind.PROMOTE, node))
         return {"node": node, "index": index}
 
-    async def _catch_up(self, core: RaftCore, node: NodeId) -> None:
+    async def _catch_up(self, core: RaftCore, node: NodeId, within: float) -> bool:
+        """Wait up to `within` seconds for learner `node` to catch up; whether it did."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP_TIMEOUT_S
-        while loop.time() < deadline:
+        deadline = loop.time() + within
+        while True:
             if core.role is not Role.LEADER:
                 raise self._not_leader(core.leader)
             if caught_up(core, node):
-                return
+                return True
+            if loop.time() >= deadline:
+                return False
             await asyncio.sleep(self.node.timings.tick_ms / 1000)
-        raise MgmtFailed(
-            "timeout",
-            f"{node} was added as a learner but did not catch up in {CATCH_UP_TIMEOUT_S:g}s",
-            hint=f"it stays a learner; promote it later: quicraft mgmt promote {node}",
-        )
 
     async def change(self, kind: ConfChangeKind, node: NodeId) -> dict[str, Any]:
         """remove_member / promote."""
         core = self._leader_core()
         self._check_member(core, node)
-        if kind is ConfChangeKind.PROMOTE and node in core.membership.voters:
-            raise MgmtFailed("already_member", f"{node} is already a voter")
-        index = await self._propose(ConfChange(kind, node))
+        change = ConfChange(kind, node)
+        if kind is ConfChangeKind.PROMOTE:
+            if node in core.membership.voters:
+                raise MgmtFailed("already_member", f"{node} is already a voter")
+            await self._ready_to_vote(core, node)
+        self._check_quorum_after(core, change)
+        index = await self._propose(change)
         if kind is ConfChangeKind.REMOVE and node != self.node.id:
             self.pool.addresses.pop(node, None)
             self._save_addresses()
         return {"index": index}
+
+    async def _ready_to_vote(self, core: RaftCore, node: NodeId) -> None:
+        """Promote learner `node` only once it answers and has caught up (waiting up to a
+        request's time for that): a voter that does not, or is far behind, counts in every
+        quorum and can do nothing for it, so one more failure would stop the cluster."""
+        if not self._heard(core, node):
+            pr = core.progress.get(node)
+            silent = pr.silent_ticks * self.node.timings.tick_ms if pr is not None else None
+            since = f"for {silent} ms" if silent is not None else "yet"
+            raise MgmtFailed(
+                "unreachable",
+                f"{node} has not answered the leader {since}: a voter that does not answer "
+                "only makes a quorum harder to reach",
+                hint="start it, then promote it (quicraft mgmt health says when it answers)",
+            )
+        if not await self._catch_up(core, node, self.request_timeout):
+            pr = core.progress.get(node)
+            lag = core.log.last_index() - (pr.match if pr is not None else 0)
+            raise MgmtFailed(
+                "timeout",
+                f"{node} is {lag} entries behind the leader and did not catch up in "
+                f"{self.request_timeout:g}s",
+                hint="promote it once it has caught up (LAG in quicraft mgmt status)",
+            )
+
+    def _check_quorum_after(self, core: RaftCore, change: ConfChange) -> None:
+        """Refuse a change after which too few of the voters answer to commit anything. It
+        is in effect once appended (thesis §4.1), so it would not even commit itself: the
+        cluster would stop until the silent voters came back."""
+        try:
+            after = change.apply_to(core.membership)
+        except ValueError:
+            return  # the core refuses it, saying why
+        reachable = sum(1 for v in after.voters if self._heard(core, v))
+        if reachable < len(after.voters) // 2 + 1:
+            raise MgmtFailed(
+                "no_quorum",
+                f"{change.kind.value} {change.node} would leave {reachable} of "
+                f"{len(after.voters)} voters reachable, too few to commit it or anything after",
+                hint="bring the voters that do not answer back first (quicraft mgmt health "
+                "names them), or remove one of them instead",
+            )
 
     async def propose_change(self, change: ConfChange) -> int:
         """Propose `change` on the leader and wait until it is applied here; its log index.

@@ -9,14 +9,16 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cluster_harness import Cluster, eventually_write, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect
-from quicraft.core import ConfChangeKind, Role
+from quicraft.core import ConfChange, ConfChangeKind, Membership, Role
 from quicraft.node import PRESETS, NodeSettings, RemovedFromCluster
+from quicraft.node.mgmt import MgmtFailed, MgmtService
 from quicraft.node.server import Node
 from quicraft.transport import ALPN_RAFT, init_cluster, issue
 from quicraft.transport import Role as CertificateRole
@@ -309,3 +311,91 @@ def test_a_removed_node_with_its_data_deleted_is_added_back_and_stays(cluster: C
     time.sleep(2)  # heartbeats and hellos of the members that have applied the addition
     assert cluster.local.running(node), cluster.log(number)[-3000:]
     assert "was removed from cluster" not in cluster.log(number)[earlier:]
+
+
+class _Leader:
+    """A leader's MgmtService over a stand-in core: voter "a" leads voters `voters` and
+    learners `learners`; each member's (match, silent ticks) is in `progress`. The changes
+    it proposes are recorded, and commit at once."""
+
+    def __init__(self, voters: str, learners: str = "", last: int = 100):
+        self.proposed: list[ConfChange] = []
+        self.core = SimpleNamespace(
+            role=Role.LEADER,
+            leader="a",
+            membership=Membership(frozenset(voters), frozenset(learners)),
+            progress={n: SimpleNamespace(match=last, silent_ticks=0) for n in voters + learners},
+            config=SimpleNamespace(election_tick=10),
+            log=SimpleNamespace(last_index=lambda: last),
+        )
+        node = SimpleNamespace(
+            id="a",
+            core=self.core,
+            timings=SimpleNamespace(tick_ms=10),
+            start_conf_change=self._propose,
+        )
+        self.service = MgmtService(
+            node,  # type: ignore[arg-type]
+            SimpleNamespace(addresses={}, connection=lambda peer: None),  # type: ignore[arg-type]
+            name="n1",
+            address_of=lambda peer: None,
+            save_addresses=lambda: None,
+            request_timeout=0.2,
+        )
+
+    def _propose(self, change: ConfChange, timeout: float, span: object) -> asyncio.Future[None]:
+        self.proposed.append(change)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        committed.set_result(None)
+        return committed
+
+    def silent(self, node: str) -> None:
+        self.core.progress[node].silent_ticks = 50
+
+    def change(self, kind: ConfChangeKind, node: str) -> MgmtFailed | None:
+        """The failure of change `kind` of `node`, or None once it was proposed."""
+        try:
+            asyncio.run(self.service.change(kind, node))
+        except MgmtFailed as err:
+            return err
+        assert self.proposed[-1] == ConfChange(kind, node)
+        return None
+
+
+def test_a_removal_that_leaves_too_few_voters_answering_is_refused() -> None:
+    """With c down, removing b left the voters a and c: the removal, in effect once appended,
+    could not commit, and the cluster stopped until c came back (found by an audit; the
+    removal was then lost to the next leader). Now the leader refuses it, and still removes
+    c itself, or a learner."""
+    leader = _Leader("abc", learners="d")
+    leader.silent("c")
+    for node in ("b", "a"):  # a follower, the leader itself
+        refused = leader.change(ConfChangeKind.REMOVE, node)
+        assert refused is not None and refused.code == "no_quorum", refused
+        assert "would leave 1 of 2 voters reachable" in refused.message and refused.hint
+    assert leader.proposed == []
+    assert leader.change(ConfChangeKind.REMOVE, "d") is None  # a learner: voters unchanged
+    assert leader.change(ConfChangeKind.REMOVE, "c") is None  # the one that is down
+
+
+def test_a_learner_is_promoted_only_answering_and_caught_up() -> None:
+    """Promoting a learner that was down made it a voter all the same: 4 voters, 3 of them
+    answering, one failure from a stopped cluster (found by an audit). Now it must answer,
+    and be caught up (it is waited for, a request's time)."""
+    leader = _Leader("abc", learners="d")
+    leader.silent("d")
+    down = leader.change(ConfChangeKind.PROMOTE, "d")
+    assert down is not None and down.code == "unreachable", down
+    assert "has not answered the leader for 500 ms" in down.message and down.hint
+    leader.core.progress["d"] = SimpleNamespace(match=10, silent_ticks=0)
+    behind = leader.change(ConfChangeKind.PROMOTE, "d")
+    assert behind is not None and behind.code == "timeout", behind
+    assert "is 90 entries behind the leader" in behind.message
+    assert leader.proposed == []
+
+    async def catches_up_meanwhile() -> None:
+        asyncio.get_running_loop().call_later(0.05, setattr, leader.core.progress["d"], "match", 99)
+        await leader.service.change(ConfChangeKind.PROMOTE, "d")
+
+    asyncio.run(catches_up_meanwhile())
+    assert leader.proposed == [ConfChange(ConfChangeKind.PROMOTE, "d")]

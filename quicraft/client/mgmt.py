@@ -153,15 +153,21 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def member_id(self, node: str) -> str:
         """The id of member `node`, given its id or its name (names are for people; ids are
         what Raft uses). Anything else comes back as it is: the node then answers
-        unknown_member."""
+        unknown_member. A name that several members have raises MgmtError (bad_request)."""
         return await self._member_id(node, self._deadline())
 
     async def _member_id(self, node: str, deadline: float) -> str:
         members = (await self._status(deadline))["members"]
         if any(m["id"] == node for m in members):
             return node
-        named = [m["id"] for m in members if m["name"] == node]
-        return str(named[0]) if len(named) == 1 else node
+        named = sorted(str(m["id"]) for m in members if m["name"] == node)
+        if len(named) > 1:  # a node given a new key under an old name, say
+            raise MgmtError(
+                "bad_request",
+                f"{len(named)} members are named {node}: {', '.join(named)}",
+                hint="give the id of the one you mean (quicraft mgmt status)",
+            )
+        return named[0] if named else node
 
     async def transfer(self, target: str = "auto") -> str:
         """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);

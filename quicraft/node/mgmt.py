@@ -43,7 +43,7 @@ from quicraft.core import (
 from quicraft.telemetry import NO_TRACING, remote_parent
 from quicraft.transport import Connection, Stream, TransportError
 from quicraft.transport import Role as IdentityRole
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address, is_unspecified, parse_address
 from quicraft.wire import (
     BACKUP_CHUNK,
     BackupSender,
@@ -452,6 +452,12 @@ class MgmtService:
             where = parse_address(address)
         except ValueError as err:
             raise MgmtFailed("bad_request", str(err)) from None
+        if is_unspecified(where[0]):  # it would be published, and dialed by every member
+            raise MgmtFailed(
+                "bad_request",
+                f"{address} is the wildcard address a node listens on, not one to dial",
+                hint="give an address of the new node's host that the members can reach",
+            )
         self._adding[where] = None
         try:
             return await self._add_member(address, where, learner)

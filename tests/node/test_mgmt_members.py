@@ -20,7 +20,7 @@ from quicraft.core import ConfChange, ConfChangeKind, Membership, Role
 from quicraft.node import PRESETS, NodeSettings, RemovedFromCluster
 from quicraft.node.mgmt import MgmtFailed, MgmtService
 from quicraft.node.server import Node
-from quicraft.transport import ALPN_RAFT, init_cluster, issue
+from quicraft.transport import ALPN_RAFT, TransportError, init_cluster, issue
 from quicraft.transport import Role as CertificateRole
 
 
@@ -336,7 +336,7 @@ class _Leader:
         )
         self.service = MgmtService(
             node,  # type: ignore[arg-type]
-            SimpleNamespace(addresses={}, connection=lambda peer: None),  # type: ignore[arg-type]
+            SimpleNamespace(addresses={}, connection=lambda peer: None, dial=self._dial),  # type: ignore[arg-type]
             name="n1",
             address_of=lambda peer: None,
             save_addresses=lambda: None,
@@ -348,6 +348,9 @@ class _Leader:
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         committed.set_result(None)
         return committed
+
+    async def _dial(self, where: tuple[str, int]) -> str:
+        raise TransportError(f"{where} is unreachable: [Errno 111] Connection refused")
 
     def silent(self, node: str) -> None:
         self.core.progress[node].silent_ticks = 50
@@ -399,3 +402,16 @@ def test_a_learner_is_promoted_only_answering_and_caught_up() -> None:
 
     asyncio.run(catches_up_meanwhile())
     assert leader.proposed == [ConfChange(ConfChangeKind.PROMOTE, "d")]
+
+
+def test_a_wildcard_address_is_not_added() -> None:
+    """add_member("0.0.0.0:PORT") dialed this host and published the wildcard to every member,
+    which would dial it on their own hosts (found by an audit). The CLI refuses it as misuse
+    (test_mgmt_status.py); the leader refuses it from any client."""
+    leader = _Leader("abc")
+    for wildcard in ("0.0.0.0:7405", "[::]:7405"):
+        with pytest.raises(MgmtFailed) as caught:
+            asyncio.run(leader.service.add_member(wildcard, learner=False))
+        assert caught.value.code == "bad_request", caught.value
+        assert "the wildcard address a node listens on" in caught.value.message
+    assert leader.proposed == []

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -48,6 +48,7 @@ from quicraft.wire import (
     BACKUP_CHUNK,
     BackupSender,
     BadRequest,
+    Hello,
     MgmtRequest,
     ProtocolError,
     decode_mgmt_request,
@@ -66,6 +67,9 @@ MAX_IN_FLIGHT = 16
 CATCH_UP_SLACK = 64
 #: How long add_member waits for a new learner to catch up before promoting it.
 CATCH_UP_TIMEOUT_S = 60.0
+#: How long add_member waits for the hello of the node it dialed (it comes a round trip
+#: after the connection): whether that node holds a cluster's data already.
+HELLO_WAIT_S = 2.0
 
 
 def caught_up(core: RaftCore, node: NodeId) -> bool:
@@ -132,6 +136,7 @@ class MgmtService:
         save_addresses: Callable[[], None],
         request_timeout: float,
         cluster_id: Callable[[], str | None] | None = None,
+        hellos: Callable[[], Mapping[NodeId, Hello]] = dict,
     ):
         self.node = node
         self.pool = pool
@@ -140,6 +145,8 @@ class MgmtService:
         self._save_addresses = save_addresses
         self.request_timeout = request_timeout
         self._cluster_id = cluster_id or (lambda: None)
+        #: The latest hello of each peer (server.py): a new one comes on every connection.
+        self._hellos = hellos
         self._names: dict[NodeId, str] = {node.id: name}
         #: The names the leaders published (node/address_book.py): for members this node has
         #: not been connected to, such as one that failed before it started.
@@ -466,6 +473,7 @@ class MgmtService:
 
     async def _add_member(self, address: str, where: Address, learner: bool) -> dict[str, Any]:
         core = self._leader_core()
+        before = dict(self._hellos())  # the hello it says on the new connection is news
         try:
             node = await self.pool.dial(where)
             self._adding[where] = node
@@ -489,6 +497,7 @@ class MgmtService:
                 f"{node} at {address} is already a {what}",
                 hint=promote if what == "learner" else None,
             )
+        await self._check_unformed(node, address, before.get(node))
         log.info("adding %s at %s as a learner", node, address)
         index = await self._propose(ConfChange(ConfChangeKind.ADD_LEARNER, node))
         if not learner:
@@ -502,6 +511,25 @@ class MgmtService:
             log.info("promoting %s: caught up", node)
             index = await self._propose(ConfChange(ConfChangeKind.PROMOTE, node))
         return {"node": node, "index": index}
+
+    async def _check_unformed(self, node: NodeId, address: str, earlier: Hello | None) -> None:
+        """Refuse a node that is a member of a cluster already, as its hello on the new
+        connection says (waited for up to HELLO_WAIT_S; without one, it is added). Its log is
+        another cluster's: it would refuse our leader's messages and stay a learner that never
+        catches up, or, of a cluster restored from our backup, mix two histories."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HELLO_WAIT_S
+        while (hello := self._hellos().get(node)) is earlier and loop.time() < deadline:
+            await asyncio.sleep(self.node.timings.tick_ms / 1000)
+        if hello is earlier or hello is None or not hello.formed:
+            return
+        which = f" (cluster id {hello.cluster_id})" if hello.cluster_id else ""
+        raise MgmtFailed(
+            "bad_request",
+            f"{node} at {address} holds the data of a cluster{which}: only a node started "
+            "empty can be added",
+            hint="stop it, delete its data directory and start it with --no-bootstrap",
+        )
 
     async def _catch_up(self, core: RaftCore, node: NodeId, within: float) -> bool:
         """Wait up to `within` seconds for learner `node` to catch up; whether it did."""

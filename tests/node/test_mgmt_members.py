@@ -22,6 +22,7 @@ from quicraft.node.mgmt import MgmtFailed, MgmtService
 from quicraft.node.server import Node
 from quicraft.transport import ALPN_RAFT, TransportError, init_cluster, issue
 from quicraft.transport import Role as CertificateRole
+from quicraft.wire import Hello
 
 
 def _ids(cluster: Cluster) -> dict[str, str]:
@@ -320,6 +321,9 @@ class _Leader:
 
     def __init__(self, voters: str, learners: str = "", last: int = 100):
         self.proposed: list[ConfChange] = []
+        #: Each peer's latest hello; `nodes`: who answers a dial at a port, and its hello.
+        self.hellos: dict[str, Hello] = {}
+        self.nodes: dict[int, tuple[str, Hello]] = {}
         self.core = SimpleNamespace(
             role=Role.LEADER,
             leader="a",
@@ -341,6 +345,7 @@ class _Leader:
             address_of=lambda peer: None,
             save_addresses=lambda: None,
             request_timeout=0.2,
+            hellos=lambda: self.hellos,
         )
 
     def _propose(self, change: ConfChange, timeout: float, span: object) -> asyncio.Future[None]:
@@ -350,7 +355,12 @@ class _Leader:
         return committed
 
     async def _dial(self, where: tuple[str, int]) -> str:
-        raise TransportError(f"{where} is unreachable: [Errno 111] Connection refused")
+        if where[1] not in self.nodes:
+            raise TransportError(f"{where} is unreachable: [Errno 111] Connection refused")
+        node, hello = self.nodes[where[1]]
+        # Its hello comes a moment after the connection, on a stream of its own.
+        asyncio.get_running_loop().call_later(0.05, self.hellos.__setitem__, node, hello)
+        return node
 
     def silent(self, node: str) -> None:
         self.core.progress[node].silent_ticks = 50
@@ -415,3 +425,27 @@ def test_a_wildcard_address_is_not_added() -> None:
         assert caught.value.code == "bad_request", caught.value
         assert "the wildcard address a node listens on" in caught.value.message
     assert leader.proposed == []
+
+
+def test_a_node_that_holds_a_clusters_data_is_not_added() -> None:
+    """add-member of a node that had founded a cluster of its own (started without
+    --no-bootstrap) made it a learner that refused the leader's messages and never caught up
+    (found by an audit). Now the leader waits for its hello on the new connection and
+    refuses a node that says it is formed; a hello heard before, from the node's previous
+    life, does not count."""
+    leader = _Leader("abc")
+    leader.nodes[7405] = ("e", Hello("127.0.0.1:7405", formed=True, cluster_id="ab12" * 8))
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
+    assert caught.value.code == "bad_request", caught.value
+    assert caught.value.message == (
+        f"e at 127.0.0.1:7405 holds the data of a cluster (cluster id {'ab12' * 8}): only a "
+        "node started empty can be added"
+    )
+    assert caught.value.hint and "--no-bootstrap" in caught.value.hint
+    assert leader.proposed == []
+    # Started again empty, with --no-bootstrap: its new hello says so, and it is added.
+    leader.nodes[7405] = ("e", Hello("127.0.0.1:7405", formed=False))
+    added = asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
+    assert added["node"] == "e"
+    assert leader.proposed == [ConfChange(ConfChangeKind.ADD_LEARNER, "e")]

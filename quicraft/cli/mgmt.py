@@ -208,8 +208,8 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
         except FileExistsError as err:
             if err.filename == str(args.file):
                 hint = err.strerror if args.force else "--force replaces it"
-            else:
-                hint = "another backup may be writing it; remove it if none is"
+            else:  # FILE.part (client/mgmt.py, _claim_part)
+                hint = err.strerror
             return fail(f"{err.filename} exists already ({hint})")
         except OSError as err:  # writing the backup file (the network's errors are MgmtError)
             return fail(f"cannot write {err.filename or args.file}: {err.strerror or err}")

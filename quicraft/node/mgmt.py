@@ -57,7 +57,7 @@ from quicraft.wire import (
 
 from .answers import Answers
 from .peers import PeerPool
-from .runtime import NodeError, NodeStopped, ProposalLost, RaftNode, RequestTimeout
+from .runtime import NodeError, NodeStopped, ProposalLost, RaftNode, RequestTimeout, successor
 
 log = logging.getLogger("quicraft.mgmt")
 
@@ -402,15 +402,20 @@ class MgmtService:
         core = self._leader_core()
         voters = core.membership.voters
         if target == "auto":
-            others = [(pr.match, n) for n, pr in core.progress.items()
-                      if n != self.node.id and n in voters]  # fmt: skip
-            if not others:
+            found = successor(core)
+            if found is None and len(voters) > 1:
+                raise MgmtFailed(
+                    "unreachable",
+                    "no other voter has answered the leader within an election timeout",
+                    hint="see which with: quicraft mgmt health",
+                )
+            if found is None:
                 raise MgmtFailed(
                     "bad_request",
                     "there is no other voter to hand leadership to",
                     hint="add a member first (quicraft mgmt add-member)",
                 )
-            target = max(others)[1]
+            target = found
         elif target == self.node.id:
             return {"leader": target}
         self._check_member(core, target)
@@ -419,6 +424,13 @@ class MgmtService:
                 "bad_request",
                 f"{target} is a learner: only a voter can lead",
                 hint=f"promote it first: quicraft mgmt promote {target}",
+            )
+        if not self._heard(core, target):
+            raise MgmtFailed(
+                "unreachable",
+                f"{target} has not answered the leader within an election timeout: it "
+                "cannot take over",
+                hint="start it, or hand over to another voter (quicraft mgmt transfer auto)",
             )
         try:
             self.node.start_transfer(target)

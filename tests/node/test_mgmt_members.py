@@ -19,6 +19,7 @@ from quicraft.client import MgmtError, connect
 from quicraft.core import ConfChange, ConfChangeKind, Membership, Role
 from quicraft.node import PRESETS, NodeSettings, RemovedFromCluster
 from quicraft.node.mgmt import MgmtFailed, MgmtService
+from quicraft.node.runtime import successor
 from quicraft.node.server import Node
 from quicraft.transport import ALPN_RAFT, TransportError, init_cluster, issue
 from quicraft.transport import Role as CertificateRole
@@ -325,6 +326,7 @@ class _Leader:
         self.hellos: dict[str, Hello] = {}
         self.nodes: dict[int, tuple[str, Hello]] = {}
         self.core = SimpleNamespace(
+            id="a",
             role=Role.LEADER,
             leader="a",
             membership=Membership(frozenset(voters), frozenset(learners)),
@@ -335,8 +337,9 @@ class _Leader:
         node = SimpleNamespace(
             id="a",
             core=self.core,
-            timings=SimpleNamespace(tick_ms=10),
+            timings=SimpleNamespace(tick_ms=10, election_timeout_s=lambda: 0.1),
             start_conf_change=self._propose,
+            start_transfer=self._transfer,
         )
         self.service = MgmtService(
             node,  # type: ignore[arg-type]
@@ -361,6 +364,9 @@ class _Leader:
         # Its hello comes a moment after the connection, on a stream of its own.
         asyncio.get_running_loop().call_later(0.05, self.hellos.__setitem__, node, hello)
         return node
+
+    def _transfer(self, target: str) -> None:
+        self.core.role, self.core.leader = Role.FOLLOWER, target  # it takes over at once
 
     def silent(self, node: str) -> None:
         self.core.progress[node].silent_ticks = 50
@@ -449,3 +455,25 @@ def test_a_node_that_holds_a_clusters_data_is_not_added() -> None:
     added = asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
     assert added["node"] == "e"
     assert leader.proposed == [ConfChange(ConfChangeKind.ADD_LEARNER, "e")]
+
+
+def test_leadership_goes_only_to_a_voter_that_answers() -> None:
+    """`transfer auto` (and a stopping leader's hand-over) picked the voter with the highest
+    match, though it was down: it had acknowledged the most before it went, and the
+    transfer timed out (found by an audit). Now only voters that answer are candidates, and
+    a transfer to one that does not is refused at once."""
+    leader = _Leader("abc")
+    leader.core.progress["b"].match, leader.core.progress["c"].match = 100, 90
+    leader.silent("b")
+    assert successor(leader.core) == "c"  # type: ignore[arg-type]
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.transfer("b"))
+    assert caught.value.code == "unreachable" and "cannot take over" in caught.value.message
+    assert leader.core.role is Role.LEADER
+    assert asyncio.run(leader.service.transfer("auto")) == {"leader": "c"}
+    leader = _Leader("abc")
+    leader.silent("b")
+    leader.silent("c")
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.transfer("auto"))
+    assert caught.value.code == "unreachable" and leader.core.role is Role.LEADER

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, find_nodes
 from quicraft.transport import IdentityError, check_name, load_identity
-from quicraft.transport.address import Address, format_address, parse_address
+from quicraft.transport.address import Address, format_address, is_unspecified, parse_address
 
 #: Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse.
 OK, FAILED, MISUSE = 0, 1, 2
@@ -30,6 +30,22 @@ def address(text: str) -> Address:
         return parse_address(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def dial_address(text: str) -> Address:
+    """An argument type: HOST:PORT of a node to dial."""
+    return _dialable(address(text))
+
+
+def _dialable(found: Address) -> Address:
+    """`found`, unless it is the wildcard a node listens on (0.0.0.0, ::): dialed, that
+    reaches nothing, or this host only, whichever host the node is on."""
+    if is_unspecified(found[0]):
+        raise argparse.ArgumentTypeError(
+            f"{format_address(found)} is the wildcard address a node listens on, not one to "
+            "dial: give a real address of that host (127.0.0.1 for this one)"
+        )
+    return found
 
 
 def seconds(text: str) -> float:
@@ -109,8 +125,8 @@ def _several(text: str) -> bool:
 
 
 def endpoint_list(text: str) -> str:
-    """address_list, given back as the "HOST:PORT,..." that clients take."""
-    return ",".join(format_address(a) for a in address_list(text))
+    """address_list, given back as the "HOST:PORT,..." that clients take; none a wildcard."""
+    return ",".join(format_address(_dialable(a)) for a in address_list(text))
 
 
 def check_cluster_folder(certs: Path, cluster: str) -> None:

@@ -22,7 +22,7 @@ from quicraft.node import NodeSettings
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.restore import RestoreError, check_backup, write_restored
 from quicraft.storage import StorageError
-from quicraft.transport import IdentityError, Role, load_identity
+from quicraft.transport import IdentityError, Role, check_name, load_identity
 from quicraft.transport.address import format_address
 from quicraft.wire import BackupError, BackupInfo
 
@@ -34,8 +34,8 @@ from .common import (
     CommandError,
     add_certs,
     add_connection_arguments,
-    address,
     cluster_name,
+    dial_address,
     endpoints_of,
     fail,
     identity_name,
@@ -66,6 +66,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "target",
         nargs="?",
         default="auto",
+        type=_member,
         metavar="NODE|auto",
         help="a voter's id or name; auto picks the most caught-up voter",
     )
@@ -75,12 +76,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Add the node at HOST:PORT: as a learner, then, once it has caught up, "
         "promoted to voter (unless --learner).",
     )
-    add.add_argument("addr", type=address, metavar="HOST:PORT", help="where the new node listens")
+    add.add_argument(
+        "addr", type=dial_address, metavar="HOST:PORT", help="where the new node listens"
+    )
     add.add_argument("--learner", action="store_true", help="leave it a learner (a standby)")
     remove = ops.add_parser("remove-member", help="remove member NODE (id or name)")
-    remove.add_argument("node", metavar="NODE")
+    remove.add_argument("node", type=_member, metavar="NODE")
     promote = ops.add_parser("promote", help="make learner NODE (id or name) a voter")
-    promote.add_argument("node", metavar="NODE")
+    promote.add_argument("node", type=_member, metavar="NODE")
     ops.add_parser("snapshot", help="snapshot the contacted node's state now")
     backup = ops.add_parser(
         "backup",
@@ -114,6 +117,17 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_certs(restore)
     restore.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _member(text: str) -> str:
+    """An argument type: a member's id or name (both are identity names: ids are hex)."""
+    try:
+        check_name(text, "name")
+    except IdentityError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a member's id nor its name (quicraft mgmt status lists them)"
+        ) from None
+    return text
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser, op: str) -> None:
@@ -194,8 +208,8 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
         except FileExistsError as err:
             if err.filename == str(args.file):
                 hint = err.strerror if args.force else "--force replaces it"
-            else:
-                hint = "another backup may be writing it; remove it if none is"
+            else:  # FILE.part (client/mgmt.py, _claim_part)
+                hint = err.strerror
             return fail(f"{err.filename} exists already ({hint})")
         except OSError as err:  # writing the backup file (the network's errors are MgmtError)
             return fail(f"cannot write {err.filename or args.file}: {err.strerror or err}")

@@ -19,7 +19,9 @@ Rules of this file:
   following the leader, backing off): with no leader, or no node reachable, it fails after
   the timeout, not the floor.
 - A backup runs on a stream of its own and is written to FILE.part, renamed to FILE only once
-  its SHA-256 has been checked: a FILE that exists is a whole backup.
+  its SHA-256 has been checked: a FILE that exists is a whole backup. FILE.part is locked
+  while it is written: one that no backup holds was left by a backup that died (killed, its
+  host restarted), and is replaced, so that it does not block every later backup.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import time
@@ -51,6 +54,7 @@ from quicraft.wire import (
     decode_mgmt_response,
     encode_mgmt_request,
 )
+from quicraft.wire.backup import MAGIC
 
 from .arguments import connection_arguments
 from .channel import Channel, Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
@@ -168,15 +172,22 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def member_id(self, node: str) -> str:
         """The id of member `node`, given its id or its name (names are for people; ids are
         what Raft uses). Anything else comes back as it is: the node then answers
-        unknown_member. Raises as `status`."""
+        unknown_member. Raises as `status`, and MgmtError bad_request for a name that
+        several members have."""
         return await self._member_id(node, self._deadline())
 
     async def _member_id(self, node: str, deadline: float) -> str:
         members = (await self._status(deadline))["members"]
         if any(m["id"] == node for m in members):
             return node
-        named = [m["id"] for m in members if m["name"] == node]
-        return str(named[0]) if len(named) == 1 else node
+        named = sorted(str(m["id"]) for m in members if m["name"] == node)
+        if len(named) > 1:  # a node given a new key under an old name, say
+            raise MgmtError(
+                "bad_request",
+                f"{len(named)} members are named {node}: {', '.join(named)}",
+                hint="give the id of the one you mean (quicraft mgmt status)",
+            )
+        return named[0] if named else node
 
     async def transfer(self, target: str = "auto") -> str:
         """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);
@@ -249,8 +260,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 receiver = BackupReceiver(header.result)
                 created = int(time.time() * 1000)
                 info = backup_info(header.result, cluster=self.cluster, created_ms=created)
-                # O_EXCL: never truncate a file we did not make, nor follow a link there.
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = _claim_part(part)
                 made_part = True
                 with os.fdopen(fd, "wb") as fp:
                     writer = BackupWriter(fp, info)
@@ -416,6 +426,46 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         else:
             hint = "is the cluster running?"
         raise MgmtError("timeout", f"gave up after {budget:g}s: {last}", hint=hint)
+
+
+def _claim_part(part: Path) -> int:
+    """A file descriptor of `part`, made for this backup alone (O_EXCL: never a file someone
+    else made, nor a link's target) and locked while the backup runs. A `part` that a backup
+    left when it died is replaced; any other raises FileExistsError saying why."""
+    for _ in range(2):
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if (why := _kept_why(part)) is not None:
+                raise FileExistsError(errno.EEXIST, why, str(part)) from None
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)  # at once: another backup's _kept_why holds it a moment
+        return fd
+    raise FileExistsError(errno.EEXIST, "another backup is writing it", str(part))
+
+
+def _kept_why(part: Path) -> str | None:
+    """Why the existing `part` must be kept, or None if a backup that died left it: a regular
+    file that no backup holds locked, empty or the start of a backup file."""
+    try:
+        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "it is not a backup's file: remove it"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "it is not a backup's file: remove it"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "another backup is writing it"
+        head = os.read(fd, len(MAGIC))
+        return None if MAGIC.startswith(head) else "it is not a backup's file: remove it"
+    finally:
+        os.close(fd)
 
 
 def _sync_directory(path: Path) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -43,11 +43,12 @@ from quicraft.core import (
 from quicraft.telemetry import NO_TRACING, remote_parent
 from quicraft.transport import Connection, Stream, TransportError
 from quicraft.transport import Role as IdentityRole
-from quicraft.transport.address import Address, parse_address
+from quicraft.transport.address import Address, is_unspecified, parse_address
 from quicraft.wire import (
     BACKUP_CHUNK,
     BackupSender,
     BadRequest,
+    Hello,
     MgmtRequest,
     ProtocolError,
     decode_mgmt_request,
@@ -56,7 +57,7 @@ from quicraft.wire import (
 
 from .answers import Answers
 from .peers import PeerPool
-from .runtime import NodeError, NodeStopped, ProposalLost, RaftNode, RequestTimeout
+from .runtime import NodeError, NodeStopped, ProposalLost, RaftNode, RequestTimeout, successor
 
 log = logging.getLogger("quicraft.mgmt")
 
@@ -66,6 +67,9 @@ MAX_IN_FLIGHT = 16
 CATCH_UP_SLACK = 64
 #: How long add_member waits for a new learner to catch up before promoting it.
 CATCH_UP_TIMEOUT_S = 60.0
+#: How long add_member waits for the hello of the node it dialed (it comes a round trip
+#: after the connection): whether that node holds a cluster's data already.
+HELLO_WAIT_S = 2.0
 
 
 def caught_up(core: RaftCore, node: NodeId) -> bool:
@@ -132,6 +136,7 @@ class MgmtService:
         save_addresses: Callable[[], None],
         request_timeout: float,
         cluster_id: Callable[[], str | None] | None = None,
+        hellos: Callable[[], Mapping[NodeId, Hello]] = dict,
     ):
         self.node = node
         self.pool = pool
@@ -140,6 +145,8 @@ class MgmtService:
         self._save_addresses = save_addresses
         self.request_timeout = request_timeout
         self._cluster_id = cluster_id or (lambda: None)
+        #: The latest hello of each peer (server.py): a new one comes on every connection.
+        self._hellos = hellos
         self._names: dict[NodeId, str] = {node.id: name}
         #: The names the leaders published (node/address_book.py): for members this node has
         #: not been connected to, such as one that failed before it started.
@@ -395,15 +402,20 @@ class MgmtService:
         core = self._leader_core()
         voters = core.membership.voters
         if target == "auto":
-            others = [(pr.match, n) for n, pr in core.progress.items()
-                      if n != self.node.id and n in voters]  # fmt: skip
-            if not others:
+            found = successor(core)
+            if found is None and len(voters) > 1:
+                raise MgmtFailed(
+                    "unreachable",
+                    "no other voter has answered the leader within an election timeout",
+                    hint="see which with: quicraft mgmt health",
+                )
+            if found is None:
                 raise MgmtFailed(
                     "bad_request",
                     "there is no other voter to hand leadership to",
                     hint="add a member first (quicraft mgmt add-member)",
                 )
-            target = max(others)[1]
+            target = found
         elif target == self.node.id:
             return {"leader": target}
         self._check_member(core, target)
@@ -412,6 +424,13 @@ class MgmtService:
                 "bad_request",
                 f"{target} is a learner: only a voter can lead",
                 hint=f"promote it first: quicraft mgmt promote {target}",
+            )
+        if not self._heard(core, target):
+            raise MgmtFailed(
+                "unreachable",
+                f"{target} has not answered the leader within an election timeout: it "
+                "cannot take over",
+                hint="start it, or hand over to another voter (quicraft mgmt transfer auto)",
             )
         try:
             self.node.start_transfer(target)
@@ -452,6 +471,12 @@ class MgmtService:
             where = parse_address(address)
         except ValueError as err:
             raise MgmtFailed("bad_request", str(err)) from None
+        if is_unspecified(where[0]):  # it would be published, and dialed by every member
+            raise MgmtFailed(
+                "bad_request",
+                f"{address} is the wildcard address a node listens on, not one to dial",
+                hint="give an address of the new node's host that the members can reach",
+            )
         self._adding[where] = None
         try:
             return await self._add_member(address, where, learner)
@@ -460,6 +485,7 @@ class MgmtService:
 
     async def _add_member(self, address: str, where: Address, learner: bool) -> dict[str, Any]:
         core = self._leader_core()
+        before = dict(self._hellos())  # the hello it says on the new connection is news
         try:
             node = await self.pool.dial(where)
             self._adding[where] = node
@@ -483,40 +509,110 @@ class MgmtService:
                 f"{node} at {address} is already a {what}",
                 hint=promote if what == "learner" else None,
             )
+        await self._check_unformed(node, address, before.get(node))
         log.info("adding %s at %s as a learner", node, address)
         index = await self._propose(ConfChange(ConfChangeKind.ADD_LEARNER, node))
         if not learner:
-            await self._catch_up(core, node)
+            if not await self._catch_up(core, node, CATCH_UP_TIMEOUT_S):
+                raise MgmtFailed(
+                    "timeout",
+                    f"{node} was added as a learner but did not catch up in "
+                    f"{CATCH_UP_TIMEOUT_S:g}s",
+                    hint=f"it stays a learner; promote it later: quicraft mgmt promote {node}",
+                )
             log.info("promoting %s: caught up", node)
             index = await self._propose(ConfChange(ConfChangeKind.PROMOTE, node))
         return {"node": node, "index": index}
 
-    async def _catch_up(self, core: RaftCore, node: NodeId) -> None:
+    async def _check_unformed(self, node: NodeId, address: str, earlier: Hello | None) -> None:
+        """Refuse a node that is a member of a cluster already, as its hello on the new
+        connection says (waited for up to HELLO_WAIT_S; without one, it is added). Its log is
+        another cluster's: it would refuse our leader's messages and stay a learner that never
+        catches up, or, of a cluster restored from our backup, mix two histories."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP_TIMEOUT_S
-        while loop.time() < deadline:
+        deadline = loop.time() + HELLO_WAIT_S
+        while (hello := self._hellos().get(node)) is earlier and loop.time() < deadline:
+            await asyncio.sleep(self.node.timings.tick_ms / 1000)
+        if hello is earlier or hello is None or not hello.formed:
+            return
+        which = f" (cluster id {hello.cluster_id})" if hello.cluster_id else ""
+        raise MgmtFailed(
+            "bad_request",
+            f"{node} at {address} holds the data of a cluster{which}: only a node started "
+            "empty can be added",
+            hint="stop it, delete its data directory and start it with --no-bootstrap",
+        )
+
+    async def _catch_up(self, core: RaftCore, node: NodeId, within: float) -> bool:
+        """Wait up to `within` seconds for learner `node` to catch up; whether it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
             if core.role is not Role.LEADER:
                 raise self._not_leader(core.leader)
             if caught_up(core, node):
-                return
+                return True
+            if loop.time() >= deadline:
+                return False
             await asyncio.sleep(self.node.timings.tick_ms / 1000)
-        raise MgmtFailed(
-            "timeout",
-            f"{node} was added as a learner but did not catch up in {CATCH_UP_TIMEOUT_S:g}s",
-            hint=f"it stays a learner; promote it later: quicraft mgmt promote {node}",
-        )
 
     async def change(self, kind: ConfChangeKind, node: NodeId) -> dict[str, Any]:
         """remove_member / promote."""
         core = self._leader_core()
         self._check_member(core, node)
-        if kind is ConfChangeKind.PROMOTE and node in core.membership.voters:
-            raise MgmtFailed("already_member", f"{node} is already a voter")
-        index = await self._propose(ConfChange(kind, node))
+        change = ConfChange(kind, node)
+        if kind is ConfChangeKind.PROMOTE:
+            if node in core.membership.voters:
+                raise MgmtFailed("already_member", f"{node} is already a voter")
+            await self._ready_to_vote(core, node)
+        self._check_quorum_after(core, change)
+        index = await self._propose(change)
         if kind is ConfChangeKind.REMOVE and node != self.node.id:
             self.pool.addresses.pop(node, None)
             self._save_addresses()
         return {"index": index}
+
+    async def _ready_to_vote(self, core: RaftCore, node: NodeId) -> None:
+        """Promote learner `node` only once it answers and has caught up (waiting up to a
+        request's time for that): a voter that does not, or is far behind, counts in every
+        quorum and can do nothing for it, so one more failure would stop the cluster."""
+        if not self._heard(core, node):
+            pr = core.progress.get(node)
+            silent = pr.silent_ticks * self.node.timings.tick_ms if pr is not None else None
+            since = f"for {silent} ms" if silent is not None else "yet"
+            raise MgmtFailed(
+                "unreachable",
+                f"{node} has not answered the leader {since}: a voter that does not answer "
+                "only makes a quorum harder to reach",
+                hint="start it, then promote it (quicraft mgmt health says when it answers)",
+            )
+        if not await self._catch_up(core, node, self.request_timeout):
+            pr = core.progress.get(node)
+            lag = core.log.last_index() - (pr.match if pr is not None else 0)
+            raise MgmtFailed(
+                "timeout",
+                f"{node} is {lag} entries behind the leader and did not catch up in "
+                f"{self.request_timeout:g}s",
+                hint="promote it once it has caught up (LAG in quicraft mgmt status)",
+            )
+
+    def _check_quorum_after(self, core: RaftCore, change: ConfChange) -> None:
+        """Refuse a change after which too few of the voters answer to commit anything. It
+        is in effect once appended (thesis §4.1), so it would not even commit itself: the
+        cluster would stop until the silent voters came back."""
+        try:
+            after = change.apply_to(core.membership)
+        except ValueError:
+            return  # the core refuses it, saying why
+        reachable = sum(1 for v in after.voters if self._heard(core, v))
+        if reachable < len(after.voters) // 2 + 1:
+            raise MgmtFailed(
+                "no_quorum",
+                f"{change.kind.value} {change.node} would leave {reachable} of "
+                f"{len(after.voters)} voters reachable, too few to commit it or anything after",
+                hint="bring the voters that do not answer back first (quicraft mgmt health "
+                "names them), or remove one of them instead",
+            )
 
     async def propose_change(self, change: ConfChange) -> int:
         """Propose `change` on the leader and wait until it is applied here; its log index.

@@ -105,6 +105,20 @@ class _Proposal:
     future: asyncio.Future[object]
 
 
+def successor(core: RaftCore) -> NodeId | None:
+    """On a leader: the voter to hand leadership to, the most caught-up of those that
+    answered within an election timeout (a voter that is down may have acknowledged the
+    most, and would never take over); None if there is none."""
+    others = [
+        (pr.match, node)
+        for node, pr in core.progress.items()
+        if node != core.id
+        and node in core.membership.voters
+        and pr.silent_ticks < core.config.election_tick
+    ]
+    return max(others)[1] if others else None
+
+
 class RaftNode:
     """One Raft core driven by the event loop: it persists to `storage`, sends through `send`
     and applies committed entries to `state_machine` (see this module's rules)."""
@@ -222,14 +236,9 @@ class RaftNode:
         core = self._core
         if core.role is not Role.LEADER:
             return True
-        others = [
-            (pr.match, node)
-            for node, pr in core.progress.items()
-            if node != self.id and node in core.membership.voters
-        ]
-        if not others:
+        target = successor(core)
+        if target is None:
             return False
-        _, target = max(others)
         log.info("handing leadership over to %s", target)
         with contextlib.suppress(RaftError):
             core.transfer_leadership(target)

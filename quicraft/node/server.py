@@ -173,6 +173,7 @@ class Node:
             save_addresses=self._save_addresses,
             request_timeout=timeout,
             cluster_id=self.cluster_id,
+            hellos=lambda: self._said,
         )
         stored_cid = (self.storage.get_meta(CLUSTER_ID_KEY) or b"").decode("ascii", "replace")
         self._stored_cluster_id = stored_cid if _CLUSTER_ID.fullmatch(stored_cid) else None

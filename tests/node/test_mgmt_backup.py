@@ -19,6 +19,7 @@ from cluster_harness import Cluster, eventually_write, free_base_port, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect, connect_mgmt
+from quicraft.client.mgmt import _claim_part
 from quicraft.core import Membership, Snapshot, SnapshotMeta
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.mgmt import MgmtService
@@ -34,6 +35,7 @@ from quicraft.wire import (
     verify_backup,
     write_backup,
 )
+from quicraft.wire.backup import MAGIC
 
 
 def restore(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,9 +80,13 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     busy = mgmt(cluster, "backup", str(backup), "--force")
     assert busy.returncode == 1 and "t1.qrbackup.part exists already" in busy.stderr
     assert target.read_text() == "theirs" and (tmp_path / "t1.qrbackup.part").is_symlink()
+    assert busy.stderr.endswith("(it is not a backup's file: remove it)\n"), busy.stderr
     (tmp_path / "t1.qrbackup.part").unlink()
+    # One left by a backup that was killed is no backup's now: it is replaced.
+    (tmp_path / "t1.qrbackup.part").write_bytes(b"")
     replaced = mgmt(cluster, "backup", str(backup), "--force")
     assert replaced.returncode == 0, replaced.stderr
+    assert not (tmp_path / "t1.qrbackup.part").exists()
     with backup.open("rb") as fp:
         assert verify_backup(fp).index >= info.index
     # A destination that cannot be written is misuse, told before anything is streamed;
@@ -392,3 +398,30 @@ def test_a_restore_that_fails_to_write_leaves_the_directory_empty(tmp_path: Path
             assert storage.load().snapshot.meta.index == 1
     finally:
         small_disks.unmount(disk)
+
+
+def test_a_part_file_left_by_a_backup_that_died_is_replaced(tmp_path: Path) -> None:
+    """A backup killed mid-way (SIGTERM from `timeout`, a reboot) left FILE.part, and every
+    later backup to FILE failed on it until someone removed it (found by an audit). The
+    .part is locked while a backup writes it: one no backup holds, empty or the start of a
+    backup file, is replaced; one being written, or anything else, is kept."""
+    part = tmp_path / "b.qrbackup.part"
+    for left in (b"", MAGIC[:3], MAGIC + b"\x00\x01 and some of the body"):
+        part.write_bytes(left)
+        fd = _claim_part(part)
+        try:
+            assert os.fstat(fd).st_size == 0 and part.stat().st_mode & 0o777 == 0o600
+            with pytest.raises(FileExistsError) as caught:
+                _claim_part(part)  # it is being written now
+            assert caught.value.strerror == "another backup is writing it"
+        finally:
+            os.close(fd)
+        part.unlink()
+    part.write_text("theirs")
+    link = tmp_path / "l.qrbackup.part"
+    link.symlink_to(tmp_path / "elsewhere")
+    for kept in (part, link):
+        with pytest.raises(FileExistsError) as caught:
+            _claim_part(kept)
+        assert caught.value.strerror == "it is not a backup's file: remove it"
+    assert part.read_text() == "theirs" and link.is_symlink()

@@ -9,17 +9,21 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cluster_harness import Cluster, eventually_write, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect
-from quicraft.core import ConfChangeKind, Role
+from quicraft.core import ConfChange, ConfChangeKind, Membership, Role
 from quicraft.node import PRESETS, NodeSettings, RemovedFromCluster
+from quicraft.node.mgmt import MgmtFailed, MgmtService
+from quicraft.node.runtime import successor
 from quicraft.node.server import Node
-from quicraft.transport import ALPN_RAFT, init_cluster, issue
+from quicraft.transport import ALPN_RAFT, TransportError, init_cluster, issue
 from quicraft.transport import Role as CertificateRole
+from quicraft.wire import Hello
 
 
 def _ids(cluster: Cluster) -> dict[str, str]:
@@ -309,3 +313,167 @@ def test_a_removed_node_with_its_data_deleted_is_added_back_and_stays(cluster: C
     time.sleep(2)  # heartbeats and hellos of the members that have applied the addition
     assert cluster.local.running(node), cluster.log(number)[-3000:]
     assert "was removed from cluster" not in cluster.log(number)[earlier:]
+
+
+class _Leader:
+    """A leader's MgmtService over a stand-in core: voter "a" leads voters `voters` and
+    learners `learners`; each member's (match, silent ticks) is in `progress`. The changes
+    it proposes are recorded, and commit at once."""
+
+    def __init__(self, voters: str, learners: str = "", last: int = 100):
+        self.proposed: list[ConfChange] = []
+        #: Each peer's latest hello; `nodes`: who answers a dial at a port, and its hello.
+        self.hellos: dict[str, Hello] = {}
+        self.nodes: dict[int, tuple[str, Hello]] = {}
+        self.core = SimpleNamespace(
+            id="a",
+            role=Role.LEADER,
+            leader="a",
+            membership=Membership(frozenset(voters), frozenset(learners)),
+            progress={n: SimpleNamespace(match=last, silent_ticks=0) for n in voters + learners},
+            config=SimpleNamespace(election_tick=10),
+            log=SimpleNamespace(last_index=lambda: last),
+        )
+        node = SimpleNamespace(
+            id="a",
+            core=self.core,
+            timings=SimpleNamespace(tick_ms=10, election_timeout_s=lambda: 0.1),
+            start_conf_change=self._propose,
+            start_transfer=self._transfer,
+        )
+        self.service = MgmtService(
+            node,  # type: ignore[arg-type]
+            SimpleNamespace(addresses={}, connection=lambda peer: None, dial=self._dial),  # type: ignore[arg-type]
+            name="n1",
+            address_of=lambda peer: None,
+            save_addresses=lambda: None,
+            request_timeout=0.2,
+            hellos=lambda: self.hellos,
+        )
+
+    def _propose(self, change: ConfChange, timeout: float, span: object) -> asyncio.Future[None]:
+        self.proposed.append(change)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        committed.set_result(None)
+        return committed
+
+    async def _dial(self, where: tuple[str, int]) -> str:
+        if where[1] not in self.nodes:
+            raise TransportError(f"{where} is unreachable: [Errno 111] Connection refused")
+        node, hello = self.nodes[where[1]]
+        # Its hello comes a moment after the connection, on a stream of its own.
+        asyncio.get_running_loop().call_later(0.05, self.hellos.__setitem__, node, hello)
+        return node
+
+    def _transfer(self, target: str) -> None:
+        self.core.role, self.core.leader = Role.FOLLOWER, target  # it takes over at once
+
+    def silent(self, node: str) -> None:
+        self.core.progress[node].silent_ticks = 50
+
+    def change(self, kind: ConfChangeKind, node: str) -> MgmtFailed | None:
+        """The failure of change `kind` of `node`, or None once it was proposed."""
+        try:
+            asyncio.run(self.service.change(kind, node))
+        except MgmtFailed as err:
+            return err
+        assert self.proposed[-1] == ConfChange(kind, node)
+        return None
+
+
+def test_a_removal_that_leaves_too_few_voters_answering_is_refused() -> None:
+    """With c down, removing b left the voters a and c: the removal, in effect once appended,
+    could not commit, and the cluster stopped until c came back (found by an audit; the
+    removal was then lost to the next leader). Now the leader refuses it, and still removes
+    c itself, or a learner."""
+    leader = _Leader("abc", learners="d")
+    leader.silent("c")
+    for node in ("b", "a"):  # a follower, the leader itself
+        refused = leader.change(ConfChangeKind.REMOVE, node)
+        assert refused is not None and refused.code == "no_quorum", refused
+        assert "would leave 1 of 2 voters reachable" in refused.message and refused.hint
+    assert leader.proposed == []
+    assert leader.change(ConfChangeKind.REMOVE, "d") is None  # a learner: voters unchanged
+    assert leader.change(ConfChangeKind.REMOVE, "c") is None  # the one that is down
+
+
+def test_a_learner_is_promoted_only_answering_and_caught_up() -> None:
+    """Promoting a learner that was down made it a voter all the same: 4 voters, 3 of them
+    answering, one failure from a stopped cluster (found by an audit). Now it must answer,
+    and be caught up (it is waited for, a request's time)."""
+    leader = _Leader("abc", learners="d")
+    leader.silent("d")
+    down = leader.change(ConfChangeKind.PROMOTE, "d")
+    assert down is not None and down.code == "unreachable", down
+    assert "has not answered the leader for 500 ms" in down.message and down.hint
+    leader.core.progress["d"] = SimpleNamespace(match=10, silent_ticks=0)
+    behind = leader.change(ConfChangeKind.PROMOTE, "d")
+    assert behind is not None and behind.code == "timeout", behind
+    assert "is 90 entries behind the leader" in behind.message
+    assert leader.proposed == []
+
+    async def catches_up_meanwhile() -> None:
+        asyncio.get_running_loop().call_later(0.05, setattr, leader.core.progress["d"], "match", 99)
+        await leader.service.change(ConfChangeKind.PROMOTE, "d")
+
+    asyncio.run(catches_up_meanwhile())
+    assert leader.proposed == [ConfChange(ConfChangeKind.PROMOTE, "d")]
+
+
+def test_a_wildcard_address_is_not_added() -> None:
+    """add_member("0.0.0.0:PORT") dialed this host and published the wildcard to every member,
+    which would dial it on their own hosts (found by an audit). The CLI refuses it as misuse
+    (test_mgmt_status.py); the leader refuses it from any client."""
+    leader = _Leader("abc")
+    for wildcard in ("0.0.0.0:7405", "[::]:7405"):
+        with pytest.raises(MgmtFailed) as caught:
+            asyncio.run(leader.service.add_member(wildcard, learner=False))
+        assert caught.value.code == "bad_request", caught.value
+        assert "the wildcard address a node listens on" in caught.value.message
+    assert leader.proposed == []
+
+
+def test_a_node_that_holds_a_clusters_data_is_not_added() -> None:
+    """add-member of a node that had founded a cluster of its own (started without
+    --no-bootstrap) made it a learner that refused the leader's messages and never caught up
+    (found by an audit). Now the leader waits for its hello on the new connection and
+    refuses a node that says it is formed; a hello heard before, from the node's previous
+    life, does not count."""
+    leader = _Leader("abc")
+    leader.nodes[7405] = ("e", Hello("127.0.0.1:7405", formed=True, cluster_id="ab12" * 8))
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
+    assert caught.value.code == "bad_request", caught.value
+    assert caught.value.message == (
+        f"e at 127.0.0.1:7405 holds the data of a cluster (cluster id {'ab12' * 8}): only a "
+        "node started empty can be added"
+    )
+    assert caught.value.hint and "--no-bootstrap" in caught.value.hint
+    assert leader.proposed == []
+    # Started again empty, with --no-bootstrap: its new hello says so, and it is added.
+    leader.nodes[7405] = ("e", Hello("127.0.0.1:7405", formed=False))
+    added = asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
+    assert added["node"] == "e"
+    assert leader.proposed == [ConfChange(ConfChangeKind.ADD_LEARNER, "e")]
+
+
+def test_leadership_goes_only_to_a_voter_that_answers() -> None:
+    """`transfer auto` (and a stopping leader's hand-over) picked the voter with the highest
+    match, though it was down: it had acknowledged the most before it went, and the
+    transfer timed out (found by an audit). Now only voters that answer are candidates, and
+    a transfer to one that does not is refused at once."""
+    leader = _Leader("abc")
+    leader.core.progress["b"].match, leader.core.progress["c"].match = 100, 90
+    leader.silent("b")
+    assert successor(leader.core) == "c"  # type: ignore[arg-type]
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.transfer("b"))
+    assert caught.value.code == "unreachable" and "cannot take over" in caught.value.message
+    assert leader.core.role is Role.LEADER
+    assert asyncio.run(leader.service.transfer("auto")) == {"leader": "c"}
+    leader = _Leader("abc")
+    leader.silent("b")
+    leader.silent("c")
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.transfer("auto"))
+    assert caught.value.code == "unreachable" and leader.core.role is Role.LEADER

@@ -149,6 +149,13 @@ def test_only_admins_may_manage(cluster: Cluster) -> None:
         ["mgmt", "remove-member", "--cluster", "t1", "--endpoints", "127.0.0.1:1"],
         ["mgmt", "status", "--cluster", "t1", "--endpoints", "h:1", "--timeout", "soon"],
         ["mgmt", "restore", "backup.bin", "--cluster", "t1"],  # no --data, no --name
+        # Found by an audit: each was exit 1, the first two after dialing 0.0.0.0 (which
+        # reaches this host only), the others after a status, with "not sent: mgmt request".
+        ["mgmt", "add-member", "0.0.0.0:7405", "--cluster", "t1", "--endpoints", "h:1"],
+        ["mgmt", "status", "--cluster", "t1", "--endpoints", "127.0.0.1:1,[::]:7401"],
+        ["mgmt", "remove-member", "", "--cluster", "t1", "--endpoints", "127.0.0.1:1"],
+        ["mgmt", "promote", "n 4", "--cluster", "t1", "--endpoints", "127.0.0.1:1"],
+        ["mgmt", "transfer", "x" * 200, "--cluster", "t1", "--endpoints", "127.0.0.1:1"],
     ],
 )
 def test_misuse_exits_2(args: list[str]) -> None:
@@ -277,3 +284,29 @@ def test_with_no_leader_a_floored_op_gives_up_in_its_timeout(cluster: Cluster) -
             f"quicraft: error: gave up after 2s: no leader is known to {address}; "
             f"{NO_LEADER_HINT}\n"
         )
+
+
+def test_a_name_that_several_members_have_is_refused() -> None:
+    """A node given a new key under an old name (a host replaced before the old member was
+    removed) is a second member of that name; `remove-member NAME` then said "NAME is not a
+    member" (found by an audit). Now the client names both ids, and takes either id."""
+    members = [
+        {"id": "bb22", "name": "n3"},
+        {"id": "aa11", "name": "n3"},
+        {"id": "cc33", "name": "n1"},
+    ]
+    client = MgmtClient.__new__(MgmtClient)
+
+    async def status(deadline: float) -> dict[str, Any]:
+        return {"members": members}
+
+    client._status = status  # type: ignore[method-assign]
+    with pytest.raises(MgmtError) as caught:
+        asyncio.run(client._member_id("n3", 0.0))
+    assert caught.value.code == "bad_request"
+    assert str(caught.value) == (
+        "2 members are named n3: aa11, bb22; give the id of the one you mean (quicraft mgmt status)"
+    )
+    assert asyncio.run(client._member_id("bb22", 0.0)) == "bb22"
+    assert asyncio.run(client._member_id("n1", 0.0)) == "cc33"
+    assert asyncio.run(client._member_id("n9", 0.0)) == "n9"  # the node says it is unknown

@@ -192,7 +192,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def transfer(self, target: str = "auto") -> str:
         """Hand leadership to voter `target` (id or name; "auto": the most caught-up one);
         the new leader's id. MgmtError unknown_member, bad_request (a learner, or no other
-        voter), or timeout (it did not take over in time)."""
+        voter), unreachable (the voter has not answered the leader lately), or timeout (it
+        did not take over in time)."""
         deadline = self._deadline()  # finding the id and the leader: one timeout for both
         if target != "auto":
             target = await self._member_id(target, deadline)
@@ -201,21 +202,23 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     async def add_member(self, address: str, learner: bool = False) -> dict[str, Any]:
         """Add the node at `address` ("HOST:PORT", started with --no-bootstrap): as a learner,
         then, once caught up, promoted to voter unless `learner`. {"node": id, "index"}.
-        MgmtError unreachable (no node of this cluster there), already_member, busy (another
-        change is under way), no_quorum, or timeout (added, but it did not catch up: it stays
-        a learner)."""
+        MgmtError unreachable (no node of this cluster there), already_member, bad_request (a
+        wildcard address, or a node that holds a cluster's data), busy (another change is
+        under way), no_quorum, or timeout (added, but it did not catch up: it stays a
+        learner)."""
         return await self.call("add_member", {"address": address, "learner": learner})
 
     async def remove_member(self, node: str) -> int:
         """Remove member `node` (id or name); the log index of the change. MgmtError
-        unknown_member, busy, or no_quorum."""
+        unknown_member, busy, or no_quorum (too few voters would be left answering)."""
         deadline = self._deadline()
         node = await self._member_id(node, deadline)
         return int((await self.call("remove_member", {"node": node}, deadline=deadline))["index"])
 
     async def promote(self, node: str) -> int:
         """Make learner `node` (id or name) a voter; the log index of the change. MgmtError
-        unknown_member, already_member (a voter already), busy, or no_quorum."""
+        unknown_member, already_member (a voter already), unreachable (it does not answer
+        the leader), timeout (it did not catch up in time), busy, or no_quorum."""
         deadline = self._deadline()
         node = await self._member_id(node, deadline)
         return int((await self.call("promote", {"node": node}, deadline=deadline))["index"])

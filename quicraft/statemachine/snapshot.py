@@ -17,8 +17,8 @@ Rules:
 - The keys are encoded a slice per cbor2 call, spliced into the same bytes one call gives:
   a call holds the GIL for all it encodes (about 10 ms per MB), and the node's event loop
   waits for it even when a worker thread encodes. A slice holds at most _KEYS_PER_CALL keys
-  and, unless one value alone is more, _BYTES_PER_CALL of values: 300 values of 1 MiB in one call held the GIL for
-  0.9 s, long enough for the followers to start an election.
+  and, unless one value alone is more, _BYTES_PER_CALL of values: 300 values of 1 MiB in
+  one call held the GIL for 0.9 s, long enough for the followers to start an election.
 - decode_snapshot checks every field, type and invariant and raises ValueError naming what is
   wrong: a snapshot may come off the network or an old disk, and a half-valid one must never
   become the state.

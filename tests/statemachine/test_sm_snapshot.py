@@ -113,7 +113,7 @@ def test_large_values_are_encoded_a_few_at_a_time(monkeypatch: pytest.MonkeyPatc
         calls.append(len(out))
         return out
 
-    monkeypatch.setattr(snapshot_format.cbor2, "dumps", measured)
+    monkeypatch.setattr(cbor2, "dumps", measured)  # the module snapshot_format calls
     data = store.snapshot()
     monkeypatch.undo()
     overhead = 1024  # the keys, revisions and CBOR heads of a slice

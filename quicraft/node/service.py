@@ -35,7 +35,7 @@ from quicraft.core import NodeId, NotLeader, ProposalDropped
 from quicraft.statemachine import Command, KVStore, checked_command
 from quicraft.telemetry import NO_TRACING
 from quicraft.transport import Connection, Role, Stream, TransportError
-from quicraft.wire import BadRequest, Request, decode_request, encode_response
+from quicraft.wire import BadRequest, Request, decode_request, encode_response, keys_refusal
 
 from .answers import Answers
 from .runtime import NodeError, NodeStopped, RaftNode, RequestTimeout
@@ -221,7 +221,12 @@ class ClientService:
         if request.op == "get":
             value, revision = self.kv.get(str(request.args["key"]))
             return {"value": value, "revision": revision}
-        return {"keys": self.kv.keys(str(request.args.get("prefix", "")))}
+        prefix = str(request.args.get("prefix", ""))
+        keys = self.kv.keys(prefix)
+        refusal = keys_refusal(keys, prefix)
+        if refusal is not None:  # an answer that big could not be sent: say so instead
+            raise RequestFailed("bad_request", f"{refusal}; ask by longer prefixes")
+        return {"keys": keys}
 
     def _not_leader(self, leader: NodeId | None) -> RequestFailed:
         if leader is None:

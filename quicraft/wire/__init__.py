@@ -88,7 +88,7 @@ from .mgmt import (
     encode_mgmt_request,
     encode_mgmt_response,
 )
-from .ops import MAX_KEY, MAX_VALUE, OPS
+from .ops import MAX_KEY, MAX_VALUE, OPS, keys_refusal
 from .raft import RaftEnvelope, decode_envelope, decode_message, encode_message
 from .schema import NODE_ROLES
 from .snapshot import (
@@ -174,6 +174,7 @@ __all__ = [
     "encode_snapshot_chunk",
     "encode_snapshot_header",
     "encode_subscribe",
+    "keys_refusal",
     "peek_hello",
     "snapshot_frames",
     "verify_backup",

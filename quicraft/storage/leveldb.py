@@ -15,6 +15,9 @@ Rules of this module:
   LevelDB): stage() writes the chunks beforehand, one batch each, so log writes go between
   them, and compact() then writes only the snapshot record. The entries a snapshot covers are
   deleted a slice at a time with the next writes; until then load() skips them.
+- Old chunks are deleted by the keys kept in memory (`_chunks`), never found by a scan: an
+  iterator reads whole blocks, values too, and scanning 330 MB of chunks held the log's
+  writes for a second, long enough for the followers to start an election.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from .directory import open_store, text_of, translated
 _SCAN = {"verify_checksums": True, "fill_cache": False}
 #: Entries covered by a snapshot that one save() deletes (about a millisecond's work).
 TRIM_PER_SAVE = 1000
-#: The first key after every log entry key.
+#: The first key after every log entry key, and after every chunk key.
 _AFTER_ENTRIES = bytes([rec.ENTRY_PREFIX[0] + 1])
+_AFTER_CHUNKS = bytes([rec.CHUNK_PREFIX[0] + 1])
 
 
 class LevelDBStorage:
@@ -54,8 +58,17 @@ class LevelDBStorage:
                 # cut a suffix without reading them.
                 raw = self._db.get(rec.SNAPSHOT_KEY, verify_checksums=True)
                 self._snapshot_index = 0
+                #: The key of every chunk stored: the snapshot record's, and any staged by a
+                #: compaction that never finished (above it; rare, so found by a scan).
+                self._chunks: set[bytes] = set()
                 if raw is not None:
-                    self._snapshot_index = rec.decode_snapshot_header(raw).meta.index
+                    header = rec.decode_snapshot_header(raw)
+                    self._snapshot_index = header.meta.index
+                    self._chunks = {
+                        rec.chunk_key(self._snapshot_index, n) for n in range(header.chunks)
+                    }
+                unfinished = rec.chunk_key(self._snapshot_index + 1, 0)
+                self._chunks.update(self._keys(start=unfinished, stop=_AFTER_CHUNKS))
                 self._last_index = self._snapshot_index
                 self._trim_from = self._snapshot_index + 1  # the lowest entry left to delete
                 with self._db.iterator(
@@ -107,10 +120,10 @@ class LevelDBStorage:
             if entries:
                 check_append(entries, snapshot_index, last)
             batch = db.write_batch(sync=True)
-            trim_from = self._trim_from
+            trim_from, chunks = self._trim_from, self._chunks
             if snapshot is not None:
                 # An installed snapshot replaces the whole log (RaftLog.restore does the same).
-                self._put_snapshot(batch, snapshot)
+                chunks = self._put_snapshot(batch, snapshot)
                 for key in self._keys(prefix=rec.ENTRY_PREFIX):
                     batch.delete(key)
                 trim_from = snapshot_index + 1
@@ -132,7 +145,7 @@ class LevelDBStorage:
                 batch.put(rec.HARD_STATE_KEY, rec.encode_hard_state(hard_state))
             self._write(batch)
             self._snapshot_index, self._last_index = snapshot_index, last
-            self._trim_from = trim_from
+            self._trim_from, self._chunks = trim_from, chunks
 
     def stage(self, index: int, data: bytes) -> None:
         """Write the chunks of the snapshot at `index` ahead of compact(), from any thread.
@@ -152,6 +165,7 @@ class LevelDBStorage:
                 batch = self._live().write_batch(sync=True)
                 batch.put(key, value)
                 self._write(batch)
+                self._chunks.add(key)
                 self._staged = (index, data, number + 1)
 
     def compact(self, snapshot: Snapshot) -> None:
@@ -162,16 +176,15 @@ class LevelDBStorage:
             chunks = rec.chunk_count(data, self._chunk_size)
             batch = db.write_batch(sync=True)
             if self._staged == (index, data, chunks):
-                staged = {rec.chunk_key(index, number) for number in range(chunks)}
-                for key in self._keys(prefix=rec.CHUNK_PREFIX):
-                    if key not in staged:
-                        batch.delete(key)
+                kept = {rec.chunk_key(index, number) for number in range(chunks)}
+                for key in self._chunks - kept:
+                    batch.delete(key)
                 batch.put(*rec.encode_snapshot_record(snapshot, chunks))
             else:
-                self._put_snapshot(batch, snapshot)
+                kept = self._put_snapshot(batch, snapshot)
             # The entries it covers go with the next saves (TRIM_PER_SAVE each).
             self._write(batch)
-            self._staged = None
+            self._staged, self._chunks = None, kept
             self._snapshot_index = index
             self._last_index = max(self._last_index, index)
 
@@ -214,14 +227,18 @@ class LevelDBStorage:
         with self._db.iterator(include_value=False, verify_checksums=True, **bounds) as keys:
             return list(keys)
 
-    def _put_snapshot(self, batch: plyvel.WriteBatch, snapshot: Snapshot) -> None:
+    def _put_snapshot(self, batch: plyvel.WriteBatch, snapshot: Snapshot) -> set[bytes]:
         """Replace the stored snapshot in `batch`: the old chunks go, whatever snapshot they
-        were of, and the new metadata and chunks are written with them."""
-        for key in self._keys(prefix=rec.CHUNK_PREFIX):
+        were of, and the new metadata and chunks are written with them; the new chunks' keys,
+        for `_chunks` once the batch is written."""
+        for key in self._chunks:
             batch.delete(key)
         self._staged = None
-        for key, value in rec.encode_snapshot(snapshot, self._chunk_size):
+        header, *chunks = rec.encode_snapshot(snapshot, self._chunk_size)
+        batch.put(*header)
+        for key, value in chunks:
             batch.put(key, value)
+        return {key for key, _ in chunks}
 
     def _load_snapshot(self, db: plyvel.DB) -> Snapshot:
         raw = db.get(rec.SNAPSHOT_KEY, verify_checksums=True)

@@ -89,8 +89,10 @@ class LevelDBStorage:
             self._db.close()
             raise
         #: (index, data, chunks written) of the snapshot stage() is writing or wrote; None
-        #: once anything deleted chunks since.
+        #: once anything deleted chunks since. And the CRC-32 of its data, computed there:
+        #: in compact() it would hold the log's writes (about 0.1 s for 300 MB).
         self._staged: tuple[int, bytes, int] | None = None
+        self._staged_crc = 0
 
     def __enter__(self) -> LevelDBStorage:
         return self
@@ -153,11 +155,12 @@ class LevelDBStorage:
         compact() writes the record that names them, or unused if anything deletes chunks
         first: compact() then writes its own."""
         records = rec.encode_chunks(index, data, self._chunk_size)
+        crc = rec.data_crc(data)
         with self._lock:
             self._live()
             if index <= self._snapshot_index:  # load() would take its chunks for damage
                 return
-            self._staged = (index, data, 0)
+            self._staged, self._staged_crc = (index, data, 0), crc
         for number, (key, value) in enumerate(records):
             with self._lock, translated(self.path):
                 if self._staged != (index, data, number):  # chunks were deleted meanwhile
@@ -179,7 +182,7 @@ class LevelDBStorage:
                 kept = {rec.chunk_key(index, number) for number in range(chunks)}
                 for key in self._chunks - kept:
                     batch.delete(key)
-                batch.put(*rec.encode_snapshot_record(snapshot, chunks))
+                batch.put(*rec.encode_snapshot_record(snapshot, chunks, self._staged_crc))
             else:
                 kept = self._put_snapshot(batch, snapshot)
             # The entries it covers go with the next saves (TRIM_PER_SAVE each).

@@ -166,7 +166,7 @@ def chunk_key(snapshot_index: int, number: int) -> bytes:
 def encode_snapshot(snapshot: Snapshot, chunk_size: int = CHUNK_SIZE) -> list[tuple[bytes, bytes]]:
     """The snapshot record followed by its chunk records, as (key, value) pairs."""
     chunks = encode_chunks(snapshot.meta.index, snapshot.data, chunk_size)
-    return [encode_snapshot_record(snapshot, len(chunks)), *chunks]
+    return [encode_snapshot_record(snapshot, len(chunks), data_crc(snapshot.data)), *chunks]
 
 
 def encode_chunks(index: int, data: bytes, chunk_size: int) -> list[tuple[bytes, bytes]]:
@@ -184,10 +184,16 @@ def chunk_count(data: bytes, chunk_size: int) -> int:
     return (len(data) + chunk_size - 1) // chunk_size
 
 
-def encode_snapshot_record(snapshot: Snapshot, chunks: int) -> tuple[bytes, bytes]:
-    """The snapshot record: metadata, and what its `chunks` chunk records must add up to."""
+def data_crc(data: bytes) -> int:
+    """The CRC-32 of a snapshot's data, as its snapshot record holds it."""
+    return crc32(data)
+
+
+def encode_snapshot_record(snapshot: Snapshot, chunks: int, crc: int) -> tuple[bytes, bytes]:
+    """The snapshot record: metadata, and what its `chunks` chunk records must add up to,
+    the data's length and `crc` (data_crc of the data)."""
     data, meta = snapshot.data, snapshot.meta
-    head = _SNAPSHOT.pack(meta.index, meta.term, chunks, len(data), crc32(data))
+    head = _SNAPSHOT.pack(meta.index, meta.term, chunks, len(data), crc)
     return SNAPSHOT_KEY, seal(SNAPSHOT_KEY, head + encode_membership(meta.membership))
 
 
@@ -231,7 +237,7 @@ def assemble_snapshot(header: SnapshotHeader, chunks: list[tuple[int, int, bytes
     data = b"".join(chunk for _, _, chunk in chunks)
     if len(data) != header.length:
         raise RecordError(f"snapshot: {len(data)} bytes stored, {header.length} expected")
-    if crc32(data) != header.crc:
+    if data_crc(data) != header.crc:
         raise RecordError("snapshot: data checksum mismatch")
     return Snapshot(header.meta, data)
 

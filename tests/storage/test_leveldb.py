@@ -203,8 +203,11 @@ def test_compact_writes_only_the_record_of_a_staged_snapshot(
         assert store.load().snapshot.meta.index == 10  # staged chunks are invisible
         written_whole: list[Snapshot] = []
         monkeypatch.setattr(rec, "encode_snapshot", lambda s, size: written_whole.append(s))
+        summed: list[bytes] = []  # the data's CRC too was computed by stage(), off the log's path
+        monkeypatch.setattr(rec, "data_crc", lambda data: summed.append(data))
         store.compact(Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcdefghij"))
-        assert written_whole == []
+        assert written_whole == [] and summed == []
+        monkeypatch.undo()
     with LevelDBStorage(tmp_path, chunk_size=4) as store:
         assert store.load().snapshot == Snapshot(SnapshotMeta(12, 3, MEMBERS), b"abcdefghij")
     assert stored_keys(tmp_path, rec.CHUNK_PREFIX) == [rec.chunk_key(12, n) for n in range(3)]

@@ -24,7 +24,7 @@ from quicraft.storage import (
     LevelDBStorage,
     LockedError,
     StorageError,
-    check_commit_stored,
+    check_hard_state,
 )
 from quicraft.storage import records as rec
 
@@ -125,7 +125,7 @@ def test_a_lost_tail_of_the_log_behind_the_commit_index_is_found(tmp_path: Path)
     with LevelDBStorage(tmp_path) as store:
         state = store.load()  # every record is sound: the rule broken is Raft's
     with pytest.raises(CorruptionError) as refused:
-        check_commit_stored(state, tmp_path)
+        check_hard_state(state, tmp_path)
     assert str(refused.value) == (
         f"{tmp_path}: hard state: commit index 12 is beyond the stored log, which ends at 11 "
         "(the log's tail is missing)"
@@ -133,7 +133,45 @@ def test_a_lost_tail_of_the_log_behind_the_commit_index_is_found(tmp_path: Path)
     whole = tmp_path / "whole"
     make_store(whole)
     with LevelDBStorage(whole) as store:
-        check_commit_stored(store.load(), whole)  # an undamaged store passes
+        check_hard_state(store.load(), whole)  # an undamaged store passes
+
+
+@pytest.mark.parametrize(
+    ("change", "term", "holder"),
+    [
+        (lambda db: db.delete(rec.HARD_STATE_KEY), 0, "log entry 15"),
+        (  # an older hard state, whole: its record checksum is sound
+            lambda db: db.put(rec.HARD_STATE_KEY, rec.encode_hard_state(HardState(2, "n1", 10))),
+            2,
+            "log entry 15",
+        ),
+        (  # no entries after the snapshot: its term is the one to compare with
+            lambda db: [
+                db.delete(key) for key in [*db.iterator(prefix=b"E", include_value=False), b"H"]
+            ],
+            0,
+            "the snapshot at 10",
+        ),
+    ],
+    ids=["missing", "older", "missing-and-no-entries"],
+)
+def test_a_hard_state_lost_or_older_than_the_log_is_found(
+    tmp_path: Path, change: Callable[[plyvel.DB], object], term: int, holder: str
+) -> None:
+    """A term is stored before or with the entries of that term, so a log with a term above
+    the hard state's lost its hard state, and with it the vote. It used to start at term 0 with
+    no vote: it could vote again in a term it had voted in."""
+    make_store(tmp_path)
+    tamper(tmp_path, change)
+    with LevelDBStorage(tmp_path) as store:
+        state = store.load()
+    with pytest.raises(CorruptionError) as refused:
+        check_hard_state(state, tmp_path)
+    highest = 3 if holder.startswith("log") else 2
+    assert str(refused.value) == (
+        f"{tmp_path}: hard state: term {term} is below the term {highest} of {holder} "
+        "(the hard state is missing or older than the log: a vote may be forgotten)"
+    )
 
 
 def test_a_missing_snapshot_chunk_is_found(tmp_path: Path) -> None:

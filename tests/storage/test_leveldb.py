@@ -511,6 +511,33 @@ def test_another_programs_leveldb_is_refused(tmp_path: Path) -> None:
         LevelDBStorage(tmp_path)
 
 
+@pytest.mark.parametrize("kept", [rec.HARD_STATE_KEY, rec.SNAPSHOT_KEY, rec.entry_key(11)])
+def test_a_store_that_lost_its_version_record_is_named_as_damaged_not_foreign(
+    tmp_path: Path, kept: bytes
+) -> None:
+    """Found by an audit: it was "not a quicraft data directory (a foreign LevelDB
+    database)", which sends the operator looking for the right directory."""
+    make_store(tmp_path)
+    keys = stored_keys(tmp_path, b"")
+    tamper(tmp_path, lambda db: [db.delete(key) for key in keys if key != kept])
+    with pytest.raises(CorruptionError) as caught:
+        LevelDBStorage(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: format version: missing, but the database holds quicraft records; "
+        "restore the directory from a backup (if this node never stored anything, remove it)"
+    )
+    assert stored_keys(tmp_path, b"") == [kept]  # nothing written
+
+
+def test_a_foreign_record_under_one_of_our_keys_is_still_foreign(tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path), create_if_missing=True)
+    db.put(rec.HARD_STATE_KEY, b"another program's value")
+    db.close()
+    with pytest.raises(StorageError, match="foreign LevelDB database") as caught:
+        LevelDBStorage(tmp_path)
+    assert not isinstance(caught.value, CorruptionError)
+
+
 def test_missing_parent_directories_are_made(tmp_path: Path) -> None:
     with LevelDBStorage(tmp_path / "a" / "b") as store:
         store.put_meta("k", b"v")

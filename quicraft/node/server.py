@@ -284,7 +284,7 @@ class Node:
             raise self._refusal
         self._background.append(asyncio.create_task(self.address_book.run()))
         self._save_addresses()
-        self.raft.open(state, founders)
+        self.raft.open(state, founders, where=self.settings.data_dir)
         self.events.opened()
         self._run_task = asyncio.create_task(self.raft.run(), name="raft")
         self._stop_if_removed()  # hellos heard while starting may have said so already

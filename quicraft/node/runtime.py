@@ -53,7 +53,7 @@ from quicraft.core import (
     bootstrap_state,
 )
 from quicraft.statemachine import StateMachine, snapshot_encoder
-from quicraft.storage import Storage, StorageError
+from quicraft.storage import CorruptionError, Storage, StorageError
 from quicraft.telemetry import NO_METRICS, Telemetry
 from quicraft.transport.deadlines import Deadlines
 
@@ -178,16 +178,32 @@ class RaftNode:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def open(self, state: PersistentState, founders: list[NodeId] | None = None) -> None:
+    def open(
+        self,
+        state: PersistentState,
+        founders: list[NodeId] | None = None,
+        *,
+        where: object = "storage",
+    ) -> None:
         """Start from the stored `state`, bootstrapping a new cluster of `founders` if it is
-        empty. A node that has any state never bootstraps again, whatever `founders` says."""
+        empty. A node that has any state never bootstraps again, whatever `founders` says.
+        CorruptionError, naming `where` (the data directory), if the state machine cannot
+        read the stored snapshot."""
         if is_fresh(state) and founders:
             state = bootstrap_state(founders)
             self.storage.save(hard_state=state.hard_state, entries=state.entries, snapshot=None)
             log.info("founded a cluster of %d: %s", len(founders), ", ".join(sorted(founders)))
         snap = state.snapshot
         if snap.meta.index:
-            self.state_machine.restore(snap.data)
+            try:
+                self.state_machine.restore(snap.data)
+            except ValueError as err:
+                # Its checksums held: a bug wrote it so, or a build whose state machine
+                # writes another format. Either way the node cannot start from it.
+                raise CorruptionError(
+                    f"{where}: snapshot at {snap.meta.index}: the state machine cannot read "
+                    f"it ({err})"
+                ) from None
         self.snapshot_index = snap.meta.index
         self._stored_hard_state = self._hard_state = state.hard_state
         t = self.timings

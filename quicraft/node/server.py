@@ -70,7 +70,7 @@ from quicraft.core import (
 )
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
-from quicraft.storage import LevelDBStorage, check_commit_stored
+from quicraft.storage import LevelDBStorage, check_hard_state
 from quicraft.telemetry import Readings, Telemetry, start_telemetry
 from quicraft.transport import (
     ALPN_CLIENT,
@@ -249,7 +249,7 @@ class Node:
             build_text(),
         )
         state = self.storage.load()
-        check_commit_stored(state, self.settings.data_dir)
+        check_hard_state(state, self.settings.data_dir)
         self._started_fresh = is_fresh(state)
         if not self._started_fresh:
             self._founders = self._stored_ids(FOUNDERS_KEY)
@@ -284,7 +284,7 @@ class Node:
             raise self._refusal
         self._background.append(asyncio.create_task(self.address_book.run()))
         self._save_addresses()
-        self.raft.open(state, founders)
+        self.raft.open(state, founders, where=self.settings.data_dir)
         self.events.opened()
         self._run_task = asyncio.create_task(self.raft.run(), name="raft")
         self._stop_if_removed()  # hellos heard while starting may have said so already

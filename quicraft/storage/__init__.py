@@ -10,7 +10,7 @@ Exceptions:
     └── LockedError      the data directory is already open (another process, or this one)
 """
 
-from .base import CorruptionError, LockedError, Storage, StorageError, check_commit_stored
+from .base import CorruptionError, LockedError, Storage, StorageError, check_hard_state
 from .leveldb import LevelDBStorage
 from .memory import MemoryStorage
 from .records import CHUNK_SIZE, FORMAT_VERSION
@@ -24,5 +24,5 @@ __all__ = [
     "MemoryStorage",
     "Storage",
     "StorageError",
-    "check_commit_stored",
+    "check_hard_state",
 ]

@@ -80,16 +80,27 @@ class Storage(Protocol):
         ...
 
 
-def check_commit_stored(state: PersistentState, where: object) -> None:
-    """The stored commit index names an entry the log or the snapshot holds. load() checks
-    that the records are the ones written; this is Raft's rule about them, checked where a
-    node opens its store: the runtime never writes a commit index before the entries it
-    commits, so only damage loses the log's tail behind it."""
+def check_hard_state(state: PersistentState, where: object) -> None:
+    """The stored hard state fits the stored log, by Raft's rules. load() checks that the
+    records are the ones written; this is checked where a node opens its store. The runtime
+    writes a term before or with the entries of that term, and a commit index before or with
+    the entries it commits: only damage loses the hard state, or the log's tail behind it."""
     last = state.entries[-1].index if state.entries else state.snapshot.meta.index
     if state.hard_state.commit > last:
         raise CorruptionError(
             f"{where}: hard state: commit index {state.hard_state.commit} is beyond the stored "
             f"log, which ends at {last} (the log's tail is missing)"
+        )
+    # Terms never fall along the log, so its last entry (or the snapshot) has the highest.
+    if state.entries:
+        term, holder = state.entries[-1].term, f"log entry {last}"
+    else:
+        term, holder = state.snapshot.meta.term, f"the snapshot at {last}"
+    if state.hard_state.term < term:
+        raise CorruptionError(
+            f"{where}: hard state: term {state.hard_state.term} is below the term {term} of "
+            f"{holder} (the hard state is missing or older than the log: a vote may be "
+            "forgotten)"
         )
 
 

@@ -142,6 +142,11 @@ def _check_version(db: plyvel.DB, path: Path, existing: bool) -> None:
     raw = db.get(rec.VERSION_KEY, verify_checksums=True)
     if raw is None:
         if next(db.iterator(include_value=False, verify_checksums=True), None) is not None:
+            if _holds_our_records(db):
+                raise CorruptionError(
+                    f"{path}: format version: missing, but the database holds quicraft "
+                    f"records; {_LOST}"
+                )
             raise StorageError(
                 f"{path}: not a quicraft data directory (a foreign LevelDB database)"
             )
@@ -160,6 +165,24 @@ def _check_version(db: plyvel.DB, path: Path, existing: bool) -> None:
             f"{path}: storage format version {version} is not supported "
             f"(this quicraft reads version {rec.FORMAT_VERSION})"
         )
+
+
+def _holds_our_records(db: plyvel.DB) -> bool:
+    """Whether the hard state, the snapshot record or the first log entry is there with a
+    checksum of ours: then the store lost its version record, it is not another program's."""
+    with db.iterator(prefix=rec.ENTRY_PREFIX, verify_checksums=True) as entries:
+        records = [next(entries, (rec.ENTRY_PREFIX, None))]
+    for key in (rec.HARD_STATE_KEY, rec.SNAPSHOT_KEY):
+        records.append((key, db.get(key, verify_checksums=True)))
+    for key, value in records:
+        if value is None:
+            continue
+        try:
+            rec.unseal(key, value, "record")
+        except rec.RecordError:
+            continue
+        return True
+    return False
 
 
 @contextmanager

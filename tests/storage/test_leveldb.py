@@ -24,7 +24,7 @@ from quicraft.storage import (
     LevelDBStorage,
     LockedError,
     StorageError,
-    check_commit_stored,
+    check_hard_state,
 )
 from quicraft.storage import records as rec
 
@@ -125,7 +125,7 @@ def test_a_lost_tail_of_the_log_behind_the_commit_index_is_found(tmp_path: Path)
     with LevelDBStorage(tmp_path) as store:
         state = store.load()  # every record is sound: the rule broken is Raft's
     with pytest.raises(CorruptionError) as refused:
-        check_commit_stored(state, tmp_path)
+        check_hard_state(state, tmp_path)
     assert str(refused.value) == (
         f"{tmp_path}: hard state: commit index 12 is beyond the stored log, which ends at 11 "
         "(the log's tail is missing)"
@@ -133,7 +133,45 @@ def test_a_lost_tail_of_the_log_behind_the_commit_index_is_found(tmp_path: Path)
     whole = tmp_path / "whole"
     make_store(whole)
     with LevelDBStorage(whole) as store:
-        check_commit_stored(store.load(), whole)  # an undamaged store passes
+        check_hard_state(store.load(), whole)  # an undamaged store passes
+
+
+@pytest.mark.parametrize(
+    ("change", "term", "holder"),
+    [
+        (lambda db: db.delete(rec.HARD_STATE_KEY), 0, "log entry 15"),
+        (  # an older hard state, whole: its record checksum is sound
+            lambda db: db.put(rec.HARD_STATE_KEY, rec.encode_hard_state(HardState(2, "n1", 10))),
+            2,
+            "log entry 15",
+        ),
+        (  # no entries after the snapshot: its term is the one to compare with
+            lambda db: [
+                db.delete(key) for key in [*db.iterator(prefix=b"E", include_value=False), b"H"]
+            ],
+            0,
+            "the snapshot at 10",
+        ),
+    ],
+    ids=["missing", "older", "missing-and-no-entries"],
+)
+def test_a_hard_state_lost_or_older_than_the_log_is_found(
+    tmp_path: Path, change: Callable[[plyvel.DB], object], term: int, holder: str
+) -> None:
+    """A term is stored before or with the entries of that term, so a log with a term above
+    the hard state's lost its hard state, and with it the vote. It used to start at term 0 with
+    no vote: it could vote again in a term it had voted in."""
+    make_store(tmp_path)
+    tamper(tmp_path, change)
+    with LevelDBStorage(tmp_path) as store:
+        state = store.load()
+    with pytest.raises(CorruptionError) as refused:
+        check_hard_state(state, tmp_path)
+    highest = 3 if holder.startswith("log") else 2
+    assert str(refused.value) == (
+        f"{tmp_path}: hard state: term {term} is below the term {highest} of {holder} "
+        "(the hard state is missing or older than the log: a vote may be forgotten)"
+    )
 
 
 def test_a_missing_snapshot_chunk_is_found(tmp_path: Path) -> None:
@@ -510,6 +548,33 @@ def test_another_programs_leveldb_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StorageError, match="foreign LevelDB database"):
         LevelDBStorage(tmp_path)
+
+
+@pytest.mark.parametrize("kept", [rec.HARD_STATE_KEY, rec.SNAPSHOT_KEY, rec.entry_key(11)])
+def test_a_store_that_lost_its_version_record_is_named_as_damaged_not_foreign(
+    tmp_path: Path, kept: bytes
+) -> None:
+    """Found by an audit: it was "not a quicraft data directory (a foreign LevelDB
+    database)", which sends the operator looking for the right directory."""
+    make_store(tmp_path)
+    keys = stored_keys(tmp_path, b"")
+    tamper(tmp_path, lambda db: [db.delete(key) for key in keys if key != kept])
+    with pytest.raises(CorruptionError) as caught:
+        LevelDBStorage(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: format version: missing, but the database holds quicraft records; "
+        "restore the directory from a backup (if this node never stored anything, remove it)"
+    )
+    assert stored_keys(tmp_path, b"") == [kept]  # nothing written
+
+
+def test_a_foreign_record_under_one_of_our_keys_is_still_foreign(tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path), create_if_missing=True)
+    db.put(rec.HARD_STATE_KEY, b"another program's value")
+    db.close()
+    with pytest.raises(StorageError, match="foreign LevelDB database") as caught:
+        LevelDBStorage(tmp_path)
+    assert not isinstance(caught.value, CorruptionError)
 
 
 def test_missing_parent_directories_are_made(tmp_path: Path) -> None:

@@ -90,8 +90,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stream a consistent snapshot into FILE",
         description="Write a backup of the contacted node's state, including every write "
         "committed before the command, to FILE (checked with SHA-256; readable by its owner "
-        "only; FILE appears only when complete, written as FILE.part first). A progress bar "
-        "goes to stderr when it is a terminal.",
+        "only; FILE appears only when complete, written as FILE.XXXXXXXX.part first). A "
+        "progress bar goes to stderr when it is a terminal.",
     )
     backup.add_argument("file", type=Path, metavar="FILE")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -206,10 +206,7 @@ async def _run_once(client: MgmtClient, args: argparse.Namespace) -> int:
         except MgmtError as err:
             return fail(str(err))
         except FileExistsError as err:
-            if err.filename == str(args.file):
-                hint = err.strerror if args.force else "--force replaces it"
-            else:  # FILE.part (client/mgmt.py, _claim_part)
-                hint = err.strerror
+            hint = err.strerror if args.force else "--force replaces it"
             return fail(f"{err.filename} exists already ({hint})")
         except OSError as err:  # writing the backup file (the network's errors are MgmtError)
             return fail(f"cannot write {err.filename or args.file}: {err.strerror or err}")

@@ -18,10 +18,11 @@ Rules of this file:
   to answer is not counted against the timeout, which bounds the rest (connecting,
   following the leader, backing off): with no leader, or no node reachable, it fails after
   the timeout, not the floor.
-- A backup runs on a stream of its own and is written to FILE.part, renamed to FILE only once
-  its SHA-256 has been checked: a FILE that exists is a whole backup. FILE.part is locked
-  while it is written: one that no backup holds was left by a backup that died (killed, its
-  host restarted), and is replaced, so that it does not block every later backup.
+- A backup runs on a stream of its own and is written to a file of its own beside FILE
+  (FILE.XXXXXXXX.part, made with O_EXCL: no other backup's, nor a link's target), renamed to
+  FILE only once its SHA-256 has been checked: a FILE that exists is a whole backup. One
+  left by a backup that was killed blocks no later backup (a shared FILE.part did, and any
+  way to tell a dead backup's from a live one's raced with the live one's rename).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,7 +55,6 @@ from quicraft.wire import (
     decode_mgmt_response,
     encode_mgmt_request,
 )
-from quicraft.wire.backup import MAGIC
 
 from .arguments import connection_arguments
 from .channel import Channel, Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
@@ -233,17 +233,16 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
     ) -> BackupInfo:
         """Stream a consistent snapshot of the contacted node (everything committed before
         the call, when the cluster has a leader) into the backup file `path`, readable by
-        its owner only. It is written as `path`.part first, which must not exist; `path`
-        appears only when complete, and an existing `path` is replaced only with `replace`,
-        and only if it is a regular file (else FileExistsError, as for `path`.part).
+        its owner only. It is written as `path`.XXXXXXXX.part first; `path` appears only when
+        complete, and an existing `path` is replaced only with `replace`, and only if it is a
+        regular file (else FileExistsError).
         Returns what the backup holds (BackupInfo). MgmtError timeout (no node answered) or
         unavailable (the stream failed or ended early; nothing is left at `path`)."""
         path = Path(path)
         self._check_free(path, replace)
-        part = path.with_name(path.name + ".part")
+        part: Path | None = None
         loop = asyncio.get_running_loop()
         watch: asyncio.Task[None] | None = None
-        made_part = False
         try:
             channel = await self._reach()
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
@@ -263,8 +262,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 receiver = BackupReceiver(header.result)
                 created = int(time.time() * 1000)
                 info = backup_info(header.result, cluster=self.cluster, created_ms=created)
-                fd = _claim_part(part)
-                made_part = True
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".part")
+                part = Path(name)  # mode 0600: it holds every value of the store
                 with os.fdopen(fd, "wb") as fp:
                     writer = BackupWriter(fp, info)
                     if progress is not None:
@@ -289,6 +288,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                     await loop.run_in_executor(None, os.fsync, fp.fileno())
             self._check_free(path, replace)  # again: it may have appeared meanwhile
             part.replace(path)
+            part = None
             await loop.run_in_executor(None, _sync_directory, path.parent)  # the rename too
             return info
         except RefusedError as err:
@@ -301,7 +301,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         finally:
             if watch is not None:
                 watch.cancel()
-            if made_part:
+            if part is not None:
                 with contextlib.suppress(FileNotFoundError):
                     part.unlink()
 
@@ -429,46 +429,6 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         else:
             hint = "is the cluster running?"
         raise MgmtError("timeout", f"gave up after {budget:g}s: {last}", hint=hint)
-
-
-def _claim_part(part: Path) -> int:
-    """A file descriptor of `part`, made for this backup alone (O_EXCL: never a file someone
-    else made, nor a link's target) and locked while the backup runs. A `part` that a backup
-    left when it died is replaced; any other raises FileExistsError saying why."""
-    for _ in range(2):
-        try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            if (why := _kept_why(part)) is not None:
-                raise FileExistsError(errno.EEXIST, why, str(part)) from None
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
-            continue
-        fcntl.flock(fd, fcntl.LOCK_EX)  # at once: another backup's _kept_why holds it a moment
-        return fd
-    raise FileExistsError(errno.EEXIST, "another backup is writing it", str(part))
-
-
-def _kept_why(part: Path) -> str | None:
-    """Why the existing `part` must be kept, or None if a backup that died left it: a regular
-    file that no backup holds locked, empty or the start of a backup file."""
-    try:
-        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "it is not a backup's file: remove it"
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "it is not a backup's file: remove it"
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "another backup is writing it"
-        head = os.read(fd, len(MAGIC))
-        return None if MAGIC.startswith(head) else "it is not a backup's file: remove it"
-    finally:
-        os.close(fd)
 
 
 def _sync_directory(path: Path) -> None:

@@ -19,7 +19,6 @@ from cluster_harness import Cluster, eventually_write, free_base_port, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
 from quicraft.client import MgmtError, connect, connect_mgmt
-from quicraft.client.mgmt import _claim_part
 from quicraft.core import Membership, Snapshot, SnapshotMeta
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.mgmt import MgmtService
@@ -35,7 +34,6 @@ from quicraft.wire import (
     verify_backup,
     write_backup,
 )
-from quicraft.wire.backup import MAGIC
 
 
 def restore(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,31 +62,39 @@ def test_snapshot_backup_and_restore(cluster: Cluster, tmp_path: Path) -> None:
     with backup.open("rb") as fp:
         info = verify_backup(fp)
     assert info.cluster == "t1" and info.index >= snapped["index"] and len(info.voters) == 3
-    assert not (tmp_path / "t1.qrbackup.part").exists()
+    assert list(tmp_path.glob("*.part")) == []
     assert backup.stat().st_mode & 0o777 == 0o600  # it holds every value of the store
     sent = f"sent a backup at index {info.index} ("
     assert any(sent in cluster.log(n) for n in (1, 2, 3)), "no node logged the backup it sent"
-    # An existing file is not replaced without --force; a .part file that is not ours
-    # (another backup's, or a link to elsewhere) is neither written nor removed.
+    # An existing file is not replaced without --force.
     before = backup.read_bytes()
     kept = mgmt(cluster, "backup", str(backup))
     assert kept.returncode == 1 and backup.read_bytes() == before
     assert kept.stderr == f"quicraft: error: {backup} exists already (--force replaces it)\n"
+    # A backup writes a .part file of its own: one that a killed backup left, or a link
+    # someone put where a shared FILE.part was written, is neither in the way nor touched.
     target = tmp_path / "someone's file"
     target.write_text("theirs")
     (tmp_path / "t1.qrbackup.part").symlink_to(target)
-    busy = mgmt(cluster, "backup", str(backup), "--force")
-    assert busy.returncode == 1 and "t1.qrbackup.part exists already" in busy.stderr
-    assert target.read_text() == "theirs" and (tmp_path / "t1.qrbackup.part").is_symlink()
-    assert busy.stderr.endswith("(it is not a backup's file: remove it)\n"), busy.stderr
-    (tmp_path / "t1.qrbackup.part").unlink()
-    # One left by a backup that was killed is no backup's now: it is replaced.
-    (tmp_path / "t1.qrbackup.part").write_bytes(b"")
+    (tmp_path / "t1.qrbackup.x1.part").write_bytes(b"left by a killed backup")
     replaced = mgmt(cluster, "backup", str(backup), "--force")
     assert replaced.returncode == 0, replaced.stderr
-    assert not (tmp_path / "t1.qrbackup.part").exists()
+    assert target.read_text() == "theirs" and (tmp_path / "t1.qrbackup.part").is_symlink()
+    assert sorted(p.name for p in tmp_path.glob("*.part")) == [
+        "t1.qrbackup.part", "t1.qrbackup.x1.part"
+    ]  # fmt: skip
     with backup.open("rb") as fp:
         assert verify_backup(fp).index >= info.index
+
+    # Two backups at once to one FILE: each writes its own .part, and FILE is a whole one.
+    async def two_at_once() -> list[BackupInfo]:
+        async with admin(cluster) as m:
+            return list(await asyncio.gather(*(m.backup(backup, replace=True) for _ in "ab")))
+
+    written = run(two_at_once())
+    with backup.open("rb") as fp:
+        assert verify_backup(fp).index in {w.index for w in written}
+    assert len(list(tmp_path.glob("*.part"))) == 2  # the two kept above, no more
     # A destination that cannot be written is misuse, told before anything is streamed;
     # --force replaces only a file (a rename would replace a FIFO, a device, a link).
     fifo, link = tmp_path / "fifo", tmp_path / "link"
@@ -185,7 +191,7 @@ def test_a_backup_from_a_node_that_stops_answering_fails_within_seconds(
                 os.kill(frozen.pid, signal.SIGCONT)
 
     run(scenario())
-    assert not backup.exists() and not backup.with_name("b.qrbackup.part").exists()
+    assert not backup.exists() and list(backup.parent.glob("*.part")) == []
 
 
 def test_a_backup_whose_first_endpoint_is_down_is_taken_from_the_next(
@@ -398,30 +404,3 @@ def test_a_restore_that_fails_to_write_leaves_the_directory_empty(tmp_path: Path
             assert storage.load().snapshot.meta.index == 1
     finally:
         small_disks.unmount(disk)
-
-
-def test_a_part_file_left_by_a_backup_that_died_is_replaced(tmp_path: Path) -> None:
-    """A backup killed mid-way (SIGTERM from `timeout`, a reboot) left FILE.part, and every
-    later backup to FILE failed on it until someone removed it (found by an audit). The
-    .part is locked while a backup writes it: one no backup holds, empty or the start of a
-    backup file, is replaced; one being written, or anything else, is kept."""
-    part = tmp_path / "b.qrbackup.part"
-    for left in (b"", MAGIC[:3], MAGIC + b"\x00\x01 and some of the body"):
-        part.write_bytes(left)
-        fd = _claim_part(part)
-        try:
-            assert os.fstat(fd).st_size == 0 and part.stat().st_mode & 0o777 == 0o600
-            with pytest.raises(FileExistsError) as caught:
-                _claim_part(part)  # it is being written now
-            assert caught.value.strerror == "another backup is writing it"
-        finally:
-            os.close(fd)
-        part.unlink()
-    part.write_text("theirs")
-    link = tmp_path / "l.qrbackup.part"
-    link.symlink_to(tmp_path / "elsewhere")
-    for kept in (part, link):
-        with pytest.raises(FileExistsError) as caught:
-            _claim_part(kept)
-        assert caught.value.strerror == "it is not a backup's file: remove it"
-    assert part.read_text() == "theirs" and link.is_symlink()

@@ -63,6 +63,9 @@ class Progress:
     pending_snapshot: int = 0
     # CheckQuorum: ticks since this peer last answered the leader.
     silent_ticks: int = 0
+    # Whether this peer has answered this leader at all: silent_ticks starts at 0 for every
+    # peer of a new leader, so it alone cannot tell one that is down from one that answers.
+    answered: bool = False
     # ReadIndex: the newest read round this peer has confirmed in the current term.
     read_round: int = 0
     # Ticks since the leader last sent this peer an append or a heartbeat (raft._tick_leader).

@@ -511,10 +511,10 @@ class RaftCore:
         if pr is None:
             return
         if m.type is MessageType.APPEND_RESP:
-            pr.silent_ticks = 0
+            pr.silent_ticks, pr.answered = 0, True
             self._handle_append_resp(m, pr)
         elif m.type is MessageType.HEARTBEAT_RESP:
-            pr.silent_ticks = 0
+            pr.silent_ticks, pr.answered = 0, True
             self._handle_heartbeat_resp(m, pr)
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:

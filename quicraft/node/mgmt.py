@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -280,6 +280,29 @@ class MgmtService:
         pr = core.progress.get(node)
         return pr is not None and pr.silent_ticks < core.config.election_tick
 
+    async def _answering(self, core: RaftCore, nodes: Collection[NodeId]) -> set[NodeId]:
+        """Those of `nodes` that answer this leader: they answered it, and within an
+        election timeout. One it has not heard from since it took over may be down or not:
+        it is waited for, until it answers or an election timeout has passed (a new leader's
+        every peer looks recent, so _heard alone would count one that is down)."""
+        loop = asyncio.get_running_loop()
+        known_by = loop.time() + self.node.timings.election_timeout_s()
+        while True:
+            if core.role is not Role.LEADER:
+                raise self._not_leader(core.leader)
+            answering, unknown = set(), False
+            for node in nodes:
+                pr = core.progress.get(node)
+                if node == self.node.id or (
+                    pr is not None and pr.answered and self._heard(core, node)
+                ):
+                    answering.add(node)
+                elif pr is not None and self._heard(core, node):
+                    unknown = True
+            if not unknown or loop.time() >= known_by:
+                return answering
+            await asyncio.sleep(self.node.timings.tick_ms / 1000)
+
     def status(self) -> dict[str, Any]:
         core = self._core
         leading = core.role is Role.LEADER
@@ -402,6 +425,7 @@ class MgmtService:
         core = self._leader_core()
         voters = core.membership.voters
         if target == "auto":
+            await self._answering(core, voters)  # what successor() goes by
             found = successor(core)
             if found is None and len(voters) > 1:
                 raise MgmtFailed(
@@ -425,7 +449,7 @@ class MgmtService:
                 f"{target} is a learner: only a voter can lead",
                 hint=f"promote it first: quicraft mgmt promote {target}",
             )
-        if not self._heard(core, target):
+        if target not in await self._answering(core, [target]):
             raise MgmtFailed(
                 "unreachable",
                 f"{target} has not answered the leader within an election timeout: it "
@@ -565,7 +589,7 @@ class MgmtService:
             if node in core.membership.voters:
                 raise MgmtFailed("already_member", f"{node} is already a voter")
             await self._ready_to_vote(core, node)
-        self._check_quorum_after(core, change)
+        await self._check_quorum_after(core, change)
         index = await self._propose(change)
         if kind is ConfChangeKind.REMOVE and node != self.node.id:
             self.pool.addresses.pop(node, None)
@@ -576,7 +600,7 @@ class MgmtService:
         """Promote learner `node` only once it answers and has caught up (waiting up to a
         request's time for that): a voter that does not, or is far behind, counts in every
         quorum and can do nothing for it, so one more failure would stop the cluster."""
-        if not self._heard(core, node):
+        if node not in await self._answering(core, [node]):
             pr = core.progress.get(node)
             silent = pr.silent_ticks * self.node.timings.tick_ms if pr is not None else None
             since = f"for {silent} ms" if silent is not None else "yet"
@@ -596,7 +620,7 @@ class MgmtService:
                 hint="promote it once it has caught up (LAG in quicraft mgmt status)",
             )
 
-    def _check_quorum_after(self, core: RaftCore, change: ConfChange) -> None:
+    async def _check_quorum_after(self, core: RaftCore, change: ConfChange) -> None:
         """Refuse a change after which too few of the voters answer to commit anything. It
         is in effect once appended (thesis §4.1), so it would not even commit itself: the
         cluster would stop until the silent voters came back."""
@@ -604,7 +628,7 @@ class MgmtService:
             after = change.apply_to(core.membership)
         except ValueError:
             return  # the core refuses it, saying why
-        reachable = sum(1 for v in after.voters if self._heard(core, v))
+        reachable = len(await self._answering(core, after.voters))
         if reachable < len(after.voters) // 2 + 1:
             raise MgmtFailed(
                 "no_quorum",

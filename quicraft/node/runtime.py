@@ -107,13 +107,14 @@ class _Proposal:
 
 def successor(core: RaftCore) -> NodeId | None:
     """On a leader: the voter to hand leadership to, the most caught-up of those that
-    answered within an election timeout (a voter that is down may have acknowledged the
-    most, and would never take over); None if there is none."""
+    answered it, and within an election timeout (a voter that is down may have acknowledged
+    the most, and would never take over); None if there is none."""
     others = [
         (pr.match, node)
         for node, pr in core.progress.items()
         if node != core.id
         and node in core.membership.voters
+        and pr.answered
         and pr.silent_ticks < core.config.election_tick
     ]
     return max(others)[1] if others else None
@@ -252,7 +253,13 @@ class RaftNode:
         core = self._core
         if core.role is not Role.LEADER:
             return True
-        target = successor(core)
+        loop = asyncio.get_running_loop()
+        # A leader elected a moment ago may have heard from no voter yet: wait for one.
+        heard_by = loop.time() + self.timings.election_timeout_s()
+        while (target := successor(core)) is None and loop.time() < heard_by:
+            await asyncio.sleep(self.timings.tick_ms / 1000)
+            if core.role is not Role.LEADER:
+                return True
         if target is None:
             return False
         log.info("handing leadership over to %s", target)

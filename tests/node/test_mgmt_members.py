@@ -330,7 +330,10 @@ class _Leader:
             role=Role.LEADER,
             leader="a",
             membership=Membership(frozenset(voters), frozenset(learners)),
-            progress={n: SimpleNamespace(match=last, silent_ticks=0) for n in voters + learners},
+            progress={
+                n: SimpleNamespace(match=last, silent_ticks=0, answered=True)
+                for n in voters + learners
+            },
             config=SimpleNamespace(election_tick=10),
             log=SimpleNamespace(last_index=lambda: last),
         )
@@ -371,6 +374,10 @@ class _Leader:
     def silent(self, node: str) -> None:
         self.core.progress[node].silent_ticks = 50
 
+    def not_heard_yet(self, node: str) -> None:
+        """As every peer of a leader elected a moment ago: no tick of silence yet, no answer."""
+        self.core.progress[node].answered = False
+
     def change(self, kind: ConfChangeKind, node: str) -> MgmtFailed | None:
         """The failure of change `kind` of `node`, or None once it was proposed."""
         try:
@@ -406,7 +413,7 @@ def test_a_learner_is_promoted_only_answering_and_caught_up() -> None:
     down = leader.change(ConfChangeKind.PROMOTE, "d")
     assert down is not None and down.code == "unreachable", down
     assert "has not answered the leader for 500 ms" in down.message and down.hint
-    leader.core.progress["d"] = SimpleNamespace(match=10, silent_ticks=0)
+    leader.core.progress["d"] = SimpleNamespace(match=10, silent_ticks=0, answered=True)
     behind = leader.change(ConfChangeKind.PROMOTE, "d")
     assert behind is not None and behind.code == "timeout", behind
     assert "is 90 entries behind the leader" in behind.message
@@ -477,3 +484,26 @@ def test_leadership_goes_only_to_a_voter_that_answers() -> None:
     with pytest.raises(MgmtFailed) as caught:
         asyncio.run(leader.service.transfer("auto"))
     assert caught.value.code == "unreachable" and leader.core.role is Role.LEADER
+
+
+def test_a_new_leader_counts_a_voter_only_once_it_has_answered() -> None:
+    """A new leader's every peer has had no tick of silence yet: right after an election, a
+    voter that was down counted as answering for an election timeout, and a removal could
+    stop the cluster as before (found by a review). Such a voter is waited for, an election
+    timeout at most, and counts only if it answers meanwhile."""
+    leader = _Leader("abc")
+    leader.not_heard_yet("c")
+    assert successor(leader.core) == "b"  # type: ignore[arg-type]
+    refused = leader.change(ConfChangeKind.REMOVE, "b")
+    assert refused is not None and refused.code == "no_quorum", refused
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.transfer("c"))
+    assert caught.value.code == "unreachable"
+
+    async def answers_meanwhile() -> None:
+        progress = leader.core.progress["c"]
+        asyncio.get_running_loop().call_later(0.03, setattr, progress, "answered", True)
+        await leader.service.change(ConfChangeKind.REMOVE, "b")
+
+    asyncio.run(answers_meanwhile())
+    assert leader.proposed == [ConfChange(ConfChangeKind.REMOVE, "b")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,9 @@ class Client(EndpointsClient[Response]):
         #: they were added in, which is theirs: the oldest is the first key, found in O(1)).
         self._in_flight: dict[int, None] = {}
         self._registering = asyncio.Lock()
-        #: Set (and replaced) whenever a write ends: see _within_window.
-        self._window_moved = asyncio.Event()
+        #: Writes waiting for the window (_within_window), by seq, lowest first: a write
+        #: that ends wakes only those the window now takes.
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.tracing = global_tracing("quicraft.client")
 
     @property
@@ -184,8 +186,8 @@ class Client(EndpointsClient[Response]):
             raise
         finally:
             del self._in_flight[seq]
-            self._window_moved.set()  # the writes waiting for the window look again
-            self._window_moved = asyncio.Event()
+            if self._waiting:
+                self._open_window()
 
     async def _within_window(self, seq: int, deadline: float) -> None:
         """Wait until `seq` is less than SEQ_WINDOW above the oldest write still waiting.
@@ -196,16 +198,27 @@ class Client(EndpointsClient[Response]):
         node, and the caller would get bad_request for a write that was applied."""
         if seq - next(iter(self._in_flight)) < SEQ_WINDOW:
             return  # the usual case: no timer to set
+        admitted = asyncio.get_running_loop().create_future()
+        self._waiting.append((seq, admitted))  # seqs rise: the deque stays in order
         try:
             async with asyncio.timeout_at(deadline):
-                while seq - next(iter(self._in_flight)) >= SEQ_WINDOW:
-                    await self._window_moved.wait()
+                await admitted
         except TimeoutError:
             raise ClientError(
                 "timeout",
                 f"gave up after {self.timeout:g}s: {SEQ_WINDOW} older writes of this client "
                 "were still unanswered (this one was not sent)",
             ) from None
+
+    def _open_window(self) -> None:
+        """Wake the waiting writes the window takes now that the oldest may have moved:
+        the oldest write in flight never waits, so one is always in flight while any waits,
+        and the oldest only rises, so a write woken stays inside the window."""
+        limit = next(iter(self._in_flight), self._seq + 1) + SEQ_WINDOW
+        while self._waiting and self._waiting[0][0] < limit:
+            _, admitted = self._waiting.popleft()
+            if not admitted.done():  # not given up (timed out, cancelled)
+                admitted.set_result(None)
 
     async def call(
         self,

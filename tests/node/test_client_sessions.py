@@ -131,6 +131,30 @@ def test_newer_writes_wait_rather_than_push_out_the_result_of_one_awaited(
     asyncio.run(scenario())
 
 
+def test_a_write_that_gave_up_waiting_for_the_window_is_not_woken_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that times out waiting for the window leaves its place among the waiting
+    behind: the write that ends next, with none left in flight, wakes nobody and ends well
+    (a first version of the wake-up in seq order looked for an oldest write there was not)."""
+    monkeypatch.setattr(client_module, "SEQ_WINDOW", 1)
+
+    async def scenario() -> None:
+        cluster = _Cluster(KVStore(), lose=1)
+        client = Client([("10.0.0.1", 7400)], cast(Any, None), timeout=0.05)
+        client.call = cluster.call  # type: ignore[method-assign]
+        first = asyncio.create_task(client.kv.incr("n"))
+        await asyncio.sleep(0.01)
+        with pytest.raises(ClientError, match="this one was not sent") as caught:
+            await client.kv.set("k", b"v")
+        assert caught.value.code == "timeout"
+        cluster.release.set()
+        assert await first == 1
+        assert "k" not in cluster.store.keys("")
+
+    asyncio.run(scenario())
+
+
 def test_a_write_refused_for_an_idle_session_goes_again_under_a_new_one() -> None:
     """A client idle for longer than the session timeout: its next write is refused by the
     log, so not applied, and is sent again under a new session. Before, the caller got

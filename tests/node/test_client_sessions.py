@@ -7,6 +7,7 @@ import asyncio
 from typing import Any, cast
 
 import pytest
+from test_client_give_up import FakeConnection
 
 from quicraft.client import Client, ClientError
 from quicraft.client import client as client_module
@@ -219,20 +220,6 @@ class _Scripted:
         return await self._inbox.get()
 
 
-class _Connection:
-    closed = False
-    ended = False
-
-    def silent_for(self) -> float:
-        return 0.0
-
-    def probe(self) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        self.closed = True
-
-
 @pytest.mark.parametrize(
     ("script", "maybe_proposed"),
     [
@@ -250,7 +237,7 @@ def test_a_call_counts_the_attempts_that_may_have_been_proposed(
     monkeypatch.setattr(Retry, "pause", lambda retry: asyncio.sleep(0))
 
     async def open_fake(address: Any, identity: Any, codec: Any) -> Channel[Any]:
-        return Channel(cast(Any, _Connection()), cast(Any, _Scripted(script)), codec)
+        return Channel(cast(Any, FakeConnection()), cast(Any, _Scripted(script)), codec)
 
     monkeypatch.setattr(Channel, "open", staticmethod(open_fake))
 

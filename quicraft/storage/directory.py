@@ -168,10 +168,13 @@ def _check_version(db: plyvel.DB, path: Path, existing: bool) -> None:
 
 
 def _holds_our_records(db: plyvel.DB) -> bool:
-    """Whether the hard state, the snapshot record or the first log entry is there with a
-    checksum of ours: then the store lost its version record, it is not another program's."""
-    with db.iterator(prefix=rec.ENTRY_PREFIX, verify_checksums=True) as entries:
-        records = [next(entries, (rec.ENTRY_PREFIX, None))]
+    """Whether the hard state, the snapshot record, the first log entry or the first
+    metadata record (all a node that never joined holds) is there with a checksum of ours:
+    then the store lost its version record, it is not another program's."""
+    records = []
+    for prefix in (rec.ENTRY_PREFIX, rec.META_PREFIX):
+        with db.iterator(prefix=prefix, verify_checksums=True) as found:
+            records.append(next(found, (prefix, None)))
     for key in (rec.HARD_STATE_KEY, rec.SNAPSHOT_KEY):
         records.append((key, db.get(key, verify_checksums=True)))
     for key, value in records:

@@ -550,13 +550,18 @@ def test_another_programs_leveldb_is_refused(tmp_path: Path) -> None:
         LevelDBStorage(tmp_path)
 
 
-@pytest.mark.parametrize("kept", [rec.HARD_STATE_KEY, rec.SNAPSHOT_KEY, rec.entry_key(11)])
+@pytest.mark.parametrize(
+    "kept", [rec.HARD_STATE_KEY, rec.SNAPSHOT_KEY, rec.entry_key(11), rec.meta_key(b"owner")]
+)
 def test_a_store_that_lost_its_version_record_is_named_as_damaged_not_foreign(
     tmp_path: Path, kept: bytes
 ) -> None:
     """Found by an audit: it was "not a quicraft data directory (a foreign LevelDB
-    database)", which sends the operator looking for the right directory."""
+    database)", which sends the operator looking for the right directory. (A node started
+    with --no-bootstrap and never added holds only metadata.)"""
     make_store(tmp_path)
+    with LevelDBStorage(tmp_path) as store:
+        store.put_meta("owner", b"someone")
     keys = stored_keys(tmp_path, b"")
     tamper(tmp_path, lambda db: [db.delete(key) for key in keys if key != kept])
     with pytest.raises(CorruptionError) as caught:

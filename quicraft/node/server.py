@@ -70,7 +70,7 @@ from quicraft.core import (
 )
 from quicraft.discovery import announce_addresses
 from quicraft.statemachine import KVStore
-from quicraft.storage import LevelDBStorage, check_hard_state
+from quicraft.storage import LevelDBStorage, StorageError, check_hard_state
 from quicraft.telemetry import Readings, Telemetry, start_telemetry
 from quicraft.transport import (
     ALPN_CLIENT,
@@ -517,7 +517,7 @@ class Node:
         in storage meta as soon as the store knows it."""
         cid = self.kv.cluster_id
         if cid is not None and cid != self._stored_cluster_id:
-            self.storage.put_meta(CLUSTER_ID_KEY, cid.encode("ascii"))
+            self._put_meta(CLUSTER_ID_KEY, cid.encode("ascii"))
             self._stored_cluster_id = cid
         return cid or self._stored_cluster_id
 
@@ -557,11 +557,20 @@ class Node:
         return None
 
     def _save_ids(self, key: str, ids: Iterable[NodeId]) -> None:
-        self.storage.put_meta(key, cbor2.dumps(sorted(ids)))
+        self._put_meta(key, cbor2.dumps(sorted(ids)))
 
     def _save_addresses(self) -> None:
         encoded = {k: list(v) for k, v in sorted(self.pool.addresses.items())}
-        self.storage.put_meta(ADDRESSES_KEY, cbor2.dumps(encoded))
+        self._put_meta(ADDRESSES_KEY, cbor2.dumps(encoded))
+
+    def _put_meta(self, key: str, value: bytes) -> None:
+        """Store this node's metadata. A write that fails (a full disk) stops the node as a
+        failing Raft write does, with one line: the callers are handlers of hellos, requests
+        and timers, where the error would end as a logged traceback and the node go on."""
+        try:
+            self.storage.put_meta(key, value)
+        except StorageError as err:
+            self.raft.fail(err)
 
     # -- transport callbacks ---------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 from inprocess import Nodes, nodes_in, until
 
 from quicraft.node import Node, NodeSettings, NodeStopped
+from quicraft.storage import StorageError
 from quicraft.transport import TransportError
 
 
@@ -179,5 +180,27 @@ def test_leader_says_which_node_leads_as_each_node_sees_it(tmp_path: Path) -> No
             await until(lambda: all(node.leader == leader.id for node in founders))
             await nodes.stop(leader)
             assert leader.leader is None  # a stopped node knows no leader
+
+    asyncio.run(scenario())
+
+
+def test_a_metadata_write_that_fails_stops_the_node_with_the_error(tmp_path: Path) -> None:
+    """A full disk met by the write of the address book in a hello's handler ended as a
+    logged traceback there, and the node went on (found by the nemesis test in CI). Now it
+    stops as a failing Raft write stops it, with that error."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1", "n2"]) as nodes:
+            founders = [nodes.node("n1", peers=["n2"]), nodes.node("n2", peers=["n1"])]
+            await asyncio.gather(*(node.start() for node in founders))
+            full = founders[0]
+
+            def no_space(key: str, value: bytes) -> None:
+                raise StorageError(f"{full.settings.data_dir}: write failed: No space left")
+
+            full.storage.put_meta = no_space  # type: ignore[method-assign]
+            full._save_addresses()  # as a hello's handler does
+            with pytest.raises(StorageError, match="No space left"):
+                await asyncio.wait_for(full.wait(), 10)
 
     asyncio.run(scenario())

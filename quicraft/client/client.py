@@ -175,9 +175,11 @@ class Client(EndpointsClient[Response]):
         seq = self._seq
         self._in_flight[seq] = None
         try:
-            await self._within_window(seq, deadline)
-            # `ack`: the node may forget our results below the oldest write still waiting.
             oldest = next(iter(self._in_flight))
+            if seq - oldest >= SEQ_WINDOW:  # rare: that many writes of this client unanswered
+                await self._within_window(seq, deadline)
+                oldest = next(iter(self._in_flight))
+            # `ack`: the node may forget our results below the oldest write still waiting.
             request = {**args, "session": session, "seq": seq, "ack": oldest}
             return await self.call(op, request, deadline, attempts)
         except ClientError as err:
@@ -196,8 +198,6 @@ class Client(EndpointsClient[Response]):
         that, refusing a later retry of its seq: without this wait, a write whose answer was
         lost could have its result dropped by newer writes before its retry reached the
         node, and the caller would get bad_request for a write that was applied."""
-        if seq - next(iter(self._in_flight)) < SEQ_WINDOW:
-            return  # the usual case: no timer to set
         admitted = asyncio.get_running_loop().create_future()
         self._waiting.append((seq, admitted))  # seqs rise: the deque stays in order
         try:

@@ -292,13 +292,12 @@ class MgmtService:
                 raise self._not_leader(core.leader)
             answering, unknown = set(), False
             for node in nodes:
-                pr = core.progress.get(node)
                 if node == self.node.id or (
-                    pr is not None and pr.answered and self._heard(core, node)
+                    self._heard(core, node) and core.progress[node].answered
                 ):
                     answering.add(node)
-                elif pr is not None and self._heard(core, node):
-                    unknown = True
+                elif self._heard(core, node):
+                    unknown = True  # not heard from yet, nor silent for an election timeout
             if not unknown or loop.time() >= known_by:
                 return answering
             await asyncio.sleep(self.node.timings.tick_ms / 1000)

@@ -549,16 +549,26 @@ class MgmtService:
 
     async def _check_unformed(self, node: NodeId, address: str, earlier: Hello | None) -> None:
         """Refuse a node that is a member of a cluster already, as its hello on the new
-        connection says (waited for up to HELLO_WAIT_S; without one, it is added). Its log is
-        another cluster's: it would refuse our leader's messages and stay a learner that never
-        catches up, or, of a cluster restored from our backup, mix two histories."""
+        connection says (waited for up to HELLO_WAIT_S). Its log is another cluster's: it
+        would refuse our leader's messages and stay a learner that never catches up, or, of
+        a cluster restored from our backup, mix two histories. Without a new hello, the last
+        one heard decides: it may be of the node's run before its data was deleted, so that
+        refusal says to try again; a node never heard from is added."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HELLO_WAIT_S
         while (hello := self._hellos().get(node)) is earlier and loop.time() < deadline:
             await asyncio.sleep(self.node.timings.tick_ms / 1000)
-        if hello is earlier or hello is None or not hello.formed:
+        if hello is None or not hello.formed:
             return
         which = f" (cluster id {hello.cluster_id})" if hello.cluster_id else ""
+        if hello is earlier:
+            raise MgmtFailed(
+                "bad_request",
+                f"{node} at {address} said no hello in {HELLO_WAIT_S:g}s, and its last one "
+                f"said it holds the data of a cluster{which}",
+                hint="if it was started again empty since, try again; otherwise stop it, "
+                "delete its data directory and start it with --no-bootstrap",
+            )
         raise MgmtFailed(
             "bad_request",
             f"{node} at {address} holds the data of a cluster{which}: only a node started "

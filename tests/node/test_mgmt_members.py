@@ -18,6 +18,7 @@ from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 from quicraft.client import MgmtError, connect
 from quicraft.core import ConfChange, ConfChangeKind, Membership, Role
 from quicraft.node import PRESETS, NodeSettings, RemovedFromCluster
+from quicraft.node import mgmt as mgmt_module
 from quicraft.node.mgmt import MgmtFailed, MgmtService
 from quicraft.node.runtime import successor
 from quicraft.node.server import Node
@@ -324,7 +325,7 @@ class _Leader:
         self.proposed: list[ConfChange] = []
         #: Each peer's latest hello; `nodes`: who answers a dial at a port, and its hello.
         self.hellos: dict[str, Hello] = {}
-        self.nodes: dict[int, tuple[str, Hello]] = {}
+        self.nodes: dict[int, tuple[str, Hello | None]] = {}  # None: says no hello
         self.core = SimpleNamespace(
             id="a",
             role=Role.LEADER,
@@ -364,8 +365,8 @@ class _Leader:
         if where[1] not in self.nodes:
             raise TransportError(f"{where} is unreachable: [Errno 111] Connection refused")
         node, hello = self.nodes[where[1]]
-        # Its hello comes a moment after the connection, on a stream of its own.
-        asyncio.get_running_loop().call_later(0.05, self.hellos.__setitem__, node, hello)
+        if hello is not None:  # it comes a moment after the connection, on a stream of its own
+            asyncio.get_running_loop().call_later(0.05, self.hellos.__setitem__, node, hello)
         return node
 
     def _transfer(self, target: str) -> None:
@@ -462,6 +463,32 @@ def test_a_node_that_holds_a_clusters_data_is_not_added() -> None:
     added = asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
     assert added["node"] == "e"
     assert leader.proposed == [ConfChange(ConfChangeKind.ADD_LEARNER, "e")]
+
+
+def test_a_node_whose_last_hello_said_formed_is_not_added_without_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no hello on the new connection in time, add-member added the node whatever its
+    last hello said (found by a review): one that said it holds a cluster's data became a
+    learner all the same. The last hello now decides; a node never heard from is added."""
+    monkeypatch.setattr(mgmt_module, "HELLO_WAIT_S", 0.2)
+    leader = _Leader("abc")
+    formed = Hello("127.0.0.1:7405", formed=True, cluster_id="ab12" * 8)
+    leader.hellos["e"] = formed
+    leader.nodes[7405] = ("e", formed)  # the same hello: nothing new is said
+    with pytest.raises(MgmtFailed) as caught:
+        asyncio.run(leader.service.add_member("127.0.0.1:7405", learner=True))
+    assert caught.value.code == "bad_request", caught.value
+    assert caught.value.message == (
+        f"e at 127.0.0.1:7405 said no hello in 0.2s, and its last one said it holds the data "
+        f"of a cluster (cluster id {'ab12' * 8})"
+    )
+    assert caught.value.hint and "try again" in caught.value.hint
+    assert leader.proposed == []
+    leader.nodes[7406] = ("f", None)
+    added = asyncio.run(leader.service.add_member("127.0.0.1:7406", learner=True))
+    assert added["node"] == "f"
+    assert leader.proposed == [ConfChange(ConfChangeKind.ADD_LEARNER, "f")]
 
 
 def test_leadership_goes_only_to_a_voter_that_answers() -> None:

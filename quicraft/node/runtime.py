@@ -59,6 +59,7 @@ from quicraft.storage import CorruptionError, Storage, StorageError
 from quicraft.telemetry import NO_METRICS, Telemetry
 from quicraft.transport.deadlines import Deadlines
 
+from .memory import give_back_freed_memory
 from .raft_trace import RaftTrace
 from .settings import Timings
 
@@ -445,6 +446,7 @@ class RaftNode:
         if self.on_snapshot is not None:
             self.on_snapshot(core.log.snapshot, False)
         _answer_snapshot_requests(taking.requests, self.snapshot_index)
+        self._give_back_memory()
 
     def _snapshot_base(self) -> int:
         """Where this node's snapshot period starts: its last snapshot, or before the first
@@ -566,6 +568,12 @@ class RaftNode:
         if self.on_snapshot is not None:
             self.on_snapshot(snapshot, True)
         self._wake_applied(snapshot.meta.index)
+        self._give_back_memory()
+
+    def _give_back_memory(self) -> None:
+        """A snapshot taken or installed has just freed the log it covers, the encoder's
+        pieces or the state it replaced: hand that back (node/memory.py), off the loop."""
+        asyncio.get_running_loop().run_in_executor(None, give_back_freed_memory)
 
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed `entries` in order and answer their proposers."""

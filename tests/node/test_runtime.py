@@ -25,6 +25,8 @@ from quicraft.core import (
     SnapshotMeta,
 )
 from quicraft.node import NodeStopped, ProposalLost, RaftNode, RequestTimeout, Timings
+from quicraft.node import runtime as runtime_module
+from quicraft.node.memory import give_back_freed_memory
 from quicraft.node.runtime import _Writer, is_fresh
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.statemachine import kv as kv_module
@@ -608,3 +610,42 @@ def test_a_follower_stops_on_a_snapshot_it_cannot_read_and_keeps_its_state() -> 
         assert state.snapshot() == before
 
     asyncio.run(scenario())
+
+
+def test_the_memory_a_snapshot_frees_is_given_back_from_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With 300 values of 1 MiB, a leader's RSS was 1.4-1.5 GB after taking a snapshot, for
+    0.63 GB of objects: malloc kept the freed log entries and encoder pieces. 0.72 GB with
+    them given back."""
+    assert give_back_freed_memory()  # glibc, as on the machines the nodes run on
+    calls: list[str] = []
+
+    def recorded() -> bool:
+        calls.append(threading.current_thread().name)
+        return True
+
+    monkeypatch.setattr(runtime_module, "give_back_freed_memory", recorded, raising=False)
+
+    async def called() -> None:
+        for _ in range(500):
+            if calls:
+                return
+            await asyncio.sleep(0.01)
+
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        await leader.propose(command("set", key="a", value=b"1"), 5)
+        await leader.snapshot()
+        await called()
+        assert calls and calls[0] != threading.current_thread().name  # taken
+        calls.clear()
+        follower = _a_follower(KVStore())
+        running = asyncio.create_task(follower.run())
+        follower.receive(_snapshot_message(leader.core.log.snapshot.data, 2))  # type: ignore[union-attr]
+        await called()
+        assert calls and calls[0] != threading.current_thread().name  # installed
+        follower.stop()
+        await running
+
+    asyncio.run(with_cluster(scenario))

@@ -5,7 +5,9 @@ Rules of this file:
   the loop's thread; only the storage write runs in a worker thread, and it touches nothing
   but the Ready it was given.
 - The Ready contract (core/ready.py) in order: send `messages` at once; persist; only then send
-  `persisted_messages`, install the snapshot and apply; then `advance`. While a write is on
+  `persisted_messages`, install the snapshot and apply; then `advance`. A received snapshot
+  is decoded in a worker thread, like the write, and nothing after it is applied before it
+  is installed. While a write is on
   disk the core keeps taking messages and proposals, and they go into the next Ready — that
   is the group commit: everything that arrived during one fsync is written by the next one.
 - A proposer learns its result only when its entry is applied; an entry of another term at
@@ -52,11 +54,12 @@ from quicraft.core import (
     SoftState,
     bootstrap_state,
 )
-from quicraft.statemachine import StateMachine, snapshot_encoder
+from quicraft.statemachine import StateMachine, snapshot_encoder, snapshot_installer
 from quicraft.storage import CorruptionError, Storage, StorageError
 from quicraft.telemetry import NO_METRICS, Telemetry
 from quicraft.transport.deadlines import Deadlines
 
+from .memory import give_back_freed_memory
 from .raft_trace import RaftTrace
 from .settings import Timings
 
@@ -443,6 +446,7 @@ class RaftNode:
         if self.on_snapshot is not None:
             self.on_snapshot(core.log.snapshot, False)
         _answer_snapshot_requests(taking.requests, self.snapshot_index)
+        self._give_back_memory()
 
     def _snapshot_base(self) -> int:
         """Where this node's snapshot period starts: its last snapshot, or before the first
@@ -530,7 +534,7 @@ class RaftNode:
         if rd.soft_state is not None:
             self._soft_state_changed(rd.soft_state)
         if rd.snapshot is not None:
-            self._install(rd.snapshot)
+            await self._install(rd.snapshot)
         self._apply(rd.committed_entries[len(ready_now) :])
         for rs in rd.read_states:
             read = self._reads.pop(rs.context, None)
@@ -544,12 +548,17 @@ class RaftNode:
             if self._counting and m.type is MessageType.APPEND and m.entries:
                 self.metrics.append_batch_size.record(len(m.entries))
 
-    def _install(self, snapshot: Snapshot) -> None:
-        """Replace the state machine with the leader's `snapshot`."""
+    async def _install(self, snapshot: Snapshot) -> None:
+        """Replace the state machine with the leader's `snapshot`. It is decoded in a thread
+        of the default executor (about half a second for 300 MB, which on the loop kept the
+        node from answering anyone), and made the state here; the Ready that brought it,
+        and the entries after it, wait meanwhile, as they wait for a write."""
         parent, self._snapshot_parent = self._snapshot_parent, None
         trace = self.trace
         span = trace.span("raft.snapshot.install", snapshot.meta.index, parent) if trace else None
-        self.state_machine.restore(snapshot.data)
+        prepare = partial(snapshot_installer, self.state_machine, snapshot.data)
+        install = await asyncio.get_running_loop().run_in_executor(None, prepare)
+        install()
         self.snapshot_index = snapshot.meta.index
         if span is not None:
             span.end()
@@ -559,6 +568,12 @@ class RaftNode:
         if self.on_snapshot is not None:
             self.on_snapshot(snapshot, True)
         self._wake_applied(snapshot.meta.index)
+        self._give_back_memory()
+
+    def _give_back_memory(self) -> None:
+        """A snapshot taken or installed has just freed the log it covers, the encoder's
+        pieces or the state it replaced: hand that back (node/memory.py), off the loop."""
+        asyncio.get_running_loop().run_in_executor(None, give_back_freed_memory)
 
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed `entries` in order and answer their proposers."""

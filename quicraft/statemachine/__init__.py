@@ -10,7 +10,14 @@ Exceptions:
 bytes it is given: a malformed command is a no-op whose result is a bad_request error.
 """
 
-from .base import Result, StateMachine, error_result, is_error, snapshot_encoder
+from .base import (
+    Result,
+    StateMachine,
+    error_result,
+    is_error,
+    snapshot_encoder,
+    snapshot_installer,
+)
 from .commands import (
     ADDRESS_OP,
     FOUND_OP,
@@ -60,5 +67,6 @@ __all__ = [
     "error_result",
     "is_error",
     "snapshot_encoder",
+    "snapshot_installer",
     "with_new_cluster_id",
 ]

@@ -11,6 +11,11 @@ Rules:
   encodes that copy into exactly what snapshot() would have returned. The node calls
   capture() on its event loop and the function in another thread while `apply` goes on, so
   the copy must share nothing that `apply` changes in place (snapshot_encoder below).
+- It may also offer `prepare(data)`: restore() in two steps, the decoding and checking
+  (ValueError, the state untouched, if `data` is invalid) from any thread, touching nothing
+  of the state, and the function it returns, which makes it the state, where `apply` is
+  called. The node prepares a snapshot from the leader in a worker thread
+  (snapshot_installer below), so that its loop goes on while a large one is decoded.
 """
 
 from __future__ import annotations
@@ -72,3 +77,13 @@ def snapshot_encoder(state_machine: StateMachine) -> Callable[[], bytes]:
         return capture()
     data = state_machine.snapshot()
     return lambda: data
+
+
+def snapshot_installer(state_machine: StateMachine, data: bytes) -> Callable[[], None]:
+    """To call from any thread: what makes snapshot `data` the state of `state_machine`, to
+    call where `apply` is called; its prepare(data) if it has one (which raises ValueError
+    here if `data` is invalid), else its restore(data) to be made then."""
+    prepare: Callable[[bytes], Callable[[], None]] | None = getattr(state_machine, "prepare", None)
+    if prepare is not None:
+        return prepare(data)
+    return lambda: state_machine.restore(data)

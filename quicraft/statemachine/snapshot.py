@@ -21,7 +21,9 @@ Rules:
   one call held the GIL for 0.9 s, long enough for the followers to start an election.
 - decode_snapshot checks every field, type and invariant and raises ValueError naming what is
   wrong: a snapshot may come off the network or an old disk, and a half-valid one must never
-  become the state.
+  become the state. It decodes a key (or a session) per cbor2 call, for the same reason as
+  the encoder: a follower decodes the leader's snapshot in a worker thread, and 300 MB in
+  one call held the GIL, and so the node's loop, for half a second.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from operator import itemgetter
 
 import cbor2
 
-from ._cbor import canonical_order, strict_loads
+from ._cbor import canonical_order, strict_loads_in_pieces
 from .base import Result
 from .commands import MAX_ADDRESS, MAX_NAME, MAX_NODE_ID
 from .sessions import Session
@@ -178,7 +180,7 @@ def decode_snapshot(data: bytes) -> SnapshotState:
 def _decode(data: bytes) -> SnapshotState:
     if not isinstance(data, bytes) or not data:
         raise ValueError("empty or not bytes")
-    state = strict_loads(data, max_depth=8)
+    state = strict_loads_in_pieces(data, max_depth=8)
     if not isinstance(state, dict) or set(state) - _OPTIONAL != _FIELDS:
         raise ValueError(f"expected a map with the fields {', '.join(sorted(_FIELDS))}")
     cluster_id = state.get("cid")

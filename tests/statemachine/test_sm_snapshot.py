@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
 import cbor2
 import pytest
 from hypothesis import given
@@ -122,6 +125,35 @@ def test_large_values_are_encoded_a_few_at_a_time(monkeypatch: pytest.MonkeyPatc
     state = cbor2.loads(data)
     assert [len(row[1]) for row in state["keys"][1:-1]] == sizes  # between "a" and "n"
     assert cbor2.dumps(state, canonical=True) == data
+
+
+def test_a_snapshot_is_decoded_a_key_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for encoding: 300 values of 1 MiB decoded in one cbor2 call held the GIL, and so a
+    # follower's loop while a worker thread decoded the leader's snapshot, for half a second.
+    store = _busy_store()
+    for n in range(6):
+        store.apply(8 + n, encode_command("set", {"key": f"k{n}", "value": b"v" * 100_000}, 100))
+    data = store.snapshot()
+    decoded: list[int] = []  # the bytes each call decoded
+    real = cbor2.CBORDecoder
+
+    class Measured:  # cbor2's decoder cannot be subclassed
+        def __init__(self, fp: io.BytesIO, **options: Any) -> None:
+            self.fp, self.decoder = fp, real(fp, **options)
+
+        def decode(self) -> object:
+            start = self.fp.tell()
+            item = self.decoder.decode()
+            decoded.append(self.fp.tell() - start)
+            return item
+
+    monkeypatch.setattr(cbor2, "CBORDecoder", Measured)  # the module _cbor calls
+    copy = KVStore()
+    copy.restore(data)
+    monkeypatch.undo()
+    assert len(data) - 3 == sum(decoded)  # all but the heads of the map, keys and sessions
+    assert max(decoded) <= 100_000 + 20  # a key with its value and revision
+    assert _state(copy) == _state(store) and copy.snapshot() == data
 
 
 @pytest.mark.parametrize("length", [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32])

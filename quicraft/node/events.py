@@ -169,9 +169,10 @@ class EventJournal:
     def start(self, index: int) -> None:
         """The node starts with its state machine at `index`: nothing before it is known.
 
-        (The service may take subscriptions a moment before: they are held to this too.)"""
+        (The service takes subscriptions while the node starts: one whose since is below
+        this ends with compacted; a live one goes on, its "now" being this start.)"""
         self.floor = max(self.floor, log_position(index))
-        self._skip_to(index)
+        self._skip_to(index, live_too=False)
 
     def advance(self, index: int) -> None:
         """Log `index` was applied (whether or not it made an event)."""
@@ -215,11 +216,15 @@ class EventJournal:
         if index > self.applied:
             self._skip_to(index)
 
-    def _skip_to(self, index: int) -> None:
+    def _skip_to(self, index: int, live_too: bool = True) -> None:
+        """Replicated events up to `index` will never be recorded: end the subscribers that
+        would miss some (those with no position yet, too, if `live_too`)."""
         self.advance(index)
         self.log_floor = max(self.log_floor, log_position(index))
         for sub in list(self._subscribers):
-            if sub.wants_log_kinds and (sub.after is None or sub.after < self.log_floor):
+            if not sub.wants_log_kinds or (sub.after is None and not live_too):
+                continue
+            if sub.after is None or sub.after < self.log_floor:
                 self._end(sub, self._compacted(sub))
 
     def close(self) -> None:

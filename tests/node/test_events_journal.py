@@ -200,6 +200,22 @@ def test_a_restarted_node_knows_nothing_before_its_snapshot() -> None:
     assert [e.pos for e in read_all(journal, sub)] == [log_position(41)]
 
 
+@pytest.mark.parametrize("snapshot", [0, 40])
+def test_a_live_subscriber_taken_while_the_node_starts_goes_on(snapshot: int) -> None:
+    """The node serves events before its Raft log is open (a fresh one waits for its
+    founders). A live subscriber then was ended with compacted (oldest 0 on a fresh node), and
+    the client, given that one node, raised EventsCompacted for a since=None subscription."""
+    journal = EventJournal()
+    live = subscribe(journal, kinds=frozenset({"kv"}))
+    behind = subscribe(journal, since=log_position(snapshot) - 1) if snapshot else None
+    journal.start(snapshot)
+    assert live.end is None
+    kv(journal, snapshot + 1)
+    assert [e.pos for e in read_all(journal, live)] == [log_position(snapshot + 1)]
+    if behind is not None:  # a since below what it knows still ends: it would miss events
+        assert behind.end is not None and behind.end.code == "compacted"
+
+
 def test_a_snapshot_install_ends_only_subscribers_of_replicated_kinds() -> None:
     journal = EventJournal()
     kv(journal, 1)

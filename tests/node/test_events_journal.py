@@ -27,6 +27,7 @@ from quicraft.node import PRESETS, RaftNode
 from quicraft.node.event_feed import EventFeed
 from quicraft.node.event_service import EventService
 from quicraft.node.events import (
+    BATCH_BYTES,
     PROGRESS_EVERY,
     EventJournal,
     Subscriber,
@@ -425,6 +426,38 @@ def test_a_slow_subscriber_gets_an_end_frame_and_memory_stays_bounded() -> None:
         last = stream.frames()[-1]
         assert isinstance(last, EventStreamEnd) and last.code == "slow_subscriber"
         assert stream.ended and len(stream.written) == 2 and journal.subscribers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_waiting_to_drain_is_bounded_in_bytes() -> None:
+    """A batch was 256 events whatever their size: a subscriber of 500 KiB values had 128 MiB
+    waiting in its send buffer, and every subscriber a copy of its own."""
+
+    class Acknowledging(FakeStream):
+        def __init__(self, *frames: bytes) -> None:
+            super().__init__(*frames)
+            self.acked = asyncio.Event()
+
+        async def drain(self) -> None:
+            await self.acked.wait()
+
+    async def scenario() -> None:
+        journal = EventJournal()
+        stream = Acknowledging(encode_subscribe())
+        task = await serve(EventService(journal), stream)
+        for index in range(1, 101):
+            kv(journal, index, value=b"x" * 500_000)
+        await asyncio.sleep(0.01)
+        assert 1 <= len(stream.written) <= 1 + BATCH_BYTES // 500_000
+        stream.acked.set()
+        async with asyncio.timeout(5):  # the rest goes out, a batch per drain, none lost
+            while len(stream.written) < 100:
+                await asyncio.sleep(0.01)
+        assert [f.pos for f in stream.frames()] == [log_position(i) for i in range(1, 101)]
+        stream.incoming.append(None)
+        stream.arrived.set()
+        await asyncio.wait_for(task, 1)
 
     asyncio.run(scenario())
 

@@ -17,7 +17,8 @@ Rules:
   and from another thread while a call runs: it closes the client in the running loop,
   which ends that call (an events() loop finishes), then the loop.
 - A client dropped or left open at exit is closed by a finalizer (its tasks would be
-  "destroyed but pending"), with a ResourceWarning as for an unclosed file.
+  "destroyed but pending"), with a ResourceWarning as for an unclosed file; it is closed
+  from then on, for an events() iterator collected after it too.
 - events() is the async subscription stepped one event at a time in the same private loop:
   nothing runs between two steps (no reconnecting, no reading ahead), so a slow script may be
   cut off as a slow subscriber and resume from its last position, missing nothing. Leaving
@@ -155,7 +156,9 @@ class SyncClient:
         Raises what it raises, ClientError closed once closed, and RuntimeError inside a
         running event loop."""
         try:
-            if self._closed:
+            # Closed, or by its finalizer at exit (a script that did not close it: its events
+            # iterator, collected after, must find it closed, not its loop gone).
+            if self._closed or not self._finalizer.alive:
                 raise ClientError("closed", CLOSED)
             refuse_in_a_running_loop()
             self._turn.acquire()  # another thread's call first (Ctrl-C interrupts the wait)

@@ -11,7 +11,7 @@ Rules of this file:
 - Backpressure: after each batch the stream is drained (little enough unacknowledged). While
   it waits the subscriber is `blocked`, and the journal cuts it off (slow_subscriber) if it
   falls too far behind or the ring drops what it has not sent: the wait is cancelled, the
-  end frame written. Memory per subscriber is a cursor and one batch.
+  end frame written. Memory per subscriber is a cursor and one batch (events.BATCH_BYTES).
 - close() (the node is stopping) ends every subscription with shutting_down and gives the
   end frames a moment to leave.
 - Traced: the subscribe is a server span, child of the frame's "tp", that ends once the

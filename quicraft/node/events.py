@@ -23,6 +23,7 @@ Holding:
 Subscribers:
 - A Subscriber is a cursor (the seq of the next record to look at) and holds no events, so
   memory is the ring's whatever the subscribers do. The service reads batches with `read`
+  (at most BATCH_BYTES of events past the first: a batch waits in the stream's send buffer)
   and waits on `wake`.
 - Cut off (slow_subscriber) when the ring drops a record it has not read yet, or when it is
   waiting for its stream to drain (`blocked`) and lags more than max_lag events.
@@ -57,6 +58,10 @@ DEFAULT_MAX_LAG = 10_000
 #: Unwanted events passed over before a subscriber is told how far it got: 1 % of the
 #: default ring, so a resume falls short of what the node holds only after a real gap.
 PROGRESS_EVERY = 1000
+#: Bytes of events one batch holds at most (beyond its first): a subscriber's batch sits in
+#: its stream's send buffer until acknowledged, so without this a slow subscriber of large
+#: values held up to 256 of them (hundreds of MiB), each subscriber its own copy.
+BATCH_BYTES = 1024 * 1024
 _RECORD_OVERHEAD = 160  # bytes an event costs beyond its keys and values (a rough count)
 
 
@@ -169,9 +174,10 @@ class EventJournal:
     def start(self, index: int) -> None:
         """The node starts with its state machine at `index`: nothing before it is known.
 
-        (The service may take subscriptions a moment before: they are held to this too.)"""
+        (The service takes subscriptions while the node starts: one whose since is below
+        this ends with compacted; a live one goes on, its "now" being this start.)"""
         self.floor = max(self.floor, log_position(index))
-        self._skip_to(index)
+        self._skip_to(index, live_too=False)
 
     def advance(self, index: int) -> None:
         """Log `index` was applied (whether or not it made an event)."""
@@ -215,11 +221,15 @@ class EventJournal:
         if index > self.applied:
             self._skip_to(index)
 
-    def _skip_to(self, index: int) -> None:
+    def _skip_to(self, index: int, live_too: bool = True) -> None:
+        """Replicated events up to `index` will never be recorded: end the subscribers that
+        would miss some (those with no position yet, too, if `live_too`)."""
         self.advance(index)
         self.log_floor = max(self.log_floor, log_position(index))
         for sub in list(self._subscribers):
-            if sub.wants_log_kinds and (sub.after is None or sub.after < self.log_floor):
+            if not sub.wants_log_kinds or (sub.after is None and not live_too):
+                continue
+            if sub.after is None or sub.after < self.log_floor:
                 self._end(sub, self._compacted(sub))
 
     def close(self) -> None:
@@ -248,15 +258,20 @@ class EventJournal:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
 
-    def read(self, sub: Subscriber, limit: int = 256, scan: int = 4096) -> list[Record]:
-        """Up to `limit` records `sub` wants next (looking at most at `scan`), moving its cursor."""
+    def read(
+        self, sub: Subscriber, limit: int = 256, scan: int = 4096, max_bytes: int = BATCH_BYTES
+    ) -> list[Record]:
+        """Up to `limit` records `sub` wants next (looking at most at `scan`), moving its cursor;
+        fewer once they reach `max_bytes` (at least one): what a batch leaves in the
+        subscriber's send buffer is bounded in bytes, not only in events."""
         first = self._first_seq()
         if sub.cursor < first:
             sub.cursor = first  # only after a cut: the service sees sub.end first
         found: list[Record] = []
+        size = 0
         end = min(self._next_seq, sub.cursor + scan)
         offset = self._start - first
-        while sub.cursor < end and len(found) < limit:
+        while sub.cursor < end and len(found) < limit and size < max_bytes:
             held = self._items[sub.cursor + offset]
             seq = sub.cursor
             sub.cursor += 1
@@ -268,6 +283,7 @@ class EventJournal:
                 sub.after = event.pos
                 sub.passed = 0
                 found.append(Record(seq, event))
+                size += self._sizes[seq + offset]
             else:
                 sub.passed += 1
                 sub.passed_to = event.pos

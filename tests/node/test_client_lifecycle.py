@@ -414,3 +414,27 @@ def test_a_sync_client_left_open_is_closed_at_exit(one_node: Cluster) -> None:
     assert "Task was destroyed" not in done.stderr, done.stderr
     assert "unclosed transport" not in done.stderr and "event loop" not in done.stderr
     assert "ResourceWarning: unclosed quicraft SyncClient of 127.0.0.1:" in done.stderr
+
+
+UNCLOSED_EVENTS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import quicraft
+
+    client = quicraft.connect_sync(sys.argv[1], "t1", certs=sys.argv[2])
+    client.kv.set("unclosed-events/a", "1")
+    events = client.events(kinds=["kv"], prefix="unclosed-events/", since=0)
+    print(next(events).data["key"])
+    """
+)
+
+
+def test_events_of_a_sync_client_left_open_end_quietly_at_exit(one_node: Cluster) -> None:
+    """Before, the events iterator, still held when the script ended, tried to close its
+    subscription in the loop that the client's finalizer had closed already: "Exception
+    ignored ... RuntimeError: Runner is closed" and "coroutine '_close' was never awaited"."""
+    done = run_script(UNCLOSED_EVENTS_SCRIPT, endpoint(one_node), str(one_node.local.certs))
+    assert done.stdout == "unclosed-events/a\n", done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    assert "never awaited" not in done.stderr, done.stderr
+    assert "ResourceWarning: unclosed quicraft SyncClient of 127.0.0.1:" in done.stderr

@@ -27,6 +27,7 @@ from quicraft.node import PRESETS, RaftNode
 from quicraft.node.event_feed import EventFeed
 from quicraft.node.event_service import EventService
 from quicraft.node.events import (
+    BATCH_BYTES,
     PROGRESS_EVERY,
     EventJournal,
     Subscriber,
@@ -198,6 +199,22 @@ def test_a_restarted_node_knows_nothing_before_its_snapshot() -> None:
     sub = subscribe(journal, since=log_position(40))
     kv(journal, 41)
     assert [e.pos for e in read_all(journal, sub)] == [log_position(41)]
+
+
+@pytest.mark.parametrize("snapshot", [0, 40])
+def test_a_live_subscriber_taken_while_the_node_starts_goes_on(snapshot: int) -> None:
+    """The node serves events before its Raft log is open (a fresh one waits for its
+    founders). A live subscriber then was ended with compacted (oldest 0 on a fresh node), and
+    the client, given that one node, raised EventsCompacted for a since=None subscription."""
+    journal = EventJournal()
+    live = subscribe(journal, kinds=frozenset({"kv"}))
+    behind = subscribe(journal, since=log_position(snapshot) - 1) if snapshot else None
+    journal.start(snapshot)
+    assert live.end is None
+    kv(journal, snapshot + 1)
+    assert [e.pos for e in read_all(journal, live)] == [log_position(snapshot + 1)]
+    if behind is not None:  # a since below what it knows still ends: it would miss events
+        assert behind.end is not None and behind.end.code == "compacted"
 
 
 def test_a_snapshot_install_ends_only_subscribers_of_replicated_kinds() -> None:
@@ -409,6 +426,39 @@ def test_a_slow_subscriber_gets_an_end_frame_and_memory_stays_bounded() -> None:
         last = stream.frames()[-1]
         assert isinstance(last, EventStreamEnd) and last.code == "slow_subscriber"
         assert stream.ended and len(stream.written) == 2 and journal.subscribers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_waiting_to_drain_is_bounded_in_bytes() -> None:
+    """A batch was 256 events whatever their size: a subscriber of 500 KiB values had 128 MiB
+    waiting in its send buffer, and every subscriber a copy of its own."""
+
+    class Acknowledging(FakeStream):
+        def __init__(self, *frames: bytes) -> None:
+            super().__init__(*frames)
+            self.acked = asyncio.Event()
+
+        async def drain(self) -> None:
+            await self.acked.wait()
+
+    async def scenario() -> None:
+        journal = EventJournal()
+        stream = Acknowledging(encode_subscribe())
+        task = await serve(EventService(journal), stream)
+        for index in range(1, 101):
+            kv(journal, index, value=b"x" * 500_000)
+        await asyncio.sleep(0.01)
+        assert 1 <= len(stream.written) <= 1 + BATCH_BYTES // 500_000
+        stream.acked.set()
+        async with asyncio.timeout(5):  # the rest goes out, a batch per drain, none lost
+            while len(stream.written) < 100:
+                await asyncio.sleep(0.01)
+        sent = [f.pos if isinstance(f, Event) else f for f in stream.frames()]
+        assert sent == [log_position(i) for i in range(1, 101)]
+        stream.incoming.append(None)
+        stream.arrived.set()
+        await asyncio.wait_for(task, 1)
 
     asyncio.run(scenario())
 

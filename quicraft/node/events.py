@@ -29,6 +29,10 @@ Subscribers:
   waiting for its stream to drain (`blocked`) and lags more than max_lag events.
 - Progress: a subscriber that passes over PROGRESS_EVERY unwanted events since its last frame
   is told how far it got (`progress`), so that it resumes from there, not from its last event.
+  A live subscriber (no since) is told at once where it starts, the position of the newest
+  event this node knows of: without it, a subscriber that lost its node before its first
+  event could only start live again elsewhere, silently missing what happened in between.
+  (One taken while the node starts learns its place from its first event.)
 - A snapshot install that skips entries ends the subscribers that want replicated kinds with
   `compacted` (they would see a gap); the others go on. close() ends all: shutting_down.
 """
@@ -114,6 +118,7 @@ class Subscriber:
         "passed",
         "passed_to",
         "subscription",
+        "untold",
         "wake",
     )
 
@@ -127,6 +132,7 @@ class Subscriber:
         self.on_end: Callable[[], None] | None = None  #: called once the journal ends it
         self.passed = 0  #: unwanted events looked at since the last frame
         self.passed_to = 0  #: the position of the last of them
+        self.untold = False  #: a live subscriber not told its starting position (`after`) yet
 
     def wants(self, event: Event) -> bool:
         sub = self.subscription
@@ -167,6 +173,7 @@ class EventJournal:
         self._local = 0  # the last k used at `applied`
         self.dropped = 0  #: local events dropped for want of a position
         self._subscribers: set[Subscriber] = set()
+        self._started = False
         self._closed = False
 
     # -- feeding ------------------------------------------------------------------------------
@@ -175,9 +182,10 @@ class EventJournal:
         """The node starts with its state machine at `index`: nothing before it is known.
 
         (The service takes subscriptions while the node starts: one whose since is below
-        this ends with compacted; a live one goes on, its "now" being this start.)"""
+        this ends with compacted; a live one goes on, starting here.)"""
         self.floor = max(self.floor, log_position(index))
-        self._skip_to(index, live_too=False)
+        self._started = True
+        self._skip_to(index, starting=True)
 
     def advance(self, index: int) -> None:
         """Log `index` was applied (whether or not it made an event)."""
@@ -221,13 +229,14 @@ class EventJournal:
         if index > self.applied:
             self._skip_to(index)
 
-    def _skip_to(self, index: int, live_too: bool = True) -> None:
+    def _skip_to(self, index: int, starting: bool = False) -> None:
         """Replicated events up to `index` will never be recorded: end the subscribers that
-        would miss some (those with no position yet, too, if `live_too`)."""
+        would miss some. `starting`: nothing before `index` ever happened here, so a live
+        subscriber, which asked for nothing before it subscribed, misses nothing."""
         self.advance(index)
         self.log_floor = max(self.log_floor, log_position(index))
         for sub in list(self._subscribers):
-            if not sub.wants_log_kinds or (sub.after is None and not live_too):
+            if not sub.wants_log_kinds or (starting and sub.subscription.since is None):
                 continue
             if sub.after is None or sub.after < self.log_floor:
                 self._end(sub, self._compacted(sub))
@@ -247,6 +256,8 @@ class EventJournal:
         since = subscription.since
         if since is None:
             sub = Subscriber(subscription, None, self._next_seq)
+            if self._started:  # it starts after every event known here, and is told so
+                sub.after, sub.untold = log_position(self.applied) | self._local, True
         else:
             sub = Subscriber(subscription, since, 0)
             if since < self._oldest(sub):
@@ -282,6 +293,7 @@ class EventJournal:
             if sub.wants(event):
                 sub.after = event.pos
                 sub.passed = 0
+                sub.untold = False
                 found.append(Record(seq, event))
                 size += self._sizes[seq + offset]
             else:
@@ -290,8 +302,12 @@ class EventJournal:
         return found
 
     def progress(self, sub: Subscriber) -> int | None:
-        """The position to tell `sub` it has got to, once it has passed over PROGRESS_EVERY
-        unwanted events since its last frame; else None."""
+        """The position to tell `sub` it has got to: where a live one starts, until an event
+        has told it more, and once it has passed over PROGRESS_EVERY unwanted events since
+        its last frame; else None."""
+        if sub.untold:
+            sub.untold = False
+            return sub.after
         if sub.passed < PROGRESS_EVERY:
             return None
         sub.passed = 0

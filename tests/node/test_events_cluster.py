@@ -325,3 +325,32 @@ def test_since_older_than_a_restarted_node_holds_is_compacted(tmp_path: Path) ->
         cluster.stop()
     assert refusal.code == "compacted" and refusal.oldest and refusal.oldest > 0
     assert after[0].pos > refusal.oldest and after[0].data["key"].startswith("cp/")
+
+
+def test_a_live_subscriber_whose_node_dies_before_any_event_misses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A live subscription had no position before its first event: its node killed, the
+    client subscribed live on the next one once it noticed (an idle timeout later) and
+    silently missed the writes made meanwhile (found by a review). The node now tells it
+    where it starts, and it resumes from there."""
+    cluster = Cluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        leader = cluster.leader()
+        cluster.wait_all_have("probe/leader")  # two nodes can elect once one is gone
+        doomed, other = (n for n in (1, 2, 3) if n != leader)
+
+        async def scenario() -> tuple[list[int], list[Event]]:
+            async with cluster.client(doomed, other) as sub, cluster.client(leader) as writer:
+                events = asyncio.create_task(take(sub, 3, timeout=30, kinds=["kv"], prefix="lv/"))
+                await asyncio.sleep(2)  # subscribed on `doomed` (a connect takes milliseconds)
+                assert not events.done(), events
+                await asyncio.to_thread(cluster.kill, doomed)
+                acked = [await writer.kv.set(f"lv/{i}", b"x") for i in range(3)]
+                return acked, await events
+
+        acked, events = run(scenario())
+    finally:
+        cluster.stop()
+    assert [e.data["revision"] for e in events] == acked

@@ -501,6 +501,35 @@ def test_a_narrow_subscription_is_told_its_progress_and_resumes_from_it() -> Non
     asyncio.run(scenario())
 
 
+def test_a_live_subscription_is_told_where_it_starts_and_resumes_from_there() -> None:
+    """A live subscription (no since) had no position until its first event: cut off before
+    one (its node installed a snapshot, or died), the client subscribed live again on another
+    node and silently missed what happened in between (found by a review). Now it is told
+    where it starts, and resumes from there like any other."""
+
+    async def scenario() -> None:
+        behind, ahead = EventJournal(), EventJournal()  # a lagging node, and one that is not
+        for journal in (behind, ahead):
+            journal.start(0)
+            kv(journal, 1)
+            journal.record_local("term_changed", {"term": 2})
+        stream = FakeStream(encode_subscribe(kinds=["kv"]))
+        task = await serve(EventService(behind), stream)
+        for index in range(2, 5):  # committed while the subscriber waits for its node
+            kv(ahead, index)
+        behind.snapshot_installed(4)  # the lagging node jumps over them
+        await asyncio.wait_for(task, 1)
+        frames = stream.frames()
+        assert [type(f) for f in frames] == [EventProgress, EventStreamEnd], frames
+        start, end = frames
+        assert isinstance(start, EventProgress) and start.pos == log_position(1) + 1
+        assert isinstance(end, EventStreamEnd) and end.code == "compacted"
+        resumed = subscribe(ahead, kinds=frozenset({"kv"}), since=start.pos)
+        assert [index_of(e.pos) for e in read_all(ahead, resumed)] == [2, 3, 4]
+
+    asyncio.run(scenario())
+
+
 def test_bad_subscriptions_compacted_and_shutting_down_end_the_stream() -> None:
     async def scenario() -> None:
         journal = EventJournal()

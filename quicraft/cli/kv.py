@@ -16,6 +16,7 @@ import asyncio
 import base64
 import cmd
 import contextlib
+import io
 import json
 import os
 import shlex
@@ -350,6 +351,11 @@ class _Shell(cmd.Cmd):
             sub.prog = op  # "usage: set [-h] key value", as typed at this prompt
 
     def run(self) -> int:
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            # A line that is not UTF-8 reaches its command as argv's bytes do (os.fsdecode),
+            # where a key refuses it and the shell goes on. Under a strict locale (such as
+            # en_US.UTF-8) reading the line ended the shell with a traceback.
+            sys.stdin.reconfigure(errors="surrogateescape")
         history = _read_history() if self.interactive else None
         try:
             while True:

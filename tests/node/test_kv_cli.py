@@ -161,6 +161,16 @@ def test_shell_script_help_errors_and_exit_status(nowhere: list[str], tmp_path: 
     assert (fine.code, fine.err) == (0, ""), fine  # at the end of its input, too
 
 
+def test_shell_script_with_a_line_not_utf8_refuses_that_line_only(nowhere: list[str]) -> None:
+    """Under a strict locale (en_US.UTF-8, as PYTHONIOENCODING makes it here) a script line
+    that is not UTF-8 ended the shell with a traceback (found by a sweep of the command line)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    shell = quicraft("kv", "shell", *nowhere, stdin=b"get k\xff\nhelp get\n", env=env)
+    assert shell.code == 1, shell
+    assert shell.err.count("\n") == 1 and shell.err.startswith("error: "), shell
+    assert "usage: get" in shell.out  # the next line ran
+
+
 def test_shell_script_stops_on_ctrl_c_with_130(nowhere: list[str]) -> None:
     shell = subprocess.Popen(
         [sys.executable, "-m", "quicraft.cli", "kv", "shell", *nowhere],

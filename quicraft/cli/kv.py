@@ -39,6 +39,7 @@ from .common import (
     endpoints_of,
     fail,
     seconds,
+    utf8_text,
 )
 from .telemetry import add_tracing_arguments, client_tracing
 
@@ -91,7 +92,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the cluster applies it, one per line, until Ctrl-C. Follows the cluster across lost "
         "nodes without gaps or repeats.",
     )
-    watch.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
+    watch.add_argument(
+        "prefix", nargs="?", default="", type=utf8_text, help="key prefix (default: every key)"
+    )
     _add_connection_arguments(watch)
 
 
@@ -108,7 +111,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
         "Print the value of KEY: its text, or 'base64:' and its base64 if it is not UTF-8 "
         "(--json: 'value' or 'value_base64'). Exit status 1 if KEY is not set.",
     )
-    get.add_argument("key")
+    get.add_argument("key", type=utf8_text)
     get.add_argument("--stale", action="store_true", help="read the contacted node's state at once")
     if shell:
         put = add(
@@ -116,7 +119,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
             "Set KEY to VALUE, as typed, and print the revision of the write. A value from "
             "stdin ('-') is for 'quicraft kv set': the shell's stdin holds its commands.",
         )
-        put.add_argument("key")
+        put.add_argument("key", type=utf8_text)
         put.add_argument("value", help="the value")
     else:
         put = add(
@@ -125,18 +128,18 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
             "reads the value from stdin instead: its bytes exactly, a final newline included, "
             f"up to {MAX_VALUE} bytes (1 MiB, the most a node stores).",
         )
-        put.add_argument("key")
+        put.add_argument("key", type=utf8_text)
         put.add_argument("value", help="the value, or '-' to read it from stdin")
     delete = add(
         "del",
         "Delete KEY. Deleting a key that is not set succeeds too (exit 0), and says so on stderr.",
     )
-    delete.add_argument("key")
+    delete.add_argument("key", type=utf8_text)
     incr = add("incr")
-    incr.add_argument("key")
+    incr.add_argument("key", type=utf8_text)
     incr.add_argument("by", nargs="?", type=int, default=1)
     keys = add("keys")
-    keys.add_argument("prefix", nargs="?", default="")
+    keys.add_argument("prefix", nargs="?", default="", type=utf8_text)
     keys.add_argument(
         "--stale", action="store_true", help="read the contacted node's state at once"
     )
@@ -146,7 +149,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
         "EXPECTED is left out, or ''). Exit status 1 if it did not swap.",
     )
     cas.usage = "%(prog)s [-h] key expected new\n       %(prog)s [-h] key new --absent"
-    cas.add_argument("key")
+    cas.add_argument("key", type=utf8_text)
     cas.add_argument("expected", help="the value KEY must hold (left out with --absent)")
     cas.add_argument("new", nargs="?", help="the value to set")
     cas.add_argument("--absent", action="store_true", help="swap only if KEY is unset")

@@ -280,6 +280,10 @@ def _restore(args: argparse.Namespace) -> int:
         if new is not None:
             new.take_back()
         return fail(str(err))
+    except BaseException:  # Ctrl-C: write_restored emptied DIR; the key it was for goes too
+        if new is not None:
+            new.take_back()
+        raise
     info, cluster_id = restored.info, restored.cluster_id
     result = {
         **_info_map(info, args.file),

@@ -111,7 +111,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
         "Print the value of KEY: its text, or 'base64:' and its base64 if it is not UTF-8 "
         "(--json: 'value' or 'value_base64'). Exit status 1 if KEY is not set.",
     )
-    get.add_argument("key", type=utf8_text)
+    get.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
     get.add_argument("--stale", action="store_true", help="read the contacted node's state at once")
     if shell:
         put = add(
@@ -119,7 +119,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
             "Set KEY to VALUE, as typed, and print the revision of the write. A value from "
             "stdin ('-') is for 'quicraft kv set': the shell's stdin holds its commands.",
         )
-        put.add_argument("key", type=utf8_text)
+        put.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
         put.add_argument("value", help="the value")
     else:
         put = add(
@@ -128,18 +128,22 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
             "reads the value from stdin instead: its bytes exactly, a final newline included, "
             f"up to {MAX_VALUE} bytes (1 MiB, the most a node stores).",
         )
-        put.add_argument("key", type=utf8_text)
+        put.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
         put.add_argument("value", help="the value, or '-' to read it from stdin")
     delete = add(
         "del",
         "Delete KEY. Deleting a key that is not set succeeds too (exit 0), and says so on stderr.",
     )
-    delete.add_argument("key", type=utf8_text)
+    delete.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
     incr = add("incr")
-    incr.add_argument("key", type=utf8_text)
-    incr.add_argument("by", nargs="?", type=int, default=1)
+    incr.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
+    incr.add_argument(
+        "by", nargs="?", type=int, default=1, help="what to add, negative too (default: 1)"
+    )
     keys = add("keys")
-    keys.add_argument("prefix", nargs="?", default="", type=utf8_text)
+    keys.add_argument(
+        "prefix", nargs="?", default="", type=utf8_text, help="key prefix (default: every key)"
+    )
     keys.add_argument(
         "--stale", action="store_true", help="read the contacted node's state at once"
     )
@@ -149,7 +153,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
         "EXPECTED is left out, or ''). Exit status 1 if it did not swap.",
     )
     cas.usage = "%(prog)s [-h] key expected new\n       %(prog)s [-h] key new --absent"
-    cas.add_argument("key", type=utf8_text)
+    cas.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
     cas.add_argument("expected", help="the value KEY must hold (left out with --absent)")
     cas.add_argument("new", nargs="?", help="the value to set")
     cas.add_argument("--absent", action="store_true", help="swap only if KEY is unset")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import NoReturn, cast
 import pytest
 from cluster_harness import Cluster, quicraft, quicraft_into_closed_pipe
 
+from quicraft.cli.command import build_parser
 from quicraft.client import Client, ClientError, events
 from quicraft.client.bench import run_bench, wait_until_serving
 from quicraft.statemachine import MAX_VALUE_BYTES
@@ -77,6 +79,21 @@ def test_output_with_stdout_closed_is_one_line_and_status_1(tmp_path: Path) -> N
     said = "quicraft: error: cannot write the output: standard output is closed\n"
     assert (code, err) == (1, said)
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()
+
+
+def test_help_explains_every_argument() -> None:
+    """Every flag and operand of every command says what it is in --help: KEY, BY, PREFIX,
+    NODE and FILE said nothing (found by a sweep of the command line)."""
+    silent = []
+    parsers = [("quicraft", build_parser())]
+    while parsers:
+        name, parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += [(f"{name} {op}", sub) for op, sub in action.choices.items()]
+            elif not action.help:
+                silent.append(f"{name} {action.option_strings or action.dest}")
+    assert silent == []
 
 
 #: Runs `python -m quicraft.cli ARGS` as -m does (runpy), saying first that this interpreter

@@ -74,6 +74,14 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def path(text: str) -> Path:
+    """An argument type: a file or folder. An empty one is a mistake (`--data "$DIR"` with DIR
+    unset), never the current directory, which Path('') is: a node kept its store there."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, not '' (an unset variable?)")
+    return Path(text)
+
+
 def utf8_text(text: str) -> str:
     """An argument type: a key or prefix, which is UTF-8 text. Bytes that are not UTF-8 (a
     Latin-1 name, say) reach Python as lone surrogates (os.fsdecode); the client refused
@@ -159,7 +167,7 @@ DEFAULT_CERTS = Path("certs")
 def add_certs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--certs",
-        type=Path,
+        type=path,
         default=DEFAULT_CERTS,
         metavar="DIR",
         help="folder holding one sub-folder of keys per cluster (default: ./certs)",

@@ -39,6 +39,7 @@ from .common import (
     endpoints_of,
     fail,
     identity_name,
+    path,
     seconds,
 )
 from .node import ensure_identity
@@ -93,7 +94,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "only; FILE appears only when complete, written as FILE.XXXXXXXX.part first). A "
         "progress bar goes to stderr when it is a terminal.",
     )
-    backup.add_argument("file", type=Path, metavar="FILE", help="the backup file to write")
+    backup.add_argument("file", type=path, metavar="FILE", help="the backup file to write")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     for op, parser in ops.choices.items():
         _add_connection_arguments(parser, op)
@@ -104,8 +105,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "must be empty) holding its state, with this node (--name) as the only member. Then "
         "start it with 'quicraft node --data DIR ...' and add members. See docs/operations.md.",
     )
-    restore.add_argument("file", type=Path, metavar="FILE", help="the backup file to read")
-    restore.add_argument("--data", type=Path, required=True, metavar="DIR", help="new data dir")
+    restore.add_argument("file", type=path, metavar="FILE", help="the backup file to read")
+    restore.add_argument("--data", type=path, required=True, metavar="DIR", help="new data dir")
     restore.add_argument(
         "--cluster", required=True, type=cluster_name, help="cluster name (for the node's key)"
     )

@@ -81,6 +81,26 @@ def test_output_with_stdout_closed_is_one_line_and_status_1(tmp_path: Path) -> N
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["node", "--cluster", "c1", "--no-mdns", "--data", ""],
+        ["mgmt", "restore", "b.qrbackup", "--cluster", "c1", "--name", "n1", "--data", ""],
+        ["mgmt", "restore", "", "--cluster", "c1", "--name", "n1", "--data", "d"],
+        ["mgmt", "backup", "", "--cluster", "c1", "--endpoints", "127.0.0.1:9"],
+        ["local", "--dir", "", "start", "1"],
+        ["kv", "get", "k", "--cluster", "c1", "--endpoints", "127.0.0.1:9", "--certs", ""],
+    ],
+)
+def test_an_empty_path_is_misuse_not_the_current_directory(argv: list[str], tmp_path: Path) -> None:
+    """`--data "$DIR"` with DIR unset: the node kept its store in the current directory,
+    restore and local wrote theirs there too (found by a sweep of the command line)."""
+    done = quicraft(*argv, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.splitlines()[-1].endswith(": expected a path, not '' (an unset variable?)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_explains_every_argument() -> None:
     """Every flag and operand of every command says what it is in --help: KEY, BY, PREFIX,
     NODE and FILE said nothing (found by a sweep of the command line)."""

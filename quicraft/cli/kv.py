@@ -279,12 +279,18 @@ def _change(as_json: bool, event: Event) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.op == "watch":
         return events.follow(args, ["kv"], args.prefix or None, None, partial(_change, args.json))
-    if args.op != "shell":
-        try:
+    try:
+        if sys.stdin is None:  # started with stdin closed (`<&-`): Python leaves it None
+            if args.op == "shell":
+                raise Misuse("shell: reads its commands from stdin, which is closed")
+            if args.op == "set" and args.value == "-":
+                raise Misuse("set: '-' reads the value from stdin, which is closed")
+            prepare(args, None)
+        elif args.op != "shell":
             prepare(args, sys.stdin.buffer)
-        except Misuse as err:
-            fail(str(err))
-            return MISUSE
+    except Misuse as err:
+        fail(str(err))
+        return MISUSE
     with client_tracing(args):  # before the client is made: it looks for a tracer then
         return _run(args)
 

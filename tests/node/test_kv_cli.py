@@ -161,6 +161,27 @@ def test_shell_script_help_errors_and_exit_status(nowhere: list[str], tmp_path: 
     assert (fine.code, fine.err) == (0, ""), fine  # at the end of its input, too
 
 
+def test_stdin_closed_is_misuse_only_where_it_is_read(nowhere: list[str]) -> None:
+    """`quicraft kv ... <&-`: every operation ended in a traceback, `get` as much as `set -`
+    (found by a sweep of the command line)."""
+
+    def closed_stdin(*argv: str) -> Done:
+        done = subprocess.run(
+            [sys.executable, "-m", "quicraft.cli", "kv", *argv, *nowhere, "--timeout", "0.5"],
+            capture_output=True,
+            timeout=60,
+            preexec_fn=lambda: os.close(0),
+        )
+        return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    said = "quicraft: error: set: '-' reads the value from stdin, which is closed\n"
+    assert closed_stdin("set", "k", "-") == (2, "", said)
+    said = "quicraft: error: shell: reads its commands from stdin, which is closed\n"
+    assert closed_stdin("shell") == (2, "", said)
+    get = closed_stdin("get", "k")  # runs: no node there, so it gives up after its timeout
+    assert get.code == 1 and get.err.startswith("quicraft: error: gave up after 0.5s"), get
+
+
 #: What a key or prefix that is not UTF-8 text is told.
 NOT_UTF8 = (
     "not UTF-8 text (it holds the byte 0x{byte}): keys and prefixes are UTF-8; values may be "

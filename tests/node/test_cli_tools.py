@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -24,6 +25,8 @@ from quicraft.cli import mgmt as cli_mgmt
 from quicraft.client.bench import BenchResult, cpu_per_write
 from quicraft.node.local import cpu_seconds
 from quicraft.node.version import build_text
+from quicraft.sim.__main__ import _check as check_sim_arguments
+from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.statemachine import KVStore, encode_command
 from quicraft.transport import (
     ALPN_RAFT,
@@ -499,6 +502,20 @@ def test_a_restore_interrupted_leaves_no_key_and_no_data_directory(
     assert capsys.readouterr().err.endswith("quicraft: interrupted\n")
     assert _names(certs / "c1") == before
     assert not (tmp_path / "new").exists()
+
+
+def test_sim_refuses_more_seeds_than_it_could_run() -> None:
+    """`quicraft sim --seeds 1000000000` made the options of every seed first, and filled
+    the memory instead of running (found by a sweep of the command line). Checked on the
+    parsed arguments: run without that check, the command would do just that."""
+    parser = argparse.ArgumentParser()
+    add_sim_arguments(parser)
+    too_many = parser.parse_args(["--seeds", "1000001"])
+    assert check_sim_arguments(too_many) == "--seeds must be from 1 to 1,000,000"
+    assert check_sim_arguments(parser.parse_args(["--seeds", "1000000"])) is None
+    refused = quicraft("sim", "--seeds", "1000000000")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == "quicraft sim: --seeds must be from 1 to 1,000,000\n"
 
 
 def test_node_help_gives_the_defaults_of_snapshots_and_logs() -> None:

@@ -1,9 +1,10 @@
 """The `quicraft` command. It only parses arguments, calls the library and prints. It is
 run by main() in __init__.py, which loads it and says when it is interrupted (Ctrl-C).
 
-Exit codes: 0 success, 1 an operational error (one line on stderr), 2 misuse, 130 interrupted
-(Ctrl-C, said by __init__.py), 141 the reader of the output went away (`quicraft events |
-head -n 1`), as for a Unix tool that SIGPIPE ends.
+Exit codes: 0 success, 1 an operational error (one line on stderr; the output that cannot be
+written too: output.py), 2 misuse, 130 interrupted (Ctrl-C, said by __init__.py), 141 the
+reader of the output went away (`quicraft events | head -n 1`), as for a Unix tool that
+SIGPIPE ends.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import io
 import itertools
 import logging
-import os
 import sys
 
 from quicraft.node.version import build_text
@@ -22,7 +22,8 @@ from quicraft.sim.__main__ import run as run_sim
 from quicraft.telemetry import TelemetryError, configure_logging
 
 from . import bench, certs, events, kv, local, mgmt, node
-from .common import MISUSE
+from .common import FAILED, MISUSE
+from .output import OutputError, drop_pending, guard_stdout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,12 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_for_json_logs(argv) if json_logs_asked(argv) else parse(argv)
     # aioquic logs every failed handshake; the commands report failures in their own words.
     logging.getLogger("quic").setLevel(logging.CRITICAL)
+    guard_stdout()
     try:
-        return RUNNERS[args.command](args)
+        code = RUNNERS[args.command](args)
+        sys.stdout.flush()  # output that cannot be written fails here, not in Python's exit
+        return code
     except TelemetryError as err:  # the tracing flags ask for what cannot work
         print(f"quicraft {args.command}: {err}", file=sys.stderr)
         return MISUSE
+    except OutputError as err:
+        print(f"quicraft: error: cannot write the output: {err}", file=sys.stderr)
+        drop_pending()
+        return FAILED
     except BrokenPipeError:
-        # Python flushes stdout again on the way out, which would fail the same way.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        drop_pending()
         return 141

@@ -74,6 +74,28 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def path(text: str) -> Path:
+    """An argument type: a file or folder. An empty one is a mistake (`--data "$DIR"` with DIR
+    unset), never the current directory, which Path('') is: a node kept its store there."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, not '' (an unset variable?)")
+    return Path(text)
+
+
+def utf8_text(text: str) -> str:
+    """An argument type: a key or prefix, which is UTF-8 text. Bytes that are not UTF-8 (a
+    Latin-1 name, say) reach Python as lone surrogates (os.fsdecode); the client refused
+    those in words about surrogates, which the user never typed: name the byte instead."""
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    if bad is None:
+        return text
+    byte = ord(bad) - 0xDC00  # os.fsdecode's escape of the byte 0x80-0xff it could not decode
+    shown = f"the byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else repr(bad)
+    raise argparse.ArgumentTypeError(
+        f"not UTF-8 text (it holds {shown}): keys and prefixes are UTF-8; values may be any bytes"
+    )
+
+
 def cluster_name(text: str) -> str:
     """An argument type: a name a cluster may have (it names a folder of keys)."""
     return _checked(text, "cluster name")
@@ -145,7 +167,7 @@ DEFAULT_CERTS = Path("certs")
 def add_certs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--certs",
-        type=Path,
+        type=path,
         default=DEFAULT_CERTS,
         metavar="DIR",
         help="folder holding one sub-folder of keys per cluster (default: ./certs)",

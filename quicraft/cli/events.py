@@ -44,7 +44,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"only these kinds (default: all): {', '.join(sorted(EVENT_KINDS))}",
     )
     parser.add_argument(
-        "--prefix", help="kv events only for keys starting with this (other kinds unaffected)"
+        "--prefix",
+        type=common.utf8_text,
+        help="kv events only for keys starting with this (other kinds unaffected)",
     )
     parser.add_argument(
         "--since",

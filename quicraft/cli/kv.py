@@ -16,6 +16,7 @@ import asyncio
 import base64
 import cmd
 import contextlib
+import io
 import json
 import os
 import shlex
@@ -38,6 +39,7 @@ from .common import (
     endpoints_of,
     fail,
     seconds,
+    utf8_text,
 )
 from .telemetry import add_tracing_arguments, client_tracing
 
@@ -90,7 +92,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the cluster applies it, one per line, until Ctrl-C. Follows the cluster across lost "
         "nodes without gaps or repeats.",
     )
-    watch.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
+    watch.add_argument(
+        "prefix", nargs="?", default="", type=utf8_text, help="key prefix (default: every key)"
+    )
     _add_connection_arguments(watch)
 
 
@@ -107,7 +111,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
         "Print the value of KEY: its text, or 'base64:' and its base64 if it is not UTF-8 "
         "(--json: 'value' or 'value_base64'). Exit status 1 if KEY is not set.",
     )
-    get.add_argument("key")
+    get.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
     get.add_argument("--stale", action="store_true", help="read the contacted node's state at once")
     if shell:
         put = add(
@@ -115,7 +119,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
             "Set KEY to VALUE, as typed, and print the revision of the write. A value from "
             "stdin ('-') is for 'quicraft kv set': the shell's stdin holds its commands.",
         )
-        put.add_argument("key")
+        put.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
         put.add_argument("value", help="the value")
     else:
         put = add(
@@ -124,18 +128,22 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
             "reads the value from stdin instead: its bytes exactly, a final newline included, "
             f"up to {MAX_VALUE} bytes (1 MiB, the most a node stores).",
         )
-        put.add_argument("key")
+        put.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
         put.add_argument("value", help="the value, or '-' to read it from stdin")
     delete = add(
         "del",
         "Delete KEY. Deleting a key that is not set succeeds too (exit 0), and says so on stderr.",
     )
-    delete.add_argument("key")
+    delete.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
     incr = add("incr")
-    incr.add_argument("key")
-    incr.add_argument("by", nargs="?", type=int, default=1)
+    incr.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
+    incr.add_argument(
+        "by", nargs="?", type=int, default=1, help="what to add, negative too (default: 1)"
+    )
     keys = add("keys")
-    keys.add_argument("prefix", nargs="?", default="")
+    keys.add_argument(
+        "prefix", nargs="?", default="", type=utf8_text, help="key prefix (default: every key)"
+    )
     keys.add_argument(
         "--stale", action="store_true", help="read the contacted node's state at once"
     )
@@ -145,7 +153,7 @@ def _op_parsers(ops: argparse._SubParsersAction[Parser], shell: bool = False) ->
         "EXPECTED is left out, or ''). Exit status 1 if it did not swap.",
     )
     cas.usage = "%(prog)s [-h] key expected new\n       %(prog)s [-h] key new --absent"
-    cas.add_argument("key")
+    cas.add_argument("key", type=utf8_text, help="the key (UTF-8 text)")
     cas.add_argument("expected", help="the value KEY must hold (left out with --absent)")
     cas.add_argument("new", nargs="?", help="the value to set")
     cas.add_argument("--absent", action="store_true", help="swap only if KEY is unset")
@@ -271,12 +279,18 @@ def _change(as_json: bool, event: Event) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.op == "watch":
         return events.follow(args, ["kv"], args.prefix or None, None, partial(_change, args.json))
-    if args.op != "shell":
-        try:
+    try:
+        if sys.stdin is None:  # started with stdin closed (`<&-`): Python leaves it None
+            if args.op == "shell":
+                raise Misuse("shell: reads its commands from stdin, which is closed")
+            if args.op == "set" and args.value == "-":
+                raise Misuse("set: '-' reads the value from stdin, which is closed")
+            prepare(args, None)
+        elif args.op != "shell":
             prepare(args, sys.stdin.buffer)
-        except Misuse as err:
-            fail(str(err))
-            return MISUSE
+    except Misuse as err:
+        fail(str(err))
+        return MISUSE
     with client_tracing(args):  # before the client is made: it looks for a tracer then
         return _run(args)
 
@@ -350,6 +364,11 @@ class _Shell(cmd.Cmd):
             sub.prog = op  # "usage: set [-h] key value", as typed at this prompt
 
     def run(self) -> int:
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            # A line that is not UTF-8 reaches its command as argv's bytes do (os.fsdecode),
+            # where a key refuses it and the shell goes on. Under a strict locale (such as
+            # en_US.UTF-8) reading the line ended the shell with a traceback.
+            sys.stdin.reconfigure(errors="surrogateescape")
         history = _read_history() if self.interactive else None
         try:
             while True:

@@ -21,7 +21,7 @@ from quicraft.node.local import (
 from quicraft.node.settings import PRESETS
 from quicraft.transport import IdentityError
 
-from .common import FAILED, MISUSE, OK, base_port, cluster_name, fail, int_in
+from .common import FAILED, MISUSE, OK, base_port, cluster_name, fail, int_in, path
 
 DEFAULT_DIR = Path(".quicraft-local")
 DEFAULT_CLUSTER, DEFAULT_BASE_PORT, DEFAULT_PRESET = "local", 7400, "dev"
@@ -114,7 +114,7 @@ def _add_dir(parser: argparse.ArgumentParser, default: object) -> None:
     (SUPPRESS), so it does not hide one given before."""
     parser.add_argument(
         "--dir",
-        type=Path,
+        type=path,
         default=default,
         help=f"folder of the cluster (default: ./{DEFAULT_DIR})",
     )

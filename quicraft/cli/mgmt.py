@@ -39,6 +39,7 @@ from .common import (
     endpoints_of,
     fail,
     identity_name,
+    path,
     seconds,
 )
 from .node import ensure_identity
@@ -81,9 +82,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add.add_argument("--learner", action="store_true", help="leave it a learner (a standby)")
     remove = ops.add_parser("remove-member", help="remove member NODE (id or name)")
-    remove.add_argument("node", type=_member, metavar="NODE")
+    remove.add_argument("node", type=_member, metavar="NODE", help="the member's id or name")
     promote = ops.add_parser("promote", help="make learner NODE (id or name) a voter")
-    promote.add_argument("node", type=_member, metavar="NODE")
+    promote.add_argument("node", type=_member, metavar="NODE", help="the learner's id or name")
     ops.add_parser("snapshot", help="snapshot the contacted node's state now")
     backup = ops.add_parser(
         "backup",
@@ -93,7 +94,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "only; FILE appears only when complete, written as FILE.XXXXXXXX.part first). A "
         "progress bar goes to stderr when it is a terminal.",
     )
-    backup.add_argument("file", type=Path, metavar="FILE")
+    backup.add_argument("file", type=path, metavar="FILE", help="the backup file to write")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     for op, parser in ops.choices.items():
         _add_connection_arguments(parser, op)
@@ -104,8 +105,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "must be empty) holding its state, with this node (--name) as the only member. Then "
         "start it with 'quicraft node --data DIR ...' and add members. See docs/operations.md.",
     )
-    restore.add_argument("file", type=Path, metavar="FILE")
-    restore.add_argument("--data", type=Path, required=True, metavar="DIR", help="new data dir")
+    restore.add_argument("file", type=path, metavar="FILE", help="the backup file to read")
+    restore.add_argument("--data", type=path, required=True, metavar="DIR", help="new data dir")
     restore.add_argument(
         "--cluster", required=True, type=cluster_name, help="cluster name (for the node's key)"
     )
@@ -280,6 +281,10 @@ def _restore(args: argparse.Namespace) -> int:
         if new is not None:
             new.take_back()
         return fail(str(err))
+    except BaseException:  # Ctrl-C: write_restored emptied DIR; the key it was for goes too
+        if new is not None:
+            new.take_back()
+        raise
     info, cluster_id = restored.info, restored.cluster_id
     result = {
         **_info_map(info, args.file),

@@ -30,6 +30,7 @@ from .common import (
     cluster_name,
     freeze_what_is_loaded,
     identity_name,
+    path,
 )
 from .telemetry import add_node_telemetry_arguments, telemetry_settings
 
@@ -71,7 +72,7 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     )
     node.add_argument(
         "--data",
-        type=Path,
+        type=path,
         metavar="DIR",
         help="data directory for the log and snapshots (default: ./data/CLUSTER/NAME)",
     )

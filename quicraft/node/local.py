@@ -139,6 +139,9 @@ class LocalCluster:
             raise NoLocalCluster(f"no local cluster in {folder}") from None
         except ValueError as err:
             raise LocalClusterError(f"{folder / STATE_FILE} is unreadable: {err}") from None
+        except OSError as err:  # a directory there, say: it said "[Errno 21] Is a directory"
+            why = err.strerror or str(err)
+            raise LocalClusterError(f"{folder / STATE_FILE} is unreadable: {why}") from None
 
     def save(self) -> None:
         raw = {

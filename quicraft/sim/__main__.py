@@ -14,10 +14,15 @@ from quicraft.core import DELIBERATE_BUGS
 from .simulation import PROFILES, SimOptions, SimResult, run_seed
 
 MAX_REPORTS = 3  # failures printed in full; the rest are listed by seed
+#: Most seeds one run takes: days of running already. The options of every seed are made
+#: before the first runs, so --seeds 1000000000 filled the memory instead of running.
+MAX_SEEDS = 1_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run (100)")
+    parser.add_argument(
+        "--seeds", type=int, default=100, help=f"how many seeds to run (100; at most {MAX_SEEDS:,})"
+    )
     parser.add_argument("--start", type=int, default=0, help="first seed (0)")
     parser.add_argument("--nodes", type=int, default=3, help="founding members (3)")
     parser.add_argument("--steps", type=int, default=300, help="ticks of faults per seed (300)")
@@ -42,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> str | None:
-    if args.seeds < 1:
-        return "--seeds must be at least 1"
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        return f"--seeds must be from 1 to {MAX_SEEDS:,}"
     if not 1 <= args.nodes <= 9:
         return "--nodes must be between 1 and 9"
     if args.steps < 0 or args.clients < 0 or args.jobs < 1:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -17,6 +20,7 @@ from typing import NoReturn, cast
 import pytest
 from cluster_harness import Cluster, quicraft, quicraft_into_closed_pipe
 
+from quicraft.cli.command import build_parser
 from quicraft.client import Client, ClientError, events
 from quicraft.client.bench import run_bench, wait_until_serving
 from quicraft.statemachine import MAX_VALUE_BYTES
@@ -28,6 +32,88 @@ def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path)
     done = quicraft_into_closed_pipe("certs", "init", "--cluster", "c1", cwd=tmp_path)
     assert done == (141, "")
     assert (tmp_path / "certs" / "c1" / "ca.crt").exists()  # it did its work, then printed
+
+
+def _quicraft_with_stdout(stdout: int | None, *args: str, cwd: Path) -> tuple[int, str]:
+    """Run `quicraft ARGS` with `stdout` as its standard output (None: none, as `>&-`
+    leaves it). Its exit status and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", *args],
+        cwd=cwd,
+        stdout=stdout if stdout is not None else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=60,
+        preexec_fn=None if stdout is not None else lambda: os.close(1),
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_output_to_a_full_disk_is_one_line_and_status_1(tmp_path: Path) -> None:
+    """A result that cannot be written (`quicraft ... > file` on a full disk) printed a
+    traceback (found by a sweep of the command line); `local` named only the errno."""
+    with open("/dev/full", "w") as full:
+        for argv in (["certs", "init", "--cluster", "c1"], ["local", "logs"]):
+            if argv[0] == "local":  # something to print, from a cluster file alone
+                folder = tmp_path / ".quicraft-local"
+                folder.mkdir()
+                (folder / "n1").mkdir(parents=True)
+                (folder / "n1" / "node.log").write_text("a line\n")
+                stopped = {"name": "n1", "port": 7901, "pid": 0}
+                raw = {"cluster": "local", "preset": "dev", "nodes": [stopped]}
+                (folder / "cluster.json").write_text(json.dumps(raw))
+            code, err = _quicraft_with_stdout(full.fileno(), *argv, cwd=tmp_path)
+            assert (code, err) == (
+                1,
+                "quicraft: error: cannot write the output: No space left on device\n",
+            ), argv
+    assert (tmp_path / "certs" / "c1" / "ca.crt").exists()  # it did its work, then printed
+
+
+def test_output_with_stdout_closed_is_one_line_and_status_1(tmp_path: Path) -> None:
+    """`quicraft ... >&-`: Python drops every print; the command said nothing and exited
+    0, its result lost (found by a sweep of the command line)."""
+    code, err = _quicraft_with_stdout(None, "certs", "init", "--cluster", "c1", cwd=tmp_path)
+    said = "quicraft: error: cannot write the output: standard output is closed\n"
+    assert (code, err) == (1, said)
+    assert (tmp_path / "certs" / "c1" / "ca.crt").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["node", "--cluster", "c1", "--no-mdns", "--data", ""],
+        ["mgmt", "restore", "b.qrbackup", "--cluster", "c1", "--name", "n1", "--data", ""],
+        ["mgmt", "restore", "", "--cluster", "c1", "--name", "n1", "--data", "d"],
+        ["mgmt", "backup", "", "--cluster", "c1", "--endpoints", "127.0.0.1:9"],
+        ["local", "--dir", "", "status"],  # with start, the unfixed code ran a node
+        ["kv", "get", "k", "--cluster", "c1", "--endpoints", "127.0.0.1:9", "--certs", ""],
+    ],
+)
+def test_an_empty_path_is_misuse_not_the_current_directory(argv: list[str], tmp_path: Path) -> None:
+    """`--data "$DIR"` with DIR unset: the node kept its store in the current directory,
+    restore and local wrote theirs there too (found by a sweep of the command line)."""
+    done = quicraft(*argv, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.splitlines()[-1].endswith(": expected a path, not '' (an unset variable?)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_explains_every_argument() -> None:
+    """Every flag and operand of every command says what it is in --help: KEY, BY, PREFIX,
+    NODE and FILE said nothing (found by a sweep of the command line)."""
+    silent = []
+    parsers = [("quicraft", build_parser())]
+    while parsers:
+        name, parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += [(f"{name} {op}", sub) for op, sub in action.choices.items()]
+            elif not action.help:
+                silent.append(f"{name} {action.option_strings or action.dest}")
+    assert silent == []
 
 
 #: Runs `python -m quicraft.cli ARGS` as -m does (runpy), saying first that this interpreter

@@ -453,6 +453,17 @@ def test_a_damaged_cluster_json_is_one_line_for_every_command(
     assert sorted(p.name for p in folder.iterdir()) == ["cluster.json"]
 
 
+def test_a_cluster_json_that_is_a_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "[Errno 21] Is a directory: '...'" (found by a sweep of the command line)."""
+    (tmp_path / "dev" / "cluster.json").mkdir(parents=True)
+    for action in (["status"], ["start", "1"]):
+        assert main(["local", "--dir", str(tmp_path / "dev"), *action]) == 1, action
+        said = f"{tmp_path}/dev/cluster.json is unreadable: Is a directory"
+        assert capsys.readouterr() == ("", f"quicraft: error: {said}\n"), action
+
+
 @contextmanager
 def _port_taken(port: int) -> Iterator[None]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -13,16 +14,28 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from cluster_harness import Cluster, free_base_port, quicraft, run
 
 from quicraft import connect_sync
+from quicraft.cli import main as cli_main
+from quicraft.cli import mgmt as cli_mgmt
 from quicraft.client.bench import BenchResult, cpu_per_write
 from quicraft.node.local import cpu_seconds
 from quicraft.node.version import build_text
+from quicraft.sim.__main__ import _check as check_sim_arguments
+from quicraft.sim.__main__ import add_arguments as add_sim_arguments
 from quicraft.statemachine import KVStore, encode_command
-from quicraft.transport import ALPN_RAFT, RefusedError, Role, issue, load_identity
+from quicraft.transport import (
+    ALPN_RAFT,
+    RefusedError,
+    Role,
+    init_cluster,
+    issue,
+    load_identity,
+)
 from quicraft.transport import connect as quic_connect
 from quicraft.wire import BackupInfo, write_backup
 
@@ -467,6 +480,42 @@ def test_a_restore_refused_issues_no_key(tmp_path: Path) -> None:
     assert load_identity(certs, "c1", "r1").role is Role.NODE and (tmp_path / "r").is_dir()
     # The command it suggests finds the key: it left out --certs (found by an audit).
     assert f"quicraft node --cluster c1 --name r1 --data r --certs {certs} " in done.stdout
+
+
+def test_a_restore_interrupted_leaves_no_key_and_no_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C while it wrote the data directory left the key it had issued for it (found by
+    a sweep of the command line): a failed restore leaves neither."""
+    certs = tmp_path / "certs"
+    init_cluster(certs, "c1")
+    before = _names(certs / "c1")
+
+    def interrupted(backup: object, data: Path, owner: object) -> NoReturn:
+        data.mkdir(parents=True)  # as LevelDB makes it; the real one empties it on the way out
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mgmt, "write_restored", interrupted)
+    argv = ["mgmt", "restore", str(_backup_of("c1", tmp_path / "b")), "--data"]
+    argv += [str(tmp_path / "new" / "r1"), "--cluster", "c1", "--name", "r1"]
+    assert cli_main([*argv, "--certs", str(certs)]) == 130
+    assert capsys.readouterr().err.endswith("quicraft: interrupted\n")
+    assert _names(certs / "c1") == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_sim_refuses_more_seeds_than_it_could_run() -> None:
+    """`quicraft sim --seeds 1000000000` made the options of every seed first, and filled
+    the memory instead of running (found by a sweep of the command line). Checked on the
+    parsed arguments: run without that check, the command would do just that."""
+    parser = argparse.ArgumentParser()
+    add_sim_arguments(parser)
+    too_many = parser.parse_args(["--seeds", "1000001"])
+    assert check_sim_arguments(too_many) == "--seeds must be from 1 to 1,000,000"
+    assert check_sim_arguments(parser.parse_args(["--seeds", "1000000"])) is None
+    refused = quicraft("sim", "--seeds", "1000000000")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == "quicraft sim: --seeds must be from 1 to 1,000,000\n"
 
 
 def test_node_help_gives_the_defaults_of_snapshots_and_logs() -> None:

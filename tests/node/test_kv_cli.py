@@ -161,6 +161,66 @@ def test_shell_script_help_errors_and_exit_status(nowhere: list[str], tmp_path: 
     assert (fine.code, fine.err) == (0, ""), fine  # at the end of its input, too
 
 
+def test_stdin_closed_is_misuse_only_where_it_is_read(nowhere: list[str]) -> None:
+    """`quicraft kv ... <&-`: every operation ended in a traceback, `get` as much as `set -`
+    (found by a sweep of the command line)."""
+
+    def closed_stdin(*argv: str) -> Done:
+        done = subprocess.run(
+            [sys.executable, "-m", "quicraft.cli", "kv", *argv, *nowhere, "--timeout", "0.5"],
+            capture_output=True,
+            timeout=60,
+            preexec_fn=lambda: os.close(0),
+        )
+        return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    said = "quicraft: error: set: '-' reads the value from stdin, which is closed\n"
+    assert closed_stdin("set", "k", "-") == (2, "", said)
+    said = "quicraft: error: shell: reads its commands from stdin, which is closed\n"
+    assert closed_stdin("shell") == (2, "", said)
+    get = closed_stdin("get", "k")  # runs: no node there, so it gives up after its timeout
+    assert get.code == 1 and get.err.startswith("quicraft: error: gave up after 0.5s"), get
+
+
+#: What a key or prefix that is not UTF-8 text is told.
+NOT_UTF8 = (
+    "not UTF-8 text (it holds the byte 0x{byte}): keys and prefixes are UTF-8; values may be "
+    "any bytes"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["kv", "get", b"k\xff"], "quicraft kv get: error: argument key"),
+        (["kv", "set", b"\xe9t\xe9", "v"], "quicraft kv set: error: argument key"),
+        (["kv", "keys", b"\xfe"], "quicraft kv keys: error: argument prefix"),
+        (["kv", "watch", b"\xfe"], "quicraft kv watch: error: argument prefix"),
+        (["events", "--prefix", b"\xfe"], "quicraft events: error: argument --prefix"),
+    ],
+)
+def test_a_key_or_prefix_not_utf8_is_misuse_naming_its_byte(
+    argv: list[str | bytes], said: str, nowhere: list[str]
+) -> None:
+    """They were refused in words about "surrogates", which the user never typed (found by
+    a sweep of the command line)."""
+    raw = next(a for a in argv if isinstance(a, bytes))
+    byte = next(b for b in raw if b >= 0x80)
+    done = quicraft(*[os.fsdecode(a) for a in argv], *nowhere)  # as a shell passes the bytes
+    assert (done.code, done.out) == (2, ""), done
+    assert done.err.splitlines()[-1] == f"{said}: {NOT_UTF8.format(byte=f'{byte:02x}')}"
+
+
+def test_shell_script_with_a_line_not_utf8_refuses_that_line_only(nowhere: list[str]) -> None:
+    """Under a strict locale (en_US.UTF-8, as PYTHONIOENCODING makes it here) a script line
+    that is not UTF-8 ended the shell with a traceback (found by a sweep of the command line)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    shell = quicraft("kv", "shell", *nowhere, stdin=b"get k\xff\nhelp get\n", env=env)
+    assert shell.code == 1, shell
+    assert shell.err == f"error: get: argument key: {NOT_UTF8.format(byte='ff')}\n", shell
+    assert "usage: get" in shell.out  # the next line ran
+
+
 def test_shell_script_stops_on_ctrl_c_with_130(nowhere: list[str]) -> None:
     shell = subprocess.Popen(
         [sys.executable, "-m", "quicraft.cli", "kv", "shell", *nowhere],

@@ -115,7 +115,7 @@ def test_cli_summary_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "3 passed, 0 failed" in out
 
     assert sim_main(["--seeds", "0"]) == 2
-    assert "--seeds must be at least 1" in capsys.readouterr().err
+    assert "--seeds must be from 1 to 1,000,000" in capsys.readouterr().err
 
 
 def test_cli_prints_seed_property_trace_and_command_for_a_failure(

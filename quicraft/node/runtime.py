@@ -1,15 +1,16 @@
 """The asyncio runtime of one Raft core: ticks, persistence, sending, applying, answering.
 
 Rules of this file:
-- One event loop owns the core. Every call into it (`step`, `tick`, `propose`, ...) happens on
-  the loop's thread; only the storage write runs in a worker thread, and it touches nothing
-  but the Ready it was given.
+- One event loop owns the core and the state machine. Every call into the core (`step`,
+  `tick`, `propose`, ...) and every change of the state happens on the loop's thread. Worker
+  threads touch neither: the storage write (the Ready it was given), encoding a snapshot
+  (a copy of the state), decoding a received one (its bytes) and giving memory back.
 - The Ready contract (core/ready.py) in order: send `messages` at once; persist; only then send
   `persisted_messages`, install the snapshot and apply; then `advance`. A received snapshot
   is decoded in a worker thread, like the write, and nothing after it is applied before it
-  is installed. While a write is on
-  disk the core keeps taking messages and proposals, and they go into the next Ready — that
-  is the group commit: everything that arrived during one fsync is written by the next one.
+  is installed. While a write is on disk or a snapshot is decoded the core keeps taking
+  messages and proposals, and they go into the next Ready — that is the group commit:
+  everything that arrived during one fsync is written by the next one.
 - A proposer learns its result only when its entry is applied; an entry of another term at
   its index means the proposal was lost (the caller may retry: sessions make that safe).
 - The commit index alone is never worth an fsync: Raft keeps it in volatile state (a restarted

@@ -11,9 +11,8 @@ Rules:
   it subscribes again on the next endpoint with since = the last position it yielded or was
   told by a progress frame, so the caller sees every event once, in order
   (EventStreamReader checks that of every node).
-  A live subscription (since=None) is told where it starts by a first progress frame, and
-  resumes from there; only one that its node took while starting, and lost before its first
-  event, resumes live (it has no position yet).
+  A live subscription (since=None) is told where it starts by a progress frame, and
+  resumes from there; one that lost its node before that resumes live (it has no position).
 - compacted from one node sends it to the others, which may hold more; once a whole round of
   endpoints said so (or could not be reached) it raises EventsCompacted (a ClientError, code
   "compacted", with `oldest`): re-read the state, then subscribe with since=oldest. forbidden

@@ -7,7 +7,7 @@ Rules of this file:
   the stream with bad_request; a since older than the journal holds, with compacted.
 - Then: every held event after since that the subscription wants, then live ones, in
   position order, each once, with a progress frame after each long run of unwanted ones
-  (and first, to a live subscription, where it starts).
+  (and to a live subscription, where it starts).
   Frames are encoded once per event and shared by subscribers.
 - Backpressure: after each batch the stream is drained (little enough unacknowledged). While
   it waits the subscriber is `blocked`, and the journal cuts it off (slow_subscriber) if it

@@ -29,10 +29,10 @@ Subscribers:
   waiting for its stream to drain (`blocked`) and lags more than max_lag events.
 - Progress: a subscriber that passes over PROGRESS_EVERY unwanted events since its last frame
   is told how far it got (`progress`), so that it resumes from there, not from its last event.
-  A live subscriber (no since) is told at once where it starts, the position of the newest
-  event this node knows of: without it, a subscriber that lost its node before its first
+  A live subscriber (no since) is told where it starts, the position of the newest event
+  this node knows of (one taken while the node starts: where it started), as soon as it
+  has read what came before: without it, a subscriber that lost its node before its first
   event could only start live again elsewhere, silently missing what happened in between.
-  (One taken while the node starts learns its place from its first event.)
 - A snapshot install that skips entries ends the subscribers that want replicated kinds with
   `compacted` (they would see a gap); the others go on. close() ends all: shutting_down.
 """
@@ -117,8 +117,8 @@ class Subscriber:
         "on_end",
         "passed",
         "passed_to",
+        "start",
         "subscription",
-        "untold",
         "wake",
     )
 
@@ -132,7 +132,9 @@ class Subscriber:
         self.on_end: Callable[[], None] | None = None  #: called once the journal ends it
         self.passed = 0  #: unwanted events looked at since the last frame
         self.passed_to = 0  #: the position of the last of them
-        self.untold = False  #: a live subscriber not told its starting position (`after`) yet
+        #: A live subscriber's starting position, not told yet, and the seq of the first
+        #: record after it: it is told once the subscriber has read up to there.
+        self.start: tuple[int, int] | None = None
 
     def wants(self, event: Event) -> bool:
         sub = self.subscription
@@ -186,6 +188,9 @@ class EventJournal:
         self.floor = max(self.floor, log_position(index))
         self._started = True
         self._skip_to(index, starting=True)
+        for sub in self._subscribers:
+            if sub.subscription.since is None:
+                self._place(sub)
 
     def advance(self, index: int) -> None:
         """Log `index` was applied (whether or not it made an event)."""
@@ -256,8 +261,8 @@ class EventJournal:
         since = subscription.since
         if since is None:
             sub = Subscriber(subscription, None, self._next_seq)
-            if self._started:  # it starts after every event known here, and is told so
-                sub.after, sub.untold = log_position(self.applied) | self._local, True
+            if self._started:  # else start() places it
+                self._place(sub)
         else:
             sub = Subscriber(subscription, since, 0)
             if since < self._oldest(sub):
@@ -293,7 +298,8 @@ class EventJournal:
             if sub.wants(event):
                 sub.after = event.pos
                 sub.passed = 0
-                sub.untold = False
+                if sub.start is not None and seq >= sub.start[1]:
+                    sub.start = None  # this event tells it more
                 found.append(Record(seq, event))
                 size += self._sizes[seq + offset]
             else:
@@ -305,9 +311,12 @@ class EventJournal:
         """The position to tell `sub` it has got to: where a live one starts, until an event
         has told it more, and once it has passed over PROGRESS_EVERY unwanted events since
         its last frame; else None."""
-        if sub.untold:
-            sub.untold = False
-            return sub.after
+        if sub.start is not None and sub.cursor >= sub.start[1]:
+            pos = sub.start[0]
+            sub.start = None
+            if sub.after is None or pos > sub.after:  # (an event may have said as much)
+                sub.after = pos
+                return pos
         if sub.passed < PROGRESS_EVERY:
             return None
         sub.passed = 0
@@ -375,6 +384,11 @@ class EventJournal:
         for sub in list(self._subscribers):
             if sub.cursor <= seq:
                 self._end(sub, _slow("the node dropped events it had not sent yet"))
+
+    def _place(self, sub: Subscriber) -> None:
+        """Where live subscriber `sub` starts: after every event known here."""
+        sub.start = (log_position(self.applied) | self._local, self._next_seq)
+        sub.wake.set()
 
     def _oldest(self, sub: Subscriber) -> int:
         return max(self.floor, self.log_floor) if sub.wants_log_kinds else self.floor

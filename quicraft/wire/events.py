@@ -38,7 +38,7 @@ Rules:
   before (bytes, an int or null).
 - progress: nothing the subscription asked for lies after the previous frame and up to this
   position; it rises like pos, and the subscriber resumes with since = it. A node sends one
-  first to a live subscription (where it starts), and one after it has passed over many
+  to a live subscription where it starts, and one after it has passed over many
   unwanted events, so a narrow subscription cut off while the
   cluster was busy does not resume from so far back that the node no longer holds it.
 - end is the last frame. compacted: since is older than the node keeps; oldest is the oldest

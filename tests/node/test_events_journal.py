@@ -217,6 +217,28 @@ def test_a_live_subscriber_taken_while_the_node_starts_goes_on(snapshot: int) ->
         assert behind.end is not None and behind.end.code == "compacted"
 
 
+def test_a_live_subscriber_taken_while_the_node_starts_is_told_where_it_started() -> None:
+    """One taken before the node started, which saw only a local event of before the start
+    (position 0|1), resumed elsewhere from there and got compacted though it had asked for
+    nothing old (found by a review). It is told the start once it has read up to it."""
+    journal = EventJournal()
+    live = subscribe(journal)
+    journal.record_local("node_discovered", {"node": "n2", "address": "127.0.0.1:7402"})
+    journal.start(40)
+    assert [e.pos for e in read_all(journal, live)] == [1]
+    assert journal.progress(live) == log_position(40)
+    assert journal.progress(live) is None  # told once
+    elsewhere = EventJournal()
+    elsewhere.start(40)
+    assert isinstance(elsewhere.subscribe(Subscription(since=log_position(40))), Subscriber)
+    # On a new node (start at 0) the start is the pre-start event's own position: told by it.
+    fresh = EventJournal()
+    early = subscribe(fresh)
+    fresh.record_local("node_discovered", {"node": "n2", "address": "127.0.0.1:7402"})
+    fresh.start(0)
+    assert [e.pos for e in read_all(fresh, early)] == [1] and fresh.progress(early) is None
+
+
 def test_a_snapshot_install_ends_only_subscribers_of_replicated_kinds() -> None:
     journal = EventJournal()
     kv(journal, 1)

@@ -28,8 +28,10 @@ _TRIM = _malloc_trim()
 
 def give_back_freed_memory() -> bool:
     """Return the free pages of malloc's heaps to the system; False where the C library has
-    no way to. It walks every heap (tens of ms for gigabytes): call it from a worker thread,
-    which ctypes lets go of the GIL for."""
+    no way to. It walks every heap: call it from a worker thread, which ctypes lets go of
+    the GIL for. It holds each heap's lock while it walks it, so the loop's thread waits
+    for it all the same once it allocates: measured 0.1-0.4 ms with a store of 40,000
+    small keys, 50-100 ms with 600 MB freed in pieces, where it halves the RSS."""
     if _TRIM is None:
         return False
     _TRIM(0)

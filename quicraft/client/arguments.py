@@ -36,6 +36,8 @@ def connection_arguments(
         )
     if not isinstance(certs, str | PathLike):
         raise ValueError(f"certs must be a folder (a str or a Path), not {certs!r}")
+    if certs == "":  # an unset variable; Path("") would be the current folder
+        raise ValueError("certs must be a folder, not '' (an unset variable?)")
     return addresses, load_identity(Path(certs), cluster, name), timeout
 
 

@@ -139,6 +139,7 @@ def test_a_cluster_not_in_the_certs_folder_is_an_identity_error_naming_those_the
         ({"name": None}, "name must be the name of an identity in "),
         ({"name": b"admin"}, "(a str, such as 'admin'), not b'admin'"),
         ({"certs": 5}, "certs must be a folder (a str or a Path), not 5"),
+        ({"certs": ""}, "certs must be a folder, not '' (an unset variable?)"),
     ],
 )
 def test_a_cluster_name_or_certs_of_another_type_is_refused_at_connect(

@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # at run time discovery needs only zeroconf, not the QUIC sta
 from .errors import RecordError
 from .txt import parse_txt
 
+#: The most addresses kept of one announcement: anyone may announce any number, and the node
+#: layer dials each one kept.
+MAX_ADDRESSES = 8
+#: "This network" (RFC 1122): a source address only, never a host to dial.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
 
 class PeerEventKind(enum.Enum):
     DISCOVERED = "discovered"
@@ -92,7 +98,9 @@ def _rank_addresses(addresses: Sequence[str]) -> list[str]:
     """Usable addresses, best first; within a rank the order given (newest first) is kept.
 
     Ranks: IPv4 on the LAN, global IPv6, IPv4 link-local, loopback. IPv6 link-local addresses
-    are dropped: zeroconf gives them without the interface scope needed to dial them.
+    are dropped: zeroconf gives them without the interface scope needed to dial them; so are
+    addresses no host has (wildcard, multicast, broadcast and the rest of 240/4, 0/8). At
+    most MAX_ADDRESSES are kept, the best.
     """
     ranked: list[tuple[int, int, str]] = []
     seen: set[str] = set()
@@ -102,6 +110,8 @@ def _rank_addresses(addresses: Sequence[str]) -> list[str]:
         except ValueError:
             continue
         if ip.is_unspecified or ip.is_multicast or str(ip) in seen:
+            continue
+        if ip.version == 4 and (ip.is_reserved or ip in _THIS_NETWORK):
             continue
         if ip.is_loopback:
             rank = 3
@@ -113,7 +123,7 @@ def _rank_addresses(addresses: Sequence[str]) -> list[str]:
             rank = 0 if ip.version == 4 else 1
         seen.add(str(ip))
         ranked.append((rank, position, str(ip)))
-    return [text for _, _, text in sorted(ranked)]
+    return [text for _, _, text in sorted(ranked)[:MAX_ADDRESSES]]
 
 
 class PeerTable:

@@ -118,6 +118,8 @@ ADDRESS_CASES = [
     (["127.0.0.1", "2001:db8::1", "10.0.0.1"], ["10.0.0.1", "2001:db8::1", "127.0.0.1"]),
     (["169.254.1.1", "127.0.0.1"], ["169.254.1.1", "127.0.0.1"]),
     (["fe80::1", "0.0.0.0", "224.0.0.251", "not an ip", "10.0.0.1", "10.0.0.1"], ["10.0.0.1"]),
+    # Broadcast, the reserved 240/4 and "this network" (0/8) are no host's address.
+    (["255.255.255.255", "240.0.0.1", "0.1.2.3", "::1", "10.0.0.1"], ["10.0.0.1", "::1"]),
 ]
 
 
@@ -126,6 +128,14 @@ def test_address_choice(announced: list[str], kept: list[str]) -> None:
     found = peer_from_service("i", TXT, 7400, announced)
     assert found.address == (kept[0], 7400)
     assert list(found.addresses) == kept
+
+
+def test_a_peer_keeps_a_few_of_its_addresses_however_many_it_announces() -> None:
+    """Addresses are anyone's to announce, and each one kept is dialed (node/lan.py)."""
+    announced = [f"10.1.{n // 250}.{n % 250 + 1}" for n in range(1000)]
+    found = peer_from_service("i", TXT, 7400, announced)
+    assert list(found.addresses) == announced[: discovery.peers.MAX_ADDRESSES]
+    assert found.address == (announced[0], 7400)
 
 
 def test_a_service_without_a_usable_address_is_refused() -> None:

@@ -132,9 +132,12 @@ class PeerTable:
     def __init__(self, cluster: str, own_id: str):
         self.cluster = cluster
         self.own_id = own_id
-        # Instance name -> its latest peer; dict order is the order in which they last changed,
-        # so the last instance carrying an id is its freshest announcement.
+        # Instance name -> its latest peer.
         self._instances: dict[str, DiscoveredPeer] = {}
+        # Node id -> the instances carrying it, in the order in which they last changed: the
+        # last is its freshest announcement. (Indexed so that an update costs the same however
+        # many instances are announced: anyone may announce thousands.)
+        self._carriers: dict[str, dict[str, None]] = {}
         self._reported: dict[str, DiscoveredPeer] = {}
 
     def peers(self) -> dict[str, DiscoveredPeer]:
@@ -149,9 +152,15 @@ class PeerTable:
         old = self._instances.get(instance)
         if old == peer:
             return []  # a refresh that changes nothing keeps its place in the order
-        self._instances.pop(instance, None)
+        if old is not None:
+            del self._instances[instance]
+            carriers = self._carriers[old.node_id]
+            del carriers[instance]
+            if not carriers:
+                del self._carriers[old.node_id]
         if peer is not None:
             self._instances[instance] = peer
+            self._carriers.setdefault(peer.node_id, {})[instance] = None
         ids = dict.fromkeys(p.node_id for p in (old, peer) if p is not None)
         return [event for node_id in ids if (event := self._settle(node_id)) is not None]
 
@@ -160,10 +169,8 @@ class PeerTable:
 
     def _settle(self, node_id: str) -> PeerEvent | None:
         """Compare the freshest announcement of `node_id` with what was last reported."""
-        current = None
-        for peer in self._instances.values():
-            if peer.node_id == node_id:
-                current = peer
+        carriers = self._carriers.get(node_id)
+        current = self._instances[next(reversed(carriers))] if carriers else None
         before = self._reported.get(node_id)
         if current is None:
             if before is None:

@@ -4,6 +4,7 @@ of the package: no network at all."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -101,6 +102,19 @@ def test_the_freshest_instance_of_an_id_wins() -> None:
 
 
 TXT = encode_txt(Announcement("c1", A, "n1", 7400).txt())
+
+
+def test_an_update_costs_the_same_however_many_instances_are_announced() -> None:
+    """Anyone may announce thousands of instances; each update used to scan them all, so
+    40,000 held the event loop for about 25 s of CPU (0.5 s now)."""
+    table = PeerTable("c1", OWN)
+    started = time.process_time()
+    for n in range(40_000):
+        table.put(f"i{n}", peer(f"a{n:015x}", instance=f"i{n}"))
+    for n in range(0, 40_000, 2):
+        table.remove(f"i{n}")
+    assert time.process_time() - started < 5
+    assert len(table.peers()) == 20_000
 
 
 def test_a_peer_from_a_resolved_service() -> None:

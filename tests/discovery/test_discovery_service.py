@@ -68,7 +68,7 @@ def test_many_announced_instances_are_resolved_a_bounded_few_at_a_time() -> None
             finally:
                 running -= 1
 
-        d._lookup = lookup  # type: ignore[method-assign, assignment]
+        d._lookup = lookup  # type: ignore[method-assign]
         for n in range(300):
             name = f"x{n}.{SERVICE_TYPE}"
             d._on_service_change(None, SERVICE_TYPE, name, ServiceStateChange.Added)

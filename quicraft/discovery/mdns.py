@@ -9,7 +9,8 @@ Rules:
   cluster id changes, the TXT record of that same instance is updated in place; close()
   unregisters it, which sends goodbye packets so that peers report us lost at once.
 - zeroconf calls us back inside the event loop. A callback never raises and never awaits: it
-  starts one resolve task per instance, replacing any still running for it.
+  starts one resolve task per instance, replacing any still running for it; at most
+  MAX_RESOLVING of them ask the network at once (anyone may announce thousands).
 - A resolution reads zeroconf's cache (asking the network for what is missing) and hands the
   result to PeerTable, which decides the events. When the cache holds two TXT records of one
   instance, they are dropped and the owner is asked again: the cache cannot say which is
@@ -46,6 +47,9 @@ log = logging.getLogger("quicraft.discovery")
 RESOLVE_TIMEOUT_MS = 3000
 #: Records replaced by a cache-flushing announcement live on for one second (RFC 6762 §10.2).
 SETTLE_S = 1.2
+#: At most this many resolutions run at once: anyone may announce thousands of instances, and
+#: each resolution asks the network for the records it lacks.
+MAX_RESOLVING = 16
 #: The DNS record type of TXT records (RFC 1035); zeroconf does not export its constant.
 TYPE_TXT = 16
 
@@ -89,6 +93,7 @@ class Discovery:
         self._registered = False
         self._broadcasts: list[asyncio.Future[Any]] = []
         self._resolving: dict[str, asyncio.Task[None]] = {}
+        self._lookups = asyncio.Semaphore(MAX_RESOLVING)
         self._queues: set[asyncio.Queue[PeerEvent | None]] = set()
         self._closed = False
 
@@ -248,7 +253,8 @@ class Discovery:
             for attempt in range(2):
                 if attempt:
                     await asyncio.sleep(SETTLE_S)
-                info = await self._lookup(name)
+                async with self._lookups:
+                    info = await self._lookup(name)
                 if info is not None:
                     self._emit(self._table.put(key, self._peer_of(name, info)))
         except asyncio.CancelledError:

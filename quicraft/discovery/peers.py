@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # at run time discovery needs only zeroconf, not the QUIC sta
 from .errors import RecordError
 from .txt import parse_txt
 
+#: The most addresses kept of one announcement: anyone may announce any number, and the node
+#: layer dials each one kept.
+MAX_ADDRESSES = 8
+#: "This network" (RFC 1122): a source address only, never a host to dial.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
 
 class PeerEventKind(enum.Enum):
     DISCOVERED = "discovered"
@@ -92,7 +98,9 @@ def _rank_addresses(addresses: Sequence[str]) -> list[str]:
     """Usable addresses, best first; within a rank the order given (newest first) is kept.
 
     Ranks: IPv4 on the LAN, global IPv6, IPv4 link-local, loopback. IPv6 link-local addresses
-    are dropped: zeroconf gives them without the interface scope needed to dial them.
+    are dropped: zeroconf gives them without the interface scope needed to dial them; so are
+    addresses no host has (wildcard, multicast, broadcast and the rest of 240/4, 0/8). At
+    most MAX_ADDRESSES are kept, the best.
     """
     ranked: list[tuple[int, int, str]] = []
     seen: set[str] = set()
@@ -102,6 +110,8 @@ def _rank_addresses(addresses: Sequence[str]) -> list[str]:
         except ValueError:
             continue
         if ip.is_unspecified or ip.is_multicast or str(ip) in seen:
+            continue
+        if ip.version == 4 and (ip.is_reserved or ip in _THIS_NETWORK):
             continue
         if ip.is_loopback:
             rank = 3
@@ -113,7 +123,7 @@ def _rank_addresses(addresses: Sequence[str]) -> list[str]:
             rank = 0 if ip.version == 4 else 1
         seen.add(str(ip))
         ranked.append((rank, position, str(ip)))
-    return [text for _, _, text in sorted(ranked)]
+    return [text for _, _, text in sorted(ranked)[:MAX_ADDRESSES]]
 
 
 class PeerTable:
@@ -122,9 +132,12 @@ class PeerTable:
     def __init__(self, cluster: str, own_id: str):
         self.cluster = cluster
         self.own_id = own_id
-        # Instance name -> its latest peer; dict order is the order in which they last changed,
-        # so the last instance carrying an id is its freshest announcement.
+        # Instance name -> its latest peer.
         self._instances: dict[str, DiscoveredPeer] = {}
+        # Node id -> the instances carrying it, in the order in which they last changed: the
+        # last is its freshest announcement. (Indexed so that an update costs the same however
+        # many instances are announced: anyone may announce thousands.)
+        self._carriers: dict[str, dict[str, None]] = {}
         self._reported: dict[str, DiscoveredPeer] = {}
 
     def peers(self) -> dict[str, DiscoveredPeer]:
@@ -139,9 +152,15 @@ class PeerTable:
         old = self._instances.get(instance)
         if old == peer:
             return []  # a refresh that changes nothing keeps its place in the order
-        self._instances.pop(instance, None)
+        if old is not None:
+            del self._instances[instance]
+            carriers = self._carriers[old.node_id]
+            del carriers[instance]
+            if not carriers:
+                del self._carriers[old.node_id]
         if peer is not None:
             self._instances[instance] = peer
+            self._carriers.setdefault(peer.node_id, {})[instance] = None
         ids = dict.fromkeys(p.node_id for p in (old, peer) if p is not None)
         return [event for node_id in ids if (event := self._settle(node_id)) is not None]
 
@@ -150,10 +169,8 @@ class PeerTable:
 
     def _settle(self, node_id: str) -> PeerEvent | None:
         """Compare the freshest announcement of `node_id` with what was last reported."""
-        current = None
-        for peer in self._instances.values():
-            if peer.node_id == node_id:
-                current = peer
+        carriers = self._carriers.get(node_id)
+        current = self._instances[next(reversed(carriers))] if carriers else None
         before = self._reported.get(node_id)
         if current is None:
             if before is None:

@@ -9,7 +9,9 @@ Rules of this file:
   membership without us) has proved its key too. What the verified peer announces (formed,
   cluster id) is then believed. The record itself is not signed, so a false one can delay
   forming or cause a false split report, never make anyone a member (docs/operations.md).
-  Unverifiable peers are logged and retried with backoff while they are announced.
+  An announced peer is dialed at each address it announces until one answers, and at most
+  MAX_VERIFYING such dials run at once (anyone may announce any number of ids). Unverifiable
+  peers are logged and retried with backoff while they are announced.
 - While a fresh node waits for its verdict, its hellos say which unformed nodes it sees, and
   once it decides to join, which founder it awaits or that it joins a formed cluster
   (forming.py says why); each change is said again on every connection. What verified
@@ -90,6 +92,9 @@ log = logging.getLogger("quicraft.lan")
 LOOP_S = 0.3
 VERIFY_RETRY_S = (0.5, 8.0)  # first and longest wait between attempts to verify a peer
 JOIN_REFRESH_S = 5.0  # how often a --join address is dialed again (its state may change)
+#: At most this many dials verify announced peers at once: anyone on the LAN may announce any
+#: number of node ids, and each dial holds a UDP socket until it answers or times out.
+MAX_VERIFYING = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,7 @@ class LanForming:
         #: Dials in flight, by node id (mDNS), "relay@id" (an address a peer gave) or
         #: "knock@address" (a leader to say hello to).
         self._verifying: dict[str, asyncio.Task[Any]] = {}
+        self._dials = asyncio.Semaphore(MAX_VERIFYING)  #: of announced peers (mDNS)
         self._tasks: list[asyncio.Task[None]] = []
         self._change: asyncio.Task[None] | None = None
         self._announced = cluster_id()
@@ -299,10 +305,10 @@ class LanForming:
 
     async def _verify(self, peer: DiscoveredPeer) -> None:
         delay = VERIFY_RETRY_S[0]
-        while not await self._check(peer.node_id, peer.address, "mdns"):
+        while (address := await self._dial_announced(peer)) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, VERIFY_RETRY_S[1])
-        found = Verified(peer.node_id, peer.name, peer.address, peer.cluster_id)
+        found = Verified(peer.node_id, peer.name, address, peer.cluster_id)
         first = peer.node_id not in self.verified
         self.verified[peer.node_id] = found
         self._complained.discard(peer.node_id)
@@ -314,6 +320,17 @@ class LanForming:
                 self._discovered_event(found)
         if self._verifying.get(peer.node_id) is asyncio.current_task():
             del self._verifying[peer.node_id]
+
+    async def _dial_announced(self, peer: DiscoveredPeer) -> Address | None:
+        """Dial each address `peer` announces, best first, until one proves its key: the best
+        may be one this node cannot reach (another interface of the peer's, a container
+        bridge). Returns where it answered, or None."""
+        port = peer.address[1]
+        for host in peer.addresses or (peer.address[0],):
+            async with self._dials:
+                if await self._check(peer.node_id, (host, port), "mdns"):
+                    return host, port
+        return None
 
     def _attempt(self, source: str, address: Address, node_id: str | None) -> Span:
         """The span of one attempt to verify a hint from `source` (mdns, join, knock, relay)."""

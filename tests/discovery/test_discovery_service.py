@@ -6,8 +6,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from zeroconf import ServiceStateChange
 
-from quicraft.discovery import Announcement, Discovery, DiscoveryError, PeerEvent
+from quicraft.discovery import (
+    SERVICE_TYPE,
+    Announcement,
+    Discovery,
+    DiscoveryError,
+    PeerEvent,
+    mdns,
+)
 
 ID = "0123456789abcdef"
 
@@ -38,5 +46,36 @@ def test_state_before_start_and_after_close() -> None:
         await d.close()
         seen: list[PeerEvent] = [event async for event in d.events()]
         assert seen == []  # the iteration of a closed discovery ends at once
+
+    asyncio.run(scenario())
+
+
+def test_many_announced_instances_are_resolved_a_bounded_few_at_a_time() -> None:
+    """Anyone may announce thousands of instances (a pointer record each is enough), and each
+    resolution asks the network for what it lacks: at most MAX_RESOLVING run together. No
+    zeroconf here: the lookup is a stand-in that takes a while and finds nothing."""
+
+    async def scenario() -> None:
+        d = Discovery(Announcement("c1", ID, "n1", 7400), addresses=["10.0.0.1"])
+        running, most, asked = 0, 0, 0
+
+        async def lookup(name: str) -> None:
+            nonlocal running, most, asked
+            running, asked = running + 1, asked + 1
+            most = max(most, running)
+            try:
+                await asyncio.sleep(0.01)
+            finally:
+                running -= 1
+
+        d._lookup = lookup  # type: ignore[method-assign]
+        for n in range(300):
+            name = f"x{n}.{SERVICE_TYPE}"
+            d._on_service_change(None, SERVICE_TYPE, name, ServiceStateChange.Added)
+        async with asyncio.timeout(10):
+            while asked < 300:
+                await asyncio.sleep(0.01)
+        assert 0 < most <= mdns.MAX_RESOLVING
+        await d.close()
 
     asyncio.run(scenario())

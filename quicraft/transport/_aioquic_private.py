@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for eight things quicraft needs:
+aioquic (1.x) has no public API for ten things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -45,6 +45,17 @@ aioquic (1.x) has no public API for eight things quicraft needs:
    timers through two connections and checks that every skipped transmit would have been
    empty.
 
+9. Not making a connection for every Initial. QuicServer makes one (and keeps it until its
+   idle timeout) for each Initial datagram with a connection id it does not know, before
+   anything is checked: junk Initials from one sender cost about 75 KB each, a real
+   ClientHello that goes no further about 100 KB. PerClientConfigServer looks the id up in
+   `QuicServer._protocols` first and drops the datagram when `may_open` says no (quic.py
+   bounds the handshakes in progress).
+10. Dropping a handshake that takes too long, silently. aioquic has no call that ends a
+   connection without a CONNECTION_CLOSE, except its idle timeout, which every packet the
+   client sends (even an Initial PING) pushes back. `time_out` makes that timeout due now
+   (`QuicConnection._close_at`).
+
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
 """
@@ -55,10 +66,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aioquic import tls
+from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
@@ -106,18 +119,53 @@ def delay_acks(quic: QuicConnection) -> None:
 
 
 class PerClientConfigServer(QuicServer):
-    """A QuicServer whose new connections take `configure(client address)` (see 6. above)."""
+    """A QuicServer whose new connections take `configure(client address)` (see 6. above),
+    and that makes a new connection only while `may_open(client address)` allows (see 9.)."""
 
     def __init__(
-        self, *, configure: Callable[[tuple[Any, ...]], QuicConfiguration], **kwargs: Any
+        self,
+        *,
+        configure: Callable[[tuple[Any, ...]], QuicConfiguration],
+        may_open: Callable[[tuple[Any, ...]], bool],
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._configure = configure
+        self._may_open = may_open
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if isinstance(data, bytes) and data[:1] and data[0] & 0x80:  # a long header
+            if not self._wanted(data, addr):
+                return
             self._configuration = self._configure(addr)
         super().datagram_received(data, addr)
+
+    def _wanted(self, data: bytes, addr: tuple[Any, ...]) -> bool:
+        """False for a long-header datagram to drop unanswered: one that would open a new
+        connection that `may_open` refuses, or an unsupported version's packet too small to
+        open one (aioquic would answer it with a larger Version Negotiation packet, to an
+        address nobody has validated)."""
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+            )
+        except ValueError:
+            return False  # aioquic drops it too
+        if header.version not in self._configuration.supported_versions:
+            return len(data) >= SMALLEST_MAX_DATAGRAM_SIZE
+        opens = (
+            header.packet_type == QuicPacketType.INITIAL
+            and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE
+            and header.destination_cid not in self._protocols
+        )
+        return not opens or self._may_open(addr)
+
+
+def time_out(quic: QuicConnection, now: float) -> None:
+    """End `quic` now as its idle timeout would: nothing is sent (see 10. above). The
+    caller processes the ConnectionTerminated event this queues."""
+    quic._close_at = now
+    quic.handle_timer(now)
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
@@ -255,8 +303,11 @@ def check() -> None:
             problems.append(f"tls.Context.{name}")
     if "_initialize" not in vars(QuicConnection):
         problems.append("QuicConnection._initialize")
-    if "_configuration" not in QuicServer.datagram_received.__code__.co_names:
-        problems.append("QuicServer._configuration")
+    for name in ("_configuration", "_protocols"):
+        if name not in QuicServer.datagram_received.__code__.co_names:
+            problems.append(f"QuicServer.{name}")
+    if "_close_at" not in QuicConnection.handle_timer.__code__.co_names:
+        problems.append("QuicConnection._close_at")
     quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
     if not isinstance(getattr(quic, "_ack_delay", None), float):
         problems.append("QuicConnection._ack_delay")

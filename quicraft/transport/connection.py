@@ -14,6 +14,9 @@ Connection is the small public face of an authenticated one; its streams live in
   the server verifies in the same step in which it first can decrypt that PING, and a refused
   connection only ever sends CONNECTION_CLOSE, so the ACK means "accepted".
 - Idle connections stay up: a PING every `keepalive` seconds, well inside the idle timeout.
+- Before a client is verified it costs the server memory and nothing proves who it is, so a
+  server bounds those connections (`Endpoint.half_open`; quic.py refuses to make more) and
+  drops each one, silently, that is not verified within `handshake_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -61,8 +64,11 @@ class Endpoint:
     expect_node_id: str | None = None
     admit: Admit | None = None
     on_connection: Callable[[Connection], None] | None = None
+    handshake_timeout: float = 10.0
     refusals: Counter[str] = field(default_factory=Counter)  # what a server refused, by reason
     protocols: set[PeerProtocol] = field(default_factory=set)
+    #: A server's connections that have not been verified yet, and are not over.
+    half_open: set[PeerProtocol] = field(default_factory=set)
 
 
 class Connection:
@@ -160,7 +166,13 @@ class PeerProtocol(QuicConnectionProtocol):
         self._heard_at = self._evloop.time()  # of the last datagram from the peer
         self._terminated = False
         self._released = self._evloop.create_future()  # a dialer's UDP socket is closed
+        self._overdue: asyncio.TimerHandle | None = None
         endpoint.protocols.add(self)
+        if not dialed:  # a dialer's connect() has a timeout of its own
+            endpoint.half_open.add(self)
+            self._overdue = self._evloop.call_later(
+                endpoint.handshake_timeout, self._handshake_overdue
+            )
 
     def failure(self) -> TransportError | None:
         """Why this connection is closed or closing; None while it is usable."""
@@ -251,6 +263,9 @@ class PeerProtocol(QuicConnectionProtocol):
         if isinstance(verdict, Refusal):
             self._refuse(verdict)
             return
+        self._ep.half_open.discard(self)
+        if self._overdue is not None:
+            self._overdue.cancel()
         self.connection = conn = Connection(self, verdict, self._alpn, self._dialer)
         self.streams.connection = conn
         self.streams.handler = ep.handlers.get(self._alpn)
@@ -307,9 +322,25 @@ class PeerProtocol(QuicConnectionProtocol):
         if self._ping_handle is not None:
             self._ping_handle.cancel()
         self._ep.protocols.discard(self)
+        self._ep.half_open.discard(self)
+        if self._overdue is not None:
+            self._overdue.cancel()
         self._terminated = True
         if self._dialer and self._udp is not None:
             self._udp.close()  # a dialer owns its UDP socket; nothing more will be sent on it
+
+    def _handshake_overdue(self) -> None:
+        """Not verified in time: drop the connection without a word. Junk, a client that went
+        silent, or one that keeps its handshake alive without finishing it; whoever sent it
+        need not hear from us (its address may not even be its own)."""
+        if self._terminated or self.connection is not None:
+            return
+        self._ep.refusals["handshake_timeout"] += 1
+        log.debug("dropped an unfinished handshake from %s", _fmt(self.remote))
+        self._failure = self._failure or TransportError("handshake timed out")
+        private.time_out(self._q, self._evloop.time())
+        self._process_events()
+        self.transmit()
 
     def ended(self) -> bool:
         if self._dialer:  # closed, and its socket too (at termination, or by release())

@@ -70,6 +70,13 @@ IDLE_TIMEOUT = 30.0  # seconds without a packet before QUIC drops a connection
 # a LAN; aioquic hands out credit as data arrives, so these bound in-flight data, not memory.
 MAX_STREAM_DATA = 16 * 1024 * 1024
 MAX_DATA = 32 * 1024 * 1024
+#: A client not verified this many seconds after its first packet is dropped: connect() waits
+#: 5 s by default, and a handshake takes a few round trips.
+HANDSHAKE_TIMEOUT = 10.0
+#: Connections a server holds before their client is verified (about 100 KB each); an Initial
+#: that would open one more is dropped (its client resends it). Handshakes on a LAN take
+#: milliseconds, so only a flood fills this.
+MAX_HALF_OPEN = 256
 
 
 class Server:
@@ -89,6 +96,11 @@ class Server:
         found = (p.connection for p in self._endpoint.protocols)
         return [c for c in found if c is not None and not c.closed]
 
+    @property
+    def handshakes(self) -> int:
+        """Connections whose client is not verified yet (at most `max_half_open`)."""
+        return len(self._endpoint.half_open)
+
     def close(self) -> None:
         """Close every connection (handlers are cancelled) and stop listening."""
         for protocol in list(self._endpoint.protocols):
@@ -107,6 +119,8 @@ async def serve(
     *,
     max_frame: int = MAX_FRAME,
     idle_timeout: float = IDLE_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    max_half_open: int = MAX_HALF_OPEN,
 ) -> Server:
     """Listen on host:port (port 0: any free port, see Server.address) for the ALPNs in
     `handlers`; `admit(peer, alpn)` may refuse a verified peer by returning a reason."""
@@ -121,11 +135,18 @@ async def serve(
         keepalive=idle_timeout / 3,
         admit=admit,
         on_connection=on_connection,
+        handshake_timeout=handshake_timeout,
     )
     config = _configuration(identity, sorted(handlers), idle_timeout, is_client=False)
 
     def configure(client: tuple[Any, ...]) -> QuicConfiguration:
         return path.sized_for(config, str(client[0]))
+
+    def may_open(client: tuple[Any, ...]) -> bool:
+        if len(endpoint.half_open) < max_half_open:
+            return True
+        endpoint.refusals["too_many_handshakes"] += 1  # Initial datagrams dropped
+        return False
 
     def create_protocol(quic: QuicConnection, stream_handler: object = None) -> PeerProtocol:
         private.request_client_certificate(quic)
@@ -138,7 +159,10 @@ async def serve(
     try:
         transport, quic_server = await loop.create_datagram_endpoint(
             lambda: private.PerClientConfigServer(
-                configure=configure, configuration=config, create_protocol=create_protocol
+                configure=configure,
+                may_open=may_open,
+                configuration=config,
+                create_protocol=create_protocol,
             ),
             local_addr=(host, port),
         )

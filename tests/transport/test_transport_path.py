@@ -107,11 +107,15 @@ def test_the_server_configures_a_connection_only_from_a_long_header_datagram() -
 
     async def main() -> None:
         server = private.PerClientConfigServer(
-            configure=configure, configuration=QuicConfiguration(is_client=False)
+            configure=configure,
+            may_open=lambda addr: True,
+            configuration=QuicConfiguration(is_client=False),
         )
         server.datagram_received(b"\x40" + bytes(40), ("127.0.0.1", 1111))  # short header
         assert seen == []
-        server.datagram_received(b"\xc0" + bytes(40), ("127.0.0.1", 2222))  # long (garbage)
+        # a long header: a version 1 Handshake packet of no connection the server knows
+        handshake = b"\xe0\x00\x00\x00\x01" + b"\x08" + bytes(8) + b"\x08" + bytes(8)
+        server.datagram_received(handshake + b"\x14" + bytes(20), ("127.0.0.1", 2222))
         assert seen == [("127.0.0.1", 2222)]
 
     asyncio.run(main())

@@ -277,13 +277,11 @@ def _restore(args: argparse.Namespace) -> int:
             return fail(f"identity {args.name!r} has role {identity.role.value}; need role node")
         owner = DataOwner(identity.node_id, args.name, args.cluster)
         restored = write_restored(backup, args.data, owner)
-    except (IdentityError, RestoreError, BackupError, StorageError) as err:
+    except BaseException as err:  # refused, or Ctrl-C (DIR is emptied): the key issued goes
         if new is not None:
             new.take_back()
-        return fail(str(err))
-    except BaseException:  # Ctrl-C: write_restored emptied DIR; the key it was for goes too
-        if new is not None:
-            new.take_back()
+        if isinstance(err, IdentityError | RestoreError | BackupError | StorageError):
+            return fail(str(err))
         raise
     info, cluster_id = restored.info, restored.cluster_id
     result = {

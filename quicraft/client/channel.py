@@ -24,6 +24,15 @@ Rules of this file:
   node, however long an operation takes, acknowledges at once. For DOWN_S after that, a
   leader hint naming that node is not followed, and moving on passes it by: the other nodes
   go on naming their old leader until they have elected another.
+- A node that refuses the connection (RefusedError: a node of another cluster listed by
+  mistake, one given another CA) is passed by as one that cannot be reached: a call raises
+  forbidden only once every endpoint has refused it (Refusals), or when it gives up with a
+  refusal the last word. Before, the first refusal failed every call, though a node of the
+  cluster was listed next.
+- A leader hint is followed at once the first time in a call; each hint after that waits the
+  call's backoff first (Retry), so that nodes naming each other as leader (stale hints while
+  they elect one, or addresses that reach another node) are not asked hundreds of times a
+  second, each time over a new connection.
 - A node that answers nothing at all (frozen, its host gone, packets dropped) would hold a
   connect for the handshake's whole 5 s: an attempt to connect waits CONNECT_S, then the
   caller tries the next node. Attempts in a row that get no answer wait twice as long each
@@ -39,7 +48,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from quicraft.transport import Connection, Identity, Stream, TransportError
+from quicraft.transport import Connection, Identity, RefusedError, Stream, TransportError
 from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.transport.deadlines import Deadlines
@@ -200,6 +209,21 @@ class Retry:
     async def pause(self) -> None:
         await asyncio.sleep(min(self._delay, max(0.0, self.left())))
         self._delay = min(self._delay * 2, RETRY_MAX_S)
+
+
+class Refusals:
+    """The endpoints that refused one call's connection, and the last refusal (see the
+    module rules)."""
+
+    def __init__(self) -> None:
+        self.endpoints: set[str] = set()
+        self.last: RefusedError | None = None
+
+    def note(self, link: Endpoints[Any], err: RefusedError) -> bool:
+        """Note that the current endpoint refused; True once every endpoint has."""
+        self.endpoints.add(link.current_endpoint)
+        self.last = err
+        return self.endpoints >= {format_address(a) for a in link.endpoints}
 
 
 class ConnectPace:

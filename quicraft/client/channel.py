@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import warnings
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
@@ -420,9 +422,15 @@ def failure_at(endpoint: str, err: BaseException) -> str:
 
 class EndpointsClient(Generic[R]):
     """What the KV and management clients share: `async with`, close(), and the node talked
-    to now. A subclass sets `_link`."""
+    to now. A subclass sets `_link`, then calls `_close_when_dropped`."""
 
     _link: Endpoints[R]
+
+    def _close_when_dropped(self) -> None:
+        """Close the client's channel if the client is garbage-collected unclosed: its
+        reader task holds it, so its connection (a UDP socket, keepalives) and the task
+        would last as long as the event loop."""
+        weakref.finalize(self, _drop_unclosed, self._link, type(self).__name__)
 
     async def __aenter__(self) -> Self:
         return self
@@ -441,3 +449,26 @@ class EndpointsClient(Generic[R]):
         """Close the client: its connections (and its subscriptions) end, and it is over in
         at most a second. Calls made after it raise; closing twice is harmless."""
         await self._link.close()
+
+
+def _drop_unclosed(link: Endpoints[Any], kind: str) -> None:
+    """A client's finalizer: close its channel in its loop, with a ResourceWarning as for an
+    unclosed file. Its subscriptions are left to run: each keeps its own connection and ends
+    with its `async for` (`async for e in connect(...).events()` holds no client)."""
+    loop = link.life.loop
+    if link.life.closed or link.channel is None or loop is None or loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        link.drop("client dropped unclosed")
+    else:  # collected in another thread
+        loop.call_soon_threadsafe(link.drop, "client dropped unclosed")
+    where = ",".join(format_address(a) for a in link.endpoints)
+    warnings.warn(
+        f"unclosed quicraft {kind} of {where}: close it, or use `async with`",
+        ResourceWarning,
+        stacklevel=1,
+    )

@@ -116,6 +116,7 @@ class Client(EndpointsClient[Response]):
         #: that ends wakes only those the window now takes.
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.tracing = global_tracing("quicraft.client")
+        self._close_when_dropped()
 
     @property
     def endpoints(self) -> list[Address]:

@@ -146,6 +146,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         self.timeout = timeout
         self.follow_leader = follow_leader
         self.tracing = global_tracing("quicraft.client")
+        self._close_when_dropped()
 
     # -- the operations --------------------------------------------------------------------------
 

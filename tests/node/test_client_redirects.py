@@ -49,6 +49,7 @@ class Node:
     def write_frame(self, frame: bytes) -> None:
         request = decode_mgmt_request(frame) if self.mgmt else decode_request(frame)
         error = None
+        result: dict[str, Any] | None = None
         if self.leader is not None:
             where = f"{self.leader[0]}:{self.leader[1]}"
             error = {"code": "not_leader", "message": "not the leader", "leader_addr": where}

@@ -24,6 +24,15 @@ Rules of this file:
   node, however long an operation takes, acknowledges at once. For DOWN_S after that, a
   leader hint naming that node is not followed, and moving on passes it by: the other nodes
   go on naming their old leader until they have elected another.
+- A node that refuses the connection (RefusedError: a node of another cluster listed by
+  mistake, one given another CA) is passed by as one that cannot be reached: a call raises
+  forbidden only once every endpoint has refused it (Refusals), or when it gives up with a
+  refusal the last word. Before, the first refusal failed every call, though a node of the
+  cluster was listed next.
+- A leader hint is followed at once the first time in a call; each hint after that waits the
+  call's backoff first (Retry), so that nodes naming each other as leader (stale hints while
+  they elect one, or addresses that reach another node) are not asked hundreds of times a
+  second, each time over a new connection.
 - A node that answers nothing at all (frozen, its host gone, packets dropped) would hold a
   connect for the handshake's whole 5 s: an attempt to connect waits CONNECT_S, then the
   caller tries the next node. Attempts in a row that get no answer wait twice as long each
@@ -34,12 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import warnings
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from quicraft.transport import Connection, Identity, Stream, TransportError
+from quicraft.transport import Connection, Identity, RefusedError, Stream, TransportError
 from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address, parse_address
 from quicraft.transport.deadlines import Deadlines
@@ -200,6 +211,21 @@ class Retry:
     async def pause(self) -> None:
         await asyncio.sleep(min(self._delay, max(0.0, self.left())))
         self._delay = min(self._delay * 2, RETRY_MAX_S)
+
+
+class Refusals:
+    """The endpoints that refused one call's connection, and the last refusal (see the
+    module rules)."""
+
+    def __init__(self) -> None:
+        self.endpoints: set[str] = set()
+        self.last: RefusedError | None = None
+
+    def note(self, link: Endpoints[Any], err: RefusedError) -> bool:
+        """Note that the current endpoint refused; True once every endpoint has."""
+        self.endpoints.add(link.current_endpoint)
+        self.last = err
+        return self.endpoints >= {format_address(a) for a in link.endpoints}
 
 
 class ConnectPace:
@@ -396,9 +422,15 @@ def failure_at(endpoint: str, err: BaseException) -> str:
 
 class EndpointsClient(Generic[R]):
     """What the KV and management clients share: `async with`, close(), and the node talked
-    to now. A subclass sets `_link`."""
+    to now. A subclass sets `_link`, then calls `_close_when_dropped`."""
 
     _link: Endpoints[R]
+
+    def _close_when_dropped(self) -> None:
+        """Close the client's channel if the client is garbage-collected unclosed: its
+        reader task holds it, so its connection (a UDP socket, keepalives) and the task
+        would last as long as the event loop."""
+        weakref.finalize(self, _drop_unclosed, self._link, type(self).__name__)
 
     async def __aenter__(self) -> Self:
         return self
@@ -417,3 +449,26 @@ class EndpointsClient(Generic[R]):
         """Close the client: its connections (and its subscriptions) end, and it is over in
         at most a second. Calls made after it raise; closing twice is harmless."""
         await self._link.close()
+
+
+def _drop_unclosed(link: Endpoints[Any], kind: str) -> None:
+    """A client's finalizer: close its channel in its loop, with a ResourceWarning as for an
+    unclosed file. Its subscriptions are left to run: each keeps its own connection and ends
+    with its `async for` (`async for e in connect(...).events()` holds no client)."""
+    loop = link.life.loop
+    if link.life.closed or link.channel is None or loop is None or loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        link.drop("client dropped unclosed")
+    else:  # collected in another thread
+        loop.call_soon_threadsafe(link.drop, "client dropped unclosed")
+    where = ",".join(format_address(a) for a in link.endpoints)
+    warnings.warn(
+        f"unclosed quicraft {kind} of {where}: close it, or use `async with`",
+        ResourceWarning,
+        stacklevel=1,
+    )

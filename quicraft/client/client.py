@@ -36,7 +36,7 @@ from quicraft.transport.address import Address
 from quicraft.wire import Event, ProtocolError, Response, decode_response, encode_request
 
 from .arguments import connection_arguments
-from .channel import Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
+from .channel import Codec, Endpoints, EndpointsClient, Refusals, Retry, UnsendableRequest
 from .kv import KV
 
 log = logging.getLogger("quicraft.client")
@@ -116,6 +116,7 @@ class Client(EndpointsClient[Response]):
         #: that ends wakes only those the window now takes.
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.tracing = global_tracing("quicraft.client")
+        self._close_when_dropped()
 
     @property
     def endpoints(self) -> list[Address]:
@@ -254,6 +255,8 @@ class Client(EndpointsClient[Response]):
         #: The last answer was no_leader: if it gives up, that says more than a node that
         #: could not be reached since.
         leaderless: str | None = None
+        refusals = Refusals()
+        followed = False  # a leader hint, in this call (see channel.py)
         while retry.left() > 0:
             channel = self._link.open_channel()
             attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, retry.left()))
@@ -266,7 +269,7 @@ class Client(EndpointsClient[Response]):
             except UnsendableRequest as err:
                 raise InvalidRequest("bad_request", str(err)) from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
-                if isinstance(err, RefusedError):
+                if isinstance(err, RefusedError) and refusals.note(self._link, err):
                     raise ClientError("forbidden", f"refused by the cluster: {err}") from None
                 last = self._link.failure(err)
                 self._link.move_on(channel)
@@ -286,12 +289,17 @@ class Client(EndpointsClient[Response]):
                     attempts.maybe_proposed -= 1  # a node that is not the leader proposes nothing
                 hint = error.leader_addr if error.code == "not_leader" else None
                 if hint and self._link.go_to(hint):
+                    if followed:  # nodes that name each other: not hundreds of times a second
+                        await retry.pause()
+                    followed = True
                     continue
                 if error.code in ("not_leader", "no_leader"):
                     self._link.move_on(channel)  # this node may be cut off from a majority
             await retry.pause()
         if leaderless:
             last = f"{leaderless}; {NO_LEADER_HINT}"
+        elif refusals.last is not None and not answered:
+            last = f"{refusals.last}; no other endpoint answered"
         elif not answered:
             last += "; is the cluster running there?"
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")

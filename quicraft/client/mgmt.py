@@ -57,7 +57,15 @@ from quicraft.wire import (
 )
 
 from .arguments import connection_arguments
-from .channel import Channel, Codec, Endpoints, EndpointsClient, Retry, UnsendableRequest
+from .channel import (
+    Channel,
+    Codec,
+    Endpoints,
+    EndpointsClient,
+    Refusals,
+    Retry,
+    UnsendableRequest,
+)
 from .client import NO_LEADER_HINT, ClientError
 
 CODEC: Codec[MgmtResponse] = Codec(
@@ -138,6 +146,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         self.timeout = timeout
         self.follow_leader = follow_leader
         self.tracing = global_tracing("quicraft.client")
+        self._close_when_dropped()
 
     # -- the operations --------------------------------------------------------------------------
 
@@ -311,16 +320,19 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         is safe); MgmtError("timeout") if none does."""
         retry = Retry(asyncio.get_running_loop().time() + self.timeout)
         last = "no endpoint answered"
+        refusals = Refusals()
         while retry.left() > 0:
             try:
                 async with asyncio.timeout(max(0.1, retry.left())):
                     return await self._link.connected()
-            except RefusedError:
-                raise  # the cluster said no: another node would say the same
             except (TransportError, ConnectionError, TimeoutError) as err:
+                if isinstance(err, RefusedError) and refusals.note(self._link, err):
+                    raise  # every endpoint said no (channel.py)
                 last = self._link.failure(err)
                 self._link.move_on(None)
             await retry.pause()
+        if refusals.last is not None:
+            last = f"{refusals.last}; no other endpoint answered"
         raise MgmtError(
             "timeout", f"gave up after {self.timeout:g}s: {last}", "is the cluster running?"
         )
@@ -377,6 +389,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         #: The last answer was no_leader: if it gives up, that says more than a node that
         #: could not be reached since (as in the KV client).
         leaderless: str | None = None
+        refusals = Refusals()
+        followed = False  # a leader hint, in this call (see channel.py)
+        answered = False
         while retry.left() > 0:
             channel: Channel[MgmtResponse] | None = None
             try:
@@ -389,11 +404,11 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 finally:
                     if floor:  # a node's time serving it, not the client's finding one
                         retry.deadline += loop.time() - sent
-            except RefusedError as err:
-                raise _forbidden(err) from None
             except UnsendableRequest as err:
                 raise MgmtError("bad_request", f"not sent: {err}") from None
             except (TransportError, ProtocolError, TimeoutError, ConnectionError) as err:
+                if isinstance(err, RefusedError) and refusals.note(self._link, err):
+                    raise _forbidden(err) from None
                 last = self._link.failure(err)
                 if op in CHANGES and channel is not None:
                     raise MgmtError(
@@ -408,12 +423,16 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 error = response.error
                 assert error is not None
                 last = error.message
+                answered = True
                 leaderless = None
                 if error.code == "no_leader":
                     leaderless = f"no leader is known to {self._link.current_endpoint}"
                 follow = error.code == "not_leader" and self.follow_leader
                 hint = error.leader_addr if follow else None
                 if hint and self._link.go_to(hint):
+                    if followed:  # nodes that name each other: not hundreds of times a second
+                        await retry.pause()
+                    followed = True
                     continue
                 if (
                     hint
@@ -426,6 +445,9 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             await retry.pause()
         if leaderless:
             last, hint = leaderless, NO_LEADER_HINT
+        elif refusals.last is not None and not answered:
+            last = f"{refusals.last}; no other endpoint answered"
+            hint = _forbidden(refusals.last).hint
         else:
             hint = "is the cluster running?"
         raise MgmtError("timeout", f"gave up after {budget:g}s: {last}", hint=hint)

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cluster_harness import Cluster, free_base_port, one_node_cluster
@@ -438,3 +439,47 @@ def test_events_of_a_sync_client_left_open_end_quietly_at_exit(one_node: Cluster
     assert "Exception ignored" not in done.stderr, done.stderr
     assert "never awaited" not in done.stderr, done.stderr
     assert "ResourceWarning: unclosed quicraft SyncClient of 127.0.0.1:" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["kv", "mgmt"])
+def test_an_async_client_dropped_unclosed_closes_its_connection(
+    one_node: Cluster, kind: str
+) -> None:
+    """Before, its reader task held its channel: each client a long-running program dropped
+    unclosed kept a UDP socket, a task and keepalives until the event loop ended (100 of
+    them: 100 more file descriptors and tasks)."""
+    certs = one_node.local.certs
+
+    async def scenario() -> None:
+        tasks_before = len(asyncio.all_tasks())
+        if kind == "kv":
+            client: Any = connect(endpoint(one_node), CLUSTER, certs)
+            await client.kv.get("dropped")
+        else:
+            client = connect_mgmt(endpoint(one_node), CLUSTER, certs)
+            await client.health()
+        conn = client._link.channel.conn
+        with pytest.warns(ResourceWarning, match="unclosed quicraft (Client|MgmtClient) of"):
+            del client
+            gc.collect()
+        await asyncio.wait_for(conn.wait_closed(), 2.0)
+        await asyncio.sleep(0)  # the reader task's cancellation
+        assert conn.ended and len(asyncio.all_tasks()) == tasks_before
+
+    asyncio.run(scenario())
+
+
+def test_a_subscription_outlives_its_client_dropped_unclosed(one_node: Cluster) -> None:
+    """`async for e in connect(...).events()` holds no client: dropping it must not end the
+    subscription."""
+    certs = one_node.local.certs
+
+    async def scenario() -> None:
+        events = connect(endpoint(one_node), CLUSTER, certs).events(since=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+            assert (await asyncio.wait_for(anext(events), 5.0)).pos > 0
+        await events.aclose()
+
+    asyncio.run(scenario())

@@ -15,9 +15,11 @@ Rules:
   resumes from there; one that lost its node before that resumes live (it has no position).
 - compacted from one node sends it to the others, which may hold more; once a whole round of
   endpoints said so (or could not be reached) it raises EventsCompacted (a ClientError, code
-  "compacted", with `oldest`): re-read the state, then subscribe with since=oldest. forbidden
-  and bad_request are raised at once. Nothing else ends it: it retries, backing off to
-  RETRY_MAX_S, until the caller stops iterating.
+  "compacted", with `oldest`): re-read the state, then subscribe with since=oldest.
+  bad_request and forbidden from a node are raised at once; a refused connection (a node of
+  another cluster listed by mistake) is passed by, forbidden once every endpoint refused.
+  Nothing else ends it: it retries, backing off to RETRY_MAX_S, until the caller stops
+  iterating.
 - When no node could be reached for UNREACHABLE_WARN_S, it logs one warning (and one more
   once a node answers again), so that a wrong address does not look like a quiet cluster.
 - The idle timeout is short (IDLE_TIMEOUT_S) so that a node that died without a word is
@@ -121,6 +123,7 @@ async def subscribe(
     tracing = global_tracing("quicraft.client")
     # Attempts in a row that met compacted (or no node, after one did): a round of them ends it.
     refusals = compacted = 0
+    refused: set[str] = set()  # endpoints that refused the connection since one took it
     delay = RETRY_MIN_S
     loop = asyncio.get_running_loop()
     unreachable_since: float | None = None  # the first of the attempts in a row that failed
@@ -140,8 +143,11 @@ async def subscribe(
             if conn is None:
                 return  # the client closed
             life.track(conn)
-        except RefusedError as err:
-            raise ClientError("forbidden", f"refused by {where}: {err}") from None
+        except RefusedError as err:  # passed by, as the request clients do (channel.py)
+            refused.add(where)
+            if refused >= {format_address(a) for a in endpoints}:
+                raise ClientError("forbidden", f"refused by {where}: {err}") from None
+            log.info("events: refused by %s: %s", where, err)
         except TransportError as err:
             log.info("events: cannot reach %s: %s", where, err)
             now = loop.time()
@@ -151,6 +157,7 @@ async def subscribe(
                 warned = True
         else:
             connected = True
+            refused.clear()
             if warned:
                 log.warning("events: %s answers; following the events again", where)
             unreachable_since, warned = None, False

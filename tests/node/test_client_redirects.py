@@ -9,18 +9,23 @@ cluster listed first failed every call with forbidden though a node of the clust
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
 import pytest
 
 from quicraft.client import Client, ClientError, MgmtClient, MgmtError
+from quicraft.client import events as events_module
 from quicraft.client.channel import Channel
+from quicraft.client.events import subscribe
 from quicraft.client.mgmt import CODEC as MGMT_CODEC
+from quicraft.node.events import log_position
 from quicraft.transport import RefusedError
-from quicraft.wire import decode_mgmt_request, encode_mgmt_response
+from quicraft.wire import Event, decode_mgmt_request, encode_event, encode_mgmt_response
 from quicraft.wire.client import decode_request, encode_response
 
 A, B, C = ("10.0.0.1", 7400), ("10.0.0.2", 7400), ("10.0.0.3", 7400)
+_KV = {"op": "set", "key": "k", "revision": 7, "value": b"v", "previous": None}
 
 
 class FakeConnection:
@@ -173,3 +178,38 @@ def test_a_refusal_is_the_reason_given_when_no_other_node_answers(
     assert "refused the server at 10.0.0.1:7400: expired; no other endpoint answered" in str(
         raised.value
     )
+
+
+def test_a_subscription_passes_by_a_node_that_refuses_it(monkeypatch: Any) -> None:
+    """events() raised forbidden at the first node that refused the connection, as the
+    request clients did, though the next endpoint was a node of the cluster (found by an
+    audit). It passes it by; forbidden only once every endpoint has refused."""
+
+    class Subscribed(FakeConnection):
+        async def open_stream(self) -> Subscribed:
+            return self
+
+        def write_frame(self, frame: bytes) -> None:
+            pass
+
+        async def read_frame(self) -> bytes | None:
+            return encode_event(Event(log_position(7), "kv", 0, _KV))
+
+    async def dial(host: str, port: int, *args: Any, **kwargs: Any) -> Subscribed:
+        if (host, port) != B:
+            raise RefusedError(f"{host}:{port} is of another cluster", "wrong_cluster")
+        return Subscribed()
+
+    monkeypatch.setattr(events_module, "quic_connect", dial)
+    monkeypatch.setattr(events_module, "RETRY_MIN_S", 0.01)
+
+    async def first(endpoints: list[tuple[str, int]]) -> Event:
+        async with contextlib.aclosing(subscribe(endpoints, cast(Any, None))) as stream:
+            async for event in stream:
+                return event
+        raise AssertionError("no event")
+
+    assert asyncio.run(first([A, B])).pos == log_position(7)
+    with pytest.raises(ClientError) as refused:
+        asyncio.run(first([A, C]))
+    assert refused.value.code == "forbidden" and "of another cluster" in str(refused.value)

@@ -11,6 +11,7 @@ import time
 from typing import Any, cast
 
 import pytest
+from client_fakes import FakeConnection
 
 from quicraft.client import Client, ClientError, MgmtClient, MgmtError
 from quicraft.client.channel import Channel, Retry
@@ -21,20 +22,6 @@ from quicraft.wire import decode_mgmt_request, encode_mgmt_response
 from quicraft.wire.client import decode_request, encode_response
 
 A, B = ("10.0.0.1", 7400), ("10.0.0.2", 7400)
-
-
-class FakeConnection:
-    closed = False
-    ended = False
-
-    def silent_for(self) -> float:
-        return 0.0
-
-    def probe(self) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        self.closed = True
 
 
 class NoLeader:

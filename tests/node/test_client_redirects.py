@@ -13,6 +13,7 @@ import contextlib
 from typing import Any, cast
 
 import pytest
+from client_fakes import FakeConnection
 
 from quicraft.client import Client, ClientError, MgmtClient, MgmtError
 from quicraft.client import events as events_module
@@ -26,20 +27,6 @@ from quicraft.wire.client import decode_request, encode_response
 
 A, B, C = ("10.0.0.1", 7400), ("10.0.0.2", 7400), ("10.0.0.3", 7400)
 _KV = {"op": "set", "key": "k", "revision": 7, "value": b"v", "previous": None}
-
-
-class FakeConnection:
-    closed = False
-    ended = False
-
-    def silent_for(self) -> float:
-        return 0.0
-
-    def probe(self) -> None:
-        pass
-
-    def close(self, reason: str) -> None:
-        self.closed = True
 
 
 class Node:

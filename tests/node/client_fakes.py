@@ -1,0 +1,20 @@
+"""Fakes for the client's tests that run without a node (test_client_give_up.py,
+test_client_redirects.py)."""
+
+from __future__ import annotations
+
+
+class FakeConnection:
+    """The connection under a Channel, as the client looks at it: always alive."""
+
+    closed = False
+    ended = False
+
+    def silent_for(self) -> float:
+        return 0.0
+
+    def probe(self) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        self.closed = True

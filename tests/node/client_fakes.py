@@ -1,5 +1,4 @@
-"""Fakes for the client's tests that run without a node (test_client_give_up.py,
-test_client_redirects.py)."""
+"""Fakes for the client's tests that run without a node."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, cast
 
 import pytest
-from test_client_give_up import FakeConnection
+from client_fakes import FakeConnection
 
 from quicraft.client import Client, ClientError
 from quicraft.client import client as client_module

@@ -315,7 +315,9 @@ class EventJournal:
             pos = sub.start[0]
             sub.start = None
             if sub.after is None or pos > sub.after:  # (an event may have said as much)
-                sub.after = pos
+                # A frame: what was passed over before it is told too, and may be told
+                # again only by a higher position.
+                sub.after, sub.passed = pos, 0
                 return pos
         if sub.passed < PROGRESS_EVERY:
             return None

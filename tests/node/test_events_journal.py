@@ -45,6 +45,7 @@ from quicraft.wire import (
     EventStreamEnd,
     EventStreamReader,
     Subscription,
+    encode_progress,
     encode_subscribe,
 )
 
@@ -237,6 +238,28 @@ def test_a_live_subscriber_taken_while_the_node_starts_is_told_where_it_started(
     fresh.record_local("node_discovered", {"node": "n2", "address": "127.0.0.1:7402"})
     fresh.start(0)
     assert [e.pos for e in read_all(fresh, early)] == [1] and fresh.progress(early) is None
+
+
+def test_the_start_told_after_many_unwanted_events_is_the_last_progress_before_more() -> None:
+    """A live kv subscriber taken while its node starts passed over PROGRESS_EVERY
+    node-local events of before the start, then was told the start; the count of passed
+    events was not reset by that frame, so the next turn told it the last of them: a
+    position below the start, which its reader refuses (found by a review)."""
+    journal = EventJournal()
+    live = subscribe(journal, kinds=frozenset({"kv"}))
+    reader = EventStreamReader(live.subscription)
+    for n in range(PROGRESS_EVERY):
+        journal.record_local("node_discovered", {"node": f"n{n}", "address": "127.0.0.1:1"})
+    journal.start(40)
+    told = []
+    for _ in range(3):  # the service's turns: read a batch, then maybe a progress frame
+        assert journal.read(live) == []
+        if (pos := journal.progress(live)) is not None:
+            told.append(pos)
+            reader.feed(encode_progress(pos))  # ProtocolError if it does not rise
+    assert told == [log_position(40)]
+    kv(journal, 41)
+    assert [e.pos for e in read_all(journal, live)] == [log_position(41)]
 
 
 def test_a_snapshot_install_ends_only_subscribers_of_replicated_kinds() -> None:

@@ -458,14 +458,12 @@ def _drop_unclosed(link: Endpoints[Any], kind: str) -> None:
     loop = link.life.loop
     if link.life.closed or link.channel is None or loop is None or loop.is_closed():
         return
+    # Always on a later turn of its loop: the collector may run anywhere, in the middle of
+    # this connection's own packet processing too, or in another thread.
     try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        link.drop("client dropped unclosed")
-    else:  # collected in another thread
         loop.call_soon_threadsafe(link.drop, "client dropped unclosed")
+    except RuntimeError:  # its loop closed meanwhile (another thread): nothing left to close
+        return
     where = ",".join(format_address(a) for a in link.endpoints)
     warnings.warn(
         f"unclosed quicraft {kind} of {where}: close it, or use `async with`",

@@ -7,7 +7,8 @@
 Writes carry (session, seq) so a write retried after a timeout or a leader change is applied
 once and returns its first result (Raft thesis §6.3). A follower answers `not_leader` with the
 leader's address and the client goes there; a lost connection moves it to the next endpoint.
-Errors that retrying cannot fix (forbidden, bad_request, session_expired) are raised at once.
+Errors that retrying cannot fix (forbidden, bad_request, session_expired) are raised at once;
+a node that refuses the connection is passed by, forbidden once every endpoint has (channel.py).
 
 All requests of a client, from however many tasks, share one QUIC connection and one stream
 on it (a Channel, channel.py); each carries an id and its response finds it by that id.

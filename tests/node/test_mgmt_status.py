@@ -196,7 +196,7 @@ def test_the_role_hint_is_given_only_when_the_role_was_refused(reason: str, tmp_
     admin. A backup refused for its role gave no hint at all (found by another)."""
 
     class Refusing:
-        endpoints = [("127.0.0.1", 9)]
+        endpoints = (("127.0.0.1", 9),)
         current_endpoint = "127.0.0.1:9"
 
         async def connected(self) -> None:

@@ -203,6 +203,7 @@ class Retry:
         self.deadline = deadline
         self._loop = asyncio.get_running_loop()
         self._delay = RETRY_FIRST_S
+        self._hinted = False
 
     def left(self) -> float:
         """Seconds until the deadline (0 or less once it has passed)."""
@@ -212,6 +213,13 @@ class Retry:
         await asyncio.sleep(min(self._delay, max(0.0, self.left())))
         self._delay = min(self._delay * 2, RETRY_MAX_S)
 
+    async def before_hint(self) -> None:
+        """Before following a leader hint: at once the first time in the call, after a
+        pause later (see the module rules)."""
+        if self._hinted:
+            await self.pause()
+        self._hinted = True
+
 
 class Refusals:
     """The endpoints that refused one call's connection, and the last refusal (see the
@@ -220,6 +228,10 @@ class Refusals:
     def __init__(self) -> None:
         self.endpoints: set[str] = set()
         self.last: RefusedError | None = None
+
+    def why_given_up(self) -> str | None:
+        """What a call that gives up says, if a refusal is the last word it had."""
+        return None if self.last is None else f"{self.last}; no other endpoint answered"
 
     def note(self, link: Endpoints[Any], err: RefusedError) -> bool:
         """Note that the current endpoint refused; True once every endpoint has."""

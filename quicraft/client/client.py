@@ -257,7 +257,6 @@ class Client(EndpointsClient[Response]):
         #: could not be reached since.
         leaderless: str | None = None
         refusals = Refusals()
-        followed = False  # a leader hint, in this call (see channel.py)
         while retry.left() > 0:
             channel = self._link.open_channel()
             attempt_ends = loop.time() + min(ATTEMPT_S, max(0.1, retry.left()))
@@ -290,17 +289,15 @@ class Client(EndpointsClient[Response]):
                     attempts.maybe_proposed -= 1  # a node that is not the leader proposes nothing
                 hint = error.leader_addr if error.code == "not_leader" else None
                 if hint and self._link.go_to(hint):
-                    if followed:  # nodes that name each other: not hundreds of times a second
-                        await retry.pause()
-                    followed = True
+                    await retry.before_hint()
                     continue
                 if error.code in ("not_leader", "no_leader"):
                     self._link.move_on(channel)  # this node may be cut off from a majority
             await retry.pause()
         if leaderless:
             last = f"{leaderless}; {NO_LEADER_HINT}"
-        elif refusals.last is not None and not answered:
-            last = f"{refusals.last}; no other endpoint answered"
+        elif not answered and (refused := refusals.why_given_up()):
+            last = refused
         elif not answered:
             last += "; is the cluster running there?"
         raise ClientError("timeout", f"gave up after {self.timeout:g}s: {last}")

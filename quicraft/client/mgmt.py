@@ -331,8 +331,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 last = self._link.failure(err)
                 self._link.move_on(None)
             await retry.pause()
-        if refusals.last is not None:
-            last = f"{refusals.last}; no other endpoint answered"
+        last = refusals.why_given_up() or last
         raise MgmtError(
             "timeout", f"gave up after {self.timeout:g}s: {last}", "is the cluster running?"
         )
@@ -390,7 +389,6 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         #: could not be reached since (as in the KV client).
         leaderless: str | None = None
         refusals = Refusals()
-        followed = False  # a leader hint, in this call (see channel.py)
         answered = False
         while retry.left() > 0:
             channel: Channel[MgmtResponse] | None = None
@@ -430,9 +428,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 follow = error.code == "not_leader" and self.follow_leader
                 hint = error.leader_addr if follow else None
                 if hint and self._link.go_to(hint):
-                    if followed:  # nodes that name each other: not hundreds of times a second
-                        await retry.pause()
-                    followed = True
+                    await retry.before_hint()
                     continue
                 if (
                     hint
@@ -445,8 +441,8 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
             await retry.pause()
         if leaderless:
             last, hint = leaderless, NO_LEADER_HINT
-        elif refusals.last is not None and not answered:
-            last = f"{refusals.last}; no other endpoint answered"
+        elif not answered and refusals.last is not None:
+            last = refusals.why_given_up() or last
             hint = _forbidden(refusals.last).hint
         else:
             hint = "is the cluster running?"

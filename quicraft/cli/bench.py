@@ -23,6 +23,7 @@ from .common import (
     add_certs,
     base_port,
     cluster_name,
+    ended_as_by_ctrl_c,
     endpoint_list,
     fail,
     freeze_what_is_loaded,
@@ -117,21 +118,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench_local(args: argparse.Namespace) -> BenchResult:
-    folder = Path(tempfile.mkdtemp(prefix="quicraft-bench-"))
-    cluster: LocalCluster | None = None
-    try:
-        cluster = LocalCluster.create(folder, args.local, args.cluster, args.preset, args.base_port)
-        cluster.start_nodes(cluster.nodes, _node_tracing_flags(args))
-        pids = {node.name: node.pid for node in cluster.nodes}
+    # The nodes run in their own sessions and the folder is a temporary one nobody knows:
+    # whatever ends the bench (Ctrl-C, `timeout`, a closed terminal) must stop and delete them.
+    with ended_as_by_ctrl_c():
+        folder = Path(tempfile.mkdtemp(prefix="quicraft-bench-"))
+        cluster: LocalCluster | None = None
+        try:
+            cluster = LocalCluster.create(
+                folder, args.local, args.cluster, args.preset, args.base_port
+            )
+            cluster.start_nodes(cluster.nodes, _node_tracing_flags(args))
+            pids = {node.name: node.pid for node in cluster.nodes}
 
-        def cpu() -> dict[str, float]:
-            return _own_cpu() | cpu_seconds_of(pids)
+            def cpu() -> dict[str, float]:
+                return _own_cpu() | cpu_seconds_of(pids)
 
-        return asyncio.run(_drive(cluster.endpoints(), cluster.cluster, cluster.certs, args, cpu))
-    finally:
-        if cluster is not None:
-            cluster.stop_all()
-        shutil.rmtree(folder, ignore_errors=True)
+            endpoints, certs = cluster.endpoints(), cluster.certs
+            return asyncio.run(_drive(endpoints, cluster.cluster, certs, args, cpu))
+        finally:
+            if cluster is not None:
+                cluster.stop_all()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _own_cpu() -> dict[str, float]:

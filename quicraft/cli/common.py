@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import math
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 from quicraft.discovery import DiscoveryError, find_nodes
 from quicraft.transport import IdentityError, check_name, load_identity
@@ -23,6 +27,41 @@ OK, FAILED, MISUSE = 0, 1, 2
 
 class CommandError(Exception):
     """An operational error: printed as one line, exit code 1."""
+
+
+#: What ends a command that did not expect it: `timeout` and `kill` send SIGTERM, a terminal
+#: that is closed SIGHUP.
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def ended_as_by_ctrl_c() -> Iterator[None]:
+    """Inside, SIGTERM and SIGHUP act as a Ctrl-C does, so that the cleanup a Ctrl-C runs
+    (stopping the node processes a command started in their own sessions) runs for them too:
+    by default they end this process at once and leave those nodes running. A signal that is
+    ignored (nohup) stays ignored. Only in the main thread, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    replaced = {
+        number: signal.signal(number, _as_ctrl_c)
+        for number in _ENDING_SIGNALS
+        if signal.getsignal(number) is signal.SIG_DFL
+    }
+    try:
+        yield
+    finally:
+        for number, handler in replaced.items():
+            signal.signal(number, handler)
+
+
+def _as_ctrl_c(number: int, frame: FrameType | None) -> None:
+    """Call the SIGINT handler in place: Python's raises KeyboardInterrupt, asyncio.run's
+    cancels its task first, node/local.py's holds it while a process starts."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIGINT is ignored (a background job of a script): end anyway
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 def address(text: str) -> Address:

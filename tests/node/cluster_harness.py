@@ -146,6 +146,19 @@ async def eventually_write(client: Client, key: str, value: bytes) -> int:
     raise AssertionError(f"could not write {key}")
 
 
+def processes_naming(folder: Path) -> list[int]:
+    """Pids of the processes whose command line names `folder` (a node's --data in it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(folder) in argv:
+            found.append(int(proc.name))
+    return found
+
+
 def quicraft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the `quicraft` command as a user would, with no standard input."""
     return subprocess.run(

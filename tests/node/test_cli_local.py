@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cluster_harness import free_base_port, quicraft, quicraft_into_closed_pipe
+from cluster_harness import free_base_port, processes_naming, quicraft, quicraft_into_closed_pipe
 
 from quicraft import connect_sync
 from quicraft.cli import main
@@ -78,21 +78,8 @@ def test_ctrl_c_while_a_new_cluster_starts_leaves_nothing(tmp_path: Path) -> Non
     assert err == "quicraft: interrupted\n"
     assert not folder.exists()
     # No node of it runs: one whose start was under way when Ctrl-C came was left running.
-    assert _processes_naming(folder) == []
+    assert processes_naming(folder) == []
     assert all(_port_is_free(base + i) for i in (1, 2, 3))
-
-
-def _processes_naming(folder: Path) -> list[int]:
-    """Pids of the processes whose command line names `folder` (a node's --data in it)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if proc.name.isdigit() and str(folder) in argv:
-            found.append(int(proc.name))
-    return found
 
 
 def test_a_stopped_cluster_starts_again_on_its_data(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from cluster_harness import Cluster, free_base_port, quicraft, run
+from cluster_harness import Cluster, free_base_port, processes_naming, quicraft, run
 
 from quicraft import connect_sync
 from quicraft.cli import main as cli_main
@@ -263,6 +263,45 @@ def test_bench_local_fails_with_the_node_s_error_when_its_port_is_taken() -> Non
         f"quicraft: error: n1 exited: cannot listen on 127.0.0.1:{base + 1}: Address already "
         "in use\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("ending", "when"),
+    [
+        ("SIGTERM", "accepted admin "),  # `timeout` or `kill`, while it drives the nodes
+        ("SIGHUP", " listening on "),  # a closed terminal, while the nodes start
+    ],
+)
+def test_bench_local_ended_by_a_signal_stops_its_nodes_and_deletes_its_folder(
+    ending: str, when: str, tmp_path: Path
+) -> None:
+    """SIGTERM and SIGHUP ended the bench at once: the nodes of its throwaway cluster, in
+    their own sessions, ran on, and its temporary folder stayed (found by an audit)."""
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "quicraft.cli", "bench", "--local", "1", "--duration", "60",
+         "--base-port", str(free_base_port(1)), "--preset", "test"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its temporary folder goes
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    left: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any(when in log.read_text() for log in tmp_path.glob("*/n1/node.log")):
+            assert bench.poll() is None, bench.communicate()
+            assert time.monotonic() < deadline, f"no {when!r} in the node's log"
+            time.sleep(0.05)
+        bench.send_signal(getattr(signal, ending))
+        _, err = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+        left = processes_naming(tmp_path)
+        for pid in left:  # what the bench left running, stopped here so the test leaves none
+            os.kill(pid, signal.SIGKILL)
+    assert (bench.returncode, err) == (130, "quicraft: interrupted\n")
+    assert left == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cpu_seconds_reads_any_process_and_none_for_a_gone_one(tmp_path: Path) -> None:

@@ -66,6 +66,13 @@ def cpu_per_write(
     return {k: (after[k] - before[k]) / writes * 1e6 for k in after if k in before}
 
 
+def nearest_rank(ordered: list[float], percent: int) -> float:
+    """The `percent` percentile of sorted samples: the smallest that at least `percent` % of
+    them do not exceed. (Taking sample int(n * 0.99) gave the largest of 100 as their p99.)"""
+    rank = -(-len(ordered) * percent // 100)  # ceil(n * percent / 100), in whole numbers
+    return ordered[max(rank, 1) - 1]
+
+
 async def wait_until_serving(client: Client, timeout: float) -> None:
     """Until a write succeeds: a leader is elected and a quorum answers."""
     deadline = time.monotonic() + timeout
@@ -139,7 +146,7 @@ async def run_bench(
         writes=len(latencies),
         writes_per_s=len(latencies) / write_seconds,
         write_p50_ms=statistics.median(ordered) * 1000,
-        write_p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        write_p99_ms=nearest_rank(ordered, 99) * 1000,
         read_seconds=read_seconds,
         reads=reads,
         reads_per_s=reads / read_seconds if read_seconds else 0.0,

@@ -22,6 +22,7 @@ from cluster_harness import Cluster, quicraft, quicraft_into_closed_pipe
 
 from quicraft.cli.command import build_parser
 from quicraft.client import Client, ClientError, events
+from quicraft.client import bench as client_bench
 from quicraft.client.bench import run_bench, wait_until_serving
 from quicraft.statemachine import MAX_VALUE_BYTES
 from quicraft.transport import Identity, Role, TransportError, issue
@@ -270,6 +271,36 @@ def test_bench_waits_out_failures_but_not_refusals() -> None:
     failing = cast(Client, SimpleNamespace(kv=_RefusingKV("timeout")))
     result = asyncio.run(run_bench([failing], duration=0.05, value_size=1, read_duration=0.05))
     assert result.writes == 0 and result.errors > 2
+
+
+class _TimedKV:
+    """A client's kv whose Nth write takes N ms of `clock` (a fake monotonic clock), a read 1 ms."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.writes = 0
+
+    async def set(self, key: str, value: bytes) -> None:
+        self.writes += 1
+        self.clock[0] += self.writes / 1000
+
+    async def get(self, key: str) -> bytes | None:
+        self.clock[0] += 1 / 1000
+        return None
+
+
+def test_bench_p99_of_100_writes_is_the_99th_not_the_largest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It took sample int(n * 0.99) of n sorted: of 100, the slowest (found by an audit)."""
+    clock = [1000.0]
+    monkeypatch.setattr(client_bench, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    client = cast(Client, SimpleNamespace(kv=_TimedKV(clock)))
+    # Writes of 1, 2, ... ms: the 100th starts at 4.95 s, the 101st would at 5.05 s.
+    result = asyncio.run(run_bench([client], duration=5.0, value_size=1, read_duration=0.01))
+    assert result.writes == 100
+    assert result.write_p50_ms == pytest.approx(50.5)
+    assert result.write_p99_ms == pytest.approx(99.0)
 
 
 def test_events_from_no_reachable_node_say_so_while_they_keep_trying(tmp_path: Path) -> None:

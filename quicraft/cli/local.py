@@ -249,9 +249,7 @@ def _manage(args: argparse.Namespace, cluster: LocalCluster, command: str) -> in
     elif args.action == "logs":
         nodes = [cluster.node(args.number)] if args.number else cluster.nodes
         for node in nodes:
-            path = cluster.log_file(node)
-            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-            for line in lines[-args.lines :]:
+            for line in cluster.log_tail(node, args.lines):
                 print(f"{node.name} | {line}")
     else:
         _say_killed(cluster.stop_all())

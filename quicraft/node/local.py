@@ -51,6 +51,9 @@ SETTLE_S = 1.0
 #: How long `stop` waits for a node to exit after SIGTERM (a leader hands over first).
 STOP_GRACE_S = 10.0
 
+#: How much of a log `log_tail` reads at a time, from its end.
+LOG_BLOCK = 64 * 1024
+
 
 class LocalClusterError(Exception):
     """One line that says what went wrong."""
@@ -186,6 +189,27 @@ class LocalCluster:
 
     def log_file(self, node: LocalNode) -> Path:
         return self.folder / node.name / "node.log"
+
+    def log_tail(self, node: LocalNode, count: int) -> list[str]:
+        """The last `count` lines of the node's log, none if it has no log. Read from the end:
+        a log grows over every start of its node, and may be larger than memory."""
+        try:
+            log = self.log_file(node).open("rb")
+        except FileNotFoundError:
+            return []
+        with log:
+            start = log.seek(0, os.SEEK_END)
+            blocks: list[bytes] = []
+            newlines = 0
+            # One newline more than `count`: the line before the first kept may be cut.
+            while start > 0 and newlines <= count:
+                size = min(start, LOG_BLOCK)
+                start -= size
+                log.seek(start)
+                blocks.append(log.read(size))
+                newlines += blocks[-1].count(b"\n")
+        text = b"".join(reversed(blocks)).decode(errors="replace")
+        return text.splitlines()[-count:]
 
     def data_dir(self, node: LocalNode) -> Path:
         """Absolute, so that a node's command line names this folder wherever it is run."""

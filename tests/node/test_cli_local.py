@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -20,7 +21,8 @@ from cluster_harness import free_base_port, processes_naming, quicraft, quicraft
 
 from quicraft import connect_sync
 from quicraft.cli import main
-from quicraft.node.local import LocalCluster
+from quicraft.node import local
+from quicraft.node.local import LocalCluster, LocalNode
 from quicraft.transport import init_cluster
 
 
@@ -545,6 +547,41 @@ def test_logs_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -
     (folder / "cluster.json").write_text(json.dumps(_cluster_json()))
     (folder / "n1" / "node.log").write_text("a line of the node's log\n")
     assert quicraft_into_closed_pipe("local", "--dir", str(folder), "logs") == (141, "")
+
+
+def test_logs_reads_the_end_of_a_log_larger_than_its_memory(tmp_path: Path) -> None:
+    """It read the whole log to print its last lines: a log grows over every start of its
+    node, and one of 1 GiB failed with a MemoryError traceback where the command may use
+    512 MiB (found by an audit)."""
+    folder = tmp_path / "dev"
+    (folder / "n1").mkdir(parents=True)
+    (folder / "cluster.json").write_text(json.dumps(_cluster_json()))
+    with (folder / "n1" / "node.log").open("wb") as log:
+        log.write(b"the first line\n")
+        log.seek(2**30)  # a hole: the file takes no space on disk
+        log.write(b"\nthird from last\nsecond \xff from last\nthe last line\n")
+    shown = subprocess.run(
+        [sys.executable, "-m", "quicraft.cli", "local", "--dir", str(folder), "logs", "1",
+         "--lines", "2"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2**29, 2**29)),
+    )  # fmt: skip
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout == "n1 | second \ufffd from last\nn1 | the last line\n"
+
+
+def test_log_tail_is_the_last_lines_wherever_its_blocks_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "LOG_BLOCK", 3)  # cuts lines, and the two bytes of "é"
+    node = LocalNode("n1", 7401)
+    cluster = LocalCluster(tmp_path, "local", "dev", [node])
+    assert cluster.log_tail(node, 5) == []  # no log yet
+    (tmp_path / "n1").mkdir()
+    for text in ("a\nbb\n\nccc é\r\nd", "a\nbb\n\nccc é\r\nd\n"):
+        cluster.log_file(node).write_text(text)
+        for count in range(1, 8):
+            assert cluster.log_tail(node, count) == text.splitlines()[-count:], (text, count)
 
 
 class _PopenThatIsInterruptedWhenFinalized(subprocess.Popen[bytes]):

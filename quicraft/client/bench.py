@@ -36,6 +36,8 @@ class BenchResult:
     errors: int
     #: CPU time per committed write during the writes, in µs, by process ("bench" is this one)
     cpu_us_per_write: dict[str, float] = field(default_factory=dict)
+    #: QUIC connections the clients shared (`quicraft bench --connections`)
+    connections: int = 1
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -44,13 +46,18 @@ class BenchResult:
         text = (
             f"{self.writes_per_s:,.0f} writes/s (p50 {self.write_p50_ms:.1f} ms, "
             f"p99 {self.write_p99_ms:.1f} ms), {self.reads_per_s:,.0f} linearizable reads/s; "
-            f"{self.clients} clients, {self.value_size}-byte values, {self.errors} errors"
+            f"{self.clients} clients on {_count(self.connections, 'connection')}, "
+            f"{self.value_size}-byte values, {self.errors} errors"
         )
         if self.cpu_us_per_write:
             each = ", ".join(f"{k} {v:,.0f}" for k, v in self.cpu_us_per_write.items())
             total = sum(self.cpu_us_per_write.values())
             text += f"\nCPU per write: {total:,.0f} µs ({each})"
         return text
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
 
 
 #: CPU seconds used so far, by process name.
@@ -152,4 +159,5 @@ async def run_bench(
         reads_per_s=reads / read_seconds if read_seconds else 0.0,
         errors=errors,
         cpu_us_per_write=cpu_per_write(cpu_before, cpu_after, len(latencies)),
+        connections=len({id(client) for client in clients}),  # writers share a client's
     )

@@ -237,13 +237,15 @@ def _gone(pid: int) -> bool:
 
 
 def test_bench_local_runs_and_cleans_up(tmp_path: Path) -> None:
-    """Functional, not timed: the bench drives a throwaway cluster and reports its numbers."""
+    """Functional, not timed: the bench drives a throwaway cluster and reports its numbers,
+    with the load that made them (its JSON left out --connections: found by an audit)."""
     done = quicraft(
-        "bench", "--local", "3", "--duration", "1", "--clients", "4", "--json",
-        "--base-port", str(free_base_port(3)), "--preset", "test",
+        "bench", "--local", "3", "--duration", "1", "--clients", "4", "--connections", "2",
+        "--json", "--base-port", str(free_base_port(3)), "--preset", "test",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    assert (result["clients"], result["connections"], result["value_size"]) == (4, 2, 100)
     assert result["writes"] > 0 and result["reads"] > 0 and result["errors"] == 0
     assert result["write_p50_ms"] <= result["write_p99_ms"]
     cpu = result["cpu_us_per_write"]  # the bench itself, and each node where /proc exists

@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for ten things quicraft needs:
+aioquic (1.x) has no public API for eleven things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -55,6 +55,17 @@ aioquic (1.x) has no public API for ten things quicraft needs:
    connection without a CONNECTION_CLOSE, except its idle timeout, which every packet the
    client sends (even an Initial PING) pushes back. `time_out` makes that timeout due now
    (`QuicConnection._close_at`).
+11. Granting flow-control credit as the application reads. aioquic raises a stream's and the
+   connection's receive limits by what has *arrived* (it doubles a limit once half is used),
+   and hands every byte to the application at once, so a peer writing faster than a handler
+   reads made us buffer without bound. ReadPacedQuicConnection raises them instead by what
+   the application has *taken* (`ReadCredit`, kept by dispatch.py): a stream's limit to what
+   its reader took plus a window, the connection's to everything received minus what waits
+   (whole frames not read, and gaps aioquic holds) plus a window, each once half a window
+   can be granted. It sets `QuicStream.max_stream_data_local` and
+   `Limit.value` of `_local_max_data` and lets aioquic write the frames (and resend them when
+   lost), hiding `QuicStreamReceiver.highest_offset` and `Limit.used`, the only inputs of its
+   own rule, during the call.
 
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
@@ -62,8 +73,8 @@ an aioquic upgrade that moves them fails loudly instead of silently skipping cli
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from aioquic import tls
 from aioquic._buffer import Buffer
@@ -72,12 +83,118 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 
-class _ClientCertQuicConnection(QuicConnection):
+class ReadCredit(Protocol):
+    """What has been taken of the streams a connection delivers (see 11. above)."""
+
+    stream_window: int
+    connection_window: int
+
+    def taken(self, stream_id: int) -> int | None:
+        """Bytes of a stream its reader took; None for one that may be sent nothing more."""
+
+    def holding(self) -> Iterable[tuple[int, int, int]]:
+        """(stream id, bytes received, bytes of them that wait) of every stream holding any."""
+
+
+class ReadPacedQuicConnection(QuicConnection):
+    """A QuicConnection granting credit by `read_credit` once it is set (see 11. above)."""
+
+    read_credit: ReadCredit | None = None
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        credit = self.read_credit
+        if credit is None:
+            super()._write_connection_limits(builder, space)
+            return
+        max_data = self._local_max_data
+        limit = connection_credit(self, credit)
+        if limit is not None:
+            max_data.value = limit
+        used, max_data.used = max_data.used, 0  # aioquic's own rule must see nothing to grant
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            max_data.used = used
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        credit = self.read_credit
+        if credit is None or not stream.max_stream_data_local:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        limit = stream_credit(stream, credit)
+        if limit is not None:
+            stream.max_stream_data_local = limit
+        receiver = stream.receiver
+        highest, receiver.highest_offset = receiver.highest_offset, 0  # as above
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            receiver.highest_offset = highest
+
+
+def pace_by_reading(quic: QuicConnection, credit: ReadCredit) -> None:
+    """Grant `quic`'s peer credit by what `credit` says was taken (see 11. above)."""
+    if not isinstance(quic, ReadPacedQuicConnection):
+        raise TypeError("expected a ReadPacedQuicConnection")
+    quic.read_credit = credit
+
+
+def stream_credit(stream: QuicStream, credit: ReadCredit) -> int | None:
+    """The stream's new receive limit, if half a window or more can be granted now."""
+    window, limit = credit.stream_window, stream.max_stream_data_local
+    if stream.receiver.highest_offset + window - limit < window // 2:
+        return None  # not even all that arrived would do (the usual answer, found at once)
+    taken = None if stream.stream_id is None else credit.taken(stream.stream_id)
+    if taken is None or taken + window - limit < window // 2:
+        return None
+    return taken + window
+
+
+def connection_credit(quic: QuicConnection, credit: ReadCredit) -> int | None:
+    """The connection's new receive limit, if half a window or more can be granted now."""
+    window, max_data = credit.connection_window, quic._local_max_data
+    if max_data.used + window - max_data.value < window // 2:
+        return None  # as in stream_credit
+    waiting = 0
+    for stream_id, received, waits in credit.holding():
+        stream = quic._streams.get(stream_id)
+        gaps = stream.receiver.highest_offset - received if stream is not None else 0
+        waiting += waits + max(gaps, 0)
+    taken = max_data.used - waiting
+    return taken + window if taken + window - max_data.value >= window // 2 else None
+
+
+def _read_credit(quic: QuicConnection) -> ReadCredit | None:
+    return quic.read_credit if isinstance(quic, ReadPacedQuicConnection) else None
+
+
+def _raises_connection_limit(quic: QuicConnection) -> bool:
+    """Whether writing the connection's limits would raise MAX_DATA (aioquic's rule, or 11.)."""
+    credit = _read_credit(quic)
+    if credit is None:
+        return quic._local_max_data.used * 2 > quic._local_max_data.value
+    return connection_credit(quic, credit) is not None
+
+
+def _raises_stream_limit(quic: QuicConnection, stream: QuicStream) -> bool:
+    """Whether writing the stream's limits would raise them (aioquic's rule, or 11.)."""
+    if not stream.max_stream_data_local:
+        return False
+    credit = _read_credit(quic)
+    if credit is None:
+        return stream.receiver.highest_offset * 2 > stream.max_stream_data_local
+    return stream_credit(stream, credit) is not None
+
+
+class _ClientCertQuicConnection(ReadPacedQuicConnection):
     """A server connection whose TLS context asks the client for a certificate."""
 
     def _initialize(self, peer_cid: bytes) -> None:
@@ -219,7 +336,7 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
     if any(not cid.was_sent for cid in quic._host_cids):
         return False
     max_data = quic._local_max_data
-    if max_data.used * 2 > max_data.value or max_data.value != max_data.sent:
+    if max_data.value != max_data.sent or _raises_connection_limit(quic):
         return False
     for limit in (quic._local_max_streams_bidi, quic._local_max_streams_uni):
         # aioquic holds MAX_STREAMS back while the peer has at least as many streams left to
@@ -234,10 +351,7 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
             or receiver.stop_pending
             or stream.is_finished  # discarding it may announce MAX_STREAMS
             or stream.max_stream_data_local_sent != stream.max_stream_data_local
-            or (
-                stream.max_stream_data_local
-                and receiver.highest_offset * 2 > stream.max_stream_data_local
-            )
+            or _raises_stream_limit(quic, stream)
         ):
             return False
     return True
@@ -336,6 +450,9 @@ def check() -> None:
         (("_pacing_at", "_write_application"), QuicConnection.datagrams_to_send.__code__),
         (("_timer", "_timer_at", "_transmit_task", "_handle_timer", "get_timer"),
          QuicConnectionProtocol.transmit.__code__),
+        (("max_stream_data_local", "highest_offset"),
+         QuicConnection._write_stream_limits.__code__),
+        (("_local_max_data", "used", "value"), QuicConnection._write_connection_limits.__code__),
     ):  # fmt: skip
         problems += [f"{code.co_qualname} uses {n}" for n in names if n not in code.co_names]
     if problems:

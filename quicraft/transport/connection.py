@@ -157,6 +157,7 @@ class PeerProtocol(QuicConnectionProtocol):
             transmit=self.transmit,
             failure=self.failure,
         )
+        private.pace_by_reading(quic, self.streams)
         self._alpn = ""
         self._refused = False
         self._held: list[StreamEvent] = []

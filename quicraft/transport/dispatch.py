@@ -14,13 +14,18 @@ routes aioquic's stream events to the right Stream. Rules:
   the connection transmits (`flush`): aioquic's bookkeeping costs a few microseconds per call,
   and a leader answering 64 requests made 64 calls. Held bytes count as unacknowledged, and
   `abort` flushes first, so that a stream stopped only for reading still sends them.
+- It is the connection's ReadCredit (_aioquic_private, 11.): the peer is granted credit by
+  what the streams' readers took, so what waits unread stays within the receive windows
+  (stream.receive_windows): a window per stream, and one for the connection's whole frames.
+  Once a reader takes a frame a transmit is due, which grants more if half a window was
+  taken.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aioquic.quic import events
@@ -30,7 +35,7 @@ from quicraft.wire.errors import ProtocolError
 
 from . import _aioquic_private as private
 from .errors import ErrorCode, TransportError
-from .stream import Stream
+from .stream import Stream, receive_windows
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -54,6 +59,7 @@ class StreamTable:
         self._quic = quic
         self._dialer = dialer
         self._max_frame = max_frame
+        self.stream_window, self.connection_window = receive_windows(max_frame)
         self._transmit = transmit
         self._failure = failure
         self._loop = asyncio.get_running_loop()
@@ -130,6 +136,9 @@ class StreamTable:
         self.wrote = True
         self.transmit_soon()
 
+    def reader_took(self) -> None:
+        self.transmit_soon()  # nothing_to_send skips it unless credit is due
+
     def flush(self) -> None:
         """Give aioquic what was written since the last flush, one call per stream."""
         if not self._held:
@@ -174,6 +183,16 @@ class StreamTable:
 
     def failure(self) -> TransportError | None:
         return self._failure()
+
+    # -- ReadCredit -----------------------------------------------------------------------------
+
+    def taken(self, stream_id: int) -> int | None:
+        stream = self._live.get(stream_id)
+        return stream.taken if stream is not None and stream.reading else None
+
+    def holding(self) -> Iterator[tuple[int, int, int]]:
+        for stream_id, stream in self._live.items():
+            yield stream_id, stream.received, stream.waiting
 
     # -- private --------------------------------------------------------------------------------
 

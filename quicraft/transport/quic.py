@@ -39,7 +39,7 @@ from .connection import Admit, Connection, Endpoint, PeerProtocol
 from .dispatch import Handler
 from .errors import ErrorCode, RefusedError, TransportError
 from .identity import Identity
-from .stream import Stream
+from .stream import Stream, receive_windows
 from .verify import ALPN_CLIENT, ALPN_EVENTS, ALPN_MGMT, ALPN_RAFT, Peer
 
 # aioquic logs each failed handshake on its "quic" logger, which connect() and serve() also
@@ -66,10 +66,6 @@ __all__ = [
 ]
 
 IDLE_TIMEOUT = 30.0  # seconds without a packet before QUIC drops a connection
-# Bulk transfers (snapshots, catch-up) need windows well above aioquic's 1 MiB default to fill
-# a LAN; aioquic hands out credit as data arrives, so these bound in-flight data, not memory.
-MAX_STREAM_DATA = 16 * 1024 * 1024
-MAX_DATA = 32 * 1024 * 1024
 #: A client not verified this many seconds after its first packet is dropped: connect() waits
 #: 5 s by default, and a handshake takes a few round trips.
 HANDSHAKE_TIMEOUT = 10.0
@@ -137,7 +133,7 @@ async def serve(
         on_connection=on_connection,
         handshake_timeout=handshake_timeout,
     )
-    config = _configuration(identity, sorted(handlers), idle_timeout, is_client=False)
+    config = _configuration(identity, sorted(handlers), idle_timeout, max_frame, is_client=False)
 
     def configure(client: tuple[Any, ...]) -> QuicConfiguration:
         return path.sized_for(config, str(client[0]))
@@ -195,7 +191,7 @@ async def connect(
         keepalive=idle_timeout / 3,
         expect_node_id=expect_node_id,
     )
-    config = _configuration(identity, [alpn], idle_timeout, is_client=True)
+    config = _configuration(identity, [alpn], idle_timeout, max_frame, is_client=True)
     loop = asyncio.get_running_loop()
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     transport: asyncio.BaseTransport | None = None
@@ -211,7 +207,9 @@ async def connect(
             except OSError:
                 sock.close()
                 raise
-            quic = QuicConnection(configuration=path.sized_for(config, str(addr[0])))
+            quic = private.ReadPacedQuicConnection(
+                configuration=path.sized_for(config, str(addr[0]))
+            )
             private.delay_acks(quic)
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: PeerProtocol(quic, endpoint=endpoint, dialed=True), sock=sock
@@ -244,8 +242,11 @@ def _abandon(
 
 
 def _configuration(
-    identity: Identity, alpns: list[str], idle_timeout: float, *, is_client: bool
+    identity: Identity, alpns: list[str], idle_timeout: float, max_frame: int, *, is_client: bool
 ) -> QuicConfiguration:
+    # The windows bound what a peer makes us hold unread (stream.receive_windows); they are
+    # also well above aioquic's 1 MiB default, which would not fill a LAN with a snapshot.
+    stream_window, connection_window = receive_windows(max_frame)
     return QuicConfiguration(
         is_client=is_client,
         alpn_protocols=alpns,
@@ -257,6 +258,6 @@ def _configuration(
         verify_mode=ssl.CERT_REQUIRED if is_client else None,
         server_name=None,
         idle_timeout=idle_timeout,
-        max_data=MAX_DATA,
-        max_stream_data=MAX_STREAM_DATA,
+        max_data=connection_window,
+        max_stream_data=stream_window,
     )

@@ -10,7 +10,10 @@ a Stream keeps the frames decoded so far and the state of each direction. Rules:
   connection raises TransportError instead, so a handler can tell "done" from "cut off".
 - Writes never block: `write_frame` buffers (in the link until the loop turn's transmit,
   then in aioquic), `drain` waits until little enough is unacknowledged (or, after `end`,
-  until all of it is), which is the only backpressure there is.
+  until all of it is).
+- Backpressure is QUIC flow control paced by reading: the peer may send only `receive_windows`
+  beyond what `read_frame` has taken (the link grants more as it takes), so a handler that
+  does not read holds its peer's writer back in `drain` instead of buffering without bound.
 - When both directions are done the stream tells its link, which forgets it.
 """
 
@@ -21,7 +24,7 @@ from collections import deque
 from typing import Protocol
 
 from quicraft.wire.errors import ProtocolError
-from quicraft.wire.frame import FrameDecoder, encode_frame
+from quicraft.wire.frame import HEADER_SIZE, FrameDecoder, encode_frame
 
 from .errors import ErrorCode, TransportError
 
@@ -29,10 +32,24 @@ from .errors import ErrorCode, TransportError
 DRAIN_LOW_WATER = 1024 * 1024
 
 
+def receive_windows(max_frame: int) -> tuple[int, int]:
+    """How far (bytes) a peer may send beyond what our readers took: per stream, and per
+    connection in whole frames not read yet (dispatch.py).
+
+    Credit is granted once half a window has been taken, so half a stream's window must hold
+    a whole frame: a reader that took every whole frame has then always freed enough for more
+    credit, and a frame cut by the window always completes. The connection's window leaves
+    unfinished frames out for the same reason: the peer's streams may each have one under
+    way, and none would finish if they shared a window they had filled."""
+    stream = 2 * (max_frame + HEADER_SIZE)
+    return stream, 2 * stream
+
+
 class StreamLink(Protocol):
     """What a Stream needs from its connection."""
 
     def send(self, stream_id: int, data: bytes, end: bool) -> None: ...
+    def reader_took(self) -> None: ...  # flow-control credit may be due (a transmit sends it)
     def abort(self, stream_id: int, code: ErrorCode, *, reading: bool, writing: bool) -> None: ...
     def unacked(self, stream_id: int) -> int: ...
     async def progress(self) -> None: ...  # returns after the next transmit or on close
@@ -53,10 +70,24 @@ class Stream:
         self._waiter: asyncio.Future[None] | None = None
         self._write_error: TransportError | None = None
         self._ended = False
+        #: Bytes the connection delivered, and how many of them read_frame handed out (frame
+        #: headers included): the difference is held here, and bounds the peer's credit.
+        self.received = 0
+        self.taken = 0
 
     @property
     def stream_id(self) -> int:
         return self._id
+
+    @property
+    def waiting(self) -> int:
+        """Bytes of whole frames received and not read yet."""
+        return self.received - self.taken - self._decoder.buffered
+
+    @property
+    def reading(self) -> bool:
+        """Whether more may still arrive to be read (so the peer may be granted credit)."""
+        return not self._eof and self._read_error is None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -64,7 +95,10 @@ class Stream:
         """The next frame; None at the clean end of the stream; ProtocolError on bad framing."""
         while True:
             if self._frames:
-                return self._frames.popleft()
+                frame = self._frames.popleft()
+                self.taken += HEADER_SIZE + len(frame)
+                self._link.reader_took()
+                return frame
             if self._read_error is not None:
                 raise self._read_error
             if self._eof:
@@ -107,8 +141,9 @@ class Stream:
     # -- fed by the connection ----------------------------------------------------------------
 
     def _deliver(self, data: bytes, fin: bool) -> None:
-        if self._eof or self._read_error is not None:
+        if not self.reading:
             return
+        self.received += len(data)
         try:
             self._frames.extend(self._decoder.feed(data))
             if fin:
@@ -123,7 +158,7 @@ class Stream:
         self._maybe_release()
 
     def _reset_by_peer(self, code: int) -> None:
-        if self._eof or self._read_error is not None:
+        if not self.reading:
             return
         self._read_error = TransportError(f"stream {self._id} reset by the peer (code {code})")
         self._wake()
@@ -136,7 +171,7 @@ class Stream:
 
     def _abort(self, code: ErrorCode) -> None:
         """Reset whatever direction is still open (a handler failed or was cancelled)."""
-        reading = not self._eof and self._read_error is None
+        reading = self.reading
         writing = not self._ended and self._write_error is None
         if reading:
             self._read_error = TransportError(f"stream {self._id} aborted")
@@ -149,13 +184,13 @@ class Stream:
     def _handler_done(self) -> None:
         """The handler returned: end our side, and stop the peer's if it is still sending."""
         self.end()
-        if not self._eof and self._read_error is None:
+        if self.reading:
             self._read_error = TransportError(f"stream {self._id} closed by its handler")
             self._link.abort(self._id, ErrorCode.NO_ERROR, reading=True, writing=False)
         self._maybe_release()
 
     def _connection_lost(self, error: TransportError) -> None:
-        if not self._eof and self._read_error is None:
+        if self.reading:
             self._read_error = error
         self._fail_writes(error)
         self._wake()
@@ -183,7 +218,7 @@ class Stream:
             self._waiter.set_result(None)
 
     def _maybe_release(self) -> None:
-        read_done = self._eof or self._read_error is not None
+        read_done = not self.reading
         write_done = self._ended or self._write_error is not None
         if read_done and write_done:
             self._link.release(self)

@@ -41,10 +41,43 @@ def test_delay_acks_sets_a_delay_within_the_announced_maximum() -> None:
     assert private.ACK_DELAY_S * 1000 < 25  # within the max_ack_delay we announce
 
 
+@dataclass
+class _Reader:
+    """A ReadCredit (_aioquic_private, 11.) for one end of a pair: what arrived on each stream,
+    and how much of it the application read; every byte counts as a whole frame."""
+
+    stream_window: int = 16 * 1024  # small: writes of up to 40,000 bytes must wait for it
+    connection_window: int = 32 * 1024
+    arrived: dict[int, int] = field(default_factory=dict)
+    read: dict[int, int] = field(default_factory=dict)
+
+    def taken(self, stream_id: int) -> int | None:
+        return self.read.get(stream_id)
+
+    def holding(self) -> list[tuple[int, int, int]]:
+        return [(i, got, got - self.read[i]) for i, got in self.arrived.items()]
+
+    def got(self, stream_id: int, size: int) -> None:
+        self.arrived[stream_id] = self.arrived.get(stream_id, 0) + size
+        self.read.setdefault(stream_id, 0)
+
+    def take(self, share: int) -> None:
+        """Read `share` percent of what waits on every stream."""
+        for i, got in self.arrived.items():
+            self.read[i] += (got - self.read[i]) * share // 100
+
+
 def handshake(
-    server_id: Identity, client_id: Identity, *, ask: bool
+    server_id: Identity, client_id: Identity, *, ask: bool, paced: bool = False
 ) -> tuple[QuicConnection, QuicConnection]:
-    client = QuicConnection(
+    """A client and a server connection after their handshake; `paced`: both grant credit
+    by what a _Reader of theirs read."""
+    windows = {}
+    if paced:
+        reader = _Reader()
+        windows = {"max_stream_data": reader.stream_window, "max_data": reader.connection_window}
+    kind = private.ReadPacedQuicConnection if paced else QuicConnection
+    client = kind(
         configuration=QuicConfiguration(
             is_client=True,
             alpn_protocols=[ALPN_RAFT],
@@ -52,6 +85,7 @@ def handshake(
             private_key=client_id.private_key(),
             cadata=client_id.ca_pem,
             verify_mode=ssl.CERT_REQUIRED,
+            **windows,  # type: ignore[arg-type]
         )
     )
     now = 1.0
@@ -64,11 +98,15 @@ def handshake(
             alpn_protocols=[ALPN_RAFT],
             certificate=server_id.certificate(),
             private_key=server_id.private_key(),
+            **windows,  # type: ignore[arg-type]
         ),
         original_destination_connection_id=header.destination_cid,
     )
-    if ask:
-        private.request_client_certificate(server)
+    if ask or paced:
+        private.request_client_certificate(server)  # a server's paced connection is this one
+    if paced:
+        private.pace_by_reading(client, _Reader())
+        private.pace_by_reading(server, _Reader())
     pending = first
     for _ in range(10):
         for data, _addr in pending:
@@ -244,6 +282,7 @@ class _Pair:
         self.wrote = [False, False]
         self.now = 2.0
         self.skipped = 0
+        self.aborted: set[int] = set()  # reset or stopped, by either end
         for quic in self.ends:
             private.delay_acks(quic)
 
@@ -292,13 +331,27 @@ class _Pair:
             if keep and number % keep == 0:
                 continue
             other.receive_datagram(data, self.source[1 - i], now=self.now)
+        reader = self.reader(1 - i)
         while (event := other.next_event()) is not None:
+            if reader is not None and isinstance(event, events.StreamDataReceived):
+                reader.got(event.stream_id, len(event.data))
             seen = self.streams[1 - i]
             if isinstance(event, events.StreamDataReceived) and event.stream_id not in seen:
                 seen.append(event.stream_id)
             if isinstance(event, events.StreamDataReceived) and event.end_stream:
                 self.answer(1 - i, event.stream_id)
         self.transmit(1 - i)
+
+    def reader(self, i: int) -> _Reader | None:
+        credit = getattr(self.ends[i], "read_credit", None)
+        return credit if isinstance(credit, _Reader) else None
+
+    def take(self, i: int, share: int) -> None:
+        """End i's application reads, and the link transmits as a reader's take asks."""
+        reader = self.reader(i)
+        if reader is not None:
+            reader.take(share)
+            self.transmit(i)
 
     def answer(self, i: int, stream_id: int) -> None:
         """A request ended: answer and end the stream too, so that it finishes and is
@@ -331,6 +384,7 @@ class _Pair:
         if not self.streams[i]:
             return
         stream_id = self.streams[i][which % len(self.streams[i])]
+        self.aborted.add(stream_id)
         try:
             if which % 2:
                 self.ends[i].reset_stream(stream_id, 1)
@@ -354,6 +408,7 @@ _STEPS = st.lists(
                 "wait",
                 "ping",
                 "abort",
+                "take",
             ]
         ),
         st.integers(0, 1),
@@ -367,11 +422,12 @@ _STEPS = st.lists(
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(steps=_STEPS)
+@given(steps=_STEPS, paced=st.booleans())
 def test_a_skipped_transmit_would_have_sent_nothing(
-    certs: Certs, steps: list[tuple[str, int, int]]
+    certs: Certs, steps: list[tuple[str, int, int]], paced: bool
 ) -> None:
-    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True)
+    """Paced: credit granted by reading (11.), with readers that lag behind."""
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True, paced=paced)
     pair = _Pair(client, server)
     for kind, i, number in steps:
         if kind in ("write", "write_end"):
@@ -384,19 +440,26 @@ def test_a_skipped_transmit_would_have_sent_nothing(
             pair.deliver(i, keep=2 + number % 3 if kind == "lose" else 0)
         elif kind == "wait":
             pair.now += number / 100_000  # up to 0.4 s: past ACK delays and loss timers
+        elif kind == "take":
+            pair.take(i, number % 101)
         elif kind == "ping":
             pair.ends[i].send_ping(number)
             pair.transmit(i)
         else:
             pair.abort(i, number)
         pair.fire_timers()
-    for _ in range(50):  # settle: every timer fires and every datagram arrives
+    for _ in range(50):  # settle: every timer fires, every datagram arrives and is read
+        pair.take(0, 100)
+        pair.take(1, 100)
         pair.transmit(0)
         pair.transmit(1)
         pair.deliver(0, keep=0)
         pair.deliver(1, keep=0)
         pair.now += 0.05
         pair.fire_timers()
+    for quic in pair.ends:  # credit came as the readers read: everything written got across
+        stuck = {i: private.unacked_bytes(quic, i) for i in quic._streams if i not in pair.aborted}
+        assert not any(stuck.values()), stuck
 
 
 def test_a_request_waiting_for_its_answer_needs_no_transmit(certs: Certs) -> None:

@@ -74,8 +74,11 @@ def open_store(path: Path) -> plyvel.DB:
 
 def _open_leveldb(path: Path) -> plyvel.DB:
     try:
-        return plyvel.DB(
-            str(path), create_if_missing=True, paranoid_checks=True, write_buffer_size=32 << 20
+        return plyvel.DB(  # bytes: plyvel refuses a str name that is not valid UTF-8
+            os.fsencode(path),
+            create_if_missing=True,
+            paranoid_checks=True,
+            write_buffer_size=32 << 20,
         )
     except OSError as e:
         message = text_of(e)

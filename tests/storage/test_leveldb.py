@@ -76,6 +76,16 @@ def test_an_intact_store_loads(tmp_path: Path) -> None:
     assert [e.index for e in state.entries] == [11, 12, 13, 14, 15]
 
 
+def test_a_directory_whose_name_is_not_utf8_holds_a_store(tmp_path: Path) -> None:
+    """A name of bytes the file system took (Latin-1 "café", say): Python holds it with
+    surrogates, which plyvel refused for a str (the node stopped with a traceback)."""
+    path = tmp_path / os.fsdecode(b"caf\xe9")
+    make_store(path)
+    with LevelDBStorage(path) as store:
+        assert store.load().hard_state == HardState(3, "n1", 12)
+    assert os.listdir(tmp_path) == [os.fsdecode(b"caf\xe9")]
+
+
 @pytest.mark.parametrize(
     ("key", "record"),
     [

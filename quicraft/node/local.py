@@ -441,7 +441,7 @@ def _command_line(pid: int) -> list[str] | None:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return raw.decode(errors="replace").split("\0")
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")]  # as our own paths hold bytes
 
 
 # -- cluster.json ------------------------------------------------------------------------------

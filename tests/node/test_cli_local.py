@@ -360,6 +360,24 @@ def test_a_cluster_json_without_start_times_trusts_the_command_line_alone(
         assert legacy.nodes[0].start_time == 0 and not legacy.made_folder
 
 
+def test_a_node_in_a_folder_whose_name_is_not_utf8_is_seen_and_stopped(tmp_path: Path) -> None:
+    """/proc's command line was decoded with replacement characters, so the node's data
+    directory never matched: status said stopped, and stop left the node running."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    LocalCluster.create(folder, 1, "local", "test", free_base_port(1))
+    data = str((folder / "n1" / "data").resolve())
+    with _process(*_sleeper("quicraft.cli", "node", "--data", data)) as node:
+        _name_in_cluster_json(folder, node.pid, _start_time(node.pid))
+        cmdline = Path(f"/proc/{node.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while not cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # empty for a moment while the process execs
+        cluster = LocalCluster.load(folder)
+        assert cluster.running(cluster.nodes[0])
+        cluster.stop_all()
+        assert node.wait(10) == -signal.SIGTERM
+
+
 def test_a_copy_of_a_folder_does_not_stop_the_original_s_nodes(tmp_path: Path) -> None:
     original, copy = tmp_path / "dev", tmp_path / "copy"
     cluster = LocalCluster.create(original, 1, "local", "test", free_base_port(1))

@@ -11,7 +11,9 @@ import json
 import logging
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from opentelemetry import trace
@@ -67,8 +69,10 @@ class RepeatFilter(logging.Filter):
         super().__init__()
         self.window_s = window_s
         self.clock = clock
-        #: line (ports masked) -> (when it was last let through, repeats held back since)
-        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        #: line (ports masked) -> (when it was last let through, repeats held back since),
+        #: the line let through longest ago first
+        self._seen: OrderedDict[tuple[str, int, str], tuple[float, int]] = OrderedDict()
+        self._lock = threading.Lock()  # the loop's thread, the span exporter's, ... log
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.INFO:
@@ -79,16 +83,20 @@ class RepeatFilter(logging.Filter):
             masked = _NUMBER.sub("#", masked)
         key = (record.name, record.levelno, masked)
         now = self.clock()
-        shown_at, held = self._seen.get(key, (-math.inf, 0))
-        if now - shown_at < self.window_s:
-            self._seen[key] = (shown_at, held + 1)
-            return False
+        with self._lock:
+            shown_at, held = self._seen.get(key, (-math.inf, 0))
+            if now - shown_at < self.window_s:
+                self._seen[key] = (shown_at, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+            self._seen.move_to_end(key)
+            # Lines that all differ (from many addresses, say) would otherwise pile up for a
+            # window, each new one costing a pass over them all: forget the oldest instead.
+            while len(self._seen) > _MAX_LINES_SEEN:
+                self._seen.popitem(last=False)
         if held:
             since = f"{now - shown_at:.0f} s"
             record.msg, record.args = f"{line} (and {held} more like it in the last {since})", None
-        if len(self._seen) >= _MAX_LINES_SEEN:  # forget the lines no longer held back
-            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
-        self._seen[key] = (now, 0)
         return True
 
 

@@ -12,14 +12,15 @@ Rules of this file:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
-from wsgiref.simple_server import WSGIServer
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from .metrics_http import MAX_CONNECTIONS, TIMEOUT_S, MetricsHTTPServer
 from .tracing import resource
 
 #: Readings of one gauge: (value, labels) pairs.
@@ -99,19 +100,26 @@ NO_METRICS = NodeMetrics()
 class MetricsServer:
     """Serves one node's metrics at http://HOST:PORT/metrics (a thread of its own)."""
 
-    def __init__(self, host: str, port: int, instance_id: str):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        instance_id: str,
+        timeout_s: float = TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(
             registry=self.registry, disable_target_info=False, scope_info_enabled=False
         )
         self._provider = MeterProvider(metric_readers=[reader], resource=resource(instance_id))
         self.metrics = NodeMetrics(self._provider.get_meter("quicraft"))
-        self._server: WSGIServer
         try:
-            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+            self._server = MetricsHTTPServer(host, port, self.registry, timeout_s, max_connections)
         except OSError as err:  # the port is taken, or the address is not this host's
             self._provider.shutdown()
             raise OSError(f"cannot serve metrics on {host}:{port}: {err.strerror}") from None
+        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
 
     @property
     def address(self) -> tuple[str, int]:

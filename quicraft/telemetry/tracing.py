@@ -14,9 +14,11 @@ Rules of this file:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -322,9 +324,34 @@ def traces_url(endpoint: str) -> str:
         raise TelemetryError(
             f"bad OTLP endpoint {endpoint!r}: the port must be a number from 1 to 65535"
         )
+    if not _host_name_or_address(parts.hostname):
+        raise TelemetryError(
+            f"bad OTLP endpoint {endpoint!r}: {parts.hostname!r} is neither a host name nor "
+            "an IP address"
+        )
     if parts.path in ("", "/"):
         parts = parts._replace(path=TRACES_PATH)
     return urlunsplit(parts)
+
+
+def _host_name_or_address(host: str) -> bool:
+    """Whether the exporter can look `host` up: an IP address, or a name of labels of 1 to
+    63 letters, digits, hyphens and underscores (non-ASCII letters too: it asks for their
+    IDNA form). Anything else, a typo such as "collector..local" or "%zz", failed every
+    export, one error a batch, in a node that ran as if all was well."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_name = host.encode("idna").decode()  # UnicodeError: an empty or long label
+    except UnicodeError:
+        return False
+    return _HOST_NAME.fullmatch(ascii_name) is not None
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
 def _one_line(span: ReadableSpan) -> str:

@@ -57,6 +57,24 @@ def test_an_endpoint_with_a_bad_port_is_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    ["http://collector..local:4318", "http://%zz:4318", f"http://{'a' * 64}.b:4318", "http://.c"],
+)
+def test_an_endpoint_with_a_bad_host_is_refused(url: str) -> None:
+    """Found by an audit: the node started and failed every export ("Failed to parse: ...,
+    label empty or too long"), one error a batch."""
+    with pytest.raises(TelemetryError, match="is neither a host name nor an IP address"):
+        check(TelemetrySettings(otlp_endpoint=url))
+
+
+@pytest.mark.parametrize(
+    "url", ["http://a_b:4318", "http://bücher.example:4318", "http://[::1]:4318", "http://c.:1"]
+)
+def test_an_endpoint_with_a_good_host_is_taken(url: str) -> None:
+    check(TelemetrySettings(otlp_endpoint=url))
+
+
+@pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
         # Found by an audit: the exporter took these and failed every export.

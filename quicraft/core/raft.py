@@ -480,10 +480,10 @@ class RaftCore:
                            log_term=term))  # fmt: skip
 
     def _take_back_acks(self) -> None:
-        """A leader's entries replaced some of ours: an ack still waiting for the write that
-        stores what it names must not leave if that entry is gone, for the next write stores
-        the replacement instead (an ack promises what is durable: ready.py). Acks already
-        handed out in a Ready are true: that Ready's write stores what they name."""
+        """A leader's entries, or its snapshot, replaced some of ours: an ack still waiting for
+        the write that stores what it names must not leave if that entry is gone, for the next
+        write stores the replacement instead (an ack promises what is durable: ready.py). Acks
+        already handed out in a Ready are true: that Ready's write stores what they name."""
         self._msgs_after_persist = [
             m for m in self._msgs_after_persist
             if m.type is not MessageType.APPEND_RESP or m.reject
@@ -500,6 +500,9 @@ class RaftCore:
             self.log.commit_to(snap.meta.index)
         else:
             self.log.restore(snap)
+            # The next write stores the snapshot instead of our entries: acks waiting for it
+            # may name entries it no longer stores.
+            self._take_back_acks()
         self._ack(m.frm, self.log.committed)
 
     # -- leader ---------------------------------------------------------------------------

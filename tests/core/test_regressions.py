@@ -266,3 +266,22 @@ def test_an_ack_already_handed_out_stays_true() -> None:
     assert [(e.index, e.term) for e in second.entries] == [(4, 3)]  # written again, replaced
     acks = [m for m in second.persisted_messages if m.type is MessageType.APPEND_RESP]
     assert [(m.to, m.index, m.log_term) for m in acks] == [("c", 4, 3)]
+
+
+def test_an_ack_for_entries_a_received_snapshot_replaced_is_taken_back() -> None:
+    """Two messages between two Readies: entries 6 and 7 of term 2, acknowledged, then a
+    snapshot at 6 of term 3 from a newer leader, which replaces the whole log. The Ready
+    stores only the snapshot; the ack of 7 of term 2 would tell the old leader that 7 is
+    stored, which it never is (found by a review: the snapshot path skipped the take-back)."""
+    voters = ["a", "b", "c", "d", "e"]
+    core = RaftCore(Config("b"), random.Random(0), bootstrap_state(voters))
+    core.advance(core.ready())  # the five founding entries, of term 1, stored
+    old = [Entry(2, 6, EntryType.NORMAL, b"x"), Entry(2, 7, EntryType.NORMAL, b"y")]
+    core.step(Message(MessageType.APPEND, "b", "a", 2, index=5, log_term=1, entries=old))
+    # c, elected in term 3 by c, d and e, committed another entry at 6 and compacted it away.
+    meta = SnapshotMeta(6, 3, Membership(frozenset(voters)))
+    core.step(Message(MessageType.SNAPSHOT, "b", "c", 3, snapshot=Snapshot(meta, b"img")))
+    rd = core.ready()
+    assert rd.snapshot is not None and rd.entries == []
+    acks = [m for m in rd.persisted_messages if m.type is MessageType.APPEND_RESP]
+    assert [(m.to, m.index, m.log_term) for m in acks] == [("c", 6, 3)]

@@ -275,14 +275,19 @@ class RaftCore:
     def transfer_leadership(self, target: NodeId) -> None:
         """Thesis §3.10: catch `target` up, then tell it to campaign at once (TimeoutNow).
 
-        Abandoned after an election timeout; proposals are refused meanwhile.
+        Abandoned after an election timeout; proposals are refused meanwhile. Asked again
+        for the same target, the transfer under way goes on (its deadline stays); asked for
+        another, or for this leader itself, it is abandoned first (as etcd-raft does).
         """
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
+        if self.lead_transferee == target:
+            return
+        if target != self.id and target not in self.membership.voters:
+            raise RaftError(f"{target} is not a voter")
+        self.lead_transferee = None
         if target == self.id:
             return
-        if target not in self.membership.voters:
-            raise RaftError(f"{target} is not a voter")
         self.lead_transferee = target
         self._election_elapsed = 0
         if self.progress[target].match == self.log.last_index():

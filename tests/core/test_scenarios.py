@@ -420,6 +420,33 @@ def test_transfer_to_unreachable_node_is_abandoned() -> None:
     assert a.log.committed == x
 
 
+def test_asking_again_for_the_same_transfer_keeps_its_deadline() -> None:
+    """As etcd-raft: a transfer under way is not started over by the same request (an
+    operator repeating `mgmt transfer` kept proposals refused for as long as they repeated)."""
+    net, a = elected("abc")
+    net.isolate("c")
+    a.transfer_leadership("c")
+    net.tick(["a", "b"], times=ET // 2)
+    a.transfer_leadership("c")
+    net.tick(["a", "b"], times=ET - ET // 2)
+    assert a.role is Role.LEADER and a.lead_transferee is None
+    a.propose(b"x")
+
+
+def test_a_transfer_to_the_leader_itself_ends_one_under_way() -> None:
+    """As etcd-raft: asking for the leader it already is abandons a transfer to another, so
+    proposals are taken again at once (it was a no-op that left them refused)."""
+    net, a = elected("abc")
+    net.isolate("c")
+    a.transfer_leadership("c")
+    a.transfer_leadership("a")
+    assert a.role is Role.LEADER and a.lead_transferee is None
+    x, _ = a.propose(b"x")
+    net.tick(["a", "b"])
+    net.deliver()
+    assert a.log.committed == x
+
+
 # -- replication flow ---------------------------------------------------------------------------
 
 

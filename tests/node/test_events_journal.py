@@ -7,6 +7,7 @@ import gc
 import random
 from collections import deque
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ from quicraft.node.events import (
 from quicraft.statemachine import KVChange, KVStore, encode_command
 from quicraft.storage import MemoryStorage
 from quicraft.telemetry import NO_TELEMETRY, node_tracing, traceparent
+from quicraft.transport import ALPN_EVENTS, connect, init_cluster, issue, load_identity
 from quicraft.transport import Role as IdentityRole
+from quicraft.transport import serve as serve_quic
 from quicraft.wire import (
     Event,
     EventFrame,
@@ -471,6 +474,47 @@ def test_a_slow_subscriber_gets_an_end_frame_and_memory_stays_bounded() -> None:
         last = stream.frames()[-1]
         assert isinstance(last, EventStreamEnd) and last.code == "slow_subscriber"
         assert stream.ended and len(stream.written) == 2 and journal.subscribers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_subscriber_that_stops_reading_over_quic_is_cut_off(tmp_path: Path) -> None:
+    """Over a real connection: QUIC flow control follows the subscriber's reading, so the
+    node's drain waits and the lag shows. Before, the subscriber's end took in every event
+    as it arrived, each drain returned, and the node never saw that nobody read."""
+    init_cluster(tmp_path, "c1")
+    issue(tmp_path, "c1", "n1", IdentityRole.NODE)
+    issue(tmp_path, "c1", "rd", IdentityRole.READER)
+    max_frame = 2 * BATCH_BYTES  # a batch fits; the subscriber's window is then about 4 MiB
+
+    async def scenario() -> None:
+        journal = EventJournal(max_lag=50)
+        service = EventService(journal)
+        server = await serve_quic(
+            "127.0.0.1", 0, load_identity(tmp_path, "c1", "n1"),
+            {ALPN_EVENTS: service.handle_stream},
+        )  # fmt: skip
+        reader = load_identity(tmp_path, "c1", "rd")
+        conn = await connect("127.0.0.1", server.address[1], reader, ALPN_EVENTS,
+                             max_frame=max_frame)  # fmt: skip
+        stream = await conn.open_stream()
+        stream.write_frame(encode_subscribe())
+        async with asyncio.timeout(20):
+            while journal.subscribers == 0:
+                await asyncio.sleep(0.01)
+            index = 0
+            while journal.subscribers:  # 4 KiB events until the node gives up on it
+                index += 1
+                kv(journal, index, value=b"x" * 4096)
+                await asyncio.sleep(0)
+            assert index < 5_000  # the window, a few batches, and the lag
+            frames = []
+            while (frame := await stream.read_frame()) is not None:
+                frames.append(frame)
+        ending = EventStreamReader(Subscription()).feed(frames[-1])
+        assert isinstance(ending, EventStreamEnd) and ending.code == "slow_subscriber"
+        conn.close()
+        server.close()
 
     asyncio.run(scenario())
 

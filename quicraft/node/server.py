@@ -248,6 +248,9 @@ class Node:
             format_address((host, port)),
             build_text(),
         )
+        if self.telemetry.metrics_server is not None:
+            where = format_address(self.telemetry.metrics_server.address)
+            log.info("serving metrics at http://%s/metrics", where)
         state = self.storage.load()
         check_hard_state(state, self.settings.data_dir)
         self._started_fresh = is_fresh(state)

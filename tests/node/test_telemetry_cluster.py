@@ -251,6 +251,8 @@ def test_a_cli_write_is_one_trace_across_three_node_processes_with_metrics_and_j
 
         lines = [json.loads(line) for line in made.log(leader).splitlines() if line.startswith("{")]
         assert lines, "no JSON log line"
+        served_at = f"serving metrics at http://127.0.0.1:{ports[leader - 1]}/metrics"
+        assert any(line["message"] == served_at for line in lines)
         assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
         # Once the node exists (the command line logs a little before), every line names it.
         of_node = [line for line in lines if line["logger"].startswith("quicraft.node")]

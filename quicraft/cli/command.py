@@ -123,11 +123,15 @@ def parse_for_json_logs(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_for_json_logs(argv) if json_logs_asked(argv) else parse(argv)
-    # aioquic logs every failed handshake; the commands report failures in their own words.
-    logging.getLogger("quic").setLevel(logging.CRITICAL)
     guard_stdout()
     try:
+        try:
+            args = parse_for_json_logs(argv) if json_logs_asked(argv) else parse(argv)
+        except SystemExit:  # --help, or misuse: what it printed must be written, or said
+            sys.stdout.flush()
+            raise
+        # aioquic logs every failed handshake; the commands report failures in their words.
+        logging.getLogger("quic").setLevel(logging.CRITICAL)
         code = RUNNERS[args.command](args)
         sys.stdout.flush()  # output that cannot be written fails here, not in Python's exit
         return code

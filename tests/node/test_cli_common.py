@@ -54,9 +54,10 @@ def _quicraft_with_stdout(stdout: int | None, *args: str, cwd: Path) -> tuple[in
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
 def test_output_to_a_full_disk_is_one_line_and_status_1(tmp_path: Path) -> None:
     """A result that cannot be written (`quicraft ... > file` on a full disk) printed a
-    traceback (found by a sweep of the command line); `local` named only the errno."""
+    traceback (found by a sweep of the command line); `local` named only the errno; --help
+    said nothing and exited 0."""
     with open("/dev/full", "w") as full:
-        for argv in (["certs", "init", "--cluster", "c1"], ["local", "logs"]):
+        for argv in (["certs", "init", "--cluster", "c1"], ["local", "logs"], ["kv", "--help"]):
             if argv[0] == "local":  # something to print, from a cluster file alone
                 folder = tmp_path / ".quicraft-local"
                 folder.mkdir()

@@ -63,8 +63,15 @@ def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argp
 
 
 def check_order(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """`quicraft kv --cluster X get k`: an operation's options given before the operation.
-    argparse would take X for the operation ("invalid choice: 'X'"); say the order instead."""
+    """`quicraft kv --cluster X get k`: an operation's options given before the operation
+    (or `quicraft --cluster X kv ...`, before the command). argparse would take X for the
+    operation ("invalid choice: 'X'"); say the order instead."""
+    if (
+        argv
+        and argv[0].startswith("-")
+        and argv[0].split("=")[0] not in parser._option_string_actions
+    ):
+        parser.error(f"COMMAND comes first, then its options: 'quicraft COMMAND {argv[0]} ...'")
     if len(argv) < 2 or not argv[1].startswith("-"):
         return
     group = innermost(parser, argparse.Namespace(command=argv[0]))

@@ -432,6 +432,14 @@ def test_options_given_before_the_operation_are_told_the_order(tmp_path: Path) -
     # local's own --dir may come before its action.
     told = quicraft("local", "--dir", str(tmp_path / "none"), "status", cwd=tmp_path)
     assert told.returncode == 1 and "no local cluster in" in told.stderr
+    # Before the command itself, argparse took the option's value for the command (found by
+    # an audit of the docs: "quicraft local: error: invalid choice: 'kv'").
+    refused = quicraft("--cluster", "local", "kv", "get", "x", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.endswith(
+        "quicraft: error: COMMAND comes first, then its options: "
+        "'quicraft COMMAND --cluster ...'\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from .errors import ProtocolError
 from .fields import (
     MAX_NODE_ID,
+    MAX_REQUEST_ITEMS,
     VERSION,
     as_map,
     as_traceparent,
@@ -142,7 +143,7 @@ def encode_request(
 def decode_request(data: bytes) -> Request:
     """The request in `data`: ProtocolError if not even its id can be read, BadRequest if
     its id can but the rest does not hold."""
-    raw = open_envelope(data, "request", _REQUEST_FIELDS)
+    raw = open_envelope(data, "request", _REQUEST_FIELDS, max_items=MAX_REQUEST_ITEMS)
     request_id = get_uint(raw, "id", "request")
     try:
         op, fields, check = lookup(REQUESTS, need(raw, "op", "request"), "request")

@@ -74,12 +74,34 @@ _DECODER_OPTIONS: dict[str, Any] = {
 
 def show(value: object) -> str:
     """A short printable form of a peer's value for an error message (never the whole thing)."""
-    if isinstance(value, str | bytes) and len(value) > 40:
-        value = value[:40]  # repr of a 16 MiB value would cost more than the message is worth
-    elif isinstance(value, list | dict) and len(value) > 8:
-        return f"<{type(value).__name__} of {len(value)}>"
-    text = repr(value)
+    text = _brief(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _brief(value: object, depth: int = MAX_DEPTH) -> str:
+    """repr(value), but only of about the first 40 characters' worth of it and MAX_DEPTH
+    levels: repr of a short list that holds a 16 MiB one would cost more than the message is
+    worth (and an encoder's caller may pass a value nested deeper, or one that holds itself)."""
+    if isinstance(value, str | bytes):
+        return repr(value[:40])
+    if isinstance(value, int) and value.bit_length() > 128:  # repr refuses over 4300 digits
+        return f"<int of {value.bit_length()} bits>"
+    if not isinstance(value, list | dict):
+        return repr(value)
+    if len(value) > 8 or (value and not depth):
+        return f"<{type(value).__name__} of {len(value)}>"
+    items = (
+        (f"{_brief(k, depth - 1)}: {_brief(v, depth - 1)}" for k, v in value.items())
+        if isinstance(value, dict)
+        else (_brief(item, depth - 1) for item in value)
+    )
+    parts: list[str] = []
+    for part in items:
+        parts.append(part)
+        if sum(map(len, parts)) > 40:  # enough to fill the message: leave the rest out
+            break
+    text = ", ".join(parts)
+    return f"{{{text}}}" if isinstance(value, dict) else f"[{text}]"
 
 
 def kind(value: object) -> str:

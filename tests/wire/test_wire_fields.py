@@ -85,6 +85,26 @@ def test_error_text_never_holds_a_whole_big_value() -> None:
     assert show("short") == "'short'"
 
 
+def test_show_builds_no_more_than_it_shows() -> None:
+    # A short list holding a long one: repr of it all would be megabytes, cut to 40 characters.
+    value = [[0] * 1_000_000, "x"]
+    tracemalloc.start()
+    try:
+        text = show(value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == "[<list of 1000000>, 'x']"
+    assert peak < 64 * 1024
+    assert show([[1, [2]], {"a": b"b"}]) == "[[1, [2]], {'a': b'b'}]"  # small ones in full
+
+
+def test_an_int_too_long_to_print_is_still_a_protocol_error() -> None:
+    # Python refuses str() of an int over 4300 digits: the message must not need it.
+    with pytest.raises(ProtocolError, match="int <int of 16610 bits>"):
+        encode_request("incr", {"key": "k", "by": 10**5000})
+
+
 _LARGEST_REQUESTS = [
     (
         decode_request,

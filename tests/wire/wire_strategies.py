@@ -167,14 +167,6 @@ RESULTS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "keys": st.fixed_dictionaries({"keys": st.lists(st.text(max_size=20), max_size=10)}),
 }
 requests = st.sampled_from(OPS).flatmap(lambda op: st.tuples(st.just(op), REQUEST_ARGS[op]))
-errors = st.fixed_dictionaries(
-    {
-        "code": st.sampled_from(sorted(ERROR_CODES)),
-        "message": st.text(max_size=60),
-        "leader": st.none() | node_ids,
-        "leader_addr": st.none() | st.text(max_size=40),
-    }
-)
 
 
 # -- hostile values --------------------------------------------------------------------------
@@ -367,6 +359,15 @@ addresses = st.one_of(
     st.builds("{}:{}".format, _host_names, ports),
     st.builds("{}:{}".format, st.ip_addresses(v=4), ports),
     st.builds("[{}]:{}".format, st.ip_addresses(v=6), ports),
+)
+#: Errors of the client protocol (its leader_addr is an address as nodes write it).
+errors = st.fixed_dictionaries(
+    {
+        "code": st.sampled_from(sorted(ERROR_CODES)),
+        "message": st.text(max_size=60),
+        "leader": st.none() | node_ids,
+        "leader_addr": st.none() | addresses,
+    }
 )
 names = st.text(max_size=20)
 lines = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=40)

@@ -3,7 +3,7 @@
     request  = {"v": 1, "id": uint, "op": str, "args": {...}, "tp"?: traceparent}
     response = {"v": 1, "id": uint, "ok": true, "result": {...}, "tp"?: traceparent}
              | {"v": 1, "id": uint, "ok": false, "tp"?: traceparent,
-                "error": {"code": str, "message": str, "leader": id|null, "leader_addr": str|null}}
+                "error": {"code": str, "message": str, "leader": id|null, "leader_addr": addr|null}}
 
 A stream carries any number of requests, each with an id of the client's choosing; the node
 answers each with a response carrying the same id, in whatever order they finish (a write
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 from .fields import (
-    MAX_NODE_ID,
+    MAX_REQUEST_ITEMS,
     VERSION,
     as_map,
     as_traceparent,
@@ -43,7 +43,6 @@ from .fields import (
     encode_answer,
     encode_item,
     get_bool,
-    get_nullable_str,
     get_str,
     get_traceparent,
     get_uint,
@@ -53,9 +52,9 @@ from .fields import (
     wrong,
 )
 from .ops import ANY_RESULT, REQUESTS, RESULTS, Args, lookup
+from .schema import OPT_ADDRESS, OPT_ID
 
 MAX_ERROR_MESSAGE = 4096
-MAX_ADDRESS = 256
 ERROR_CODES = frozenset(
     {
         "bad_request",
@@ -142,7 +141,7 @@ def encode_request(
 def decode_request(data: bytes) -> Request:
     """The request in `data`: ProtocolError if not even its id can be read, BadRequest if
     its id can but the rest does not hold."""
-    raw = open_envelope(data, "request", _REQUEST_FIELDS)
+    raw = open_envelope(data, "request", _REQUEST_FIELDS, max_items=MAX_REQUEST_ITEMS)
     request_id = get_uint(raw, "id", "request")
     try:
         op, fields, check = lookup(REQUESTS, need(raw, "op", "request"), "request")
@@ -166,8 +165,9 @@ def _error(value: object, where: str) -> ErrorInfo:
     return ErrorInfo(
         code,
         get_str(raw, "message", where, max_len=MAX_ERROR_MESSAGE),
-        get_nullable_str(raw, "leader", where, max_len=MAX_NODE_ID),
-        get_nullable_str(raw, "leader_addr", where, max_len=MAX_ADDRESS),
+        # The same rules as mgmt's: a node id, and an address as transport writes it.
+        OPT_ID.check(raw.get("leader"), where, "'leader'"),
+        OPT_ADDRESS.check(raw.get("leader_addr"), where, "'leader_addr'"),
     )
 
 

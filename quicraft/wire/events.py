@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 from .fields import (
+    MAX_REQUEST_ITEMS,
     VERSION,
     as_int64,
     as_list,
@@ -218,7 +219,9 @@ def encode_subscribe(
 
 
 def decode_subscribe(data: bytes) -> Subscription:
-    raw = open_envelope(data, _SUBSCRIBE, frozenset({"kinds", "prefix", "since"}))
+    raw = open_envelope(
+        data, _SUBSCRIBE, frozenset({"kinds", "prefix", "since"}), max_items=MAX_REQUEST_ITEMS
+    )
     return _subscription(raw, get_traceparent(raw, _SUBSCRIBE))
 
 

@@ -11,6 +11,10 @@ Rules kept here, so each codec only states its own fields:
   version 2", not "unknown field"), and which holds only the keys its codec names: a field this
   version does not know may carry meaning it would silently drop, so new fields come with a new
   version.
+- A request (client, mgmt, subscribe) holds at most MAX_REQUEST_ITEMS CBOR items, counted on
+  its bytes before it is decoded: a frame of one-byte empty lists and maps would otherwise
+  become millions of Python objects (16 MiB of them: over a GB and seconds of the event loop),
+  and any reader may send requests. Bulk is in strings, which count as one item each.
 - Every failure is a ProtocolError that names where it happened; nothing else escapes.
 - Checkers test `type(x) is int`, never isinstance: bool is an int to Python, never to us.
 """
@@ -31,6 +35,8 @@ I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 #: Deepest nesting any message here needs is 3 (a map, a list in it, a list in that); one spare
 #: lets a misplaced container fail with a clear type error rather than a depth error.
 MAX_DEPTH = 4
+#: The largest request has a few dozen items (a map of five fields, args of at most six).
+MAX_REQUEST_ITEMS = 256
 #: A node id is a key fingerprint in practice; the bound only keeps a hostile one small.
 MAX_NODE_ID = 128
 #: W3C traceparent, version 00, is exactly 55 characters: 00-<32 hex>-<16 hex>-<2 hex>.
@@ -68,16 +74,60 @@ _DECODER_OPTIONS: dict[str, Any] = {
 
 def show(value: object) -> str:
     """A short printable form of a peer's value for an error message (never the whole thing)."""
-    if isinstance(value, str | bytes) and len(value) > 40:
-        value = value[:40]  # repr of a 16 MiB value would cost more than the message is worth
-    elif isinstance(value, list | dict) and len(value) > 8:
-        return f"<{type(value).__name__} of {len(value)}>"
-    text = repr(value)
+    text = _brief(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _brief(value: object, depth: int = MAX_DEPTH) -> str:
+    """repr(value), but only of about the first 40 characters' worth of it and MAX_DEPTH
+    levels: repr of a short list that holds a 16 MiB one would cost more than the message is
+    worth (and an encoder's caller may pass a value nested deeper, or one that holds itself)."""
+    if isinstance(value, str | bytes):
+        return repr(value[:40])
+    if isinstance(value, int) and value.bit_length() > 128:  # repr refuses over 4300 digits
+        return f"<int of {value.bit_length()} bits>"
+    if not isinstance(value, list | dict):
+        return repr(value)
+    if len(value) > 8 or (value and not depth):
+        return f"<{type(value).__name__} of {len(value)}>"
+    items = (
+        (f"{_brief(k, depth - 1)}: {_brief(v, depth - 1)}" for k, v in value.items())
+        if isinstance(value, dict)
+        else (_brief(item, depth - 1) for item in value)
+    )
+    parts: list[str] = []
+    for part in items:
+        parts.append(part)
+        if sum(map(len, parts)) > 40:  # enough to fill the message: leave the rest out
+            break
+    text = ", ".join(parts)
+    return f"{{{text}}}" if isinstance(value, dict) else f"[{text}]"
 
 
 def kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _within_items(data: bytes, limit: int) -> bool:
+    """Whether `data` holds at most `limit` CBOR items (heads), reading only their heads.
+
+    Heads are walked in order without building anything; a string's bytes are skipped. What
+    is malformed (reserved or indefinite heads, a short read) stops the count: cbor2 refuses it.
+    """
+    pos, end = 0, len(data)
+    for _ in range(limit):
+        if pos >= end:
+            return True
+        initial = data[pos]
+        info = initial & 31
+        if info >= 28:
+            return True
+        size = 1 << (info - 24) if info >= 24 else 0
+        arg = int.from_bytes(data[pos + 1 : pos + 1 + size], "big") if size else info
+        pos += 1 + size
+        if initial >> 5 in (2, 3):  # a byte or text string: skip its bytes
+            pos += arg
+    return pos >= end
 
 
 def decode_item(data: bytes) -> object:
@@ -103,8 +153,13 @@ def encode_item(value: object) -> bytes:
         raise ProtocolError(f"cannot encode: {exc}") from exc
 
 
-def open_envelope(data: bytes, where: str, fields: frozenset[str]) -> dict[str, object]:
-    """Decode a versioned envelope map holding only "v", "tp" and `fields`."""
+def open_envelope(
+    data: bytes, where: str, fields: frozenset[str], *, max_items: int | None = None
+) -> dict[str, object]:
+    """Decode a versioned envelope map holding only "v", "tp" and `fields` (and at most
+    `max_items` CBOR items)."""
+    if max_items is not None and not _within_items(data, max_items):
+        raise ProtocolError(f"{where}: more than {max_items} CBOR items")
     raw = decode_item(data)
     if type(raw) is not dict:
         raise ProtocolError(f"{where}: expected a map, got {kind(raw)}")

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from .client import BadRequest
 from .errors import ProtocolError
 from .fields import (
+    MAX_REQUEST_ITEMS,
     VERSION,
     as_bool,
     as_list,
@@ -251,7 +252,9 @@ def encode_mgmt_request(
 def decode_mgmt_request(data: bytes) -> MgmtRequest:
     """The request in `data`: ProtocolError if not even its id can be read, BadRequest if its
     id can but the rest does not hold."""
-    raw = open_envelope(data, "mgmt request", frozenset({"id", "op", "args"}))
+    raw = open_envelope(
+        data, "mgmt request", frozenset({"id", "op", "args"}), max_items=MAX_REQUEST_ITEMS
+    )
     request_id = get_uint(raw, "id", "mgmt request")
     try:
         op, schema = _lookup(REQUESTS, need(raw, "op", "mgmt request"), "mgmt request")

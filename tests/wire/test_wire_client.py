@@ -246,6 +246,25 @@ def test_bad_results_are_refused(op: str | None, result: dict[str, Any], error: 
             {"v": 1, "id": 1, "ok": False, "error": {"code": "timeout", "message": "", "x": 3}},
             "unknown field",
         ),
+        # The leader's id and address follow the same rules as in mgmt errors.
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "ok": False,
+                "error": {"code": "timeout", "message": "", "leader": ""},
+            },
+            "'leader' must be a str of 1 to",
+        ),
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "ok": False,
+                "error": {"code": "not_leader", "message": "", "leader_addr": "no port"},
+            },
+            "'leader_addr' must be an address",
+        ),
         ({"v": 1, "id": 1, "ok": True, "result": {}, "tp": "ABC"}, "traceparent"),
     ],
 )
@@ -266,3 +285,10 @@ def test_response_encoder_needs_exactly_the_matching_part() -> None:
 @pytest.mark.parametrize("op", OPS)
 def test_request_args_strategy_covers_every_op(op: str) -> None:
     assert op in REQUEST_ARGS and op in RESULTS  # the fuzz suite draws from these tables
+
+
+def test_a_leader_address_as_nodes_write_it_is_accepted() -> None:
+    for address in ("10.0.0.2:7400", "[fe80::1%eth0]:7400", "node-2.example:7400"):
+        error = {"code": "not_leader", "message": "m", "leader": "n2", "leader_addr": address}
+        response = decode_response(encode_response(ok=False, error=error))
+        assert response.error is not None and response.error.leader_addr == address

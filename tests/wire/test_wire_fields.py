@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+
 import cbor2
 import pytest
 
-from quicraft.wire import ProtocolError
+from quicraft.wire import (
+    EVENT_KINDS,
+    MAX_KEY,
+    MAX_VALUE,
+    ProtocolError,
+    decode_mgmt_request,
+    decode_request,
+    decode_subscribe,
+    encode_mgmt_request,
+    encode_request,
+    encode_subscribe,
+)
 from quicraft.wire.fields import (
     as_bytes,
     as_int64,
@@ -69,3 +83,77 @@ def test_error_text_never_holds_a_whole_big_value() -> None:
     assert len(show(b"x" * 10_000_000)) <= 40
     assert show(list(range(1000))) == "<list of 1000>"
     assert show("short") == "'short'"
+
+
+def test_show_builds_no_more_than_it_shows() -> None:
+    # A short list holding a long one: repr of it all would be megabytes, cut to 40 characters.
+    value = [[0] * 1_000_000, "x"]
+    tracemalloc.start()
+    try:
+        text = show(value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == "[<list of 1000000>, 'x']"
+    assert peak < 64 * 1024
+    assert show([[1, [2]], {"a": b"b"}]) == "[[1, [2]], {'a': b'b'}]"  # small ones in full
+
+
+def test_an_int_too_long_to_print_is_still_a_protocol_error() -> None:
+    # Python refuses str() of an int over 4300 digits: the message must not need it.
+    with pytest.raises(ProtocolError, match="int <int of 16610 bits>"):
+        encode_request("incr", {"key": "k", "by": 10**5000})
+
+
+_LARGEST_REQUESTS = [
+    (
+        decode_request,
+        encode_request(
+            "cas",
+            {"key": "k" * MAX_KEY, "expected": b"e" * MAX_VALUE, "new": b"n" * MAX_VALUE,
+             "session": 2**64 - 1, "seq": 2**64 - 1, "ack": 2**64 - 1},
+            id=2**64 - 1,
+            traceparent="0" * 55,
+        ),
+    ),
+    (
+        decode_mgmt_request,
+        encode_mgmt_request(
+            "add_member", {"address": ".".join(["h" * 60] * 4) + ":65535", "learner": True}, id=1,
+            traceparent="0" * 55,
+        ),
+    ),
+    (
+        decode_subscribe,
+        encode_subscribe(EVENT_KINDS, "p" * MAX_KEY, 2**64 - 1, traceparent="0" * 55),
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("decode", "largest"), _LARGEST_REQUESTS)
+def test_a_request_of_many_tiny_containers_is_refused_unbuilt(
+    decode: Callable[[bytes], object], largest: bytes
+) -> None:
+    """A frame of one-byte empty lists would become a Python list each (a 16 MiB frame: over a
+    GB and seconds of the node's event loop); any reader may send one. Requests are counted
+    before they are decoded, and the largest valid one of each protocol is well within."""
+    decode(largest)
+    hostile = b"\xa2\x61v\x01\x61x\x9a" + (200_000).to_bytes(4, "big") + b"\x80" * 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="more than 256 CBOR items"):
+            decode(hostile)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024  # decoded, the 200,000 lists take some 14 MB
+
+
+def test_items_are_counted_by_their_heads() -> None:
+    # 5 items around a list of 251 strings whose bytes look like heads (of empty lists): 256.
+    strings = [b"\x80" * 1000, "\x00" * 70_000] * 125 + [b""]
+    with pytest.raises(ProtocolError, match="unknown field"):  # counted, then decoded
+        open_envelope(cbor2.dumps({"v": 1, "x": strings}), "w", frozenset(), max_items=256)
+    one_more = cbor2.dumps({"v": 1, "x": [*strings, 0]})
+    with pytest.raises(ProtocolError, match="w: more than 256 CBOR items"):
+        open_envelope(one_more, "w", frozenset(), max_items=256)

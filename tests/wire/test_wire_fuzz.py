@@ -7,14 +7,19 @@ matching encoder (which validates too) and decodes it again to the same value.
 from __future__ import annotations
 
 import contextlib
+import io
+import random
+from dataclasses import replace
 from typing import Any
 
 import cbor2
 import pytest
+from cbor_mutations import mutate
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from wire_strategies import (
     DECODERS,
+    MGMT_RESULTS,
     ODD_VALUES,
     RESULTS,
     cbor_values,
@@ -26,29 +31,42 @@ from wire_strategies import (
     new_envelope_like,
     new_valid_payloads,
     requests,
+    stream_ends,
     subscriptions,
     traceparents,
 )
 
 from quicraft.core.types import Message, MessageType
 from quicraft.wire import (
+    BackupError,
     BackupReceiver,
     Event,
+    EventStreamEnd,
     EventStreamReader,
     FrameDecoder,
     ProtocolError,
     SnapshotAssembler,
     Subscription,
+    backup_frames,
+    backup_info,
+    decode_end,
+    decode_event,
+    decode_message,
     encode_backup_chunk,
     encode_backup_trailer,
+    encode_end,
     encode_event,
     encode_frame,
     encode_message,
+    encode_progress,
     encode_request,
     encode_response,
     encode_snapshot_chunk,
     encode_snapshot_header,
+    peek_hello,
     snapshot_frames,
+    verify_backup,
+    write_backup,
 )
 
 NAMES = sorted(DECODERS)
@@ -335,3 +353,145 @@ def test_backup_receiver_fed_garbage_fails_cleanly(size: int, frames: list[bytes
             receiver.feed(frame)
         assert 0 <= receiver.received <= receiver.size
         assert not receiver.complete or receiver.received == receiver.size
+
+
+# -- mutations of the encoding itself, and every reader that keeps state across frames -------
+# The tests above mutate decoded values (so the CBOR stays as cbor2 writes it) or feed garbage;
+# these mutate the bytes of valid encodings (cbor_mutations.py): lengths that lie, indefinite
+# lengths, repeated keys, broken UTF-8, swapped types. Each reader that assembles a stream
+# (snapshot, events, backup, backup file) gets a valid stream with one frame so mutated.
+
+#: The thin decoders DECODERS leaves out, each fed every mutated payload too.
+WRAPPERS = (peek_hello, decode_message, decode_event, decode_end)
+
+
+@given(valid=ALL_VALID, rng=st.randoms(use_true_random=False), other=st.sampled_from(NAMES))
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_mutated_encodings(valid: tuple[str, bytes], rng: random.Random, other: str) -> None:
+    name, payload = valid
+    data = mutate(payload, rng)
+    decode_checked(name, data)
+    decode_checked(other, data)
+    for decode in WRAPPERS:
+        with contextlib.suppress(ProtocolError):
+            decode(data)
+
+
+def _mutate_one(frames: list[bytes], rng: random.Random) -> list[bytes]:
+    """`frames` with one of them mutated, dropped or repeated."""
+    frames = list(frames)
+    at = rng.randrange(len(frames))
+    action = rng.randrange(4)
+    if action == 0:
+        del frames[at]
+    elif action == 1:
+        frames.insert(at, frames[at])
+    else:
+        frames[at] = mutate(frames[at], rng)
+    return frames
+
+
+@given(
+    m=messages(st.just(MessageType.SNAPSHOT)),
+    chunk_size=st.integers(1, 64),
+    rng=st.randoms(use_true_random=False),
+)
+@FUZZ
+def test_assembler_fed_a_mutated_stream_fails_cleanly(
+    m: Message, chunk_size: int, rng: random.Random
+) -> None:
+    frames = _mutate_one(list(snapshot_frames(m, chunk_size=chunk_size)), rng)
+    assume(frames)  # not the header of a snapshot of no data, dropped
+    header, *chunks = frames
+    try:
+        assembler = SnapshotAssembler(header)
+    except ProtocolError:
+        return
+    for chunk in chunks:
+        with contextlib.suppress(ProtocolError):
+            assembler.feed(chunk)
+        assert 0 <= assembler.received <= assembler.size
+    if assembler.complete:
+        got = assembler.message()
+        assert got.snapshot is not None and len(got.snapshot.data) == assembler.size
+
+
+@given(
+    sub=subscriptions(),
+    items=st.lists(st.one_of(events, st.none()), min_size=1, max_size=5),
+    end=stream_ends(),
+    rng=st.randoms(use_true_random=False),
+)
+@FUZZ
+def test_event_reader_fed_a_mutated_stream_fails_cleanly(
+    sub: Subscription,
+    items: list[Event | None],
+    end: EventStreamEnd,
+    rng: random.Random,
+) -> None:
+    sub = replace(sub, kinds=None, prefix=None, since=None)  # so every event is one it wants
+    frames = [
+        encode_progress(pos) if item is None else encode_event(replace(item, pos=pos))
+        for pos, item in enumerate(items, 1)
+    ]
+    reader = EventStreamReader(sub)
+    for frame in _mutate_one([*frames, encode_end(end.code, end.message, end.oldest)], rng):
+        last = reader.last
+        try:
+            got = reader.feed(frame)
+        except ProtocolError:
+            assert reader.last == last
+            continue
+        assert isinstance(got, EventStreamEnd) or (last is None or got.pos > last)
+
+
+@given(
+    result=MGMT_RESULTS["backup"],
+    data=st.binary(min_size=1, max_size=100),
+    chunk_size=st.integers(1, 32),
+    rng=st.randoms(use_true_random=False),
+)
+@FUZZ
+def test_backup_receiver_fed_a_mutated_stream_fails_cleanly(
+    result: dict[str, Any], data: bytes, chunk_size: int, rng: random.Random
+) -> None:
+    result = {**result, "size": len(data)}
+    _, *frames = backup_frames(result, [data], id=1, chunk_size=chunk_size)
+    receiver = BackupReceiver(result)
+    kept = b""
+    for frame in _mutate_one(frames, rng):
+        try:
+            got = receiver.feed(frame)
+        except ProtocolError:
+            continue
+        if isinstance(got, bytes):
+            kept += got
+        assert 0 <= receiver.received <= receiver.size
+    assert not receiver.complete or kept == data
+
+
+@given(
+    result=MGMT_RESULTS["backup"],
+    data=st.binary(max_size=100),
+    rng=st.randoms(use_true_random=False),
+    in_header=st.booleans(),
+)
+@FUZZ
+def test_backup_file_mutated_is_refused(
+    result: dict[str, Any], data: bytes, rng: random.Random, in_header: bool
+) -> None:
+    """A backup file whose header map or whole bytes were mutated: BackupError, or the
+    same file (a mutation that changed nothing the reader reads, e.g. a key repeated)."""
+    info = backup_info({**result, "size": len(data)}, cluster="prod", created_ms=1)
+    fp = io.BytesIO()
+    write_backup(fp, info, [data])
+    whole = fp.getvalue()
+    if in_header:
+        length = int.from_bytes(whole[10:14], "big")
+        header = mutate(whole[14 : 14 + length], rng)
+        damaged = whole[:10] + len(header).to_bytes(4, "big") + header + whole[14 + length :]
+    else:
+        damaged = mutate(whole, rng)
+    assume(damaged != whole)
+    with pytest.raises(BackupError):
+        verify_backup(io.BytesIO(damaged), chunk_size=rng.randint(1, 64))

@@ -35,6 +35,7 @@ from quicraft.wire import (
     OPS,
     BackupTrailer,
     Event,
+    EventProgress,
     EventStreamEnd,
     Hello,
     MgmtRequest,
@@ -63,6 +64,7 @@ from quicraft.wire import (
     encode_message,
     encode_mgmt_request,
     encode_mgmt_response,
+    encode_progress,
     encode_request,
     encode_response,
     encode_snapshot_chunk,
@@ -165,14 +167,6 @@ RESULTS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "keys": st.fixed_dictionaries({"keys": st.lists(st.text(max_size=20), max_size=10)}),
 }
 requests = st.sampled_from(OPS).flatmap(lambda op: st.tuples(st.just(op), REQUEST_ARGS[op]))
-errors = st.fixed_dictionaries(
-    {
-        "code": st.sampled_from(sorted(ERROR_CODES)),
-        "message": st.text(max_size=60),
-        "leader": st.none() | node_ids,
-        "leader_addr": st.none() | st.text(max_size=40),
-    }
-)
 
 
 # -- hostile values --------------------------------------------------------------------------
@@ -365,6 +359,15 @@ addresses = st.one_of(
     st.builds("{}:{}".format, _host_names, ports),
     st.builds("{}:{}".format, st.ip_addresses(v=4), ports),
     st.builds("[{}]:{}".format, st.ip_addresses(v=6), ports),
+)
+#: Errors of the client protocol (its leader_addr is an address as nodes write it).
+errors = st.fixed_dictionaries(
+    {
+        "code": st.sampled_from(sorted(ERROR_CODES)),
+        "message": st.text(max_size=60),
+        "leader": st.none() | node_ids,
+        "leader_addr": st.none() | addresses,
+    }
 )
 names = st.text(max_size=20)
 lines = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=40)
@@ -635,8 +638,11 @@ def new_valid_payloads(draw: st.DrawFn) -> tuple[str, bytes]:
     if kind == "subscribe":
         sub = draw(subscriptions())
         return kind, encode_subscribe(sub.kinds, sub.prefix, sub.since, sub.traceparent)
-    if draw(st.booleans()):
+    frame = draw(st.integers(0, 2))
+    if frame == 0:
         return "events frame", encode_event(draw(events))
+    if frame == 1:
+        return "events frame", encode_progress(draw(u64s))
     end = draw(stream_ends())
     return "events frame", encode_end(end.code, end.message, end.oldest)
 
@@ -680,9 +686,11 @@ def _recheck_hello(hello: Hello) -> None:
     assert decode_hello(encode_hello(hello)) == hello
 
 
-def _recheck_events_frame(frame: Event | EventStreamEnd) -> None:
+def _recheck_events_frame(frame: Event | EventProgress | EventStreamEnd) -> None:
     if isinstance(frame, Event):
         data = encode_event(frame)
+    elif isinstance(frame, EventProgress):
+        data = encode_progress(frame.pos)
     else:
         data = encode_end(frame.code, frame.message, frame.oldest)
     assert decode_event_frame(data) == frame

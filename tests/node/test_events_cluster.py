@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from cluster_harness import SNAPSHOT_EVERY, Cluster, run
 
+import quicraft.client.events as client_events
 from quicraft.client import Client, ClientError, EventsCompacted
 from quicraft.transport import Role, issue
-from quicraft.wire import Event
+from quicraft.wire import Event, EventFrame, EventProgress, EventStreamReader
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -328,12 +329,22 @@ def test_since_older_than_a_restarted_node_holds_is_compacted(tmp_path: Path) ->
 
 
 def test_a_live_subscriber_whose_node_dies_before_any_event_misses_nothing(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A live subscription had no position before its first event: its node killed, the
     client subscribed live on the next one once it noticed (an idle timeout later) and
     silently missed the writes made meanwhile (found by a review). The node now tells it
     where it starts, and it resumes from there."""
+    positions: list[int] = []  # of the progress frames the subscriber read: its start first
+
+    class Reader(EventStreamReader):
+        def feed(self, data: bytes) -> EventFrame:
+            frame = super().feed(data)
+            if isinstance(frame, EventProgress):
+                positions.append(frame.pos)
+            return frame
+
+    monkeypatch.setattr(client_events, "EventStreamReader", Reader)
     cluster = Cluster(tmp_path / "cluster")
     cluster.start()
     try:
@@ -341,10 +352,17 @@ def test_a_live_subscriber_whose_node_dies_before_any_event_misses_nothing(
         cluster.wait_all_have("probe/leader")  # two nodes can elect once one is gone
         doomed, other = (n for n in (1, 2, 3) if n != leader)
 
+        def subscribed_on_doomed() -> bool:
+            # The node logs the subscription once it has read it: the client was on `doomed`
+            # (its first endpoint) and not on `other`, which it dials only if that failed.
+            return bool(positions) and " subscribed: " in cluster.log(doomed)
+
         async def scenario() -> tuple[list[int], list[Event]]:
             async with cluster.client(doomed, other) as sub, cluster.client(leader) as writer:
                 events = asyncio.create_task(take(sub, 3, timeout=30, kinds=["kv"], prefix="lv/"))
-                await asyncio.sleep(2)  # subscribed on `doomed` (a connect takes milliseconds)
+                async with asyncio.timeout(30):  # however slow the machine: not a fixed sleep
+                    while not subscribed_on_doomed():
+                        await asyncio.sleep(0.05)
                 assert not events.done(), events
                 await asyncio.to_thread(cluster.kill, doomed)
                 acked = [await writer.kv.set(f"lv/{i}", b"x") for i in range(3)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 from inprocess import Nodes, leader_of, nodes_in, until, write_everywhere
@@ -32,15 +33,15 @@ async def _a_new_leader_while_c_is_down(nodes: Nodes) -> tuple[Node, Node]:
     leader = leader_of([a, b])
     assert leader is not None
     await leader.mgmt.add_member(f"127.0.0.1:{nodes.ports['d']}", learner=False)
-    for _ in range(10):  # the transfer waits for d to catch up, and may need a retry
-        current = leader_of([a, b, d])
-        if current is d:
-            break
+    # The transfer is refused until d has caught up: tried again until it takes, by a deadline
+    # rather than a number of tries, which a loaded machine could use up before d catches up.
+    deadline = time.monotonic() + 30
+    while (current := leader_of([a, b, d])) is not d:
+        assert time.monotonic() < deadline, f"d never took over; the leader is {current}"
         if current is not None:
             with contextlib.suppress(MgmtFailed):  # d not caught up yet: tried again
                 await current.mgmt.transfer(d.id)
         await asyncio.sleep(0.2)
-    assert leader_of([a, b, d]) is d
     await write_everywhere(nodes, "while-c-was-down")
     return d, nodes.node("c", "ab")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -127,13 +128,24 @@ def test_cli_prints_seed_property_trace_and_command_for_a_failure(
         for s in range(BUG_SEED_LIMIT)
         if not run_seed(SimOptions(s, bugs=frozenset({bug}), profile="leader-faults")).ok
     )
-    argv = ["--seeds", "1", "--start", str(seed), "--profile", "leader-faults", "--bug", bug]
+    # A sweep over seeds around it, as a user would run one, with leader-faults and the bug.
+    argv = ["--seeds", "3", "--start", str(seed), "--profile", "leader-faults", "--bug", bug]
     assert sim_main([*argv, "--jobs", "1"]) == 1
     out = capsys.readouterr().out
     assert f"seed {seed}: FAILED" in out
     assert "last events:" in out
-    assert f"reproduce: python -m quicraft.sim --seeds 1 --start {seed}" in out
-    assert "0 passed, 1 failed" in out
+    report = out[out.index(f"seed {seed}: FAILED") :]
+    report = report[: report.index("\n", report.index("  reproduce: ")) + 1]
+    # The printed command, run as printed, fails the same way: the same report, line for line.
+    command = report.splitlines()[-1].removeprefix("  reproduce: ")
+    program, *args = shlex.split(command)
+    assert program == "python", command
+    replay = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert replay.returncode == 1, replay.stdout + replay.stderr
+    assert replay.stdout.startswith(report), (report, replay.stdout)
+    assert "0 passed, 1 failed" in replay.stdout
 
 
 def test_the_durable_ack_check_compares_what_an_ack_names_with_the_disk() -> None:

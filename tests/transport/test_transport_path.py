@@ -59,8 +59,13 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 def test_loopback_paths_get_datagrams_as_large_as_lo_carries_up_to_the_cap() -> None:
     assert datagram_size_to("127.0.0.1") == loopback_size(20 + 8)
     assert datagram_size_to("127.0.0.2") == loopback_size(20 + 8)
-    if has_ipv6_loopback():
-        assert datagram_size_to("::1") == loopback_size(40 + 8)
+
+
+def test_the_ipv6_loopback_path_gets_datagrams_as_large_as_lo_carries() -> None:
+    # A test of its own: without ::1 it is reported as skipped, not passed within another.
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) here")
+    assert datagram_size_to("::1") == loopback_size(40 + 8)
 
 
 @pytest.mark.parametrize("host", ["10.77.0.2", "192.168.1.20", "2001:db8::1", "fe80::1%eth0"])

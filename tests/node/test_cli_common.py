@@ -437,8 +437,7 @@ def test_options_given_before_the_operation_are_told_the_order(tmp_path: Path) -
     refused = quicraft("--cluster", "local", "kv", "get", "x", cwd=tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.endswith(
-        "quicraft: error: COMMAND comes first, then its options: "
-        "'quicraft COMMAND --cluster ...'\n"
+        "quicraft: error: COMMAND comes first, then its options: 'quicraft COMMAND --cluster ...'\n"
     )
 
 

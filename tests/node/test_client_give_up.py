@@ -244,7 +244,7 @@ def test_a_first_write_gives_up_in_the_timeout_registering_included(monkeypatch:
 
     took = asyncio.run(asyncio.wait_for(write(), 10.0))
     assert client._session == 3  # it did register, late
-    assert took < 2.0 + 0.5  # before: 1.5 s registering, then 2 s more for the write
+    assert took < 3.0  # before: 1.5 s registering, then 2 s more (3.5); midway, for a busy CPU
 
 
 def _member(id: str, name: str, address: str) -> dict[str, Any]:
@@ -324,4 +324,4 @@ def test_an_operation_of_several_requests_gives_up_in_one_timeout(
             client._link.drop("test over")
 
     took = asyncio.run(asyncio.wait_for(call(), 10.0))
-    assert took < 1.0 + 0.3  # before: 1.8 s (status), 2.8 s (remove_member)
+    assert took < 1.5  # before: 1.8 s (status), 2.8 s (remove_member); midway, for a busy machine

@@ -3,7 +3,7 @@
 Rules:
 - A snapshot is one canonical CBOR map:
   `{"v": 1, "kind": "quicraft.kv", "applied": int, "now": int,
-    "keys": [[key, value, revision], ...]               (sorted by key)
+    "keys": [[key, value, revision], ...]               (sorted by key; sizes as a write's)
     "sessions": [[id, last_active, floor, [[seq, result], ...]], ...]}`
   (sessions least recently active first, results in the order they were stored), plus
   `"cid": str` (the cluster id, lowercase hex) once the store has one: a snapshot without it
@@ -38,7 +38,7 @@ import cbor2
 
 from ._cbor import canonical_order, strict_loads_in_pieces
 from .base import Result
-from .commands import MAX_ADDRESS, MAX_NAME, MAX_NODE_ID
+from .commands import MAX_ADDRESS, MAX_KEY_BYTES, MAX_NAME, MAX_NODE_ID, MAX_VALUE_BYTES
 from .sessions import Session
 
 VERSION = 1
@@ -225,6 +225,11 @@ def _entries(raw: object, applied: int) -> list[tuple[str, bytes, int]]:
         key, value, raw_revision = _list(item, "a key entry", 3)
         if not isinstance(key, str) or not isinstance(value, bytes):
             raise ValueError("a key entry must be [text, bytes, revision]")
+        # No write can store more (commands.py), and a node could not send it to a client.
+        if len(key) * 4 > MAX_KEY_BYTES and len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            raise ValueError(f"a key of more than {MAX_KEY_BYTES} bytes at {key[:40]!r}...")
+        if len(value) > MAX_VALUE_BYTES:
+            raise ValueError(f"the value of {key!r} exceeds {MAX_VALUE_BYTES} bytes")
         if previous is not None and key <= previous:
             raise ValueError(f"keys are not sorted and unique at {key!r}")
         revision = _int(raw_revision, "a revision")

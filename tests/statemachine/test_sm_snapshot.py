@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quicraft.statemachine import KVStore, encode_command
+from quicraft.statemachine import MAX_KEY_BYTES, MAX_VALUE_BYTES, KVStore, encode_command
 from quicraft.statemachine import snapshot as snapshot_format
 
 TIMEOUT = 1000
@@ -189,6 +189,15 @@ def test_the_removed_nodes_are_noted_in_order_and_kept_in_snapshots() -> None:
     assert copy.removed == frozenset()
 
 
+def test_the_largest_key_and_value_a_write_stores_round_trip() -> None:
+    store = KVStore()
+    for index, key in enumerate(["é" * (MAX_KEY_BYTES // 2), "k" * MAX_KEY_BYTES], start=1):
+        store.apply(index, encode_command("set", {"key": key, "value": bytes(MAX_VALUE_BYTES)}, 0))
+    copy = KVStore()
+    copy.restore(store.snapshot())
+    assert copy.snapshot() == store.snapshot()
+
+
 def test_empty_store_round_trip() -> None:
     copy = KVStore()
     copy.restore(KVStore().snapshot())
@@ -221,6 +230,10 @@ BAD = [
     (cbor2.dumps({**_good(), "keys": [["a", "text", 1]]}), "key entry"),
     (cbor2.dumps({**_good(), "keys": [["a", b"", 99]]}), "outside"),
     (cbor2.dumps({**_good(), "keys": [["a", b""]]}), "list of 3"),
+    # Found by an audit: what no write can store (and no answer could carry) was restored.
+    (cbor2.dumps({**_good(), "keys": [["k" * (MAX_KEY_BYTES + 1), b"", 1]]}), "more than 4096"),
+    (cbor2.dumps({**_good(), "keys": [["é" * 2049, b"", 1]]}), "more than 4096"),
+    (cbor2.dumps({**_good(), "keys": [["a", bytes(MAX_VALUE_BYTES + 1), 1]]}), "exceeds"),
     (cbor2.dumps({**_good(), "sessions": [[1, 0, 0, []], [1, 0, 0, []]]}), "repeated"),
     (cbor2.dumps({**_good(), "sessions": [[1, 50, 0, []], [4, 10, 0, []]]}), "activity order"),
     (cbor2.dumps({**_good(), "sessions": [[1, 10_000, 0, []]]}), "activity order"),

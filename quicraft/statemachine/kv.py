@@ -269,11 +269,14 @@ class KVStore:
 
     def _incr(self, index: int, key: str, by: int, ts_ms: int) -> Result:
         current = self._data.get(key, _ZERO)[1]
+        # The key as ascii() shows it (!a), not repr(): repr keeps the characters its Python's
+        # Unicode tables call printable, so replicas on two Python versions would store (in
+        # a session's results) and answer different messages.
         if _DECIMAL.fullmatch(current) is None or not INT64_MIN <= int(current) <= INT64_MAX:
-            return error_result("bad_request", f"value of {key!r} is not a 64-bit integer")
+            return error_result("bad_request", f"value of {key!a} is not a 64-bit integer")
         total = int(current) + by
         if not INT64_MIN <= total <= INT64_MAX:
-            return error_result("bad_request", f"incr of {key!r} by {by} would overflow")
+            return error_result("bad_request", f"incr of {key!a} by {by} would overflow")
         previous = self._put(key, str(total).encode("ascii"), index)
         if self.observer is not None:
             before = None if previous is None else int(previous)

@@ -99,6 +99,22 @@ def test_incr_on_non_integer_is_refused(value: bytes) -> None:
     assert feed.store.last_applied == 2
 
 
+def test_an_incr_refusal_names_the_key_alike_on_every_python() -> None:
+    """Found by an audit: the message, kept in a session's results, showed the key with
+    repr(), whose output depends on the Unicode version of the Python that runs it (U+1F6DC,
+    say, is escaped by Python 3.11 and printed by 3.12): two replicas could hold different
+    results. Every character that is not ASCII is now escaped, the same way everywhere."""
+    feed = Feed()
+    feed("set", key="café\U0001f6dc", value=b"x")
+    assert feed("incr", key="café\U0001f6dc")["message"] == (
+        "value of 'caf\\xe9\\U0001f6dc' is not a 64-bit integer"
+    )
+    feed("set", key="ü", value=str((1 << 63) - 1).encode())
+    assert feed("incr", key="ü", by=2)["message"] == "incr of '\\xfc' by 2 would overflow"
+    feed("set", key="k", value=b"x")
+    assert feed("incr", key="k")["message"] == "value of 'k' is not a 64-bit integer"
+
+
 def test_incr_stays_within_64_bits() -> None:
     feed = Feed()
     top = (1 << 63) - 1

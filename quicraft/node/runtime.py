@@ -156,6 +156,7 @@ class RaftNode:
         self._snapshot_requests: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None  # ends run() with this error
+        self._where: object = "storage"  # what open() was told the storage is, for messages
         self._deadlines = Deadlines(RequestTimeout)
         self._writer = _Writer(f"{node_id}-writer")
         self._snapshotting: _SnapshotUnderWay | None = None
@@ -198,6 +199,7 @@ class RaftNode:
             state = bootstrap_state(founders)
             self.storage.save(hard_state=state.hard_state, entries=state.entries, snapshot=None)
             log.info("founded a cluster of %d: %s", len(founders), ", ".join(sorted(founders)))
+        self._where = where
         snap = state.snapshot
         if snap.meta.index:
             try:
@@ -558,7 +560,17 @@ class RaftNode:
         trace = self.trace
         span = trace.span("raft.snapshot.install", snapshot.meta.index, parent) if trace else None
         prepare = partial(snapshot_installer, self.state_machine, snapshot.data)
-        install = await asyncio.get_running_loop().run_in_executor(None, prepare)
+        try:
+            install = await asyncio.get_running_loop().run_in_executor(None, prepare)
+        except ValueError as err:
+            # The leader's state machine wrote what this one cannot read (a build that
+            # writes another format, or a bug): the node cannot go on. Said as open() says
+            # it for the same snapshot once stored (it is already: a restart stops there),
+            # an error the command reports in one line, not a traceback.
+            raise CorruptionError(
+                f"{self._where}: snapshot at {snapshot.meta.index} from the leader: the state "
+                f"machine cannot read it ({err})"
+            ) from None
         install()
         self.snapshot_index = snapshot.meta.index
         if span is not None:

@@ -599,15 +599,24 @@ def test_a_follower_decodes_a_snapshot_from_the_leader_while_its_loop_goes_on(
 
 
 def test_a_follower_stops_on_a_snapshot_it_cannot_read_and_keeps_its_state() -> None:
+    """Found by an audit: the node stopped with the state machine's ValueError, which
+    `quicraft node` showed as a traceback. It is now the CorruptionError that open() gives
+    for the same snapshot once stored, which the command says in one line."""
+
     async def scenario() -> None:
         state = KVStore()
         state.apply(1, command("set", key="old", value=b"1"))
         before = state.snapshot()
-        node = _a_follower(state)
+        node = RaftNode("b", MemoryStorage(), state, SLOW, lambda m, tp: None)
+        node.open(node.storage.load(), where="data/b")
         running = asyncio.create_task(node.run())
         node.receive(_snapshot_message(before[:-1], 8))
-        with pytest.raises(ValueError, match="bad key-value snapshot"):
+        with pytest.raises(CorruptionError) as refused:
             await asyncio.wait_for(running, 5)
+        assert str(refused.value).startswith(
+            "data/b: snapshot at 8 from the leader: the state machine cannot read it "
+            "(bad key-value snapshot: not valid CBOR: "
+        )
         assert state.snapshot() == before
 
     asyncio.run(scenario())

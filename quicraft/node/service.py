@@ -164,8 +164,11 @@ class ClientService:
     ) -> tuple[bytes, Command, asyncio.Future[Any]]:
         """Append the write to this leader's log: its command, encoded, and its proposal."""
         try:
-            # decode_request checked the args by the command's rules: not checked again.
-            command = checked_command(request.op, request.args, ts_ms=int(time.time() * 1000))
+            # decode_request checked the args by the command's rules: not checked again. Nor
+            # is the ts, so it is made valid here: a clock before 1970 would give a command
+            # the followers refuse while this leader, which skips decoding it, applies it.
+            ts_ms = max(0, int(time.time() * 1000))
+            command = checked_command(request.op, request.args, ts_ms=ts_ms)
             data = command.encode()
             return data, command, self.node.start_proposal(data, self.request_timeout, span)
         except NotLeader as err:

@@ -42,7 +42,7 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
 
 from quicraft.telemetry import global_tracing, traceparent
-from quicraft.transport import ALPN_MGMT, Identity, RefusedError, TransportError
+from quicraft.transport import ALPN_MGMT, Identity, RefusedError, Stream, TransportError
 from quicraft.transport.address import Address
 from quicraft.wire import (
     BackupInfo,
@@ -252,6 +252,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
         part: Path | None = None
         loop = asyncio.get_running_loop()
         watch: asyncio.Task[None] | None = None
+        stream: Stream | None = None  # given up unless read to its trailer
         try:
             channel = await self._reach()
             async with asyncio.timeout(max(self.timeout, OP_TIME_S["backup"])):
@@ -292,6 +293,7 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                             writer.write(data)
                             if progress is not None:
                                 progress(receiver.received, info.size)
+                    stream = None  # read whole: the node ends it
                     writer.finish()
                     fp.flush()
                     await loop.run_in_executor(None, os.fsync, fp.fileno())
@@ -308,6 +310,10 @@ class MgmtClient(EndpointsClient[MgmtResponse]):
                 f"backup from {self.current_endpoint} failed: {str(err) or 'timed out'}",
             ) from None
         finally:
+            if stream is not None:
+                # The channel lives on: a stream left unread would hold its share of the
+                # connection's flow-control window, and the node's sending task, for good.
+                stream.abort()
             if watch is not None:
                 watch.cancel()
             if part is not None:

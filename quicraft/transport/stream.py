@@ -14,7 +14,9 @@ a Stream keeps the frames decoded so far and the state of each direction. Rules:
 - Backpressure is QUIC flow control paced by reading: the peer may send only `receive_windows`
   beyond what `read_frame` has taken (the link grants more as it takes), so a handler that
   does not read holds its peer's writer back in `drain` instead of buffering without bound.
-- When both directions are done the stream tells its link, which forgets it.
+- When both directions are done the stream tells its link, which forgets it. A handler's
+  stream is done when the handler returns; a stream we opened, once it was read to its end
+  (or failed) and ended, or once `abort` gave it up.
 """
 
 from __future__ import annotations
@@ -137,6 +139,15 @@ class Stream:
         except TransportError as err:  # aioquic already dropped the stream: drain() will say
             self._write_error = err
         self._maybe_release()
+
+    def abort(self) -> None:
+        """Give the stream up: reset our writes and ask the peer to stop sending (both with
+        NO_ERROR). A stream that is dropped without reading it to its end or aborting it is
+        never forgotten: what it holds unread keeps counting against the connection's flow
+        control window (`receive_windows`), so two such streams can stall all the others.
+        Frames not read yet are dropped. Idempotent."""
+        self._frames.clear()
+        self._abort(ErrorCode.NO_ERROR)
 
     # -- fed by the connection ----------------------------------------------------------------
 

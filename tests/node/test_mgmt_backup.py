@@ -18,7 +18,7 @@ import small_disks
 from cluster_harness import Cluster, eventually_write, free_base_port, run
 from mgmt_helpers import ExtraNode, admin, mgmt, mgmt_json
 
-from quicraft.client import MgmtError, connect, connect_mgmt
+from quicraft.client import MgmtClient, MgmtError, connect, connect_mgmt
 from quicraft.core import Membership, Snapshot, SnapshotMeta
 from quicraft.node.data_owner import DataOwner
 from quicraft.node.mgmt import MgmtService
@@ -29,6 +29,7 @@ from quicraft.storage import LevelDBStorage, StorageError
 from quicraft.transport import init_cluster
 from quicraft.wire import (
     BackupInfo,
+    BackupSender,
     MgmtResponse,
     decode_mgmt_response,
     verify_backup,
@@ -404,3 +405,62 @@ def test_a_restore_that_fails_to_write_leaves_the_directory_empty(tmp_path: Path
             assert storage.load().snapshot.meta.index == 1
     finally:
         small_disks.unmount(disk)
+
+
+def test_a_backup_that_fails_part_way_gives_its_stream_up(tmp_path: Path) -> None:
+    """The client's channel outlives a failed backup, so its stream is aborted rather than
+    left holding what the node sends: a share of the connection's flow-control window that
+    would never come back, and the node's task sending it. Here the failure is the caller's
+    own progress callback; a backup read to its end leaves the stream to end by itself."""
+    result = {
+        "cluster_id": None, "index": 4, "term": 1, "size": 1000,
+        "membership": {"voters": ["n1"], "learners": []},
+    }  # fmt: skip
+    frames: list[bytes] = []
+    aborted: list[bool] = []
+
+    async def read_frame() -> bytes:
+        return frames.pop(0)
+
+    async def open_stream() -> SimpleNamespace:
+        return SimpleNamespace(
+            write_frame=lambda frame: None,
+            end=lambda: None,
+            read_frame=read_frame,
+            abort=lambda: aborted.append(True),
+        )
+
+    async def close_if_silent(busy: object) -> None:
+        await asyncio.Event().wait()
+
+    channel = SimpleNamespace(
+        conn=SimpleNamespace(open_stream=open_stream), close_if_silent=close_if_silent
+    )
+
+    class GaveUp(Exception):
+        pass
+
+    def progress(done: int, size: int) -> None:
+        raise GaveUp
+
+    async def scenario() -> None:
+        client = MgmtClient([("127.0.0.1", 9)], None, "c1")  # type: ignore[arg-type]
+
+        async def reach() -> SimpleNamespace:
+            return channel
+
+        client._reach = reach  # type: ignore[method-assign, assignment]
+        for fails in (True, False):
+            sender = BackupSender(result, id=1)
+            frames[:] = [sender.header, *sender.chunks(bytes(1000)), sender.trailer()]
+            aborted.clear()
+            if fails:
+                with pytest.raises(GaveUp):
+                    await client.backup(tmp_path / "b.qrbackup", progress=progress)
+                assert not list(tmp_path.iterdir())  # nothing left behind
+            else:
+                assert (await client.backup(tmp_path / "b.qrbackup")).size == 1000
+            assert aborted == ([True] if fails else [])
+        await client.close()
+
+    asyncio.run(scenario())

@@ -137,3 +137,37 @@ def test_frames_of_every_size_arrive_whole_through_slow_readers(certs: Certs) ->
         server.close()
 
     run(main(), timeout=60)
+
+
+def test_streams_we_give_up_do_not_hold_the_connections_window(certs: Certs) -> None:
+    """A stream we opened and stop reading part way (an error, a timeout) holds what it
+    received unread; aborting it lets it go, and the connection's window with it. Two such
+    streams dropped without abort() stall every other stream of the connection."""
+    n1, n2 = certs.load("n1"), certs.load("n2")
+
+    async def answer(conn: Connection, stream: Stream) -> None:
+        frame = await stream.read_frame()
+        for _ in range(200 if frame == b"big" else 0):  # six times the stream's window
+            stream.write_frame(bytes(1000))
+        stream.write_frame(frame or b"")
+
+    async def main() -> None:
+        server = await serve("127.0.0.1", 0, n1, {ALPN_RAFT: answer}, max_frame=MAX_FRAME)
+        conn = await connect("127.0.0.1", server.address[1], n2, ALPN_RAFT, max_frame=MAX_FRAME)
+        table = conn._protocol.streams
+        for _ in range(3):
+            stream = await conn.open_stream()
+            stream.write_frame(b"big")
+            stream.end()
+            assert await stream.read_frame() == bytes(1000)
+            await eventually(lambda s=stream: s.received >= STREAM_WINDOW)
+            stream.abort()
+            stream.abort()  # idempotent
+            assert stream.stream_id not in table._live  # forgotten: it holds nothing
+        echo = await conn.open_stream()
+        echo.write_frame(b"echo")
+        assert await asyncio.wait_for(echo.read_frame(), 5) == b"echo"
+        conn.close()
+        server.close()
+
+    run(main())

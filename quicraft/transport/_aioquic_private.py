@@ -61,8 +61,8 @@ aioquic (1.x) has no public API for eleven things quicraft needs:
    reads made us buffer without bound. ReadPacedQuicConnection raises them instead by what
    the application has *taken* (`ReadCredit`, kept by dispatch.py): a stream's limit to what
    its reader took plus a window, the connection's to everything received minus what waits
-   (whole frames not read, and gaps aioquic holds) plus a window, each once half a window
-   can be granted. It sets `QuicStream.max_stream_data_local` and
+   (whole frames not read, and what aioquic holds after a gap in a stream) plus a window,
+   each once half a window can be granted. It sets `QuicStream.max_stream_data_local` and
    `Limit.value` of `_local_max_data` and lets aioquic write the frames (and resend them when
    lost), hiding `QuicStreamReceiver.highest_offset` and `Limit.used`, the only inputs of its
    own rule, during the call.
@@ -73,7 +73,7 @@ an aioquic upgrade that moves them fails loudly instead of silently skipping cli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aioquic import tls
@@ -98,8 +98,8 @@ class ReadCredit(Protocol):
     def taken(self, stream_id: int) -> int | None:
         """Bytes of a stream its reader took; None for one that may be sent nothing more."""
 
-    def holding(self) -> Iterable[tuple[int, int, int]]:
-        """(stream id, bytes received, bytes of them that wait) of every stream holding any."""
+    def waiting(self) -> int:
+        """Bytes of whole frames received and not taken yet, on all streams."""
 
 
 class ReadPacedQuicConnection(QuicConnection):
@@ -163,11 +163,9 @@ def connection_credit(quic: QuicConnection, credit: ReadCredit) -> int | None:
     window, max_data = credit.connection_window, quic._local_max_data
     if max_data.used + window - max_data.value < window // 2:
         return None  # as in stream_credit
-    waiting = 0
-    for stream_id, received, waits in credit.holding():
-        stream = quic._streams.get(stream_id)
-        gaps = stream.receiver.highest_offset - received if stream is not None else 0
-        waiting += waits + max(gaps, 0)
+    waiting = credit.waiting()
+    for stream in quic._streams.values():  # and what aioquic holds after a gap, on any stream
+        waiting += stream.receiver.highest_offset - stream.receiver.starting_offset()
     taken = max_data.used - waiting
     return taken + window if taken + window - max_data.value >= window // 2 else None
 
@@ -176,19 +174,17 @@ def _read_credit(quic: QuicConnection) -> ReadCredit | None:
     return quic.read_credit if isinstance(quic, ReadPacedQuicConnection) else None
 
 
-def _raises_connection_limit(quic: QuicConnection) -> bool:
+def _raises_connection_limit(quic: QuicConnection, credit: ReadCredit | None) -> bool:
     """Whether writing the connection's limits would raise MAX_DATA (aioquic's rule, or 11.)."""
-    credit = _read_credit(quic)
     if credit is None:
         return quic._local_max_data.used * 2 > quic._local_max_data.value
     return connection_credit(quic, credit) is not None
 
 
-def _raises_stream_limit(quic: QuicConnection, stream: QuicStream) -> bool:
+def _raises_stream_limit(stream: QuicStream, credit: ReadCredit | None) -> bool:
     """Whether writing the stream's limits would raise them (aioquic's rule, or 11.)."""
     if not stream.max_stream_data_local:
         return False
-    credit = _read_credit(quic)
     if credit is None:
         return stream.receiver.highest_offset * 2 > stream.max_stream_data_local
     return stream_credit(stream, credit) is not None
@@ -336,7 +332,8 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
     if any(not cid.was_sent for cid in quic._host_cids):
         return False
     max_data = quic._local_max_data
-    if max_data.value != max_data.sent or _raises_connection_limit(quic):
+    credit = _read_credit(quic)
+    if max_data.value != max_data.sent or _raises_connection_limit(quic, credit):
         return False
     for limit in (quic._local_max_streams_bidi, quic._local_max_streams_uni):
         # aioquic holds MAX_STREAMS back while the peer has at least as many streams left to
@@ -351,7 +348,7 @@ def nothing_to_send(quic: QuicConnection, now: float) -> bool:
             or receiver.stop_pending
             or stream.is_finished  # discarding it may announce MAX_STREAMS
             or stream.max_stream_data_local_sent != stream.max_stream_data_local
-            or _raises_stream_limit(quic, stream)
+            or _raises_stream_limit(stream, credit)
         ):
             return False
     return True
@@ -444,7 +441,9 @@ def check() -> None:
     problems += _missing("QuicConnection", quic, _READ_BY_NOTHING_TO_SEND)
     problems += _missing("QuicStream", stream, ("max_stream_data_local_sent",))
     problems += _missing("QuicStreamSender", sender, ("buffer_is_empty", "reset_pending"))
-    problems += _missing("QuicStreamReceiver", stream.receiver, ("stop_pending", "highest_offset"))
+    problems += _missing(
+        "QuicStreamReceiver", stream.receiver, ("stop_pending", "highest_offset", "starting_offset")
+    )
     problems += _missing("Limit", quic._local_max_data, ("used", "value", "sent"))
     for names, code in (
         (("_pacing_at", "_write_application"), QuicConnection.datagrams_to_send.__code__),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aioquic.quic import events
@@ -190,9 +190,8 @@ class StreamTable:
         stream = self._live.get(stream_id)
         return stream.taken if stream is not None and stream.reading else None
 
-    def holding(self) -> Iterator[tuple[int, int, int]]:
-        for stream_id, stream in self._live.items():
-            yield stream_id, stream.received, stream.waiting
+    def waiting(self) -> int:
+        return sum(stream.waiting for stream in self._live.values())
 
     # -- private --------------------------------------------------------------------------------
 

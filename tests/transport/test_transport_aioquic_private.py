@@ -54,8 +54,8 @@ class _Reader:
     def taken(self, stream_id: int) -> int | None:
         return self.read.get(stream_id)
 
-    def holding(self) -> list[tuple[int, int, int]]:
-        return [(i, got, got - self.read[i]) for i, got in self.arrived.items()]
+    def waiting(self) -> int:
+        return sum(got - self.read[i] for i, got in self.arrived.items())
 
     def got(self, stream_id: int, size: int) -> None:
         self.arrived[stream_id] = self.arrived.get(stream_id, 0) + size
@@ -460,6 +460,35 @@ def test_a_skipped_transmit_would_have_sent_nothing(
     for quic in pair.ends:  # credit came as the readers read: everything written got across
         stuck = {i: private.unacked_bytes(quic, i) for i in quic._streams if i not in pair.aborted}
         assert not any(stuck.values()), stuck
+
+
+def test_bytes_held_after_a_gap_count_against_the_connection_window(certs: Certs) -> None:
+    """What aioquic holds after a lost datagram, on a stream that delivered nothing yet (so
+    its reader never heard of it), is unread too: it was counted as read, and credit granted
+    for it (found by a review)."""
+    client, server = handshake(certs.load("n1"), certs.load("n2"), ask=True, paced=True)
+    pair = _Pair(client, server)
+    reader = pair.reader(1)
+    assert reader is not None
+    stream_id = client.get_next_available_stream_id()
+    client.send_stream_data(stream_id, b"a" * 1000)
+    pair.transmit(0)
+    lost, pair.in_flight[0][:] = list(pair.in_flight[0]), []
+    client.send_stream_data(stream_id, b"b" * 2000)
+    pair.transmit(0)
+    pair.deliver(0, keep=0)  # all but the first datagram: a gap of 1,000 bytes, then more
+    held = server._streams[stream_id].receiver.highest_offset
+    assert lost and reader.arrived == {} and held > 1000  # nothing reached the reader
+    # A window twice what is held: all of it read would be half a window, and granted.
+    reader.connection_window = server._local_max_data.value = 2 * held
+    assert private.connection_credit(server, reader) is None
+    for data in lost:  # the gap filled: the reader gets it all, takes it, and is granted
+        server.receive_datagram(data, CLIENT_ADDR, now=pair.now)
+    while (event := server.next_event()) is not None:
+        if isinstance(event, events.StreamDataReceived):
+            reader.got(event.stream_id, len(event.data))
+    reader.take(100)
+    assert private.connection_credit(server, reader) == 3 * held
 
 
 def test_a_request_waiting_for_its_answer_needs_no_transmit(certs: Certs) -> None:

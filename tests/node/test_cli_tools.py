@@ -282,7 +282,10 @@ def test_bench_local_ended_by_a_signal_stops_its_nodes_and_deletes_its_folder(
     bench = subprocess.Popen(
         [sys.executable, "-m", "quicraft.cli", "bench", "--local", "1", "--duration", "60",
          "--base-port", str(free_base_port(1)), "--preset", "test"],
-        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its temporary folder goes
+        # TMPDIR: where its temporary folder goes; PYTHONFAULTHANDLER: a SIGABRT makes it
+        # print where each of its threads is (seen once in CI: still running 60 s after the
+        # SIGHUP, and not seen again in 14 runs).
+        env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONFAULTHANDLER": "1"},
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     left: list[int] = []
@@ -293,7 +296,12 @@ def test_bench_local_ended_by_a_signal_stops_its_nodes_and_deletes_its_folder(
             assert time.monotonic() < deadline, f"no {when!r} in the node's log"
             time.sleep(0.05)
         bench.send_signal(getattr(signal, ending))
-        _, err = bench.communicate(timeout=60)
+        try:
+            _, err = bench.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            bench.send_signal(signal.SIGABRT)
+            _, err = bench.communicate(timeout=10)
+            raise AssertionError(f"still running 60 s after {ending}; where:\n{err}") from None
     finally:
         if bench.poll() is None:
             bench.kill()

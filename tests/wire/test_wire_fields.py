@@ -157,3 +157,14 @@ def test_items_are_counted_by_their_heads() -> None:
     one_more = cbor2.dumps({"v": 1, "x": [*strings, 0]})
     with pytest.raises(ProtocolError, match="w: more than 256 CBOR items"):
         open_envelope(one_more, "w", frozenset(), max_items=256)
+
+
+@pytest.mark.parametrize("items", [6, 200, 253, 254, 256, 257, 300])
+def test_the_item_limit_holds_for_requests_let_through_by_their_length(items: int) -> None:
+    # A frame no longer than the limit cannot hold more items than it and is not counted
+    # (up to 253 items here fit in 256 bytes); longer ones are counted.
+    raw = cbor2.dumps({"v": 1, "x": [0] * (items - 5)})  # the map, "v", 1, "x", the list
+    assert (len(raw) <= 256) == (items <= 253)
+    expected = "unknown field" if items <= 256 else "more than 256 CBOR items"
+    with pytest.raises(ProtocolError, match=expected):
+        open_envelope(raw, "w", frozenset(), max_items=256)

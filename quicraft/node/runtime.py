@@ -414,14 +414,18 @@ class RaftNode:
             )
             if not (due or self._snapshot_requests):
                 return
-            # Requests are answered by the snapshot that starts after them.
-            requests, self._snapshot_requests = self._snapshot_requests, []
             if applied <= self.snapshot_index:
+                requests, self._snapshot_requests = self._snapshot_requests, []
                 _answer_snapshot_requests(requests, self.snapshot_index)
                 return
+            # Before the requests leave _snapshot_requests: a state machine whose capture()
+            # or snapshot() raises ends run(), which fails them there (they waited forever).
+            encoder = snapshot_encoder(self.state_machine)
+            # Requests are answered by the snapshot that starts after them.
+            requests, self._snapshot_requests = self._snapshot_requests, []
             span = self.trace.span("raft.snapshot.take", applied) if self.trace else None
             # Not the writer thread: the writes of the next Readies must not queue behind it.
-            encode = partial(self._encode_snapshot, snapshot_encoder(self.state_machine), applied)
+            encode = partial(self._encode_snapshot, encoder, applied)
             encoded = asyncio.get_running_loop().run_in_executor(None, encode)
             self._snapshotting = taking = _SnapshotUnderWay(applied, span, encoded, requests)
             encoded.add_done_callback(self._wake_loop)

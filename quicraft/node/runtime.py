@@ -97,6 +97,11 @@ class _SnapshotUnderWay:
     compacted: asyncio.Future[None] | None = None
 
 
+def _unawaited_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.debug("a snapshot abandoned as the node stopped failed too: %s", error)
+
+
 def _answer_snapshot_requests(requests: list[asyncio.Future[int]], index: int) -> None:
     for future in requests:
         if not future.done():
@@ -235,6 +240,7 @@ class RaftNode:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._fail_everything(NodeStopped("the node is stopping"))
+            self._abandon_snapshot()
 
     def stop(self) -> None:
         self._stopping = True
@@ -586,6 +592,16 @@ class RaftNode:
             self.on_snapshot(snapshot, True)
         self._wake_applied(snapshot.meta.index)
         self._give_back_memory()
+
+    def _abandon_snapshot(self) -> None:
+        """The snapshot under way will not be finished. Its encoding or compaction may still
+        fail (the full disk that stopped the node fails a queued compaction too), and asyncio
+        prints a future's error that nobody looked at as a traceback: looked at here."""
+        taking, self._snapshotting = self._snapshotting, None
+        if taking is not None:
+            for future in (taking.encoded, taking.compacted):
+                if future is not None:
+                    future.add_done_callback(_unawaited_outcome)
 
     def _give_back_memory(self) -> None:
         """A snapshot taken or installed has just freed the log it covers, the encoder's

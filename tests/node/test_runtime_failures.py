@@ -5,13 +5,17 @@ run() with one clear error and leaves no request waiting. One node, in-memory st
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from quicraft.core import Snapshot
 from quicraft.node import NodeStopped, RaftNode, Timings
 from quicraft.statemachine import KVStore, encode_command
-from quicraft.storage import MemoryStorage
+from quicraft.storage import MemoryStorage, StorageError
 
 FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=10_000)
 #: No tick within a test: only what the test hands the node happens.
@@ -52,3 +56,58 @@ def test_a_snapshot_request_fails_when_the_state_machine_cannot_snapshot() -> No
             await asyncio.wait_for(asked, 5)
 
     asyncio.run(scenario())
+
+
+class FillsUp(MemoryStorage):
+    """Storage whose disk fills while it compacts: the compaction fails, and so does every
+    write after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+        self.compacting, self.go_on = threading.Event(), threading.Event()
+
+    def save(self, **write: Any) -> None:
+        if self.full:
+            raise StorageError("mem: write failed: No space left on device")
+        super().save(**write)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        self.compacting.set()
+        self.go_on.wait(5)
+        raise StorageError("mem: write failed: No space left on device")
+
+
+def test_a_snapshot_under_way_when_a_write_fails_leaves_no_error_unseen() -> None:
+    """Found by an audit: a full disk failed a write and the compaction queued with it; the
+    write's error stopped the node, and the compaction's, which nobody awaited any more, was
+    printed at exit as a traceback ("Future exception was never retrieved") under the one
+    line `quicraft node` gives."""
+    unseen: list[str] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: unseen.append(context["message"])
+        )
+        storage = FillsUp()
+        node = RaftNode("a", storage, KVStore(), FAST, lambda m, tp: None)
+        running = await a_leader(node)
+        await node.propose(command("k", b"v"), 5)
+        asked = asyncio.ensure_future(node.snapshot())
+        await asyncio.to_thread(storage.compacting.wait, 5)
+        storage.full = True
+        write = node.start_proposal(command("k", b"w"), 5)
+        await asyncio.sleep(0.05)  # its write waits behind the compaction
+        storage.go_on.set()
+        with pytest.raises(StorageError, match="No space left"):
+            await asyncio.wait_for(running, 5)
+        for request in (asked, write):
+            with pytest.raises(NodeStopped):
+                await request
+        await asyncio.sleep(0.05)  # the compaction's outcome reaches the loop
+        del node, running  # as at the process's exit
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert unseen == []

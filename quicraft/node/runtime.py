@@ -572,6 +572,7 @@ class RaftNode:
         prepare = partial(snapshot_installer, self.state_machine, snapshot.data)
         try:
             install = await asyncio.get_running_loop().run_in_executor(None, prepare)
+            install()  # a state machine without prepare() decodes here, in restore()
         except ValueError as err:
             # The leader's state machine wrote what this one cannot read (a build that
             # writes another format, or a bug): the node cannot go on. Said as open() says
@@ -581,7 +582,6 @@ class RaftNode:
                 f"{self._where}: snapshot at {snapshot.meta.index} from the leader: the state "
                 f"machine cannot read it ({err})"
             ) from None
-        install()
         self.snapshot_index = snapshot.meta.index
         if span is not None:
             span.end()

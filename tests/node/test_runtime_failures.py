@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from quicraft.core import Snapshot
+from quicraft.core import Membership, Message, MessageType, Snapshot, SnapshotMeta
 from quicraft.node import NodeStopped, RaftNode, Timings
 from quicraft.statemachine import KVStore, encode_command
-from quicraft.storage import MemoryStorage, StorageError
+from quicraft.storage import CorruptionError, MemoryStorage, StorageError
 
 FAST = Timings(tick_ms=5, election_tick=10, heartbeat_tick=2, snapshot_every=10_000)
 #: No tick within a test: only what the test hands the node happens.
@@ -111,3 +111,47 @@ def test_a_snapshot_under_way_when_a_write_fails_leaves_no_error_unseen() -> Non
 
     asyncio.run(scenario())
     assert unseen == []
+
+
+class Minimal:
+    """A state machine with only what the protocol asks: no capture(), no prepare()."""
+
+    def __init__(self, snapshot: object = b"") -> None:
+        self.state = b""
+        self.gives = snapshot  # what snapshot() returns
+
+    def apply(self, index: int, data: bytes) -> object:
+        self.state += data
+        return None
+
+    def snapshot(self) -> bytes:
+        return self.gives  # type: ignore[return-value]  # what a faulty one gives
+
+    def restore(self, data: bytes) -> None:
+        if not data.startswith(b"mine:"):
+            raise ValueError("not a snapshot of mine")
+        self.state = data
+
+
+def test_a_follower_without_prepare_stops_on_a_snapshot_it_cannot_read_with_a_message() -> None:
+    """Found by an audit: a state machine without prepare() is restored on the loop, outside
+    the check that turns its ValueError into the CorruptionError naming the snapshot (which
+    open() gives for the same snapshot once stored): the node stopped with the bare
+    ValueError, which `quicraft node` would show as a traceback."""
+
+    async def scenario() -> None:
+        state = Minimal()
+        node = RaftNode("b", MemoryStorage(), state, SLOW, lambda m, tp: None)
+        node.open(node.storage.load(), where="data/b")
+        running = asyncio.create_task(node.run())
+        meta = SnapshotMeta(8, 1, Membership(frozenset({"a", "b"})))
+        node.receive(Message(MessageType.SNAPSHOT, "b", "a", 1, snapshot=Snapshot(meta, b"x")))
+        with pytest.raises(CorruptionError) as refused:
+            await asyncio.wait_for(running, 5)
+        assert str(refused.value) == (
+            "data/b: snapshot at 8 from the leader: the state machine cannot read it "
+            "(not a snapshot of mine)"
+        )
+        assert state.state == b""
+
+    asyncio.run(scenario())

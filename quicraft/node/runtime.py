@@ -476,6 +476,10 @@ class RaftNode:
         (Storage.stage) so that compacting, which the log's writes wait for, has only the
         snapshot's record left to write."""
         data = encode()
+        if not isinstance(data, bytes):
+            # What the leader would store and send: a str would be refused by LevelDB in
+            # its own words, and a bytearray the state machine may go on changing.
+            raise TypeError(f"the state machine's snapshot is a {type(data).__name__}, not bytes")
         try:
             self.storage.stage(index, data)
         except StorageError as err:  # then compact() writes the data itself, or fails

@@ -155,3 +155,27 @@ def test_a_follower_without_prepare_stops_on_a_snapshot_it_cannot_read_with_a_me
         assert state.state == b""
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("gives", ["text", None, bytearray(b"mine:")])
+def test_a_snapshot_that_is_not_bytes_stops_the_node_saying_so(gives: object) -> None:
+    """Found by an audit: a snapshot() that returned a str or None was stored as the
+    snapshot by in-memory storage (and a bytearray, which its state machine may change
+    later, by either), and LevelDB storage failed on it with `memoryview: a bytes-like
+    object is required`. The node now stops with an error that says what was wrong."""
+
+    async def scenario() -> None:
+        node = RaftNode("a", MemoryStorage(), Minimal(gives), FAST, lambda m, tp: None)
+        running = await a_leader(node)
+        await node.propose(b"mine:1", 5)
+        asked = asyncio.ensure_future(node.snapshot())
+        with pytest.raises(TypeError) as refused:
+            await asyncio.wait_for(running, 5)
+        assert str(refused.value) == (
+            f"the state machine's snapshot is a {type(gives).__name__}, not bytes"
+        )
+        with pytest.raises(NodeStopped):
+            await asyncio.wait_for(asked, 5)
+        assert node.storage.load().snapshot.meta.index == 0
+
+    asyncio.run(scenario())

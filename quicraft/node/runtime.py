@@ -509,9 +509,12 @@ class RaftNode:
 
     async def _loop(self) -> None:
         core = self._core
-        while not self._stopping:
+        while True:
+            # The failure first: stop() may follow fail() before the loop wakes.
             if self._failure is not None:
                 raise self._failure
+            if self._stopping:
+                return
             self._snapshot_step()
             if not core.has_ready():
                 self._wake.clear()

@@ -179,3 +179,19 @@ def test_a_snapshot_that_is_not_bytes_stops_the_node_saying_so(gives: object) ->
         assert node.storage.load().snapshot.meta.index == 0
 
     asyncio.run(scenario())
+
+
+def test_a_failure_just_before_a_stop_still_ends_run_with_its_error() -> None:
+    """Found by an audit: the loop looked at stop() before at fail(), so a failure (a full
+    disk writing the node's metadata, say) followed at once by a stop (the SIGTERM that
+    came with it) ended run() normally, and `quicraft node` exited 0."""
+
+    async def scenario() -> None:
+        node = RaftNode("a", MemoryStorage(), KVStore(), FAST, lambda m, tp: None)
+        running = await a_leader(node)
+        node.fail(StorageError("disk gone"))
+        node.stop()
+        with pytest.raises(StorageError, match="disk gone"):
+            await asyncio.wait_for(running, 5)
+
+    asyncio.run(scenario())

@@ -29,7 +29,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -114,14 +114,15 @@ class _Proposal:
     future: asyncio.Future[object]
 
 
-def successor(core: RaftCore) -> NodeId | None:
+def successor(core: RaftCore, excluding: Collection[NodeId] = ()) -> NodeId | None:
     """On a leader: the voter to hand leadership to, the most caught-up of those that
     answered it, and within an election timeout (a voter that is down may have acknowledged
-    the most, and would never take over); None if there is none."""
+    the most, and would never take over), other than `excluding`; None if there is none."""
     others = [
         (pr.match, node)
         for node, pr in core.progress.items()
         if node != core.id
+        and node not in excluding
         and node in core.membership.voters
         and pr.answered
         and pr.silent_ticks < core.config.election_tick
@@ -274,13 +275,19 @@ class RaftNode:
                 return True
         if target is None:
             return False
-        log.info("handing leadership over to %s", target)
-        with contextlib.suppress(RaftError):
-            core.transfer_leadership(target)
-        self._wake.set()
-        deadline = asyncio.get_running_loop().time() + 2 * self.timings.election_timeout_s()
-        while core.role is Role.LEADER and asyncio.get_running_loop().time() < deadline:
+        tried: set[NodeId] = set()
+        deadline = loop.time() + 2 * self.timings.election_timeout_s()
+        while core.role is Role.LEADER and loop.time() < deadline:
+            # The core gives a transfer up after an election timeout (its target went down
+            # since it last answered, say): then the next voter gets its turn.
+            if core.lead_transferee is None and target is not None:
+                log.info("handing leadership over to %s", target)
+                tried.add(target)
+                with contextlib.suppress(RaftError):
+                    core.transfer_leadership(target)
+                self._wake.set()
             await asyncio.sleep(self.timings.tick_ms / 1000)
+            target = successor(core, excluding=tried)
         return core.role is not Role.LEADER
 
     # -- inputs ----------------------------------------------------------------------------

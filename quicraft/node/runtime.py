@@ -29,7 +29,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -97,6 +97,11 @@ class _SnapshotUnderWay:
     compacted: asyncio.Future[None] | None = None
 
 
+def _unawaited_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.debug("a snapshot abandoned as the node stopped failed too: %s", error)
+
+
 def _answer_snapshot_requests(requests: list[asyncio.Future[int]], index: int) -> None:
     for future in requests:
         if not future.done():
@@ -109,14 +114,15 @@ class _Proposal:
     future: asyncio.Future[object]
 
 
-def successor(core: RaftCore) -> NodeId | None:
+def successor(core: RaftCore, excluding: Collection[NodeId] = ()) -> NodeId | None:
     """On a leader: the voter to hand leadership to, the most caught-up of those that
     answered it, and within an election timeout (a voter that is down may have acknowledged
-    the most, and would never take over); None if there is none."""
+    the most, and would never take over), other than `excluding`; None if there is none."""
     others = [
         (pr.match, node)
         for node, pr in core.progress.items()
         if node != core.id
+        and node not in excluding
         and node in core.membership.voters
         and pr.answered
         and pr.silent_ticks < core.config.election_tick
@@ -235,6 +241,7 @@ class RaftNode:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._fail_everything(NodeStopped("the node is stopping"))
+            self._abandon_snapshot()
 
     def stop(self) -> None:
         self._stopping = True
@@ -268,13 +275,19 @@ class RaftNode:
                 return True
         if target is None:
             return False
-        log.info("handing leadership over to %s", target)
-        with contextlib.suppress(RaftError):
-            core.transfer_leadership(target)
-        self._wake.set()
-        deadline = asyncio.get_running_loop().time() + 2 * self.timings.election_timeout_s()
-        while core.role is Role.LEADER and asyncio.get_running_loop().time() < deadline:
+        tried: set[NodeId] = set()
+        deadline = loop.time() + 2 * self.timings.election_timeout_s()
+        while core.role is Role.LEADER and loop.time() < deadline:
+            # The core gives a transfer up after an election timeout (its target went down
+            # since it last answered, say): then the next voter gets its turn.
+            if core.lead_transferee is None and target is not None:
+                log.info("handing leadership over to %s", target)
+                tried.add(target)
+                with contextlib.suppress(RaftError):
+                    core.transfer_leadership(target)
+                self._wake.set()
             await asyncio.sleep(self.timings.tick_ms / 1000)
+            target = successor(core, excluding=tried)
         return core.role is not Role.LEADER
 
     # -- inputs ----------------------------------------------------------------------------
@@ -414,14 +427,18 @@ class RaftNode:
             )
             if not (due or self._snapshot_requests):
                 return
-            # Requests are answered by the snapshot that starts after them.
-            requests, self._snapshot_requests = self._snapshot_requests, []
             if applied <= self.snapshot_index:
+                requests, self._snapshot_requests = self._snapshot_requests, []
                 _answer_snapshot_requests(requests, self.snapshot_index)
                 return
+            # Before the requests leave _snapshot_requests: a state machine whose capture()
+            # or snapshot() raises ends run(), which fails them there (they waited forever).
+            encoder = snapshot_encoder(self.state_machine)
+            # Requests are answered by the snapshot that starts after them.
+            requests, self._snapshot_requests = self._snapshot_requests, []
             span = self.trace.span("raft.snapshot.take", applied) if self.trace else None
             # Not the writer thread: the writes of the next Readies must not queue behind it.
-            encode = partial(self._encode_snapshot, snapshot_encoder(self.state_machine), applied)
+            encode = partial(self._encode_snapshot, encoder, applied)
             encoded = asyncio.get_running_loop().run_in_executor(None, encode)
             self._snapshotting = taking = _SnapshotUnderWay(applied, span, encoded, requests)
             encoded.add_done_callback(self._wake_loop)
@@ -466,6 +483,10 @@ class RaftNode:
         (Storage.stage) so that compacting, which the log's writes wait for, has only the
         snapshot's record left to write."""
         data = encode()
+        if not isinstance(data, bytes):
+            # What the leader would store and send: a str would be refused by LevelDB in
+            # its own words, and a bytearray the state machine may go on changing.
+            raise TypeError(f"the state machine's snapshot is a {type(data).__name__}, not bytes")
         try:
             self.storage.stage(index, data)
         except StorageError as err:  # then compact() writes the data itself, or fails
@@ -495,9 +516,12 @@ class RaftNode:
 
     async def _loop(self) -> None:
         core = self._core
-        while not self._stopping:
+        while True:
+            # The failure first: stop() may follow fail() before the loop wakes.
             if self._failure is not None:
                 raise self._failure
+            if self._stopping:
+                return
             self._snapshot_step()
             if not core.has_ready():
                 self._wake.clear()
@@ -562,6 +586,7 @@ class RaftNode:
         prepare = partial(snapshot_installer, self.state_machine, snapshot.data)
         try:
             install = await asyncio.get_running_loop().run_in_executor(None, prepare)
+            install()  # a state machine without prepare() decodes here, in restore()
         except ValueError as err:
             # The leader's state machine wrote what this one cannot read (a build that
             # writes another format, or a bug): the node cannot go on. Said as open() says
@@ -571,7 +596,6 @@ class RaftNode:
                 f"{self._where}: snapshot at {snapshot.meta.index} from the leader: the state "
                 f"machine cannot read it ({err})"
             ) from None
-        install()
         self.snapshot_index = snapshot.meta.index
         if span is not None:
             span.end()
@@ -582,6 +606,16 @@ class RaftNode:
             self.on_snapshot(snapshot, True)
         self._wake_applied(snapshot.meta.index)
         self._give_back_memory()
+
+    def _abandon_snapshot(self) -> None:
+        """The snapshot under way will not be finished. Its encoding or compaction may still
+        fail (the full disk that stopped the node fails a queued compaction too), and asyncio
+        prints a future's error that nobody looked at as a traceback: looked at here."""
+        taking, self._snapshotting = self._snapshotting, None
+        if taking is not None:
+            for future in (taking.encoded, taking.compacted):
+                if future is not None:
+                    future.add_done_callback(_unawaited_outcome)
 
     def _give_back_memory(self) -> None:
         """A snapshot taken or installed has just freed the log it covers, the encoder's

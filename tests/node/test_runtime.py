@@ -244,6 +244,26 @@ def test_a_leader_hands_over_to_a_caught_up_voter() -> None:
     asyncio.run(with_cluster(scenario))
 
 
+def test_a_leader_whose_first_choice_is_down_hands_over_to_another_voter() -> None:
+    """Found by an audit: the voter chosen had answered within an election timeout but was
+    down by now; the leader waited out the transfer and stopped as leader, though the other
+    voter was up and caught up, and the cluster then went without one for an election."""
+
+    async def scenario(cluster: Cluster) -> None:
+        leader = await cluster.leader()
+        await leader.propose(command("set", key="k", value=b"v"), 5)
+        assert leader.core is not None
+        first = runtime_module.successor(leader.core)
+        assert first is not None
+        cluster.cut.add(first)
+        assert await leader.hand_over_leadership()
+        other = next(n for n in IDS if n not in (leader.id, first))
+        assert (await cluster.leader()).id == other
+        cluster.cut.clear()
+
+    asyncio.run(with_cluster(scenario))
+
+
 def test_a_proposal_on_a_cut_off_leader_times_out_or_is_lost() -> None:
     async def scenario(cluster: Cluster) -> None:
         old = await cluster.leader()

@@ -143,11 +143,13 @@ def _why_not() -> str:
         return "iproute2 (`ip`) is not installed"
     tag = new_tag()
     p, q = f"{tag}-p", f"{tag}-q"
+    # Both are deleted whatever happens, even an interrupt while `ip netns add` runs (the
+    # namespace may exist by then); deleting one that was never made does nothing.
     try:
-        ip("netns", "add", p)
-    except RuntimeError as err:
-        return f"cannot make a network namespace: {err}"
-    try:
+        try:
+            ip("netns", "add", p)
+        except RuntimeError as err:
+            return f"cannot make a network namespace: {err}"
         ip("netns", "add", q)
         ip("-n", p, "link", "add", "br0", "type", "bridge")
         ip("link", "add", "v0", "netns", p, "type", "veth", "peer", "name", "v1", "netns", q)
@@ -300,8 +302,11 @@ class Lan:
             ip("-n", host.netns, "route", "replace", "224.0.0.0/4", "dev", host.interface)
 
     def _add_netns(self, name: str) -> None:
-        ip("netns", "add", name)
+        # Noted first: an interrupt while `ip netns add` runs may come after it made the
+        # namespace, and close() must remove it then too. (Removing one never made does
+        # nothing; the name is ours alone, see owner_pid.)
         self._made.append(name)
+        ip("netns", "add", name)
 
     # -- commands and processes ------------------------------------------------------------
 

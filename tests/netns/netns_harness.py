@@ -143,11 +143,13 @@ def _why_not() -> str:
         return "iproute2 (`ip`) is not installed"
     tag = new_tag()
     p, q = f"{tag}-p", f"{tag}-q"
+    # Both are deleted whatever happens, even an interrupt while `ip netns add` runs (the
+    # namespace may exist by then); deleting one that was never made does nothing.
     try:
-        ip("netns", "add", p)
-    except RuntimeError as err:
-        return f"cannot make a network namespace: {err}"
-    try:
+        try:
+            ip("netns", "add", p)
+        except RuntimeError as err:
+            return f"cannot make a network namespace: {err}"
         ip("netns", "add", q)
         ip("-n", p, "link", "add", "br0", "type", "bridge")
         ip("link", "add", "v0", "netns", p, "type", "veth", "peer", "name", "v1", "netns", q)
@@ -300,8 +302,11 @@ class Lan:
             ip("-n", host.netns, "route", "replace", "224.0.0.0/4", "dev", host.interface)
 
     def _add_netns(self, name: str) -> None:
-        ip("netns", "add", name)
+        # Noted first: an interrupt while `ip netns add` runs may come after it made the
+        # namespace, and close() must remove it then too. (Removing one never made does
+        # nothing; the name is ours alone, see owner_pid.)
         self._made.append(name)
+        ip("netns", "add", name)
 
     # -- commands and processes ------------------------------------------------------------
 
@@ -366,10 +371,18 @@ class Lan:
 
     def multicast_reaches(self, src: Host, dst: Host, timeout: float = 5.0) -> bool:
         """Whether a datagram `src` sends to the mDNS group reaches a listener on `dst`."""
+        return self._datagram_reaches(src, dst, MDNS_GROUP, timeout)
+
+    def unicast_reaches(self, src: Host, dst: Host, timeout: float = 5.0) -> bool:
+        """Whether a UDP datagram `src` sends to `dst`'s address reaches it (one way only,
+        unlike ping, which needs the reply back too)."""
+        return self._datagram_reaches(src, dst, dst.address, timeout)
+
+    def _datagram_reaches(self, src: Host, dst: Host, target: str, timeout: float) -> bool:
         listener = self.python(dst, "-c", _MCAST_LISTEN, dst.address, str(timeout))
         try:
             listener.wait_for(lambda line: line == "ready", timeout=timeout + 10)
-            self.run(src, sys.executable, "-c", _MCAST_SEND, src.address)
+            self.run(src, sys.executable, "-c", _MCAST_SEND, src.address, target)
             got = listener.wait_for(lambda line: isinstance(line, dict), timeout=timeout + 10)
             return bool(got.get("from") == src.address)
         except AssertionError:
@@ -461,13 +474,14 @@ while True:
         break
 """
 
+# To the mDNS group or to one host's address (the listener above hears both).
 _MCAST_SEND = rf"""
 import socket, sys, time
-address = sys.argv[1]
+address, target = sys.argv[1], sys.argv[2]
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
 for _ in range(5):
-    sock.sendto(b"quicraft-netns-probe", ("{MDNS_GROUP}", {MDNS_PORT}))
+    sock.sendto(b"quicraft-netns-probe", (target, {MDNS_PORT}))
     time.sleep(0.05)
 """

@@ -122,6 +122,31 @@ def test_a_new_lan_removes_what_a_dead_test_process_left_and_nothing_else(
             ip("netns", "del", name, check=False)
 
 
+@pytest.mark.parametrize("role", ["p", "q", "b", "h2"])
+def test_an_interrupt_while_a_namespace_is_made_leaves_nothing(
+    role: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ctrl-C (or SIGTERM, tests/conftest.py) may land while `ip netns add` runs, once the
+    namespace exists: the probe (p, q) or the Lan being built (b, h2) still removes it."""
+    netns_harness.require_netns()
+    monkeypatch.setattr(netns_harness, "_probe", None)  # probe again
+    real = netns_harness.ip
+    interrupted: list[str] = []
+
+    def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = real(*args, check=check)
+        if args[:2] == ("netns", "add") and args[2].endswith(f"-{role}"):
+            interrupted.append(args[2])
+            raise KeyboardInterrupt
+        return done
+
+    monkeypatch.setattr(netns_harness, "ip", ip)
+    with pytest.raises(KeyboardInterrupt):
+        Lan.create(2, tmp_path)
+    assert interrupted
+    assert interrupted[0] not in list_namespaces()
+
+
 def test_the_reason_to_skip_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs everywhere: the checks that decide to skip, with root and `ip` taken away."""
     monkeypatch.setattr(os, "geteuid", lambda: 1000)

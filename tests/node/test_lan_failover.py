@@ -1,8 +1,9 @@
 """Failover on a LAN of network namespaces: the leader's cable is pulled, the majority elects
-a new leader, the old one steps down (CheckQuorum) and, plugged back in, rejoins as a follower
-without disrupting anyone (PreVote); an event subscriber sees the change; five hosts form a
-cluster of five voters. Real processes, real mDNS, nothing on the machine's own network
-(tests/netns/netns_harness.py); the helpers are shared with test_forming_lan.py."""
+a new leader, keeping the write the old one acknowledged just before, the old one steps down
+(CheckQuorum) and, plugged back in, rejoins as a follower without disrupting anyone (PreVote);
+an event subscriber sees the change; five hosts form a cluster of five voters. Real processes,
+real mDNS, nothing on the machine's own network (tests/netns/netns_harness.py); the helpers are
+shared with test_forming_lan.py."""
 
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def test_the_leaders_link_goes_down_and_comes_back_without_disruption(
     certs = make_certs(lan.folder)
     nodes, state = form(lan, certs)
     old_id = state["leader"]
+    # A write the leader acknowledged just before its cable goes must survive the failover.
+    leader = host_of(lan, state, old_id)
+    before = kv(lan, leader, certs, "set", "before-split", "acked", at=endpoints(leader))
     old, majority, elected = isolate_leader(lan, certs, state)
     new_id, new_term = elected["leader"], elected["term"]
     # The other member of the majority agrees on the new leader.
@@ -127,6 +131,10 @@ def test_the_leaders_link_goes_down_and_comes_back_without_disruption(
     read = kv(lan, old, certs, "get", "during-split", "--stale", at=endpoints(old))
     assert read["value"] == "majority", read
     assert read["revision"] == revision, read
+    # The write acknowledged before the failover is there: a linearizable read, through the
+    # new leader.
+    kept = kv(lan, majority[0], certs, "get", "before-split", at=endpoints(*majority))
+    assert (kept["value"], kept["revision"]) == ("acked", before["revision"]), kept
 
 
 def test_an_event_subscriber_sees_the_leader_change(

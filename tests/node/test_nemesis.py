@@ -64,5 +64,9 @@ def test_a_cut_drops_one_direction_from_one_host_until_mended(
     assert not lan.ping(one, two.address)
     assert lan.ping(three, two.address)  # only what host 1 sends is dropped
     assert lan.ping(three, one.address)
+    # One direction only: what host 2 sends host 1 still arrives (a ping would not tell: its
+    # reply is what host 2 drops).
+    assert not lan.unicast_reaches(one, two, timeout=1.0)
+    assert lan.unicast_reaches(two, one)
     nodes.mend()
     assert lan.ping(one, two.address)

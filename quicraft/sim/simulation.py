@@ -341,7 +341,7 @@ class Simulation:
         if rd.snapshot is not None:
             self.stats.add("snapshots installed")
         for a in applied:
-            self.checker.on_apply(node.id, a.entry)
+            self.checker.on_apply(node, a.entry)
             op = self._writes.pop((node.id, a.entry.index), None)
             if op is not None and not op.done:
                 if op.term == a.entry.term:

@@ -48,7 +48,8 @@ def test_mixed_fault_sweep_finds_no_violation() -> None:
     for r in results:
         for name, n in r.stats.items():
             totals[name] = totals.get(name, 0) + n
-    for name in ("crashes", "partitions", "membership changes", "transfers", "snapshots installed"):
+    exercised = ("crashes", "pauses", "partitions", "membership changes", "transfers")
+    for name in (*exercised, "snapshots installed"):
         assert totals.get(name, 0) > len(options) // 20, (name, totals)
     assert totals["ops ok"] > 50 * len(options)
 
@@ -199,3 +200,33 @@ def test_leader_completeness_spares_a_leader_of_an_older_term() -> None:
     checker.after_step(stale)
     with pytest.raises(Violation, match="c leads term 4 without committed entry 4"):
         checker.after_step(later)
+
+
+def test_pauses_happen_and_a_paused_node_does_nothing() -> None:
+    """A paused node neither ticks nor takes messages, writes or requests until it resumes."""
+    from quicraft.sim.simulation import Simulation
+
+    sim = Simulation(SimOptions(0))
+    sim._run_until(50 * 10)
+    sim._faults_on = False  # nothing else may touch the node meanwhile
+    node = next(iter(sim.nodes.values()))
+    sim._pause(node)
+    before = (
+        node.core.term,
+        node.core.role,
+        node.core.log.last_index(),
+        node.core._election_elapsed,
+    )
+    until = sim._paused_until[node.id]
+    sim._run_until(until - 1)
+    after = (
+        node.core.term,
+        node.core.role,
+        node.core.log.last_index(),
+        node.core._election_elapsed,
+    )
+    assert before == after
+    sim._run_until(until + 10 * 10)
+    assert not sim._paused(node)
+    paused = sum(run_seed(SimOptions(s)).stats.get("pauses", 0) for s in range(20))
+    assert paused > 0

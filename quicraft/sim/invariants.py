@@ -6,7 +6,7 @@ violation is reported at the step that caused it:
 - election safety: at most one leader per term (and no voter grants two votes in one term);
 - leader append-only: a leader never removes or changes entries of its own log;
 - log matching: an entry (index, term) is the same everywhere and follows the same term;
-- leader completeness: a new leader holds every entry committed before it;
+- leader completeness: a new leader holds every entry committed in an earlier term;
 - state machine safety: no two different entries are committed or applied at one index;
 - monotonic: term and commit index never decrease in memory, nor on disk across restarts;
 - durable term: no message but a PreVote carries a term its sender has not stored yet;
@@ -48,6 +48,9 @@ class SafetyChecker:
     # (index, term) -> (type, data, term of the entry before it)
     entries: dict[tuple[int, int], tuple[EntryType, bytes, int]] = field(default_factory=dict)
     committed: dict[int, Entry] = field(default_factory=dict)
+    # index -> the term of the node that first saw the entry committed: the term it was
+    # committed in, or later (a commit is known first by the leader that made it).
+    commit_terms: dict[int, int] = field(default_factory=dict)
     durable: dict[NodeId, HardState] = field(default_factory=dict)
     memory: dict[NodeId, _Seen] = field(default_factory=dict)
 
@@ -88,8 +91,12 @@ class SafetyChecker:
         seen.leader_last = (core.term, log.last_index(), log.last_term())
 
     def _check_completeness(self, node: SimNode) -> None:
-        log = node.core.log
+        """Only leaders of later terms must hold a committed entry: a candidate of an older
+        term may still win it late (its votes delayed, or itself paused) and lack the entry."""
+        log, term = node.core.log, node.core.term
         for index, entry in self.committed.items():
+            if term <= self.commit_terms[index]:
+                continue
             if index > log.offset and log.term(index) != entry.term:
                 raise Violation(
                     "leader completeness",
@@ -101,9 +108,10 @@ class SafetyChecker:
         log = node.core.log
         for index in range(max(lo, log.first_index()), hi + 1):
             entry = log.entries[index - log.offset - 1]
-            self._commit(node.id, entry)
+            self._commit(node.id, entry, node.core.term)
 
-    def _commit(self, node: NodeId, entry: Entry) -> None:
+    def _commit(self, node: NodeId, entry: Entry, term: int) -> None:
+        self.commit_terms[entry.index] = min(term, self.commit_terms.get(entry.index, term))
         known = self.committed.setdefault(entry.index, entry)
         if known != entry:
             raise Violation(
@@ -169,5 +177,5 @@ class SafetyChecker:
             raise Violation("monotonic", f"{node} stored {hs} after {before}")
         self.durable[node] = hs
 
-    def on_apply(self, node: NodeId, entry: Entry) -> None:
-        self._commit(node, entry)
+    def on_apply(self, node: SimNode, entry: Entry) -> None:
+        self._commit(node.id, entry, node.core.term)

@@ -1,10 +1,10 @@
 """One seeded simulation of a cluster: faults, clients, and every check.
 
 A run has two phases. In the fault phase (`steps` ticks) clients read and write while the seed's
-fault profile crashes and restarts nodes, cuts the network in many shapes, slows disks, changes
-membership, transfers leadership and snapshots often. Then every fault heals and the run checks
-liveness: a leader appears within a bound, a new write commits, and every live member converges
-to the same state. Safety properties are checked after every event (invariants.py) and the
+fault profile crashes, pauses and restarts nodes, cuts the network in many shapes, slows disks,
+changes membership, transfers leadership and snapshots often. Then every fault heals and the run
+checks liveness: a leader appears within a bound, a new write commits, and every live member
+converges to the same state. Safety properties are checked after every event (invariants.py) and the
 clients' history must be linearizable (linearizability.py).
 
 Everything random comes from the seed, so a failing seed replays exactly.
@@ -96,6 +96,11 @@ class FaultProfile:
     churn: float
     transfer: float
     slow_disk: float
+    # Chance a node (the leader, as often as a crash picks it) freezes for a few election
+    # timeouts, as a process does in a long GC pause or a stopped VM: its clock stands still,
+    # and what reaches it waits until it resumes. A leader that resumes has not noticed that
+    # it was deposed; only a quorum round (ReadIndex) keeps it from answering reads then.
+    pause: float
     snapshot_every: int
 
     @classmethod
@@ -128,6 +133,7 @@ class FaultProfile:
             churn=chance(0.02),
             transfer=chance(0.01),
             slow_disk=chance(0.01),
+            pause=chance(0.02),
             snapshot_every=rng.choice((5, 20, 100)),
         )
 
@@ -154,6 +160,7 @@ class FaultProfile:
             churn=0.0,
             transfer=0.05,
             slow_disk=0.02,
+            pause=0.02,
             snapshot_every=rng.choice((20, 100)),
         )
 
@@ -233,6 +240,7 @@ class Simulation:
         self._faults_on = True
         self._last_value: dict[str, int | None] = {}
         self._slow_until: dict[NodeId, int] = {}
+        self._paused_until: dict[NodeId, int] = {}
         self._leader_commit: dict[NodeId, tuple[int, int]] = {}  # (term, commit) seen
         self._next_id = options.nodes + 1
         self.nodes: dict[NodeId, SimNode] = {}
@@ -261,7 +269,7 @@ class Simulation:
     def _pump(self) -> None:
         """Start writes for every node with work, and check safety after the event."""
         for node in list(self.nodes.values()):
-            if not node.alive:
+            if not node.alive or self._paused(node):
                 continue
             rd = node.take_ready()
             if rd is not None:
@@ -302,10 +310,22 @@ class Simulation:
 
         def tick() -> None:
             if node.alive and node.epoch == epoch:
-                node.core.tick()
+                if not self._paused(node):  # a paused node's clock stands still
+                    node.core.tick()
                 self._at(TICK, tick)
 
         self._at(self.rng.randrange(1, TICK + 1), tick)
+
+    def _paused(self, node: SimNode) -> bool:
+        return self._paused_until.get(node.id, 0) > self.now
+
+    def _defer_if_paused(self, node: SimNode, fn: Callable[[], None]) -> bool:
+        """A paused node does nothing: run `fn` once it resumes, in a random order with what
+        else waited for it (a message may come before or after a client's request)."""
+        if not self._paused(node):
+            return False
+        self._at(self._paused_until[node.id] - self.now + self.rng.randint(0, TICK), fn)
+        return True
 
     # -- the Ready contract -----------------------------------------------------------------
 
@@ -324,7 +344,7 @@ class Simulation:
         epoch = node.epoch
 
         def written() -> None:
-            if node.alive and node.epoch == epoch:
+            if node.alive and node.epoch == epoch and not self._defer_if_paused(node, written):
                 self._finish_write(node, rd)
 
         self._at(delay, written)
@@ -341,7 +361,7 @@ class Simulation:
         if rd.snapshot is not None:
             self.stats.add("snapshots installed")
         for a in applied:
-            self.checker.on_apply(node.id, a.entry)
+            self.checker.on_apply(node, a.entry)
             op = self._writes.pop((node.id, a.entry.index), None)
             if op is not None and not op.done:
                 if op.term == a.entry.term:
@@ -365,6 +385,12 @@ class Simulation:
 
     def _deliver(self, m: Message, sender_epoch: int) -> None:
         node = self.nodes.get(m.to)
+        if (
+            node is not None
+            and node.alive
+            and self._defer_if_paused(node, lambda: self._deliver(m, sender_epoch))
+        ):
+            return
         delivered = node is not None and node.alive and self.net.can_reach(m.frm, m.to)
         if self.nodes[m.frm].epoch != sender_epoch:  # the sender crashed meanwhile
             delivered = delivered and self.rng.random() >= self.profile.crash_loses_sends
@@ -378,7 +404,7 @@ class Simulation:
 
         def report() -> None:
             sender = self.nodes.get(m.frm)
-            if sender is not None and sender.alive:
+            if sender is not None and sender.alive and not self._defer_if_paused(sender, report):
                 sender.core.report_snapshot(m.to, ok)
 
         self._at(self.rng.randint(1, TICK), report)
@@ -407,24 +433,32 @@ class Simulation:
             self._at(TICK, lambda: self._client_loop(client))
             return
         op = _Op(client.id, key, kind, args, self.now, node.id)
-        if kind == "get":
+        self._at(OP_TIMEOUT, lambda: self._time_out(op))
+        self._request(client, op, node, node.epoch)
+
+    def _request(self, client: _Client, op: _Op, node: SimNode, epoch: int) -> None:
+        """`node` takes the client's request (later, if it is paused; never, if it crashed)."""
+        if op.done or not node.alive or node.epoch != epoch:
+            return  # the client gave up, or the request died with the node: it times out
+        if self._defer_if_paused(node, lambda: self._request(client, op, node, epoch)):
+            return
+        if op.kind == "get":
             ctx = f"{client.id}:{client.seq}".encode()
             self._reads[ctx] = op
             node.core.read_index(ctx)
-        else:
-            cmd = Command(client.id, client.seq, kind, key, args)
-            try:
-                index, op.term = node.core.propose(cmd.encode())
-            except RaftError as err:
-                if isinstance(err, NotLeader):
-                    client.leader_hint = err.leader
-                self._fail(op)
-                return
-            self._writes[(node.id, index)] = op
-            # A leader that just appended is the only node holding that entry.
-            if self._faults_on and self.rng.random() < self.profile.pounce / 4:
-                self._at(0, lambda: self._strike_leader(node))
-        self._at(OP_TIMEOUT, lambda: self._time_out(op))
+            return
+        cmd = Command(client.id, client.seq, op.kind, op.key, op.args)
+        try:
+            index, op.term = node.core.propose(cmd.encode())
+        except RaftError as err:
+            if isinstance(err, NotLeader):
+                client.leader_hint = err.leader
+            self._fail(op)
+            return
+        self._writes[(node.id, index)] = op
+        # A leader that just appended is the only node holding that entry.
+        if self._faults_on and self.rng.random() < self.profile.pounce / 4:
+            self._at(0, lambda: self._strike_leader(node))
 
     def _pick_node(self, client: _Client) -> SimNode | None:
         hint = self.nodes.get(client.leader_hint or "")
@@ -456,6 +490,8 @@ class Simulation:
         if op.done:
             return
         op.done = True
+        # As a real client does, try another node next: the one it used may be stuck.
+        self._clients[op.client].leader_hint = None
         if op.kind != "get":  # a write that may or may not have happened
             self.stats.add("ops unknown")
             self.history.append(Operation(op.client, op.key, op.kind, op.args, op.call, None))
@@ -479,6 +515,8 @@ class Simulation:
             self._churn()
         if rng.random() < p.transfer:
             self._transfer()
+        if rng.random() < p.pause:
+            self._pause_one()
         if rng.random() < p.slow_disk:
             victim = rng.choice(sorted(self.nodes))
             self._slow_until[victim] = self.now + rng.randint(5, 50) * TICK
@@ -504,19 +542,41 @@ class Simulation:
             node = self.rng.choice(alive)
         self._crash(node, quick=self.rng.random() < self.profile.quick_restart)
 
+    def _pause_one(self) -> None:
+        alive = [n for n in self._alive() if not self._paused(n)]
+        leader = self.leader()
+        if not alive:
+            return
+        if leader in alive and self.rng.random() < self.profile.crash_leader:
+            node = leader
+        else:
+            node = self.rng.choice(alive)
+        self._pause(node)
+
+    def _pause(self, node: SimNode) -> None:
+        # Long enough, mostly, for the others to elect a new leader and commit without it.
+        self._paused_until[node.id] = self.now + self.rng.randint(1, 6) * ELECTION_TICK * TICK
+        self.stats.add("pauses")
+        self._note(f"{node.id} pauses")
+
     def _crash(self, node: SimNode, quick: bool) -> None:
         if not node.alive:
             return
         node.crash()
+        self._paused_until.pop(node.id, None)  # it restarts running
         self.stats.add("crashes")
         self._note(f"{node.id} crashes")
         down = self.rng.randint(1, 2 * TICK) if quick else self.rng.randint(5, 50) * TICK
         self._at(down, lambda: self._restart(node))
 
     def _strike_leader(self, node: SimNode) -> None:
-        if not node.alive or node.core.role is not Role.LEADER:
+        if not node.alive or node.core.role is not Role.LEADER or self._paused(node):
             return
-        if self.rng.random() < 0.5:
+        strike = self.rng.random()
+        if strike < 0.25 and self.profile.pause > 0:
+            self._pause(node)
+            return
+        if strike < 0.6:
             self._crash(node, quick=True)
             return
         self.net.split({node.id}, set(self.nodes) - {node.id})
@@ -561,7 +621,7 @@ class Simulation:
 
     def _churn(self) -> None:
         leader = self.leader()
-        if leader is None:
+        if leader is None or self._paused(leader):
             return
         members = leader.core.membership
         choices: list[ConfChange] = []
@@ -587,7 +647,7 @@ class Simulation:
 
     def _transfer(self) -> None:
         leader = self.leader()
-        if leader is None:
+        if leader is None or self._paused(leader):
             return
         targets = sorted(leader.core.membership.voters - {leader.id})
         if not targets:
@@ -631,6 +691,7 @@ class Simulation:
         self.net.heal()
         self.net.faults = NetworkFaults(max_delay=self.profile.network.max_delay)
         self._slow_until.clear()
+        self._paused_until.clear()
         for node in list(self.nodes.values()):
             if not node.alive:
                 self._restart(node)

@@ -126,6 +126,29 @@ def test_concurrent_put_get_other_value_fails() -> None:
     )
 
 
+def test_lost_write_fails() -> None:
+    # A put that completed is gone for a later read, and stays gone for the next one.
+    assert_violation([op(1, "put", (1,), 0, 1), op(2, "get", (), 2, 3, None)])
+    assert_violation(
+        [op(1, "put", (1,), 0, 1), op(1, "put", (2,), 2, 3), op(2, "get", (), 4, 5, None)]
+    )
+
+
+def test_write_applied_twice_fails() -> None:
+    # One incr answered 1, yet a later read sees it counted twice (a retried command that
+    # was not deduplicated); and one cas cannot be both the winner and the loser.
+    assert_violation([op(1, "incr", (1,), 0, 1, 1), op(2, "get", (), 2, 3, 2)])
+    assert_violation(
+        [op(0, "put", (0,), 0, 1), op(1, "cas", (0, 5), 2, 3, True), op(2, "get", (), 4, 5, 0)]
+    )
+
+
+def test_incr_results_out_of_real_time_order_fail() -> None:
+    # The incr that returned first cannot have seen the later one's effect.
+    assert_violation([op(1, "incr", (1,), 0, 1, 2), op(2, "incr", (1,), 2, 3, 1)])
+    assert_ok([op(1, "incr", (1,), 0, 3, 2), op(2, "incr", (1,), 1, 2, 1)])
+
+
 def test_read_of_value_nobody_wrote_fails() -> None:
     assert_violation([op(1, "put", (1,), 0, 10), op(2, "get", (), 1, 2, 99)])
 

@@ -48,7 +48,8 @@ def test_mixed_fault_sweep_finds_no_violation() -> None:
     for r in results:
         for name, n in r.stats.items():
             totals[name] = totals.get(name, 0) + n
-    for name in ("crashes", "partitions", "membership changes", "transfers", "snapshots installed"):
+    exercised = ("crashes", "pauses", "partitions", "membership changes", "transfers")
+    for name in (*exercised, "snapshots installed"):
         assert totals.get(name, 0) > len(options) // 20, (name, totals)
     assert totals["ops ok"] > 50 * len(options)
 
@@ -172,3 +173,60 @@ def test_the_durable_ack_check_compares_what_an_ack_names_with_the_disk() -> Non
         checker.on_send(node, [ack(3)])
     with pytest.raises(Violation, match="acknowledged 5 with its log stored to 4"):
         checker.on_send(node, [Message(MessageType.APPEND_RESP, "a", "b", 2, index=5)])
+
+
+def test_leader_completeness_spares_a_leader_of_an_older_term() -> None:
+    """A candidate of term 2 may win late (its votes delayed, or itself paused) after entry
+    4 was committed in term 3, and lack it: only leaders of later terms must hold it. The
+    check once compared every new leader with every committed entry, and flagged this."""
+    founding = bootstrap_state(["a", "b", "c"])
+
+    def node(nid: str, term: int, tail: list[Entry], commit: int) -> SimNode:
+        durable = Durable(HardState(term, None, commit), founding.snapshot,
+                          [*founding.entries, *tail])  # fmt: skip
+        return SimNode(Config(nid), 0, durable, snapshot_every=100)
+
+    checker = SafetyChecker()
+    # "a" holds entry 4 of term 3 committed (as the leader of term 3 that committed it).
+    a = node("a", 3, [Entry(3, 4, EntryType.NORMAL, b"x")], commit=3)
+    checker.after_step(a)
+    a.core.log.commit_to(4)
+    checker.after_step(a)
+    stale, later = node("b", 1, [], 3), node("c", 3, [], 3)
+    for n in (stale, later):  # each wins the election of its next term
+        n.core._become_candidate()
+        n.core._become_leader()
+    assert (stale.core.term, later.core.term) == (2, 4)
+    checker.after_step(stale)
+    with pytest.raises(Violation, match="c leads term 4 without committed entry 4"):
+        checker.after_step(later)
+
+
+def test_pauses_happen_and_a_paused_node_does_nothing() -> None:
+    """A paused node neither ticks nor takes messages, writes or requests until it resumes."""
+    from quicraft.sim.simulation import Simulation
+
+    sim = Simulation(SimOptions(0))
+    sim._run_until(50 * 10)
+    sim._faults_on = False  # nothing else may touch the node meanwhile
+    node = next(iter(sim.nodes.values()))
+    sim._pause(node)
+    before = (
+        node.core.term,
+        node.core.role,
+        node.core.log.last_index(),
+        node.core._election_elapsed,
+    )
+    until = sim._paused_until[node.id]
+    sim._run_until(until - 1)
+    after = (
+        node.core.term,
+        node.core.role,
+        node.core.log.last_index(),
+        node.core._election_elapsed,
+    )
+    assert before == after
+    sim._run_until(until + 10 * 10)
+    assert not sim._paused(node)
+    paused = sum(run_seed(SimOptions(s)).stats.get("pauses", 0) for s in range(20))
+    assert paused > 0

@@ -7,6 +7,7 @@ violation is reported at the step that caused it:
 - leader append-only: a leader never removes or changes entries of its own log;
 - log matching: an entry (index, term) is the same everywhere and follows the same term;
 - leader completeness: a new leader holds every entry committed in an earlier term;
+- leader commit rule: a leader commits only up to an entry of its own term (Figure 2);
 - state machine safety: no two different entries are committed or applied at one index;
 - monotonic: term and commit index never decrease in memory, nor on disk across restarts;
 - durable term: no message but a PreVote carries a term its sender has not stored yet;
@@ -68,6 +69,8 @@ class SafetyChecker:
             )
         seen.term = core.term
         if core.log.committed > seen.commit:
+            if core.role is Role.LEADER:
+                self._check_commit_rule(node)
             self._record_commits(node, seen.commit + 1, core.log.committed)
             seen.commit = core.log.committed
         if core.role is Role.LEADER:
@@ -89,6 +92,19 @@ class SafetyChecker:
                 f"{node.id} (term {core.term}) lost or changed entry {last[1]}",
             )
         seen.leader_last = (core.term, log.last_index(), log.last_term())
+
+    def _check_commit_rule(self, node: SimNode) -> None:
+        """A leader moves its commit index only onto an entry of its own term (Figure 2; the
+        entries before it are committed with it). Counting the replicas of an older term's
+        entry is Figure 8's bug, which the other checks see only once it has lost a write."""
+        core = node.core
+        at = core.log.term(core.log.committed)
+        if at != core.term:
+            raise Violation(
+                "leader commit rule",
+                f"{node.id} (leader of term {core.term}) committed up to entry "
+                f"{core.log.committed} of term {at}",
+            )
 
     def _check_completeness(self, node: SimNode) -> None:
         """Only leaders of later terms must hold a committed entry: a candidate of an older

@@ -80,11 +80,7 @@ LEADER_FAULTS: dict[str, Any] = {"profile": "leader-faults"}
 BUGS: dict[str, tuple[tuple[str, ...], int, dict[str, Any]]] = {
     "vote_without_log_check": (("leader completeness", "state machine safety"), 200, LEADER_FAULTS),
     "forget_vote_persist": (("election safety",), 200, LEADER_FAULTS),
-    "commit_old_term_by_counting": (
-        ("leader completeness", "state machine safety"),
-        1500,
-        LEADER_FAULTS,
-    ),
+    "commit_old_term_by_counting": (("leader commit rule",), 200, LEADER_FAULTS),
     "read_index_before_term_commit": (("linearizability",), 1000, LEADER_FAULTS),
     # Only a single voter is elected within one Ready: a cluster of one founder that grows.
     "send_before_term_durable": (("durable term",), 200, {"nodes": 1}),

@@ -427,6 +427,15 @@ class Node:
                     ourselves.append(format_address(address))
                 elif isinstance(result, str):
                     found.append(result)
+                elif isinstance(result, RefusedError) and result.reason == "not_admitted":
+                    # A member of a formed cluster that leaves us out: it will never found.
+                    raise FoundingError(
+                        f"--peers {format_address(address)} refused this node"
+                        f" ({result.detail}): it is a member of a formed cluster. To join"
+                        " that cluster, start this node with --no-bootstrap and add it with"
+                        " `quicraft mgmt add-member`; to found a new one, give --peers only"
+                        " nodes that have no cluster yet"
+                    )
                 else:
                     waiting.append(address)
                     log.info("waiting for founding peer %s (%s)", format_address(address), result)

@@ -456,7 +456,10 @@ class Node:
         while not self._founders_agree(founders):
             self._news.clear()
             try:
-                await asyncio.wait_for(self._news.wait(), AGREE_RETRY_S)
+                # Not asyncio.wait_for: in Python 3.11 it swallows a cancel (stop()) that
+                # comes in the same turn of the loop as the event, and we would wait on.
+                async with asyncio.timeout(AGREE_RETRY_S):
+                    await self._news.wait()
             except TimeoutError:
                 # Say it again: a hello could have gone on a connection that was then replaced.
                 self.pool.say_hello_again()

@@ -6,8 +6,9 @@ address until all have answered and proved to be nodes of this cluster; the foun
 membership is then this node plus those peers. Every founder derives the same founding
 entries from the same set (core.bootstrap_state), so it does not matter which starts first.
 Before founding, the founders compare their sets through their hellos (forming.founders_agree):
-a node never founds a set that another founder disagrees with. A node with stored state never
-bootstraps again.
+a node never founds a set that another founder disagrees with. A node stores its set before it
+says it and, started again, says no other (peers that heard it may found it with us still),
+unless a founder refused that set. A node with stored state never bootstraps again.
 
 Lost data: this node remembers (in storage meta) every member it has heard vote, lead or
 acknowledge entries, and tells each peer in its hello whether it remembers that peer. It
@@ -255,7 +256,7 @@ class Node:
         check_hard_state(state, self.settings.data_dir)
         self._started_fresh = is_fresh(state)
         if not self._started_fresh:
-            self._founders = self._stored_ids(FOUNDERS_KEY)
+            self._founders = self._stored_ids(FOUNDERS_KEY) or None  # () : a set given up
         if self.settings.forming:
             # On the wildcard, tell peers and clients an address of ours on the LAN.
             announced = announce_addresses(host, self.settings.discovery.interfaces)
@@ -414,6 +415,7 @@ class Node:
     async def _reach_founders(self) -> list[NodeId]:
         """The other founders: every --peers address reached and proved to be a node of this
         cluster, and each of them saying it founds the same set (forming.founders_agree)."""
+        said = frozenset(self._stored_ids(FOUNDERS_KEY) or ())  # by this node before a stop
         pending = list(self.settings.peers)
         found: list[NodeId] = []
         ourselves: list[str] = []  # --peers that reached this very node (localhost, say)
@@ -440,6 +442,7 @@ class Node:
                     waiting.append(address)
                     log.info("waiting for founding peer %s (%s)", format_address(address), result)
             pending = waiting
+            self._keep_promise(said, frozenset({self.id, *found}), complete=not pending)
             if pending:
                 await asyncio.sleep(DIAL_RETRY_S)
         if ourselves and not found and self._refusal is None:
@@ -450,7 +453,11 @@ class Node:
             )
         if ourselves:  # among others (the same list given to every node): harmless
             log.info("--peers %s: this node itself; founding with the others", ", ".join(ourselves))
+        if self._refusal is not None:
+            raise self._refusal
         founders = frozenset({self.id, *found})
+        self._keep_promise(said, founders, complete=True)
+        self._save_ids(FOUNDERS_KEY, founders)  # before we say it: see _keep_promise
         self._founders = tuple(sorted(founders))
         self.pool.say_hello_again()  # our hellos so far said no set
         while not self._founders_agree(founders):
@@ -469,13 +476,38 @@ class Node:
                     if p not in self._said or self._said[p].founders is None
                 ]
                 log.info("waiting for founding peers to say their founders: %s", ", ".join(unsaid))
-        self._save_ids(FOUNDERS_KEY, founders)
         return sorted(founders - {self.id})
+
+    def _keep_promise(
+        self, said: frozenset[NodeId], founders: frozenset[NodeId], complete: bool
+    ) -> None:
+        """Refuse to say a set other than the one this node `said` before it was stopped
+        (stored): peers that heard it may still found it with us. `founders`: the set so far,
+        all of it once `complete`."""
+        if not said or (founders == said if complete else founders <= said):
+            return
+        raise FoundingError(
+            f"this node told its founding peers that it founds with {self._listed(said)},"
+            " and was stopped before it founded: they may found that set with it still,"
+            f" but its --peers {'make' if complete else 'reach'} {self._listed(founders)}."
+            " Start it again with --peers making that set; or, to found with other nodes,"
+            " make sure none of those founded a cluster, stop them, and empty its data"
+            f" directory {self.settings.data_dir}"
+        )
+
+    def _listed(self, ids: Iterable[NodeId]) -> str:
+        return ", ".join(self._names.get(n, n) for n in sorted(ids))
 
     def _founders_agree(self, founders: frozenset[NodeId]) -> bool:
         if self._refusal is not None:
             raise self._refusal
-        return founders_agree(self.id, founders, self._said, self._names)
+        try:
+            return founders_agree(self.id, founders, self._said, self._names)
+        except FoundingError:
+            # A founder says another set or has a cluster, and never says ours: our set can
+            # never be founded, so this node may say another when it is started again.
+            self._save_ids(FOUNDERS_KEY, ())
+            raise
 
     def _refuse_to_go_on(self, error: FoundingError) -> None:
         """Stop this node with `error`: start() raises it while starting, else run() ends."""

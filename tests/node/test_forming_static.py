@@ -11,6 +11,7 @@ from inprocess import nodes_in, until, write_everywhere
 
 from quicraft.node import FoundingError, NodeStopped
 from quicraft.storage import LevelDBStorage
+from quicraft.transport import TransportError
 
 
 def test_a_new_node_whose_peer_is_a_member_of_another_cluster_stops_and_says_how_to_join(
@@ -33,6 +34,68 @@ def test_a_new_node_whose_peer_is_a_member_of_another_cluster_stops_and_says_how
             storage = LevelDBStorage(late.settings.data_dir)
             assert storage.load().entries == []  # it founded nothing
             storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_founder_stopped_after_saying_its_set_does_not_found_another(tmp_path: Path) -> None:
+    """x said it founds {p, q, x}; p agreed; q could not reach p yet (a network fault). x was
+    stopped and started with --peers y. It used to found {x, y} with y, while p and q, holding
+    what x had said, founded {p, q, x} once q reached p: two clusters, x a voter of both."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "pqxy") as nodes:
+            p, q, x = nodes.node("p", "qx"), nodes.node("q", "px"), nodes.node("x", "pq")
+            healed = asyncio.Event()
+            dial = q.pool.dial
+
+            async def faulty_dial(address: tuple[str, int], expect: str | None = None) -> str:
+                if address == nodes.address("p") and not healed.is_set():
+                    raise TransportError("the network drops q's packets to p")
+                return await dial(address, expect)
+
+            q.pool.dial = faulty_dial  # type: ignore[method-assign]
+            starts = [asyncio.create_task(n.start()) for n in (p, q, x)]
+            await until(lambda: x._founders is not None and p._founders is not None)
+            await nodes.stop(x)
+            moved, y = nodes.node("x", "y"), nodes.node("y", "x")
+            y_start = asyncio.create_task(y.start())
+            with pytest.raises(FoundingError, match=r"told its founding peers") as refused:
+                await asyncio.wait_for(moved.start(), 10)
+            assert "empty its data directory" in str(refused.value)
+            await nodes.stop(moved)
+            await nodes.stop(y)  # it waits for x's set: it founded nothing
+            await asyncio.gather(y_start, return_exceptions=True)
+            assert y.raft.core is None
+
+            # Started again with its set, x founds it with p and q.
+            healed.set()
+            again = nodes.node("x", "pq")
+            await asyncio.wait_for(asyncio.gather(again.start(), *starts[:2]), 20)
+            await write_everywhere(nodes, "k")
+            assert all(len(n.raft.core.membership.voters) == 3 for n in nodes.running)  # type: ignore[union-attr]
+            await asyncio.gather(starts[2], return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_founders_given_different_sets_may_start_again_with_one_set(tmp_path: Path) -> None:
+    """A set a founder said but that another founder refused can never be founded: the node
+    forgets it, and started again with the corrected --peers it founds."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "abc") as nodes:
+            wrong = [nodes.node("a", "bc"), nodes.node("b", "a"), nodes.node("c", "ab")]
+            starts = [asyncio.create_task(n.start()) for n in wrong]
+            done, _ = await asyncio.wait(starts[:2], timeout=10)
+            assert len(done) == 2
+            assert all(isinstance(t.exception(), FoundingError) for t in done)
+            for node in wrong:
+                await nodes.stop(node)
+            await asyncio.gather(*starts, return_exceptions=True)
+            right = [nodes.node(name, set("abc") - {name}) for name in "abc"]
+            await asyncio.wait_for(asyncio.gather(*(n.start() for n in right)), 20)
+            await write_everywhere(nodes, "k")
 
     asyncio.run(scenario())
 

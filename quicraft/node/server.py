@@ -475,7 +475,11 @@ class Node:
                     for p in sorted(founders - {self.id})
                     if p not in self._said or self._said[p].founders is None
                 ]
-                log.info("waiting for founding peers to say their founders: %s", ", ".join(unsaid))
+                log.info(
+                    "waiting for founding peers to say their founders: %s (a founder says"
+                    " them once it has reached all of its --peers)",
+                    ", ".join(unsaid),
+                )
         return sorted(founders - {self.id})
 
     def _keep_promise(
@@ -496,7 +500,13 @@ class Node:
         )
 
     def _listed(self, ids: Iterable[NodeId]) -> str:
-        return ", ".join(self._names.get(n, n) for n in sorted(ids))
+        """Node names where a hello told them, else where they were reached, else ids."""
+
+        def one(n: NodeId) -> str:
+            where = self.pool.addresses.get(n)
+            return self._names.get(n) or (f"{n} at {format_address(where)}" if where else n)
+
+        return ", ".join(one(n) for n in sorted(ids))
 
     def _founders_agree(self, founders: frozenset[NodeId]) -> bool:
         if self._refusal is not None:

@@ -63,6 +63,8 @@ def test_a_founder_stopped_after_saying_its_set_does_not_found_another(tmp_path:
             with pytest.raises(FoundingError, match=r"told its founding peers") as refused:
                 await asyncio.wait_for(moved.start(), 10)
             assert "empty its data directory" in str(refused.value)
+            # Its peers of before, not met since, are named by where they were reached.
+            assert f"at 127.0.0.1:{nodes.ports['p']}" in str(refused.value)
             await nodes.stop(moved)
             await nodes.stop(y)  # it waits for x's set: it founded nothing
             await asyncio.gather(y_start, return_exceptions=True)

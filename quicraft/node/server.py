@@ -97,7 +97,7 @@ from .data_owner import DataOwner, claim
 from .event_feed import EventFeed
 from .event_service import EventService
 from .events import EventJournal
-from .forming import FoundingError, founders_agree
+from .forming import FoundingError, NeverFounded, founders_agree
 from .lan import LanForming
 from .mgmt import MgmtService
 from .peers import PeerPool
@@ -513,9 +513,12 @@ class Node:
             raise self._refusal
         try:
             return founders_agree(self.id, founders, self._said, self._names)
-        except FoundingError:
-            # A founder says another set or has a cluster, and never says ours: our set can
-            # never be founded, so this node may say another when it is started again.
+        except NeverFounded:
+            # A founder is in a cluster for good: our set can never be founded, so this node
+            # may say another when it is started again. Not so for a founder that only says
+            # another set: it keeps its word as we keep ours. Were both to forget, each could
+            # be started again to say the other's set, and peers still holding what we said
+            # would found our old set, with us in it, while we found another.
             self._save_ids(FOUNDERS_KEY, ())
             raise
 

@@ -4,6 +4,7 @@ nodes in this process over loopback QUIC (found by an audit of cluster forming, 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,12 @@ def test_a_founder_stopped_after_saying_its_set_does_not_found_another(tmp_path:
     asyncio.run(scenario())
 
 
-def test_founders_given_different_sets_may_start_again_with_one_set(tmp_path: Path) -> None:
-    """A set a founder said but that another founder refused can never be founded: the node
-    forgets it, and started again with the corrected --peers it founds."""
+def test_founders_given_different_sets_keep_them_until_the_wrong_one_is_emptied(
+    tmp_path: Path,
+) -> None:
+    """b was given the wrong --peers: a and b refuse each other's set. Each keeps its own (a
+    founder that only says another set may still say ours some day); b, started again with
+    the right --peers, says what to do, and once its data directory is emptied all found."""
 
     async def scenario() -> None:
         async with nodes_in(tmp_path, "abc") as nodes:
@@ -95,9 +99,49 @@ def test_founders_given_different_sets_may_start_again_with_one_set(tmp_path: Pa
             for node in wrong:
                 await nodes.stop(node)
             await asyncio.gather(*starts, return_exceptions=True)
-            right = [nodes.node(name, set("abc") - {name}) for name in "abc"]
-            await asyncio.wait_for(asyncio.gather(*(n.start() for n in right)), 20)
+            right = [nodes.node(name, set("abc") - {name}) for name in "ac"]
+            waiting = [asyncio.create_task(n.start()) for n in right]
+            b = nodes.node("b", "ac")
+            with pytest.raises(FoundingError, match="told its founding peers"):
+                await asyncio.wait_for(b.start(), 10)
+            await nodes.stop(b)
+            shutil.rmtree(b.settings.data_dir)
+            b = nodes.node("b", "ac")
+            await asyncio.wait_for(asyncio.gather(b.start(), *waiting), 20)
             await write_everywhere(nodes, "k")
+
+    asyncio.run(scenario())
+
+
+def test_founders_refused_by_each_other_keep_their_sets(tmp_path: Path) -> None:
+    """x founds {p, q, x}, q founds {q, r, x}: each refuses the other's set, and neither may
+    say another when started again. Had both forgotten, q could be started to say {p, q, x}
+    and x to say {x, y}: p, still holding what x said, would found {p, q, x} with q while x
+    founded {x, y}, x a voter of both."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "pqrxy") as nodes:
+            x, q = nodes.node("x", "pq"), nodes.node("q", "rx")
+            others = [nodes.node("p", "qx"), nodes.node("r", "q")]
+            starts = [asyncio.create_task(n.start()) for n in (x, q, *others)]
+            done, _ = await asyncio.wait(starts[:2], timeout=10)
+            assert len(done) == 2
+            assert all(isinstance(t.exception(), FoundingError) for t in done)
+            for node in (x, q, *others):
+                await nodes.stop(node)
+            await asyncio.gather(*starts, return_exceptions=True)
+            # Each meets a node its new --peers name and refuses to say another set.
+            met = [nodes.node("p", "qx"), nodes.node("y", "x")]
+            waiting = [asyncio.create_task(n.start()) for n in met]
+            for name, peers in (("q", "px"), ("x", "y")):
+                again = nodes.node(name, peers)
+                with pytest.raises(FoundingError, match="told its founding peers"):
+                    await asyncio.wait_for(again.start(), 10)
+                await nodes.stop(again)
+            for node in met:
+                await nodes.stop(node)
+            await asyncio.gather(*waiting, return_exceptions=True)
+            assert all(n.raft.core is None for n in met)  # nobody founded anything
 
     asyncio.run(scenario())
 

@@ -7,8 +7,9 @@ membership is then this node plus those peers. Every founder derives the same fo
 entries from the same set (core.bootstrap_state), so it does not matter which starts first.
 Before founding, the founders compare their sets through their hellos (forming.founders_agree):
 a node never founds a set that another founder disagrees with. A node stores its set before it
-says it and, started again, says no other (peers that heard it may found it with us still),
-unless a founder refused that set. A node with stored state never bootstraps again.
+says it and, started again, says no other and joins no other cluster (peers that heard it may
+found it with us still), unless a founder of it is in a cluster already. A node with stored
+state never bootstraps again.
 
 Lost data: this node remembers (in storage meta) every member it has heard vote, lead or
 acknowledge entries, and tells each peer in its hello whether it remembers that peer. It
@@ -257,6 +258,8 @@ class Node:
         self._started_fresh = is_fresh(state)
         if not self._started_fresh:
             self._founders = self._stored_ids(FOUNDERS_KEY) or None  # () : a set given up
+        elif not self.settings.peers:  # to be added (--no-bootstrap), or to form on a LAN
+            self._keep_promise(frozenset(self._stored_ids(FOUNDERS_KEY) or ()), None, True)
         if self.settings.forming:
             # On the wildcard, tell peers and clients an address of ours on the LAN.
             announced = announce_addresses(host, self.settings.discovery.interfaces)
@@ -483,18 +486,26 @@ class Node:
         return sorted(founders - {self.id})
 
     def _keep_promise(
-        self, said: frozenset[NodeId], founders: frozenset[NodeId], complete: bool
+        self, said: frozenset[NodeId], founders: frozenset[NodeId] | None, complete: bool
     ) -> None:
         """Refuse to say a set other than the one this node `said` before it was stopped
         (stored): peers that heard it may still found it with us. `founders`: the set so far,
-        all of it once `complete`."""
-        if not said or (founders == said if complete else founders <= said):
+        all of it once `complete`; None for a node started to join a cluster or to form one
+        on a LAN, which would make it a member of another."""
+        if not said or (
+            founders is not None and (founders == said if complete else founders <= said)
+        ):
             return
+        instead = (
+            "it may not join or form another cluster"
+            if founders is None
+            else f"its --peers {'make' if complete else 'reach'} {self._listed(founders)}"
+        )
         raise FoundingError(
             f"this node told its founding peers that it founds with {self._listed(said)},"
-            " and was stopped before it founded: they may found that set with it still,"
-            f" but its --peers {'make' if complete else 'reach'} {self._listed(founders)}."
-            " Start it again with --peers making that set; or, to found with other nodes,"
+            f" and was stopped before it founded: they may found that set with it still,"
+            f" but {instead}. Start it again with --peers making that set; or, to found or"
+            " join another cluster,"
             " make sure none of those founded a cluster, stop them, and empty its data"
             f" directory {self.settings.data_dir}"
         )

@@ -146,6 +146,27 @@ def test_founders_refused_by_each_other_keep_their_sets(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_founder_that_said_its_set_may_not_join_another_cluster(tmp_path: Path) -> None:
+    """x said {p, x} (p waits for q, down): started again to be added to a cluster
+    (--no-bootstrap), or to form one on a LAN, it would be a member of another cluster than
+    the one p may still found with it."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, "pqx") as nodes:
+            x, p = nodes.node("x", "p"), nodes.node("p", "qx")
+            starts = [asyncio.create_task(n.start()) for n in (x, p)]
+            await until(lambda: x._founders is not None)  # x has said {p, x}
+            await nodes.stop(x)
+            joining = nodes.node("x", (), wait_to_be_added=True)
+            with pytest.raises(FoundingError, match="may not join or form another cluster"):
+                await asyncio.wait_for(joining.start(), 10)
+            await nodes.stop(joining)
+            await nodes.stop(p)
+            await asyncio.gather(*starts, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
 def test_a_founder_waiting_for_its_peers_sets_stops_when_a_hello_comes_as_it_stops(
     tmp_path: Path,
 ) -> None:

@@ -69,6 +69,11 @@ class FoundingError(Exception):
     to do instead."""
 
 
+class NeverFounded(FoundingError):
+    """The set this node founds can never be founded: one of its founders is a member of a
+    cluster already, for good."""
+
+
 class Verdict(enum.Enum):
     WAIT = "wait"  #: keep looking
     FOUND = "found"  #: found a cluster of one voter (this node), then add the others
@@ -194,8 +199,8 @@ def founders_agree(
     other founder has said the same set, False while one has not said a set yet.
 
     `said`: the latest hello of each peer; `names`: node names (of their certificates) for
-    the messages. Raises FoundingError when a founder says another set or is already in a
-    cluster founded without one (not from --peers).
+    the messages. Raises FoundingError when a founder says another set, NeverFounded when
+    a founder is already in a cluster (founded from other --peers, or without them).
     """
     ours = sorted(founders)
 
@@ -209,13 +214,14 @@ def founders_agree(
         if hello is None or (hello.founders is None and not hello.formed):
             agreed = False  # it has not reached all of its peers yet
         elif hello.founders is None:
-            raise FoundingError(
+            raise NeverFounded(
                 f"{who} is already a member of a cluster that was not founded from --peers; to"
                 " join it, start this node with --no-bootstrap and add it with"
                 " `quicraft mgmt add-member`"
             )
         elif sorted(hello.founders) != ours:
-            raise FoundingError(
+            error = NeverFounded if hello.formed else FoundingError
+            raise error(
                 f"{who} founds with {listed(hello.founders)} but this node's --peers make"
                 f" {listed(ours)}: give every founding node the same --peers"
             )

@@ -6,8 +6,10 @@ address until all have answered and proved to be nodes of this cluster; the foun
 membership is then this node plus those peers. Every founder derives the same founding
 entries from the same set (core.bootstrap_state), so it does not matter which starts first.
 Before founding, the founders compare their sets through their hellos (forming.founders_agree):
-a node never founds a set that another founder disagrees with. A node with stored state never
-bootstraps again.
+a node never founds a set that another founder disagrees with. A node stores its set before it
+says it and, started again, says no other and joins no other cluster (peers that heard it may
+found it with us still), unless a founder of it is in a cluster already. A node with stored
+state never bootstraps again.
 
 Lost data: this node remembers (in storage meta) every member it has heard vote, lead or
 acknowledge entries, and tells each peer in its hello whether it remembers that peer. It
@@ -96,7 +98,7 @@ from .data_owner import DataOwner, claim
 from .event_feed import EventFeed
 from .event_service import EventService
 from .events import EventJournal
-from .forming import FoundingError, founders_agree
+from .forming import FoundingError, NeverFounded, founders_agree
 from .lan import LanForming
 from .mgmt import MgmtService
 from .peers import PeerPool
@@ -255,7 +257,9 @@ class Node:
         check_hard_state(state, self.settings.data_dir)
         self._started_fresh = is_fresh(state)
         if not self._started_fresh:
-            self._founders = self._stored_ids(FOUNDERS_KEY)
+            self._founders = self._stored_ids(FOUNDERS_KEY) or None  # () : a set given up
+        elif not self.settings.peers:  # to be added (--no-bootstrap), or to form on a LAN
+            self._keep_promise(frozenset(self._stored_ids(FOUNDERS_KEY) or ()), None, True)
         if self.settings.forming:
             # On the wildcard, tell peers and clients an address of ours on the LAN.
             announced = announce_addresses(host, self.settings.discovery.interfaces)
@@ -414,6 +418,7 @@ class Node:
     async def _reach_founders(self) -> list[NodeId]:
         """The other founders: every --peers address reached and proved to be a node of this
         cluster, and each of them saying it founds the same set (forming.founders_agree)."""
+        said = frozenset(self._stored_ids(FOUNDERS_KEY) or ())  # by this node before a stop
         pending = list(self.settings.peers)
         found: list[NodeId] = []
         ourselves: list[str] = []  # --peers that reached this very node (localhost, say)
@@ -427,10 +432,20 @@ class Node:
                     ourselves.append(format_address(address))
                 elif isinstance(result, str):
                     found.append(result)
+                elif isinstance(result, RefusedError) and result.reason == "not_admitted":
+                    # A member of a formed cluster that leaves us out: it will never found.
+                    raise FoundingError(
+                        f"--peers {format_address(address)} refused this node"
+                        f" ({result.detail}): it is a member of a formed cluster. To join"
+                        " that cluster, start this node with --no-bootstrap and add it with"
+                        " `quicraft mgmt add-member`; to found a new one, give --peers only"
+                        " nodes that have no cluster yet"
+                    )
                 else:
                     waiting.append(address)
                     log.info("waiting for founding peer %s (%s)", format_address(address), result)
             pending = waiting
+            self._keep_promise(said, frozenset({self.id, *found}), complete=not pending)
             if pending:
                 await asyncio.sleep(DIAL_RETRY_S)
         if ourselves and not found and self._refusal is None:
@@ -441,13 +456,20 @@ class Node:
             )
         if ourselves:  # among others (the same list given to every node): harmless
             log.info("--peers %s: this node itself; founding with the others", ", ".join(ourselves))
+        if self._refusal is not None:
+            raise self._refusal
         founders = frozenset({self.id, *found})
+        self._keep_promise(said, founders, complete=True)
+        self._save_ids(FOUNDERS_KEY, founders)  # before we say it: see _keep_promise
         self._founders = tuple(sorted(founders))
         self.pool.say_hello_again()  # our hellos so far said no set
         while not self._founders_agree(founders):
             self._news.clear()
             try:
-                await asyncio.wait_for(self._news.wait(), AGREE_RETRY_S)
+                # Not asyncio.wait_for: in Python 3.11 it swallows a cancel (stop()) that
+                # comes in the same turn of the loop as the event, and we would wait on.
+                async with asyncio.timeout(AGREE_RETRY_S):
+                    await self._news.wait()
             except TimeoutError:
                 # Say it again: a hello could have gone on a connection that was then replaced.
                 self.pool.say_hello_again()
@@ -456,14 +478,60 @@ class Node:
                     for p in sorted(founders - {self.id})
                     if p not in self._said or self._said[p].founders is None
                 ]
-                log.info("waiting for founding peers to say their founders: %s", ", ".join(unsaid))
-        self._save_ids(FOUNDERS_KEY, founders)
+                log.info(
+                    "waiting for founding peers to say their founders: %s (a founder says"
+                    " them once it has reached all of its --peers)",
+                    ", ".join(unsaid),
+                )
         return sorted(founders - {self.id})
+
+    def _keep_promise(
+        self, said: frozenset[NodeId], founders: frozenset[NodeId] | None, complete: bool
+    ) -> None:
+        """Refuse to say a set other than the one this node `said` before it was stopped
+        (stored): peers that heard it may still found it with us. `founders`: the set so far,
+        all of it once `complete`; None for a node started to join a cluster or to form one
+        on a LAN, which would make it a member of another."""
+        if not said or (
+            founders is not None and (founders == said if complete else founders <= said)
+        ):
+            return
+        instead = (
+            "it may not join or form another cluster"
+            if founders is None
+            else f"its --peers {'make' if complete else 'reach'} {self._listed(founders)}"
+        )
+        raise FoundingError(
+            f"this node told its founding peers that it founds with {self._listed(said)},"
+            f" and was stopped before it founded: they may found that set with it still,"
+            f" but {instead}. Start it again with --peers making that set; or, to found or"
+            " join another cluster,"
+            " make sure none of those founded a cluster, stop them, and empty its data"
+            f" directory {self.settings.data_dir}"
+        )
+
+    def _listed(self, ids: Iterable[NodeId]) -> str:
+        """Node names where a hello told them, else where they were reached, else ids."""
+
+        def one(n: NodeId) -> str:
+            where = self.pool.addresses.get(n)
+            return self._names.get(n) or (f"{n} at {format_address(where)}" if where else n)
+
+        return ", ".join(one(n) for n in sorted(ids))
 
     def _founders_agree(self, founders: frozenset[NodeId]) -> bool:
         if self._refusal is not None:
             raise self._refusal
-        return founders_agree(self.id, founders, self._said, self._names)
+        try:
+            return founders_agree(self.id, founders, self._said, self._names)
+        except NeverFounded:
+            # A founder is in a cluster for good: our set can never be founded, so this node
+            # may say another when it is started again. Not so for a founder that only says
+            # another set: it keeps its word as we keep ours. Were both to forget, each could
+            # be started again to say the other's set, and peers still holding what we said
+            # would found our old set, with us in it, while we found another.
+            self._save_ids(FOUNDERS_KEY, ())
+            raise
 
     def _refuse_to_go_on(self, error: FoundingError) -> None:
         """Stop this node with `error`: start() raises it while starting, else run() ends."""

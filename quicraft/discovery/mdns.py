@@ -338,7 +338,10 @@ async def find_nodes(
     )
     async with browser:
         try:
-            await asyncio.wait_for(heard.wait(), wait_s)
+            # Not asyncio.wait_for: in Python 3.11 it loses a cancel (Ctrl-C) that comes in
+            # the same turn of the loop as the first answer.
+            async with asyncio.timeout(wait_s):
+                await heard.wait()
         except TimeoutError:
             return []
         await asyncio.sleep(quiet_s)  # every node answers the same query within ~0.1 s

@@ -4,6 +4,7 @@ close. Everything that sends or receives mDNS is in test_discovery_lan.py, in na
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from zeroconf import ServiceStateChange
@@ -77,5 +78,39 @@ def test_many_announced_instances_are_resolved_a_bounded_few_at_a_time() -> None
                 await asyncio.sleep(0.01)
         assert 0 < most <= mdns.MAX_RESOLVING
         await d.close()
+
+    asyncio.run(scenario())
+
+
+def test_finding_nodes_ends_on_a_cancel_that_comes_with_the_first_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C (a cancel) in the same turn of the loop as the first answer: asyncio.wait_for
+    of Python 3.11 lost the cancel, and find_nodes went on and returned."""
+    browsers: list[FakeBrowser] = []
+
+    class FakeBrowser:
+        def __init__(self, *_: object, on_event: Callable[[object], None], **__: object) -> None:
+            self.on_event = on_event
+            browsers.append(self)
+
+        async def __aenter__(self) -> FakeBrowser:
+            return self
+
+        async def __aexit__(self, *_: object) -> None:
+            return None
+
+        def peers(self) -> dict[str, object]:
+            return {}
+
+    monkeypatch.setattr(mdns, "Discovery", FakeBrowser)
+
+    async def scenario() -> None:
+        finding = asyncio.create_task(mdns.find_nodes("c1", wait_s=5.0, quiet_s=0.0))
+        await asyncio.sleep(0.01)  # it waits for an answer
+        browsers[0].on_event(None)
+        finding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await finding
 
     asyncio.run(scenario())

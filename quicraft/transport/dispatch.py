@@ -8,8 +8,8 @@ routes aioquic's stream events to the right Stream. Rules:
 - A stream the peer opens gets one task running `handler(connection, stream)`; when the handler
   returns the stream is ended, when it raises the stream is reset (INTERNAL, or PROTOCOL for a
   ProtocolError) and the error logged. A connection with no handler resets peer streams.
-- Ids of finished streams are remembered, so late packets for them never start a new handler
-  (aioquic keeps a similar set itself).
+- Ids of streams the peer opened are remembered (SeenStreams), so late packets for finished
+  ones never start a new handler (aioquic keeps a similar set itself).
 - Writes of one loop turn are held here and given to aioquic in one call per stream just before
   the connection transmits (`flush`): aioquic's bookkeeping costs a few microseconds per call,
   and a leader answering 64 requests made 64 calls. Held bytes count as unacknowledged, and
@@ -46,6 +46,36 @@ Handler = Callable[["Connection", Stream], Awaitable[None]]
 StreamEvent = events.StreamDataReceived | events.StreamReset | events.StopSendingReceived
 
 
+class SeenStreams:
+    """The stream ids a connection has seen, in memory that does not grow with their number.
+
+    A peer opens the streams of each of the four types in order (RFC 9000 §2.1: ids of a type
+    are 4 apart, and using one opens those below it), so all seen ids of a type but those that
+    arrived ahead of a lower one are below a floor. Those ahead are few: the peer may not open
+    more than the stream limit beyond the lowest id not seen yet.
+    """
+
+    def __init__(self) -> None:
+        self._floors = [0, 1, 2, 3]  # per type (id % 4): every id below it was seen
+        self._ahead: set[int] = set()  # seen ids at or above their type's floor
+
+    def __contains__(self, stream_id: int) -> bool:
+        return stream_id < self._floors[stream_id & 3] or stream_id in self._ahead
+
+    def add(self, stream_id: int) -> None:
+        kind = stream_id & 3
+        if stream_id < self._floors[kind]:
+            return
+        self._ahead.add(stream_id)
+        while self._floors[kind] in self._ahead:
+            self._ahead.remove(self._floors[kind])
+            self._floors[kind] += 4
+
+    def __len__(self) -> int:
+        """Ids kept one by one (the rest are below the floors)."""
+        return len(self._ahead)
+
+
 class StreamTable:
     def __init__(
         self,
@@ -64,7 +94,7 @@ class StreamTable:
         self._failure = failure
         self._loop = asyncio.get_running_loop()
         self._live: dict[int, Stream] = {}
-        self._retired: set[int] = set()
+        self._seen = SeenStreams()  # ids the peer opened, finished or not
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress: asyncio.Future[None] | None = None
         self._send_handle: asyncio.Handle | None = None
@@ -179,7 +209,6 @@ class StreamTable:
 
     def release(self, stream: Stream) -> None:
         self._live.pop(stream.stream_id, None)
-        self._retired.add(stream.stream_id)
 
     def failure(self) -> TransportError | None:
         return self._failure()
@@ -197,15 +226,14 @@ class StreamTable:
 
     def _accept(self, stream_id: int) -> Stream | None:
         client_opened = stream_id & 1 == 0
-        if stream_id in self._retired or client_opened == self._dialer:
+        if stream_id in self._seen or client_opened == self._dialer:
             return None  # late data for a stream we are done with, or an id that is ours
-        self._retired.add(stream_id)
+        self._seen.add(stream_id)
         unidirectional = bool(stream_id & 2)  # quicraft uses none
         closing = self._failure() is not None
         if self.handler is None or self.connection is None or unidirectional or closing:
             self.abort(stream_id, ErrorCode.NO_HANDLER, reading=True, writing=not unidirectional)
             return None
-        self._retired.discard(stream_id)
         stream = self._live[stream_id] = Stream(self, stream_id, self._max_frame)
         task = self._loop.create_task(self._serve(self.handler, self.connection, stream))
         self._tasks.add(task)

@@ -1,14 +1,19 @@
-"""StreamTable holds the writes of a loop turn and gives them to aioquic once per stream."""
+"""StreamTable holds the writes of a loop turn and gives them to aioquic once per stream, and
+remembers the streams the peer opened in little memory (SeenStreams)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
+from aioquic.quic import events
+from hypothesis import given
+from hypothesis import strategies as st
 from transport_helpers import run
 
-from quicraft.transport import TransportError
-from quicraft.transport.dispatch import StreamTable
+from quicraft.transport import Stream, TransportError
+from quicraft.transport.dispatch import SeenStreams, StreamTable
 
 
 class FakeQuic:
@@ -86,5 +91,49 @@ def test_held_bytes_count_as_unacknowledged() -> None:
         assert table.unacked(stream.stream_id) == 4 + 3 + 4 + 2
         table.flush()
         assert table.unacked(stream.stream_id) == 0  # the fake keeps no aioquic stream state
+
+    run(main())
+
+
+@given(st.permutations(range(64)), st.integers(0, 64))
+def test_seen_streams_are_the_ids_added_in_any_order(ids: list[int], added: int) -> None:
+    seen = SeenStreams()
+    for stream_id in ids[:added]:
+        seen.add(stream_id)
+        seen.add(stream_id)  # again: nothing changes
+    assert [i for i in range(80) if i in seen] == sorted(ids[:added])
+    if added == 64:  # every id of every type below 64: all below the floors
+        assert len(seen) == 0
+
+
+def test_a_peer_stream_started_once_however_many_came_before() -> None:
+    """1,000 streams the peer opened and finished: late data for any of them starts no
+    handler, and the table keeps no id of them one by one."""
+
+    async def main() -> None:
+        table = StreamTable(
+            cast(Any, FakeQuic()),
+            dialer=False,
+            max_frame=1 << 20,
+            transmit=lambda: None,
+            failure=lambda: None,
+        )
+        served: list[int] = []
+
+        async def handler(_: object, stream: Stream) -> None:
+            served.append(stream.stream_id)
+            await stream.read_frame()
+
+        table.handler, table.connection = handler, cast(Any, object())
+        frame = b"\x00\x00\x00\x01x"
+        for stream_id in range(0, 4000, 4):
+            table.dispatch(events.StreamDataReceived(frame, True, stream_id))
+        while len(served) < 1000 or table._tasks:
+            await asyncio.sleep(0)
+        for stream_id in (0, 1996, 3996):
+            table.dispatch(events.StreamDataReceived(frame, True, stream_id))
+        await asyncio.sleep(0)
+        assert served == list(range(0, 4000, 4))
+        assert len(table._seen) == 0
 
     run(main())

@@ -101,7 +101,12 @@ def encode_command(op: str, args: Mapping[str, object], ts_ms: int) -> bytes:
 def build_command(op: str, args: Mapping[str, object], ts_ms: int) -> Command:
     """The validated command for `op` with `args` at leader time `ts_ms` (encode() gives its
     log payload). Raises CommandError if it is not valid."""
-    return _build(op, args, ts_ms)
+    command = _build(op, args, ts_ms)
+    # New commands only, as the client protocol: a log entry with an empty key (an earlier
+    # build proposed them) must still apply alike on every replica, so decoding takes it.
+    if "key" in args and not command.key:
+        raise CommandError(f"{op} needs a key that is not empty")
+    return command
 
 
 def checked_command(op: str, args: Mapping[str, Any], ts_ms: int) -> Command:

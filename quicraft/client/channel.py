@@ -304,6 +304,10 @@ class Lifetime:
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
+            if not task.cancelled():
+                # Mark its error retrieved: cancelled ourselves just as it failed, we leave
+                # without reading it, and asyncio would print it with a traceback.
+                task.exception()
         return None if task.cancelled() else task.result()
 
     async def close(self) -> None:

@@ -27,8 +27,10 @@ from quicraft.client import (
     connect_mgmt,
     connect_sync,
 )
+from quicraft.client.channel import Lifetime
 from quicraft.client.events import IDLE_TIMEOUT_S
 from quicraft.client.sync import SyncClient
+from quicraft.transport import TransportError
 from quicraft.wire import Event
 
 CLUSTER = "t1"
@@ -483,3 +485,34 @@ def test_a_subscription_outlives_its_client_dropped_unclosed(one_node: Cluster) 
         await events.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_connect_that_fails_as_its_caller_is_cancelled_is_not_reported_unretrieved() -> None:
+    """Found by a soak's leak hunt: a subscription cancelled (an asyncio.timeout around it)
+    just as its connect attempt failed left that attempt's error unretrieved, and asyncio
+    printed "Task exception was never retrieved" with a traceback on the program's stderr."""
+    reported: list[str] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(str(context["message"]))
+        )
+        life = Lifetime()
+        failed = False
+
+        async def connect() -> None:
+            nonlocal failed
+            failed = True
+            raise TransportError("127.0.0.1:1 did not answer in 1s")
+
+        caller = asyncio.ensure_future(life.unless_closed(connect()))
+        while not failed:  # the attempt has failed; its caller has not resumed yet
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        del caller
+        gc.collect()  # an unretrieved task's error is reported when the task is collected
+
+    asyncio.run(main())
+    assert reported == []

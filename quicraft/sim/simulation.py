@@ -531,27 +531,25 @@ class Simulation:
         leaders = [n for n in self._alive() if n.core.role is Role.LEADER]
         return max(leaders, key=lambda n: n.core.term, default=None)
 
-    def _crash_one(self) -> None:
-        alive = self._alive()
+    def _victim(self, candidates: list[SimNode]) -> SimNode | None:
+        """The node a crash or a pause strikes: the leader, if among `candidates`, as often
+        as the profile says, else any of them."""
+        if not candidates:
+            return None
         leader = self.leader()
-        if not alive:
-            return
-        if leader is not None and self.rng.random() < self.profile.crash_leader:
-            node = leader
-        else:
-            node = self.rng.choice(alive)
-        self._crash(node, quick=self.rng.random() < self.profile.quick_restart)
+        if leader in candidates and self.rng.random() < self.profile.crash_leader:
+            return leader
+        return self.rng.choice(candidates)
+
+    def _crash_one(self) -> None:
+        node = self._victim(self._alive())
+        if node is not None:
+            self._crash(node, quick=self.rng.random() < self.profile.quick_restart)
 
     def _pause_one(self) -> None:
-        alive = [n for n in self._alive() if not self._paused(n)]
-        leader = self.leader()
-        if not alive:
-            return
-        if leader in alive and self.rng.random() < self.profile.crash_leader:
-            node = leader
-        else:
-            node = self.rng.choice(alive)
-        self._pause(node)
+        node = self._victim([n for n in self._alive() if not self._paused(n)])
+        if node is not None:
+            self._pause(node)
 
     def _pause(self, node: SimNode) -> None:
         # Long enough, mostly, for the others to elect a new leader and commit without it.

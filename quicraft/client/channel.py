@@ -260,6 +260,17 @@ class ConnectPace:
         return result
 
 
+async def _abandon(task: asyncio.Future[T], drop: Callable[[T], object] | None) -> None:
+    """Cancel `task`, whose caller leaves without it, and wait for it to end. A result it
+    made all the same goes to `drop`; an error it raised is read here, or asyncio would
+    print it with a traceback as never retrieved."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is None and drop is not None:
+        drop(task.result())
+
+
 class Lifetime:
     """Whether a client is open, the event loop it belongs to, and the connections it opened
     that are not over yet (see the module rules). `closed_error` makes the error that a
@@ -289,8 +300,12 @@ class Lifetime:
         if self.closed:  # it was being opened while the client closed
             conn.close("client closed")
 
-    async def unless_closed(self, work: Coroutine[Any, Any, T]) -> T | None:
-        """The result of `work`, or None if the client closes first (`work` is cancelled)."""
+    async def unless_closed(
+        self, work: Coroutine[Any, Any, T], drop: Callable[[T], object] | None = None
+    ) -> T | None:
+        """The result of `work`, or None if the client closes first (`work` is cancelled).
+        A result that `work` made as its caller was being cancelled goes to `drop` (a
+        connection to close, say): the caller will never take it."""
         if self.closed:
             work.close()
             return None
@@ -300,14 +315,11 @@ class Lifetime:
         either: set[asyncio.Future[Any]] = {task, self._closing}
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-            if not task.cancelled():
-                # Mark its error retrieved: cancelled ourselves just as it failed, we leave
-                # without reading it, and asyncio would print it with a traceback.
-                task.exception()
+        except BaseException:
+            await _abandon(task, drop)
+            raise
+        if not task.done():  # the client closed first
+            await _abandon(task, None)
         return None if task.cancelled() else task.result()
 
     async def close(self) -> None:

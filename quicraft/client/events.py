@@ -40,7 +40,7 @@ from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind
 
 from quicraft.telemetry import global_tracing, traceparent
-from quicraft.transport import ALPN_EVENTS, Identity, RefusedError, TransportError
+from quicraft.transport import ALPN_EVENTS, Connection, Identity, RefusedError, TransportError
 from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address
 from quicraft.wire import (
@@ -139,7 +139,7 @@ async def subscribe(
             dial = quic_connect(
                 address[0], address[1], identity, ALPN_EVENTS, idle_timeout=IDLE_TIMEOUT_S
             )
-            conn = await life.unless_closed(pace.connect(dial, where))
+            conn = await life.unless_closed(pace.connect(dial, where), drop=_close_unused)
             if conn is None:
                 return  # the client closed
             life.track(conn)
@@ -202,3 +202,8 @@ async def subscribe(
         if end is None or end.code != "compacted":
             await life.unless_closed(asyncio.sleep(delay))
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _close_unused(conn: Connection) -> None:
+    """Close a connection made as its subscription was being cancelled."""
+    conn.close("subscription cancelled")

@@ -6,6 +6,7 @@ cancels a call that Ctrl-C interrupts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import subprocess
 import sys
@@ -516,3 +517,36 @@ def test_a_connect_that_fails_as_its_caller_is_cancelled_is_not_reported_unretri
 
     asyncio.run(main())
     assert reported == []
+
+
+def test_a_connection_made_as_its_caller_is_cancelled_is_closed_not_left_open() -> None:
+    """A subscription cancelled just after its connect attempt succeeded, before it resumed
+    to take the connection, left that connection open (and keeping itself alive) for as long
+    as the program ran. The caller is cancelled here after every number of loop turns, so
+    one of them falls in that gap: every connection made is either handed back or closed."""
+    made: list[object] = []
+    handed_back: list[object] = []
+    closed: list[object] = []
+
+    async def main() -> None:
+        life = Lifetime()
+
+        async def connect() -> object:
+            await asyncio.sleep(0)
+            made.append(conn := object())
+            return conn
+
+        async def subscription() -> object | None:
+            return await life.unless_closed(connect(), closed.append)
+
+        for turns in range(8):
+            caller = asyncio.ensure_future(subscription())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            caller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                handed_back.append(await caller)
+
+    asyncio.run(main())
+    assert closed, "no turn fell between the connect and its caller's resuming"
+    assert sorted(map(id, handed_back + closed)) == sorted(map(id, made))

@@ -46,8 +46,8 @@ class IdentitySlots:
         if count < self.limit:
             return None
         detail = (
-            f"{peer.name!r} (id {peer.node_id}) already has {count} connections open to this "
-            f"node, the limit per identity"
+            f"{peer.name!r} (id {peer.node_id}) already has as many connections open to this "
+            f"node as one identity may have ({count})"
         )
         return Refusal(TOO_MANY, detail)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from quicraft.client import ClientError, connect
 from quicraft.client.bench import BenchResult, CpuProbe, run_bench, wait_until_serving
 from quicraft.node.local import LocalCluster, LocalClusterError, cpu_seconds_of
-from quicraft.node.settings import PRESETS
+from quicraft.node.settings import MAX_CONNECTIONS_PER_IDENTITY, PRESETS
 from quicraft.statemachine import MAX_VALUE_BYTES
 from quicraft.telemetry import check
 from quicraft.transport import IdentityError
@@ -75,7 +75,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--connections",
         type=int_in(1, MAX_IN_FLIGHT),
         default=1,
-        help="QUIC connections they share (default 1)",
+        help="QUIC connections they share (default 1); a node takes at most its "
+        f"--max-connections-per-identity ({MAX_CONNECTIONS_PER_IDENTITY} by default) of one "
+        "identity, which a --local cluster raises to fit",
     )
     bench.add_argument(
         "--duration",
@@ -127,7 +129,8 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
             cluster = LocalCluster.create(
                 folder, args.local, args.cluster, args.preset, args.base_port
             )
-            cluster.start_nodes(cluster.nodes, _node_tracing_flags(args))
+            flags = _node_tracing_flags(args) + _node_connection_flags(args)
+            cluster.start_nodes(cluster.nodes, flags)
             pids = {node.name: node.pid for node in cluster.nodes}
 
             def cpu() -> dict[str, float]:
@@ -143,6 +146,13 @@ def _bench_local(args: argparse.Namespace) -> BenchResult:
 
 def _own_cpu() -> dict[str, float]:
     return {"bench": time.process_time()}
+
+
+def _node_connection_flags(args: argparse.Namespace) -> list[str]:
+    """A --local cluster's nodes take every connection the bench opens with its one identity."""
+    if args.connections <= MAX_CONNECTIONS_PER_IDENTITY:
+        return []
+    return ["--max-connections-per-identity", str(args.connections)]
 
 
 def _node_tracing_flags(args: argparse.Namespace) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from quicraft.discovery import DiscoveryError, DiscoverySettings
 from quicraft.node import PRESETS, FoundingError, Node, NodeSettings, RemovedFromCluster
+from quicraft.node.settings import MAX_CONNECTIONS_PER_IDENTITY
 from quicraft.storage import StorageError
 from quicraft.telemetry import TelemetryError, check, configure_logging, set_log_context
 from quicraft.transport import IdentityError, Role, TransportError, identity_exists, issue
@@ -144,6 +145,16 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         + ")",
     )
     node.add_argument(
+        "--max-connections-per-identity",
+        type=_limit,
+        default=MAX_CONNECTIONS_PER_IDENTITY,
+        metavar="N",
+        help="connections one client, admin or reader identity may hold open to this node "
+        f"at once (default: {MAX_CONNECTIONS_PER_IDENTITY}; 0: no limit); one more is refused "
+        "(too_many_connections). A client holds one, plus one per events subscription. "
+        "Connections between nodes are not counted",
+    )
+    node.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -159,6 +170,18 @@ def _count(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of at least 0 (0: no limit), not {text!r}"
+        )
     return value
 
 
@@ -181,6 +204,7 @@ def settings_from(args: argparse.Namespace) -> NodeSettings:
         # A node founding on its own still hears the hellos of nodes given --join to it.
         lan=not args.peers and not args.no_bootstrap,
         telemetry=telemetry_settings(args),
+        max_connections_per_identity=args.max_connections_per_identity,
     )
     if args.snapshot_every is not None:
         settings = settings.with_timings(snapshot_every=args.snapshot_every)

@@ -242,6 +242,7 @@ class Node:
             },
             admit=self._admit,
             on_connection=self._on_connection,
+            max_per_identity=self.settings.max_connections_per_identity,
         )
         log.info(
             "node %s (%s) listening on %s; %s",

@@ -44,6 +44,11 @@ PRESETS: dict[str, Timings] = {
 
 _QUIET = DiscoverySettings(enabled=False)
 
+#: Connections one client identity may hold open to a node at once (Consul's
+#: limits.rpc_max_conns_per_client has the same default); one client needs one, plus one
+#: per events subscription.
+MAX_CONNECTIONS_PER_IDENTITY = 100
+
 
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
@@ -74,6 +79,9 @@ class NodeSettings:
     lan: bool = False
     #: Traces, metrics and log format (quicraft/telemetry); all off by default.
     telemetry: TelemetrySettings = NO_TELEMETRY
+    #: Connections one identity may hold open to this node on the client, management and
+    #: events ALPNs together (transport/per_identity.py); 0: no limit. Raft is not counted.
+    max_connections_per_identity: int = MAX_CONNECTIONS_PER_IDENTITY
 
     def __post_init__(self) -> None:
         """Refuse what a program may get wrong here, naming the field: start() would otherwise
@@ -92,6 +100,12 @@ class NodeSettings:
                 raise ValueError(
                     f"NodeSettings.{field}: expected a whole number >= 1, not {value!r}"
                 )
+        limit = self.max_connections_per_identity
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(
+                "NodeSettings.max_connections_per_identity: expected a whole number >= 0 "
+                f"(0: no limit), not {limit!r}"
+            )
 
     @property
     def discovering(self) -> bool:

@@ -7,6 +7,7 @@ Modules (the public API is what this package exports):
     verify            the checks every peer certificate must pass, as one pure function
     quic              serve() and connect()
     connection        one connection: authentication, stream dispatch, keepalive
+    per_identity      how many connections one verified identity may hold open to a server
     stream            one stream of length-prefixed frames
     address           HOST:PORT parsing
     deadlines         one timer that fails pending futures at their deadlines

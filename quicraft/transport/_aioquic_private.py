@@ -1,6 +1,6 @@
 """Every use of aioquic's private attributes, in one place, each with why we need it.
 
-aioquic (1.x) has no public API for eleven things quicraft needs:
+aioquic (1.x) has no public API for twelve things quicraft needs:
 
 1. Asking the client for a certificate. The TLS server only sends a CertificateRequest when
    `tls.Context._request_client_certificate` is set ("for test purposes only"). The TLS context is
@@ -66,6 +66,10 @@ aioquic (1.x) has no public API for eleven things quicraft needs:
    `Limit.value` of `_local_max_data` and lets aioquic write the frames (and resend them when
    lost), hiding `QuicStreamReceiver.highest_offset` and `Limit.used`, the only inputs of its
    own rule, during the call.
+12. Knowing that a connection is closing (`QuicConnection._state`) as soon as the peer's
+   CONNECTION_CLOSE arrives: aioquic reports it (ConnectionTerminated) only when the draining
+   period ends, three probe timeouts later, and a client that closes a connection and dials
+   again at once found its identity's slot still taken (per_identity.py).
 
 `check()` asserts that all of these still exist; serve() calls it once, and a test calls it, so
 an aioquic upgrade that moves them fails loudly instead of silently skipping client auth.
@@ -279,6 +283,16 @@ def time_out(quic: QuicConnection, now: float) -> None:
     caller processes the ConnectionTerminated event this queues."""
     quic._close_at = now
     quic.handle_timer(now)
+
+
+def closing(quic: QuicConnection) -> bool:
+    """True once either end has closed the connection, or it ended (see 12. above)."""
+    return quic._state in _CLOSING
+
+
+_CLOSING = frozenset(
+    {QuicConnectionState.CLOSING, QuicConnectionState.DRAINING, QuicConnectionState.TERMINATED}
+)
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:

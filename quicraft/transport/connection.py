@@ -17,6 +17,8 @@ Connection is the small public face of an authenticated one; its streams live in
 - Before a client is verified it costs the server memory and nothing proves who it is, so a
   server bounds those connections (`Endpoint.half_open`; quic.py refuses to make more) and
   drops each one, silently, that is not verified within `handshake_timeout` seconds.
+- After it is verified, a server bounds how many connections one identity holds open
+  (`Endpoint.slots`, per_identity.py): the one too many is refused like any other refusal.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from . import _aioquic_private as private
 from .dispatch import Handler, StreamEvent, StreamTable
 from .errors import ErrorCode, RefusedError, TransportError
 from .identity import Identity
+from .per_identity import IdentitySlots
 from .stream import Stream
 from .verify import Peer, Refusal, verify_peer
 
@@ -69,6 +72,8 @@ class Endpoint:
     protocols: set[PeerProtocol] = field(default_factory=set)
     #: A server's connections that have not been verified yet, and are not over.
     half_open: set[PeerProtocol] = field(default_factory=set)
+    #: A server's verified connections by identity, and how many one may hold (per_identity.py).
+    slots: IdentitySlots = field(default_factory=lambda: IdentitySlots(0))
 
 
 class Connection:
@@ -184,6 +189,7 @@ class PeerProtocol(QuicConnectionProtocol):
             why = reason or "closed"
             self._failure = TransportError(f"connection with {_fmt(self.remote)} closed: {why}")
             self.streams.connection_lost(self._failure)
+        self._give_back_slot()
         self.close(code, _clip(reason))
 
     # -- asyncio / aioquic hooks ----------------------------------------------------------------
@@ -206,6 +212,8 @@ class PeerProtocol(QuicConnectionProtocol):
         self._heard_at = now = self._evloop.time()
         private.receive_acking_every_second(self._q, cast(bytes, data), addr, now)
         self._process_events()
+        if not self._dialer and self.connection is not None and private.closing(self._q):
+            self._give_back_slot()  # the peer closed: aioquic says so only after draining
         self.streams.transmit_soon()
 
     def error_received(self, exc: Exception) -> None:
@@ -261,6 +269,8 @@ class PeerProtocol(QuicConnectionProtocol):
                 reason = "the admission check failed"
             if reason is not None:
                 verdict = Refusal("not_admitted", reason)
+        if isinstance(verdict, Peer) and not self._dialer:
+            verdict = ep.slots.refusal(verdict, self._alpn) or verdict
         if isinstance(verdict, Refusal):
             self._refuse(verdict)
             return
@@ -268,6 +278,8 @@ class PeerProtocol(QuicConnectionProtocol):
         if self._overdue is not None:
             self._overdue.cancel()
         self.connection = conn = Connection(self, verdict, self._alpn, self._dialer)
+        if not self._dialer:
+            ep.slots.take(verdict, self._alpn, self)
         self.streams.connection = conn
         self.streams.handler = ep.handlers.get(self._alpn)
         self._ping_handle = self._evloop.call_later(ep.keepalive, self._keepalive)
@@ -324,11 +336,18 @@ class PeerProtocol(QuicConnectionProtocol):
             self._ping_handle.cancel()
         self._ep.protocols.discard(self)
         self._ep.half_open.discard(self)
+        self._give_back_slot()
         if self._overdue is not None:
             self._overdue.cancel()
         self._terminated = True
         if self._dialer and self._udp is not None:
             self._udp.close()  # a dialer owns its UDP socket; nothing more will be sent on it
+
+    def _give_back_slot(self) -> None:
+        """The connection is over for its identity's count (per_identity.py): closed by us,
+        by the peer, or ended. Giving back twice changes nothing."""
+        if self.connection is not None and not self._dialer:
+            self._ep.slots.give_back(self.connection.peer.node_id, self)
 
     def _handshake_overdue(self) -> None:
         """Not verified in time: drop the connection without a word. Junk, a client that went

@@ -39,6 +39,7 @@ from .connection import Admit, Connection, Endpoint, PeerProtocol
 from .dispatch import Handler
 from .errors import ErrorCode, RefusedError, TransportError
 from .identity import Identity
+from .per_identity import IdentitySlots
 from .stream import Stream, receive_windows
 from .verify import ALPN_CLIENT, ALPN_EVENTS, ALPN_MGMT, ALPN_RAFT, Peer
 
@@ -92,6 +93,11 @@ class Server:
         found = (p.connection for p in self._endpoint.protocols)
         return [c for c in found if c is not None and not c.closed]
 
+    def connections_of(self, node_id: str) -> int:
+        """How many connections the identity `node_id` holds open to this server (Raft ones
+        are not counted: per_identity.py)."""
+        return self._endpoint.slots.count(node_id)
+
     @property
     def handshakes(self) -> int:
         """Connections whose client is not verified yet (at most `max_half_open`)."""
@@ -117,12 +123,16 @@ async def serve(
     idle_timeout: float = IDLE_TIMEOUT,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     max_half_open: int = MAX_HALF_OPEN,
+    max_per_identity: int = 0,
 ) -> Server:
     """Listen on host:port (port 0: any free port, see Server.address) for the ALPNs in
-    `handlers`; `admit(peer, alpn)` may refuse a verified peer by returning a reason."""
+    `handlers`; `admit(peer, alpn)` may refuse a verified peer by returning a reason.
+    `max_per_identity` bounds the connections one identity may hold open (0: no bound;
+    Raft connections are not counted, per_identity.py)."""
     private.check()
     if not handlers:
         raise ValueError("serve() needs at least one ALPN handler")
+    slots = IdentitySlots(max_per_identity)
     endpoint = Endpoint(
         identity=identity,
         ca=identity.ca_certificate(),
@@ -132,6 +142,7 @@ async def serve(
         admit=admit,
         on_connection=on_connection,
         handshake_timeout=handshake_timeout,
+        slots=slots,
     )
     config = _configuration(identity, sorted(handlers), idle_timeout, max_frame, is_client=False)
 

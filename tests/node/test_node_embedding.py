@@ -46,6 +46,11 @@ def test_paths_given_as_strings_become_paths() -> None:
         ({"data_dir": None}, TypeError, "NodeSettings.data_dir: expected a path"),
         ({"certs_dir": b"certs"}, TypeError, "NodeSettings.certs_dir: expected a path"),
         ({"expect": 0}, ValueError, "NodeSettings.expect: expected a whole number"),
+        (
+            {"max_connections_per_identity": -1},
+            ValueError,
+            "NodeSettings.max_connections_per_identity: expected a whole number >= 0",
+        ),
     ],
 )
 def test_settings_a_program_got_wrong_are_refused_naming_the_field(

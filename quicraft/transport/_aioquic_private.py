@@ -445,6 +445,8 @@ def check() -> None:
         QuicPacketSpace()
     ):
         problems.append("QuicConnection._spaces[].ack_at")
+    if not isinstance(getattr(quic, "_state", None), QuicConnectionState):
+        problems.append("QuicConnection._state")
     if not isinstance(getattr(quic, "_streams", None), dict):
         problems.append("QuicConnection._streams")
     stream = QuicStream(stream_id=0)

@@ -150,7 +150,8 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
         default=MAX_CONNECTIONS_PER_IDENTITY,
         metavar="N",
         help="connections one client, admin or reader identity may hold open to this node "
-        f"at once (default: {MAX_CONNECTIONS_PER_IDENTITY}; 0: no limit); one more is refused "
+        f"from one host at once (default: {MAX_CONNECTIONS_PER_IDENTITY}; 0: no limit); one "
+        "more is refused "
         "(too_many_connections). A client holds one, plus one per events subscription. "
         "Connections between nodes are not counted",
     )

@@ -79,8 +79,9 @@ class NodeSettings:
     lan: bool = False
     #: Traces, metrics and log format (quicraft/telemetry); all off by default.
     telemetry: TelemetrySettings = NO_TELEMETRY
-    #: Connections one identity may hold open to this node on the client, management and
-    #: events ALPNs together (transport/per_identity.py); 0: no limit. Raft is not counted.
+    #: Connections one identity may hold open to this node from one host, on the client,
+    #: management and events ALPNs together (transport/per_identity.py); 0: no limit. Raft
+    #: is not counted.
     max_connections_per_identity: int = MAX_CONNECTIONS_PER_IDENTITY
 
     def __post_init__(self) -> None:

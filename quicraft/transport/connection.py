@@ -347,7 +347,7 @@ class PeerProtocol(QuicConnectionProtocol):
         """The connection is over for its identity's count (per_identity.py): closed by us,
         by the peer, or ended. Giving back twice changes nothing."""
         if self.connection is not None and not self._dialer:
-            self._ep.slots.give_back(self.connection.peer.node_id, self)
+            self._ep.slots.give_back(self.connection.peer, self)
 
     def _handshake_overdue(self) -> None:
         """Not verified in time: drop the connection without a word. Junk, a client that went

@@ -127,8 +127,8 @@ async def serve(
 ) -> Server:
     """Listen on host:port (port 0: any free port, see Server.address) for the ALPNs in
     `handlers`; `admit(peer, alpn)` may refuse a verified peer by returning a reason.
-    `max_per_identity` bounds the connections one identity may hold open (0: no bound;
-    Raft connections are not counted, per_identity.py)."""
+    `max_per_identity` bounds the connections one identity may hold open from one host (0:
+    no bound; Raft connections are not counted, per_identity.py)."""
     private.check()
     if not handlers:
         raise ValueError("serve() needs at least one ALPN handler")

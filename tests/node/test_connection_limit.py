@@ -41,8 +41,9 @@ def test_an_identity_at_its_limit_is_refused_in_one_line(
                         await second.kv.get("k")
                 assert caught.value.code == "forbidden"
                 assert "too_many_connections" in str(caught.value)
-                assert "connections open to this node as one identity may have (1)" in str(
-                    caught.value
+                assert (
+                    "connections open to this node from 127.0.0.1 as one identity may have "
+                    "from one address (1)" in str(caught.value)
                 )
 
                 argv = ["kv", "get", "k", "--cluster", CLUSTER, "--endpoints", where]

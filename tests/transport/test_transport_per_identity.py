@@ -79,7 +79,7 @@ def test_the_connection_one_too_many_is_refused_with_the_limit_named(
         err = caught.value
         assert err.reason == "too_many_connections"
         assert f"'cl' (id {cl.node_id}) already has as many connections open" in str(err)
-        assert err.detail.endswith("as one identity may have (2)")
+        assert err.detail.endswith("from 127.0.0.1 as one identity may have from one address (2)")
         assert server.refusals == {"too_many_connections": 1}
         logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("too_many_connections" in line and "'cl'" in line for line in logged)
@@ -182,17 +182,25 @@ def test_a_client_that_vanishes_gives_its_slot_back_at_the_idle_timeout(certs: C
     run(main())
 
 
-def test_slots_are_kept_by_identity_and_leave_nothing_behind() -> None:
+def test_slots_are_kept_by_identity_and_host_and_leave_nothing_behind() -> None:
     peer = Peer("abcd", "cl", Role.CLIENT, "c1", ("127.0.0.1", 1))
+    same_key_elsewhere = Peer("abcd", "cl", Role.CLIENT, "c1", ("10.0.0.7", 1))
     slots = IdentitySlots(1)
     assert slots.refusal(peer, ALPN_CLIENT) is None
     slots.take(peer, ALPN_CLIENT, "a")
     refusal = slots.refusal(peer, ALPN_EVENTS)
     assert refusal is not None and refusal.reason == "too_many_connections"
+    assert "from 127.0.0.1" in refusal.detail
     assert slots.refusal(peer, ALPN_RAFT) is None
-    slots.give_back("abcd", "a")
-    slots.give_back("abcd", "a")  # twice: no harm
-    slots.give_back("other", "b")  # never taken: no harm
+    # One certificate deployed on many hosts: each host has slots of its own.
+    assert slots.refusal(same_key_elsewhere, ALPN_CLIENT) is None
+    slots.take(same_key_elsewhere, ALPN_CLIENT, "b")
+    assert slots.count("abcd") == 2
+    slots.give_back(peer, "a")
+    slots.give_back(peer, "a")  # twice: no harm
+    slots.give_back(Peer("other", "x", Role.CLIENT, "c1", ("127.0.0.1", 2)), "c")  # never taken
+    assert slots.count("abcd") == 1 and slots.refusal(peer, ALPN_CLIENT) is None
+    slots.give_back(same_key_elsewhere, "b")
     assert slots.count("abcd") == 0 and not slots._held
     assert IdentitySlots(0).refusal(peer, ALPN_CLIENT) is None  # 0: no limit
     with pytest.raises(ValueError, match=">= 0"):

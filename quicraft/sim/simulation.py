@@ -49,6 +49,12 @@ KEYS = ("a", "b", "c")
 # Events one run may take (a normal run takes well under 100,000). Hitting it is a failure:
 # something loops, and a deterministic budget keeps that failure reproducible.
 EVENT_BUDGET = 2_000_000
+# Pauses (see _pause). A pause strikes the leader at least this often: it does the most work.
+PAUSE_LEADER = 0.75
+# The longest a watched pause (FaultProfile.watch) waits for a read it could answer stale.
+WATCH_LIMIT = 10 * ELECTION_TICK * TICK
+# Chance a client reads the key of its completed write next, through another node.
+FOLLOW_UP_READ = 0.75
 T = TypeVar("T")
 
 
@@ -101,6 +107,9 @@ class FaultProfile:
     # and what reaches it waits until it resumes. A leader that resumes has not noticed that
     # it was deposed; only a quorum round (ReadIndex) keeps it from answering reads then.
     pause: float
+    # Chance a leader's pause is watched: it lasts until a read that the leader could answer
+    # stale waits for it (WATCH_LIMIT at most), then its clients' requests go first.
+    watch: float
     snapshot_every: int
 
     @classmethod
@@ -134,6 +143,7 @@ class FaultProfile:
             transfer=chance(0.01),
             slow_disk=chance(0.01),
             pause=chance(0.02),
+            watch=0.75,
             snapshot_every=rng.choice((5, 20, 100)),
         )
 
@@ -161,6 +171,9 @@ class FaultProfile:
             transfer=0.05,
             slow_disk=0.02,
             pause=0.02,
+            # Its leaders are crashed too often to see their successors commit: a long pause
+            # would only keep its clients waiting.
+            watch=0.0,
             snapshot_every=rng.choice((20, 100)),
         )
 
@@ -209,6 +222,24 @@ class _Client:
     id: int
     seq: int = 0
     leader_hint: NodeId | None = None
+    # After a write: read its key next at another node (key, the node that took the write)
+    follow_up: tuple[str, NodeId] | None = None
+
+
+@dataclass(slots=True)
+class _Pause:
+    """A node frozen as in a long GC pause: what reaches it is held until it resumes."""
+
+    start: int
+    until: int
+    # On resume the held client requests go first, before the messages held with them. A
+    # process reads its sockets in any order; this is the one that exposes a deposed leader,
+    # which otherwise learns of its successor from the first message it reads.
+    clients_first: bool
+    # Ends early, at the moment that matters: once a read that was sent after a write of its
+    # key completed elsewhere (during the pause) waits here (_hold_request).
+    watch: bool
+    held: list[tuple[bool, Callable[[], None]]] = field(default_factory=list)  # (request?, run)
 
 
 @dataclass(slots=True)
@@ -240,7 +271,8 @@ class Simulation:
         self._faults_on = True
         self._last_value: dict[str, int | None] = {}
         self._slow_until: dict[NodeId, int] = {}
-        self._paused_until: dict[NodeId, int] = {}
+        self._pauses: dict[NodeId, _Pause] = {}
+        self._changed: dict[str, int] = {}  # key -> when a client last saw a write change it
         self._leader_commit: dict[NodeId, tuple[int, int]] = {}  # (term, commit) seen
         self._next_id = options.nodes + 1
         self.nodes: dict[NodeId, SimNode] = {}
@@ -317,14 +349,16 @@ class Simulation:
         self._at(self.rng.randrange(1, TICK + 1), tick)
 
     def _paused(self, node: SimNode) -> bool:
-        return self._paused_until.get(node.id, 0) > self.now
+        return node.id in self._pauses
 
-    def _defer_if_paused(self, node: SimNode, fn: Callable[[], None]) -> bool:
-        """A paused node does nothing: run `fn` once it resumes, in a random order with what
-        else waited for it (a message may come before or after a client's request)."""
-        if not self._paused(node):
+    def _defer_if_paused(
+        self, node: SimNode, fn: Callable[[], None], request: bool = False
+    ) -> bool:
+        """A paused node does nothing: run `fn` once it resumes (`request`: a client's)."""
+        pause = self._pauses.get(node.id)
+        if pause is None:
             return False
-        self._at(self._paused_until[node.id] - self.now + self.rng.randint(0, TICK), fn)
+        pause.held.append((request, fn))
         return True
 
     # -- the Ready contract -----------------------------------------------------------------
@@ -429,6 +463,14 @@ class Simulation:
             expected = self._last_value.get(key) if self.rng.random() < 0.7 else None
             args = (expected, self.rng.randint(1, 99))
         node = self._pick_node(client)
+        if client.follow_up is not None:
+            # Read one's own write through another node, as a client reading from the
+            # nearest node does: right after a leader change, that may be the old leader.
+            key, writer = client.follow_up
+            client.follow_up = None
+            others = [n for n in self._alive() if n.id != writer]
+            if others:
+                kind, args, node = "get", (), self.rng.choice(others)
         if node is None:
             self._at(TICK, lambda: self._client_loop(client))
             return
@@ -440,7 +482,8 @@ class Simulation:
         """`node` takes the client's request (later, if it is paused; never, if it crashed)."""
         if op.done or not node.alive or node.epoch != epoch:
             return  # the client gave up, or the request died with the node: it times out
-        if self._defer_if_paused(node, lambda: self._request(client, op, node, epoch)):
+        if self._defer_if_paused(node, lambda: self._request(client, op, node, epoch), True):
+            self._hold_request(node, op)
             return
         if op.kind == "get":
             ctx = f"{client.id}:{client.seq}".encode()
@@ -469,6 +512,11 @@ class Simulation:
 
     def _complete(self, op: _Op, result: object) -> None:
         op.done = True
+        if op.kind != "get":
+            if op.kind in ("put", "incr") or result is True:
+                self._changed[op.key] = self.now
+            if self.rng.random() < FOLLOW_UP_READ:
+                self._clients[op.client].follow_up = (op.key, op.node)
         self.stats.add("ops ok")
         self.history.append(
             Operation(op.client, op.key, op.kind, op.args, op.call, self.now, result)
@@ -531,13 +579,13 @@ class Simulation:
         leaders = [n for n in self._alive() if n.core.role is Role.LEADER]
         return max(leaders, key=lambda n: n.core.term, default=None)
 
-    def _victim(self, candidates: list[SimNode]) -> SimNode | None:
+    def _victim(self, candidates: list[SimNode], bias: float = 0.0) -> SimNode | None:
         """The node a crash or a pause strikes: the leader, if among `candidates`, as often
-        as the profile says, else any of them."""
+        as the profile says (or `bias`, if more), else any of them."""
         if not candidates:
             return None
         leader = self.leader()
-        if leader in candidates and self.rng.random() < self.profile.crash_leader:
+        if leader in candidates and self.rng.random() < max(bias, self.profile.crash_leader):
             return leader
         return self.rng.choice(candidates)
 
@@ -547,21 +595,60 @@ class Simulation:
             self._crash(node, quick=self.rng.random() < self.profile.quick_restart)
 
     def _pause_one(self) -> None:
-        node = self._victim([n for n in self._alive() if not self._paused(n)])
+        node = self._victim([n for n in self._alive() if not self._paused(n)], PAUSE_LEADER)
         if node is not None:
             self._pause(node)
 
     def _pause(self, node: SimNode) -> None:
+        if any(p.watch for p in self._pauses.values()):
+            return  # while a watched pause waits, the others keep going
         # Long enough, mostly, for the others to elect a new leader and commit without it.
-        self._paused_until[node.id] = self.now + self.rng.randint(1, 6) * ELECTION_TICK * TICK
+        # A watched leader's pause instead lasts until a read it could answer stale waits for
+        # it (up to WATCH_LIMIT): its clients give up on it only after OP_TIMEOUT, and then
+        # must find the new leader and complete a write there first.
+        watch = node.core.role is Role.LEADER and self.rng.random() < self.profile.watch
+        length = WATCH_LIMIT if watch else self.rng.randint(1, 6) * ELECTION_TICK * TICK
+        clients_first = watch or self.rng.random() < 0.5
+        pause = _Pause(self.now, self.now + length, clients_first, watch)
+        self._pauses[node.id] = pause
+        self._at(length, lambda: self._resume(node, pause))
         self.stats.add("pauses")
         self._note(f"{node.id} pauses")
+
+    def _resume(self, node: SimNode, pause: _Pause) -> None:
+        """End `pause` (unless it already ended) and release what it held within a tick, in
+        a random order, or the client requests first."""
+        if self._pauses.get(node.id) is not pause:
+            return  # ended early, or by a crash
+        del self._pauses[node.id]
+        if node.alive:
+            self._note(
+                f"{node.id} resumes" + (", its clients first" if pause.clients_first else "")
+            )
+        for request, fn in pause.held:
+            if pause.clients_first:
+                self._at(0 if request else self.rng.randint(1, TICK), fn)
+            else:
+                self._at(self.rng.randint(0, TICK), fn)
+
+    def _hold_request(self, node: SimNode, op: _Op) -> None:
+        """A request waits on a pause. A watched one ends within a tick if this is a read
+        sent after a write changed its key during the pause: a read the paused node may not
+        answer with what it holds (a linearizability violation if it does)."""
+        pause = self._pauses[node.id]
+        changed = self._changed.get(op.key, -1)
+        if pause.watch and op.kind == "get" and pause.start < changed < op.call:
+            pause.watch = False
+            pause.until = self.now + self.rng.randint(1, TICK)
+            self._at(pause.until - self.now, lambda: self._resume(node, pause))
 
     def _crash(self, node: SimNode, quick: bool) -> None:
         if not node.alive:
             return
         node.crash()
-        self._paused_until.pop(node.id, None)  # it restarts running
+        pause = self._pauses.get(node.id)
+        if pause is not None:  # it restarts running; what it held finds it crashed
+            self._resume(node, pause)
         self.stats.add("crashes")
         self._note(f"{node.id} crashes")
         down = self.rng.randint(1, 2 * TICK) if quick else self.rng.randint(5, 50) * TICK
@@ -689,7 +776,8 @@ class Simulation:
         self.net.heal()
         self.net.faults = NetworkFaults(max_delay=self.profile.network.max_delay)
         self._slow_until.clear()
-        self._paused_until.clear()
+        for nid in sorted(self._pauses):
+            self._resume(self.nodes[nid], self._pauses[nid])
         for node in list(self.nodes.values()):
             if not node.alive:
                 self._restart(node)

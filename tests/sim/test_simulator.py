@@ -213,7 +213,7 @@ def test_pauses_happen_and_a_paused_node_does_nothing() -> None:
         node.core.log.last_index(),
         node.core._election_elapsed,
     )
-    until = sim._paused_until[node.id]
+    until = sim._pauses[node.id].until
     sim._run_until(until - 1)
     after = (
         node.core.term,
@@ -226,3 +226,30 @@ def test_pauses_happen_and_a_paused_node_does_nothing() -> None:
     assert not sim._paused(node)
     paused = sum(run_seed(SimOptions(s)).stats.get("pauses", 0) for s in range(20))
     assert paused > 0
+
+
+def test_a_leader_answering_reads_without_a_quorum_round_is_caught_in_many_seeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ReadIndex confirms leadership with a heartbeat round before it answers (§6.4). A
+    leader that answers at once serves stale reads once deposed; the simulator caught that in
+    3 of 300 mixed seeds, though linearizable reads are what quicraft promises. Watched
+    pauses (a deposed leader resumes just when a read it could answer stale waits for it,
+    and reads its clients' requests first) and reads of one's own write through another node
+    now catch it in about a quarter of them (17 of seeds 0-59, 10 to 20 in every other run of
+    60 seeds up to 600)."""
+    from quicraft.core import RaftCore
+
+    confirmed_read = RaftCore._leader_read
+
+    def answered_at_once(core: RaftCore, read: Any) -> None:
+        confirmed_read(core, read)
+        for waiting in core._reads:  # as if every round were already confirmed
+            waiting.round = 0
+        core._release_reads()
+
+    monkeypatch.setattr(RaftCore, "_leader_read", answered_at_once)
+    results = [run_seed(SimOptions(seed)) for seed in range(60)]
+    failed = [r for r in results if not r.ok]
+    assert all(r.violation is not None and r.violation.prop == "linearizability" for r in failed)
+    assert len(failed) >= 8, [r.options.seed for r in failed]

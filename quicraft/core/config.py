@@ -13,6 +13,7 @@ DELIBERATE_BUGS = frozenset(
         "commit_old_term_by_counting",  # commit by replica count alone, ignoring §5.4.2
         "forget_vote_persist",  # hand the runtime a hard state without the vote
         "read_index_before_term_commit",  # serve ReadIndex before the term's first commit
+        "read_index_without_quorum_round",  # answer ReadIndex without a heartbeat round
         "send_before_term_durable",  # let a leader's messages leave before its new term is stored
     }
 )

@@ -109,4 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()  # a reader gone fails here, not in Python's exit
+    except BrokenPipeError:  # its reader went away (| head): end quietly, as `quicraft` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes again
+        code = 141
+    sys.exit(code)

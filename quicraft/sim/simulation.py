@@ -466,11 +466,11 @@ class Simulation:
         if client.follow_up is not None:
             # Read one's own write through another node, as a client reading from the
             # nearest node does: right after a leader change, that may be the old leader.
-            key, writer = client.follow_up
+            written, writer = client.follow_up
             client.follow_up = None
             others = [n for n in self._alive() if n.id != writer]
             if others:
-                kind, args, node = "get", (), self.rng.choice(others)
+                kind, key, args, node = "get", written, (), self.rng.choice(others)
         if node is None:
             self._at(TICK, lambda: self._client_loop(client))
             return

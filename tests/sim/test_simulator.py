@@ -242,3 +242,16 @@ def test_a_leader_answering_reads_without_a_quorum_round_is_caught_in_many_seeds
     failed = [r for r in results if not r.ok]
     assert all(r.violation is not None and r.violation.prop == "linearizability" for r in failed)
     assert len(failed) >= 8, [r.options.seed for r in failed]
+
+
+def test_a_reader_that_goes_away_ends_the_simulator_quietly() -> None:
+    """`python -m quicraft.sim ... | head -n 1`, as the reproduce line of a failure may be run:
+    the reader closes the pipe after one line, and the simulator printed a traceback."""
+    command = [sys.executable, "-m", "quicraft.sim", "--seeds", "40", "--jobs", "1"]
+    command += ["--bug", "read_index_without_quorum_round"]
+    sim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert sim.stdout is not None and sim.stderr is not None
+    assert sim.stdout.readline().startswith(b"seed ")  # a failing seed's report
+    sim.stdout.close()
+    assert sim.wait(timeout=120) == 141
+    assert sim.stderr.read() == b""

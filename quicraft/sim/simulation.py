@@ -53,7 +53,8 @@ EVENT_BUDGET = 2_000_000
 PAUSE_LEADER = 0.75
 # The longest a watched pause (FaultProfile.watch) waits for a read it could answer stale.
 WATCH_LIMIT = 10 * ELECTION_TICK * TICK
-# Chance a client reads the key of its completed write next, through another node.
+# Chance a client reads the key of its completed write next, through another node, while
+# a node is paused.
 FOLLOW_UP_READ = 0.75
 T = TypeVar("T")
 
@@ -515,7 +516,9 @@ class Simulation:
         if op.kind != "get":
             if op.kind in ("put", "incr") or result is True:
                 self._changed[op.key] = self.now
-            if self.rng.random() < FOLLOW_UP_READ:
+            # Only while a node is paused (the old leader, mostly): at other times the reads
+            # would only take the place of writes, which the other checks feed on.
+            if self._pauses and self.rng.random() < FOLLOW_UP_READ:
                 self._clients[op.client].follow_up = (op.key, op.node)
         self.stats.add("ops ok")
         self.history.append(

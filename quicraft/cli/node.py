@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     )
     node.add_argument(
         "--expect",
-        type=_count,
+        type=_at_least(1),
         default=1,
         metavar="N",
         help="a new node waits until N nodes of the cluster (itself included) are found and "
@@ -96,7 +97,7 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     )
     node.add_argument(
         "--voters",
-        type=_count,
+        type=_at_least(1),
         default=3,
         metavar="N",
         help="the leader promotes nodes that join to voters while there are fewer than N "
@@ -146,7 +147,7 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     )
     node.add_argument(
         "--max-connections-per-identity",
-        type=_limit,
+        type=_at_least(0),
         default=MAX_CONNECTIONS_PER_IDENTITY,
         metavar="N",
         help="connections one client, admin or reader identity may hold open to this node "
@@ -164,26 +165,22 @@ def add_node_arguments(node: argparse.ArgumentParser) -> None:
     add_node_telemetry_arguments(node)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argument type: a whole number of at least `low` (0, where allowed: no limit)."""
+    meaning = " (0: no limit)" if low == 0 else ""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of at least {low}{meaning}, not {text!r}"
+            )
+        return value
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number of at least 0 (0: no limit), not {text!r}"
-        )
-    return value
+    return parse
 
 
 def settings_from(args: argparse.Namespace) -> NodeSettings:

@@ -212,7 +212,7 @@ class PeerProtocol(QuicConnectionProtocol):
         self._heard_at = now = self._evloop.time()
         private.receive_acking_every_second(self._q, cast(bytes, data), addr, now)
         self._process_events()
-        if not self._dialer and self.connection is not None and private.closing(self._q):
+        if private.closing(self._q):
             self._give_back_slot()  # the peer closed: aioquic says so only after draining
         self.streams.transmit_soon()
 

@@ -225,6 +225,8 @@ class _Client:
     leader_hint: NodeId | None = None
     # After a write: read its key next at another node (key, the node that took the write)
     follow_up: tuple[str, NodeId] | None = None
+    # Only reads what _maybe_observe sends it to, one at a time: no loop of its own.
+    observer: bool = False
 
 
 @dataclass(slots=True)
@@ -268,6 +270,11 @@ class Simulation:
         self._writes: dict[tuple[NodeId, int], _Op] = {}
         self._reads: dict[bytes, _Op] = {}
         self._clients = [_Client(i) for i in range(options.clients)]
+        self._observer = _Client(options.clients, observer=True)
+        self._clients.append(self._observer)
+        self._observing: _Op | None = None
+        # The acknowledged write of the highest index so far: (index, key).
+        self._newest_write: tuple[int, str] | None = None
         self._clients_on = True
         self._faults_on = True
         self._last_value: dict[str, int | None] = {}
@@ -373,6 +380,7 @@ class Simulation:
                 # At once (before its no-op leaves) or a few round trips in (mid catch-up).
                 delay = self.rng.choice((self.rng.randint(0, 3), self.rng.randint(0, 4 * TICK)))
                 self._at(delay, lambda: self._strike_leader(node))
+            self._maybe_observe(node)
         self._send(node, rd.messages)
         slow = self._slow_until.get(node.id, 0) > self.now
         delay = self.rng.randint(20, 80) if slow else self.rng.randint(0, 3)
@@ -400,6 +408,8 @@ class Simulation:
             op = self._writes.pop((node.id, a.entry.index), None)
             if op is not None and not op.done:
                 if op.term == a.entry.term:
+                    if self._newest_write is None or a.entry.index > self._newest_write[0]:
+                        self._newest_write = (a.entry.index, op.key)
                     self._complete(op, a.result)
                 else:
                     self._fail(op)  # another entry took its index: it was never applied
@@ -504,6 +514,25 @@ class Simulation:
         if self._faults_on and self.rng.random() < self.profile.pounce / 4:
             self._at(0, lambda: self._strike_leader(node))
 
+    def _maybe_observe(self, leader: SimNode) -> None:
+        """Read the key of the newest acknowledged write from a `leader` just elected that
+        does not know that write is committed, as a client reading right after a failover
+        does. Only an entry of its own term committed tells it (§6.4): a ReadIndex taken
+        from it before then could miss the write (read_index_before_term_commit)."""
+        newest, observer, observing = self._newest_write, self._observer, self._observing
+        if not self._faults_on or newest is None or (observing is not None and not observing.done):
+            return
+        index, key = newest
+        if leader.core.log.committed >= index:
+            return
+        observer.seq += 1
+        op = self._observing = _Op(observer.id, key, "get", (), self.now, leader.id)
+        self._at(OP_TIMEOUT, lambda: self._time_out(op))
+        self.stats.add("observed elections")
+        self._note(f"{leader.id} is read from for {key!r}, written at {index}: is it committed?")
+        epoch = leader.epoch
+        self._at(self.rng.randint(0, 3), lambda: self._request(observer, op, leader, epoch))
+
     def _pick_node(self, client: _Client) -> SimNode | None:
         hint = self.nodes.get(client.leader_hint or "")
         if hint is not None and hint.alive and self.rng.random() < 0.9:
@@ -550,6 +579,8 @@ class Simulation:
 
     def _next_op(self, op: _Op) -> None:
         client = self._clients[op.client]
+        if client.observer:
+            return
         self._at(self.rng.randint(0, 2 * TICK), lambda: self._client_loop(client))
 
     # -- faults ---------------------------------------------------------------------------
@@ -768,7 +799,7 @@ class Simulation:
         return SimResult(self.options, violation, list(self.trace), dict(self.stats.counts))
 
     def _fault_phase(self) -> None:
-        for client in self._clients:
+        for client in self._clients[:-1]:  # not the observer
             self._at(self.rng.randint(0, 5 * TICK), lambda c=client: self._client_loop(c))  # type: ignore[misc]
         self._at(TICK, self._fault_tick)
         self._run_until(self.options.steps * TICK)

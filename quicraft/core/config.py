@@ -15,6 +15,8 @@ DELIBERATE_BUGS = frozenset(
         "read_index_before_term_commit",  # serve ReadIndex before the term's first commit
         "read_index_without_quorum_round",  # answer ReadIndex without a heartbeat round
         "send_before_term_durable",  # let a leader's messages leave before its new term is stored
+        "conf_change_before_term_commit",  # propose a member change before the term commits
+        "conf_change_while_one_pending",  # propose a member change while one is uncommitted
     }
 )
 

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PROFILES,
         default="mixed",
         help="fault mix: 'mixed' draws a different mix per seed (default); 'leader-faults' "
-        "crashes and isolates leaders often, with one entry per message",
+        "crashes and isolates leaders often, with one entry per message; 'membership' "
+        "changes the members often, proposing changes where a correct leader refuses them",
     )
     parser.add_argument(
         "--bug",

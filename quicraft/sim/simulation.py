@@ -111,12 +111,19 @@ class FaultProfile:
     # Chance a leader's pause is watched: it lasts until a read that the leader could answer
     # stale waits for it (WATCH_LIMIT at most), then its clients' requests go first.
     watch: float
+    # Chance, at each moment a correct core refuses a membership change (a leader just
+    # elected, before its term's first commit; a change just proposed, before it commits),
+    # that the leader proposes one at once; and that a leader which just proposed a change
+    # is struck (a crash, a pause or its isolation).
+    change_pounce: float
     snapshot_every: int
 
     @classmethod
     def draw(cls, rng: random.Random, kind: str) -> FaultProfile:
         if kind == "leader-faults":
             return cls.leader_faults(rng)
+        if kind == "membership":
+            return cls.membership(rng)
 
         def chance(high: float) -> float:
             return 0.0 if rng.random() < 0.25 else rng.uniform(0.0, high)
@@ -145,6 +152,7 @@ class FaultProfile:
             slow_disk=chance(0.01),
             pause=chance(0.02),
             watch=0.75,
+            change_pounce=0.0,
             snapshot_every=rng.choice((5, 20, 100)),
         )
 
@@ -175,11 +183,39 @@ class FaultProfile:
             # Its leaders are crashed too often to see their successors commit: a long pause
             # would only keep its clients waiting.
             watch=0.0,
+            change_pounce=0.0,
+            snapshot_every=rng.choice((20, 100)),
+        )
+
+    @classmethod
+    def membership(cls, rng: random.Random) -> FaultProfile:
+        """Membership changes often, and at the moments that matter: proposed by a leader
+        just elected and right after another (which a correct core refuses: thesis §4.1 and
+        the single-server change bug of 2015), and followed by the leader's fall.
+        """
+        return cls(
+            network=NetworkFaults(drop=0.02, duplicate=0.02, max_delay=rng.choice((3, 10))),
+            max_entries_per_msg=rng.choice((1, 64)),
+            max_inflight_msgs=rng.choice((1, 256)),
+            pre_vote=rng.random() < 0.5,
+            check_quorum=rng.random() < 0.5,
+            quick_restart=0.5,
+            crash_leader=0.7,
+            pounce=0.2,
+            crash_loses_sends=0.5,
+            crash=0.01,
+            partition=0.02,
+            churn=0.1,
+            transfer=0.01,
+            slow_disk=0.01,
+            pause=0.005,
+            watch=0.0,
+            change_pounce=0.5,
             snapshot_every=rng.choice((20, 100)),
         )
 
 
-PROFILES = ("mixed", "leader-faults")
+PROFILES = ("mixed", "leader-faults", "membership")
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +417,7 @@ class Simulation:
                 delay = self.rng.choice((self.rng.randint(0, 3), self.rng.randint(0, 4 * TICK)))
                 self._at(delay, lambda: self._strike_leader(node))
             self._maybe_observe(node)
+            self._maybe_change_at_once()
         self._send(node, rd.messages)
         slow = self._slow_until.get(node.id, 0) > self.now
         delay = self.rng.randint(20, 80) if slow else self.rng.randint(0, 3)
@@ -738,18 +775,23 @@ class Simulation:
             self.net.heal()
             self._note("network healed")
 
-    def _churn(self) -> None:
+    def _churn(self, of_voters: bool = False) -> None:
+        """The leader proposes a membership change; `of_voters`: one that changes the voters
+        if it can (a learner's does not move a quorum)."""
         leader = self.leader()
         if leader is None or self._paused(leader):
             return
         members = leader.core.membership
+        voters = [ConfChange(ConfChangeKind.PROMOTE, n) for n in sorted(members.learners)]
+        if len(members.voters) > 3:
+            voters += [ConfChange(ConfChangeKind.REMOVE, n) for n in sorted(members.voters)]
         choices: list[ConfChange] = []
         if len(members.members()) < self.options.nodes + 2:
             choices.append(ConfChange(ConfChangeKind.ADD_LEARNER, f"n{self._next_id}"))
-        choices += [ConfChange(ConfChangeKind.PROMOTE, n) for n in sorted(members.learners)]
-        if len(members.voters) > 3:
-            choices += [ConfChange(ConfChangeKind.REMOVE, n) for n in sorted(members.voters)]
+        choices += voters
         choices += [ConfChange(ConfChangeKind.REMOVE, n) for n in sorted(members.learners)]
+        if of_voters and voters:
+            choices = voters
         if not choices:  # grown from fewer than three founders to its cap: nothing to change
             return
         change = self.rng.choice(choices)
@@ -763,6 +805,19 @@ class Simulation:
         if change.kind is ConfChangeKind.ADD_LEARNER:
             self._next_id += 1
             self._add_node(change.node, Durable())
+        self._maybe_change_at_once()
+        if self._change_pounces():
+            self._at(self.rng.randint(0, 2 * TICK), lambda: self._strike_leader(leader))
+
+    def _maybe_change_at_once(self) -> None:
+        """At a moment a correct core refuses a membership change, sometimes propose one."""
+        if self._change_pounces():
+            self._at(self.rng.randint(0, 3), lambda: self._churn(of_voters=True))
+
+    def _change_pounces(self) -> bool:
+        # Profiles without change pounces draw nothing here: their seeds run as before.
+        chance = self.profile.change_pounce
+        return self._faults_on and chance > 0 and self.rng.random() < chance
 
     def _transfer(self) -> None:
         leader = self.leader()

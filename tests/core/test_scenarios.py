@@ -212,6 +212,51 @@ def test_uncommitted_change_at_old_leader_then_new_change() -> None:
     net.assert_safe()
 
 
+@pytest.mark.parametrize(
+    ("bugs", "lost"), [(frozenset(), False), (frozenset({"conf_change_before_term_commit"}), True)]
+)
+def test_a_change_before_the_terms_first_commit_loses_a_committed_entry(
+    bugs: frozenset[str], lost: bool
+) -> None:
+    """Trap (raft-dev, 2015): the single-server change bug, played out. a's change (e a
+    voter) reaches only e before a is cut off. b, elected by the old voters without it,
+    proposes another at once (f a voter) and commits it with b, c and f. a, with d and e,
+    a majority of its own voters, then wins a later term without b's committed entries, and
+    its commit replaces them. The rule that prevents it (`conf_change_before_term_commit`
+    drops it): a leader proposes a change only once an entry of its term is committed, on a
+    majority of the voters that elected it; a cannot be elected again without one of them,
+    and none of them votes for a log that lacks that entry."""
+    net = Network("abcd", **PAPER, deliberate_bugs=bugs)
+    a = net.elect("a")
+    for learner in "ef":
+        net.add(learner)
+        a.propose_conf_change(ConfChange(ADD_LEARNER, learner))
+        net.deliver()
+    net.tick()  # every node knows both are committed
+    a.propose_conf_change(ConfChange(PROMOTE, "e"))
+    net.deliver(MT.APPEND, frm="a", to="e", once=True)
+    net.isolate("a")
+    net.drop(frm="a")
+    net.drop(to="a")
+    b = net.elect("b", settle=False)  # by b, c and d: a's change reached none of them
+    if not lost:
+        with pytest.raises(ProposalDropped, match="not yet committed an entry of its term"):
+            b.propose_conf_change(ConfChange(PROMOTE, "f"))
+        return
+    b.propose_conf_change(ConfChange(PROMOTE, "f"))
+    net.drain_all()
+    net.drop(frm="b", to=["d", "e"])
+    net.heal()
+    net.blocked = {(x, y) for x in "bcf" for y in "ade"} | {(y, x) for x in "bcf" for y in "ade"}
+    net.deliver()
+    assert b.log.committed == b.log.last_index()  # b's no-op and change, by b, c and f
+    committed = net.log("b")[-2:]
+    net.elect("a", settle=False)  # by a, d and e: neither d nor e holds b's entries
+    net.deliver()
+    assert not set(committed) & set(net.log("a"))
+    assert net.conflicts  # a applied other entries at b's committed indexes
+
+
 def test_new_leader_commits_inherited_change_before_next() -> None:
     """Trap: the new leader inherits an uncommitted change in its log. It must commit it (with
     its no-op) before proposing another, so two changes are never pending at once."""

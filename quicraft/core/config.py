@@ -17,6 +17,8 @@ DELIBERATE_BUGS = frozenset(
         "send_before_term_durable",  # let a leader's messages leave before its new term is stored
         "conf_change_before_term_commit",  # propose a member change before the term commits
         "conf_change_while_one_pending",  # propose a member change while one is uncommitted
+        "append_without_prev_check",  # take entries after any entry at the leader's prev index
+        "ack_before_durable",  # let a follower's acks leave before its write stores the entries
     }
 )
 

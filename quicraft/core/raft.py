@@ -456,7 +456,10 @@ class RaftCore:
             self._ack(m.frm, self.log.committed)
             return
         truncations = self.log.truncations
-        last = self.log.maybe_append(m.index, m.log_term, m.entries)
+        prev_term = m.log_term
+        if self._bug("append_without_prev_check"):
+            prev_term = self.log.term(m.index) or prev_term  # whatever is there passes
+        last = self.log.maybe_append(m.index, prev_term, m.entries)
         if last is not None:
             if self.log.truncations != truncations:
                 self._take_back_acks()
@@ -483,8 +486,11 @@ class RaftCore:
         # the ack is read), so that _take_back_acks, and checkers, can tell it.
         term = self.log.term(index)
         assert term is not None  # an ack names the last entry appended, or the commit index
-        self._send(Message(MessageType.APPEND_RESP, to, self.id, self.term, index=index,
-                           log_term=term))  # fmt: skip
+        ack = Message(MessageType.APPEND_RESP, to, self.id, self.term, index=index, log_term=term)
+        if self._bug("ack_before_durable"):
+            self._msgs.append(ack)
+            return
+        self._send(ack)
 
     def _take_back_acks(self) -> None:
         """A leader's entries, or its snapshot, replaced some of ours: an ack still waiting for

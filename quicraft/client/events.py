@@ -18,6 +18,9 @@ Rules:
   "compacted", with `oldest`): re-read the state, then subscribe with since=oldest.
   bad_request and forbidden from a node are raised at once; a refused connection (a node of
   another cluster listed by mistake) is passed by, forbidden once every endpoint refused.
+  A node that refuses it for too many connections of this identity from this host
+  (too_many_connections) is not final: a slot frees as soon as one of them closes, so that
+  is waited for, with one warning, as for a node that cannot be reached.
   Nothing else ends it: it retries, backing off to RETRY_MAX_S, until the caller stops
   iterating.
 - When no node could be reached for UNREACHABLE_WARN_S, it logs one warning (and one more
@@ -43,6 +46,7 @@ from quicraft.telemetry import global_tracing, traceparent
 from quicraft.transport import ALPN_EVENTS, Connection, Identity, RefusedError, TransportError
 from quicraft.transport import connect as quic_connect
 from quicraft.transport.address import Address, format_address
+from quicraft.transport.per_identity import TOO_MANY_CONNECTIONS
 from quicraft.wire import (
     Event,
     EventStreamEnd,
@@ -143,11 +147,17 @@ async def subscribe(
             if conn is None:
                 return  # the client closed
             life.track(conn)
-        except RefusedError as err:  # passed by, as the request clients do (channel.py)
-            refused.add(where)
-            if refused >= {format_address(a) for a in endpoints}:
-                raise ClientError("forbidden", f"refused by {where}: {err}") from None
-            log.info("events: refused by %s: %s", where, err)
+        except RefusedError as err:
+            if err.reason == TOO_MANY_CONNECTIONS:  # waited for (module rules)
+                log.info("events: %s", failure_at(where, err))
+                if not warned:
+                    log.warning("events: %s; waiting for a free slot", failure_at(where, err))
+                    warned = True
+            else:  # passed by, as the request clients do (channel.py)
+                refused.add(where)
+                if refused >= {format_address(a) for a in endpoints}:
+                    raise ClientError("forbidden", f"refused by {where}: {err}") from None
+                log.info("events: refused by %s: %s", where, err)
         except TransportError as err:
             log.info("events: cannot reach %s: %s", where, err)
             now = loop.time()

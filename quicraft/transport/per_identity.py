@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .verify import ALPN_RAFT, Peer, Refusal
 
-TOO_MANY = "too_many_connections"  # the refusal reason, as counted and sent
+TOO_MANY_CONNECTIONS = "too_many_connections"  # the refusal reason, as counted and sent
 
 
 class IdentitySlots:
@@ -54,7 +54,7 @@ class IdentitySlots:
             f"{peer.name!r} (id {peer.node_id}) already has as many connections open to this "
             f"node from {peer.address[0]} as one identity may have from one address ({count})"
         )
-        return Refusal(TOO_MANY, detail)
+        return Refusal(TOO_MANY_CONNECTIONS, detail)
 
     def take(self, peer: Peer, alpn: str, connection: object) -> None:
         if alpn != ALPN_RAFT:

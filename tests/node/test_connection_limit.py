@@ -74,6 +74,50 @@ def test_an_identity_at_its_limit_is_refused_in_one_line(
     asyncio.run(scenario())
 
 
+def test_a_subscription_at_the_limit_waits_for_a_free_slot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal for too many connections is not final, as one from another cluster is: the
+    slot frees once another connection of the identity closes. A subscription refused so
+    ended with `forbidden`; it now waits for the slot, with one warning, and follows the
+    events once it has one."""
+
+    async def scenario() -> None:
+        async with nodes_in(tmp_path, ["n1"]) as nodes:
+            node = nodes.node("n1", max_connections_per_identity=1)
+            await node.start()
+            issue(nodes.certs, CLUSTER, "app", Role.CLIENT)
+            where = f"127.0.0.1:{nodes.ports['n1']}"
+
+            def refused() -> float:
+                counts = {labels["reason"]: n for n, labels in node._refusals()}
+                return counts.get("too_many_connections", 0)
+
+            async with connect(where, CLUSTER, nodes.certs, "app") as holder:
+                await holder.kv.set("k", b"1")  # its one slot is taken
+                async with connect(where, CLUSTER, nodes.certs, "app") as watcher:
+                    events = watcher.events(kinds=["kv"])
+                    first = asyncio.ensure_future(anext(events))
+                    await until(lambda: refused() >= 2)  # refused, and tried again
+                    assert not first.done()
+                    await holder.close()  # frees the slot
+                    await until(lambda: node.event_service.subscribers == 1)
+                    async with connect(where, CLUSTER, nodes.certs, "admin") as admin:
+                        revision = await admin.kv.set("k", b"2")
+                    event = await asyncio.wait_for(first, 10)
+                    assert (event.kind, event.data["key"], event.data["revision"]) == (
+                        "kv",
+                        "k",
+                        revision,
+                    )
+                    await events.aclose()
+            waits = [r for r in caplog.records if "waiting for a free slot" in r.getMessage()]
+            assert [r.levelno for r in waits] == [logging.WARNING]
+            assert "too_many_connections" in waits[0].getMessage()
+
+    asyncio.run(scenario())
+
+
 def test_the_limit_is_a_node_flag_with_a_default() -> None:
     parser = build_parser()
     common = ["node", "--cluster", "c1", "--name", "n1", "--no-mdns"]

@@ -19,6 +19,7 @@ DELIBERATE_BUGS = frozenset(
         "conf_change_while_one_pending",  # propose a member change while one is uncommitted
         "append_without_prev_check",  # take entries after any entry at the leader's prev index
         "ack_before_durable",  # let a follower's acks leave before its write stores the entries
+        "snapshot_keeps_conflicting_log",  # keep our log under a snapshot whatever its term there
     }
 )
 

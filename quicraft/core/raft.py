@@ -508,7 +508,10 @@ class RaftCore:
         if snap is None or snap.meta.index <= self.log.committed:
             self._ack(m.frm, self.log.committed)
             return
-        if self.log.matches(snap.meta.index, snap.meta.term):
+        held = self.log.term(snap.meta.index)
+        if held == snap.meta.term or (
+            held is not None and self._bug("snapshot_keeps_conflicting_log")
+        ):
             # We already hold that prefix: just learn it is committed and keep the rest.
             self.log.commit_to(snap.meta.index)
         else:

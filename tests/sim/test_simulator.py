@@ -96,6 +96,7 @@ BUGS: dict[str, tuple[tuple[str, ...], int, dict[str, Any]]] = {
     "conf_change_while_one_pending": (SPLIT_BRAIN, 200, MEMBERSHIP),
     "append_without_prev_check": (("log matching", "state machine safety"), 200, LEADER_FAULTS),
     "ack_before_durable": (("durable ack",), 200, {}),
+    "snapshot_keeps_conflicting_log": (("state machine safety",), 200, {}),
     # Only a single voter is elected within one Ready: a cluster of one founder that grows.
     "send_before_term_durable": (("durable term",), 200, {"nodes": 1}),
 }

@@ -20,11 +20,14 @@ Rules:
   another cluster listed by mistake) is passed by, forbidden once every endpoint refused.
   A node that refuses it for too many connections of this identity from this host
   (too_many_connections) is not final: a slot frees as soon as one of them closes, so that
-  is waited for, with one warning, as for a node that cannot be reached.
+  is waited for, as for a node that cannot be reached, with a warning (below).
   Nothing else ends it: it retries, backing off to RETRY_MAX_S, until the caller stops
   iterating.
 - When no node could be reached for UNREACHABLE_WARN_S, it logs one warning (and one more
   once a node answers again), so that a wrong address does not look like a quiet cluster.
+  A node refusing it for too many connections is told at once, in a warning of its own:
+  each is said once while it lasts, and again only after the other was said (one warning
+  could not tell, after a restart of every node, that they now answer with that refusal).
 - The idle timeout is short (IDLE_TIMEOUT_S) so that a node that died without a word is
   noticed in seconds, not after the transport's default half minute; a node that does not
   answer a connect is left as the request clients leave it (channel.py ConnectPace).
@@ -131,7 +134,7 @@ async def subscribe(
     delay = RETRY_MIN_S
     loop = asyncio.get_running_loop()
     unreachable_since: float | None = None  # the first of the attempts in a row that failed
-    warned = False
+    warned: str | None = None  # what the last warning said it waits for: "a node", "a slot"
     pace = ConnectPace()  # a node that answers nothing is left after a second, not five
     while not life.closed:
         address = endpoints[current]
@@ -149,10 +152,12 @@ async def subscribe(
             life.track(conn)
         except RefusedError as err:
             if err.reason == TOO_MANY_CONNECTIONS:  # waited for (module rules)
-                log.info("events: %s", failure_at(where, err))
-                if not warned:
+                unreachable_since = None  # a node answered
+                if warned != "a slot":
                     log.warning("events: %s; waiting for a free slot", failure_at(where, err))
-                    warned = True
+                    warned = "a slot"
+                else:
+                    log.info("events: %s", failure_at(where, err))
             else:  # passed by, as the request clients do (channel.py)
                 refused.add(where)
                 if refused >= {format_address(a) for a in endpoints}:
@@ -162,15 +167,15 @@ async def subscribe(
             log.info("events: cannot reach %s: %s", where, err)
             now = loop.time()
             unreachable_since = unreachable_since or now
-            if not warned and now - unreachable_since >= UNREACHABLE_WARN_S:
+            if warned != "a node" and now - unreachable_since >= UNREACHABLE_WARN_S:
                 log.warning("events: no node answers (%s); still trying", failure_at(where, err))
-                warned = True
+                warned = "a node"
         else:
             connected = True
             refused.clear()
             if warned:
                 log.warning("events: %s answers; following the events again", where)
-            unreachable_since, warned = None, False
+            unreachable_since, warned = None, None
             try:
                 # Traced, each subscribe is a short client span: the subscription is not.
                 with tracing.rpc(

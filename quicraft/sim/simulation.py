@@ -250,7 +250,10 @@ class _Op:
     args: tuple[int | None, ...]
     call: int
     node: NodeId
-    term: int = 0  # writes: the term of the proposed entry
+    # Writes: the proposed entry's data, which names this op alone. Its (index, term) does
+    # not: a single voter elected within one Ready that crashes before storing its new term
+    # is elected in that term again and puts other entries at the indexes it gave out.
+    command: bytes = b""
     done: bool = False
 
 
@@ -444,7 +447,7 @@ class Simulation:
             self.checker.on_apply(node, a.entry)
             op = self._writes.pop((node.id, a.entry.index), None)
             if op is not None and not op.done:
-                if op.term == a.entry.term:
+                if op.command == a.entry.data:
                     if self._newest_write is None or a.entry.index > self._newest_write[0]:
                         self._newest_write = (a.entry.index, op.key)
                     self._complete(op, a.result)
@@ -538,9 +541,9 @@ class Simulation:
             self._reads[ctx] = op
             node.core.read_index(ctx)
             return
-        cmd = Command(client.id, client.seq, op.kind, op.key, op.args)
+        op.command = Command(client.id, client.seq, op.kind, op.key, op.args).encode()
         try:
-            index, op.term = node.core.propose(cmd.encode())
+            index, _ = node.core.propose(op.command)
         except RaftError as err:
             if isinstance(err, NotLeader):
                 client.leader_hint = err.leader

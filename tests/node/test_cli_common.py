@@ -25,7 +25,7 @@ from quicraft.client import Client, ClientError, events
 from quicraft.client import bench as client_bench
 from quicraft.client.bench import run_bench, wait_until_serving
 from quicraft.statemachine import MAX_VALUE_BYTES
-from quicraft.transport import Identity, Role, TransportError, issue
+from quicraft.transport import Identity, RefusedError, Role, TransportError, issue
 
 
 def test_output_to_a_reader_that_went_away_ends_quietly_with_141(tmp_path: Path) -> None:
@@ -407,6 +407,84 @@ def test_a_subscription_says_when_a_node_answers_again(
     assert warnings == [
         "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
         "events: 10.0.0.1:7400 answers; following the events again",
+    ]
+
+
+def test_a_subscription_warns_once_for_each_thing_it_waits_for(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No node answers, then one refuses it for too many connections, then none answers
+    again: each is told once as it starts. The two warnings shared one flag, so that after
+    a cluster's restart a subscription waiting for a slot said only that no node answers."""
+    unreachable = TransportError("10.0.0.1:7400 is unreachable: refused")
+    full = RefusedError("10.0.0.1:7400 refused the connection: too_many_connections: full",
+                        "too_many_connections")  # fmt: skip
+    failures = [unreachable] * 3 + [full] * 3 + [unreachable] * 3
+
+    class Unusable:
+        ended = False
+
+        async def open_stream(self) -> None:
+            raise ConnectionError("gone again")
+
+        def close(self, reason: str) -> None:
+            pass
+
+    async def dial(*args: object, **kwargs: object) -> Unusable:
+        if failures:
+            raise failures.pop(0)
+        return Unusable()
+
+    monkeypatch.setattr(events, "quic_connect", dial)
+    monkeypatch.setattr(events, "UNREACHABLE_WARN_S", 0.0)
+    monkeypatch.setattr(events, "RETRY_MAX_S", 0.01)
+
+    async def follow() -> None:
+        subscription = events.subscribe([("10.0.0.1", 7400)], cast(Identity, None))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(subscription), 0.5)
+
+    asyncio.run(follow())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
+        "events: 10.0.0.1:7400 refused the connection: too_many_connections: full; "
+        "waiting for a free slot",
+        "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
+        "events: 10.0.0.1:7400 answers; following the events again",
+    ]
+
+
+def test_a_node_refusing_a_subscription_for_its_slots_is_a_node_that_answers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One endpoint down, the other refusing it for too many connections, for as long as the
+    subscription waits: one warning, for the slot, however many rounds it tries."""
+
+    async def dial(host: str, *args: object, **kwargs: object) -> NoReturn:
+        if host == "10.0.0.1":
+            raise TransportError("10.0.0.1:7400 is unreachable: refused")
+        raise RefusedError("10.0.0.2:7400 refused the connection: too_many_connections: full",
+                           "too_many_connections")  # fmt: skip
+
+    monkeypatch.setattr(events, "quic_connect", dial)
+    monkeypatch.setattr(events, "UNREACHABLE_WARN_S", 0.05)
+    caplog.set_level(logging.INFO, logger="quicraft.client")
+    monkeypatch.setattr(events, "RETRY_MAX_S", 0.01)
+
+    async def follow() -> None:
+        endpoints = [("10.0.0.1", 7400), ("10.0.0.2", 7400)]
+        subscription = events.subscribe(endpoints, cast(Identity, None))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(subscription), 0.5)
+
+    asyncio.run(follow())
+    refusals = [r for r in caplog.records if "too_many_connections: full" in r.getMessage()]
+    assert len(refusals) > 10  # it kept trying
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "events: 10.0.0.2:7400 refused the connection: too_many_connections: full; "
+        "waiting for a free slot"
     ]
 
 

@@ -312,6 +312,7 @@ class Simulation:
         self._observer = _Client(options.clients, observer=True)
         self._clients.append(self._observer)
         self._observing: _Op | None = None
+        self._final: tuple[SimNode, int, int] | None = None  # see _final_write
         # The acknowledged write of the highest index so far: (index, key).
         self._newest_write: tuple[int, str] | None = None
         self._clients_on = True
@@ -857,7 +858,7 @@ class Simulation:
         return SimResult(self.options, violation, list(self.trace), dict(self.stats.counts))
 
     def _fault_phase(self) -> None:
-        for client in self._clients[:-1]:  # not the observer
+        for client in (c for c in self._clients if not c.observer):
             self._at(self.rng.randint(0, 5 * TICK), lambda c=client: self._client_loop(c))  # type: ignore[misc]
         self._at(TICK, self._fault_tick)
         self._run_until(self.options.steps * TICK)
@@ -909,14 +910,27 @@ class Simulation:
         return probe()
 
     def _final_write(self) -> int | None:
+        """The index of a write after healing once a leader has committed it; None until
+        then. A leader may be deposed before its entry spreads (one cut off until the heal
+        has not yet heard of its successor, or one removed from the members, which no one
+        tells), and the entry is lost: it is proposed again at the leader of the highest
+        term, as a client would retry it."""
         leader = self.leader()
+        if self._final is not None:
+            node, index, term = self._final
+            log = node.core.log
+            if log.term(index) == term and log.committed >= index:
+                return index
+            if node is leader and node.core.term == term:
+                return None  # still its leader's to commit
         if leader is None:
             return None
         try:
-            index, _ = leader.core.propose(Command(-1, 0, "put", "final", (1,)).encode())
+            index, term = leader.core.propose(Command(-1, 0, "put", "final", (1,)).encode())
         except RaftError:
             return None
-        return index
+        self._final = (leader, index, term)
+        return None
 
     def _members(self) -> list[SimNode]:
         leader = self.leader()

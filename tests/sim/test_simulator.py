@@ -51,6 +51,7 @@ def test_mixed_fault_sweep_finds_no_violation() -> None:
     options += [SimOptions(seed, profile="membership") for seed in range(CI_SEEDS // 10)]
     # A cluster of one founder that grows: a single voter is elected within one Ready.
     options += [SimOptions(seed, nodes=1) for seed in range(CI_SEEDS // 10)]
+    options += [SimOptions(seed, nodes=1, profile="membership") for seed in range(CI_SEEDS // 10)]
     results = _sweep(options)
     failed = [r for r in results if not r.ok]
     assert not failed, "\n\n".join(r.report() for r in failed[:3])

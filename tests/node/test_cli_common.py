@@ -372,37 +372,46 @@ def test_events_from_no_reachable_node_say_so_while_they_keep_trying(tmp_path: P
         watcher.wait()
 
 
+class _Unusable:
+    """A connection that fails once used: the subscription's attempt ends there."""
+
+    ended = False
+
+    async def open_stream(self) -> None:
+        raise ConnectionError("gone again")
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+def _follow_briefly(endpoints: list[tuple[str, int]]) -> None:
+    """Run a subscription of `endpoints` for half a second, in which it yields nothing."""
+
+    async def follow() -> None:
+        subscription = events.subscribe(endpoints, cast(Identity, None))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(subscription), 0.5)
+
+    asyncio.run(follow())
+
+
 def test_a_subscription_says_when_a_node_answers_again(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     attempts = 0
 
-    class Unusable:
-        ended = False
-
-        async def open_stream(self) -> None:
-            raise ConnectionError("gone again")
-
-        def close(self, reason: str) -> None:
-            pass
-
-    async def dial(*args: object, **kwargs: object) -> Unusable:
+    async def dial(*args: object, **kwargs: object) -> _Unusable:
         nonlocal attempts
         attempts += 1
         if attempts <= 4:
             raise TransportError("10.0.0.1:7400 is unreachable: refused")
-        return Unusable()
+        return _Unusable()
 
     monkeypatch.setattr(events, "quic_connect", dial)
     monkeypatch.setattr(events, "UNREACHABLE_WARN_S", 0.0)
     monkeypatch.setattr(events, "RETRY_MAX_S", 0.01)
 
-    async def follow() -> None:
-        subscription = events.subscribe([("10.0.0.1", 7400)], cast(Identity, None))
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(anext(subscription), 0.5)
-
-    asyncio.run(follow())
+    _follow_briefly([("10.0.0.1", 7400)])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
@@ -421,30 +430,16 @@ def test_a_subscription_warns_once_for_each_thing_it_waits_for(
                         "too_many_connections")  # fmt: skip
     failures = [unreachable] * 3 + [full] * 3 + [unreachable] * 3
 
-    class Unusable:
-        ended = False
-
-        async def open_stream(self) -> None:
-            raise ConnectionError("gone again")
-
-        def close(self, reason: str) -> None:
-            pass
-
-    async def dial(*args: object, **kwargs: object) -> Unusable:
+    async def dial(*args: object, **kwargs: object) -> _Unusable:
         if failures:
             raise failures.pop(0)
-        return Unusable()
+        return _Unusable()
 
     monkeypatch.setattr(events, "quic_connect", dial)
     monkeypatch.setattr(events, "UNREACHABLE_WARN_S", 0.0)
     monkeypatch.setattr(events, "RETRY_MAX_S", 0.01)
 
-    async def follow() -> None:
-        subscription = events.subscribe([("10.0.0.1", 7400)], cast(Identity, None))
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(anext(subscription), 0.5)
-
-    asyncio.run(follow())
+    _follow_briefly([("10.0.0.1", 7400)])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "events: no node answers (10.0.0.1:7400 is unreachable: refused); still trying",
@@ -472,13 +467,7 @@ def test_a_node_refusing_a_subscription_for_its_slots_is_a_node_that_answers(
     caplog.set_level(logging.INFO, logger="quicraft.client")
     monkeypatch.setattr(events, "RETRY_MAX_S", 0.01)
 
-    async def follow() -> None:
-        endpoints = [("10.0.0.1", 7400), ("10.0.0.2", 7400)]
-        subscription = events.subscribe(endpoints, cast(Identity, None))
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(anext(subscription), 0.5)
-
-    asyncio.run(follow())
+    _follow_briefly([("10.0.0.1", 7400), ("10.0.0.2", 7400)])
     refusals = [r for r in caplog.records if "too_many_connections: full" in r.getMessage()]
     assert len(refusals) > 10  # it kept trying
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -20,7 +20,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from vs_pysyncobj import bench_arguments, run_quicraft
+from vs_pysyncobj import bench_parser, run_quicraft
 
 SETTINGS: dict[str, float | None] = {"off": None, "1 %": 0.01, "100 %": 1.0}
 
@@ -77,7 +77,7 @@ def run_bench(args: argparse.Namespace, sample: float | None, sink: SpanSink) ->
 
 
 def main() -> int:
-    args = bench_arguments(__doc__.split("\n\n")[0])
+    args = bench_parser(__doc__.split("\n\n")[0]).parse_args()
     try:
         import opentelemetry.proto  # noqa: F401
     except ImportError:

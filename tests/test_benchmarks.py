@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -36,3 +37,41 @@ def test_core_throughput_runs_and_checks_every_node(mode: str) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["mode"] == mode and report["runs"][0]["entries"] == 3000
+
+
+def _vs_pysyncobj() -> ModuleType:
+    """benchmarks/vs_pysyncobj.py as a module (benchmarks/ is no package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import vs_pysyncobj
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return vs_pysyncobj
+
+
+def _runs(*figures: tuple[float, float]) -> list[dict[str, float]]:
+    return [{"writes_per_s": writes, "write_p99_ms": p99} for writes, p99 in figures]
+
+
+def test_a_sweeps_peak_is_the_most_writes_within_the_p99_bound() -> None:
+    bench = _vs_pysyncobj()
+    by_load = {
+        16: _runs((4000, 7), (4200, 8), (4100, 9)),
+        64: _runs((7000, 25), (7400, 60), (7200, 45)),  # median p99 45: within 50
+        256: _runs((9000, 70), (9500, 80), (9900, 90)),  # the most writes, over the bound
+    }
+    assert bench._peak(by_load, 50.0) == (64, 7200, 45)
+    assert bench._peak(by_load, 20.0) == (16, 4100, 8)
+    assert bench._peak(by_load, 5.0) is None
+    # Round by round, a run over the bound is no peak, however fast.
+    assert bench._round_peak([runs[1] for runs in by_load.values()], 50.0) == 4200
+    assert bench._round_peak([runs[2] for runs in by_load.values()], 50.0) == 7200
+    assert bench._round_peak(by_load[256], 50.0) is None
+
+
+def test_a_sweep_takes_only_numbers_of_writes_in_flight() -> None:
+    done = _run("vs_pysyncobj.py", "--sweep", "16,x")
+    assert done.returncode == 2 and "not a list of numbers" in done.stderr
+    done = _run("vs_pysyncobj.py", "--sweep", "0,16")
+    assert done.returncode == 2 and "start at 1" in done.stderr
+    assert _vs_pysyncobj()._counts("64,16,64") == [16, 64]

@@ -18,8 +18,8 @@ With `--sweep`, each round runs quicraft and the two unbatched placements at eve
 writes in flight given, lowest first, and the script also compares each side's peak: the
 most committed writes/s it reached at any of those loads whose p99 stays within `--p99-bound`
 (50 ms, the team's goal). One fixed load favours whichever side saturates first (PySyncObj's
-unbatched writes/s hardly grow past 16 in flight, quicraft's grow with its batches up to
-about 128); the peak under a latency bound compares what each can serve. Benchmarks are
+unbatched writes/s hardly grow past 16 in flight, quicraft's keep growing with its batches
+to 256); the peak under a latency bound compares what each can serve. Benchmarks are
 never run as timed tests.
 """
 
@@ -327,22 +327,26 @@ def _compare_peaks(
     names: list[str],
 ) -> None:
     """Each side's peak over the sweep within the p99 bound: by the medians of each load, and
-    round by round (each round's best run within the bound on either side)."""
+    round by round (each round's best run within the bound on either side; "none" where a side
+    has no run within it)."""
     print(f"peak committed writes/s with p99 within {bound:g} ms:")
     mine = _peak(ours, bound)
     print(f"  quicraft {_peak_text(mine)}")
     rounds = len(next(iter(ours.values())))
     for name in names:
         other = _peak({count: by_name[name] for count, by_name in theirs.items()}, bound)
-        by_round = []
+        # A round where either side has no run within the bound stays in the list as "none":
+        # dropped, the median of the rest would read as every round's.
+        by_round: list[float | None] = []
         for i in range(rounds):
             a = _round_peak([runs[i] for runs in ours.values()], bound)
             b = _round_peak([by_name[name][i] for by_name in theirs.values()], bound)
-            if a is not None and b is not None:
-                by_round.append(a / b)
+            by_round.append(a / b if a is not None and b is not None else None)
         ratio = f"; ratio {mine[1] / other[1]:.2f}" if mine and other else ""
-        rounds_text = ", ".join(f"{r:.2f}" for r in by_round) or "none within the bound"
-        median = f" (median {statistics.median(by_round):.2f})" if by_round else ""
+        rounds_text = ", ".join("none" if r is None else f"{r:.2f}" for r in by_round)
+        known = [r for r in by_round if r is not None]
+        of = "" if len(known) == rounds else f" of {len(known)} rounds"
+        median = f" (median {statistics.median(known):.2f}{of})" if known else ""
         print(
             f"  PySyncObj {name} {_peak_text(other)}{ratio}; round by round {rounds_text}{median}"
         )

@@ -61,6 +61,7 @@ def test_a_sweeps_peak_is_the_most_writes_within_the_p99_bound() -> None:
         256: _runs((9000, 70), (9500, 80), (9900, 90)),  # the most writes, over the bound
     }
     assert bench._peak(by_load, 50.0) == (64, 7200, 45)
+    assert bench._peak(by_load, 45.0) == (64, 7200, 45)  # a p99 at the bound is within it
     assert bench._peak(by_load, 20.0) == (16, 4100, 8)
     assert bench._peak(by_load, 5.0) is None
     # Round by round, a run over the bound is no peak, however fast.
@@ -75,3 +76,15 @@ def test_a_sweep_takes_only_numbers_of_writes_in_flight() -> None:
     done = _run("vs_pysyncobj.py", "--sweep", "0,16")
     assert done.returncode == 2 and "start at 1" in done.stderr
     assert _vs_pysyncobj()._counts("64,16,64") == [16, 64]
+
+
+def test_a_round_without_a_peak_on_one_side_is_shown_not_dropped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Dropping such a round would leave a shorter list whose median looks like all rounds'."""
+    bench = _vs_pysyncobj()
+    ours = {16: _runs((4000, 10), (9000, 90), (4400, 10))}  # round 2 over the bound
+    theirs = {16: {"load in the leader": _runs((2000, 10), (2000, 10), (2000, 10))}}
+    bench._compare_peaks(50.0, ours, theirs, ["load in the leader"])
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "round by round 2.00, none, 2.20 (median 2.10 of 2 rounds)" in line, line

@@ -26,8 +26,10 @@ never run as timed tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import signal
 import socket
 import statistics
@@ -54,6 +56,8 @@ DIVERGED = "state machine may have diverged"
 Run = dict[str, Any]
 #: How long after a run the replicas may take to apply the same index.
 SETTLE_S = 10.0
+#: How long a killed member's process group may take to be gone.
+GROUP_GONE_S = 5.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -130,8 +134,11 @@ def _run_pysyncobj_once(args: argparse.Namespace, batch: bool, driver_leads: boo
                 argv += ["--drive", "--clients", str(args.clients)]
                 argv += ["--duration", str(args.duration), "--value-size", str(args.value_size)]
             # Its log goes to a file (PySyncObj's warnings would fill a pipe and stop it).
+            # A group of its own, so that the children it forks to write its dumps die with it.
             with logs[i].open("w") as log:
-                member = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+                member = subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+                )
             members.append(member)
         # A stuck run is killed, which ends the driver's output and so the loop below.
         watchdog = threading.Timer(args.duration + 120, members[0].kill)
@@ -143,8 +150,7 @@ def _run_pysyncobj_once(args: argparse.Namespace, batch: bool, driver_leads: boo
         finally:
             watchdog.cancel()
             for member in members:
-                member.kill()
-                member.wait()
+                _kill_group(member)
         text = [log.read_text(errors="replace") for log in logs]
     if result is None or "error" in result:
         problem = "the driver exited without a result" if result is None else result["error"]
@@ -152,6 +158,23 @@ def _run_pysyncobj_once(args: argparse.Namespace, batch: bool, driver_leads: boo
         raise SystemExit(f"PySyncObj: {problem}" + "".join(f"\n  {line}" for line in last))
     result["diverged"] = sum(t.count(DIVERGED) for t in text)
     return result
+
+
+def _kill_group(member: subprocess.Popen[str]) -> None:
+    """Kill a member and every process it forked, and wait until none is left: PySyncObj
+    writes its dumps (every 5,000 entries, `logCompactionMinEntries`) in a forked child, which
+    outlived a kill of the member alone and wrote into the run's folder as it was removed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(member.pid, signal.SIGKILL)
+    member.wait()
+    deadline = time.monotonic() + GROUP_GONE_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(member.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"PySyncObj: processes of member {member.pid} outlived SIGKILL")
 
 
 def _read_driver(members: list[subprocess.Popen[str]]) -> Run | None:
@@ -269,7 +292,8 @@ def main() -> int:
         type=float,
         default=50.0,
         metavar="MS",
-        help="a load whose median p99 is above this is no peak (default 50, the team's goal)",
+        help="with --sweep: a load whose median p99 is above this is no peak (default 50, the "
+        "team's goal)",
     )
     args = parser.parse_args()
     if importlib.util.find_spec("pysyncobj") is None:

@@ -5,9 +5,13 @@ commit index."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -88,3 +92,32 @@ def test_a_round_without_a_peak_on_one_side_is_shown_not_dropped(
     bench._compare_peaks(50.0, ours, theirs, ["load in the leader"])
     line = capsys.readouterr().out.splitlines()[-1]
     assert "round by round 2.00, none, 2.20 (median 2.10 of 2 rounds)" in line, line
+
+
+def test_a_killed_pysyncobj_member_takes_the_children_it_forked_along() -> None:
+    """PySyncObj writes its dumps in a forked child; one that outlived its member wrote into
+    the run's folder as the benchmark removed it."""
+    forks_and_sleeps = "import os, time\nos.fork()\ntime.sleep(60)\n"
+    member = subprocess.Popen([sys.executable, "-c", forks_and_sleeps], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(_group(member.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_group(member.pid)) == 2  # the member and its child
+        _vs_pysyncobj()._kill_group(member)
+        assert _group(member.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(member.pid, signal.SIGKILL)
+        member.wait()
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of a process group (zombies left out), from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members

@@ -301,23 +301,24 @@ def main() -> int:
     counts = args.sweep or [args.clients]
     names = list(SWEEP_RUNS if args.sweep else PYSYNCOBJ_RUNS)
     ours: dict[int, list[Run]] = {count: [] for count in counts}
-    theirs: dict[int, dict[str, list[Run]]] = {c: {name: [] for name in names} for c in counts}
+    # Each PySyncObj placement's runs by load, as ours are.
+    theirs: dict[str, dict[int, list[Run]]] = {name: {c: [] for c in counts} for name in names}
     for number in range(1, args.rounds + 1):
         for count in counts:
             load = argparse.Namespace(**{**vars(args), "clients": count})
             ours[count].append(run_quicraft(load))
             for name in names:
-                theirs[count][name].append(run_pysyncobj(load, *PYSYNCOBJ_RUNS[name]))
-            others = "; ".join(f"{name} {_line(runs[-1])}" for name, runs in theirs[count].items())
+                theirs[name][count].append(run_pysyncobj(load, *PYSYNCOBJ_RUNS[name]))
+            others = "; ".join(f"{name} {_line(theirs[name][count][-1])}" for name in names)
             print(
                 f"round {number}, {count} in flight: quicraft {_line(ours[count][-1])}, "
                 f"{ours[count][-1]['reads_per_s']:,.0f} reads/s; PySyncObj {others}",
                 flush=True,
             )
     for count in counts:
-        _compare(count, ours[count], theirs[count])
+        _compare(count, ours[count], {name: theirs[name][count] for name in names})
     if args.sweep:
-        _compare_peaks(args.p99_bound, ours, theirs, names)
+        _compare_peaks(args.p99_bound, ours, theirs)
     return 0
 
 
@@ -347,8 +348,7 @@ def _compare(count: int, ours: list[Run], theirs: dict[str, list[Run]]) -> None:
 def _compare_peaks(
     bound: float,
     ours: dict[int, list[Run]],
-    theirs: dict[int, dict[str, list[Run]]],
-    names: list[str],
+    theirs: dict[str, dict[int, list[Run]]],
 ) -> None:
     """Each side's peak over the sweep within the p99 bound: by the medians of each load, and
     round by round (each round's best run within the bound on either side; "none" where a side
@@ -357,14 +357,14 @@ def _compare_peaks(
     mine = _peak(ours, bound)
     print(f"  quicraft {_peak_text(mine)}")
     rounds = len(next(iter(ours.values())))
-    for name in names:
-        other = _peak({count: by_name[name] for count, by_name in theirs.items()}, bound)
+    for name, runs_by_count in theirs.items():
+        other = _peak(runs_by_count, bound)
         # A round where either side has no run within the bound stays in the list as "none":
         # dropped, the median of the rest would read as every round's.
         by_round: list[float | None] = []
         for i in range(rounds):
             a = _round_peak([runs[i] for runs in ours.values()], bound)
-            b = _round_peak([by_name[name][i] for by_name in theirs.values()], bound)
+            b = _round_peak([runs[i] for runs in runs_by_count.values()], bound)
             by_round.append(a / b if a is not None and b is not None else None)
         ratio = f"; ratio {mine[1] / other[1]:.2f}" if mine and other else ""
         rounds_text = ", ".join("none" if r is None else f"{r:.2f}" for r in by_round)

@@ -88,8 +88,8 @@ def test_a_round_without_a_peak_on_one_side_is_shown_not_dropped(
     """Dropping such a round would leave a shorter list whose median looks like all rounds'."""
     bench = _vs_pysyncobj()
     ours = {16: _runs((4000, 10), (9000, 90), (4400, 10))}  # round 2 over the bound
-    theirs = {16: {"load in the leader": _runs((2000, 10), (2000, 10), (2000, 10))}}
-    bench._compare_peaks(50.0, ours, theirs, ["load in the leader"])
+    theirs = {"load in the leader": {16: _runs((2000, 10), (2000, 10), (2000, 10))}}
+    bench._compare_peaks(50.0, ours, theirs)
     line = capsys.readouterr().out.splitlines()[-1]
     assert "round by round 2.00, none, 2.20 (median 2.10 of 2 rounds)" in line, line
 
